@@ -1,0 +1,7 @@
+bin_PROGRAMS += client/tierctl
+client_tierctl_SOURCES = client/tierctl.c client/tierctl.h
+client_tierctl_CFLAGS = $(libtierd_la_CFLAGS)
+client_tierctl_LDADD = libtierd.la
+
+pkgconfig_DATA += client/libtierd-client.pc
+EXTRA_DIST += client/libtierd-client.pc.in

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/* tierctl: the operator's and debugger's tool.  Dispatches to subcommands. */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "log.h"
+#include "tierctl.h"
+
+struct tierctl_cmd {
+	const char *name;
+	tierctl_cmd_fn fn;
+	const char *help;
+};
+
+/* Subcommands, one line each; the implementations live in client/tierctl-*.c. */
+static const struct tierctl_cmd commands[] = {
+	{ NULL, NULL, NULL },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: tierctl [-s SOCKET] [-c CONFIG] [--json] COMMAND [ARGS...]\n\nCommands:\n");
+	for (const struct tierctl_cmd *c = commands; c->name; c++)
+		fprintf(f, "  %-14s %s\n", c->name, c->help);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 }
+	};
+	struct tierctl_opts o = { .socket_path = TIERD_DEFAULT_SOCKET };
+	int opt;
+
+	log_init("tierctl", LOG_NOTICE);
+	log_set_prefix(0);
+	/* '+' stops at the subcommand, whose own options follow it. */
+	while ((opt = getopt_long(argc, argv, "+s:c:jhV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 's': o.socket_path = optarg; break;
+		case 'c': o.config_path = optarg; break;
+		case 'j': o.json = 1; break;
+		case 'h': usage(stdout); return EXIT_SUCCESS;
+		case 'V': printf("tierctl %s\n", PACKAGE_VERSION); return EXIT_SUCCESS;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	for (const struct tierctl_cmd *c = commands; c->name; c++) {
+		if (!strcmp(c->name, argv[optind])) {
+			int first = optind;
+
+			/* Subcommands run getopt on their own argv; 0 resets glibc's state. */
+			optind = 0;
+			return c->fn(&o, argc - first, argv + first);
+		}
+	}
+	fprintf(stderr, "tierctl: unknown command \"%s\"\n", argv[optind]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,10 @@
+# Unit tests: one cmocka program per module (TAP output via CMOCKA_MESSAGE_OUTPUT).
+TEST_CFLAGS = $(libtierd_la_CFLAGS) $(CMOCKA_CFLAGS)
+TEST_LIBS = libtierd.la $(CMOCKA_LIBS)
+
+check_PROGRAMS += tests/test-conf
+tests_test_conf_SOURCES = tests/test-conf.c
+tests_test_conf_CFLAGS = $(TEST_CFLAGS)
+tests_test_conf_LDADD = $(TEST_LIBS)
+
+TESTS += tests/test-conf

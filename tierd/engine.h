@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The engine: pool + fetch + cache behind one API, which the service and
+ * tierctl's direct commands (bench, demo) use.  It runs on the caller's event
+ * loop: engine_fd() is an fd (the io_uring completion eventfd) to poll for
+ * reading, and engine_process() handles what is ready.
+ *
+ * Experts are addressed by (model index, layer, expert).  A completed acquire
+ * holds one pin on the slot until engine_release(); a pinned slot is never
+ * evicted.
+ */
+#ifndef TIERD_ENGINE_H
+#define TIERD_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "catalog.h"
+#include "conf.h"
+
+struct engine;
+
+enum engine_prio {
+	ENGINE_DEMAND,		/* a client waits: goes ahead of prefetches */
+	ENGINE_PREFETCH,
+};
+
+struct engine_key {
+	uint32_t model;
+	uint32_t layer;
+	uint32_t expert;
+};
+
+/* A resident expert: where its bytes are in the pool. */
+struct engine_slot_info {
+	uint32_t pool;			/* index of the pool region (NUMA node in use) */
+	uint64_t offset;		/* of the slot in that region */
+	const struct catalog_expert *expert;	/* tensor layout; slot_offset is relative to offset */
+};
+
+/* err is 0 or a negative errno; info is valid only when err == 0. */
+typedef void (*engine_done_fn)(void *arg, int err, const struct engine_slot_info *info);
+
+struct engine_stats {
+	uint64_t hits, misses, evictions, fetches, fetch_errors, cancelled;
+	uint64_t bytes_read;		/* bytes tierd read from files (aligned, as issued) */
+	uint64_t bytes_resident;
+	uint64_t pins;
+};
+
+/* Opens the pool and fetch ring and every [model] of conf. */
+int engine_create(struct engine **out, const struct tierd_conf *conf, char *err, size_t errlen);
+void engine_destroy(struct engine *e);
+
+int engine_fd(const struct engine *e);
+/* Reaps completions and submits queued work; callbacks run from here. */
+int engine_process(struct engine *e);
+/* Blocks until no fetch is in flight (bench, tests, drain on SIGTERM). */
+int engine_drain(struct engine *e);
+
+int engine_model_count(const struct engine *e);
+/* -ENOENT if unknown. */
+int engine_model_index(const struct engine *e, const char *name);
+const struct catalog *engine_model_catalog(const struct engine *e, uint32_t model);
+const char *engine_model_name(const struct engine *e, uint32_t model);
+
+/*
+ * Makes the expert resident and pins it, then calls fn (possibly before
+ * returning, on a hit).  Concurrent acquires of one expert share one fetch.
+ * Returns 0 when queued or done, negative errno when refused up front
+ * (-ENOENT unknown expert, -ENOSPC nothing evictable, -EDQUOT over quota).
+ */
+int engine_acquire(struct engine *e, const struct engine_key *key, enum engine_prio prio,
+		   engine_done_fn fn, void *arg);
+/* Fetches without pinning; no callback.  Cheap when already resident. */
+int engine_prefetch(struct engine *e, const struct engine_key *key);
+/* Drops a prefetch that is no longer wanted, if it has not started. */
+int engine_cancel_prefetch(struct engine *e, const struct engine_key *key);
+int engine_release(struct engine *e, const struct engine_key *key);
+/* Operator actions. */
+int engine_evict(struct engine *e, const struct engine_key *key);
+
+/* Pool regions, to hand to clients read-only. */
+int engine_pool_count(const struct engine *e);
+int engine_pool_fd(const struct engine *e, uint32_t pool);
+uint64_t engine_pool_size(const struct engine *e, uint32_t pool);
+/* For tests and the demo: where the pool is mapped in this process. */
+const void *engine_pool_base(const struct engine *e, uint32_t pool);
+
+void engine_get_stats(const struct engine *e, struct engine_stats *st);
+
+#endif
