@@ -19,6 +19,16 @@ struct tierctl_cmd {
 
 /* Subcommands, one line each; the implementations live in client/tierctl-*.c. */
 static const struct tierctl_cmd commands[] = {
+	/* catalog */
+
+	/* engine */
+
+	/* plan */
+
+	/* energy */
+
+	/* service */
+
 	{ NULL, NULL, NULL },
 };
 

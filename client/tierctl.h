@@ -12,4 +12,14 @@ struct tierctl_opts {
 /* Every subcommand: argv[0] is the subcommand's name; returns an exit status. */
 typedef int (*tierctl_cmd_fn)(const struct tierctl_opts *o, int argc, char **argv);
 
+/* catalog */
+
+/* engine */
+
+/* plan */
+
+/* energy */
+
+/* service */
+
 #endif

@@ -1,0 +1,1 @@
+# bpf: sources and tests of this area (included by Makefile.am).

@@ -1,0 +1,1 @@
+# service: sources and tests of this area (included by Makefile.am).

@@ -1,0 +1,1 @@
+# vm: sources and tests of this area (included by Makefile.am).

@@ -1,0 +1,1 @@
+# catalog: sources and tests of this area (included by Makefile.am).

@@ -1,0 +1,1 @@
+# energy: sources and tests of this area (included by Makefile.am).

@@ -1,0 +1,1 @@
+# engine: sources and tests of this area (included by Makefile.am).
