@@ -1,1 +1,9 @@
 # engine: sources and tests of this area (included by Makefile.am).
+# DDR pool, slot allocator, fetch engine, cache, and the engine facade.
+libtierd_la_SOURCES += tierd/slab.c tierd/slab.h
+
+check_PROGRAMS += tests/test-slab
+tests_test_slab_SOURCES = tests/test-slab.c
+tests_test_slab_CFLAGS = $(TEST_CFLAGS)
+tests_test_slab_LDADD = $(TEST_LIBS)
+TESTS += tests/test-slab
