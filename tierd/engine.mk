@@ -7,3 +7,10 @@ tests_test_slab_SOURCES = tests/test-slab.c
 tests_test_slab_CFLAGS = $(TEST_CFLAGS)
 tests_test_slab_LDADD = $(TEST_LIBS)
 TESTS += tests/test-slab
+
+libtierd_la_SOURCES += tierd/pool.c tierd/pool.h
+check_PROGRAMS += tests/test-pool
+tests_test_pool_SOURCES = tests/test-pool.c
+tests_test_pool_CFLAGS = $(TEST_CFLAGS)
+tests_test_pool_LDADD = $(TEST_LIBS)
+TESTS += tests/test-pool
