@@ -14,3 +14,10 @@ tests_test_pool_SOURCES = tests/test-pool.c
 tests_test_pool_CFLAGS = $(TEST_CFLAGS)
 tests_test_pool_LDADD = $(TEST_LIBS)
 TESTS += tests/test-pool
+
+libtierd_la_SOURCES += tierd/fetch.c tierd/fetch.h
+check_PROGRAMS += tests/test-fetch
+tests_test_fetch_SOURCES = tests/test-fetch.c
+tests_test_fetch_CFLAGS = $(TEST_CFLAGS)
+tests_test_fetch_LDADD = $(TEST_LIBS)
+TESTS += tests/test-fetch
