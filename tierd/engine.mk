@@ -21,3 +21,10 @@ tests_test_fetch_SOURCES = tests/test-fetch.c
 tests_test_fetch_CFLAGS = $(TEST_CFLAGS)
 tests_test_fetch_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fetch
+
+libtierd_la_SOURCES += tierd/cache.c tierd/cache.h
+check_PROGRAMS += tests/test-cache
+tests_test_cache_SOURCES = tests/test-cache.c
+tests_test_cache_CFLAGS = $(TEST_CFLAGS)
+tests_test_cache_LDADD = $(TEST_LIBS)
+TESTS += tests/test-cache
