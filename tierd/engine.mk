@@ -28,3 +28,10 @@ tests_test_cache_SOURCES = tests/test-cache.c
 tests_test_cache_CFLAGS = $(TEST_CFLAGS)
 tests_test_cache_LDADD = $(TEST_LIBS)
 TESTS += tests/test-cache
+
+libtierd_la_SOURCES += tierd/engine.c
+check_PROGRAMS += tests/test-engine
+tests_test_engine_SOURCES = tests/test-engine.c tests/catalog-stub.c
+tests_test_engine_CFLAGS = $(TEST_CFLAGS)
+tests_test_engine_LDADD = $(TEST_LIBS)
+TESTS += tests/test-engine
