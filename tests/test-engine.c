@@ -110,6 +110,13 @@ static void fixture_build(struct fixture *fx)
 	fx->cat.slot_bytes = slot_max;
 }
 
+/* A fresh file and catalog after a test changed them. */
+static void fixture_reset(struct fixture *fx)
+{
+	unlink(fx->path);
+	fixture_build(fx);
+}
+
 static int setup(void **state)
 {
 	struct fixture *fx = malloc(sizeof(*fx));
@@ -391,10 +398,8 @@ static void test_bad_layout(void **state)
 	fx->tensors[5].slot_offset += (fx->tensors[5].offset % FETCH_ALIGN) - (fx->tensors[3].offset % FETCH_ALIGN);
 	assert_int_equal(engine_add_model(e, "bad", &fx->cat, false, 0, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "overlap"));
-	fixture_build(fx);
-	unlink(fx->path);
+	fixture_reset(fx);
 	/* A slot bigger than the pool. */
-	fixture_build(fx);
 	fx->cat.slot_bytes = 64 * MiB;
 	assert_int_equal(engine_add_model(e, "big", &fx->cat, false, 0, err, sizeof(err)), -ENOSPC);
 	fx->cat.slot_bytes = 0;
@@ -402,8 +407,7 @@ static void test_bad_layout(void **state)
 	assert_int_equal(engine_model_count(e), 0);
 	engine_destroy(e);
 	conf_free(&conf);
-	unlink(fx->path);
-	fixture_build(fx);
+	fixture_reset(fx);
 }
 
 /* The file shrinks under the engine: reads come back short before the
@@ -430,8 +434,7 @@ static void test_fetch_error(void **state)
 	assert_int_equal(st.bytes_resident, fx->experts[0].bytes);
 	assert_int_equal(engine_release(e, &k), -ENOENT);	/* not resident */
 	engine_destroy(e);
-	unlink(fx->path);
-	fixture_build(fx);
+	fixture_reset(fx);
 }
 
 int main(void)
