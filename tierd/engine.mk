@@ -35,3 +35,13 @@ tests_test_engine_SOURCES = tests/test-engine.c tests/catalog-stub.c
 tests_test_engine_CFLAGS = $(TEST_CFLAGS)
 tests_test_engine_LDADD = $(TEST_LIBS)
 TESTS += tests/test-engine
+
+# I/O errors from a real file system: a tiny FUSE server and its test.
+check_PROGRAMS += tests/fuse-eio tests/test-fetch-eio
+tests_fuse_eio_SOURCES = tests/fuse-eio.c tests/fuse-eio.h
+tests_fuse_eio_CFLAGS = $(AM_CFLAGS) $(FUSE3_CFLAGS)
+tests_fuse_eio_LDADD = $(FUSE3_LIBS)
+tests_test_fetch_eio_SOURCES = tests/test-fetch-eio.c tests/fuse-eio.h tests/catalog-stub.c
+tests_test_fetch_eio_CFLAGS = $(TEST_CFLAGS)
+tests_test_fetch_eio_LDADD = $(TEST_LIBS)
+TESTS += tests/test-fetch-eio
