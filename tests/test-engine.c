@@ -86,6 +86,13 @@ static void fixture_build(struct fixture *fx)
 			if (cursor > slot_max)
 				slot_max = cursor;
 		}
+	/* Catalogs list tensors by name, not by file offset: plan either way. */
+	{
+		struct catalog_tensor tmp = fx->tensors[3];
+
+		fx->tensors[3] = fx->tensors[5];
+		fx->tensors[5] = tmp;
+	}
 	fx->file_size = off;
 	snprintf(fx->path, sizeof(fx->path), "%s/test-engine.XXXXXX", dir);
 	fd = mkstemp(fx->path);
@@ -392,6 +399,10 @@ static void test_bad_layout(void **state)
 	fx->tensors[4].slot_offset += 8;
 	assert_int_equal(engine_add_model(e, "bad", &fx->cat, false, 0, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "l0.e1.w1"));
+	fx->tensors[4].slot_offset = saved;
+	/* One reaching past the end of the slot. */
+	fx->tensors[4].slot_offset = fx->cat.slot_bytes - 4096 + fx->tensors[4].offset % FETCH_ALIGN;
+	assert_int_equal(engine_add_model(e, "bad", &fx->cat, false, 0, err, sizeof(err)), -EINVAL);
 	fx->tensors[4].slot_offset = saved;
 	/* Two tensors on the same slot bytes. */
 	fx->tensors[5].slot_offset = fx->tensors[3].slot_offset;

@@ -78,23 +78,42 @@ static void plan_free(struct engine_model *m)
 	m->plans = NULL;
 }
 
+/* Tensor order for planning reads: by file, then offset. */
+static int tensor_cmp(const void *a, const void *b)
+{
+	const struct catalog_tensor *x = *(const struct catalog_tensor *const *)a;
+	const struct catalog_tensor *y = *(const struct catalog_tensor *const *)b;
+
+	if (x->file != y->file)
+		return x->file < y->file ? -1 : 1;
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
 /*
- * Reads of one expert: each tensor's 4 KiB aligned superset, merged with the
- * previous one when they touch in the file and keep the same distance to the
- * slot (tensors stored back to back).  Every read must land inside the slot
- * and no two may overlap there: a bad layout is refused, never served.
+ * Reads of one expert: each tensor's 4 KiB aligned superset, taken in file
+ * order, joined with the previous read when they touch in the file and keep
+ * the same distance to the slot (tensors stored back to back, laid out as one
+ * extent by catalog_layout_slots).  Every read must land inside the slot and
+ * no two may overlap there: a bad layout is refused, never served.
  */
 static int plan_expert(struct engine_model *m, const int *fmap, const struct catalog_expert *x,
 		       struct engine_plan *p, char *err, size_t errlen)
 {
 	uint64_t slot = m->cat->slot_bytes;
+	const struct catalog_tensor **order;
 
-	p->ext = calloc(x->ntensors ? x->ntensors : 1, sizeof(*p->ext));
-	if (!p->ext)
-		return -ENOMEM;
 	p->n = 0;
+	p->ext = calloc(x->ntensors ? x->ntensors : 1, sizeof(*p->ext));
+	order = calloc(x->ntensors ? x->ntensors : 1, sizeof(*order));
+	if (!p->ext || !order) {
+		free(order);
+		return -ENOMEM;
+	}
+	for (uint32_t t = 0; t < x->ntensors; t++)
+		order[t] = &x->tensors[t];
+	qsort(order, x->ntensors, sizeof(*order), tensor_cmp);
 	for (uint32_t t = 0; t < x->ntensors; t++) {
-		const struct catalog_tensor *ct = &x->tensors[t];
+		const struct catalog_tensor *ct = order[t];
 		uint64_t a = ct->offset & ~(FETCH_ALIGN - 1);
 		uint64_t b = (ct->offset + ct->length + FETCH_ALIGN - 1) & ~(FETCH_ALIGN - 1);
 		uint64_t lead = ct->offset - a;
@@ -105,16 +124,18 @@ static int plan_expert(struct engine_model *m, const int *fmap, const struct cat
 			snprintf(err, errlen, "model %s: layer %u expert %u: tensor %s: slot layout does not "
 				 "fit a %llu-byte slot with 4 KiB aligned reads", m->name, x->layer, x->expert,
 				 ct->name, (unsigned long long)slot);
+			free(order);
 			return -EINVAL;
 		}
 		if (prev && prev->file == (unsigned)fmap[ct->file] && a <= prev->offset + prev->length &&
-		    a >= prev->offset && ct->slot_offset - lead == prev->slot_off + (a - prev->offset)) {
+		    ct->slot_offset - lead == prev->slot_off + (a - prev->offset)) {
 			if (b > prev->offset + prev->length)
 				prev->length = b - prev->offset;
 			continue;
 		}
 		p->ext[p->n++] = (struct engine_extent){ (unsigned)fmap[ct->file], a, b - a, ct->slot_offset - lead };
 	}
+	free(order);
 	for (unsigned i = 0; i < p->n; i++)
 		for (unsigned k = i + 1; k < p->n; k++) {
 			const struct engine_extent *u = &p->ext[i], *v = &p->ext[k];
