@@ -405,8 +405,8 @@ static void test_bad_layout(void **state)
 	assert_int_equal(engine_add_model(e, "bad", &fx->cat, false, 0, err, sizeof(err)), -EINVAL);
 	fx->tensors[4].slot_offset = saved;
 	/* Two tensors on the same slot bytes. */
-	fx->tensors[5].slot_offset = fx->tensors[3].slot_offset;
-	fx->tensors[5].slot_offset += (fx->tensors[5].offset % FETCH_ALIGN) - (fx->tensors[3].offset % FETCH_ALIGN);
+	fx->tensors[4].slot_offset = fx->tensors[5].slot_offset - fx->tensors[5].offset % FETCH_ALIGN +
+				     fx->tensors[4].offset % FETCH_ALIGN;
 	assert_int_equal(engine_add_model(e, "bad", &fx->cat, false, 0, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "overlap"));
 	fixture_reset(fx);
