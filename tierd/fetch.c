@@ -268,11 +268,16 @@ int fetch_file_open(struct fetch *f, const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", path, strerror(-e));
 		return e;
 	}
-	if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
-		e = S_ISREG(sb.st_mode) ? -errno : -EINVAL;
-		snprintf(err, errlen, "%s: not a regular file", path);
+	if (fstat(fd, &sb)) {
+		e = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-e));
 		close(fd);
 		return e;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		close(fd);
+		return -EINVAL;
 	}
 	e = io_uring_register_files_update(&f->ring, f->nfiles, &fd, 1);
 	if (e < 0) {
