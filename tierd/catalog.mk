@@ -11,3 +11,16 @@ tests_test_catalog_SOURCES = tests/test-catalog.c
 tests_test_catalog_CFLAGS = $(TEST_CFLAGS)
 tests_test_catalog_LDADD = $(TEST_LIBS)
 TESTS += tests/test-safetensors tests/test-catalog
+
+# libFuzzer target for the header parser: built and run by the script, with clang.
+EXTRA_DIST += tests/fuzz-safetensors.sh tests/fuzz-safetensors.c tests/fuzz-safetensors.dict \
+	tests/corpus/safetensors/empty tests/corpus/safetensors/one-tensor \
+	tests/corpus/safetensors/metadata tests/corpus/safetensors/mixtral \
+	tests/corpus/safetensors/fp8-scales tests/corpus/safetensors/fused \
+	tests/corpus/safetensors/overlap tests/corpus/safetensors/duplicate \
+	tests/corpus/safetensors/escapes
+CLEANFILES += tests/fuzz-safetensors
+if FUZZ
+TESTS += tests/fuzz-safetensors.sh
+AM_TESTS_ENVIRONMENT += CLANG='$(CLANG)'; export CLANG;
+endif
