@@ -24,6 +24,7 @@ static const struct tierctl_cmd commands[] = {
 	/* engine */
 
 	/* plan */
+	{ "plan", cmd_plan, "per-token energy and latency of MoE placements; \"plan select\" picks one" },
 
 	/* energy */
 

@@ -17,6 +17,7 @@ typedef int (*tierctl_cmd_fn)(const struct tierctl_opts *o, int argc, char **arg
 /* engine */
 
 /* plan */
+int cmd_plan(const struct tierctl_opts *o, int argc, char **argv);
 
 /* energy */
 
