@@ -7,3 +7,12 @@ libtierd_la_SOURCES += \
 	tierd/plan_hw.c tierd/plan_hw.h
 
 client_tierctl_SOURCES += client/tierctl-plan.c client/tierctl-plan-svg.c client/tierctl-plan.h
+
+check_PROGRAMS += tests/test-plan
+tests_test_plan_SOURCES = tests/test-plan.c
+tests_test_plan_CFLAGS = $(TEST_CFLAGS)
+tests_test_plan_LDADD = $(TEST_LIBS)
+TESTS += tests/test-plan
+
+TESTS += tests/plan-cli.sh
+EXTRA_DIST += tests/plan-cli.sh
