@@ -619,7 +619,7 @@ static int run_plan(const struct plan_cli *c0, bool json)
 				if (!c.place[t])
 					continue;
 				nofit |= !fits;
-				printf("%5u %-4s%c %10.4f %9.3f %9.0f |", x->batch, plan_tier_name(t),
+				printf("%5u %-4s%c %10.4f %9.3f %9.1f |", x->batch, plan_tier_name(t),
 				       fits ? ' ' : '*', x->energy_per_token_j, x->latency_per_token_s * 1e3,
 				       x->tokens_per_s);
 				for (int k = 0; k < PLAN_NPARTS; k++)
