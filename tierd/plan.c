@@ -102,16 +102,9 @@ static const struct plan_key keys[] = {
 	{ "bytes_per_param", "model", KEY_DOUBLE, PP(bytes_per_param), 0, 64, false },
 };
 
-static const char *const key_names[] = {
-	"nodes", "gpus_per_node", "gpu_tflops", "hbm_gbps", "hbm_gib", "link_gbps",
-	"ddr_gbps", "ssd_gbps", "ddr_gib", "pj_hbm", "pj_ddr", "pj_flash", "flash_scale",
-	"pj_l1", "pj_l2", "pj_flop", "gpu_idle_w", "ddr_static_w", "ddr_static_gb",
-	"ssd_idle_w", "tile", "context", "top_k", "bytes_per_param", NULL,
-};
-
-const char *const *plan_keys(void)
+const char *plan_key_name(size_t i)
 {
-	return key_names;
+	return i < sizeof(keys) / sizeof(keys[0]) ? keys[i].name : NULL;
 }
 
 static const struct plan_key *key_find(const char *name)
