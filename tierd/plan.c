@@ -552,8 +552,10 @@ int plan_eval(const struct plan_model *m, const struct plan_params *p,
 
 	r->ddr_need_bytes = sz.routed_bytes * pl->frac[PLAN_TIER_DDR];
 	r->ssd_need_bytes = sz.routed_bytes * pl->frac[PLAN_TIER_SSD];
+	/* Fetched experts need HBM buffers for two layers: the one computing, the one arriving. */
 	r->hbm_need_bytes = sz.resident_bytes + sz.routed_bytes * pl->frac[PLAN_TIER_HBM] +
-			    sz.kv_bytes_per_token * p->context * b;
+			    sz.kv_bytes_per_token * p->context * b +
+			    2 * distinct * sz.expert_bytes * (1 - pl->frac[PLAN_TIER_HBM]);
 	static_w = gpus * en->gpu_idle_w +
 		   en->ddr_static_w * r->ddr_need_bytes / (en->ddr_static_gb * GB) +
 		   (pl->frac[PLAN_TIER_SSD] > 0 ? hw->nodes * en->ssd_idle_w : 0);
@@ -692,16 +694,26 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 	for (size_t bi = 0; bi < req->nbatches; bi++) {
 		double kv = sz.kv_bytes_per_token * p->context * req->batches[bi];
 		double hbm_free = req->hbm_bytes - sz.resident_bytes - kv;
+		/* HBM buffers for the fetched experts of two layers (see plan_eval). */
+		double buf = 2 * sz.expert_bytes *
+			     plan_distinct_experts(m->experts, eff_top_k(m, p), req->batches[bi]);
 		double h, rest, dmax;
 
 		if (!req->batches[bi]) {
 			ret = fail(err, errlen, -EINVAL, "select: batch size must be positive");
 			goto out;
 		}
-		min_hbm = fmin(min_hbm, sz.resident_bytes + kv);
-		if (hbm_free < 0)
+		min_hbm = fmin(min_hbm, sz.resident_bytes + kv + fmin(buf, sz.routed_bytes));
+		/*
+		 * A fraction h in HBM needs h routed + (1 - h) buf: all of them if they
+		 * fit, else as many as leave room for the buffers.
+		 */
+		if (hbm_free >= sz.routed_bytes)
+			h = 1;
+		else if (hbm_free < buf || sz.routed_bytes <= buf)
 			continue;
-		h = sz.routed_bytes > 0 ? fmin(1, hbm_free / sz.routed_bytes) : 1;
+		else
+			h = (hbm_free - buf) / (sz.routed_bytes - buf);
 		rest = 1 - h;
 		dmax = sz.routed_bytes > 0 ? fmin(rest, req->ddr_bytes / sz.routed_bytes) : 0;
 		/* DDR cache sizes 0, 1/steps, ... of the routed bytes, and the largest that fits. */
