@@ -285,7 +285,7 @@ static int parse_args(struct plan_cli *c, int argc, char **argv)
 		return -EINVAL;
 	}
 	if (!batches)
-		batches = c->select ? "1-1024" : "1-1024";
+		batches = "1-1024";
 	r = plan_parse_batches(batches, c->batches, MAX_BATCHES, &c->nbatches);
 	if (r < 0) {
 		fprintf(stderr, "tierctl plan: --batch: expected positive sizes like \"1,8,64\" or "
