@@ -483,7 +483,7 @@ static void test_user_preset(void **state)
 	conf_free(&c);
 	assert_int_equal(conf_init(&c), 0);
 	assert_int_equal(conf_load_string(&c, "t.conf", "[preset bad]\npattern = a.{L}.{E}\n", err, sizeof(err)), 0);
-	expect_fault(*state, NULL, &c, "line 2: [preset bad] pattern: unknown key");
+	expect_fault(*state, NULL, &c, "t.conf:2: [preset bad] pattern: unknown key");
 	conf_free(&c);
 }
 

@@ -131,8 +131,10 @@ static bool pattern_match(const char *p, const char *s, struct match *m)
 	}
 }
 
-int catalog_preset_check(const struct conf_preset *p, char *err, size_t errlen)
+int catalog_preset_check(const char *file, const struct conf_preset *p, char *err, size_t errlen)
 {
+	if (!file)
+		file = "config";
 	size_t npat = 0;
 
 	for (size_t i = 0; i < p->nkv; i++) {
@@ -143,8 +145,8 @@ int catalog_preset_check(const struct conf_preset *p, char *err, size_t errlen)
 
 		if (!fused && strcmp(kv->key, "tensor"))
 			return errf(err, errlen, -EINVAL,
-				    "line %u: [preset %s] %s: unknown key (expected 'tensor' or 'fused')",
-				    kv->line, p->name, kv->key);
+				    "%s:%u: [preset %s] %s: unknown key (expected 'tensor' or 'fused')",
+				    file, kv->line, p->name, kv->key);
 		for (const char *c = v; *c; c++) {
 			if (!strncmp(c, "{L}", 3))
 				nl++;
@@ -155,13 +157,13 @@ int catalog_preset_check(const struct conf_preset *p, char *err, size_t errlen)
 		}
 		if (nl != 1 || ne != (fused ? 0u : 1u) || nstar > 1)
 			return errf(err, errlen, -EINVAL,
-				    "line %u: [preset %s] %s = %s: needs one {L}, %s {E} and at most one '*'",
-				    kv->line, p->name, kv->key, v, fused ? "no" : "one");
+				    "%s:%u: [preset %s] %s = %s: needs one {L}, %s {E} and at most one '*'",
+				    file, kv->line, p->name, kv->key, v, fused ? "no" : "one");
 		npat++;
 	}
 	if (!npat)
-		return errf(err, errlen, -EINVAL, "line %u: [preset %s] has no 'tensor' or 'fused' pattern",
-			    p->line, p->name);
+		return errf(err, errlen, -EINVAL, "%s:%u: [preset %s] has no 'tensor' or 'fused' pattern",
+			    file, p->line, p->name);
 	return 0;
 }
 
@@ -848,7 +850,7 @@ int catalog_open(struct catalog **out, const char *dir, const char *preset,
 	if (r)
 		goto out;
 	for (size_t c = 0; conf && c < conf->npresets; c++) {
-		r = catalog_preset_check(&conf->presets[c], err, errlen);
+		r = catalog_preset_check(conf->path, &conf->presets[c], err, errlen);
 		if (r)
 			goto out;
 	}

@@ -123,8 +123,11 @@ const struct catalog_expert *catalog_find(const struct catalog *cat, uint32_t la
  */
 int catalog_layout_slots(struct catalog *cat, uint64_t align);
 
-/* Checks a preset's keys (also used for [preset] sections at config load). */
-int catalog_preset_check(const struct conf_preset *p, char *err, size_t errlen);
+/*
+ * Checks a [preset] section's keys and patterns ("file:line: [preset X] key:
+ * reason" in err).  catalog_open checks every configured preset this way.
+ */
+int catalog_preset_check(const char *file, const struct conf_preset *p, char *err, size_t errlen);
 
 const char *st_dtype_name(enum st_dtype t);
 size_t st_dtype_size(enum st_dtype t);
