@@ -443,6 +443,27 @@ static void test_llama4_multimodal(void **state)
 	catalog_free(cat);
 }
 
+static void test_llama4_per_expert(void **state)
+{
+	const struct tdef ts[] = {
+		{ "language_model.model.layers.1.feed_forward.experts.0.gate_proj.weight", "F8_E4M3", 2, { 4, 2 } },
+		{ "language_model.model.layers.1.feed_forward.experts.0.gate_proj.weight_scale", "F32", 2, { 4, 1 } },
+		{ "language_model.model.layers.1.feed_forward.experts.1.gate_proj.weight", "F8_E4M3", 2, { 4, 2 } },
+		{ "language_model.model.layers.1.feed_forward.experts.1.gate_proj.weight_scale", "F32", 2, { 4, 1 } },
+		{ "language_model.model.layers.1.feed_forward.shared_expert.gate_proj.weight", "BF16", 2, { 4, 2 } },
+	};
+	struct catalog *cat;
+
+	write_st(*state, "model.safetensors", ts, 5);
+	cat = open_ok(*state, NULL, NULL);
+	assert_string_equal(cat->preset, "llama4");
+	assert_int_equal(cat->nexperts, 2);
+	assert_int_equal(cat->experts[1].ntensors, 2);
+	assert_int_equal(cat->experts[1].bytes, 8 + 16);
+	assert_int_equal(cat->dense_tensors, 1);
+	catalog_free(cat);
+}
+
 static void test_user_preset(void **state)
 {
 	const struct tdef ts[] = {
@@ -726,6 +747,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deepseek_fp8, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_gpt_oss, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_llama4_multimodal, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_llama4_per_expert, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_user_preset, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_inconsistent_experts, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_sharded, setup_dir, teardown_dir),

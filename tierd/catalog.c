@@ -42,6 +42,9 @@ static const char builtin_presets[] =
 	"[preset llama4]\n"
 	"fused = model.layers.{L}.feed_forward.experts.*\n"
 	"fused = language_model.model.layers.{L}.feed_forward.experts.*\n"
+	"; quantized releases store the experts one by one\n"
+	"tensor = model.layers.{L}.feed_forward.experts.{E}.*\n"
+	"tensor = language_model.model.layers.{L}.feed_forward.experts.{E}.*\n"
 	"[preset gpt-oss]\n"
 	"fused = model.layers.{L}.mlp.experts.*\n";
 
@@ -273,6 +276,11 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static int cmp_shard(const void *a, const void *b)
+{
+	return strcmp(((const struct shard *)a)->name, ((const struct shard *)b)->name);
+}
+
 static int load_shard(struct loader *l, struct shard *s)
 {
 	char path[PATH_MAX], *real = NULL;
@@ -370,18 +378,15 @@ static int load_files(struct loader *l)
 		if (r)
 			goto out;
 	}
-	/* Every tensor the index names must be in the shard it names. */
+	/* Every tensor the index names must be in the shard it names (shards are sorted by name). */
 	json_object_object_foreach(wm, tname2, fname2) {
-		const char *f = json_object_get_string(fname2);
+		struct shard key = { .name = (char *)json_object_get_string(fname2) };
+		const struct shard *s = bsearch(&key, l->shards, l->nshards, sizeof(*s), cmp_shard);
 
-		for (size_t i = 0; i < l->nshards; i++) {
-			if (strcmp(l->shards[i].name, f))
-				continue;
-			if (!st_header_find(l->shards[i].h, tname2)) {
-				r = errf(l->err, l->errlen, -EINVAL,
-					 INDEX_NAME ": tensor '%s' is mapped to %s, which does not contain it", tname2, f);
-				goto out;
-			}
+		if (!s || !st_header_find(s->h, tname2)) {
+			r = errf(l->err, l->errlen, -EINVAL,
+				 INDEX_NAME ": tensor '%s' is mapped to %s, which does not contain it", tname2, key.name);
+			goto out;
 		}
 	}
 	l->weight_map = json_object_get(wm);
