@@ -669,7 +669,7 @@ static void test_bad_shard(void **state)
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/model.safetensors.index.json", (char *)*state);
 	unlink(path);
-	expect_fault(*state, NULL, NULL, "model.safetensors: No such file or directory");
+	expect_fault(*state, NULL, NULL, "neither model.safetensors.index.json nor model.safetensors found");
 }
 
 /* ---- slot layout ---------------------------------------------------------------------------- */

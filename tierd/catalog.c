@@ -329,7 +329,10 @@ static int load_files(struct loader *l)
 		if (!l->shards || !(l->shards[0].name = strdup(SINGLE_NAME)))
 			return -ENOMEM;
 		l->nshards = 1;
-		return load_shard(l, &l->shards[0]);
+		r = load_shard(l, &l->shards[0]);
+		if (r == -ENOENT)
+			errf(l->err, l->errlen, r, "%s: neither " INDEX_NAME " nor " SINGLE_NAME " found", l->dir);
+		return r;
 	}
 	if (!json_object_object_get_ex(index, "weight_map", &wm) || !json_object_is_type(wm, json_type_object)) {
 		r = errf(l->err, l->errlen, -EINVAL, INDEX_NAME ": no weight_map object");
@@ -643,7 +646,7 @@ static int build_experts(struct catalog *cat, struct loader *l, struct parts *ps
 			for (uint32_t k = 0; k < e0->ntensors; k++) {
 				const struct catalog_tensor *t0 = &e0->tensors[k];
 				const struct catalog_tensor *t = find_role(ex, rolesx, roles0[k]);
-				char a[160], b[160];
+				char a[256], b[256];	/* fits 8 dimensions of 20 digits */
 
 				if (!t) {
 					r = errf(l->err, l->errlen, -EINVAL,
