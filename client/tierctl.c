@@ -26,6 +26,7 @@ static const struct tierctl_cmd commands[] = {
 	/* engine */
 
 	/* plan */
+	{ "plan", cmd_plan, "per-token energy and latency of MoE placements; \"plan select\" picks one" },
 
 	/* energy */
 

@@ -19,6 +19,7 @@ int cmd_demo_store(const struct tierctl_opts *o, int argc, char **argv);
 /* engine */
 
 /* plan */
+int cmd_plan(const struct tierctl_opts *o, int argc, char **argv);
 
 /* energy */
 
