@@ -726,38 +726,27 @@ static int apply_config(struct catalog *cat, struct loader *l)
 
 /* ---- slots ------------------------------------------------------------------------------ */
 
-static int cmp_file_offset(const void *a, const void *b)
-{
-	const struct catalog_tensor *x = *(const struct catalog_tensor * const *)a;
-	const struct catalog_tensor *y = *(const struct catalog_tensor * const *)b;
-
-	if (x->file != y->file)
-		return x->file < y->file ? -1 : 1;
-	return (x->offset > y->offset) - (x->offset < y->offset);
-}
-
 static int layout_expert(struct catalog_expert *ex, uint64_t align)
 {
-	struct catalog_tensor **by = calloc(ex->ntensors + 1, sizeof(*by));
 	struct catalog_extent *xs = calloc(ex->ntensors + 1, sizeof(*xs));
 	struct catalog_extent *cur = NULL;
 	uint32_t n = 0;
 	uint64_t pos = 0;
 
-	if (!by || !xs) {
-		free(by);
-		free(xs);
+	if (!xs)
 		return -ENOMEM;
-	}
-	for (uint32_t i = 0; i < ex->ntensors; i++)
-		by[i] = &ex->tensors[i];
-	qsort(by, ex->ntensors, sizeof(*by), cmp_file_offset);
 	for (uint32_t i = 0; i < ex->ntensors; i++) {
-		struct catalog_tensor *t = by[i];
+		struct catalog_tensor *t = &ex->tensors[i];
 		uint64_t start = t->offset & ~(align - 1);
 		uint64_t end = (t->offset + t->length + align - 1) & ~(align - 1);
 
-		if (cur && cur->file == t->file && start <= cur->offset + cur->length) {
+		/*
+		 * Only forward continuations join an extent: in the reference
+		 * writer's order (scales grouped apart from weights) a weight's
+		 * neighbour in the file is not its neighbour in the slot, and
+		 * its block is then read twice rather than placed twice.
+		 */
+		if (cur && cur->file == t->file && start >= cur->offset && start <= cur->offset + cur->length) {
 			if (end > cur->offset + cur->length) {
 				pos += end - (cur->offset + cur->length);
 				cur->length = end - cur->offset;
@@ -772,7 +761,6 @@ static int layout_expert(struct catalog_expert *ex, uint64_t align)
 		}
 		t->slot_offset = cur->slot_offset + (t->offset - cur->offset);
 	}
-	free(by);
 	free(ex->extents);
 	ex->extents = xs;
 	ex->nextents = n;
