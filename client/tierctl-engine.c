@@ -649,6 +649,14 @@ static void human(char *buf, size_t len, double bytes)
 		snprintf(buf, len, "%.0f kB", bytes / 1e3);
 }
 
+static void joules(char *buf, size_t len, double j)
+{
+	if (j >= 1)
+		snprintf(buf, len, "%.3f J", j);
+	else
+		snprintf(buf, len, "%.3f mJ", j * 1e3);
+}
+
 int cmd_demo(const struct tierctl_opts *o, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -665,7 +673,7 @@ int cmd_demo(const struct tierctl_opts *o, int argc, char **argv)
 	uint64_t want = 3, served = 0, fetched = 0;
 	uint32_t layers = 0, first = 0;
 	double total = 0;
-	char b1[32], b2[32];
+	char b1[32], b2[32], j1[32], j2[32];
 	int opt, rc = 1;
 
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -769,10 +777,11 @@ int cmd_demo(const struct tierctl_opts *o, int argc, char **argv)
 	printf("summary: %" PRIu64 " experts fetched in %u layers, %s read from flash in %.3f s = %.2f GB/s; "
 	       "%" PRIu64 " hits, %" PRIu64 " evictions, %" PRIu64 " fetch errors\n", fetched, layers, b1, total,
 	       total > 0 ? (double)st.bytes_read / total / 1e9 : 0.0, st.hits, st.evictions, st.fetch_errors);
-	printf("dynamic energy (bytes x 8 x pJ/bit): flash read %s x %.1f pJ = %.3f mJ; "
-	       "DDR read of %s served to clients x %.1f pJ = %.3f mJ\n",
-	       b1, d.conf.pj_flash, (double)st.bytes_read * 8 * d.conf.pj_flash * 1e-9,
-	       b2, d.conf.pj_ddr, (double)served * 8 * d.conf.pj_ddr * 1e-9);
+	joules(j1, sizeof(j1), (double)st.bytes_read * 8 * d.conf.pj_flash * 1e-12);
+	joules(j2, sizeof(j2), (double)served * 8 * d.conf.pj_ddr * 1e-12);
+	printf("dynamic energy (bytes x 8 x pJ/bit, [energy] of the config): flash read %s x %.1f pJ = %s; "
+	       "DDR read of the %s served to clients x %.1f pJ = %s\n",
+	       b1, d.conf.pj_flash, j1, b2, d.conf.pj_ddr, j2);
 	rc = 0;
 out:
 	free(a);
