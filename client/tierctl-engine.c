@@ -713,7 +713,7 @@ int cmd_demo(const struct tierctl_opts *o, int argc, char **argv)
 		goto out;
 	printf("checkpoint %s: preset %s, %u layers x %u experts, %" PRIu64 " bytes per expert slot\n",
 	       argv[optind], d.cat->preset, d.cat->nlayers, d.cat->experts_per_layer, d.cat->slot_bytes);
-	printf("pool %" PRIu64 " MiB (sized for one layer of experts), io_uring queue depth %u, requests of %" PRIu64 " KiB\n",
+	printf("pool %" PRIu64 " MiB (room for one layer of experts or a little more), io_uring queue depth %u, requests of %" PRIu64 " KiB\n",
 	       engine_pool_size(d.e, 0) >> 20, d.conf.queue_depth, d.conf.request_size >> 10);
 	drop_caches(&d);
 	while (first < d.cat->nexperts && layers < want) {
