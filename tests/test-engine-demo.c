@@ -82,7 +82,7 @@ static void fetch_all(const struct demostore_opts *dopts, uint64_t pool_slots, u
 	/* The pool is whole 2 MiB chunks; small slots share a chunk. */
 	conf.pool_size = (pool_slots * cat->slot_bytes + (2 << 20) - 1) & ~((2ULL << 20) - 1);
 	conf.pool_lock = geteuid() == 0;
-	conf.hugepages = CONF_HUGEPAGES_AUTO;
+	conf.hugepages = CONF_HUGEPAGES_NO;	/* test-pool may be borrowing hugetlb pages */
 	conf.queue_depth = 8;
 	conf.request_size = 64 << 10;
 	if (engine_create(&e, &conf, err, sizeof(err)) < 0)
