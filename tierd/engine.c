@@ -239,9 +239,10 @@ int engine_create(struct engine **out, const struct tierd_conf *conf, char *err,
 	iov = pool_iovecs(e->pool, &niov);
 	r = fetch_register_buffers(e->fetch, iov, niov);
 	if (r < 0) {
-		snprintf(err, errlen, "engine: registering the pool with io_uring: %s%s", strerror(-r),
-			 r == -ENOMEM ? " (registered buffers count against RLIMIT_MEMLOCK)" : "");
-		goto fail;
+		/* Still correct without: reads then pin pages each time (slower). */
+		log_warn("engine: registering the pool with io_uring failed (%s)%s; reading without "
+			 "registered buffers", strerror(-r),
+			 r == -ENOMEM ? ": registered buffers count against RLIMIT_MEMLOCK" : "");
 	}
 	r = cache_create(&e->cache, conf->policy);
 	if (r < 0) {
@@ -589,8 +590,11 @@ int engine_prefetch(struct engine *e, const struct engine_key *key)
 	if (xi < 0)
 		return xi;
 	ce = cache_lookup(e->cache, &ck);
-	if (ce)
+	if (ce) {
+		/* Wanted soon: keep it away from the eviction end. */
+		cache_touch(e->cache, ce);
 		return 0;
+	}
 	return start_fetch(e, key, xi, ENGINE_PREFETCH, &ce);
 }
 

@@ -364,10 +364,12 @@ static bool issue(struct fetch *f, unsigned ri)
 	if (!sqe)
 		return false;
 	buf = buf_find(f, r->dst, &room);
-	if (buf >= 0)
+	if (buf >= 0) {
 		io_uring_prep_read_fixed(sqe, (int)r->file, r->dst, (unsigned)r->length, r->offset, buf);
-	else
+		f->st.requests_fixed++;
+	} else {
 		io_uring_prep_read(sqe, (int)r->file, r->dst, (unsigned)r->length, r->offset);
+	}
 	sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data64(sqe, ri);
 	f->inflight++;
