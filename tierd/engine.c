@@ -18,25 +18,12 @@
 #include "slab.h"
 
 /* What one expert reads: aligned file ranges and where they land in its slot. */
-struct engine_extent {
-	unsigned file;			/* fetch's file index */
-	uint64_t offset;
-	uint64_t length;
-	uint64_t slot_off;
-};
-
-struct engine_plan {
-	struct engine_extent *ext;
-	unsigned n;
-};
-
 struct engine_model {
 	char *name;
 	struct catalog *cat;
 	bool owned;
 	int cls;			/* slab class */
 	int *fmap;			/* catalog file index -> fetch file index */
-	struct engine_plan *plans;	/* one per catalog expert */
 };
 
 struct engine_waiter {
@@ -68,84 +55,37 @@ static const struct engine_model *model_get(const struct engine *e, uint32_t mod
 	return model < e->nmodels ? &e->models[model] : NULL;
 }
 
-static void plan_free(struct engine_model *m)
-{
-	if (!m->plans)
-		return;
-	for (uint32_t i = 0; i < m->cat->nexperts; i++)
-		free(m->plans[i].ext);
-	free(m->plans);
-	m->plans = NULL;
-}
-
-/* Tensor order for planning reads: by file, then offset. */
-static int tensor_cmp(const void *a, const void *b)
-{
-	const struct catalog_tensor *x = *(const struct catalog_tensor *const *)a;
-	const struct catalog_tensor *y = *(const struct catalog_tensor *const *)b;
-
-	if (x->file != y->file)
-		return x->file < y->file ? -1 : 1;
-	return x->offset < y->offset ? -1 : x->offset > y->offset;
-}
-
 /*
- * Reads of one expert: each tensor's 4 KiB aligned superset, taken in file
- * order, joined with the previous read when they touch in the file and keep
- * the same distance to the slot (tensors stored back to back, laid out as one
- * extent by catalog_layout_slots).  Every read must land inside the slot and
- * no two may overlap there: a bad layout is refused, never served.
+ * The catalog lays out each expert's reads (aligned extents, merged, in slot
+ * order).  Checked once more here because a bad layout must be refused, never
+ * served: every read inside the slot, aligned, and no two overlapping.
  */
-static int plan_expert(struct engine_model *m, const int *fmap, const struct catalog_expert *x,
-		       struct engine_plan *p, char *err, size_t errlen)
+static int check_expert(const struct engine_model *m, const struct catalog_expert *x,
+			char *err, size_t errlen)
 {
 	uint64_t slot = m->cat->slot_bytes;
-	const struct catalog_tensor **order;
 
-	p->n = 0;
-	p->ext = calloc(x->ntensors ? x->ntensors : 1, sizeof(*p->ext));
-	order = calloc(x->ntensors ? x->ntensors : 1, sizeof(*order));
-	if (!p->ext || !order) {
-		free(order);
-		return -ENOMEM;
-	}
-	for (uint32_t t = 0; t < x->ntensors; t++)
-		order[t] = &x->tensors[t];
-	qsort(order, x->ntensors, sizeof(*order), tensor_cmp);
-	for (uint32_t t = 0; t < x->ntensors; t++) {
-		const struct catalog_tensor *ct = order[t];
-		uint64_t a = ct->offset & ~(FETCH_ALIGN - 1);
-		uint64_t b = (ct->offset + ct->length + FETCH_ALIGN - 1) & ~(FETCH_ALIGN - 1);
-		uint64_t lead = ct->offset - a;
-		struct engine_extent *prev = p->n ? &p->ext[p->n - 1] : NULL;
+	for (uint32_t i = 0; i < x->nextents; i++) {
+		const struct catalog_extent *u = &x->extents[i];
 
-		if (ct->file >= m->cat->nfiles || ct->slot_offset < lead ||
-		    (ct->slot_offset - lead) % FETCH_ALIGN || ct->slot_offset - lead + (b - a) > slot) {
-			snprintf(err, errlen, "model %s: layer %u expert %u: tensor %s: slot layout does not "
-				 "fit a %llu-byte slot with 4 KiB aligned reads", m->name, x->layer, x->expert,
-				 ct->name, (unsigned long long)slot);
-			free(order);
+		if (u->file >= m->cat->nfiles || u->offset % FETCH_ALIGN || u->length % FETCH_ALIGN ||
+		    u->slot_offset % FETCH_ALIGN || u->slot_offset > slot || u->length > slot - u->slot_offset) {
+			snprintf(err, errlen, "model %s: layer %u expert %u: read %u does not fit a %llu-byte "
+				 "slot with 4 KiB aligned reads", m->name, x->layer, x->expert, i,
+				 (unsigned long long)slot);
 			return -EINVAL;
 		}
-		if (prev && prev->file == (unsigned)fmap[ct->file] && a <= prev->offset + prev->length &&
-		    ct->slot_offset - lead == prev->slot_off + (a - prev->offset)) {
-			if (b > prev->offset + prev->length)
-				prev->length = b - prev->offset;
-			continue;
-		}
-		p->ext[p->n++] = (struct engine_extent){ (unsigned)fmap[ct->file], a, b - a, ct->slot_offset - lead };
-	}
-	free(order);
-	for (unsigned i = 0; i < p->n; i++)
-		for (unsigned k = i + 1; k < p->n; k++) {
-			const struct engine_extent *u = &p->ext[i], *v = &p->ext[k];
+		for (uint32_t k = i + 1; k < x->nextents; k++) {
+			const struct catalog_extent *v = &x->extents[k];
 
-			if (u->slot_off < v->slot_off + v->length && v->slot_off < u->slot_off + u->length) {
-				snprintf(err, errlen, "model %s: layer %u expert %u: tensors overlap in the slot",
+			if (u->slot_offset < v->slot_offset + v->length &&
+			    v->slot_offset < u->slot_offset + u->length) {
+				snprintf(err, errlen, "model %s: layer %u expert %u: reads overlap in the slot",
 					 m->name, x->layer, x->expert);
 				return -EINVAL;
 			}
 		}
+	}
 	return 0;
 }
 
@@ -173,9 +113,8 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
 	memset(m, 0, sizeof(*m));
 	m->cat = cat;
 	m->name = strdup(name);
-	m->plans = calloc(cat->nexperts, sizeof(*m->plans));
 	fmap = calloc(cat->nfiles ? cat->nfiles : 1, sizeof(*fmap));
-	if (!m->name || !m->plans || !fmap) {
+	if (!m->name || !fmap) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -186,7 +125,7 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
 		fmap[i] = r;
 	}
 	for (uint32_t i = 0; i < cat->nexperts; i++) {
-		r = plan_expert(m, fmap, &cat->experts[i], &m->plans[i], err, errlen);
+		r = check_expert(m, &cat->experts[i], err, errlen);
 		if (r < 0)
 			goto fail;
 	}
@@ -204,7 +143,6 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
 	return (int)e->nmodels++;
 fail:
 	/* Files opened stay registered until the engine goes: harmless. */
-	plan_free(m);
 	free(m->name);
 	free(fmap);
 	return r;
@@ -297,7 +235,6 @@ void engine_destroy(struct engine *e)
 		cache_destroy(e->cache);
 	}
 	for (unsigned i = 0; i < e->nmodels; i++) {
-		plan_free(&e->models[i]);
 		if (e->models[i].owned)
 			catalog_free(e->models[i].cat);
 		free(e->models[i].fmap);
@@ -483,7 +420,7 @@ static int start_fetch(struct engine *e, const struct engine_key *key, int xi, e
 		       struct cache_entry **out)
 {
 	const struct engine_model *m = &e->models[key->model];
-	const struct engine_plan *p = &m->plans[xi];
+	const struct catalog_expert *x = &m->cat->experts[xi];
 	struct cache_key ck = ckey(key);
 	struct engine_inflight *fl;
 	struct cache_entry *ce = NULL;
@@ -507,9 +444,11 @@ static int start_fetch(struct engine *e, const struct engine_key *key, int xi, e
 	if (r < 0)
 		goto fail;
 	slot = pool_base(e->pool) + off;
-	for (unsigned i = 0; i < p->n; i++) {
-		r = fetch_job_add(fl->job, p->ext[i].file, p->ext[i].offset, p->ext[i].length,
-				  slot + p->ext[i].slot_off);
+	for (uint32_t i = 0; i < x->nextents; i++) {
+		const struct catalog_extent *ext = &x->extents[i];
+
+		r = fetch_job_add(fl->job, (unsigned)m->fmap[ext->file], ext->offset, ext->length,
+				  slot + ext->slot_offset);
 		if (r < 0)
 			goto fail;
 	}
