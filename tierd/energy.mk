@@ -4,3 +4,10 @@ libtierd_la_SOURCES += \
 	tierd/nvme.c tierd/nvme.h \
 	tierd/energy.c tierd/energy.h
 # probes.c includes the skeletons, which BUILT_SOURCES makes first.
+
+# Root test: eBPF read bytes against an O_DIRECT read (CI runs as root).
+check_PROGRAMS += tests/test-bpf-blk
+tests_test_bpf_blk_SOURCES = tests/test-bpf-blk.c
+tests_test_bpf_blk_CFLAGS = $(TEST_CFLAGS)
+tests_test_bpf_blk_LDADD = $(TEST_LIBS)
+TESTS += tests/test-bpf-blk

@@ -154,7 +154,7 @@ int probes_create(struct probes **out, const struct probes_opts *o)
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	r = probes_blk_load(p, o, false);
+	r = o->force_raw_tp ? -EOPNOTSUPP : probes_blk_load(p, o, false);
 	if (r) {
 		log_info("probes: tp_btf block programs failed (%s), trying raw_tp", strerror(-r));
 		r = probes_blk_load(p, o, true);

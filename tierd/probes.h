@@ -31,6 +31,8 @@ struct probes_opts {
 	bool nvme;
 	/* Only this controller instance (nvmeX); -1: all. */
 	int nvme_ctrl;
+	/* Skip tp_btf and load the raw_tp fallback (tests). */
+	bool force_raw_tp;
 };
 
 struct probes_dev {
