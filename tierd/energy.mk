@@ -11,3 +11,9 @@ tests_test_bpf_blk_SOURCES = tests/test-bpf-blk.c
 tests_test_bpf_blk_CFLAGS = $(TEST_CFLAGS)
 tests_test_bpf_blk_LDADD = $(TEST_LIBS)
 TESTS += tests/test-bpf-blk
+
+check_PROGRAMS += tests/test-energy
+tests_test_energy_SOURCES = tests/test-energy.c
+tests_test_energy_CFLAGS = $(TEST_CFLAGS)
+tests_test_energy_LDADD = $(TEST_LIBS) -lm
+TESTS += tests/test-energy
