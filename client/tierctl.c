@@ -26,6 +26,9 @@ static const struct tierctl_cmd commands[] = {
 	/* plan */
 
 	/* energy */
+	{ "metrics", cmd_metrics, "print Prometheus metrics (energy, bytes, power states)" },
+	{ "energy", cmd_energy, "per-tier energy table" },
+	{ "top", cmd_top, "live view: bandwidth per tier, hit rate, joules per token" },
 
 	/* service */
 

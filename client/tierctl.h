@@ -19,6 +19,9 @@ typedef int (*tierctl_cmd_fn)(const struct tierctl_opts *o, int argc, char **arg
 /* plan */
 
 /* energy */
+int cmd_metrics(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_energy(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_top(const struct tierctl_opts *o, int argc, char **argv);
 
 /* service */
 

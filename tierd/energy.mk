@@ -2,7 +2,9 @@
 libtierd_la_SOURCES += \
 	tierd/probes.c tierd/probes.h \
 	tierd/nvme.c tierd/nvme.h \
-	tierd/energy.c tierd/energy.h
+	tierd/energy.c tierd/energy.h \
+	tierd/metrics.c tierd/metrics.h \
+	tierd/telemetry.c tierd/telemetry.h
 # probes.c includes the skeletons, which BUILT_SOURCES makes first.
 
 # Root test: eBPF read bytes against an O_DIRECT read (CI runs as root).
@@ -17,3 +19,5 @@ tests_test_energy_SOURCES = tests/test-energy.c
 tests_test_energy_CFLAGS = $(TEST_CFLAGS)
 tests_test_energy_LDADD = $(TEST_LIBS) -lm
 TESTS += tests/test-energy
+
+client_tierctl_SOURCES += client/tierctl-energy.c
