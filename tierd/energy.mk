@@ -21,3 +21,11 @@ tests_test_energy_LDADD = $(TEST_LIBS) -lm
 TESTS += tests/test-energy
 
 client_tierctl_SOURCES += client/tierctl-energy.c
+
+# Metrics: promtool, HTTP and textfile checks on a synthetic snapshot.
+check_PROGRAMS += tests/metrics-dump
+tests_metrics_dump_SOURCES = tests/metrics-dump.c
+tests_metrics_dump_CFLAGS = $(TEST_CFLAGS)
+tests_metrics_dump_LDADD = $(TEST_LIBS)
+TESTS += tests/metrics-promtool.sh
+EXTRA_DIST += tests/metrics-promtool.sh

@@ -67,23 +67,24 @@ static void client_label(char *buf, size_t len, uint32_t id)
 		snprintf(buf, len, "%u", id);
 }
 
-/* Histogram from log2 ns slots; labels is "" or 'name="v",'. */
+/* Histogram from log2 ns slots; labels is "" or 'name="v"'. */
 static void log2_hist(FILE *f, const char *name, const char *labels, const uint64_t *slots,
 		      double sum_s)
 {
+	const char *sep = labels[0] ? "," : "";
 	uint64_t cum = 0;
 
 	for (unsigned i = 0; i < SLOT_LO; i++)
 		cum += slots[i];
 	for (unsigned i = SLOT_LO; i <= SLOT_HI && i < BLKSTAT_SLOTS; i++) {
 		cum += slots[i];
-		fprintf(f, "%s_bucket{%sle=\"%.9g\"} %llu\n", name, labels,
+		fprintf(f, "%s_bucket{%s%sle=\"%.9g\"} %llu\n", name, labels, sep,
 			(double)probes_slot_upper_ns(i) / 1e9, (unsigned long long)cum);
 	}
 	for (unsigned i = SLOT_HI + 1; i < BLKSTAT_SLOTS; i++)
 		cum += slots[i];
-	fprintf(f, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
-	fprintf(f, "%s_sum{%s} %.9g\n", name, labels[0] ? labels : "", sum_s);
+	fprintf(f, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
+	fprintf(f, "%s_sum{%s} %.9g\n", name, labels, sum_s);
 	fprintf(f, "%s_count{%s} %llu\n", name, labels, (unsigned long long)cum);
 }
 
@@ -137,8 +138,10 @@ static void render_bytes(FILE *f, const struct metrics_input *in, const struct d
 
 		if (!n->have_smart)
 			continue;
-		bytes_line(f, "ssd", in->nvme[i].device, "read", "smart", (n->data_units_read * NVMEDEV_DATA_UNIT));
-		bytes_line(f, "ssd", in->nvme[i].device, "write", "smart", (n->data_units_written * NVMEDEV_DATA_UNIT));
+		bytes_line(f, "ssd", in->nvme[i].device, "read", "smart",
+			   n->data_units_read * NVMEDEV_DATA_UNIT);
+		bytes_line(f, "ssd", in->nvme[i].device, "write", "smart",
+			   n->data_units_written * NVMEDEV_DATA_UNIT);
 	}
 }
 
@@ -170,7 +173,7 @@ static void render_probes(FILE *f, const struct probes_snapshot *s, const struct
 	family(f, "tierd_device_request_duration_seconds", "histogram",
 	       "Block request latency, issue to completion, measured by eBPF.");
 	for (size_t i = 0; i < s->ndev; i++) {
-		snprintf(labels, sizeof(labels), "device=\"%s\",", dn->name[i]);
+		snprintf(labels, sizeof(labels), "device=\"%s\"", dn->name[i]);
 		log2_hist(f, "tierd_device_request_duration_seconds", labels, s->dev[i].lat_hist,
 			  (double)s->dev[i].lat_sum_ns / 1e9);
 	}
@@ -182,7 +185,7 @@ static void render_probes(FILE *f, const struct probes_snapshot *s, const struct
 
 		for (unsigned k = 0; k < BLKSTAT_SLOTS; k++)
 			sum += (double)s->dev[i].gap_sum_ns[k] / 1e9;
-		snprintf(labels, sizeof(labels), "device=\"%s\",", dn->name[i]);
+		snprintf(labels, sizeof(labels), "device=\"%s\"", dn->name[i]);
 		log2_hist(f, "tierd_device_idle_gap_seconds", labels, s->dev[i].gap_hist, sum);
 	}
 nvme:
