@@ -29,3 +29,13 @@ tests_metrics_dump_CFLAGS = $(TEST_CFLAGS)
 tests_metrics_dump_LDADD = $(TEST_LIBS)
 TESTS += tests/metrics-promtool.sh
 EXTRA_DIST += tests/metrics-promtool.sh
+
+# Programs the VM suite runs inside a guest with an emulated NVMe controller
+# (built by make check, not run by it: this machine has no NVMe).
+check_PROGRAMS += tests/nvme-info tests/bpf-nvme-check
+tests_nvme_info_SOURCES = tests/nvme-info.c
+tests_nvme_info_CFLAGS = $(TEST_CFLAGS)
+tests_nvme_info_LDADD = $(TEST_LIBS)
+tests_bpf_nvme_check_SOURCES = tests/bpf-nvme-check.c
+tests_bpf_nvme_check_CFLAGS = $(TEST_CFLAGS)
+tests_bpf_nvme_check_LDADD = $(TEST_LIBS)
