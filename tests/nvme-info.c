@@ -25,6 +25,7 @@ static json_object *info_json(const struct nvmedev_info *in)
 {
 	json_object *o = json_object_new_object(), *ps = json_object_new_array();
 	json_object *apst = json_object_new_array(), *smart;
+	char t[32];
 
 	json_object_object_add(o, "controller", json_object_new_string(in->ctrl));
 	json_object_object_add(o, "model", json_object_new_string(in->model));
@@ -72,7 +73,8 @@ static json_object *info_json(const struct nvmedev_info *in)
 				       json_object_new_int64((int64_t)in->host_write_cmds));
 		json_object_object_add(smart, "power_on_hours", json_object_new_int64((int64_t)in->power_on_hours));
 		json_object_object_add(smart, "power_cycles", json_object_new_int64((int64_t)in->power_cycles));
-		json_object_object_add(smart, "temperature_c", json_object_new_double(in->temperature_c));
+		snprintf(t, sizeof(t), "%.2f", in->temperature_c);
+		json_object_object_add(smart, "temperature_c", json_object_new_double_s(in->temperature_c, t));
 		json_object_object_add(o, "smart", smart);
 	}
 	return o;

@@ -39,3 +39,7 @@ tests_nvme_info_LDADD = $(TEST_LIBS)
 tests_bpf_nvme_check_SOURCES = tests/bpf-nvme-check.c
 tests_bpf_nvme_check_CFLAGS = $(TEST_CFLAGS)
 tests_bpf_nvme_check_LDADD = $(TEST_LIBS)
+
+# BUILT_SOURCES only covers "make all/check"; this covers building one
+# target directly (make tests/test-bpf-blk).
+$(libtierd_la_OBJECTS): $(BPF_SKELS)
