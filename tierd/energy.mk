@@ -43,3 +43,5 @@ tests_bpf_nvme_check_LDADD = $(TEST_LIBS)
 # BUILT_SOURCES only covers "make all/check"; this covers building one
 # target directly (make tests/test-bpf-blk).
 $(libtierd_la_OBJECTS): $(BPF_SKELS)
+
+EXTRA_DIST += contrib/grafana/tierd-dashboard.json doc/README-energy.md
