@@ -7,7 +7,7 @@
  *
  * Other processes may read the same disk meanwhile.  Such noise only ever
  * adds bytes, so the check is "at least what we read, and at most 1% more";
- * an attempt spoiled by noise is repeated (a few times at most).
+ * an attempt spoiled by noise is repeated (ten times at most).
  */
 #include "config.h"
 
@@ -31,7 +31,7 @@
 #define FILE_SIZE	(64ULL << 20)
 #define CHUNK		(1ULL << 20)
 #define SNAP_EVERY	(8ULL << 20)
-#define ATTEMPTS	5
+#define ATTEMPTS	10
 #define MAX_SNAPS	(FILE_SIZE / SNAP_EVERY + 2)
 
 struct fixture {

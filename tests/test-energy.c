@@ -370,6 +370,22 @@ static void test_nvme_decoders(void **state)
 	assert_int_equal(m.itpt_ms[0], 50);
 }
 
+static void test_nvme_refresh_policy(void **state)
+{
+	/* First time: always. */
+	assert_true(nvmedev_refresh_policy(false, 0, 0, 5 * S, 60, 0));
+	/* Within the interval: never, whatever the I/O. */
+	assert_false(nvmedev_refresh_policy(true, 10 * S, 5, 69 * S, 60, 99));
+	/* Interval passed and the device moved I/O: yes. */
+	assert_true(nvmedev_refresh_policy(true, 10 * S, 5, 70 * S, 60, 6));
+	/* Interval passed but no I/O since: the device may sleep, skip. */
+	assert_false(nvmedev_refresh_policy(true, 10 * S, 5, 700 * S, 60, 5));
+	/* Activity unknown: the interval alone decides. */
+	assert_true(nvmedev_refresh_policy(true, 10 * S, 5, 70 * S, 60, UINT64_MAX));
+	/* A clock going backwards does not trigger one. */
+	assert_false(nvmedev_refresh_policy(true, 10 * S, 5, 1 * S, 0, 6));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -382,6 +398,7 @@ int main(void)
 		cmocka_unit_test(test_device_sample_measured),
 		cmocka_unit_test(test_no_probes_charges_current_state),
 		cmocka_unit_test(test_nvme_decoders),
+		cmocka_unit_test(test_nvme_refresh_policy),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,7 +26,10 @@ struct nvmedev {
 	int fd;
 	struct nvmedev_info info;
 	uint64_t io_at_refresh;
-	bool refreshed;
+	/* Failed refreshes count as attempts too: a controller that refuses
+	 * a command is not asked again every tick. */
+	bool attempted;
+	uint64_t attempt_ns;
 };
 
 static uint64_t mono_ns(void)
@@ -287,6 +290,8 @@ int nvmedev_refresh(struct nvmedev *d)
 	__u32 result = 0;
 	int r;
 
+	d->attempted = true;
+	d->attempt_ns = mono_ns();
 	r = nvme_err(nvme_get_features_power_mgmt(d->fd, NVME_GET_FEATURES_SEL_CURRENT, &result));
 	if (r) {
 		log_warn("nvme: %s: Get Features (power management) failed: %s",
@@ -337,24 +342,30 @@ int nvmedev_refresh(struct nvmedev *d)
 	/* Composite temperature, kelvin, little-endian. */
 	in->temperature_c = (double)(smart->temperature[0] | (smart->temperature[1] << 8)) - 273.15;
 	in->refreshes++;
-	in->refresh_mono_ns = mono_ns();
-	d->refreshed = true;
+	in->refresh_mono_ns = d->attempt_ns;
 out:
 	free(apst);
 	free(smart);
 	return r;
 }
 
-bool nvmedev_refresh_due(const struct nvmedev *d, uint64_t now_ns, unsigned interval_s,
-			 uint64_t io_counter)
+bool nvmedev_refresh_policy(bool attempted, uint64_t last_ns, uint64_t io_at_last,
+			    uint64_t now_ns, unsigned interval_s, uint64_t io_counter)
 {
-	if (!d->refreshed)
+	if (!attempted)
 		return true;
-	if (now_ns - d->info.refresh_mono_ns < (uint64_t)interval_s * 1000000000ULL)
+	if (now_ns < last_ns || now_ns - last_ns < (uint64_t)interval_s * 1000000000ULL)
 		return false;
 	/* No I/O since the last read: nothing changed, and asking would wake
 	 * an idle device. */
-	return io_counter == UINT64_MAX || io_counter != d->io_at_refresh;
+	return io_counter == UINT64_MAX || io_counter != io_at_last;
+}
+
+bool nvmedev_refresh_due(const struct nvmedev *d, uint64_t now_ns, unsigned interval_s,
+			 uint64_t io_counter)
+{
+	return nvmedev_refresh_policy(d->attempted, d->attempt_ns, d->io_at_refresh, now_ns,
+				      interval_s, io_counter);
 }
 
 void nvmedev_refresh_mark(struct nvmedev *d, uint64_t io_counter)

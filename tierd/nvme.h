@@ -94,6 +94,10 @@ int nvmedev_refresh(struct nvmedev *d);
  */
 bool nvmedev_refresh_due(const struct nvmedev *d, uint64_t now_ns, unsigned interval_s,
 			 uint64_t io_counter);
+/* The policy itself, for tests: last_ns and io_at_last describe the last
+ * attempt (attempted false: none yet). */
+bool nvmedev_refresh_policy(bool attempted, uint64_t last_ns, uint64_t io_at_last,
+			    uint64_t now_ns, unsigned interval_s, uint64_t io_counter);
 /* Records the counter a refresh was taken at (call after nvmedev_refresh). */
 void nvmedev_refresh_mark(struct nvmedev *d, uint64_t io_counter);
 const struct nvmedev_info *nvmedev_info(const struct nvmedev *d);
