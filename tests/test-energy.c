@@ -276,7 +276,6 @@ static void test_device_sample_measured(void **state)
 	/* Not added: refused. */
 	assert_int_equal(energy_device_sample(e, &d), -ENOENT);
 	d.major = 259;
-	d.read_bytes = 5 * MB;		/* before tierd watched: the baseline */
 	assert_int_equal(energy_device_sample(e, &d), 0);
 	assert_int_equal(energy_account_fetch(e, "m", 1, 400000), 0);
 	/* With probes the tier total is what the device moved. */
@@ -307,6 +306,28 @@ static void test_device_sample_measured(void **state)
 	 * everything so it gets all of it. */
 	energy_advance(e, 1 * S);
 	assert_near(model_named(e, "m")->joules[ENERGY_TIER_SSD][ENERGY_STATIC], 13.499);
+	energy_destroy(e);
+}
+
+/* The probes' maps start empty when they load: a first sample is all new. */
+static void test_first_sample_counts(void **state)
+{
+	struct energy_params p;
+	struct probes_dev d;
+	struct energy *e;
+
+	params_default(&p);
+	assert_int_equal(energy_create(&e, &p, 0, ENERGY_SOURCE_EBPF, 0), 0);
+	assert_int_equal(energy_device_add(e, "vda", 254, 0), 0);
+	memset(&d, 0, sizeof(d));
+	d.major = 254;
+	d.read_bytes = 2 * MB;
+	assert_int_equal(energy_device_sample(e, &d), 0);
+	assert_near(energy_joules(e, ENERGY_TIER_SSD, ENERGY_DYNAMIC), 1.6384e-3);
+	/* Not NVMe and no default power: no static energy, no states. */
+	assert_near(energy_joules(e, ENERGY_TIER_SSD, ENERGY_STATIC), 0.0);
+	assert_int_equal(energy_device_at(e, 0)->nps, 0);
+	assert_int_equal(energy_other_bytes(e), 2 * MB);
 	energy_destroy(e);
 }
 
@@ -396,6 +417,7 @@ int main(void)
 		cmocka_unit_test(test_tokens_and_departed_clients),
 		cmocka_unit_test(test_infer_residency_from_gaps),
 		cmocka_unit_test(test_device_sample_measured),
+		cmocka_unit_test(test_first_sample_counts),
 		cmocka_unit_test(test_no_probes_charges_current_state),
 		cmocka_unit_test(test_nvme_decoders),
 		cmocka_unit_test(test_nvme_refresh_policy),

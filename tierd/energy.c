@@ -25,7 +25,6 @@ struct energy_dev {
 	struct energy_device d;
 	struct energy_nvme_model m;
 	bool have_model;
-	bool have_sample;
 	struct probes_dev last;
 };
 
@@ -329,13 +328,8 @@ int energy_device_sample(struct energy *e, const struct probes_dev *pd)
 
 	if (!d)
 		return -ENOENT;
-	if (!d->have_sample) {
-		/* The first sample is the baseline: what happened before
-		 * tierd watched is not tierd's to account. */
-		d->last = *pd;
-		d->have_sample = true;
-		return 0;
-	}
+	/* No baseline to take: the probes' maps start empty when they load,
+	 * so everything in them happened while tierd watched. */
 	dr = sub_clamp(pd->read_bytes, d->last.read_bytes);
 	dw = sub_clamp(pd->write_bytes, d->last.write_bytes);
 	db = sub_clamp(pd->busy_ns, d->last.busy_ns);
