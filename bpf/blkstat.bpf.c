@@ -28,6 +28,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Load-time knobs. */
 const volatile __u32 targ_dev = 0;	/* kernel dev_t of one disk; 0: every disk */
 
+/* Set by the user side just before attaching (bpf_ktime_get_ns() clock):
+ * a device's first idle gap runs from here to its first request. */
+__u64 attach_ns = 0;
+
 struct blkstat_start {
 	__u64 ts;
 	__u32 dev;
@@ -109,7 +113,7 @@ static __always_inline int handle_issue(struct request *rq)
 		return 0;
 	__sync_fetch_and_add(&d->issued, 1);
 	if (__sync_fetch_and_add(&d->inflight, 1) == 0) {
-		__u64 idle = d->idle_start_ns;
+		__u64 idle = d->idle_start_ns ? d->idle_start_ns : attach_ns;
 
 		if (idle && now > idle) {
 			__u64 gap = now - idle;

@@ -35,7 +35,8 @@ struct blkstat_dev {
 	 * while inflight > 0. */
 	__u64 busy_ns;
 	__u64 busy_start_ns;
-	__u64 idle_start_ns;		/* 0 until the first busy period ends */
+	__u64 idle_start_ns;		/* 0 until the first busy period ends (then
+					 * the gap runs from attach_ns) */
 	__s64 inflight;
 	__u64 busy_periods;
 	/* Issue -> full completion latency. */

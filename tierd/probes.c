@@ -104,8 +104,10 @@ static int probes_blk_load(struct probes *p, const struct probes_opts *o, bool r
 	bpf_program__set_autoload(s->progs.blk_issue_raw, raw);
 	bpf_program__set_autoload(s->progs.blk_complete_raw, raw);
 	r = blkstat__load(s);
-	if (!r)
+	if (!r) {
+		s->bss->attach_ns = mono_ns();
 		r = blkstat__attach(s);
+	}
 	if (r) {
 		blkstat__destroy(s);
 		return r;
