@@ -12,3 +12,14 @@ tests_test_proto_LDADD = $(TEST_LIBS)
 tests_test_loop_SOURCES = tests/test-loop.c
 tests_test_loop_CFLAGS = $(TEST_CFLAGS)
 tests_test_loop_LDADD = $(TEST_LIBS)
+
+# libtierd-client: shared and static, exported symbols pinned by a version script.
+lib_LTLIBRARIES += client/libtierd-client.la
+include_HEADERS += client/tierd-client.h
+client_libtierd_client_la_SOURCES = client/tierd-client.c client/tierd-client.h \
+	tierd/proto.c client/tierd-proto.h
+client_libtierd_client_la_CFLAGS = $(AM_CFLAGS) -pthread
+client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 0:0:0 \
+	-Wl,--version-script=$(top_srcdir)/client/libtierd-client.sym
+EXTRA_client_libtierd_client_la_DEPENDENCIES = client/libtierd-client.sym
+EXTRA_DIST += client/libtierd-client.sym
