@@ -2,7 +2,8 @@
 # The Unix-socket service, its wire protocol, the event loop and main.c's glue.
 libtierd_la_SOURCES += \
 	tierd/loop.c tierd/loop.h \
-	tierd/proto.c client/tierd-proto.h
+	tierd/proto.c client/tierd-proto.h \
+	tierd/server.c tierd/server.h
 
 check_PROGRAMS += tests/test-proto tests/test-loop
 TESTS += tests/test-proto tests/test-loop
@@ -23,3 +24,7 @@ client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 0:0:0 \
 	-Wl,--version-script=$(top_srcdir)/client/libtierd-client.sym
 EXTRA_client_libtierd_client_la_DEPENDENCIES = client/libtierd-client.sym
 EXTRA_DIST += client/libtierd-client.sym
+
+# tierctl's service commands, over libtierd-client.
+client_tierctl_SOURCES += client/tierctl-service.c
+client_tierctl_LDADD += client/libtierd-client.la

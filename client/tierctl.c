@@ -31,6 +31,17 @@ static const struct tierctl_cmd commands[] = {
 	/* energy */
 
 	/* service */
+	{ "status", cmd_status, "summary of the running tierd (--json)" },
+	{ "stats", cmd_stats, "every counter of the running tierd (--json)" },
+	{ "models", cmd_models, "models served and whether this user may use them" },
+	{ "prefetch", cmd_prefetch, "MODEL LAYERS EXPERTS: load experts ahead of need" },
+	{ "acquire", cmd_acquire, "MODEL LAYERS EXPERTS [--hold S]: pin, show tensors, release" },
+	{ "release", cmd_release, "MODEL LAYERS EXPERTS: release operator pins (same as unpin)" },
+	{ "evict", cmd_evict, "MODEL LAYERS EXPERTS: drop unpinned experts from the pool" },
+	{ "pin", cmd_pin, "MODEL LAYERS EXPERTS: operator pins, kept by the daemon" },
+	{ "unpin", cmd_unpin, "MODEL LAYERS EXPERTS: drop operator pins" },
+	{ "warm", cmd_warm, "MODEL [FIRST[-LAST]]: load layers into the pool, with progress" },
+	{ "bench", cmd_bench, "acquire|fetch: benchmarks (see tierctl(8))" },
 
 	{ NULL, NULL, NULL },
 };

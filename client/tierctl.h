@@ -24,5 +24,18 @@ int cmd_plan(const struct tierctl_opts *o, int argc, char **argv);
 /* energy */
 
 /* service */
+int cmd_status(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_stats(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_models(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_prefetch(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_acquire(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_release(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_evict(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_pin(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_unpin(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_warm(const struct tierctl_opts *o, int argc, char **argv);
+/* bench acquire (here) | bench fetch (engine's cmd_bench_fetch) */
+int cmd_bench(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_bench_fetch(const struct tierctl_opts *o, int argc, char **argv) __attribute__((weak));
 
 #endif

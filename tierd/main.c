@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
@@ -198,6 +199,40 @@ static void on_signal(struct loop_source *src, int signo, void *arg)
 	loop_quit(t->loop, 0);
 }
 
+static void on_drain_timeout(int signo)
+{
+	static const char msg[] = "<3>in-flight fetches did not drain within [daemon] drain_timeout_ms: exiting\n";
+
+	(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	_exit(EXIT_FAILURE);
+}
+
+/* SIGTERM: wait for reads in flight (they land in pool slots), but not
+ * forever: a stuck device must not hold up a stop. */
+static void tierd_drain(struct tierd *t)
+{
+	struct itimerval it = { .it_value = {
+		.tv_sec = t->conf->drain_timeout_ms / 1000,
+		.tv_usec = (suseconds_t)(t->conf->drain_timeout_ms % 1000) * 1000 } };
+	struct timespec a, b;
+	int r;
+
+	if (!t->conf->drain_timeout_ms)
+		return;
+	signal(SIGALRM, on_drain_timeout);
+	setitimer(ITIMER_REAL, &it, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	r = engine_drain(t->engine);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	memset(&it, 0, sizeof(it));
+	setitimer(ITIMER_REAL, &it, NULL);
+	if (r)
+		log_warn("draining in-flight fetches: %s", strerror(-r));
+	else
+		log_info("in-flight fetches drained in %ld ms",
+			 (long)((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000));
+}
+
 /* systemd socket activation: one SOCK_SEQPACKET listening socket, or none. */
 static int tierd_listen_fd(void)
 {
@@ -270,19 +305,7 @@ static int tierd_run(struct tierd *t)
 	r = loop_run(t->loop);
 
 	/* Drain before the server goes: completions still find their clients. */
-	{
-		struct timespec a, b;
-
-		clock_gettime(CLOCK_MONOTONIC, &a);
-		int d = engine_drain(t->engine);
-
-		clock_gettime(CLOCK_MONOTONIC, &b);
-		if (d)
-			log_warn("draining in-flight fetches: %s", strerror(-d));
-		else
-			log_info("in-flight fetches drained in %ld ms",
-				 (long)((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000));
-	}
+	tierd_drain(t);
 out_server:
 	server_destroy(t->server);
 out_loop:
