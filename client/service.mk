@@ -28,3 +28,11 @@ EXTRA_DIST += client/libtierd-client.sym
 # tierctl's service commands, over libtierd-client.
 client_tierctl_SOURCES += client/tierctl-service.c
 client_tierctl_LDADD += client/libtierd-client.la
+
+# Integration: the real daemon, a demo checkpoint, several client processes.
+check_PROGRAMS += tests/svc-client
+tests_svc_client_SOURCES = tests/svc-client.c
+tests_svc_client_CFLAGS = $(libtierd_la_CFLAGS)
+tests_svc_client_LDADD = client/libtierd-client.la libtierd.la
+TESTS += tests/service.sh
+EXTRA_DIST += tests/service.sh
