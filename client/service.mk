@@ -36,3 +36,15 @@ tests_svc_client_CFLAGS = $(libtierd_la_CFLAGS)
 tests_svc_client_LDADD = client/libtierd-client.la libtierd.la
 TESTS += tests/service.sh
 EXTRA_DIST += tests/service.sh
+
+# systemd units (installed to systemd's unit directory) and the example config.
+systemdsystemunit_DATA += contrib/systemd/tierd.service contrib/systemd/tierd.socket
+contrib/systemd/tierd.service: contrib/systemd/tierd.service.in Makefile
+	$(AM_V_GEN)$(MKDIR_P) contrib/systemd && \
+	sed -e 's|@sbindir[@]|$(sbindir)|g' $(srcdir)/contrib/systemd/tierd.service.in >$@
+CLEANFILES += contrib/systemd/tierd.service
+EXTRA_DIST += contrib/systemd/tierd.service.in contrib/systemd/tierd.socket contrib/tierd.conf
+
+# Units verified, socket activation, sd_notify.
+TESTS += tests/systemd-units.sh
+EXTRA_DIST += tests/systemd-units.sh
