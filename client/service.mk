@@ -48,3 +48,10 @@ EXTRA_DIST += contrib/systemd/tierd.service.in contrib/systemd/tierd.socket cont
 # Units verified, socket activation, sd_notify.
 TESTS += tests/systemd-units.sh
 EXTRA_DIST += tests/systemd-units.sh
+
+# libFuzzer target for the protocol decoder: built with clang and run by the script.
+EXTRA_DIST += tests/fuzz-proto.sh tests/fuzz-proto.c
+CLEANFILES += tests/fuzz-proto
+if FUZZ
+TESTS += tests/fuzz-proto.sh
+endif
