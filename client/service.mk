@@ -55,3 +55,6 @@ CLEANFILES += tests/fuzz-proto
 if FUZZ
 TESTS += tests/fuzz-proto.sh
 endif
+
+# Run inside a systemd guest by the VM harness (tests/vm/).
+EXTRA_DIST += tests/vm/guest-systemd-check.sh
