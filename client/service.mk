@@ -58,3 +58,9 @@ endif
 
 # Run inside a systemd guest by the VM harness (tests/vm/).
 EXTRA_DIST += tests/vm/guest-systemd-check.sh
+
+# Python binding (ctypes over libtierd-client.so), installed beside the data.
+tierdpythondir = $(pkgdatadir)/python
+dist_tierdpython_DATA = client/python/tierd_client.py
+TESTS += tests/python-client.sh
+EXTRA_DIST += tests/python-client.sh tests/test_tierd_client.py
