@@ -64,3 +64,5 @@ tierdpythondir = $(pkgdatadir)/python
 dist_tierdpython_DATA = client/python/tierd_client.py
 TESTS += tests/python-client.sh
 EXTRA_DIST += tests/python-client.sh tests/test_tierd_client.py
+
+dist_man_MANS += man/tierd.8 man/tierd.conf.5 man/tierctl.8 man/libtierd-client.3
