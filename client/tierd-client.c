@@ -88,7 +88,9 @@ struct tierd_client {
 	char *path;
 	char name[65];
 	int fd;				/* -1: broken, reconnect on next use */
-	bool reading;
+	bool reading;			/* a thread reads the socket (others wait) */
+	bool reader_blocked;		/* ... in a system call, without the lock */
+	int stale_fd;			/* broken while the reader was blocked on it */
 	uint64_t next_id;
 	uint64_t instance;
 	uint32_t nmodels;
@@ -239,7 +241,13 @@ static int acq_fill(struct tierd_client *c, struct tierd_acquisition *a, struct 
 static void conn_lost(struct tierd_client *c, const char *why)
 {
 	if (c->fd >= 0) {
-		close(c->fd);
+		/* shutdown() wakes a reader blocked on the fd, which close() does
+		 * not; that reader closes it, so the number is not reused under it. */
+		shutdown(c->fd, SHUT_RDWR);
+		if (c->reader_blocked)
+			c->stale_fd = c->fd;
+		else
+			close(c->fd);
 		c->fd = -1;
 		set_error(c, "connection to tierd lost: %s", why);
 	}
@@ -516,15 +524,45 @@ static void read_round(struct tierd_client *c, int timeout_ms)
 	if (c->fd < 0)
 		return;
 	c->reading = true;
-	{
+	c->reader_blocked = true;
+	if (timeout_ms < 0) {
+		/* No deadline: one blocking recv, no poll, no draining recv that
+		 * finds nothing.  This is the latency of every blocking acquire. */
+		int fd = c->fd, err;
+		ssize_t n;
+
+		pthread_mutex_unlock(&c->lock);
+		n = recv(fd, c->rx, sizeof(c->rx), MSG_TRUNC);
+		err = errno;
+		pthread_mutex_lock(&c->lock);
+		c->reader_blocked = false;
+		if (c->stale_fd >= 0) {
+			close(c->stale_fd);
+			c->stale_fd = -1;
+		} else if (n == 0) {
+			conn_lost(c, "tierd closed the connection");
+		} else if (n < 0) {
+			if (err != EINTR && err != EAGAIN)
+				conn_lost(c, strerror(err));
+		} else if ((size_t)n > sizeof(c->rx)) {
+			conn_lost(c, "message larger than the protocol allows");
+		} else {
+			dispatch(c, c->rx, (size_t)n);
+		}
+	} else {
 		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 		int r;
 
 		pthread_mutex_unlock(&c->lock);
 		r = poll(&pfd, 1, timeout_ms);
 		pthread_mutex_lock(&c->lock);
-		if (r > 0)
+		c->reader_blocked = false;
+		if (c->stale_fd >= 0) {
+			close(c->stale_fd);
+			c->stale_fd = -1;
+		} else if (r > 0) {
 			read_available(c);
+		}
 	}
 	c->reading = false;
 	pthread_cond_broadcast(&c->cond);
@@ -908,6 +946,7 @@ EXPORT int tierd_client_connect(struct tierd_client **out, const char *path, con
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
 	c->fd = -1;
+	c->stale_fd = -1;
 	c->next_id = 1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);

@@ -25,7 +25,10 @@
 #include "server.h"
 
 #define SERVER_MAX_QUEUED	(4u << 20)	/* bytes of answers a client may leave unread */
-#define SERVER_READ_BURST	32		/* messages per client per wakeup: fairness */
+/* Packets per client per wakeup.  One: epoll is level-triggered and comes
+ * back for the rest, which costs less than the recvmsg that would find
+ * nothing after a lone request (the common case: a blocking acquire). */
+#define SERVER_READ_BURST	1
 #define SERVER_WARM_WINDOW	16		/* experts a warm keeps in flight */
 #define SERVER_MAX_GROUPS	64
 
