@@ -32,8 +32,8 @@ client_tierctl_LDADD += client/libtierd-client.la
 # Integration: the real daemon, a demo checkpoint, several client processes.
 check_PROGRAMS += tests/svc-client
 tests_svc_client_SOURCES = tests/svc-client.c
-tests_svc_client_CFLAGS = $(libtierd_la_CFLAGS)
-tests_svc_client_LDADD = client/libtierd-client.la libtierd.la
+tests_svc_client_CFLAGS = $(libtierd_la_CFLAGS) -pthread
+tests_svc_client_LDADD = client/libtierd-client.la libtierd.la -lpthread
 TESTS += tests/service.sh
 EXTRA_DIST += tests/service.sh
 

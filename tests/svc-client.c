@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -349,6 +350,60 @@ static int cmd_async(int argc, char **argv)
 	return r ? 1 : 0;
 }
 
+struct thread_arg {
+	struct tierd_client *c;
+	uint32_t layer;
+	int rounds;
+	int err;
+};
+
+static void *thread_main(void *p)
+{
+	struct thread_arg *t = p;
+
+	for (int i = 0; i < t->rounds && !t->err; i++) {
+		/* Overlapping sets: threads share experts and the one socket. */
+		struct tierd_key keys[2] = { { 0, t->layer, 0 }, { 0, (t->layer + 1) % 2, (uint32_t)(1 + i % 4) } };
+		struct tierd_acquisition *a;
+
+		t->err = tierd_client_acquire(t->c, keys, 2, 60000, &a);
+		if (t->err)
+			break;
+		t->err = verify(a);
+		tierd_client_release(t->c, a);
+	}
+	return NULL;
+}
+
+/* threads N ROUNDS: N threads of one process share one client. */
+static int cmd_threads(int argc, char **argv)
+{
+	struct tierd_client *c;
+	struct thread_arg args[16];
+	pthread_t th[16];
+	int n, r;
+
+	if (argc != 2)
+		return 2;
+	n = atoi(argv[0]);
+	if (n < 1 || n > 16)
+		return 2;
+	r = tierd_client_connect(&c, sock, "threads");
+	if (r)
+		return die(NULL, "connect", r);
+	for (int i = 0; i < n; i++) {
+		args[i] = (struct thread_arg){ c, (uint32_t)(i % 2), atoi(argv[1]), 0 };
+		pthread_create(&th[i], NULL, thread_main, &args[i]);
+	}
+	for (int i = 0; i < n; i++) {
+		pthread_join(th[i], NULL);
+		if (args[i].err)
+			r = die(c, "thread", args[i].err);
+	}
+	tierd_client_close(c);
+	return r;
+}
+
 static void on_reconnect(struct tierd_client *c, unsigned ok, unsigned lost, void *arg)
 {
 	printf("reconnected: %u re-established, %u lost\n", ok, lost);
@@ -415,6 +470,7 @@ int main(int argc, char **argv)
 		{ "verify", cmd_verify }, { "hold", cmd_hold }, { "expect", cmd_expect },
 		{ "write-pool", cmd_write_pool }, { "version", cmd_version },
 		{ "malformed", cmd_malformed }, { "async", cmd_async }, { "restart", cmd_restart },
+		{ "threads", cmd_threads },
 	};
 
 	if (argc < 3) {

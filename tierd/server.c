@@ -90,6 +90,7 @@ struct warm {
 	uint64_t done, total, failed;
 	int first_err;
 	unsigned last_pct;
+	bool pumping;			/* in warm_pump: hits complete synchronously */
 	struct warm *link;
 };
 
@@ -668,7 +669,11 @@ static void warm_done(void *arg, int err, const struct engine_slot_info *info)
 		 * it was read. */
 		engine_release(s->engine, &k);
 	}
-	warm_pump(w);
+	/* A hit completes inside engine_acquire, inside warm_pump's loop: the
+	 * loop goes on by itself, and recursing would grow the stack by one
+	 * frame per resident expert. */
+	if (!w->pumping)
+		warm_pump(w);
 }
 
 /* Issues more work, reports progress, finishes. */
@@ -676,6 +681,7 @@ static void warm_pump(struct warm *w)
 {
 	struct server *s = w->srv;
 
+	w->pumping = true;
 	while (w->c && w->next < w->end && w->inflight < SERVER_WARM_WINDOW) {
 		const struct catalog_expert *x = &w->cat->experts[w->next++];
 		struct engine_key k = { w->model, x->layer, x->expert };
@@ -692,15 +698,17 @@ static void warm_pump(struct warm *w)
 				w->first_err = err;
 		}
 	}
+	w->pumping = false;
 	if (w->c && w->total) {
 		unsigned pct = (unsigned)(w->done * 100 / w->total);
 
+		/* If the client is dropped here, w becomes an orphan (w->c NULL)
+		 * and is finished below like one. */
 		if (pct != w->last_pct && w->done < w->total) {
 			w->last_pct = pct;
-			if (client_send(w->c, s->tx,
-					tierd_proto_encode_progress(s->tx, sizeof(s->tx), w->id, w->done, w->total),
-					NULL, 0))
-				return;		/* client dropped: w is an orphan now */
+			client_send(w->c, s->tx,
+				    tierd_proto_encode_progress(s->tx, sizeof(s->tx), w->id, w->done, w->total),
+				    NULL, 0);
 		}
 	}
 	if (w->inflight)
