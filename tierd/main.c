@@ -217,10 +217,12 @@ static void tierd_drain(struct tierd *t)
 	struct timespec a, b;
 	int r;
 
-	if (!t->conf->drain_timeout_ms)
-		return;
-	signal(SIGALRM, on_drain_timeout);
-	setitimer(ITIMER_REAL, &it, NULL);
+	/* 0: no limit.  Never skip the drain itself: completions of reads in
+	 * flight must not find the server gone. */
+	if (t->conf->drain_timeout_ms) {
+		signal(SIGALRM, on_drain_timeout);
+		setitimer(ITIMER_REAL, &it, NULL);
+	}
 	clock_gettime(CLOCK_MONOTONIC, &a);
 	r = engine_drain(t->engine);
 	clock_gettime(CLOCK_MONOTONIC, &b);
