@@ -135,6 +135,13 @@ struct server {
 	struct acq_req *orphans;	/* requests of departed clients, still pending */
 	struct warm *orphan_warms;
 	uint64_t *tokens;		/* per model */
+	/* Routing hints per model, indexed like the catalog's experts: what the
+	 * routers chose and with what weight (statistics, and the input of a
+	 * predictive policy). */
+	struct hint_stats {
+		uint64_t *count;
+		double *weight;
+	} *hints;
 	uint64_t counters[TIERD_STAT_COUNT];
 	alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG];
 	alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
@@ -982,6 +989,21 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 		if (m.model >= (uint32_t)engine_model_count(s->engine) || !c->allowed[m.model])
 			return client_error(c, h.request_id, -ENOENT, "routing hint for model index %u: not usable",
 					    m.model);
+		{
+			const struct catalog *cat = engine_model_catalog(s->engine, m.model);
+			struct hint_stats *hs = &s->hints[m.model];
+
+			for (uint32_t i = 0; i < m.count; i++) {
+				const struct catalog_expert *x = catalog_find(cat, m.layer, m.hints[i].expert);
+
+				/* A hint about an expert the checkpoint lacks is the router's
+				 * business, not a protocol fault: not counted per expert. */
+				if (x && hs->count) {
+					hs->count[x - cat->experts]++;
+					hs->weight[x - cat->experts] += m.hints[i].weight;
+				}
+			}
+		}
 		s->counters[TIERD_STAT_HINTS] += m.count;
 		return client_ok(c, h.request_id, h.flags, m.count);
 	}
@@ -1289,9 +1311,20 @@ int server_create(struct server **out, struct loop *loop, struct engine *engine,
 			      ((uint64_t)getpid() << 48);
 	}
 	s->tokens = calloc((size_t)nmodels + 1, sizeof(*s->tokens));
-	if (!s->tokens) {
+	s->hints = calloc((size_t)nmodels + 1, sizeof(*s->hints));
+	if (!s->tokens || !s->hints) {
 		err = -ENOMEM;
 		goto fail;
+	}
+	for (int i = 0; i < nmodels; i++) {
+		uint32_t n = engine_model_catalog(engine, (uint32_t)i)->nexperts;
+
+		s->hints[i].count = calloc((size_t)n + 1, sizeof(uint64_t));
+		s->hints[i].weight = calloc((size_t)n + 1, sizeof(double));
+		if (!s->hints[i].count || !s->hints[i].weight) {
+			err = -ENOMEM;
+			goto fail;
+		}
 	}
 	if (listen_fd >= 0) {
 		int fl = fcntl(listen_fd, F_GETFL);
@@ -1346,6 +1379,11 @@ void server_destroy(struct server *s)
 		free(s->bound_path);
 	}
 	free(s->tokens);
+	for (int i = 0; s->hints && i < engine_model_count(s->engine); i++) {
+		free(s->hints[i].count);
+		free(s->hints[i].weight);
+	}
+	free(s->hints);
 	free(s);
 }
 
@@ -1396,6 +1434,23 @@ unsigned server_client_count(const struct server *s)
 uint64_t server_model_tokens(const struct server *s, uint32_t model)
 {
 	return model < (uint32_t)engine_model_count(s->engine) ? s->tokens[model] : 0;
+}
+
+int server_hint_stats(const struct server *s, uint32_t model, uint32_t layer, uint32_t expert,
+		      uint64_t *count, double *weight_sum)
+{
+	const struct catalog *cat;
+	const struct catalog_expert *x;
+
+	if (model >= (uint32_t)engine_model_count(s->engine))
+		return -ENOENT;
+	cat = engine_model_catalog(s->engine, model);
+	x = catalog_find(cat, layer, expert);
+	if (!x)
+		return -ENOENT;
+	*count = s->hints[model].count[x - cat->experts];
+	*weight_sum = s->hints[model].weight[x - cat->experts];
+	return 0;
 }
 
 void server_count_reload(struct server *s)

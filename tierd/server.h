@@ -38,6 +38,10 @@ void server_get_stats(const struct server *s, uint64_t *values);
 unsigned server_client_count(const struct server *s);
 /* Tokens reported by clients for a model (engine model index). */
 uint64_t server_model_tokens(const struct server *s, uint32_t model);
+/* Routing hints received for one expert: how often the routers chose it
+ * and the sum of the weights they gave it.  -ENOENT if unknown. */
+int server_hint_stats(const struct server *s, uint32_t model, uint32_t layer, uint32_t expert,
+		      uint64_t *count, double *weight_sum);
 void server_count_reload(struct server *s);
 
 #endif
