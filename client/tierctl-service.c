@@ -165,6 +165,26 @@ static void print_bytes(FILE *f, uint64_t b)
 		fprintf(f, "%llu B", (unsigned long long)b);
 }
 
+/* --json after the subcommand, as well as before it. */
+static int parse_json_opt(const struct tierctl_opts *o, int argc, char **argv, const char *usage)
+{
+	static const struct option lo[] = { { "json", no_argument, NULL, 'j' }, { 0 } };
+	int json = o->json, opt;
+
+	while ((opt = getopt_long(argc, argv, "j", lo, NULL)) != -1) {
+		if (opt != 'j') {
+			fprintf(stderr, "Usage: %s\n", usage);
+			return -1;
+		}
+		json = 1;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "Usage: %s\n", usage);
+		return -1;
+	}
+	return json;
+}
+
 static int get_stats(struct tierd_client *c, uint64_t *v)
 {
 	int r;
@@ -178,8 +198,10 @@ int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 {
 	struct tierd_client *c;
 	uint64_t v[TIERD_STAT_COUNT];
-	int r;
+	int json = parse_json_opt(o, argc, argv, "tierctl status [--json]"), r;
 
+	if (json < 0)
+		return 2;
 	if (svc_connect(o, &c))
 		return 1;
 	r = get_stats(c, v);
@@ -187,7 +209,7 @@ int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 		r = svc_fail(c, "status", r);
 		goto out;
 	}
-	if (o->json) {
+	if (json) {
 		json_object *j = json_object_new_object();
 
 		json_object_object_add(j, "socket", json_object_new_string(o->socket_path));
@@ -217,18 +239,12 @@ out:
 
 int cmd_stats(const struct tierctl_opts *o, int argc, char **argv)
 {
-	static const struct option lo[] = { { "json", no_argument, NULL, 'j' }, { 0 } };
 	struct tierd_client *c;
 	uint64_t v[TIERD_STAT_COUNT];
-	int json = o->json, opt, r;
+	int json = parse_json_opt(o, argc, argv, "tierctl stats [--json]"), r;
 
-	while ((opt = getopt_long(argc, argv, "j", lo, NULL)) != -1) {
-		if (opt != 'j') {
-			fprintf(stderr, "Usage: tierctl stats [--json]\n");
-			return 2;
-		}
-		json = 1;
-	}
+	if (json < 0)
+		return 2;
 	if (svc_connect(o, &c))
 		return 1;
 	r = get_stats(c, v);
@@ -255,12 +271,14 @@ out:
 int cmd_models(const struct tierctl_opts *o, int argc, char **argv)
 {
 	struct tierd_client *c;
-	int n;
+	int json = parse_json_opt(o, argc, argv, "tierctl models [--json]"), n;
 
+	if (json < 0)
+		return 2;
 	if (svc_connect(o, &c))
 		return 1;
 	n = tierd_client_model_count(c);
-	if (o->json) {
+	if (json) {
 		json_object *a = json_object_new_array();
 
 		for (int i = 0; i < n; i++) {

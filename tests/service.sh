@@ -64,7 +64,7 @@ wait_stat() {
 	return 1
 }
 
-echo "1..19"
+echo "1..20"
 
 if ! "$TIERCTL" demo-store "$tmp/demo" --layers 4 --experts 16 --hidden 64 --ffn 128 >/dev/null; then
 	echo "Bail out! cannot write the demo checkpoint"
@@ -88,6 +88,15 @@ allow_uid = 0
 EOF
 
 if start_daemon; then ok "daemon starts and answers tierctl status"; else notok "daemon starts"; echo "Bail out!"; exit 1; fi
+
+# Operator views in JSON parse and carry what the text shows.
+if tierctl stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["models"] == 1 and d["clients"] == 1 else 1)' &&
+   tierctl models --json | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d[0]["name"] == "demo" and d[0]["experts"] == 64 else 1)' &&
+   tierctl status --json | python3 -c 'import json,sys; json.load(sys.stdin)'; then
+	ok "tierctl stats, models and status --json"
+else
+	notok "tierctl --json output"
+fi
 
 # Concurrent acquires of the same experts, bytes verified.
 pids=()
