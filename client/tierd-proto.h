@@ -35,7 +35,7 @@
 /* Largest packet either side sends or accepts (fits the default socket buffer). */
 #define TIERD_PROTO_MAX_MSG	(128u * 1024u)
 #define TIERD_PROTO_MAX_BATCH	1024u	/* keys per PREFETCH/ACQUIRE/RELEASE/... */
-#define TIERD_PROTO_MAX_NAME	255u	/* model and tensor names, bytes without NUL */
+#define TIERD_PROTO_MAX_NAME	1023u	/* model and tensor names, bytes without NUL */
 #define TIERD_PROTO_MAX_MODELS	256u
 #define TIERD_PROTO_MAX_POOLS	16u	/* also the most fds in one WELCOME */
 #define TIERD_PROTO_MAX_TENSORS	64u	/* per expert */

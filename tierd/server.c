@@ -1281,6 +1281,17 @@ fail:
 	return err;
 }
 
+/* What the protocol's string decoder accepts. */
+static bool name_ok(const char *s)
+{
+	size_t n = 0;
+
+	for (; s[n]; n++)
+		if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f)
+			return false;
+	return n > 0 && n <= TIERD_PROTO_MAX_NAME;
+}
+
 int server_create(struct server **out, struct loop *loop, struct engine *engine,
 		  const struct tierd_conf *conf, int listen_fd)
 {
@@ -1293,6 +1304,34 @@ int server_create(struct server **out, struct loop *loop, struct engine *engine,
 		log_err("the protocol carries at most %u models and %u pools", TIERD_PROTO_MAX_MODELS,
 			TIERD_PROTO_MAX_POOLS);
 		return -E2BIG;
+	}
+	/* What the protocol cannot carry is refused here, naming it, rather
+	 * than sent to clients that would reject it as malformed. */
+	for (int i = 0; i < nmodels; i++) {
+		const struct catalog *cat = engine_model_catalog(engine, (uint32_t)i);
+		const char *name = engine_model_name(engine, (uint32_t)i);
+
+		if (!name_ok(name)) {
+			log_err("model name \"%.40s\": longer than %u bytes, empty or with control characters",
+				name, TIERD_PROTO_MAX_NAME);
+			return -EINVAL;
+		}
+		for (uint32_t j = 0; j < cat->nexperts; j++) {
+			const struct catalog_expert *x = &cat->experts[j];
+
+			if (x->ntensors > TIERD_PROTO_MAX_TENSORS) {
+				log_err("model %s layer %u expert %u: %u tensors, the protocol carries %u",
+					name, x->layer, x->expert, x->ntensors, TIERD_PROTO_MAX_TENSORS);
+				return -E2BIG;
+			}
+			for (uint32_t k = 0; k < x->ntensors; k++) {
+				if (!name_ok(x->tensors[k].name)) {
+					log_err("model %s: tensor name \"%.40s\": longer than %u bytes, empty or with control characters",
+						name, x->tensors[k].name, TIERD_PROTO_MAX_NAME);
+					return -EINVAL;
+				}
+			}
+		}
 	}
 	s = calloc(1, sizeof(*s));
 	if (!s)
