@@ -24,6 +24,9 @@ static const struct tierctl_cmd commands[] = {
 	{ "demo-store", cmd_demo_store, "write a demo MoE checkpoint with verifiable contents" },
 
 	/* engine */
+	{ "bench", cmd_bench, "bench fetch DIR: engine read throughput vs fio, cold cache" },
+	{ "fetch", cmd_fetch, "fetch one expert through the engine and show where it landed" },
+	{ "demo", cmd_demo, "fetch, verify, release every expert of a few layers; bytes, time, energy" },
 
 	/* plan */
 	{ "plan", cmd_plan, "per-token energy and latency of MoE placements; \"plan select\" picks one" },

@@ -17,6 +17,9 @@ int cmd_check(const struct tierctl_opts *o, int argc, char **argv);
 int cmd_demo_store(const struct tierctl_opts *o, int argc, char **argv);
 
 /* engine */
+int cmd_bench(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_fetch(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_demo(const struct tierctl_opts *o, int argc, char **argv);
 
 /* plan */
 int cmd_plan(const struct tierctl_opts *o, int argc, char **argv);
