@@ -627,7 +627,7 @@ static int bench_run(const struct tierctl_opts *o, int kind, int clients, int op
 	return failed ? -EIO : 0;
 }
 
-static int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
+int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "clients", required_argument, NULL, 'c' },
@@ -710,15 +710,4 @@ out:
 	free(keys);
 	tierd_client_close(c);
 	return r;
-}
-
-int cmd_bench(const struct tierctl_opts *o, int argc, char **argv)
-{
-	if (argc >= 2 && !strcmp(argv[1], "acquire"))
-		return cmd_bench_acquire(o, argc - 1, argv + 1);
-	/* The engine's benchmark; weak so that tierctl links before it exists. */
-	if (argc >= 2 && !strcmp(argv[1], "fetch") && cmd_bench_fetch)
-		return cmd_bench_fetch(o, argc - 1, argv + 1);
-	fprintf(stderr, "Usage: tierctl bench acquire|fetch [OPTIONS]\n");
-	return 2;
 }

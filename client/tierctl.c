@@ -24,7 +24,7 @@ static const struct tierctl_cmd commands[] = {
 	{ "demo-store", cmd_demo_store, "write a demo MoE checkpoint with verifiable contents" },
 
 	/* engine */
-	{ "bench", cmd_bench, "bench fetch DIR: engine read throughput vs fio, cold cache" },
+	{ "bench", cmd_bench, "bench fetch DIR: engine read throughput vs fio, cold cache; bench acquire: service latency" },
 	{ "fetch", cmd_fetch, "fetch one expert through the engine and show where it landed" },
 	{ "demo", cmd_demo, "fetch, verify, release every expert of a few layers; bytes, time, energy" },
 
@@ -44,7 +44,6 @@ static const struct tierctl_cmd commands[] = {
 	{ "pin", cmd_pin, "MODEL LAYERS EXPERTS: operator pins, kept by the daemon" },
 	{ "unpin", cmd_unpin, "MODEL LAYERS EXPERTS: drop operator pins" },
 	{ "warm", cmd_warm, "MODEL [FIRST[-LAST]]: load layers into the pool, with progress" },
-	{ "bench", cmd_bench, "acquire|fetch: benchmarks (see tierctl(8))" },
 
 	{ NULL, NULL, NULL },
 };

@@ -37,8 +37,7 @@ int cmd_evict(const struct tierctl_opts *o, int argc, char **argv);
 int cmd_pin(const struct tierctl_opts *o, int argc, char **argv);
 int cmd_unpin(const struct tierctl_opts *o, int argc, char **argv);
 int cmd_warm(const struct tierctl_opts *o, int argc, char **argv);
-/* bench acquire (here) | bench fetch (engine's cmd_bench_fetch) */
-int cmd_bench(const struct tierctl_opts *o, int argc, char **argv);
-int cmd_bench_fetch(const struct tierctl_opts *o, int argc, char **argv) __attribute__((weak));
+/* tierctl bench acquire, dispatched by cmd_bench (tierctl-engine.c) */
+int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv);
 
 #endif
