@@ -559,8 +559,12 @@ out:
 
 int cmd_bench(const struct tierctl_opts *o, int argc, char **argv)
 {
+	/* bench acquire: the service's benchmark (client/tierctl-service.c). */
+	if (argc >= 2 && !strcmp(argv[1], "acquire"))
+		return cmd_bench_acquire(o, argc - 1, argv + 1);
 	if (argc < 2 || strcmp(argv[1], "fetch")) {
-		fprintf(stderr, "Usage: tierctl bench fetch CHECKPOINT_DIR [options] (see tierctl bench fetch --help)\n");
+		fprintf(stderr, "Usage: tierctl bench fetch CHECKPOINT_DIR [options] (see tierctl bench fetch --help)\n"
+				"       tierctl bench acquire [options] (see tierctl(8))\n");
 		return 2;
 	}
 	return bench_fetch(o, argc - 1, argv + 1);

@@ -139,6 +139,23 @@ static void test_energy_keys(void **state)
 	conf_free(&c);
 }
 
+static void test_socket_mode(void **state)
+{
+	struct tierd_conf c;
+	char err[256];
+
+	assert_int_equal(conf_init(&c), 0);
+	assert_int_equal(c.socket_mode, 0660);
+	assert_int_equal(conf_set(&c, "daemon.socket_mode=0666", err, sizeof(err)), 0);
+	assert_int_equal(c.socket_mode, 0666);
+	/* Octal digits only, and nothing beyond the permission bits. */
+	assert_int_not_equal(conf_set(&c, "daemon.socket_mode=0999", err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "socket_mode"));
+	assert_int_not_equal(conf_set(&c, "daemon.socket_mode=01777", err, sizeof(err)), 0);
+	assert_int_equal(c.socket_mode, 0666);
+	conf_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -148,6 +165,7 @@ int main(void)
 		cmocka_unit_test(test_validate),
 		cmocka_unit_test(test_sizes),
 		cmocka_unit_test(test_energy_keys),
+		cmocka_unit_test(test_socket_mode),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

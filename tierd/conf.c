@@ -298,6 +298,8 @@ static int conf_apply(struct tierd_conf *c, const char *section, const char *key
 
 	if (IS("daemon", "socket"))
 		return set_str(&c->socket_path, v);
+	if (IS("daemon", "socket_mode"))
+		UINT(c->socket_mode, 0777);
 	if (IS("daemon", "state_dir"))
 		return set_str(&c->state_dir, v);
 	if (IS("daemon", "log_level")) {
@@ -534,6 +536,7 @@ int conf_init(struct tierd_conf *c)
 		conf_free(c);
 		return -ENOMEM;
 	}
+	c->socket_mode = 0660;
 	c->log_level = LOG_INFO;
 	c->drain_timeout_ms = 10000;
 	c->pool_size = 1ULL << 30;

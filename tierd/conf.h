@@ -57,6 +57,7 @@ struct tierd_conf {
 
 	/* [daemon] */
 	char *socket_path;
+	unsigned socket_mode;		/* permissions of the socket file tierd creates */
 	char *state_dir;
 	int log_level;
 	unsigned drain_timeout_ms;	/* how long SIGTERM waits for in-flight fetches */
