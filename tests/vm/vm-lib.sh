@@ -24,7 +24,7 @@ VM_TIMEOUT=${TIERD_VM_TIMEOUT:-600}
 VM_MEM=${TIERD_VM_MEM:-2G}
 VM_SMP=${TIERD_VM_SMP:-2}
 # Bump when the root file system recipe changes, so caches are rebuilt.
-VM_ROOTFS_RECIPE=3
+VM_ROOTFS_RECIPE=4
 # Packages of the full guest: systemd as PID 1 and the runtime libraries of
 # tierd's build (host and guest are both Debian 12, so the same packages).
 VM_ROOTFS_PACKAGES="systemd systemd-sysv udev kmod dbus procps iproute2
@@ -333,10 +333,12 @@ vm__rootfs_build() {
 	vm__rootfs_configure "$tmp/root" || { rm -rf "$tmp"; return 1; }
 	# Room for what the tests write; unused blocks cost nothing (sparse).
 	size=$(( $(du -sm "$tmp/root" | cut -f1) + 1024 ))
-	mkfs.ext4 -q -F -L tierd-vm -d "$tmp/root" "$tmp/img" "${size}M" || { rm -rf "$tmp"; return 1; }
+	mkfs.ext4 -q -F -L tierd-vm -d "$tmp/root" "$tmp/img" "${size}M" >/dev/null || { rm -rf "$tmp"; return 1; }
 	find "$tmp/root" -xdev -printf '/%P\n' | sort >"${img%.ext4}.files"
 	mv "$tmp/img" "$img"
 	rm -rf "$tmp"
+	# Images of other recipes or package lists are stale.
+	find "$VM_CACHE" -maxdepth 1 -name 'rootfs-*' ! -name "$(basename "${img%.ext4}").*" -delete
 	vm_log "root file system ready: $img ($(($(date +%s) - t0)) s)"
 }
 
@@ -349,6 +351,9 @@ vm__rootfs_configure() {
 	: >"$r/etc/machine-id"
 	# No prompts on the console at first boot, no password for root.
 	ln -sf /dev/null "$r/etc/systemd/system/systemd-firstboot.service"
+	# nvme-cli's NVMe-over-Fabrics boot connection has nothing to connect to
+	# and would leave the system "degraded".
+	ln -sf /dev/null "$r/etc/systemd/system/nvmf-autoconnect.service"
 	sed -i 's/^root:[^:]*:/root::/' "$r/etc/shadow"
 	# Units of the harness are enabled here; their files come with the payload.
 	mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
@@ -363,6 +368,13 @@ vm__rootfs_configure() {
 vm_payload_add_tree() {
 	local d=$1 tree=$2 files=${VM_ROOTFS%.ext4}.files f lib
 	mkdir -p "$d/payload" && cp -a "$tree/." "$d/payload/" || return 1
+	# The guest has a merged /usr: /lib, /bin, /sbin are links into /usr,
+	# which copying a real /lib directory over would break.
+	for x in bin sbin lib lib64; do
+		[ -d "$d/payload/$x" ] && [ ! -L "$d/payload/$x" ] || continue
+		mkdir -p "$d/payload/usr/$x" && cp -a "$d/payload/$x/." "$d/payload/usr/$x/" &&
+			rm -rf "${d:?}/payload/$x" || return 1
+	done
 	find "$tree" -type f -perm -u+x | while read -r f; do
 		ldd "$f" 2>/dev/null | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i}'
 	done | sort -u | while read -r lib; do
@@ -536,10 +548,11 @@ vm_tap_check() {
 	if "$@"; then vm_tap_ok "$what"; else vm_tap_not_ok "$what"; fi
 }
 
-# vm_tap_guest FILE: the guest's TAP lines, renumbered after the host's; its
-# plan (if any) is checked against what it printed.
+# vm_tap_guest FILE: the guest's TAP lines, renumbered after the host's.  The
+# guest may print several TAP streams one after another (the harness's checks,
+# then a suite's); the sum of their plans must match what was printed.
 vm_tap_guest() {
-	local f=$1 line desc n=0 plan=""
+	local f=$1 line desc n=0 planned=0 plans=0
 	while IFS= read -r line; do
 		case $line in
 		"ok "* | "not ok "*)
@@ -550,12 +563,16 @@ vm_tap_guest() {
 			*) vm_tap_ok "guest: $desc" ;;
 			esac
 			;;
-		1..*) plan=${line#1..} ;;
+		1..*)
+			line=${line#1..}
+			planned=$((planned + ${line%%[!0-9]*}))
+			plans=$((plans + 1))
+			;;
 		"#"*) echo "$line" ;;
 		esac
 	done <"$f"
-	if [ -n "$plan" ] && [ "${plan%% *}" != "$n" ]; then
-		vm_tap_not_ok "guest planned ${plan%% *} tests and ran $n"
+	if [ "$plans" -gt 0 ] && [ "$planned" != "$n" ]; then
+		vm_tap_not_ok "guest planned $planned tests and ran $n"
 	fi
 	VM_GUEST_TESTS=$n
 }
