@@ -119,7 +119,14 @@ vm__kernel_fetch() {
 	if [ ! -f "$dir/.done" ]; then
 		vm_log "fetching $pkg $ver"
 		tmp=$(mktemp -d "$VM_CACHE/kernel.XXXXXX") || return 1
-		if ! (cd "$tmp" && apt-get -o APT::Sandbox::User=root download -q "$pkg=$ver" >&2); then
+		# Stale package lists name a version the mirror no longer has:
+		# refresh them once.
+		if ! (cd "$tmp" && apt-get -o APT::Sandbox::User=root download -q "$pkg=$ver" >&2) &&
+			! { apt-get update -q >&2 &&
+				pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}') &&
+				ver=$(apt-cache show --no-all-versions "$pkg" | awk '/^Version:/{print $2; exit}') &&
+				dir="$VM_CACHE/kernel/${pkg}_$ver" &&
+				(cd "$tmp" && apt-get -o APT::Sandbox::User=root download -q "$pkg=$ver" >&2); }; then
 			rm -rf "$tmp"
 			[ -f "$VM_CACHE/kernel/current" ] && { vm_log "download failed; using the cached kernel"; return 0; }
 			vm_die "apt-get download $pkg failed"
@@ -496,7 +503,7 @@ vm_run() {
 	vm_log "booting qemu (TCG, $VM_SMP vCPUs, $VM_MEM, limit ${VM_TIMEOUT} s)"
 	timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 \
 		-accel tcg,thread=multi -cpu max -m "$VM_MEM" -smp "$VM_SMP" \
-		-nographic -monitor none -no-reboot \
+		-nographic -monitor none -no-reboot -nic none \
 		-serial "file:$w/console.log" -serial "file:$w/guest.log" \
 		-kernel "$VM_KDIR/boot/vmlinuz-$VM_KVER" -initrd "$initrd" \
 		-append "$append" "$@" </dev/null >"$w/qemu.log" 2>&1 &
@@ -510,6 +517,8 @@ vm_run() {
 	if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 		vm_log "timed out after $VM_TIMEOUT s; console tail:"
 		tail -30 "$w/console.log" | tr -d '\r' >&2
+		vm_log "the guest script's last lines:"
+		tr -d '\r' <"$w/guest.log" | tail -20 >&2
 		return 124
 	fi
 	tr -d '\r' <"$w/guest.log" >"$w/guest.out"
