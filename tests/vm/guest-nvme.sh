@@ -19,7 +19,7 @@ comment() { sed 's/^/# /'; }
 # A number in nvme-cli's JSON output, "name":N or "name":"N" (128-bit
 # counters are strings).
 json_num() {
-	tr ',' '\n' | sed -n "s/^[[:space:]{]*\"$1\"[[:space:]]*:[[:space:]]*\"\{0,1\}\([0-9][0-9]*\).*/\1/p" | head -1
+	tr ',' '\n' | sed -n "s/.*\"$1\"[[:space:]]*:[[:space:]]*\"\{0,1\}\([0-9][0-9]*\).*/\1/p" | head -1
 }
 
 smart() {
@@ -97,13 +97,34 @@ else
 	grep -v '^#' $tracing/trace | head -5 | comment
 fi
 
-# The programs under test (tierd's NVMe and eBPF checks), one line each.
+# tierd's own view through libnvme (tests/nvme-info) must agree with
+# nvme-cli's: same model, same number of power states, same SMART count.
+if command -v nvme-info >/dev/null; then
+	info=$(nvme-info $ctrl 2>&1)
+	echo "$info" | grep -q '"model": *"QEMU NVMe Ctrl' && ok "nvme-info: model QEMU NVMe Ctrl" ||
+		{ not_ok "nvme-info: model QEMU NVMe Ctrl"; echo "$info" | head -c 2000 | comment; }
+	nps=$(echo "$info" | grep -o '"state": *[0-9]*, *"max_w"' | wc -l)
+	check "nvme-info: $nps power state descriptors, nvme-cli says npss=$npsd" [ "$nps" = $((npsd + 1)) ]
+	a=$(echo "$info" | json_num data_units_read)
+	b=$(smart data_units_read)
+	check "nvme-info: SMART data units read $a, nvme-cli $b" [ -n "$a" -a "$a" = "$b" ]
+fi
+
+# The programs under test, one command line each.  A program that prints
+# TAP has its lines passed on (the host renumbers them); any other counts as
+# one test, passed when it exits 0.
 if [ -f ./progs ]; then
 	while IFS= read -r cmd; do
 		[ -n "$cmd" ] || continue
 		sh -c "$cmd" </dev/null >/tmp/prog.out 2>&1
 		rc=$?
-		comment </tmp/prog.out | head -25
+		if grep -qE '^(ok|not ok) [0-9]|^1\.\.[0-9]|^Bail out!' /tmp/prog.out; then
+			echo "# $cmd:"
+			grep -vE '^(ok|not ok) [0-9]|^1\.\.[0-9]|^Bail out!|^#' /tmp/prog.out | comment
+			grep -E '^(ok|not ok) [0-9]|^1\.\.[0-9]|^Bail out!|^#' /tmp/prog.out
+		else
+			comment </tmp/prog.out | head -25
+		fi
 		if [ $rc -eq 0 ]; then ok "$cmd"; else not_ok "$cmd (exit $rc)"; fi
 	done <./progs
 fi

@@ -577,6 +577,7 @@ vm_tap_guest() {
 			planned=$((planned + ${line%%[!0-9]*}))
 			plans=$((plans + 1))
 			;;
+		"Bail out!"*) vm_tap_not_ok "guest: ${line#Bail out! }" ;;
 		"#"*) echo "$line" ;;
 		esac
 	done <"$f"
