@@ -20,10 +20,13 @@ struct tierctl_cmd {
 /* Subcommands, one line each; the implementations live in client/tierctl-*.c. */
 static const struct tierctl_cmd commands[] = {
 	/* catalog */
+	{ "check", cmd_check, "validate a checkpoint and print its expert catalog" },
+	{ "demo-store", cmd_demo_store, "write a demo MoE checkpoint with verifiable contents" },
 
 	/* engine */
 
 	/* plan */
+	{ "plan", cmd_plan, "per-token energy and latency of MoE placements; \"plan select\" picks one" },
 
 	/* energy */
 

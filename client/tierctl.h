@@ -13,10 +13,13 @@ struct tierctl_opts {
 typedef int (*tierctl_cmd_fn)(const struct tierctl_opts *o, int argc, char **argv);
 
 /* catalog */
+int cmd_check(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_demo_store(const struct tierctl_opts *o, int argc, char **argv);
 
 /* engine */
 
 /* plan */
+int cmd_plan(const struct tierctl_opts *o, int argc, char **argv);
 
 /* energy */
 

@@ -7,6 +7,15 @@
  * from a pool slot.  Built from one .safetensors file or a sharded checkpoint
  * with model.safetensors.index.json; tensors are mapped to (layer, expert) by
  * a preset (built-in or [preset NAME] in the config).
+ *
+ * Presets are patterns over tensor names: {L} matches the layer number, {E}
+ * the expert number, '*' the rest of a name (never starting with a digit, so
+ * a fused pattern does not swallow per-expert names).  Keys of a preset:
+ *   tensor = PATTERN   per-expert tensors; needs {L} and {E}
+ *   fused = PATTERN    one tensor holds every expert of layer {L}: expert E is
+ *                      the E-th slice along the first dimension (contiguous)
+ * Both may repeat.  Built-ins (in this order): mixtral, qwen-moe (Qwen-MoE,
+ * DeepSeek-V2/V3 with FP8 weight_scale_inv, OLMoE), llama4, gpt-oss.
  */
 #ifndef TIERD_CATALOG_H
 #define TIERD_CATALOG_H
@@ -17,10 +26,12 @@
 #include "conf.h"
 
 #define CATALOG_MAX_DIMS 8
+/* catalog_open lays slots out for this alignment; call catalog_layout_slots for another. */
+#define CATALOG_DEFAULT_ALIGN 4096
 
 enum st_dtype {
 	ST_BOOL, ST_U8, ST_I8, ST_F8_E4M3, ST_F8_E5M2, ST_I16, ST_U16, ST_F16,
-	ST_BF16, ST_I32, ST_U32, ST_F32, ST_I64, ST_U64, ST_F64,
+	ST_BF16, ST_I32, ST_U32, ST_F32, ST_I64, ST_U64, ST_F64, ST_F8_E8M0,
 	ST_DTYPE_COUNT,
 };
 
@@ -35,12 +46,29 @@ struct catalog_tensor {
 	uint64_t slot_offset;		/* where the tensor starts in a slot (see below) */
 };
 
+/*
+ * One aligned read of an expert: [offset, offset + length) of files[file]
+ * lands at slot + slot_offset.  offset, length and slot_offset are multiples
+ * of the layout alignment.  The read may extend past the end of the file
+ * (the last tensor's end rounded up); such a read comes back short at EOF,
+ * and no tensor byte lies beyond EOF.
+ */
+struct catalog_extent {
+	uint32_t file;
+	uint64_t offset;
+	uint64_t length;
+	uint64_t slot_offset;
+};
+
 struct catalog_expert {
 	uint32_t layer;
 	uint32_t expert;
 	uint32_t ntensors;
-	struct catalog_tensor *tensors;
+	struct catalog_tensor *tensors;	/* sorted by name */
 	uint64_t bytes;			/* sum of tensor lengths */
+	uint32_t nextents;
+	struct catalog_extent *extents;	/* reads that fill the slot, in slot order */
+	uint64_t slot_bytes;		/* sum of extent lengths (<= catalog.slot_bytes) */
 };
 
 struct catalog_file {
@@ -61,12 +89,15 @@ struct catalog {
 	/* Bytes a slot needs for any expert of this model, with the O_DIRECT
 	 * alignment slack of each tensor (set by catalog_layout_slots). */
 	uint64_t slot_bytes;
+	uint64_t align;			/* alignment of the current layout */
+	uint64_t dense_tensors;		/* tensors that belong to no expert (ignored) */
 };
 
 /*
  * Opens and validates the checkpoint in dir.  preset may be NULL (detect).
  * conf may be NULL (built-in presets only).  On failure returns a negative
  * errno and writes a message naming the file and the fault into err.
+ * The slots are laid out for CATALOG_DEFAULT_ALIGN.
  */
 int catalog_open(struct catalog **out, const char *dir, const char *preset,
 		 const struct tierd_conf *conf, char *err, size_t errlen);
@@ -76,11 +107,24 @@ void catalog_free(struct catalog *cat);
 const struct catalog_expert *catalog_find(const struct catalog *cat, uint32_t layer, uint32_t expert);
 
 /*
- * Lays tensors out in a slot for reads aligned to 'align' bytes (O_DIRECT):
- * each tensor's aligned superset lands in the slot, slot_offset records where
- * the tensor's first byte is.  Sets slot_bytes.
+ * Lays tensors out in a slot for reads aligned to 'align' bytes (a power of
+ * two; O_DIRECT wants the device's logical block size, usually 4096).
+ *
+ * For each expert, its tensors are taken in file order; each tensor needs the
+ * aligned superset [offset rounded down, offset + length rounded up).  A
+ * superset that touches or overlaps the previous one in the same file joins
+ * its extent (adjacent tensors of an expert become one read, and a shared
+ * block is read once); otherwise a new extent starts at the next free slot
+ * byte.  slot_offset of a tensor = its extent's slot_offset + (tensor offset -
+ * extent offset), i.e. where the tensor's first byte lands.  expert.slot_bytes
+ * is the sum of its extents, catalog.slot_bytes the maximum over experts.
+ * The slot base itself must be aligned to 'align'.  Returns -EINVAL if align
+ * is not a power of two.
  */
 int catalog_layout_slots(struct catalog *cat, uint64_t align);
+
+/* Checks a preset's keys (also used for [preset] sections at config load). */
+int catalog_preset_check(const struct conf_preset *p, char *err, size_t errlen);
 
 const char *st_dtype_name(enum st_dtype t);
 size_t st_dtype_size(enum st_dtype t);

@@ -42,10 +42,11 @@ struct engine_slot_info {
 typedef void (*engine_done_fn)(void *arg, int err, const struct engine_slot_info *info);
 
 struct engine_stats {
+	/* hits/misses count acquires; fetches are reads of an expert started. */
 	uint64_t hits, misses, evictions, fetches, fetch_errors, cancelled;
 	uint64_t bytes_read;		/* bytes tierd read from files (aligned, as issued) */
 	uint64_t bytes_resident;
-	uint64_t pins;
+	uint64_t pins;			/* pins held now */
 };
 
 /* Opens the pool and fetch ring and every [model] of conf. */
@@ -65,19 +66,33 @@ const struct catalog *engine_model_catalog(const struct engine *e, uint32_t mode
 const char *engine_model_name(const struct engine *e, uint32_t model);
 
 /*
+ * Adds a model from a catalog whose slots are laid out already
+ * (catalog_layout_slots(cat, 4096)).  With owned, the engine frees the catalog.
+ * Returns the model index, or a negative errno with a message in err (a
+ * layout that would read outside a slot or overlap itself is refused).
+ */
+int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bool owned,
+		     uint64_t quota, char *err, size_t errlen);
+
+/*
  * Makes the expert resident and pins it, then calls fn (possibly before
- * returning, on a hit).  Concurrent acquires of one expert share one fetch.
+ * returning, on a hit).  Concurrent acquires of one expert share one fetch;
+ * a demand acquire of an expert being prefetched moves it ahead.
  * Returns 0 when queued or done, negative errno when refused up front
  * (-ENOENT unknown expert, -ENOSPC nothing evictable, -EDQUOT over quota).
+ * The pin is taken at once; if the fetch fails, fn gets the errno and the pin
+ * is gone with the entry (no release then).  engine_release() of an expert
+ * still being fetched returns -EBUSY: release after fn has run.
  */
 int engine_acquire(struct engine *e, const struct engine_key *key, enum engine_prio prio,
 		   engine_done_fn fn, void *arg);
 /* Fetches without pinning; no callback.  Cheap when already resident. */
 int engine_prefetch(struct engine *e, const struct engine_key *key);
-/* Drops a prefetch that is no longer wanted, if it has not started. */
+/* Drops a prefetch that is no longer wanted, if it has not started and no
+ * acquire waits for it: -EBUSY otherwise, -EALREADY if resident. */
 int engine_cancel_prefetch(struct engine *e, const struct engine_key *key);
 int engine_release(struct engine *e, const struct engine_key *key);
-/* Operator actions. */
+/* Operator actions.  -EBUSY when pinned or being fetched. */
 int engine_evict(struct engine *e, const struct engine_key *key);
 
 /* Pool regions, to hand to clients read-only. */
@@ -88,5 +103,11 @@ uint64_t engine_pool_size(const struct engine *e, uint32_t pool);
 const void *engine_pool_base(const struct engine *e, uint32_t pool);
 
 void engine_get_stats(const struct engine *e, struct engine_stats *st);
+
+struct fetch_stats;
+/* The fetch ring's own counters (requests, short reads, retries). */
+int engine_fetch_stats(const struct engine *e, struct fetch_stats *st);
+/* The descriptor of a model's checkpoint file (benchmarks drop its cache). */
+int engine_file_fd(const struct engine *e, uint32_t model, uint32_t file);
 
 #endif

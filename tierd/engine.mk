@@ -1,1 +1,47 @@
 # engine: sources and tests of this area (included by Makefile.am).
+# DDR pool, slot allocator, fetch engine, cache, and the engine facade.
+libtierd_la_SOURCES += tierd/slab.c tierd/slab.h
+
+check_PROGRAMS += tests/test-slab
+tests_test_slab_SOURCES = tests/test-slab.c
+tests_test_slab_CFLAGS = $(TEST_CFLAGS)
+tests_test_slab_LDADD = $(TEST_LIBS)
+TESTS += tests/test-slab
+
+libtierd_la_SOURCES += tierd/pool.c tierd/pool.h
+check_PROGRAMS += tests/test-pool
+tests_test_pool_SOURCES = tests/test-pool.c
+tests_test_pool_CFLAGS = $(TEST_CFLAGS)
+tests_test_pool_LDADD = $(TEST_LIBS)
+TESTS += tests/test-pool
+
+libtierd_la_SOURCES += tierd/fetch.c tierd/fetch.h
+check_PROGRAMS += tests/test-fetch
+tests_test_fetch_SOURCES = tests/test-fetch.c
+tests_test_fetch_CFLAGS = $(TEST_CFLAGS)
+tests_test_fetch_LDADD = $(TEST_LIBS)
+TESTS += tests/test-fetch
+
+libtierd_la_SOURCES += tierd/cache.c tierd/cache.h
+check_PROGRAMS += tests/test-cache
+tests_test_cache_SOURCES = tests/test-cache.c
+tests_test_cache_CFLAGS = $(TEST_CFLAGS)
+tests_test_cache_LDADD = $(TEST_LIBS)
+TESTS += tests/test-cache
+
+libtierd_la_SOURCES += tierd/engine.c
+check_PROGRAMS += tests/test-engine
+tests_test_engine_SOURCES = tests/test-engine.c tests/catalog-stub.c
+tests_test_engine_CFLAGS = $(TEST_CFLAGS)
+tests_test_engine_LDADD = $(TEST_LIBS)
+TESTS += tests/test-engine
+
+# I/O errors from a real file system: a tiny FUSE server and its test.
+check_PROGRAMS += tests/fuse-eio tests/test-fetch-eio
+tests_fuse_eio_SOURCES = tests/fuse-eio.c tests/fuse-eio.h
+tests_fuse_eio_CFLAGS = $(AM_CFLAGS) $(FUSE3_CFLAGS)
+tests_fuse_eio_LDADD = $(FUSE3_LIBS)
+tests_test_fetch_eio_SOURCES = tests/test-fetch-eio.c tests/fuse-eio.h tests/catalog-stub.c
+tests_test_fetch_eio_CFLAGS = $(TEST_CFLAGS)
+tests_test_fetch_eio_LDADD = $(TEST_LIBS)
+TESTS += tests/test-fetch-eio

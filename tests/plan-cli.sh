@@ -1,0 +1,145 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Runs the real `tierctl plan`: the table, --json (parsed by python3), --svg
+# (well-formed XML), `plan select` and its config snippet, what-if flags, and
+# the errors of bad input.  TAP output.
+set -u
+builddir=${top_builddir:-.}
+TIERCTL="$builddir/client/tierctl"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/plan-cli.XXXXXX") || exit 99
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+if ! command -v python3 >/dev/null 2>&1; then
+	echo "1..0 # SKIP python3 is needed to parse the JSON and SVG outputs"
+	exit 0
+fi
+
+n=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+notok() { n=$((n + 1)); echo "not ok $n - $1"; sed 's/^/# /' "$tmp/err" 2>/dev/null | head -20; }
+check() {
+	desc=$1
+	shift
+	if "$@"; then ok "$desc"; else notok "$desc"; fi
+}
+# expect_fail CODE NEEDLE DESC -- ARGS: exits with CODE and stderr says NEEDLE.
+expect_fail() {
+	code=$1 needle=$2 desc=$3
+	shift 4
+	"$TIERCTL" "$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	if [ "$rc" -eq "$code" ] && grep -qF -- "$needle" "$tmp/err"; then
+		ok "$desc"
+	else
+		echo "# exit $rc, wanted $code with \"$needle\"" >>"$tmp/err"
+		notok "$desc"
+	fi
+}
+
+echo "1..21"
+
+# 1-2: the table.
+"$TIERCTL" plan --model mixtral-8x7b --batch 1,32,1024 >"$tmp/table" 2>"$tmp/err"
+check "plan prints a table" grep -q '^ *1024 ssd' "$tmp/table"
+check "table shows the SSD/HBM ratio" grep -q 'SSD / HBM energy per token' "$tmp/table"
+
+# 3-5: --json, parsed, with the fields the issue asks for; SSD > 5x HBM at batch 1.
+"$TIERCTL" --json plan --model mixtral-8x7b --batch 1-1024 >"$tmp/json" 2>"$tmp/err"
+check "--json is valid JSON" sh -c "python3 -m json.tool '$tmp/json' >/dev/null"
+check "--json has energy, latency and breakdown per batch and placement" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+rs = d["results"]
+assert len(rs) == 11 * 3, len(rs)
+for r in rs:
+    assert r["placement"] in ("hbm", "ddr", "ssd")
+    assert r["energy_per_token_j"] > 0 and r["latency_per_token_s"] > 0
+    assert abs(sum(r["breakdown_j"].values()) - r["energy_per_token_j"]) < 1e-9 * r["energy_per_token_j"]
+' "$tmp/json"
+check "SSD costs many times HBM at batch 1 and the gap narrows by 1024" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+e = {(r["batch"], r["placement"]): r["energy_per_token_j"] for r in d["results"]}
+r1 = e[(1, "ssd")] / e[(1, "hbm")]
+r1024 = e[(1024, "ssd")] / e[(1024, "hbm")]
+assert r1 > 5 and r1024 < r1, (r1, r1024)
+' "$tmp/json"
+
+# 6: --json after the subcommand too, with a placement filter.
+"$TIERCTL" plan --model deepseek-r1 --batch 8 --placement ssd --json >"$tmp/json2" 2>"$tmp/err"
+check "--placement ssd --json lists only SSD" python3 -c '
+import json, sys
+rs = json.load(open(sys.argv[1]))["results"]
+assert [r["placement"] for r in rs] == ["ssd"], rs
+' "$tmp/json2"
+
+# 7-8: --svg, well-formed, with a polyline per placement total.
+"$TIERCTL" plan --model mixtral-8x7b --svg "$tmp/chart.svg" >/dev/null 2>"$tmp/err"
+check "--svg writes well-formed XML" python3 -c '
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+assert root.tag == "{http://www.w3.org/2000/svg}svg", root.tag
+' "$tmp/chart.svg"
+check "--svg draws lines for the placements and components" python3 -c '
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+lines = root.findall(".//{http://www.w3.org/2000/svg}polyline")
+assert len(lines) >= 3 + 3 * 5, len(lines)
+' "$tmp/chart.svg"
+
+# 9: what-ifs: lower Flash energy lowers SSD energy; top-1 lowers it too.
+j() { "$TIERCTL" --json plan --model mixtral-8x7b --batch 1 --placement ssd "$@" 2>"$tmp/err" |
+	python3 -c 'import json,sys; print(json.load(sys.stdin)["results"][0]["energy_per_token_j"])'; }
+e_base=$(j)
+e_flash=$(j --flash-scale 0.1)
+e_topk=$(j --top-k 1)
+e_nvl4=$(j --hardware dgx-h100-nvl4)
+check "--flash-scale 0.1 and --top-k 1 cost less, NVLink 4 costs more" python3 -c "
+b, f, k, n = $e_base, $e_flash, $e_topk, $e_nvl4
+assert f < b and k < b and n > b, (b, f, k, n)"
+
+# 10: a config.json model.
+cat >"$tmp/config.json" <<'EOF'
+{"model_type": "olmoe", "hidden_size": 2048, "intermediate_size": 1024,
+ "num_experts": 64, "num_experts_per_tok": 8, "num_hidden_layers": 16,
+ "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": 50304,
+ "torch_dtype": "bfloat16"}
+EOF
+"$TIERCTL" plan --model-config "$tmp/config.json" --batch 1,8 --gpus 1 >"$tmp/out" 2>"$tmp/err"
+check "--model-config reads a config.json" grep -q 'top-8 of 64 experts' "$tmp/out"
+
+# 11: a hardware file.
+printf '[hardware]\nname = pcie\ngpus_per_node = 1\nlink_gbps = 48\nssd_gbps = 1.5\n' >"$tmp/hw.ini"
+"$TIERCTL" plan --model mixtral-8x7b --hardware "$tmp/hw.ini" --batch 1 >"$tmp/out" 2>"$tmp/err"
+check "--hardware FILE is used" grep -q 'on pcie: 1 node x 1 GPUs' "$tmp/out"
+
+# 12-13: select: a feasible choice and a tierd.conf snippet.
+"$TIERCTL" plan select --model mixtral-8x7b --hbm-gib 48 --ddr-gib 40 --batch 1,16,64 \
+	>"$tmp/sel" 2>"$tmp/err"
+check "select picks a placement" grep -q '<- chosen' "$tmp/sel"
+check "select prints a [pool] and [model] snippet" sh -c \
+	"grep -q '^\[pool\]' '$tmp/sel' && grep -q '^size = [0-9]*M' '$tmp/sel' && grep -q '^\[model mixtral-8x7b\]' '$tmp/sel'"
+
+# 14-20: bad input gives a clear error and exit status 2.
+expect_fail 2 'unknown model "gpt-7"' "unknown model" -- plan --model gpt-7
+printf '{"hidden_size": 4096,,}' >"$tmp/bad.json"
+expect_fail 2 'malformed JSON' "malformed config.json" -- plan --model-config "$tmp/bad.json"
+printf '{"hidden_size": 64, "num_hidden_layers": -2, "num_attention_heads": 2, "vocab_size": 8, "intermediate_size": 8}' >"$tmp/neg.json"
+expect_fail 2 '"num_hidden_layers" must not be negative' "negative size in config.json" -- \
+	plan --model-config "$tmp/neg.json"
+expect_fail 2 'hbm_gbps' "negative hardware value" -- plan --model mixtral-8x7b --set hbm_gbps=-3
+expect_fail 2 'cannot hold' "HBM too small" -- plan select --model mixtral-8x7b --hbm-gib 1
+expect_fail 2 'no placement meets' "latency ceiling nobody meets" -- \
+	plan select --model mixtral-8x7b --max-latency-ms 0.001
+expect_fail 2 'top-k 9 exceeds' "top-k above the expert count" -- plan --model mixtral-8x7b --top-k 9
+
+# 21: this machine: O_DIRECT reads of a file through io_uring, and a memcpy loop.
+dd if=/dev/zero of="$tmp/disk.bin" bs=1M count=16 2>/dev/null
+"$TIERCTL" plan --model mixtral-8x7b --batch 1 --hardware local --measure-file "$tmp/disk.bin" \
+	--h2d-gbps 48 >"$tmp/out" 2>"$tmp/err"
+if grep -q 'does not support O_DIRECT' "$tmp/err"; then
+	n=$((n + 1)); echo "ok $n # SKIP the temporary directory's filesystem has no O_DIRECT"
+else
+	check "--hardware local measures disk and DDR" sh -c \
+		"grep -q 'on local: 1 node x 1 GPUs' '$tmp/out' && grep -q 'disk read [0-9.]* GB/s' '$tmp/err'"
+fi

@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: MIT */
+/* Cache: residency table, pin rules, LRU order, pinned entries never evicted. */
+#include "config.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cache.h"
+
+static struct cache_entry *add_resident(struct cache *c, uint32_t m, uint32_t l, uint32_t x)
+{
+	struct cache_key k = { m, l, x };
+	struct cache_entry *e;
+
+	assert_int_equal(cache_add(c, &k, (uint64_t)x << 21, &e), 0);
+	cache_set_resident(c, e);
+	return e;
+}
+
+static struct cache_entry *victim(struct cache *c)
+{
+	struct cache_entry *e = NULL;
+
+	assert_int_equal(cache_victim(c, NULL, NULL, &e), 0);
+	return e;
+}
+
+static void test_table(void **state)
+{
+	struct cache *c;
+	struct cache_entry *e;
+	struct cache_key k;
+
+	assert_int_equal(cache_create(&c, "no-such-policy"), -EINVAL);
+	assert_int_equal(cache_create(&c, "LRU"), 0);
+	assert_string_equal(cache_policy_name(c), "lru");
+	/* Enough entries to grow the table a few times. */
+	for (uint32_t m = 0; m < 3; m++)
+		for (uint32_t l = 0; l < 40; l++)
+			for (uint32_t x = 0; x < 20; x++) {
+				k = (struct cache_key){ m, l, x };
+				assert_int_equal(cache_add(c, &k, ((uint64_t)m << 32) | (l << 16) | x, &e), 0);
+			}
+	assert_int_equal(cache_count(c), 2400);
+	k = (struct cache_key){ 1, 2, 3 };
+	assert_int_equal(cache_add(c, &k, 0, &e), -EEXIST);
+	for (uint32_t m = 0; m < 3; m++)
+		for (uint32_t l = 0; l < 40; l++)
+			for (uint32_t x = 0; x < 20; x++) {
+				k = (struct cache_key){ m, l, x };
+				e = cache_lookup(c, &k);
+				assert_non_null(e);
+				assert_int_equal(e->slot, ((uint64_t)m << 32) | (l << 16) | x);
+				assert_int_equal(e->state, CACHE_FETCHING);
+			}
+	k = (struct cache_key){ 3, 0, 0 };
+	assert_null(cache_lookup(c, &k));
+	k = (struct cache_key){ 0, 0, 20 };
+	assert_null(cache_lookup(c, &k));
+	k = (struct cache_key){ 2, 39, 19 };
+	cache_remove(c, cache_lookup(c, &k));
+	assert_null(cache_lookup(c, &k));
+	assert_int_equal(cache_count(c), 2399);
+	/* Entries still fetching are never victims. */
+	assert_int_equal(cache_victim(c, NULL, NULL, &e), -ENOSPC);
+	cache_destroy(c);
+}
+
+static void test_lru_order(void **state)
+{
+	struct cache *c;
+	struct cache_entry *a, *b, *d;
+
+	assert_int_equal(cache_create(&c, "lru"), 0);
+	a = add_resident(c, 0, 0, 1);
+	b = add_resident(c, 0, 0, 2);
+	d = add_resident(c, 0, 0, 3);
+	assert_ptr_equal(victim(c), a);
+	cache_touch(c, a);			/* a used again: b is oldest */
+	assert_ptr_equal(victim(c), b);
+	cache_touch(c, b);
+	assert_ptr_equal(victim(c), d);
+	cache_remove(c, d);
+	assert_ptr_equal(victim(c), a);
+	cache_remove(c, a);
+	assert_ptr_equal(victim(c), b);
+	cache_remove(c, b);
+	assert_int_equal(cache_victim(c, NULL, NULL, &a), -ENOSPC);
+	cache_destroy(c);
+}
+
+static void test_pins(void **state)
+{
+	struct cache *c;
+	struct cache_entry *e[4], *v;
+
+	assert_int_equal(cache_create(&c, "lru"), 0);
+	for (uint32_t i = 0; i < 4; i++)
+		e[i] = add_resident(c, 0, 1, i);
+	cache_pin(c, e[0]);
+	cache_pin(c, e[0]);
+	cache_pin(c, e[1]);
+	assert_int_equal(cache_pins(c), 3);
+	assert_ptr_equal(victim(c), e[2]);	/* oldest unpinned */
+	cache_pin(c, e[2]);
+	cache_pin(c, e[3]);
+	/* Everything pinned: nothing to evict. */
+	assert_int_equal(cache_victim(c, NULL, NULL, &v), -ENOSPC);
+	assert_int_equal(cache_unpin(c, e[0]), 0);
+	assert_int_equal(cache_victim(c, NULL, NULL, &v), -ENOSPC);	/* still one pin */
+	assert_int_equal(cache_unpin(c, e[0]), 0);
+	assert_int_equal(cache_unpin(c, e[0]), -EINVAL);
+	assert_ptr_equal(victim(c), e[0]);
+	assert_int_equal(cache_unpin(c, e[3]), 0);
+	/* e[0] is older than e[3]. */
+	assert_ptr_equal(victim(c), e[0]);
+	cache_touch(c, e[0]);
+	assert_ptr_equal(victim(c), e[3]);
+	/* Removing a pinned entry drops its pins from the total. */
+	cache_remove(c, e[1]);
+	assert_int_equal(cache_pins(c), 1);
+	cache_destroy(c);
+}
+
+static bool model_is(const struct cache_entry *e, void *arg)
+{
+	return e->key.model == *(uint32_t *)arg;
+}
+
+static void test_filter(void **state)
+{
+	struct cache *c;
+	struct cache_entry *a, *b, *v;
+	uint32_t m = 1;
+
+	assert_int_equal(cache_create(&c, "lru"), 0);
+	a = add_resident(c, 0, 0, 0);
+	b = add_resident(c, 1, 0, 0);
+	assert_ptr_equal(victim(c), a);
+	assert_int_equal(cache_victim(c, model_is, &m, &v), 0);
+	assert_ptr_equal(v, b);
+	cache_pin(c, b);
+	assert_int_equal(cache_victim(c, model_is, &m, &v), -ENOSPC);
+	cache_destroy(c);
+}
+
+/* Random touches, pins and removals against a reference: the victim is always
+ * the least recently used unpinned resident entry. */
+static void test_random_against_reference(void **state)
+{
+	enum { N = 64 };
+	struct cache *c;
+	struct cache_entry *e[N], *v;
+	uint64_t last[N];
+	bool live[N];
+	unsigned seed = 7;
+	uint64_t now = 0;
+
+	assert_int_equal(cache_create(&c, "lru"), 0);
+	for (int i = 0; i < N; i++) {
+		e[i] = add_resident(c, 2, 0, (uint32_t)i);
+		last[i] = ++now;
+		live[i] = true;
+	}
+	for (int it = 0; it < 5000; it++) {
+		int i = rand_r(&seed) % N, op = rand_r(&seed) % 5, best = -1;
+		int err;
+
+		if (!live[i]) {
+			e[i] = add_resident(c, 2, 0, (uint32_t)i);
+			last[i] = ++now;
+			live[i] = true;
+			continue;
+		}
+		if (op == 0) {
+			cache_touch(c, e[i]);
+			last[i] = ++now;
+		} else if (op == 1) {
+			cache_pin(c, e[i]);
+		} else if (op == 2) {
+			if (e[i]->pins)
+				assert_int_equal(cache_unpin(c, e[i]), 0);
+		} else if (op == 3) {
+			cache_remove(c, e[i]);
+			live[i] = false;
+		}
+		for (int k = 0; k < N; k++)
+			if (live[k] && !e[k]->pins && (best < 0 || last[k] < last[best]))
+				best = k;
+		err = cache_victim(c, NULL, NULL, &v);
+		if (best < 0) {
+			assert_int_equal(err, -ENOSPC);
+		} else {
+			assert_int_equal(err, 0);
+			assert_ptr_equal(v, e[best]);
+		}
+	}
+	cache_destroy(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_table),
+		cmocka_unit_test(test_lru_order),
+		cmocka_unit_test(test_pins),
+		cmocka_unit_test(test_filter),
+		cmocka_unit_test(test_random_against_reference),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

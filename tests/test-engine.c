@@ -1,0 +1,454 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The engine on a hand-built catalog over files on the local disk: every byte
+ * of every expert, shared fetches, hits, eviction with pins and quotas,
+ * prefetch and cancel, refused layouts, and a fetch that fails.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "engine.h"
+#include "fetch.h"
+#include "log.h"
+
+#define KiB (1ULL << 10)
+#define MiB (1ULL << 20)
+#define LAYERS 2
+#define EXPERTS 4
+#define TENSORS 3
+#define HEADER 1000		/* like a safetensors header: data starts unaligned */
+
+struct fixture {
+	char path[4096];
+	struct catalog cat;
+	struct catalog_file file;
+	struct catalog_expert experts[LAYERS * EXPERTS];
+	struct catalog_tensor tensors[LAYERS * EXPERTS * TENSORS];
+	char names[LAYERS * EXPERTS * TENSORS][64];
+	uint64_t file_size;
+};
+
+static uint8_t byte_at(uint64_t off)
+{
+	return (uint8_t)((off * 2654435761u) >> 9 ^ off >> 16 ^ 0x5a);
+}
+
+/* Tensors back to back after an unaligned header; odd lengths; the last one
+ * ends the file off a 4 KiB boundary. */
+static void fixture_build(struct fixture *fx)
+{
+	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
+	uint64_t off = HEADER, len[TENSORS] = { 300 * KiB + 2, 300 * KiB + 2, 150 * KiB + 7 };
+	uint64_t slot_max = 0;
+	uint8_t *buf;
+	int fd, n = 0;
+
+	memset(fx, 0, sizeof(*fx));
+	for (uint32_t l = 0; l < LAYERS; l++)
+		for (uint32_t x = 0; x < EXPERTS; x++) {
+			struct catalog_expert *ex = &fx->experts[l * EXPERTS + x];
+			uint64_t cursor = 0;
+
+			ex->layer = l * 3;	/* sparse layer numbers */
+			ex->expert = x;
+			ex->ntensors = TENSORS;
+			ex->tensors = &fx->tensors[n];
+			for (int t = 0; t < TENSORS; t++, n++) {
+				struct catalog_tensor *ct = &fx->tensors[n];
+
+				snprintf(fx->names[n], sizeof(fx->names[n]), "l%u.e%u.w%d", ex->layer, x, t);
+				ct->name = fx->names[n];
+				ct->dtype = ST_U8;
+				ct->ndim = 1;
+				ct->shape[0] = len[t];
+				ct->offset = off;
+				ct->length = len[t];
+				/* What catalog_layout_slots does: aligned supersets in turn. */
+				ct->slot_offset = cursor + off % FETCH_ALIGN;
+				cursor += ((off + len[t] + FETCH_ALIGN - 1) & ~(FETCH_ALIGN - 1)) -
+					  (off & ~(FETCH_ALIGN - 1));
+				ex->bytes += len[t];
+				off += len[t];
+			}
+			if (cursor > slot_max)
+				slot_max = cursor;
+		}
+	fx->file_size = off;
+	snprintf(fx->path, sizeof(fx->path), "%s/test-engine.XXXXXX", dir);
+	fd = mkstemp(fx->path);
+	assert_true(fd >= 0);
+	buf = malloc(off);
+	assert_non_null(buf);
+	for (uint64_t i = 0; i < off; i++)
+		buf[i] = byte_at(i);
+	assert_int_equal(write(fd, buf, off), (ssize_t)off);
+	close(fd);
+	free(buf);
+	fx->file.path = fx->path;
+	fx->file.size = off;
+	fx->cat.dir = (char *)dir;
+	fx->cat.preset = (char *)"hand";
+	fx->cat.nfiles = 1;
+	fx->cat.files = &fx->file;
+	fx->cat.nexperts = LAYERS * EXPERTS;
+	fx->cat.experts = fx->experts;
+	fx->cat.nlayers = LAYERS;
+	fx->cat.experts_per_layer = EXPERTS;
+	fx->cat.slot_bytes = slot_max;
+}
+
+/* A fresh file and catalog after a test changed them. */
+static void fixture_reset(struct fixture *fx)
+{
+	unlink(fx->path);
+	fixture_build(fx);
+}
+
+static int setup(void **state)
+{
+	struct fixture *fx = malloc(sizeof(*fx));
+
+	fixture_build(fx);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+
+	unlink(fx->path);
+	free(fx);
+	return 0;
+}
+
+static struct engine *make(struct fixture *fx, uint64_t pool, unsigned depth, uint64_t quota)
+{
+	struct tierd_conf conf;
+	struct engine *e = NULL;
+	char err[512] = "";
+	int r;
+
+	assert_int_equal(conf_init(&conf), 0);
+	conf.pool_size = pool;
+	conf.pool_lock = false;
+	conf.hugepages = CONF_HUGEPAGES_NO;
+	conf.queue_depth = depth;
+	conf.request_size = 128 * KiB;
+	r = engine_create(&e, &conf, err, sizeof(err));
+	conf_free(&conf);
+	if (r < 0)
+		fail_msg("engine_create: %s", err);
+	r = engine_add_model(e, "hand", &fx->cat, false, quota, err, sizeof(err));
+	if (r < 0)
+		fail_msg("engine_add_model: %s", err);
+	assert_int_equal(r, 0);
+	return e;
+}
+
+struct got {
+	int calls;
+	int err;
+	struct engine_slot_info info;
+	int *counter;
+	int order;
+};
+
+static void on_done(void *arg, int err, const struct engine_slot_info *info)
+{
+	struct got *g = arg;
+
+	g->calls++;
+	g->err = err;
+	if (info)
+		g->info = *info;
+	if (g->counter)
+		g->order = ++*g->counter;
+}
+
+static void verify(const struct engine *e, const struct engine_slot_info *info)
+{
+	const uint8_t *slot = (const uint8_t *)engine_pool_base(e, info->pool) + info->offset;
+
+	assert_non_null(info->expert);
+	for (uint32_t t = 0; t < info->expert->ntensors; t++) {
+		const struct catalog_tensor *ct = &info->expert->tensors[t];
+
+		for (uint64_t i = 0; i < ct->length; i++)
+			if (slot[ct->slot_offset + i] != byte_at(ct->offset + i))
+				fail_msg("%s byte %llu wrong", ct->name, (unsigned long long)i);
+	}
+}
+
+static void test_every_byte(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e = make(fx, 64 * MiB, 8, 0);
+	struct got g[LAYERS * EXPERTS];
+	struct engine_stats st;
+
+	memset(g, 0, sizeof(g));
+	for (int i = 0; i < LAYERS * EXPERTS; i++) {
+		struct engine_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+
+		assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[i]), 0);
+	}
+	assert_int_equal(engine_drain(e), 0);
+	for (int i = 0; i < LAYERS * EXPERTS; i++) {
+		struct engine_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+
+		assert_int_equal(g[i].calls, 1);
+		assert_int_equal(g[i].err, 0);
+		assert_ptr_equal(g[i].info.expert, &fx->experts[i]);
+		verify(e, &g[i].info);
+		assert_int_equal(engine_release(e, &k), 0);
+		assert_int_equal(engine_release(e, &k), -EINVAL);
+	}
+	engine_get_stats(e, &st);
+	assert_int_equal(st.misses, LAYERS * EXPERTS);
+	assert_int_equal(st.fetches, LAYERS * EXPERTS);
+	assert_int_equal(st.fetch_errors, 0);
+	assert_int_equal(st.pins, 0);
+	/* Each tensor read once, plus at most a page of alignment slack each side. */
+	assert_true(st.bytes_read >= fx->file_size - HEADER);
+	assert_true(st.bytes_read <= fx->file_size + LAYERS * EXPERTS * TENSORS * 2 * FETCH_ALIGN);
+	assert_int_equal(st.bytes_resident, fx->file_size - HEADER);
+	/* Unknown experts. */
+	assert_int_equal(engine_acquire(e, &(struct engine_key){ 0, 1, 0 }, ENGINE_DEMAND, on_done, g), -ENOENT);
+	assert_int_equal(engine_acquire(e, &(struct engine_key){ 1, 0, 0 }, ENGINE_DEMAND, on_done, g), -ENOENT);
+	assert_int_equal(engine_acquire(e, &(struct engine_key){ 0, 0, EXPERTS }, ENGINE_DEMAND, on_done, g), -ENOENT);
+	engine_destroy(e);
+}
+
+static void test_shared_and_hit(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e = make(fx, 16 * MiB, 4, 0);
+	struct engine_key k = { 0, 3, 2 };
+	struct got a = { 0 }, b = { 0 }, c = { 0 };
+	struct engine_stats st;
+
+	assert_int_equal(engine_acquire(e, &k, ENGINE_PREFETCH, on_done, &a), 0);
+	assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &b), 0);
+	assert_int_equal(engine_release(e, &k), -EBUSY);	/* still being read */
+	assert_int_equal(engine_drain(e), 0);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(b.calls, 1);
+	assert_int_equal(a.info.offset, b.info.offset);
+	engine_get_stats(e, &st);
+	assert_int_equal(st.fetches, 1);	/* one read for both */
+	assert_int_equal(st.pins, 2);
+	/* Resident now: a hit calls back before returning. */
+	assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &c), 0);
+	assert_int_equal(c.calls, 1);
+	verify(e, &c.info);
+	engine_get_stats(e, &st);
+	assert_int_equal(st.hits, 1);
+	assert_int_equal(st.fetches, 1);
+	assert_int_equal(engine_evict(e, &k), -EBUSY);	/* pinned */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(engine_release(e, &k), 0);
+	assert_int_equal(engine_evict(e, &k), 0);
+	assert_int_equal(engine_evict(e, &k), -ENOENT);
+	engine_get_stats(e, &st);
+	assert_int_equal(st.evictions, 1);
+	assert_int_equal(st.bytes_resident, 0);
+	engine_destroy(e);
+}
+
+/* A pool of 4 slots (2 MiB chunks, one slot each): LRU eviction, pins hold. */
+static void test_evict_and_pins(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e;
+	struct got g[LAYERS * EXPERTS];
+	struct engine_stats st;
+	int slots = 0;
+
+	assert_true(fx->cat.slot_bytes <= 1 * MiB);
+	e = make(fx, 2 * MiB, 2, 0);
+	memset(g, 0, sizeof(g));
+	/* A small class packs slots into the chunk: count them. */
+	for (int i = 0; i < LAYERS * EXPERTS; i++) {
+		struct engine_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+		int r = engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[i]);
+
+		if (r == -ENOSPC)
+			break;
+		assert_int_equal(r, 0);
+		slots++;
+	}
+	assert_int_equal(engine_drain(e), 0);
+	assert_true(slots >= 1 && slots < LAYERS * EXPERTS);
+	/* Everything pinned: the next one is refused. */
+	engine_get_stats(e, &st);
+	assert_int_equal(st.pins, (uint64_t)slots);
+	/* Release the first: it is the one evicted for the next. */
+	assert_int_equal(engine_release(e, &(struct engine_key){ 0, fx->experts[0].layer, fx->experts[0].expert }), 0);
+	{
+		struct engine_key k = { 0, fx->experts[slots].layer, fx->experts[slots].expert };
+
+		assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[slots]), 0);
+		assert_int_equal(engine_drain(e), 0);
+		assert_int_equal(g[slots].err, 0);
+		assert_int_equal(g[slots].info.offset, g[0].info.offset);
+		verify(e, &g[slots].info);
+	}
+	engine_get_stats(e, &st);
+	assert_int_equal(st.evictions, 1);
+	/* Pinned experts still hold their bytes. */
+	for (int i = 1; i < slots; i++)
+		verify(e, &g[i].info);
+	engine_destroy(e);
+}
+
+static void test_quota(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e = make(fx, 16 * MiB, 2, 2 * ((fx->cat.slot_bytes + 4095) & ~4095ULL));
+	struct got g[3];
+	struct engine_stats st;
+
+	memset(g, 0, sizeof(g));
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(engine_acquire(e, &(struct engine_key){ 0, 0, (uint32_t)i }, ENGINE_DEMAND,
+						on_done, &g[i]), 0);
+	assert_int_equal(engine_acquire(e, &(struct engine_key){ 0, 0, 2 }, ENGINE_DEMAND, on_done, &g[2]),
+			 -EDQUOT);
+	assert_int_equal(engine_drain(e), 0);
+	assert_int_equal(engine_release(e, &(struct engine_key){ 0, 0, 1 }), 0);
+	assert_int_equal(engine_acquire(e, &(struct engine_key){ 0, 0, 2 }, ENGINE_DEMAND, on_done, &g[2]), 0);
+	assert_int_equal(engine_drain(e), 0);
+	verify(e, &g[2].info);
+	engine_get_stats(e, &st);
+	assert_int_equal(st.evictions, 1);
+	engine_destroy(e);
+}
+
+/* Depth 1: demand ahead of prefetches, a promoted prefetch, a cancelled one. */
+static void test_prefetch_cancel(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e = make(fx, 16 * MiB, 1, 0);
+	struct engine_key a = { 0, 0, 0 }, b = { 0, 0, 1 }, c = { 0, 0, 2 }, d = { 0, 0, 3 };
+	struct got ga = { 0 }, gb = { 0 }, gd = { 0 }, gc = { 0 };
+	struct engine_stats st;
+	int counter = 0;
+
+	ga.counter = gb.counter = gc.counter = gd.counter = &counter;
+	assert_int_equal(engine_prefetch(e, &a), 0);		/* in flight at once */
+	assert_int_equal(engine_prefetch(e, &b), 0);
+	assert_int_equal(engine_prefetch(e, &c), 0);
+	assert_int_equal(engine_prefetch(e, &c), 0);		/* already on its way */
+	assert_int_equal(engine_cancel_prefetch(e, &a), -EBUSY);
+	assert_int_equal(engine_cancel_prefetch(e, &c), 0);
+	assert_int_equal(engine_cancel_prefetch(e, &c), -ENOENT);
+	assert_int_equal(engine_acquire(e, &d, ENGINE_DEMAND, on_done, &gd), 0);
+	assert_int_equal(engine_acquire(e, &b, ENGINE_PREFETCH, on_done, &gb), 0);
+	assert_int_equal(engine_cancel_prefetch(e, &b), -EBUSY);	/* someone waits */
+	assert_int_equal(engine_drain(e), 0);
+	assert_int_equal(gd.order, 1);	/* demand d before prefetch b */
+	assert_int_equal(gb.order, 2);
+	assert_int_equal(engine_cancel_prefetch(e, &a), -EALREADY);
+	assert_int_equal(engine_acquire(e, &a, ENGINE_DEMAND, on_done, &ga), 0);
+	assert_int_equal(ga.calls, 1);	/* prefetched: a hit */
+	verify(e, &ga.info);
+	assert_int_equal(engine_acquire(e, &c, ENGINE_DEMAND, on_done, &gc), 0);
+	assert_int_equal(engine_drain(e), 0);
+	verify(e, &gc.info);
+	engine_get_stats(e, &st);
+	assert_int_equal(st.cancelled, 1);
+	assert_int_equal(st.hits, 1);
+	engine_destroy(e);
+}
+
+static void test_bad_layout(void **state)
+{
+	struct fixture *fx = *state;
+	struct tierd_conf conf;
+	struct engine *e;
+	char err[512] = "";
+	uint64_t saved = fx->tensors[4].slot_offset;
+
+	assert_int_equal(conf_init(&conf), 0);
+	conf.pool_size = 8 * MiB;
+	conf.pool_lock = false;
+	conf.hugepages = CONF_HUGEPAGES_NO;
+	assert_int_equal(engine_create(&e, &conf, err, sizeof(err)), 0);
+	/* A tensor whose aligned read would not start on a 4 KiB slot boundary. */
+	fx->tensors[4].slot_offset += 8;
+	assert_int_equal(engine_add_model(e, "bad", &fx->cat, false, 0, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "l0.e1.w1"));
+	fx->tensors[4].slot_offset = saved;
+	/* Two tensors on the same slot bytes. */
+	fx->tensors[5].slot_offset = fx->tensors[3].slot_offset;
+	fx->tensors[5].slot_offset += (fx->tensors[5].offset % FETCH_ALIGN) - (fx->tensors[3].offset % FETCH_ALIGN);
+	assert_int_equal(engine_add_model(e, "bad", &fx->cat, false, 0, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "overlap"));
+	fixture_reset(fx);
+	/* A slot bigger than the pool. */
+	fx->cat.slot_bytes = 64 * MiB;
+	assert_int_equal(engine_add_model(e, "big", &fx->cat, false, 0, err, sizeof(err)), -ENOSPC);
+	fx->cat.slot_bytes = 0;
+	assert_int_equal(engine_add_model(e, "none", &fx->cat, false, 0, err, sizeof(err)), -EINVAL);
+	assert_int_equal(engine_model_count(e), 0);
+	engine_destroy(e);
+	conf_free(&conf);
+	fixture_reset(fx);
+}
+
+/* The file shrinks under the engine: reads come back short before the
+ * recorded end, the fetch fails with EIO and nothing is resident. */
+static void test_fetch_error(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e = make(fx, 16 * MiB, 4, 0);
+	struct engine_key k = { 0, 3, 3 }, first = { 0, 0, 0 };
+	struct got g = { 0 }, h = { 0 };
+	struct engine_stats st;
+
+	assert_int_equal(truncate(fx->path, (off_t)(fx->file_size / 2)), 0);
+	assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g), 0);
+	assert_int_equal(engine_acquire(e, &first, ENGINE_DEMAND, on_done, &h), 0);
+	assert_int_equal(engine_drain(e), 0);
+	assert_int_equal(g.calls, 1);
+	assert_int_equal(g.err, -EIO);
+	assert_int_equal(h.err, 0);
+	verify(e, &h.info);
+	engine_get_stats(e, &st);
+	assert_int_equal(st.fetch_errors, 1);
+	assert_int_equal(st.pins, 1);
+	assert_int_equal(st.bytes_resident, fx->experts[0].bytes);
+	assert_int_equal(engine_release(e, &k), -ENOENT);	/* not resident */
+	engine_destroy(e);
+	fixture_reset(fx);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_every_byte),
+		cmocka_unit_test(test_shared_and_hit),
+		cmocka_unit_test(test_evict_and_pins),
+		cmocka_unit_test(test_quota),
+		cmocka_unit_test(test_prefetch_cancel),
+		cmocka_unit_test(test_bad_layout),
+		cmocka_unit_test(test_fetch_error),
+	};
+
+	log_init("test-engine", LOG_CRIT);
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,716 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests of the plan model (tierd/plan.c), model configs and hardware files. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "plan.h"
+#include "plan_hw.h"
+#include "plan_model.h"
+
+#define PJ 1e-12
+
+/* Equal up to rounding of a few floating-point operations. */
+static void assert_close(double got, double want)
+{
+	double tol = 1e-12 * fmax(fabs(want), 1e-30);
+
+	if (fabs(got - want) > tol)
+		fail_msg("got %.17g, want %.17g", got, want);
+}
+
+/*
+ * One layer, one expert (so the batch always activates it), no LM head, and
+ * hardware with round numbers: 2000 FLOP/s, HBM 1000 B/s, link 100 B/s.
+ * Bytes by hand:
+ *   attention q, k, v, o: 4 x (4 x 4) params = 64 params = 128 B
+ *   KV cache: 2 (k, v) x 1 head x 4 dims x 2 B = 16 B per token, x 10 tokens = 160 B
+ *   router: 4 x 1 params = 8 B
+ *   expert: 3 x 4 x 8 params = 96 params = 192 B
+ */
+static void tiny(struct plan_model *m, struct plan_params *p)
+{
+	memset(m, 0, sizeof(*m));
+	snprintf(m->name, sizeof(m->name), "tiny");
+	m->layers = 1;
+	m->hidden = 4;
+	m->vocab = 0;
+	m->bytes_per_param = 2;
+	m->attn = PLAN_ATTN_GQA;
+	m->heads = 1;
+	m->kv_heads = 1;
+	m->head_dim = 4;
+	m->experts = 1;
+	m->top_k = 1;
+	m->expert_ffn = 8;
+	m->moe_step = 1;
+
+	plan_params_default(p);
+	p->hw.nodes = 1;
+	p->hw.gpus_per_node = 1;
+	p->hw.gpu_tflops = 2e-9;
+	p->hw.hbm_gbps = 1e-6;
+	p->hw.link_gbps = 1e-7;
+	p->hw.ddr_gbps = 0;
+	p->hw.ssd_gbps = 0;
+	p->en.pj_hbm = 1;
+	p->en.pj_ddr = 2;
+	p->en.pj_flash = 10;
+	p->en.flash_scale = 1;
+	p->en.pj_l1 = 0;
+	p->en.pj_l2 = 0;
+	p->en.pj_flop = 1;
+	p->en.gpu_idle_w = 1;
+	p->en.ddr_static_w = 0;
+	p->en.ssd_idle_w = 0;
+	p->context = 10;
+}
+
+static void eval_ok(const struct plan_model *m, const struct plan_params *p, enum plan_tier t,
+		    unsigned batch, struct plan_result *r)
+{
+	struct plan_place pl;
+	char err[256];
+
+	plan_place_all(t, &pl);
+	if (plan_eval(m, p, &pl, batch, r, err, sizeof(err)) < 0)
+		fail_msg("plan_eval: %s", err);
+}
+
+static void test_hand_hbm(void **state)
+{
+	struct plan_model m;
+	struct plan_params p;
+	struct plan_result r;
+
+	tiny(&m, &p);
+	eval_ok(&m, &p, PLAN_TIER_HBM, 1, &r);
+	/* HBM reads 128 + 160 + 8 + 192 = 488 B at 1000 B/s: 0.488 s, above compute's
+	 * (2*64 + 4*1*4*10 + 2*4 + 2*96) = 488 FLOP at 2000 FLOP/s = 0.244 s. */
+	assert_close(r.flops, 488);
+	assert_close(r.bytes_read[PLAN_TIER_HBM], 488);
+	assert_close(r.latency_per_token_s, 0.488);
+	assert_int_equal(r.bound_hbm, 2);	/* the empty head stage counts as HBM-bound */
+	assert_close(r.distinct_experts, 1);
+	assert_close(r.energy_j[PLAN_PART_ATTN], 288 * 8 * PJ);
+	assert_close(r.energy_j[PLAN_PART_DENSE], 8 * 8 * PJ);
+	assert_close(r.energy_j[PLAN_PART_EXPERT_HBM], 192 * 8 * PJ);
+	assert_close(r.energy_j[PLAN_PART_EXPERT_SSD], 0);
+	assert_close(r.energy_j[PLAN_PART_FETCH], 0);
+	assert_close(r.energy_j[PLAN_PART_COMPUTE], 488 * PJ);
+	assert_close(r.energy_j[PLAN_PART_CACHE], 0);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 0.488);
+	assert_close(r.energy_per_token_j, 0.488 + (2304 + 64 + 1536 + 488) * PJ);
+
+	/* Batch 2: the KV cache doubles, weights are read once; per token, halved. */
+	eval_ok(&m, &p, PLAN_TIER_HBM, 2, &r);
+	assert_close(r.latency_per_token_s, 0.648);	/* 128 + 320 + 8 + 192 B */
+	assert_close(r.flops, 976);
+	assert_close(r.energy_j[PLAN_PART_ATTN], 448 * 8 * PJ / 2);
+	assert_close(r.energy_j[PLAN_PART_EXPERT_HBM], 192 * 8 * PJ / 2);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 0.648 / 2);
+	assert_close(r.tokens_per_s, 2 / 0.648);
+}
+
+static void test_hand_ssd_ddr(void **state)
+{
+	struct plan_model m;
+	struct plan_params p;
+	struct plan_result r;
+
+	tiny(&m, &p);
+	/* SSD: the layer takes 0.488 s; the head stage overlaps the prefetch of the
+	 * next step's expert, 192 B over a 100 B/s link = 1.92 s. */
+	eval_ok(&m, &p, PLAN_TIER_SSD, 1, &r);
+	assert_close(r.latency_per_token_s, 0.488 + 1.92);
+	assert_int_equal(r.bound_offload, 1);
+	assert_close(r.bytes_read[PLAN_TIER_SSD], 192);
+	assert_close(r.hbm_write_bytes, 192);
+	assert_close(r.energy_j[PLAN_PART_EXPERT_HBM], 0);
+	assert_close(r.energy_j[PLAN_PART_EXPERT_SSD], 192 * 8 * 10 * PJ);
+	assert_close(r.energy_j[PLAN_PART_FETCH], 192 * 8 * 2 * PJ);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 2.408);
+	/* Flash at a tenth of the energy. */
+	p.en.flash_scale = 0.1;
+	eval_ok(&m, &p, PLAN_TIER_SSD, 1, &r);
+	assert_close(r.energy_j[PLAN_PART_EXPERT_SSD], 192 * 8 * 1 * PJ);
+
+	/* DDR slower than the link (50 B/s), and 1 W of DDR static power per 192 B held. */
+	tiny(&m, &p);
+	p.hw.ddr_gbps = 5e-8;
+	p.en.ddr_static_w = 1;
+	p.en.ddr_static_gb = 192e-9;
+	eval_ok(&m, &p, PLAN_TIER_DDR, 1, &r);
+	assert_close(r.latency_per_token_s, 0.488 + 3.84);
+	assert_close(r.ddr_need_bytes, 192);
+	assert_close(r.energy_j[PLAN_PART_EXPERT_DDR], 192 * 8 * 2 * PJ);
+	assert_close(r.energy_j[PLAN_PART_FETCH], 192 * 8 * 2 * PJ);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 2 * 4.328);
+}
+
+static void test_hand_cache(void **state)
+{
+	struct plan_model m;
+	struct plan_params p;
+	struct plan_result r;
+
+	tiny(&m, &p);
+	p.en.tile = 2;
+	p.en.pj_l1 = 1;
+	/*
+	 * Tiles of 2: an M x K by K x N product moves 2 B x (ceil(M/2) K N +
+	 * ceil(N/2) M K + M N).  With M = 1: q, k, v, o (4x4) 56 B each; router
+	 * (4x1) 18 B; gate and up (4x8) 112 B each, down (8x4) 104 B; plus the
+	 * 160 B KV cache.  730 B in all.
+	 */
+	eval_ok(&m, &p, PLAN_TIER_HBM, 1, &r);
+	assert_close(r.cache_bytes, 730);
+	assert_close(r.energy_j[PLAN_PART_CACHE], 730 * 8 * PJ);
+}
+
+/* splitmix64: a small seeded generator, so the test is the same on every run. */
+static uint64_t rng_next(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static unsigned rng_below(uint64_t *s, unsigned n)
+{
+	/* Rejection keeps it exactly uniform. */
+	uint64_t limit = UINT64_MAX - UINT64_MAX % n, x;
+
+	do
+		x = rng_next(s);
+	while (x >= limit);
+	return (unsigned)(x % n);
+}
+
+/*
+ * Each token picks top_k distinct experts uniformly at random (as a router with
+ * uniform scores would), independently of the other tokens; the mean number of
+ * distinct experts over N trials is compared with E (1 - (1 - k/E)^B).  The
+ * tolerance is 5 standard errors of that mean (estimated from the same trials):
+ * a correct formula fails with probability below 1e-6; the fixed seed makes
+ * the outcome reproducible.  The small absolute term covers the case where every
+ * trial activates every expert (zero variance) while the formula is a hair below E.
+ */
+static void mc_check(unsigned experts, unsigned k, unsigned batch, unsigned trials, uint64_t seed)
+{
+	unsigned char used[512], chosen[512];
+	double sum = 0, sum2 = 0, mean, var, se, want;
+
+	assert_true(experts <= sizeof(used));
+	for (unsigned t = 0; t < trials; t++) {
+		unsigned distinct = 0;
+
+		memset(used, 0, experts);
+		for (unsigned b = 0; b < batch; b++) {
+			memset(chosen, 0, experts);
+			for (unsigned j = 0; j < k; j++) {
+				unsigned e;
+
+				do
+					e = rng_below(&seed, experts);
+				while (chosen[e]);
+				chosen[e] = 1;
+				if (!used[e]) {
+					used[e] = 1;
+					distinct++;
+				}
+			}
+		}
+		sum += distinct;
+		sum2 += (double)distinct * distinct;
+	}
+	mean = sum / trials;
+	var = fmax(0, (sum2 - sum * mean) / (trials - 1));
+	se = sqrt(var / trials);
+	want = plan_distinct_experts(experts, k, batch);
+	if (fabs(mean - want) > 5 * se + 1e-3)
+		fail_msg("E=%u k=%u B=%u: Monte-Carlo mean %.5f vs formula %.5f (5 se = %.5f)",
+			 experts, k, batch, mean, want, 5 * se);
+}
+
+static void test_distinct_monte_carlo(void **state)
+{
+	static const unsigned mixtral_b[] = { 1, 2, 3, 5, 8, 16 };
+	static const unsigned deepseek_b[] = { 1, 4, 16, 64, 256 };
+	static const unsigned olmoe_b[] = { 2, 7, 32 };
+
+	for (size_t i = 0; i < sizeof(mixtral_b) / sizeof(mixtral_b[0]); i++)
+		mc_check(8, 2, mixtral_b[i], 20000, 1 + i);
+	for (size_t i = 0; i < sizeof(deepseek_b) / sizeof(deepseek_b[0]); i++)
+		mc_check(256, 8, deepseek_b[i], 3000, 100 + i);
+	for (size_t i = 0; i < sizeof(olmoe_b) / sizeof(olmoe_b[0]); i++)
+		mc_check(64, 8, olmoe_b[i], 5000, 200 + i);
+	/* Edges: B = 1 activates exactly k; k = E activates all. */
+	assert_close(plan_distinct_experts(256, 8, 1), 8);
+	assert_close(plan_distinct_experts(8, 8, 3), 8);
+	assert_close(plan_distinct_experts(0, 0, 3), 0);
+	/* Never more than E, never more than B k. */
+	for (unsigned b = 1; b <= 4096; b *= 2) {
+		double d = plan_distinct_experts(128, 1, b);
+
+		assert_true(d <= 128 && d <= b + 1e-9);
+	}
+}
+
+static void test_monotonic_batch(void **state)
+{
+	for (const char *const *name = plan_model_builtin_names(); *name; name++) {
+		struct plan_model m;
+		struct plan_params p;
+		unsigned nodes, gpus;
+
+		plan_params_default(&p);
+		assert_int_equal(plan_model_builtin(*name, &m, &nodes, &gpus, NULL, 0), 0);
+		p.hw.nodes = nodes;
+		p.hw.gpus_per_node = gpus;
+		for (int t = 0; t < PLAN_NTIERS; t++) {
+			double prev = INFINITY, prev_expert = INFINITY;
+
+			for (unsigned b = 1; b <= 1024; b += (b < 64 ? 1 : 7)) {
+				struct plan_result r;
+				double w, ex;
+
+				eval_ok(&m, &p, t, b, &r);
+				w = plan_result_weight_j(&r);
+				ex = r.energy_j[PLAN_PART_EXPERT_HBM + t];
+				if (w > prev * (1 + 1e-12))
+					fail_msg("%s %s: weight J/token rose from %g to %g at batch %u",
+						 *name, plan_tier_name(t), prev, w, b);
+				if (ex > prev_expert * (1 + 1e-12))
+					fail_msg("%s %s: expert J/token rose at batch %u", *name,
+						 plan_tier_name(t), b);
+				prev = w;
+				prev_expert = ex;
+			}
+		}
+	}
+}
+
+static void test_monotonic_flash(void **state)
+{
+	static const unsigned batches[] = { 1, 16, 256, 1024 };
+
+	for (const char *const *name = plan_model_builtin_names(); *name; name++) {
+		struct plan_model m;
+		struct plan_params p;
+
+		plan_params_default(&p);
+		assert_int_equal(plan_model_builtin(*name, &m, &p.hw.nodes, &p.hw.gpus_per_node, NULL, 0), 0);
+		for (size_t i = 0; i < sizeof(batches) / sizeof(batches[0]); i++) {
+			double prev = INFINITY, prev_flash = INFINITY;
+
+			for (int s = 10; s >= 1; s--) {
+				struct plan_result r;
+
+				p.en.flash_scale = s / 10.0;
+				eval_ok(&m, &p, PLAN_TIER_SSD, batches[i], &r);
+				assert_true(r.energy_per_token_j <= prev);
+				assert_true(r.energy_j[PLAN_PART_EXPERT_SSD] <= prev_flash);
+				/* Strictly lower whenever experts are read from Flash at all. */
+				if (m.experts && s < 10)
+					assert_true(r.energy_per_token_j < prev);
+				prev = r.energy_per_token_j;
+				prev_flash = r.energy_j[PLAN_PART_EXPERT_SSD];
+			}
+		}
+	}
+}
+
+static void test_paper_shape(void **state)
+{
+	struct plan_model m;
+	struct plan_params p;
+	struct plan_result h1, s1, hb, sb;
+	struct plan_sizes sz;
+
+	plan_params_default(&p);
+	assert_int_equal(plan_model_builtin("mixtral-8x7b", &m, &p.hw.nodes, &p.hw.gpus_per_node, NULL, 0), 0);
+	assert_int_equal(p.hw.gpus_per_node, 4);
+	plan_sizes_get(&m, &p, &sz);
+	/* The reference: 352,321,536 bytes per expert; 47 B parameters. */
+	assert_close(sz.expert_bytes, 352321536);
+	assert_true(sz.params > 46e9 && sz.params < 48e9);
+	eval_ok(&m, &p, PLAN_TIER_HBM, 1, &h1);
+	eval_ok(&m, &p, PLAN_TIER_SSD, 1, &s1);
+	eval_ok(&m, &p, PLAN_TIER_HBM, 1024, &hb);
+	eval_ok(&m, &p, PLAN_TIER_SSD, 1024, &sb);
+	/* SSD costs many times HBM per token at batch 1, and the gap narrows with batch. */
+	assert_true(s1.energy_per_token_j > 5 * h1.energy_per_token_j);
+	assert_true(sb.energy_per_token_j / hb.energy_per_token_j <
+		    s1.energy_per_token_j / h1.energy_per_token_j);
+	/* Fewer activated experts: top-1 reads fewer bytes than top-2. */
+	p.top_k = 1;
+	eval_ok(&m, &p, PLAN_TIER_SSD, 1, &hb);
+	assert_true(hb.energy_per_token_j < s1.energy_per_token_j);
+
+	assert_int_equal(plan_model_builtin("deepseek-r1", &m, NULL, NULL, NULL, 0), 0);
+	plan_sizes_get(&m, &p, &sz);
+	assert_close(sz.expert_bytes, 88080384);
+	assert_int_equal(sz.moe_layers, 58);
+	assert_int_equal(plan_model_builtin("llama4-maverick", &m, NULL, NULL, NULL, 0), 0);
+	plan_sizes_get(&m, &p, &sz);
+	assert_close(sz.expert_bytes, 251658240);
+	assert_int_equal(sz.moe_layers, 24);
+}
+
+static const char mixtral_json[] =
+	"{\"architectures\": [\"MixtralForCausalLM\"], \"hidden_size\": 4096,"
+	" \"intermediate_size\": 14336, \"model_type\": \"mixtral\", \"num_attention_heads\": 32,"
+	" \"num_experts_per_tok\": 2, \"num_hidden_layers\": 32, \"num_key_value_heads\": 8,"
+	" \"num_local_experts\": 8, \"rope_theta\": 1e6, \"torch_dtype\": \"bfloat16\","
+	" \"vocab_size\": 32000}";
+
+static const char deepseek_json[] =
+	"{\"model_type\": \"deepseek_v3\", \"hidden_size\": 7168, \"intermediate_size\": 18432,"
+	" \"moe_intermediate_size\": 2048, \"n_routed_experts\": 256, \"n_shared_experts\": 1,"
+	" \"num_experts_per_tok\": 8, \"first_k_dense_replace\": 3, \"moe_layer_freq\": 1,"
+	" \"num_hidden_layers\": 61, \"num_attention_heads\": 128, \"num_key_value_heads\": 128,"
+	" \"kv_lora_rank\": 512, \"q_lora_rank\": 1536, \"qk_rope_head_dim\": 64,"
+	" \"qk_nope_head_dim\": 128, \"v_head_dim\": 128, \"vocab_size\": 129280,"
+	" \"torch_dtype\": \"bfloat16\", \"quantization_config\": {\"quant_method\": \"fp8\"}}";
+
+static const char llama4_json[] =
+	"{\"model_type\": \"llama4\", \"text_config\": {\"model_type\": \"llama4_text\","
+	" \"hidden_size\": 5120, \"intermediate_size\": 8192, \"intermediate_size_mlp\": 16384,"
+	" \"num_local_experts\": 128, \"num_experts_per_tok\": 1, \"interleave_moe_layer_step\": 2,"
+	" \"num_hidden_layers\": 48, \"num_attention_heads\": 40, \"num_key_value_heads\": 8,"
+	" \"head_dim\": 128, \"vocab_size\": 202048, \"torch_dtype\": \"bfloat16\"},"
+	" \"vision_config\": {\"hidden_size\": 1408}}";
+
+static void assert_same_shape(const struct plan_model *a, const struct plan_model *b)
+{
+	struct plan_params p;
+	struct plan_sizes x, y;
+
+	plan_params_default(&p);
+	plan_sizes_get(a, &p, &x);
+	plan_sizes_get(b, &p, &y);
+	assert_close(x.params, y.params);
+	assert_close(x.routed_bytes, y.routed_bytes);
+	assert_close(x.kv_bytes_per_token, y.kv_bytes_per_token);
+	assert_int_equal(x.moe_layers, y.moe_layers);
+	assert_int_equal(a->top_k, b->top_k);
+	assert_int_equal(a->attn, b->attn);
+}
+
+static void test_config_json(void **state)
+{
+	struct plan_model m, b;
+	char err[256];
+
+	assert_int_equal(plan_model_from_json(mixtral_json, "mixtral/config.json", &m, err, sizeof(err)), 0);
+	assert_int_equal(plan_model_builtin("mixtral-8x7b", &b, NULL, NULL, NULL, 0), 0);
+	assert_same_shape(&m, &b);
+	assert_int_equal(m.head_dim, 128);	/* 4096 / 32, no head_dim key */
+
+	assert_int_equal(plan_model_from_json(deepseek_json, "ds", &m, err, sizeof(err)), 0);
+	assert_int_equal(plan_model_builtin("deepseek-r1", &b, NULL, NULL, NULL, 0), 0);
+	assert_same_shape(&m, &b);
+	assert_int_equal(m.attn, PLAN_ATTN_MLA);
+	assert_int_equal(m.shared_experts, 1);
+
+	assert_int_equal(plan_model_from_json(llama4_json, "l4", &m, err, sizeof(err)), 0);
+	assert_int_equal(plan_model_builtin("llama4-maverick", &b, NULL, NULL, NULL, 0), 0);
+	assert_same_shape(&m, &b);
+	assert_int_equal(m.shared_experts, 1);
+
+	/* OLMoE: intermediate_size is the expert size; no shared experts. */
+	assert_int_equal(plan_model_from_json(
+		"{\"model_type\":\"olmoe\",\"hidden_size\":2048,\"intermediate_size\":1024,"
+		"\"num_experts\":64,\"num_experts_per_tok\":8,\"num_hidden_layers\":16,"
+		"\"num_attention_heads\":16,\"num_key_value_heads\":16,\"vocab_size\":50304}",
+		"olmoe", &m, err, sizeof(err)), 0);
+	assert_int_equal(m.experts, 64);
+	assert_int_equal(m.expert_ffn, 1024);
+	assert_int_equal(m.shared_experts, 0);
+
+	/* Qwen2-MoE: one shared expert of its own size, q_lora null is "none". */
+	assert_int_equal(plan_model_from_json(
+		"{\"model_type\":\"qwen2_moe\",\"hidden_size\":2048,\"intermediate_size\":5632,"
+		"\"moe_intermediate_size\":1408,\"shared_expert_intermediate_size\":5632,"
+		"\"num_experts\":60,\"num_experts_per_tok\":4,\"decoder_sparse_step\":1,"
+		"\"mlp_only_layers\":[],\"num_hidden_layers\":24,\"num_attention_heads\":16,"
+		"\"num_key_value_heads\":16,\"vocab_size\":151936,\"torch_dtype\":\"bfloat16\"}",
+		"qwen", &m, err, sizeof(err)), 0);
+	assert_int_equal(m.shared_experts, 1);
+	assert_int_equal(m.shared_ffn, 5632);
+	assert_int_equal(m.expert_ffn, 1408);
+
+	/* A dense Llama. */
+	assert_int_equal(plan_model_from_json(
+		"{\"hidden_size\":8192,\"intermediate_size\":28672,\"num_hidden_layers\":80,"
+		"\"num_attention_heads\":64,\"num_key_value_heads\":8,\"vocab_size\":128256}",
+		"llama", &m, err, sizeof(err)), 0);
+	assert_int_equal(plan_model_builtin("llama3.3-70b", &b, NULL, NULL, NULL, 0), 0);
+	assert_same_shape(&m, &b);
+}
+
+struct bad_case {
+	const char *json;
+	const char *needle;	/* the error must say this */
+};
+
+static void test_config_json_bad(void **state)
+{
+	static const struct bad_case cases[] = {
+		{ "{\"hidden_size\": 4096,,}", "malformed JSON" },
+		{ "{\"hidden_size\": 40", "malformed JSON" },
+		{ "", "malformed JSON" },
+		{ "[1, 2]", "top level must be a JSON object" },
+		{ "{\"hidden_size\":\"4096\",\"num_hidden_layers\":2,\"num_attention_heads\":2,"
+		  "\"vocab_size\":10,\"intermediate_size\":8}", "\"hidden_size\" must be an integer" },
+		{ "{\"hidden_size\":64,\"num_hidden_layers\":-3,\"num_attention_heads\":2,"
+		  "\"vocab_size\":10,\"intermediate_size\":8}", "\"num_hidden_layers\" must not be negative" },
+		{ "{\"hidden_size\":64,\"num_hidden_layers\":2.5,\"num_attention_heads\":2,"
+		  "\"vocab_size\":10,\"intermediate_size\":8}", "\"num_hidden_layers\" must be an integer" },
+		{ "{\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":2,"
+		  "\"intermediate_size\":8}", "missing required key \"vocab_size\"" },
+		{ "{\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":2,"
+		  "\"vocab_size\":10}", "missing required key \"intermediate_size\"" },
+		{ "{\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":2,"
+		  "\"vocab_size\":10,\"intermediate_size\":8,\"num_local_experts\":8}",
+		  "missing required key \"num_experts_per_tok\"" },
+		{ "{\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":2,"
+		  "\"vocab_size\":10,\"intermediate_size\":8,\"num_local_experts\":8,"
+		  "\"num_experts_per_tok\":9}", "exceeds" },
+		{ "{\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":3,"
+		  "\"num_key_value_heads\":2,\"head_dim\":8,\"vocab_size\":10,\"intermediate_size\":8}",
+		  "not a multiple" },
+		{ "{\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":2,"
+		  "\"vocab_size\":10,\"intermediate_size\":8,\"torch_dtype\":\"float7\"}",
+		  "not a known type" },
+		{ "{\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":2,"
+		  "\"vocab_size\":10,\"intermediate_size\":99999999999}", "too large" },
+		{ "{\"hidden_size\":0,\"num_hidden_layers\":2,\"num_attention_heads\":2,"
+		  "\"vocab_size\":10,\"intermediate_size\":8}", "must be positive" },
+		{ "{\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":2,"
+		  "\"vocab_size\":10,\"intermediate_size\":8,\"kv_lora_rank\":16}",
+		  "missing required key \"qk_rope_head_dim\"" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct plan_model m;
+		char err[256] = "";
+		int r = plan_model_from_json(cases[i].json, "config.json", &m, err, sizeof(err));
+
+		if (r != -EINVAL || !strstr(err, cases[i].needle))
+			fail_msg("case %zu: r=%d err=\"%s\", wanted \"%s\"", i, r, err, cases[i].needle);
+		assert_non_null(strstr(err, "config.json"));
+	}
+}
+
+static void test_bad_inputs(void **state)
+{
+	struct plan_model m;
+	struct plan_params p;
+	struct plan_result r;
+	struct plan_place pl;
+	char err[256];
+
+	assert_int_equal(plan_model_builtin("gpt-7", &m, NULL, NULL, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "unknown model \"gpt-7\""));
+	assert_int_equal(plan_model_from_file("/nonexistent/config.json", &m, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "/nonexistent/config.json"));
+
+	plan_params_default(&p);
+	assert_int_equal(plan_set(&p, "hbm_gbps", "-1", err, sizeof(err)), -ERANGE);
+	assert_non_null(strstr(err, "hbm_gbps"));
+	assert_int_equal(plan_set(&p, "hbm_gib", "0", err, sizeof(err)), -ERANGE);
+	assert_int_equal(plan_set(&p, "pj_flash", "lots", err, sizeof(err)), -EINVAL);
+	assert_int_equal(plan_set(&p, "pj_flash", "nan", err, sizeof(err)), -EINVAL);
+	assert_int_equal(plan_set(&p, "nodes", "1.5", err, sizeof(err)), -EINVAL);
+	assert_int_equal(plan_set(&p, "warp_drive", "1", err, sizeof(err)), -ENOENT);
+	assert_int_equal(plan_set(&p, "pj_flash", "51.2", err, sizeof(err)), 0);
+	assert_close(p.en.pj_flash, 51.2);
+
+	/* Negative or impossible values that reach the model directly. */
+	tiny(&m, &p);
+	plan_place_all(PLAN_TIER_HBM, &pl);
+	p.en.pj_hbm = -1;
+	assert_int_equal(plan_eval(&m, &p, &pl, 1, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "negative"));
+	tiny(&m, &p);
+	assert_int_equal(plan_eval(&m, &p, &pl, 0, &r, err, sizeof(err)), -EINVAL);
+	p.top_k = 2;
+	assert_int_equal(plan_eval(&m, &p, &pl, 1, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "top-k 2 exceeds"));
+	tiny(&m, &p);
+	pl.frac[PLAN_TIER_DDR] = 0.5;	/* sums to 1.5 */
+	assert_int_equal(plan_eval(&m, &p, &pl, 1, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "sum"));
+	m.layers = 0;
+	plan_place_all(PLAN_TIER_HBM, &pl);
+	assert_int_equal(plan_eval(&m, &p, &pl, 1, &r, err, sizeof(err)), -EINVAL);
+}
+
+static void test_select(void **state)
+{
+	static const unsigned batches[] = { 1, 16, 256 };
+	struct plan_model m;
+	struct plan_params p;
+	struct plan_select_req req = { .batches = batches, .nbatches = 3 };
+	struct plan_candidate *c = NULL;
+	size_t n;
+	char err[512];
+	const double gib = 1024.0 * 1024 * 1024;
+
+	plan_params_default(&p);
+	assert_int_equal(plan_model_builtin("mixtral-8x7b", &m, &p.hw.nodes, &p.hw.gpus_per_node, NULL, 0), 0);
+
+	/* 48 GiB of HBM: part of the experts fit, the rest in DDR and on SSD. */
+	req.hbm_bytes = 48 * gib;
+	req.ddr_bytes = 24 * gib;
+	req.objective = PLAN_OBJ_ENERGY;
+	assert_int_equal(plan_select(&m, &p, &req, &c, &n, err, sizeof(err)), 0);
+	assert_true(n > 3);
+	for (size_t i = 0; i < n; i++) {
+		double sum = c[i].place.frac[0] + c[i].place.frac[1] + c[i].place.frac[2];
+
+		assert_true(fabs(sum - 1) < 1e-9);
+		assert_true(c[i].r.hbm_need_bytes <= req.hbm_bytes * (1 + 1e-9));
+		assert_true(c[i].r.ddr_need_bytes <= req.ddr_bytes * (1 + 1e-9));
+		if (i)
+			assert_true(c[i - 1].r.energy_per_token_j <= c[i].r.energy_per_token_j);
+	}
+	free(c);
+
+	/* Latency objective: sorted by latency; a ceiling drops the slow ones. */
+	req.objective = PLAN_OBJ_LATENCY;
+	req.max_latency_s = 0.030;
+	assert_int_equal(plan_select(&m, &p, &req, &c, &n, err, sizeof(err)), 0);
+	for (size_t i = 0; i < n; i++) {
+		assert_true(c[i].r.latency_per_token_s <= 0.030);
+		if (i)
+			assert_true(c[i - 1].r.latency_per_token_s <= c[i].r.latency_per_token_s);
+	}
+	free(c);
+
+	/* Impossible: HBM too small for the resident weights. */
+	req.hbm_bytes = 1 * gib;
+	req.max_latency_s = 0;
+	assert_int_equal(plan_select(&m, &p, &req, &c, &n, err, sizeof(err)), -ENOSPC);
+	assert_non_null(strstr(err, "cannot hold"));
+	assert_null(c);
+	/* Impossible: a ceiling no placement meets. */
+	req.hbm_bytes = 320 * gib;
+	req.max_latency_s = 1e-6;
+	assert_int_equal(plan_select(&m, &p, &req, &c, &n, err, sizeof(err)), -ERANGE);
+	assert_non_null(strstr(err, "no placement meets"));
+	req.max_latency_s = 0;
+	req.max_energy_j = 1e-9;
+	assert_int_equal(plan_select(&m, &p, &req, &c, &n, err, sizeof(err)), -ERANGE);
+	req.max_energy_j = -1;
+	assert_int_equal(plan_select(&m, &p, &req, &c, &n, err, sizeof(err)), -EINVAL);
+}
+
+static void test_batches(void **state)
+{
+	unsigned b[64];
+	size_t n;
+
+	assert_int_equal(plan_parse_batches("1-1024", b, 64, &n), 0);
+	assert_int_equal(n, 11);
+	assert_int_equal(b[10], 1024);
+	assert_int_equal(plan_parse_batches("3,5,1-4", b, 64, &n), 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(b[4], 4);
+	assert_true(plan_parse_batches("0", b, 64, &n) < 0);
+	assert_true(plan_parse_batches("a", b, 64, &n) < 0);
+	assert_true(plan_parse_batches("1,,2", b, 64, &n) < 0);
+	assert_true(plan_parse_batches("1,", b, 64, &n) < 0);
+	assert_true(plan_parse_batches("4-2", b, 64, &n) < 0);
+	assert_true(plan_parse_batches("-3", b, 64, &n) < 0);
+	assert_true(plan_parse_batches("1-1024", b, 4, &n) < 0);
+}
+
+static void test_hardware_file(void **state)
+{
+	struct plan_params p;
+	char path[] = "/tmp/test-plan-hw-XXXXXX";
+	char err[512];
+	struct plan_hw hw;
+	FILE *f;
+	int fd;
+
+	assert_int_equal(plan_hw_builtin("dgx-h100-nvl4", &hw, err, sizeof(err)), 0);
+	assert_close(hw.link_gbps, 450);
+	assert_int_equal(plan_hw_builtin("dgx-h100", &hw, err, sizeof(err)), 0);
+	assert_close(hw.link_gbps, 900);
+	assert_int_equal(plan_hw_builtin("cray-1", &hw, err, sizeof(err)), -ENOENT);
+
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	fputs("; a PCIe box\n[hardware]\nname = pcie-box\nnodes = 1\ngpus_per_node = 2\n"
+	      "link_gbps = 48\nssd_gbps = 1.5\n[energy]\npj_flash = 80\n[model]\ncontext = 2048\n", f);
+	fclose(f);
+	plan_params_default(&p);
+	assert_int_equal(plan_hw_load_file(&p, path, err, sizeof(err)), 0);
+	assert_string_equal(p.hw.name, "pcie-box");
+	assert_int_equal(p.hw.gpus_per_node, 2);
+	assert_close(p.hw.link_gbps, 48);
+	assert_close(p.hw.ssd_gbps, 1.5);
+	assert_close(p.en.pj_flash, 80);
+	assert_int_equal(p.context, 2048);
+
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("[hardware]\nnodes = 1\nhbm_gbps = -5\n", f);
+	fclose(f);
+	assert_int_equal(plan_hw_load_file(&p, path, err, sizeof(err)), -ERANGE);
+	assert_non_null(strstr(err, ":3: [hardware] hbm_gbps"));
+
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("[energy]\nlink_gbps = 5\n", f);
+	fclose(f);
+	assert_int_equal(plan_hw_load_file(&p, path, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "belongs in [hardware]"));
+
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("[hardware]\nthis is not ini\n", f);
+	fclose(f);
+	assert_int_equal(plan_hw_load_file(&p, path, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, ":2:"));
+	unlink(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hand_hbm),
+		cmocka_unit_test(test_hand_ssd_ddr),
+		cmocka_unit_test(test_hand_cache),
+		cmocka_unit_test(test_distinct_monte_carlo),
+		cmocka_unit_test(test_monotonic_batch),
+		cmocka_unit_test(test_monotonic_flash),
+		cmocka_unit_test(test_paper_shape),
+		cmocka_unit_test(test_config_json),
+		cmocka_unit_test(test_config_json_bad),
+		cmocka_unit_test(test_bad_inputs),
+		cmocka_unit_test(test_select),
+		cmocka_unit_test(test_batches),
+		cmocka_unit_test(test_hardware_file),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

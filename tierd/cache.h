@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Cache: the residency table of experts, keyed by (model, layer, expert), with
+ * pin counts and an eviction policy behind a small interface.
+ *
+ * The cache does not own pool memory: it records which slot an entry holds and
+ * picks victims; the engine frees slots.  An entry is FETCHING until its read
+ * completes, then RESIDENT.  Only RESIDENT entries with no pins are ever
+ * offered as victims.
+ */
+#ifndef TIERD_CACHE_H
+#define TIERD_CACHE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct cache;
+
+struct cache_key {
+	uint32_t model;
+	uint32_t layer;
+	uint32_t expert;
+};
+
+enum cache_state {
+	CACHE_FETCHING,
+	CACHE_RESIDENT,
+};
+
+struct cache_entry {
+	struct cache_key key;
+	enum cache_state state;
+	uint32_t pins;
+	uint64_t slot;			/* offset of the slot in the pool */
+	void *owner;			/* the engine's per-entry data */
+	/* Policy-private links and a spare word. */
+	struct cache_entry *pprev, *pnext;
+	uint64_t pdata;
+	/* Hash chain. */
+	struct cache_entry *hnext;
+};
+
+/*
+ * An eviction policy.  The cache calls insert when an entry becomes resident,
+ * touch on every hit, remove when it leaves; victim returns the entry the
+ * policy would evict first among those accepted by ok (NULL if none).
+ */
+struct cache_policy {
+	const char *name;
+	int (*create)(void **state);
+	void (*destroy)(void *state);
+	void (*insert)(void *state, struct cache_entry *e);
+	void (*touch)(void *state, struct cache_entry *e);
+	void (*remove)(void *state, struct cache_entry *e);
+	struct cache_entry *(*victim)(void *state, bool (*ok)(const struct cache_entry *e, void *arg),
+				      void *arg);
+};
+
+extern const struct cache_policy cache_policy_lru;
+
+/* Looks a policy up by name ("lru"); NULL if unknown. */
+const struct cache_policy *cache_policy_find(const char *name);
+
+/* -EINVAL for an unknown policy name. */
+int cache_create(struct cache **out, const char *policy);
+/* Frees every entry (their owner data is the caller's). */
+void cache_destroy(struct cache *c);
+const char *cache_policy_name(const struct cache *c);
+
+struct cache_entry *cache_lookup(const struct cache *c, const struct cache_key *k);
+/* A new FETCHING entry with no pins; -EEXIST if the key is there. */
+int cache_add(struct cache *c, const struct cache_key *k, uint64_t slot, struct cache_entry **out);
+/* FETCHING -> RESIDENT: from now on the policy tracks it. */
+void cache_set_resident(struct cache *c, struct cache_entry *e);
+/* Removes and frees the entry (pins are dropped with it). */
+void cache_remove(struct cache *c, struct cache_entry *e);
+/* A hit: tells the policy. */
+void cache_touch(struct cache *c, struct cache_entry *e);
+
+void cache_pin(struct cache *c, struct cache_entry *e);
+/* -EINVAL when the entry has no pin. */
+int cache_unpin(struct cache *c, struct cache_entry *e);
+
+/*
+ * The policy's victim among RESIDENT, unpinned entries accepted by ok (NULL:
+ * any).  -ENOSPC when there is none (everything pinned or fetching).
+ */
+int cache_victim(struct cache *c, bool (*ok)(const struct cache_entry *e, void *arg), void *arg,
+		 struct cache_entry **out);
+
+uint64_t cache_count(const struct cache *c);
+uint64_t cache_pins(const struct cache *c);
+/* Calls fn for each entry; fn must not add or remove entries. */
+void cache_foreach(const struct cache *c, void (*fn)(struct cache_entry *e, void *arg), void *arg);
+
+#endif

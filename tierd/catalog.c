@@ -1,0 +1,956 @@
+/* SPDX-License-Identifier: MIT */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "catalog.h"
+#include "log.h"
+#include "safetensors.h"
+
+#define INDEX_NAME		"model.safetensors.index.json"
+#define SINGLE_NAME		"model.safetensors"
+#define CONFIG_NAME		"config.json"
+/* JSON side files are small; this bounds what a hostile one can make us allocate. */
+#define MAX_JSON_FILE		(256ULL << 20)
+#define MAX_NUMBER		(1U << 20)	/* layer and expert numbers */
+#define MAX_PARTS		(1U << 24)	/* expert tensors (fused slices count each) */
+
+/*
+ * The built-in presets, in the syntax of the configuration file, so that a
+ * family a user adds with [preset NAME] is no different from these.  Order
+ * breaks ties in detection.
+ */
+static const char builtin_presets[] =
+	"[preset mixtral]\n"
+	"tensor = model.layers.{L}.block_sparse_moe.experts.{E}.*\n"
+	"[preset qwen-moe]\n"
+	"; Qwen1.5/2/3-MoE, DeepSeek-V2/V3 (with FP8 weight_scale_inv), OLMoE\n"
+	"tensor = model.layers.{L}.mlp.experts.{E}.*\n"
+	"[preset llama4]\n"
+	"fused = model.layers.{L}.feed_forward.experts.*\n"
+	"fused = language_model.model.layers.{L}.feed_forward.experts.*\n"
+	"[preset gpt-oss]\n"
+	"fused = model.layers.{L}.mlp.experts.*\n";
+
+struct match {
+	uint32_t layer;
+	uint32_t expert;
+	bool has_expert;
+	const char *star;	/* what '*' matched */
+	size_t star_len;
+};
+
+static int errf(char *err, size_t errlen, int r, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int errf(char *err, size_t errlen, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return r;
+}
+
+/* {L} / {E}: a decimal number without leading zeros, below MAX_NUMBER. */
+static size_t match_number(const char *s, uint32_t *out)
+{
+	size_t n = 0;
+	uint64_t v = 0;
+
+	while (isdigit((unsigned char)s[n])) {
+		v = v * 10 + (uint64_t)(s[n] - '0');
+		if (v >= MAX_NUMBER)
+			return 0;
+		n++;
+	}
+	if (n > 1 && s[0] == '0')
+		return 0;
+	*out = (uint32_t)v;
+	return n;
+}
+
+/*
+ * Matches a name against a pattern.  '*' takes the rest of the name when it
+ * is the last token, else the shortest run that lets the rest match.  It
+ * never starts with a digit: a fused pattern "experts.*" must not claim the
+ * per-expert tensor "experts.3.w1".
+ */
+static bool pattern_match(const char *p, const char *s, struct match *m)
+{
+	for (;;) {
+		if (!*p)
+			return !*s;
+		if (*p == '*') {
+			if (!*s || isdigit((unsigned char)*s))
+				return false;
+			for (const char *t = s + 1;; t++) {
+				if (pattern_match(p + 1, t, m)) {
+					m->star = s;
+					m->star_len = (size_t)(t - s);
+					return true;
+				}
+				if (!*t)
+					return false;
+			}
+		}
+		if (!strncmp(p, "{L}", 3) || !strncmp(p, "{E}", 3)) {
+			uint32_t v;
+			size_t n = match_number(s, &v);
+
+			if (!n)
+				return false;
+			if (p[1] == 'L') {
+				m->layer = v;
+			} else {
+				m->expert = v;
+				m->has_expert = true;
+			}
+			p += 3;
+			s += n;
+			continue;
+		}
+		if (*p != *s)
+			return false;
+		p++;
+		s++;
+	}
+}
+
+int catalog_preset_check(const struct conf_preset *p, char *err, size_t errlen)
+{
+	size_t npat = 0;
+
+	for (size_t i = 0; i < p->nkv; i++) {
+		const struct conf_kv *kv = &p->kv[i];
+		bool fused = !strcmp(kv->key, "fused");
+		const char *v = kv->value;
+		unsigned nl = 0, ne = 0, nstar = 0;
+
+		if (!fused && strcmp(kv->key, "tensor"))
+			return errf(err, errlen, -EINVAL,
+				    "line %u: [preset %s] %s: unknown key (expected 'tensor' or 'fused')",
+				    kv->line, p->name, kv->key);
+		for (const char *c = v; *c; c++) {
+			if (!strncmp(c, "{L}", 3))
+				nl++;
+			else if (!strncmp(c, "{E}", 3))
+				ne++;
+			else if (*c == '*')
+				nstar++;
+		}
+		if (nl != 1 || ne != (fused ? 0u : 1u) || nstar > 1)
+			return errf(err, errlen, -EINVAL,
+				    "line %u: [preset %s] %s = %s: needs one {L}, %s {E} and at most one '*'",
+				    kv->line, p->name, kv->key, v, fused ? "no" : "one");
+		npat++;
+	}
+	if (!npat)
+		return errf(err, errlen, -EINVAL, "line %u: [preset %s] has no 'tensor' or 'fused' pattern",
+			    p->line, p->name);
+	return 0;
+}
+
+/* The pattern of p that name matches, or NULL. */
+static const struct conf_kv *preset_match(const struct conf_preset *p, const char *name, struct match *m)
+{
+	for (size_t i = 0; i < p->nkv; i++) {
+		memset(m, 0, sizeof(*m));
+		if (pattern_match(p->kv[i].value, name, m))
+			return &p->kv[i];
+	}
+	return NULL;
+}
+
+/* ---- reading the checkpoint ------------------------------------------------------------- */
+
+struct shard {
+	char *name;			/* relative to the checkpoint directory */
+	struct st_header *h;
+};
+
+struct loader {
+	const char *dir;
+	char *realdir;
+	struct shard *shards;
+	size_t nshards;
+	struct json_object *weight_map;	/* NULL for a single file */
+	struct json_object *config;	/* NULL without config.json */
+	char *err;
+	size_t errlen;
+};
+
+static int read_json_file(struct loader *l, const char *name, bool optional, struct json_object **out)
+{
+	struct json_tokener *tok = NULL;
+	struct json_object *o = NULL;
+	char path[PATH_MAX];
+	struct stat st;
+	char *buf = NULL;
+	int fd = -1, r = 0;
+	size_t got = 0;
+
+	*out = NULL;
+	snprintf(path, sizeof(path), "%s/%s", l->dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		if (r == -ENOENT && optional)
+			return 0;
+		return errf(l->err, l->errlen, r, "%s: %s", path, strerror(-r));
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_JSON_FILE) {
+		r = errf(l->err, l->errlen, -EINVAL, "%s: not a regular file of at most %llu bytes", path,
+			 MAX_JSON_FILE);
+		goto out;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = errf(l->err, l->errlen, n < 0 ? -errno : -EIO, "%s: read failed", path);
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	tok = json_tokener_new();
+	if (!tok) {
+		r = -ENOMEM;
+		goto out;
+	}
+	o = json_tokener_parse_ex(tok, buf, (int)got);
+	if (!o || !json_object_is_type(o, json_type_object)) {
+		enum json_tokener_error je = json_tokener_get_error(tok);
+
+		r = errf(l->err, l->errlen, -EINVAL, "%s: not a JSON object%s%s", path,
+			 o ? "" : ": ", o ? "" : (je == json_tokener_continue ? "unexpected end" :
+						 json_tokener_error_desc(je)));
+		json_object_put(o);
+		goto out;
+	}
+	*out = o;
+out:
+	if (tok)
+		json_tokener_free(tok);
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+/* An index may only name plain files in the checkpoint directory itself. */
+static bool confined_name(const char *s)
+{
+	return *s && !strchr(s, '/') && strcmp(s, ".") && strcmp(s, "..") && strlen(s) < NAME_MAX;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int load_shard(struct loader *l, struct shard *s)
+{
+	char path[PATH_MAX], *real = NULL;
+	size_t n = strlen(l->realdir);
+	int fd, r;
+
+	snprintf(path, sizeof(path), "%s/%s", l->dir, s->name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		return errf(l->err, l->errlen, r, "%s: %s", path, strerror(-r));
+	}
+	/* A symlink may point elsewhere in the directory, never out of it. */
+	real = realpath(path, NULL);
+	if (!real || strncmp(real, l->realdir, n) || real[n] != '/' || strchr(real + n + 1, '/')) {
+		r = errf(l->err, l->errlen, -EINVAL, "%s: resolves outside the checkpoint directory", s->name);
+		goto out;
+	}
+	r = st_header_read(&s->h, s->name, fd, l->err, l->errlen);
+out:
+	free(real);
+	close(fd);
+	return r;
+}
+
+static int load_files(struct loader *l)
+{
+	struct json_object *index = NULL, *wm;
+	char **names = NULL;
+	size_t n = 0, cap;
+	int r;
+
+	l->realdir = realpath(l->dir, NULL);
+	if (!l->realdir) {
+		r = -errno;
+		return errf(l->err, l->errlen, r, "%s: %s", l->dir, strerror(-r));
+	}
+	r = read_json_file(l, CONFIG_NAME, true, &l->config);
+	if (r)
+		return r;
+	r = read_json_file(l, INDEX_NAME, true, &index);
+	if (r)
+		return r;
+	if (!index) {
+		l->shards = calloc(1, sizeof(*l->shards));
+		if (!l->shards || !(l->shards[0].name = strdup(SINGLE_NAME)))
+			return -ENOMEM;
+		l->nshards = 1;
+		return load_shard(l, &l->shards[0]);
+	}
+	if (!json_object_object_get_ex(index, "weight_map", &wm) || !json_object_is_type(wm, json_type_object)) {
+		r = errf(l->err, l->errlen, -EINVAL, INDEX_NAME ": no weight_map object");
+		goto out;
+	}
+	cap = (size_t)json_object_object_length(wm);
+	names = calloc(cap + 1, sizeof(*names));
+	if (!names) {
+		r = -ENOMEM;
+		goto out;
+	}
+	json_object_object_foreach(wm, tname, fname) {
+		const char *f = json_object_get_string(fname);
+
+		if (!json_object_is_type(fname, json_type_string)) {
+			r = errf(l->err, l->errlen, -EINVAL, INDEX_NAME ": weight_map['%s'] is not a string", tname);
+			goto out;
+		}
+		if (!confined_name(f)) {
+			r = errf(l->err, l->errlen, -EINVAL,
+				 INDEX_NAME ": weight_map['%s'] = '%s': file names must stay in the checkpoint directory",
+				 tname, f);
+			goto out;
+		}
+		names[n++] = (char *)f;
+	}
+	if (!n) {
+		r = errf(l->err, l->errlen, -EINVAL, INDEX_NAME ": weight_map is empty");
+		goto out;
+	}
+	qsort(names, n, sizeof(*names), cmp_str);
+	l->shards = calloc(n, sizeof(*l->shards));
+	if (!l->shards) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (i && !strcmp(names[i], names[i - 1]))
+			continue;
+		l->shards[l->nshards].name = strdup(names[i]);
+		if (!l->shards[l->nshards].name) {
+			r = -ENOMEM;
+			goto out;
+		}
+		r = load_shard(l, &l->shards[l->nshards++]);
+		if (r)
+			goto out;
+	}
+	/* Every tensor the index names must be in the shard it names. */
+	json_object_object_foreach(wm, tname2, fname2) {
+		const char *f = json_object_get_string(fname2);
+
+		for (size_t i = 0; i < l->nshards; i++) {
+			if (strcmp(l->shards[i].name, f))
+				continue;
+			if (!st_header_find(l->shards[i].h, tname2)) {
+				r = errf(l->err, l->errlen, -EINVAL,
+					 INDEX_NAME ": tensor '%s' is mapped to %s, which does not contain it", tname2, f);
+				goto out;
+			}
+		}
+	}
+	l->weight_map = json_object_get(wm);
+out:
+	free(names);
+	json_object_put(index);
+	return r;
+}
+
+static void loader_free(struct loader *l)
+{
+	for (size_t i = 0; i < l->nshards; i++) {
+		free(l->shards[i].name);
+		st_header_free(l->shards[i].h);
+	}
+	free(l->shards);
+	free(l->realdir);
+	json_object_put(l->weight_map);
+	json_object_put(l->config);
+}
+
+/* A tensor of a sharded checkpoint counts where the index puts it, nowhere else. */
+static bool tensor_listed(const struct loader *l, const struct shard *s, const char *name)
+{
+	struct json_object *f;
+
+	if (!l->weight_map)
+		return true;
+	return json_object_object_get_ex(l->weight_map, name, &f) && !strcmp(json_object_get_string(f), s->name);
+}
+
+/* ---- mapping tensors to experts ---------------------------------------------------------- */
+
+/* One tensor (or one expert's slice of a fused tensor) of one expert. */
+struct part {
+	uint32_t layer;
+	uint32_t expert;
+	const struct st_tensor *t;
+	char *role;		/* pattern and '*' text: the same for this tensor in every expert */
+	uint32_t file;
+	uint64_t offset;	/* absolute */
+	uint64_t length;
+	uint32_t ndim;
+	uint64_t shape[CATALOG_MAX_DIMS];
+};
+
+struct parts {
+	struct part *v;
+	size_t n, cap;
+};
+
+static void parts_free(struct parts *ps)
+{
+	for (size_t i = 0; i < ps->n; i++)
+		free(ps->v[i].role);
+	free(ps->v);
+	memset(ps, 0, sizeof(*ps));
+}
+
+static struct part *parts_add(struct parts *ps)
+{
+	if (ps->n == ps->cap) {
+		size_t cap = ps->cap ? ps->cap * 2 : 64;
+		struct part *v = realloc(ps->v, cap * sizeof(*v));
+
+		if (!v)
+			return NULL;
+		ps->v = v;
+		ps->cap = cap;
+	}
+	memset(&ps->v[ps->n], 0, sizeof(ps->v[0]));
+	return &ps->v[ps->n++];
+}
+
+/* How many tensors of the checkpoint the preset claims (detection). */
+static size_t preset_score(const struct loader *l, const struct conf_preset *p)
+{
+	size_t score = 0;
+	struct match m;
+
+	for (size_t f = 0; f < l->nshards; f++)
+		for (size_t i = 0; i < l->shards[f].h->ntensors; i++)
+			if (tensor_listed(l, &l->shards[f], l->shards[f].h->tensors[i].name) &&
+			    preset_match(p, l->shards[f].h->tensors[i].name, &m))
+				score++;
+	return score;
+}
+
+static int collect_parts(struct loader *l, const struct conf_preset *p, struct parts *ps, uint64_t *dense)
+{
+	for (size_t f = 0; f < l->nshards; f++) {
+		const struct st_header *h = l->shards[f].h;
+
+		for (size_t i = 0; i < h->ntensors; i++) {
+			const struct st_tensor *t = &h->tensors[i];
+			const struct conf_kv *kv;
+			uint64_t slices = 1, stride;
+			struct match m;
+
+			if (!tensor_listed(l, &l->shards[f], t->name))
+				continue;
+			kv = preset_match(p, t->name, &m);
+			if (!kv) {
+				(*dense)++;
+				continue;
+			}
+			if (!m.has_expert) {
+				if (t->ndim == 0 || t->shape[0] == 0)
+					return errf(l->err, l->errlen, -EINVAL,
+						    "%s: fused tensor '%s' has no experts along its first dimension",
+						    l->shards[f].name, t->name);
+				slices = t->shape[0];
+				if (slices > MAX_NUMBER)
+					return errf(l->err, l->errlen, -EINVAL,
+						    "%s: fused tensor '%s': %" PRIu64 " experts is too many",
+						    l->shards[f].name, t->name, slices);
+			}
+			if (ps->n + slices > MAX_PARTS)
+				return errf(l->err, l->errlen, -E2BIG, "%s: more than %u expert tensors",
+					    l->dir, MAX_PARTS);
+			stride = (t->end - t->begin) / slices;
+			for (uint64_t e = 0; e < slices; e++) {
+				struct part *pt = parts_add(ps);
+
+				if (!pt)
+					return -ENOMEM;
+				pt->layer = m.layer;
+				pt->expert = m.has_expert ? m.expert : (uint32_t)e;
+				pt->t = t;
+				pt->file = (uint32_t)f;
+				pt->offset = h->data_start + t->begin + e * stride;
+				pt->length = stride;
+				if (m.has_expert) {
+					pt->ndim = t->ndim;
+					memcpy(pt->shape, t->shape, sizeof(pt->shape));
+				} else {
+					pt->ndim = t->ndim - 1;
+					memcpy(pt->shape, t->shape + 1, sizeof(pt->shape[0]) * pt->ndim);
+				}
+				if (asprintf(&pt->role, "%s|%.*s", kv->value, (int)m.star_len,
+					     m.star ? m.star : "") < 0) {
+					pt->role = NULL;
+					return -ENOMEM;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+static int cmp_part(const void *a, const void *b)
+{
+	const struct part *x = a, *y = b;
+
+	if (x->layer != y->layer)
+		return x->layer < y->layer ? -1 : 1;
+	if (x->expert != y->expert)
+		return x->expert < y->expert ? -1 : 1;
+	return strcmp(x->t->name, y->t->name);
+}
+
+static const struct catalog_tensor *find_role(const struct catalog_expert *ex, char **roles, const char *role)
+{
+	for (uint32_t i = 0; i < ex->ntensors; i++)
+		if (!strcmp(roles[i], role))
+			return &ex->tensors[i];
+	return NULL;
+}
+
+static void shape_str(const struct catalog_tensor *t, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	n += (size_t)snprintf(buf, len, "%s[", st_dtype_name(t->dtype));
+	for (uint32_t i = 0; i < t->ndim && n < len; i++)
+		n += (size_t)snprintf(buf + n, len - n, "%s%" PRIu64, i ? "," : "", t->shape[i]);
+	if (n < len)
+		snprintf(buf + n, len - n, "]");
+}
+
+/* Fills cat->experts from the sorted parts and checks that every layer is complete and uniform. */
+static int build_experts(struct catalog *cat, struct loader *l, struct parts *ps)
+{
+	char **roles = NULL;	/* role of each part, parallel to ps */
+	size_t *starts = NULL;	/* index in ps of each expert's first part */
+	size_t i = 0, first = 0;	/* first: index in experts of the current layer's expert 0 */
+	int r = 0;
+
+	qsort(ps->v, ps->n, sizeof(*ps->v), cmp_part);
+	cat->experts = calloc(ps->n + 1, sizeof(*cat->experts));
+	roles = calloc(ps->n + 1, sizeof(*roles));
+	starts = calloc(ps->n + 1, sizeof(*starts));
+	if (!cat->experts || !roles || !starts) {
+		r = -ENOMEM;
+		goto out;
+	}
+	while (i < ps->n) {
+		struct catalog_expert *ex = &cat->experts[cat->nexperts];
+		size_t j = i;
+
+		while (j < ps->n && ps->v[j].layer == ps->v[i].layer && ps->v[j].expert == ps->v[i].expert)
+			j++;
+		ex->layer = ps->v[i].layer;
+		ex->expert = ps->v[i].expert;
+		ex->tensors = calloc(j - i, sizeof(*ex->tensors));
+		if (!ex->tensors) {
+			r = -ENOMEM;
+			goto out;
+		}
+		cat->nexperts++;
+		for (size_t k = i; k < j; k++) {
+			struct catalog_tensor *t = &ex->tensors[ex->ntensors];
+			const struct part *p = &ps->v[k];
+
+			t->name = strdup(p->t->name);
+			if (!t->name) {
+				r = -ENOMEM;
+				goto out;
+			}
+			ex->ntensors++;
+			t->dtype = p->t->dtype;
+			t->ndim = p->ndim;
+			memcpy(t->shape, p->shape, sizeof(t->shape));
+			t->file = p->file;
+			t->offset = p->offset;
+			t->length = p->length;
+			ex->bytes += p->length;
+			roles[k] = p->role;
+		}
+
+		if (cat->nexperts == 1 || ex->layer != ex[-1].layer) {
+			first = cat->nexperts - 1;
+			cat->nlayers++;
+		}
+		if (ex->expert != cat->nexperts - 1 - first) {
+			r = errf(l->err, l->errlen, -EINVAL, "%s: preset %s: layer %u: expert %zu missing (next is %u)",
+				 l->dir, cat->preset, ex->layer, cat->nexperts - 1 - first, ex->expert);
+			goto out;
+		}
+		if (ex->expert + 1 > cat->experts_per_layer)
+			cat->experts_per_layer = ex->expert + 1;
+		starts[cat->nexperts - 1] = i;
+		if (first != cat->nexperts - 1) {
+			/* Same tensors, dtypes and shapes as expert 0 of the layer. */
+			const struct catalog_expert *e0 = &cat->experts[first];
+			char **roles0 = roles + starts[first], **rolesx = roles + i;
+
+			if (ex->ntensors != e0->ntensors) {
+				r = errf(l->err, l->errlen, -EINVAL,
+					 "%s: preset %s: layer %u: expert %u has %u tensors, expert 0 has %u",
+					 l->dir, cat->preset, ex->layer, ex->expert, ex->ntensors, e0->ntensors);
+				goto out;
+			}
+			for (uint32_t k = 0; k < e0->ntensors; k++) {
+				const struct catalog_tensor *t0 = &e0->tensors[k];
+				const struct catalog_tensor *t = find_role(ex, rolesx, roles0[k]);
+				char a[160], b[160];
+
+				if (!t) {
+					r = errf(l->err, l->errlen, -EINVAL,
+						 "%s: preset %s: layer %u: expert %u has no tensor like '%s' of expert 0",
+						 l->dir, cat->preset, ex->layer, ex->expert, t0->name);
+					goto out;
+				}
+				shape_str(t0, a, sizeof(a));
+				shape_str(t, b, sizeof(b));
+				if (strcmp(a, b)) {
+					r = errf(l->err, l->errlen, -EINVAL,
+						 "%s: preset %s: layer %u: tensor '%s' is %s but '%s' of expert 0 is %s",
+						 l->dir, cat->preset, ex->layer, t->name, b, t0->name, a);
+					goto out;
+				}
+			}
+		}
+		i = j;
+	}
+out:
+	free(starts);
+	free(roles);
+	return r;
+}
+
+/* ---- config.json ------------------------------------------------------------------------ */
+
+/* A positive integer under one of keys, at the top level or in text_config (Llama 4). */
+static int config_number(struct loader *l, const char *const *keys, uint32_t *out)
+{
+	struct json_object *scopes[2] = { l->config, NULL }, *v;
+
+	*out = 0;
+	if (!l->config)
+		return 0;
+	if (json_object_object_get_ex(l->config, "text_config", &v) && json_object_is_type(v, json_type_object))
+		scopes[1] = v;
+	for (size_t s = 0; s < 2 && scopes[s]; s++) {
+		for (size_t k = 0; keys[k]; k++) {
+			int64_t n;
+
+			if (!json_object_object_get_ex(scopes[s], keys[k], &v) || json_object_is_type(v, json_type_null))
+				continue;
+			n = json_object_get_int64(v);
+			if (!json_object_is_type(v, json_type_int) || n <= 0 || n >= MAX_NUMBER)
+				return errf(l->err, l->errlen, -EINVAL, "%s/" CONFIG_NAME ": %s is not a positive integer",
+					    l->dir, keys[k]);
+			*out = (uint32_t)n;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+static int apply_config(struct catalog *cat, struct loader *l)
+{
+	static const char *const expert_keys[] = { "num_local_experts", "num_experts", "n_routed_experts", NULL };
+	static const char *const topk_keys[] = { "num_experts_per_tok", "experts_per_token", "moe_top_k", NULL };
+	uint32_t n;
+	int r;
+
+	r = config_number(l, expert_keys, &n);
+	if (r)
+		return r;
+	if (n && n != cat->experts_per_layer)
+		return errf(l->err, l->errlen, -EINVAL,
+			    "%s: " CONFIG_NAME " says %u experts per layer, the tensors (preset %s) have %u",
+			    l->dir, n, cat->preset, cat->experts_per_layer);
+	r = config_number(l, topk_keys, &cat->top_k);
+	if (r)
+		return r;
+	if (cat->top_k > cat->experts_per_layer)
+		return errf(l->err, l->errlen, -EINVAL, "%s: " CONFIG_NAME ": top-k %u exceeds %u experts per layer",
+			    l->dir, cat->top_k, cat->experts_per_layer);
+	return 0;
+}
+
+/* ---- slots ------------------------------------------------------------------------------ */
+
+static int cmp_file_offset(const void *a, const void *b)
+{
+	const struct catalog_tensor *x = *(const struct catalog_tensor * const *)a;
+	const struct catalog_tensor *y = *(const struct catalog_tensor * const *)b;
+
+	if (x->file != y->file)
+		return x->file < y->file ? -1 : 1;
+	return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+static int layout_expert(struct catalog_expert *ex, uint64_t align)
+{
+	struct catalog_tensor **by = calloc(ex->ntensors + 1, sizeof(*by));
+	struct catalog_extent *xs = calloc(ex->ntensors + 1, sizeof(*xs));
+	struct catalog_extent *cur = NULL;
+	uint32_t n = 0;
+	uint64_t pos = 0;
+
+	if (!by || !xs) {
+		free(by);
+		free(xs);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < ex->ntensors; i++)
+		by[i] = &ex->tensors[i];
+	qsort(by, ex->ntensors, sizeof(*by), cmp_file_offset);
+	for (uint32_t i = 0; i < ex->ntensors; i++) {
+		struct catalog_tensor *t = by[i];
+		uint64_t start = t->offset & ~(align - 1);
+		uint64_t end = (t->offset + t->length + align - 1) & ~(align - 1);
+
+		if (cur && cur->file == t->file && start <= cur->offset + cur->length) {
+			if (end > cur->offset + cur->length) {
+				pos += end - (cur->offset + cur->length);
+				cur->length = end - cur->offset;
+			}
+		} else {
+			cur = &xs[n++];
+			cur->file = t->file;
+			cur->offset = start;
+			cur->length = end - start;
+			cur->slot_offset = pos;
+			pos += cur->length;
+		}
+		t->slot_offset = cur->slot_offset + (t->offset - cur->offset);
+	}
+	free(by);
+	free(ex->extents);
+	ex->extents = xs;
+	ex->nextents = n;
+	ex->slot_bytes = pos;
+	return 0;
+}
+
+int catalog_layout_slots(struct catalog *cat, uint64_t align)
+{
+	int r;
+
+	if (!align || (align & (align - 1)))
+		return -EINVAL;
+	cat->slot_bytes = 0;
+	for (uint32_t i = 0; i < cat->nexperts; i++) {
+		r = layout_expert(&cat->experts[i], align);
+		if (r)
+			return r;
+		if (cat->experts[i].slot_bytes > cat->slot_bytes)
+			cat->slot_bytes = cat->experts[i].slot_bytes;
+	}
+	cat->align = align;
+	return 0;
+}
+
+/* ---- open / find / free ------------------------------------------------------------------- */
+
+static const struct conf_preset *find_preset(const struct tierd_conf *user, const struct tierd_conf *builtin,
+					     const char *name)
+{
+	const struct tierd_conf *cs[2] = { user, builtin };
+
+	for (size_t c = 0; c < 2; c++)
+		for (size_t i = 0; cs[c] && i < cs[c]->npresets; i++)
+			if (!strcmp(cs[c]->presets[i].name, name))
+				return &cs[c]->presets[i];
+	return NULL;
+}
+
+/* The preset that claims the most tensors; the user's first, then built-ins, earlier wins ties. */
+static const struct conf_preset *detect_preset(const struct loader *l, const struct tierd_conf *user,
+					       const struct tierd_conf *builtin)
+{
+	const struct tierd_conf *cs[2] = { user, builtin };
+	const struct conf_preset *best = NULL;
+	size_t best_score = 0;
+
+	for (size_t c = 0; c < 2; c++) {
+		for (size_t i = 0; cs[c] && i < cs[c]->npresets; i++) {
+			const struct conf_preset *p = &cs[c]->presets[i];
+			size_t score;
+
+			/* A user preset of the same name replaces the built-in one. */
+			if (c == 1 && user && find_preset(user, NULL, p->name))
+				continue;
+			score = preset_score(l, p);
+			if (score > best_score) {
+				best = p;
+				best_score = score;
+			}
+		}
+	}
+	return best;
+}
+
+int catalog_open(struct catalog **out, const char *dir, const char *preset,
+		 const struct tierd_conf *conf, char *err, size_t errlen)
+{
+	struct loader l = { .dir = dir, .err = err, .errlen = errlen };
+	struct tierd_conf builtin;
+	const struct conf_preset *p;
+	struct parts ps = { 0 };
+	struct catalog *cat = NULL;
+	bool builtin_ok = false;
+	int r;
+
+	*out = NULL;
+	r = conf_init(&builtin);
+	if (r)
+		goto out;
+	builtin_ok = true;
+	r = conf_load_string(&builtin, "built-in presets", builtin_presets, err, errlen);
+	if (r)
+		goto out;
+	for (size_t c = 0; conf && c < conf->npresets; c++) {
+		r = catalog_preset_check(&conf->presets[c], err, errlen);
+		if (r)
+			goto out;
+	}
+	r = load_files(&l);
+	if (r)
+		goto out;
+	if (preset) {
+		p = find_preset(conf, &builtin, preset);
+		if (!p) {
+			r = errf(err, errlen, -ENOENT, "preset '%s' is neither built in nor configured", preset);
+			goto out;
+		}
+	} else {
+		p = detect_preset(&l, conf, &builtin);
+		if (!p) {
+			r = errf(err, errlen, -ENOENT, "%s: no preset matches any tensor name (is it a MoE checkpoint?)",
+				 dir);
+			goto out;
+		}
+	}
+
+	cat = calloc(1, sizeof(*cat));
+	if (!cat || !(cat->dir = strdup(dir)) || !(cat->preset = strdup(p->name))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = collect_parts(&l, p, &ps, &cat->dense_tensors);
+	if (r)
+		goto out;
+	if (!ps.n) {
+		r = errf(err, errlen, -ENOENT, "%s: preset %s matches no tensor", dir, p->name);
+		goto out;
+	}
+	r = build_experts(cat, &l, &ps);
+	if (r)
+		goto out;
+	r = apply_config(cat, &l);
+	if (r)
+		goto out;
+	cat->files = calloc(l.nshards, sizeof(*cat->files));
+	if (!cat->files) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t f = 0; f < l.nshards; f++) {
+		if (asprintf(&cat->files[f].path, "%s/%s", dir, l.shards[f].name) < 0) {
+			cat->files[f].path = NULL;
+			r = -ENOMEM;
+			goto out;
+		}
+		cat->files[f].size = l.shards[f].h->file_size;
+		cat->nfiles++;
+	}
+	r = catalog_layout_slots(cat, CATALOG_DEFAULT_ALIGN);
+	if (r)
+		goto out;
+	*out = cat;
+	cat = NULL;
+out:
+	if (r == -ENOMEM)
+		errf(err, errlen, r, "%s: out of memory", dir);
+	catalog_free(cat);
+	parts_free(&ps);
+	loader_free(&l);
+	if (builtin_ok)
+		conf_free(&builtin);
+	return r;
+}
+
+void catalog_free(struct catalog *cat)
+{
+	if (!cat)
+		return;
+	for (uint32_t i = 0; i < cat->nexperts; i++) {
+		for (uint32_t j = 0; j < cat->experts[i].ntensors; j++)
+			free(cat->experts[i].tensors[j].name);
+		free(cat->experts[i].tensors);
+		free(cat->experts[i].extents);
+	}
+	free(cat->experts);
+	for (uint32_t f = 0; f < cat->nfiles; f++)
+		free(cat->files[f].path);
+	free(cat->files);
+	free(cat->preset);
+	free(cat->dir);
+	free(cat);
+}
+
+const struct catalog_expert *catalog_find(const struct catalog *cat, uint32_t layer, uint32_t expert)
+{
+	size_t lo = 0, hi = cat->nexperts;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct catalog_expert *e = &cat->experts[mid];
+
+		if (e->layer == layer && e->expert == expert)
+			return e;
+		if (e->layer < layer || (e->layer == layer && e->expert < expert))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}

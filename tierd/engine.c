@@ -1,0 +1,666 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The engine: a pool, its slot allocator, the fetch ring and the residency
+ * cache, and the models of the configuration.  See engine.h.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "engine.h"
+#include "fetch.h"
+#include "log.h"
+#include "pool.h"
+#include "slab.h"
+
+/* What one expert reads: aligned file ranges and where they land in its slot. */
+struct engine_extent {
+	unsigned file;			/* fetch's file index */
+	uint64_t offset;
+	uint64_t length;
+	uint64_t slot_off;
+};
+
+struct engine_plan {
+	struct engine_extent *ext;
+	unsigned n;
+};
+
+struct engine_model {
+	char *name;
+	struct catalog *cat;
+	bool owned;
+	int cls;			/* slab class */
+	int *fmap;			/* catalog file index -> fetch file index */
+	struct engine_plan *plans;	/* one per catalog expert */
+};
+
+struct engine_waiter {
+	engine_done_fn fn;
+	void *arg;
+};
+
+/* An expert being fetched: who waits for it. */
+struct engine_inflight {
+	struct engine *e;
+	struct cache_entry *ce;
+	struct fetch_job *job;
+	struct engine_waiter *w;
+	unsigned nw, capw;
+};
+
+struct engine {
+	struct pool *pool;
+	struct slab *slab;
+	struct fetch *fetch;
+	struct cache *cache;
+	struct engine_model *models;
+	unsigned nmodels;
+	struct engine_stats st;
+};
+
+static const struct engine_model *model_get(const struct engine *e, uint32_t model)
+{
+	return model < e->nmodels ? &e->models[model] : NULL;
+}
+
+static void plan_free(struct engine_model *m)
+{
+	if (!m->plans)
+		return;
+	for (uint32_t i = 0; i < m->cat->nexperts; i++)
+		free(m->plans[i].ext);
+	free(m->plans);
+	m->plans = NULL;
+}
+
+/*
+ * Reads of one expert: each tensor's 4 KiB aligned superset, merged with the
+ * previous one when they touch in the file and keep the same distance to the
+ * slot (tensors stored back to back).  Every read must land inside the slot
+ * and no two may overlap there: a bad layout is refused, never served.
+ */
+static int plan_expert(struct engine_model *m, const int *fmap, const struct catalog_expert *x,
+		       struct engine_plan *p, char *err, size_t errlen)
+{
+	uint64_t slot = m->cat->slot_bytes;
+
+	p->ext = calloc(x->ntensors ? x->ntensors : 1, sizeof(*p->ext));
+	if (!p->ext)
+		return -ENOMEM;
+	p->n = 0;
+	for (uint32_t t = 0; t < x->ntensors; t++) {
+		const struct catalog_tensor *ct = &x->tensors[t];
+		uint64_t a = ct->offset & ~(FETCH_ALIGN - 1);
+		uint64_t b = (ct->offset + ct->length + FETCH_ALIGN - 1) & ~(FETCH_ALIGN - 1);
+		uint64_t lead = ct->offset - a;
+		struct engine_extent *prev = p->n ? &p->ext[p->n - 1] : NULL;
+
+		if (ct->file >= m->cat->nfiles || ct->slot_offset < lead ||
+		    (ct->slot_offset - lead) % FETCH_ALIGN || ct->slot_offset - lead + (b - a) > slot) {
+			snprintf(err, errlen, "model %s: layer %u expert %u: tensor %s: slot layout does not "
+				 "fit a %llu-byte slot with 4 KiB aligned reads", m->name, x->layer, x->expert,
+				 ct->name, (unsigned long long)slot);
+			return -EINVAL;
+		}
+		if (prev && prev->file == (unsigned)fmap[ct->file] && a <= prev->offset + prev->length &&
+		    a >= prev->offset && ct->slot_offset - lead == prev->slot_off + (a - prev->offset)) {
+			if (b > prev->offset + prev->length)
+				prev->length = b - prev->offset;
+			continue;
+		}
+		p->ext[p->n++] = (struct engine_extent){ (unsigned)fmap[ct->file], a, b - a, ct->slot_offset - lead };
+	}
+	for (unsigned i = 0; i < p->n; i++)
+		for (unsigned k = i + 1; k < p->n; k++) {
+			const struct engine_extent *u = &p->ext[i], *v = &p->ext[k];
+
+			if (u->slot_off < v->slot_off + v->length && v->slot_off < u->slot_off + u->length) {
+				snprintf(err, errlen, "model %s: layer %u expert %u: tensors overlap in the slot",
+					 m->name, x->layer, x->expert);
+				return -EINVAL;
+			}
+		}
+	return 0;
+}
+
+int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bool owned,
+		     uint64_t quota, char *err, size_t errlen)
+{
+	struct engine_model *m;
+	int *fmap = NULL;
+	int r;
+
+	if (!cat->slot_bytes || !cat->nexperts) {
+		snprintf(err, errlen, "model %s: no experts (or slot layout not done)", name);
+		return -EINVAL;
+	}
+	if (cat->slot_bytes > pool_size(e->pool)) {
+		snprintf(err, errlen, "model %s: an expert slot needs %llu bytes, more than the %llu-byte pool",
+			 name, (unsigned long long)cat->slot_bytes, (unsigned long long)pool_size(e->pool));
+		return -ENOSPC;
+	}
+	m = realloc(e->models, (e->nmodels + 1) * sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	e->models = m;
+	m = &e->models[e->nmodels];
+	memset(m, 0, sizeof(*m));
+	m->cat = cat;
+	m->name = strdup(name);
+	m->plans = calloc(cat->nexperts, sizeof(*m->plans));
+	fmap = calloc(cat->nfiles ? cat->nfiles : 1, sizeof(*fmap));
+	if (!m->name || !m->plans || !fmap) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < cat->nfiles; i++) {
+		r = fetch_file_open(e->fetch, cat->files[i].path, err, errlen);
+		if (r < 0)
+			goto fail;
+		fmap[i] = r;
+	}
+	for (uint32_t i = 0; i < cat->nexperts; i++) {
+		r = plan_expert(m, fmap, &cat->experts[i], &m->plans[i], err, errlen);
+		if (r < 0)
+			goto fail;
+	}
+	r = slab_class_add(e->slab, cat->slot_bytes, quota);
+	if (r < 0) {
+		snprintf(err, errlen, "model %s: slot class: %s", name, strerror(-r));
+		goto fail;
+	}
+	m->cls = r;
+	m->owned = owned;
+	m->fmap = fmap;
+	log_info("engine: model %s: %u experts in %u layers, %llu-byte slots, quota %llu",
+		 name, cat->nexperts, cat->nlayers, (unsigned long long)cat->slot_bytes,
+		 (unsigned long long)quota);
+	return (int)e->nmodels++;
+fail:
+	/* Files opened stay registered until the engine goes: harmless. */
+	plan_free(m);
+	free(m->name);
+	free(fmap);
+	return r;
+}
+
+int engine_create(struct engine **out, const struct tierd_conf *conf, char *err, size_t errlen)
+{
+	struct pool_opts po = {
+		.size = conf->pool_size, .numa_node = conf->numa_node,
+		.hugepages = conf->hugepages, .lock = conf->pool_lock,
+	};
+	struct fetch_opts fo = { .queue_depth = conf->queue_depth, .request_size = conf->request_size };
+	const struct iovec *iov;
+	struct engine *e;
+	unsigned niov;
+	int r;
+
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	r = pool_create(&e->pool, &po, err, errlen);
+	if (r < 0)
+		goto fail;
+	r = slab_create(&e->slab, pool_size(e->pool));
+	if (r < 0) {
+		snprintf(err, errlen, "engine: slot allocator: %s", strerror(-r));
+		goto fail;
+	}
+	r = fetch_create(&e->fetch, &fo, err, errlen);
+	if (r < 0)
+		goto fail;
+	iov = pool_iovecs(e->pool, &niov);
+	r = fetch_register_buffers(e->fetch, iov, niov);
+	if (r < 0) {
+		snprintf(err, errlen, "engine: registering the pool with io_uring: %s%s", strerror(-r),
+			 r == -ENOMEM ? " (registered buffers count against RLIMIT_MEMLOCK)" : "");
+		goto fail;
+	}
+	r = cache_create(&e->cache, conf->policy);
+	if (r < 0) {
+		snprintf(err, errlen, "engine: [cache] policy \"%s\": unknown", conf->policy ? conf->policy : "");
+		goto fail;
+	}
+	for (size_t i = 0; i < conf->nmodels; i++) {
+		const struct conf_model *cm = &conf->models[i];
+		struct catalog *cat = NULL;
+
+		r = catalog_open(&cat, cm->path, cm->preset, conf, err, errlen);
+		if (r < 0)
+			goto fail;
+		r = catalog_layout_slots(cat, FETCH_ALIGN);
+		if (r < 0) {
+			snprintf(err, errlen, "model %s: slot layout: %s", cm->name, strerror(-r));
+			catalog_free(cat);
+			goto fail;
+		}
+		r = engine_add_model(e, cm->name, cat, true, cm->quota_bytes, err, errlen);
+		if (r < 0) {
+			catalog_free(cat);
+			goto fail;
+		}
+	}
+	*out = e;
+	return 0;
+fail:
+	engine_destroy(e);
+	return r;
+}
+
+static void free_inflight(struct cache_entry *ce, void *arg)
+{
+	struct engine_inflight *fl = ce->owner;
+
+	if (fl) {
+		free(fl->w);
+		free(fl);
+		ce->owner = NULL;
+	}
+}
+
+void engine_destroy(struct engine *e)
+{
+	if (!e)
+		return;
+	/* Reads still in flight write into the pool: wait for them first. */
+	fetch_destroy(e->fetch);
+	if (e->cache) {
+		cache_foreach(e->cache, free_inflight, NULL);
+		cache_destroy(e->cache);
+	}
+	for (unsigned i = 0; i < e->nmodels; i++) {
+		plan_free(&e->models[i]);
+		if (e->models[i].owned)
+			catalog_free(e->models[i].cat);
+		free(e->models[i].fmap);
+		free(e->models[i].name);
+	}
+	free(e->models);
+	slab_destroy(e->slab);
+	pool_destroy(e->pool);
+	free(e);
+}
+
+int engine_fd(const struct engine *e)
+{
+	return fetch_fd(e->fetch);
+}
+
+int engine_process(struct engine *e)
+{
+	int r = fetch_process(e->fetch);
+
+	return r < 0 ? r : 0;
+}
+
+int engine_drain(struct engine *e)
+{
+	while (fetch_pending(e->fetch)) {
+		int r = fetch_wait(e->fetch);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int engine_model_count(const struct engine *e)
+{
+	return (int)e->nmodels;
+}
+
+int engine_model_index(const struct engine *e, const char *name)
+{
+	for (unsigned i = 0; i < e->nmodels; i++)
+		if (!strcmp(e->models[i].name, name))
+			return (int)i;
+	return -ENOENT;
+}
+
+const struct catalog *engine_model_catalog(const struct engine *e, uint32_t model)
+{
+	const struct engine_model *m = model_get(e, model);
+
+	return m ? m->cat : NULL;
+}
+
+const char *engine_model_name(const struct engine *e, uint32_t model)
+{
+	const struct engine_model *m = model_get(e, model);
+
+	return m ? m->name : NULL;
+}
+
+/* The catalog's experts are sorted by (layer, expert). */
+static int expert_index(const struct catalog *cat, uint32_t layer, uint32_t expert)
+{
+	uint32_t lo = 0, hi = cat->nexperts;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		const struct catalog_expert *x = &cat->experts[mid];
+
+		if (x->layer == layer && x->expert == expert)
+			return (int)mid;
+		if (x->layer < layer || (x->layer == layer && x->expert < expert))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -ENOENT;
+}
+
+static struct cache_key ckey(const struct engine_key *k)
+{
+	return (struct cache_key){ k->model, k->layer, k->expert };
+}
+
+static void evict(struct engine *e, struct cache_entry *ce)
+{
+	const struct engine_model *m = &e->models[ce->key.model];
+	int xi = expert_index(m->cat, ce->key.layer, ce->key.expert);
+
+	slab_free(e->slab, m->cls, ce->slot);
+	if (xi >= 0)
+		e->st.bytes_resident -= m->cat->experts[xi].bytes;
+	cache_remove(e->cache, ce);
+	e->st.evictions++;
+}
+
+static bool same_model(const struct cache_entry *ce, void *arg)
+{
+	return ce->key.model == *(const uint32_t *)arg;
+}
+
+/*
+ * A slot for the model: evicts the model's own least valuable expert when it
+ * is over quota or the pool is full, then anyone's when the pool is full.
+ */
+static int slot_get(struct engine *e, uint32_t model, uint64_t *off)
+{
+	const struct engine_model *m = &e->models[model];
+
+	for (;;) {
+		struct cache_entry *v;
+		int r = slab_alloc(e->slab, m->cls, off);
+
+		if (r != -ENOSPC && r != -EDQUOT)
+			return r;
+		if (cache_victim(e->cache, same_model, &model, &v) < 0 &&
+		    (r == -EDQUOT || cache_victim(e->cache, NULL, NULL, &v) < 0))
+			return r;
+		evict(e, v);
+	}
+}
+
+static void slot_info(const struct engine *e, const struct cache_entry *ce, struct engine_slot_info *info)
+{
+	const struct engine_model *m = &e->models[ce->key.model];
+	int xi = expert_index(m->cat, ce->key.layer, ce->key.expert);
+
+	info->pool = 0;
+	info->offset = ce->slot;
+	info->expert = xi >= 0 ? &m->cat->experts[xi] : NULL;
+}
+
+static void fetch_done(void *arg, int err, uint64_t bytes)
+{
+	struct engine_inflight *fl = arg;
+	struct engine *e = fl->e;
+	struct cache_entry *ce = fl->ce;
+	const struct engine_model *m = &e->models[ce->key.model];
+	struct engine_key key = { ce->key.model, ce->key.layer, ce->key.expert };
+	struct engine_slot_info info;
+
+	e->st.bytes_read += bytes;
+	ce->owner = NULL;
+	if (err) {
+		/* Nothing partly read is ever resident: the slot goes back. */
+		e->st.fetch_errors++;
+		log_err("engine: model %s layer %u expert %u: fetch failed: %s", m->name, key.layer,
+			key.expert, strerror(-err));
+		slab_free(e->slab, m->cls, ce->slot);
+		cache_remove(e->cache, ce);
+	} else {
+		int xi = expert_index(m->cat, key.layer, key.expert);
+
+		cache_set_resident(e->cache, ce);
+		e->st.bytes_resident += m->cat->experts[xi].bytes;
+		slot_info(e, ce, &info);
+	}
+	/* The entry is settled before anyone hears: callbacks may re-enter. */
+	for (unsigned i = 0; i < fl->nw; i++)
+		fl->w[i].fn(fl->w[i].arg, err, err ? NULL : &info);
+	free(fl->w);
+	free(fl);
+}
+
+static int waiter_add(struct engine_inflight *fl, engine_done_fn fn, void *arg)
+{
+	if (fl->nw == fl->capw) {
+		unsigned cap = fl->capw ? fl->capw * 2 : 2;
+		struct engine_waiter *w = realloc(fl->w, cap * sizeof(*w));
+
+		if (!w)
+			return -ENOMEM;
+		fl->w = w;
+		fl->capw = cap;
+	}
+	fl->w[fl->nw++] = (struct engine_waiter){ fn, arg };
+	return 0;
+}
+
+/* Starts fetching an expert that is not in the cache. */
+static int start_fetch(struct engine *e, const struct engine_key *key, int xi, enum engine_prio prio,
+		       struct cache_entry **out)
+{
+	const struct engine_model *m = &e->models[key->model];
+	const struct engine_plan *p = &m->plans[xi];
+	struct cache_key ck = ckey(key);
+	struct engine_inflight *fl;
+	struct cache_entry *ce = NULL;
+	uint8_t *slot;
+	uint64_t off;
+	int r;
+
+	r = slot_get(e, key->model, &off);
+	if (r < 0)
+		return r;
+	fl = calloc(1, sizeof(*fl));
+	if (!fl) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = cache_add(e->cache, &ck, off, &ce);
+	if (r < 0)
+		goto fail;
+	r = fetch_job_create(e->fetch, prio == ENGINE_DEMAND ? FETCH_DEMAND : FETCH_PREFETCH,
+			     fetch_done, fl, &fl->job);
+	if (r < 0)
+		goto fail;
+	slot = pool_base(e->pool) + off;
+	for (unsigned i = 0; i < p->n; i++) {
+		r = fetch_job_add(fl->job, p->ext[i].file, p->ext[i].offset, p->ext[i].length,
+				  slot + p->ext[i].slot_off);
+		if (r < 0)
+			goto fail;
+	}
+	fl->e = e;
+	fl->ce = ce;
+	ce->owner = fl;
+	r = fetch_job_submit(fl->job);
+	if (r < 0) {
+		/* Queued but the kernel refused the submission: it is retried on
+		 * the next engine_process, the entry stays. */
+		log_warn("engine: io_uring submit: %s", strerror(-r));
+	}
+	e->st.fetches++;
+	*out = ce;
+	return 0;
+fail:
+	if (fl) {
+		fetch_job_free(fl->job);
+		free(fl);
+	}
+	if (ce)
+		cache_remove(e->cache, ce);
+	slab_free(e->slab, m->cls, off);
+	return r;
+}
+
+static int lookup_expert(const struct engine *e, const struct engine_key *key)
+{
+	const struct engine_model *m = model_get(e, key->model);
+
+	return m ? expert_index(m->cat, key->layer, key->expert) : -ENOENT;
+}
+
+int engine_acquire(struct engine *e, const struct engine_key *key, enum engine_prio prio,
+		   engine_done_fn fn, void *arg)
+{
+	struct cache_key ck = ckey(key);
+	struct cache_entry *ce;
+	struct engine_inflight *fl;
+	int xi = lookup_expert(e, key), r;
+
+	if (xi < 0)
+		return xi;
+	ce = cache_lookup(e->cache, &ck);
+	if (ce && ce->state == CACHE_RESIDENT) {
+		struct engine_slot_info info;
+
+		e->st.hits++;
+		cache_pin(e->cache, ce);
+		cache_touch(e->cache, ce);
+		slot_info(e, ce, &info);
+		fn(arg, 0, &info);
+		return 0;
+	}
+	e->st.misses++;
+	if (!ce) {
+		r = start_fetch(e, key, xi, prio, &ce);
+		if (r < 0)
+			return r;
+	}
+	/* Fetching already (perhaps as a prefetch): share it. */
+	fl = ce->owner;
+	r = waiter_add(fl, fn, arg);
+	if (r < 0)
+		return r;
+	cache_pin(e->cache, ce);
+	if (prio == ENGINE_DEMAND)
+		fetch_job_promote(fl->job);
+	return 0;
+}
+
+int engine_prefetch(struct engine *e, const struct engine_key *key)
+{
+	struct cache_key ck = ckey(key);
+	struct cache_entry *ce;
+	int xi = lookup_expert(e, key);
+
+	if (xi < 0)
+		return xi;
+	ce = cache_lookup(e->cache, &ck);
+	if (ce)
+		return 0;
+	return start_fetch(e, key, xi, ENGINE_PREFETCH, &ce);
+}
+
+int engine_cancel_prefetch(struct engine *e, const struct engine_key *key)
+{
+	struct cache_key ck = ckey(key);
+	struct cache_entry *ce = cache_lookup(e->cache, &ck);
+	struct engine_inflight *fl;
+	int r;
+
+	if (!ce)
+		return -ENOENT;
+	if (ce->state == CACHE_RESIDENT)
+		return -EALREADY;
+	fl = ce->owner;
+	/* Someone waits for it, or the reads are out: too late. */
+	if (fl->nw)
+		return -EBUSY;
+	r = fetch_job_cancel(fl->job);
+	if (r < 0)
+		return r;
+	slab_free(e->slab, e->models[key->model].cls, ce->slot);
+	cache_remove(e->cache, ce);
+	free(fl->w);
+	free(fl);
+	e->st.cancelled++;
+	return 0;
+}
+
+int engine_release(struct engine *e, const struct engine_key *key)
+{
+	struct cache_key ck = ckey(key);
+	struct cache_entry *ce = cache_lookup(e->cache, &ck);
+
+	if (!ce)
+		return -ENOENT;
+	if (ce->state != CACHE_RESIDENT)
+		return -EBUSY;
+	return cache_unpin(e->cache, ce);
+}
+
+int engine_evict(struct engine *e, const struct engine_key *key)
+{
+	struct cache_key ck = ckey(key);
+	struct cache_entry *ce = cache_lookup(e->cache, &ck);
+
+	if (!ce)
+		return -ENOENT;
+	if (ce->state != CACHE_RESIDENT || ce->pins)
+		return -EBUSY;
+	evict(e, ce);
+	return 0;
+}
+
+int engine_pool_count(const struct engine *e)
+{
+	return 1;
+}
+
+int engine_pool_fd(const struct engine *e, uint32_t pool)
+{
+	return pool == 0 ? pool_fd_ro(e->pool) : -ENOENT;
+}
+
+uint64_t engine_pool_size(const struct engine *e, uint32_t pool)
+{
+	return pool == 0 ? pool_size(e->pool) : 0;
+}
+
+const void *engine_pool_base(const struct engine *e, uint32_t pool)
+{
+	return pool == 0 ? pool_base(e->pool) : NULL;
+}
+
+void engine_get_stats(const struct engine *e, struct engine_stats *st)
+{
+	*st = e->st;
+	st->pins = cache_pins(e->cache);
+}
+
+int engine_fetch_stats(const struct engine *e, struct fetch_stats *st)
+{
+	fetch_get_stats(e->fetch, st);
+	return 0;
+}
+
+int engine_file_fd(const struct engine *e, uint32_t model, uint32_t file)
+{
+	const struct engine_model *m = model_get(e, model);
+
+	if (!m || file >= m->cat->nfiles)
+		return -ENOENT;
+	return fetch_file_fd(e->fetch, (unsigned)m->fmap[file]);
+}

@@ -1,0 +1,608 @@
+/* SPDX-License-Identifier: MIT */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fetch.h"
+#include "log.h"
+
+struct fetch_extent {
+	unsigned file;
+	uint64_t offset;
+	uint64_t length;
+	uint8_t *dst;
+};
+
+struct fetch_job {
+	struct fetch *f;
+	enum fetch_prio prio;
+	fetch_done_fn fn;
+	void *arg;
+	struct fetch_extent *ext;
+	unsigned next, count, cap;	/* next extent to issue from */
+	uint64_t next_off;		/* within ext[next] */
+	unsigned inflight;
+	uint64_t bytes;
+	int err;
+	bool started, queued;
+	struct fetch_job *prev, *nxt;	/* in its queue */
+};
+
+/* One read in flight; also where a short read's remainder is kept. */
+struct fetch_req {
+	struct fetch_job *job;
+	unsigned file;
+	uint64_t offset;
+	uint64_t length;
+	uint8_t *dst;
+	bool resubmit;
+};
+
+struct fetch_queue {
+	struct fetch_job *head, *tail;
+};
+
+struct fetch_file {
+	int fd;
+	uint64_t size;
+	char *path;
+};
+
+struct fetch {
+	struct io_uring ring;
+	bool ring_ok;
+	int efd;
+	unsigned depth;
+	uint64_t request_size;
+	struct iovec *bufs;
+	unsigned nbufs;
+	struct fetch_file *files;
+	unsigned nfiles;
+	struct fetch_req *reqs;		/* depth of them */
+	unsigned *free_reqs, nfree;
+	unsigned *redo, nredo;		/* requests waiting to be issued again */
+	unsigned inflight;		/* requests in the kernel */
+	unsigned njobs;
+	struct fetch_queue q[2];	/* by enum fetch_prio: demand first */
+	struct fetch_stats st;
+};
+
+int fetch_create(struct fetch **out, const struct fetch_opts *o, char *err, size_t errlen)
+{
+	struct fetch *f;
+	int e;
+
+	if (!o->queue_depth || o->queue_depth > 4096 || !o->request_size ||
+	    o->request_size % FETCH_ALIGN || o->request_size > (1ULL << 30)) {
+		snprintf(err, errlen, "fetch: queue depth %u or request size %llu out of range",
+			 o->queue_depth, (unsigned long long)o->request_size);
+		return -EINVAL;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->efd = -1;
+	f->depth = o->queue_depth;
+	f->request_size = o->request_size;
+	f->reqs = calloc(f->depth, sizeof(*f->reqs));
+	f->free_reqs = calloc(f->depth, sizeof(*f->free_reqs));
+	f->redo = calloc(f->depth, sizeof(*f->redo));
+	f->files = calloc(FETCH_MAX_FILES, sizeof(*f->files));
+	if (!f->reqs || !f->free_reqs || !f->redo || !f->files) {
+		e = -ENOMEM;
+		goto fail;
+	}
+	for (unsigned i = 0; i < f->depth; i++)
+		f->free_reqs[f->nfree++] = f->depth - 1 - i;
+	e = io_uring_queue_init(f->depth, &f->ring, 0);
+	if (e < 0) {
+		snprintf(err, errlen, "fetch: io_uring_queue_init(%u): %s%s", f->depth, strerror(-e),
+			 e == -EPERM ? " (io_uring disabled? see /proc/sys/kernel/io_uring_disabled)" : "");
+		goto fail;
+	}
+	f->ring_ok = true;
+	e = io_uring_register_files_sparse(&f->ring, FETCH_MAX_FILES);
+	if (e < 0) {
+		snprintf(err, errlen, "fetch: registering %d file slots: %s", FETCH_MAX_FILES, strerror(-e));
+		goto fail;
+	}
+	f->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (f->efd < 0) {
+		e = -errno;
+		snprintf(err, errlen, "fetch: eventfd: %s", strerror(-e));
+		goto fail;
+	}
+	e = io_uring_register_eventfd(&f->ring, f->efd);
+	if (e < 0) {
+		snprintf(err, errlen, "fetch: registering the completion eventfd: %s", strerror(-e));
+		goto fail;
+	}
+	*out = f;
+	return 0;
+fail:
+	fetch_destroy(f);
+	return e;
+}
+
+static void queue_remove(struct fetch *f, struct fetch_job *j)
+{
+	struct fetch_queue *q = &f->q[j->prio];
+
+	if (!j->queued)
+		return;
+	if (j->prev)
+		j->prev->nxt = j->nxt;
+	else
+		q->head = j->nxt;
+	if (j->nxt)
+		j->nxt->prev = j->prev;
+	else
+		q->tail = j->prev;
+	j->prev = j->nxt = NULL;
+	j->queued = false;
+}
+
+static void queue_append(struct fetch *f, struct fetch_job *j)
+{
+	struct fetch_queue *q = &f->q[j->prio];
+
+	j->prev = q->tail;
+	j->nxt = NULL;
+	if (q->tail)
+		q->tail->nxt = j;
+	else
+		q->head = j;
+	q->tail = j;
+	j->queued = true;
+}
+
+void fetch_job_free(struct fetch_job *j)
+{
+	if (!j)
+		return;
+	free(j->ext);
+	free(j);
+}
+
+void fetch_destroy(struct fetch *f)
+{
+	if (!f)
+		return;
+	if (f->ring_ok) {
+		/* The kernel still writes into our buffers until these come back. */
+		while (f->inflight) {
+			struct io_uring_cqe *cqe;
+
+			if (io_uring_wait_cqe(&f->ring, &cqe) < 0)
+				break;
+			io_uring_cqe_seen(&f->ring, cqe);
+			f->inflight--;
+		}
+		io_uring_queue_exit(&f->ring);
+	}
+	/* Jobs still queued or half done: drop them (each once). */
+	for (unsigned i = 0; i < f->depth && f->reqs; i++) {
+		struct fetch_job *j = f->reqs[i].job;
+
+		if (j && !j->queued) {
+			for (unsigned k = i; k < f->depth; k++)
+				if (f->reqs[k].job == j)
+					f->reqs[k].job = NULL;
+			fetch_job_free(j);
+		}
+	}
+	for (int p = 0; p < 2; p++)
+		while (f->q[p].head) {
+			struct fetch_job *j = f->q[p].head;
+
+			queue_remove(f, j);
+			for (unsigned k = 0; k < f->depth && f->reqs; k++)
+				if (f->reqs[k].job == j)
+					f->reqs[k].job = NULL;
+			fetch_job_free(j);
+		}
+	for (unsigned i = 0; i < f->nfiles; i++) {
+		if (f->files[i].fd >= 0)
+			close(f->files[i].fd);
+		free(f->files[i].path);
+	}
+	if (f->efd >= 0)
+		close(f->efd);
+	free(f->files);
+	free(f->bufs);
+	free(f->reqs);
+	free(f->free_reqs);
+	free(f->redo);
+	free(f);
+}
+
+int fetch_register_buffers(struct fetch *f, const struct iovec *iov, unsigned n)
+{
+	struct iovec *copy;
+	int e;
+
+	if (f->bufs)
+		return -EBUSY;
+	copy = calloc(n, sizeof(*copy));
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, iov, n * sizeof(*copy));
+	e = io_uring_register_buffers(&f->ring, copy, n);
+	if (e < 0) {
+		free(copy);
+		log_err("fetch: registering %u buffers with io_uring: %s%s", n, strerror(-e),
+			e == -ENOMEM ? " (RLIMIT_MEMLOCK too small? registered buffers count against it)" : "");
+		return e;
+	}
+	f->bufs = copy;
+	f->nbufs = n;
+	return 0;
+}
+
+int fetch_file_open(struct fetch *f, const char *path, char *err, size_t errlen)
+{
+	struct fetch_file *ff;
+	struct stat sb;
+	int fd, e;
+
+	if (f->nfiles >= FETCH_MAX_FILES) {
+		snprintf(err, errlen, "%s: more than %d checkpoint files open", path, FETCH_MAX_FILES);
+		return -EMFILE;
+	}
+	fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0 && errno == EINVAL) {
+		/* A file system without O_DIRECT: reads go through the page cache. */
+		log_warn("%s: O_DIRECT not supported by this file system; reading through the page cache", path);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	if (fd < 0) {
+		e = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-e));
+		return e;
+	}
+	if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
+		e = S_ISREG(sb.st_mode) ? -errno : -EINVAL;
+		snprintf(err, errlen, "%s: not a regular file", path);
+		close(fd);
+		return e;
+	}
+	e = io_uring_register_files_update(&f->ring, f->nfiles, &fd, 1);
+	if (e < 0) {
+		snprintf(err, errlen, "%s: registering with io_uring: %s", path, strerror(-e));
+		close(fd);
+		return e;
+	}
+	ff = &f->files[f->nfiles];
+	ff->fd = fd;
+	ff->size = (uint64_t)sb.st_size;
+	ff->path = strdup(path);
+	if (!ff->path) {
+		close(fd);
+		return -ENOMEM;
+	}
+	return (int)f->nfiles++;
+}
+
+uint64_t fetch_file_size(const struct fetch *f, unsigned file)
+{
+	return file < f->nfiles ? f->files[file].size : 0;
+}
+
+int fetch_file_fd(const struct fetch *f, unsigned file)
+{
+	return file < f->nfiles ? f->files[file].fd : -EBADF;
+}
+
+int fetch_job_create(struct fetch *f, enum fetch_prio prio, fetch_done_fn fn, void *arg,
+		     struct fetch_job **out)
+{
+	struct fetch_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return -ENOMEM;
+	j->f = f;
+	j->prio = prio;
+	j->fn = fn;
+	j->arg = arg;
+	*out = j;
+	return 0;
+}
+
+int fetch_job_add(struct fetch_job *j, unsigned file, uint64_t offset, uint64_t length, void *dst)
+{
+	if (j->queued || j->started || file >= j->f->nfiles || !length ||
+	    (offset | length | (uintptr_t)dst) % FETCH_ALIGN)
+		return -EINVAL;
+	if (j->count == j->cap) {
+		unsigned cap = j->cap ? j->cap * 2 : 4;
+		struct fetch_extent *e = realloc(j->ext, cap * sizeof(*e));
+
+		if (!e)
+			return -ENOMEM;
+		j->ext = e;
+		j->cap = cap;
+	}
+	j->ext[j->count++] = (struct fetch_extent){ file, offset, length, dst };
+	return 0;
+}
+
+/* Index of the registered buffer holding dst, and how far it reaches. */
+static int buf_find(const struct fetch *f, const uint8_t *dst, uint64_t *room)
+{
+	for (unsigned i = 0; i < f->nbufs; i++) {
+		const uint8_t *b = f->bufs[i].iov_base;
+
+		if (dst >= b && dst < b + f->bufs[i].iov_len) {
+			*room = (uint64_t)(b + f->bufs[i].iov_len - dst);
+			return (int)i;
+		}
+	}
+	*room = UINT64_MAX;
+	return -1;
+}
+
+static bool issue(struct fetch *f, unsigned ri)
+{
+	struct fetch_req *r = &f->reqs[ri];
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&f->ring);
+	uint64_t room;
+	int buf;
+
+	if (!sqe)
+		return false;
+	buf = buf_find(f, r->dst, &room);
+	if (buf >= 0)
+		io_uring_prep_read_fixed(sqe, (int)r->file, r->dst, (unsigned)r->length, r->offset, buf);
+	else
+		io_uring_prep_read(sqe, (int)r->file, r->dst, (unsigned)r->length, r->offset);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data64(sqe, ri);
+	f->inflight++;
+	f->st.requests++;
+	return true;
+}
+
+/* Cuts the job's next request; false when it has nothing more to issue. */
+static bool next_request(struct fetch *f, struct fetch_job *j, struct fetch_req *r)
+{
+	struct fetch_extent *e;
+	uint64_t len, room;
+
+	if (j->err || j->next >= j->count)
+		return false;
+	e = &j->ext[j->next];
+	len = e->length - j->next_off;
+	if (len > f->request_size)
+		len = f->request_size;
+	buf_find(f, e->dst + j->next_off, &room);
+	if (len > room)
+		len = room;
+	*r = (struct fetch_req){ .job = j, .file = e->file, .offset = e->offset + j->next_off,
+				 .length = len, .dst = e->dst + j->next_off };
+	j->next_off += len;
+	if (j->next_off == e->length) {
+		j->next++;
+		j->next_off = 0;
+	}
+	return true;
+}
+
+static int submit_more(struct fetch *f)
+{
+	bool any = false;
+	int e;
+
+	while (f->nredo) {
+		if (!issue(f, f->redo[f->nredo - 1]))
+			goto submit;
+		f->nredo--;
+		any = true;
+	}
+	for (int p = FETCH_DEMAND; p <= FETCH_PREFETCH; p++) {
+		struct fetch_job *j;
+
+		while ((j = f->q[p].head) && f->nfree) {
+			unsigned ri = f->free_reqs[f->nfree - 1];
+
+			if (!next_request(f, j, &f->reqs[ri])) {
+				queue_remove(f, j);
+				continue;
+			}
+			if (!issue(f, ri)) {
+				/* Undo the cut: the job issues it again next time. */
+				struct fetch_req *r = &f->reqs[ri];
+
+				if (j->next_off == 0)
+					j->next--, j->next_off = j->ext[j->next].length;
+				j->next_off -= r->length;
+				r->job = NULL;
+				goto submit;
+			}
+			f->nfree--;
+			j->started = true;
+			j->inflight++;
+			any = true;
+			if (j->next >= j->count)
+				queue_remove(f, j);
+		}
+	}
+submit:
+	if (!any)
+		return 0;
+	e = io_uring_submit(&f->ring);
+	return e < 0 ? e : 0;
+}
+
+int fetch_job_submit(struct fetch_job *j)
+{
+	if (j->queued || j->started || !j->count)
+		return -EINVAL;
+	j->f->njobs++;
+	queue_append(j->f, j);
+	return submit_more(j->f);
+}
+
+int fetch_job_cancel(struct fetch_job *j)
+{
+	struct fetch *f = j->f;
+
+	if (j->started)
+		return -EBUSY;
+	queue_remove(f, j);
+	f->njobs--;
+	f->st.jobs_cancelled++;
+	fetch_job_free(j);
+	return 0;
+}
+
+void fetch_job_promote(struct fetch_job *j)
+{
+	bool queued = j->queued;
+
+	if (j->prio == FETCH_DEMAND)
+		return;
+	queue_remove(j->f, j);
+	j->prio = FETCH_DEMAND;
+	if (queued)
+		queue_append(j->f, j);
+}
+
+bool fetch_job_started(const struct fetch_job *j)
+{
+	return j->started;
+}
+
+static void job_finish(struct fetch *f, struct fetch_job *j)
+{
+	queue_remove(f, j);
+	f->njobs--;
+	if (j->err)
+		f->st.jobs_failed++;
+	else
+		f->st.jobs_done++;
+	if (j->fn)
+		j->fn(j->arg, j->err, j->bytes);
+	fetch_job_free(j);
+}
+
+/* One completion; returns true when its job is finished. */
+static bool complete(struct fetch *f, unsigned ri, int res)
+{
+	struct fetch_req *r = &f->reqs[ri];
+	struct fetch_job *j = r->job;
+	struct fetch_file *ff = &f->files[r->file];
+
+	if (res == -EAGAIN || res == -EINTR) {
+		f->st.retries++;
+		f->redo[f->nredo++] = ri;
+		return false;
+	}
+	if (res < 0) {
+		f->st.errors++;
+		log_err("fetch: %s: read of %llu bytes at %llu failed: %s", ff->path,
+			(unsigned long long)r->length, (unsigned long long)r->offset, strerror(-res));
+		if (!j->err)
+			j->err = res;
+	} else {
+		uint64_t got = (uint64_t)res;
+
+		f->st.bytes_read += got;
+		j->bytes += got;
+		if (got < r->length && r->offset + got < ff->size) {
+			if (got == 0) {
+				/* No progress before the end of the file: it shrank. */
+				log_err("fetch: %s: read at %llu returned nothing before the end of the file (%llu)",
+					ff->path, (unsigned long long)r->offset, (unsigned long long)ff->size);
+				if (!j->err)
+					j->err = -EIO;
+			} else if (!j->err) {
+				f->st.short_reads++;
+				r->offset += got;
+				r->dst += got;
+				r->length -= got;
+				f->redo[f->nredo++] = ri;
+				return false;
+			}
+		}
+		/* Short at the end of the file: the rest of the aligned superset
+		 * is past EOF and belongs to no tensor. */
+	}
+	r->job = NULL;
+	f->free_reqs[f->nfree++] = ri;
+	j->inflight--;
+	if (j->err)
+		queue_remove(f, j);
+	if (j->inflight == 0 && (j->err || j->next >= j->count)) {
+		job_finish(f, j);
+		return true;
+	}
+	return false;
+}
+
+int fetch_process(struct fetch *f)
+{
+	struct io_uring_cqe *cqe;
+	uint64_t v;
+	int done = 0, e;
+
+	/* Clears the eventfd; completions are read from the ring below. */
+	if (read(f->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		return -errno;
+	for (;;) {
+		while (io_uring_peek_cqe(&f->ring, &cqe) == 0) {
+			unsigned ri = (unsigned)io_uring_cqe_get_data64(cqe);
+			int res = cqe->res;
+
+			io_uring_cqe_seen(&f->ring, cqe);
+			f->inflight--;
+			if (ri < f->depth && f->reqs[ri].job)
+				done += complete(f, ri, res);
+		}
+		e = submit_more(f);
+		if (e < 0)
+			return e;
+		/* Callbacks may have queued more; stop when the ring is quiet. */
+		if (io_uring_cq_ready(&f->ring) == 0)
+			break;
+	}
+	return done;
+}
+
+int fetch_wait(struct fetch *f)
+{
+	struct io_uring_cqe *cqe;
+	int e;
+
+	if (!f->inflight) {
+		e = submit_more(f);
+		if (e < 0 || !f->inflight)
+			return e;
+	}
+	e = io_uring_wait_cqe(&f->ring, &cqe);
+	if (e < 0 && e != -EINTR)
+		return e;
+	return fetch_process(f);
+}
+
+int fetch_fd(const struct fetch *f)
+{
+	return f->efd;
+}
+
+unsigned fetch_pending(const struct fetch *f)
+{
+	return f->njobs;
+}
+
+void fetch_get_stats(const struct fetch *f, struct fetch_stats *st)
+{
+	*st = f->st;
+}

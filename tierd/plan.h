@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The per-token energy and latency model behind `tierctl plan`.  Pure functions:
+ * no I/O, no globals, so every figure can be checked by hand in a unit test.
+ *
+ * One decode step of a batch of B requests, each with `context` tokens in its KV
+ * cache, is walked layer by layer: bytes read from each tier, FLOPs, on-chip
+ * cache traffic, and time as the larger of compute, HBM and the offload transfer
+ * of the next layer (prefetched one layer ahead).  Energies are per token (the
+ * step's joules divided by B).  Method and defaults follow the SSD-offloading
+ * energy paper (Kyung, Yun, Ahn, IEEE CAL 2025); see tierctl-plan(8).
+ */
+#ifndef TIERD_PLAN_H
+#define TIERD_PLAN_H
+
+#include <stddef.h>
+
+/* Where routed experts live.  Dense, shared and attention weights stay in HBM. */
+enum plan_tier {
+	PLAN_TIER_HBM,
+	PLAN_TIER_DDR,
+	PLAN_TIER_SSD,
+};
+#define PLAN_NTIERS 3
+
+enum plan_attn {
+	PLAN_ATTN_GQA,	/* grouped-query (MHA when kv_heads == heads) */
+	PLAN_ATTN_MLA,	/* multi-head latent attention, DeepSeek-V2/V3 */
+};
+
+/* Per-token energy components. */
+enum plan_part {
+	PLAN_PART_ATTN,		/* attention weights + KV cache reads (HBM) */
+	PLAN_PART_DENSE,	/* dense FFN, shared experts, routers, LM head (HBM) */
+	PLAN_PART_EXPERT_HBM,	/* routed experts resident in HBM, read */
+	PLAN_PART_EXPERT_DDR,	/* routed experts read from DDR */
+	PLAN_PART_EXPERT_SSD,	/* routed experts read from Flash */
+	PLAN_PART_FETCH,	/* HBM write + HBM read of fetched experts */
+	PLAN_PART_COMPUTE,	/* FLOPs */
+	PLAN_PART_CACHE,	/* on-chip L1/L2 traffic of the tiled matmuls */
+	PLAN_PART_STATIC,	/* idle power x step time */
+};
+#define PLAN_NPARTS 9
+
+struct plan_model {
+	char name[64];
+	unsigned layers;
+	unsigned hidden;
+	unsigned vocab;			/* LM head rows; 0: no head */
+	double bytes_per_param;		/* 2 for BF16 */
+
+	enum plan_attn attn;
+	unsigned heads;
+	unsigned kv_heads;		/* GQA */
+	unsigned head_dim;		/* GQA */
+	unsigned q_lora;		/* MLA; 0: plain query projection */
+	unsigned kv_lora;		/* MLA */
+	unsigned rope_dim;		/* MLA */
+	unsigned nope_dim;		/* MLA */
+	unsigned v_dim;			/* MLA */
+
+	unsigned dense_ffn;		/* intermediate size of dense FFN layers */
+	unsigned experts;		/* routed experts per MoE layer; 0: dense model */
+	unsigned top_k;
+	unsigned expert_ffn;
+	unsigned shared_experts;
+	unsigned shared_ffn;		/* intermediate size of one shared expert */
+	/* Layer i (from 0) is MoE iff i >= first_dense and (i + moe_phase) % moe_step == 0. */
+	unsigned first_dense;
+	unsigned moe_step;
+	unsigned moe_phase;
+};
+
+/* The system, whole: per-GPU figures are multiplied by the GPU count. */
+struct plan_hw {
+	char name[64];
+	unsigned nodes;
+	unsigned gpus_per_node;
+	double gpu_tflops;		/* dense BF16, per GPU */
+	double hbm_gbps;		/* per GPU */
+	double hbm_gib;			/* per GPU */
+	double link_gbps;		/* offload link into each GPU, per direction */
+	double ddr_gbps;		/* DDR read per node feeding the links; 0: as fast as the links */
+	double ssd_gbps;		/* Flash read per node; 0: as fast as the links */
+	double ddr_gib;			/* installed per node (default capacity for select) */
+};
+
+struct plan_energy {
+	double pj_hbm;			/* pJ/b, HBM read (and write of fetched weights) */
+	double pj_ddr;			/* pJ/b, DDR read incl. I/O */
+	double pj_flash;		/* pJ/b, Flash read incl. I/O */
+	double flash_scale;		/* what-if factor on pj_flash */
+	double pj_l1;			/* pJ/b */
+	double pj_l2;			/* pJ/b */
+	double pj_flop;			/* pJ per FLOP (2 per MAC) */
+	double gpu_idle_w;		/* per GPU, includes its HBM */
+	double ddr_static_w;		/* W per ddr_static_gb of DDR holding experts */
+	double ddr_static_gb;
+	double ssd_idle_w;		/* per node, when experts live on SSD */
+	unsigned tile;			/* output tile edge of the matmuls (cache model) */
+};
+
+struct plan_params {
+	struct plan_hw hw;
+	struct plan_energy en;
+	unsigned context;		/* tokens in each request's KV cache */
+	unsigned top_k;			/* 0: the model's */
+	double bytes_per_param;		/* 0: the model's */
+};
+
+/* Fraction of the routed experts on each tier; sums to 1. */
+struct plan_place {
+	double frac[PLAN_NTIERS];
+};
+
+struct plan_result {
+	unsigned batch;
+	double energy_j[PLAN_NPARTS];	/* per token */
+	double energy_per_token_j;
+	double latency_per_token_s;	/* the step time: each request gets one token per step */
+	double tokens_per_s;
+	double bytes_read[PLAN_NTIERS];	/* per step; HBM includes re-reads of fetched experts */
+	double hbm_write_bytes;		/* per step, fetched experts */
+	double flops;			/* per step */
+	double cache_bytes;		/* per step, on-chip traffic */
+	double distinct_experts;	/* expected, per MoE layer */
+	/* Layers whose time is set by compute, HBM, or the offload transfer. */
+	unsigned bound_compute, bound_hbm, bound_offload;
+	/* Capacity the placement needs, whole system. */
+	double hbm_need_bytes;		/* resident weights, HBM experts, KV cache */
+	double ddr_need_bytes;
+	double ssd_need_bytes;
+};
+
+/* Static sizes of a model, whole system, bytes. */
+struct plan_sizes {
+	double params;
+	double resident_bytes;		/* everything but routed experts */
+	double routed_bytes;		/* all routed experts of all MoE layers */
+	double expert_bytes;		/* one routed expert of one layer */
+	double kv_bytes_per_token;	/* one context token, all layers */
+	unsigned moe_layers;
+};
+
+/* Paper defaults: DGX H100 with NVLink 5 offload links, energies of the reference. */
+void plan_params_default(struct plan_params *p);
+/* "pj_flash" = "51.2" etc.; -ENOENT for an unknown key, -EINVAL/-ERANGE with err. */
+int plan_set(struct plan_params *p, const char *key, const char *value, char *err, size_t errlen);
+/* The keys plan_set knows, NULL-terminated, with their section ("hardware"/"energy"/"model"). */
+const char *plan_key_section(const char *key);
+const char *const *plan_keys(void);
+
+int plan_model_check(const struct plan_model *m, char *err, size_t errlen);
+int plan_params_check(const struct plan_params *p, char *err, size_t errlen);
+int plan_sizes_get(const struct plan_model *m, const struct plan_params *p, struct plan_sizes *s);
+
+/* E * (1 - (1 - k/E)^B): expected distinct experts B uniform tokens activate. */
+double plan_distinct_experts(unsigned experts, unsigned top_k, double batch);
+
+/* One decode step.  -EINVAL (with err) when an input is out of range. */
+int plan_eval(const struct plan_model *m, const struct plan_params *p,
+	      const struct plan_place *place, unsigned batch, struct plan_result *r,
+	      char *err, size_t errlen);
+
+/* The three placements of the paper. */
+void plan_place_all(enum plan_tier t, struct plan_place *place);
+const char *plan_tier_name(enum plan_tier t);
+const char *plan_part_name(enum plan_part part);
+/* Sum of the weight components (attention KV excluded): the part batching amortises. */
+double plan_result_weight_j(const struct plan_result *r);
+
+enum plan_objective {
+	PLAN_OBJ_ENERGY,
+	PLAN_OBJ_LATENCY,
+};
+
+struct plan_select_req {
+	double hbm_bytes;		/* capacity, whole system */
+	double ddr_bytes;
+	double max_latency_s;		/* 0: no ceiling */
+	double max_energy_j;		/* per token; 0: no ceiling */
+	enum plan_objective objective;
+	const unsigned *batches;
+	size_t nbatches;
+	unsigned ddr_steps;		/* DDR cache sizes tried: k/ddr_steps of the routed bytes */
+};
+
+struct plan_candidate {
+	unsigned batch;
+	struct plan_place place;
+	struct plan_result r;
+};
+
+/*
+ * Lists the feasible (batch, placement) pairs, best first by the objective, in
+ * *out (free() it).  Routed experts fill the HBM left after resident weights and
+ * KV cache (HBM is never the worse tier), then DDR caches a fraction of the rest
+ * (hit rate = that fraction under uniform routing), the remainder stays on SSD.
+ * -ENOSPC when nothing fits, -ERANGE when nothing meets the ceilings; err says
+ * which constraint and what the closest candidate achieves.
+ */
+int plan_select(const struct plan_model *m, const struct plan_params *p,
+		const struct plan_select_req *req, struct plan_candidate **out, size_t *n,
+		char *err, size_t errlen);
+
+/* Parses "1,2,4" or "1-1024" (powers of two) into at most max values. */
+int plan_parse_batches(const char *s, unsigned *out, size_t max, size_t *n);
+
+#endif
