@@ -27,12 +27,14 @@ VM_SMP=${TIERD_VM_SMP:-2}
 VM_ROOTFS_RECIPE=4
 # Packages of the full guest: systemd as PID 1 and the runtime libraries of
 # tierd's build (host and guest are both Debian 12, so the same packages).
-VM_ROOTFS_PACKAGES="systemd systemd-sysv udev kmod dbus procps iproute2
-util-linux e2fsprogs libpam-systemd nvme-cli
-liburing2 libnuma1 libnvme1 libbpf1 libelf1 zlib1g libjson-c5 libinih1
-libmicrohttpd12 libsystemd0 libxxhash0 libfuse3-3 libcmocka0 libasan8
-libubsan1 libgcc-s1 libstdc++6"
-VM_NVME_MODULES="crct10dif_common crc-t10dif crc64 crc64-rocksoft t10-pi nvme-core nvme"
+VM_ROOTFS_PACKAGES=(systemd systemd-sysv udev kmod dbus procps iproute2
+	util-linux e2fsprogs libpam-systemd nvme-cli
+	liburing2 libnuma1 libnvme1 libbpf1 libelf1 zlib1g libjson-c5 libinih1
+	libmicrohttpd12 libsystemd0 libxxhash0 libfuse3-3 libcmocka0 libasan8
+	libubsan1 libgcc-s1 libstdc++6)
+# Their dependencies come along (modprobe --show-depends); named here is the
+# order a hand-made initramfs would use.
+VM_NVME_MODULES=(crct10dif_common crc-t10dif crc64 crc64-rocksoft t10-pi nvme-core nvme)
 
 vm_log() {
 	printf 'vm: %s\n' "$*" >&2
@@ -311,7 +313,7 @@ vm_mirror() {
 # (qemu -snapshot), so one image serves every run on the machine.
 vm_rootfs() {
 	local key
-	key=$(printf '%s\n' "$VM_ROOTFS_RECIPE" $VM_ROOTFS_PACKAGES | sha256sum | cut -c1-16)
+	key=$(printf '%s\n' "$VM_ROOTFS_RECIPE" "${VM_ROOTFS_PACKAGES[@]}" | sha256sum | cut -c1-16)
 	VM_ROOTFS="$VM_CACHE/rootfs-$key.ext4"
 	[ -f "$VM_ROOTFS" ] && return 0
 	vm_locked vm__rootfs_build "$VM_ROOTFS"
@@ -325,13 +327,13 @@ vm__rootfs_build() {
 	command -v mkfs.ext4 >/dev/null || { vm_die "mkfs.ext4 not installed"; return 1; }
 	mirror=$(vm_mirror) || return 1
 	tmp=$(mktemp -d "$VM_CACHE/rootfs.XXXXXX") || return 1
-	pkgs=$(echo $VM_ROOTFS_PACKAGES | tr ' ' ',')
+	pkgs=$(IFS=,; echo "${VM_ROOTFS_PACKAGES[*]}")
 	t0=$(date +%s)
 	vm_log "debootstrap bookworm from $mirror (once per machine; a few minutes)"
 	if ! debootstrap --variant=minbase --include="$pkgs" bookworm "$tmp/root" "$mirror" \
 		>"$tmp/debootstrap.log" 2>&1; then
 		tail -20 "$tmp/debootstrap.log" >&2
-		cat "$tmp/root/debootstrap/debootstrap.log" 2>/dev/null | tail -20 >&2
+		tail -20 "$tmp/root/debootstrap/debootstrap.log" >&2 2>/dev/null
 		rm -rf "$tmp"
 		vm_die "debootstrap failed"
 		return 1
@@ -378,7 +380,7 @@ vm_payload_add_tree() {
 	# The guest has a merged /usr: /lib, /bin, /sbin are links into /usr,
 	# which copying a real /lib directory over would break.
 	for x in bin sbin lib lib64; do
-		[ -d "$d/payload/$x" ] && [ ! -L "$d/payload/$x" ] || continue
+		if [ ! -d "$d/payload/$x" ] || [ -L "$d/payload/$x" ]; then continue; fi
 		mkdir -p "$d/payload/usr/$x" && cp -a "$d/payload/$x/." "$d/payload/usr/$x/" &&
 			rm -rf "${d:?}/payload/$x" || return 1
 	done
@@ -391,6 +393,27 @@ vm_payload_add_tree() {
 		grep -qxF "/usr$lib" "$files" && continue
 		vm_log "payload: adding $lib (not in the root file system)"
 		mkdir -p "$d/payload$(dirname "$lib")" && cp -L "$lib" "$d/payload$lib" || exit 1
+	done
+}
+
+# A build configured with another prefix than /usr/local (make distcheck's,
+# say) installs where the guest does not look: the guest script gets that
+# prefix on its PATH, and units installed outside systemd's directories are
+# copied into /etc/systemd/system.
+vm__payload_prefix() {
+	local d=$1 builddir=$2 stage=$3 prefix u
+	prefix=$(sed -n 's/^prefix = //p' "$builddir/Makefile")
+	mkdir -p "$d/payload/usr/local/libexec/tierd-vm" "$d/payload/etc/systemd/system"
+	{
+		echo "PATH=$prefix/sbin:$prefix/bin:\$PATH"
+		echo "LD_LIBRARY_PATH=$prefix/lib"
+		echo "export PATH LD_LIBRARY_PATH"
+	} >"$d/payload/usr/local/libexec/tierd-vm/env"
+	find "$stage" -path '*/systemd/system/*' -type f | while read -r u; do
+		case ${u#"$stage"} in
+		/lib/systemd/system/* | /usr/lib/systemd/system/* | /etc/systemd/system/*) ;;
+		*) cp "$u" "$d/payload/etc/systemd/system/" || exit 1 ;;
+		esac
 	done
 }
 
@@ -423,7 +446,9 @@ state=$(timeout 180 systemctl is-system-running --wait 2>&1)
 {
 	echo "TIERD-VM-BEGIN"
 	echo "# system state after boot: $state"
-	cd /usr/local/libexec/tierd-vm && sh ./guest.sh
+	cd /usr/local/libexec/tierd-vm || exit 1
+	[ -f ./env ] && . ./env
+	sh ./guest.sh
 	echo "TIERD-VM-EXIT $?"
 } >$out 2>&1
 sync
@@ -442,7 +467,7 @@ vm_simple_initrd() {
 	shift 2
 	vm_initramfs_new "$d" &&
 		vm_initramfs_add_bin "$d" "$(PATH=$PATH:/usr/sbin command -v nvme)" &&
-		vm_initramfs_add_modules "$d" $VM_NVME_MODULES &&
+		vm_initramfs_add_modules "$d" "${VM_NVME_MODULES[@]}" &&
 		vm_initramfs_add_file "$d" "$script" /guest/guest.sh &&
 		vm_initramfs_init "$d" run || return 1
 	echo /dev/nvme0n1 >"$d/etc/tierd-vm.wait"
@@ -459,7 +484,7 @@ vm_full_initrd() {
 	local w=$1 script=$2 builddir=${3:-} d=$1/initramfs
 	vm_rootfs || return 1
 	vm_initramfs_new "$d" &&
-		vm_initramfs_add_modules "$d" virtio_pci virtio_blk ext4 autofs4 $VM_NVME_MODULES &&
+		vm_initramfs_add_modules "$d" virtio_pci virtio_blk ext4 autofs4 "${VM_NVME_MODULES[@]}" &&
 		vm_initramfs_init "$d" switch /dev/vda || return 1
 	mkdir -p "$d/payload"
 	if [ -n "$builddir" ]; then
@@ -473,6 +498,7 @@ vm_full_initrd() {
 			return 1
 		fi
 		vm_payload_add_tree "$d" "$w/stage" || return 1
+		vm__payload_prefix "$d" "$builddir" "$w/stage" || return 1
 	fi
 	vm_payload_runner "$d" &&
 		vm_initramfs_add_file "$d" "$script" /payload/usr/local/libexec/tierd-vm/guest.sh &&
@@ -584,6 +610,7 @@ vm_tap_guest() {
 	if [ "$plans" -gt 0 ] && [ "$planned" != "$n" ]; then
 		vm_tap_not_ok "guest planned $planned tests and ran $n"
 	fi
+	# shellcheck disable=SC2034 # read by the suites
 	VM_GUEST_TESTS=$n
 }
 
