@@ -400,7 +400,7 @@ vm_payload_add_tree() {
 # say) installs where the guest does not look: the guest script gets that
 # prefix on its PATH, and units installed outside systemd's directories are
 # copied into /etc/systemd/system.
-vm__payload_prefix() {
+vm__payload_fixups() {
 	local d=$1 builddir=$2 stage=$3 prefix u
 	prefix=$(sed -n 's/^prefix = //p' "$builddir/Makefile")
 	mkdir -p "$d/payload/usr/local/libexec/tierd-vm" "$d/payload/etc/systemd/system"
@@ -414,6 +414,22 @@ vm__payload_prefix() {
 		/lib/systemd/system/* | /usr/lib/systemd/system/* | /etc/systemd/system/*) ;;
 		*) cp "$u" "$d/payload/etc/systemd/system/" || exit 1 ;;
 		esac
+	done
+	vm__payload_sanitizers "$d" "$stage"
+}
+
+# A sanitizer build's leak check at exit ptraces the process's own threads,
+# which a hardened unit's SystemCallFilter (~@debug) forbids: LeakSanitizer
+# then fails the service at every stop.  For such builds only, a drop-in lets
+# the installed services call ptrace, so their leaks are still checked.
+vm__payload_sanitizers() {
+	local d=$1 stage=$2 u
+	find "$stage" -type f -perm -u+x -exec ldd {} + 2>/dev/null | grep -q libasan || return 0
+	find "$stage" -path '*/systemd/system/*.service' -type f | while read -r u; do
+		u=$(basename "$u")
+		mkdir -p "$d/payload/etc/systemd/system/$u.d" || exit 1
+		printf '# Added by the VM harness: sanitizer build (see tests/vm/vm-lib.sh).\n[Service]\nSystemCallFilter=ptrace\n' \
+			>"$d/payload/etc/systemd/system/$u.d/50-vm-sanitizers.conf" || exit 1
 	done
 }
 
@@ -498,7 +514,7 @@ vm_full_initrd() {
 			return 1
 		fi
 		vm_payload_add_tree "$d" "$w/stage" || return 1
-		vm__payload_prefix "$d" "$builddir" "$w/stage" || return 1
+		vm__payload_fixups "$d" "$builddir" "$w/stage" || return 1
 	fi
 	vm_payload_runner "$d" &&
 		vm_initramfs_add_file "$d" "$script" /payload/usr/local/libexec/tierd-vm/guest.sh &&
