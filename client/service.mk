@@ -1,1 +1,68 @@
 # service: sources and tests of this area (included by Makefile.am).
+# The Unix-socket service, its wire protocol, the event loop and main.c's glue.
+libtierd_la_SOURCES += \
+	tierd/loop.c tierd/loop.h \
+	tierd/proto.c client/tierd-proto.h \
+	tierd/server.c tierd/server.h
+
+check_PROGRAMS += tests/test-proto tests/test-loop
+TESTS += tests/test-proto tests/test-loop
+tests_test_proto_SOURCES = tests/test-proto.c
+tests_test_proto_CFLAGS = $(TEST_CFLAGS)
+tests_test_proto_LDADD = $(TEST_LIBS)
+tests_test_loop_SOURCES = tests/test-loop.c
+tests_test_loop_CFLAGS = $(TEST_CFLAGS)
+tests_test_loop_LDADD = $(TEST_LIBS)
+
+# libtierd-client: shared and static, exported symbols pinned by a version script.
+lib_LTLIBRARIES += client/libtierd-client.la
+include_HEADERS += client/tierd-client.h
+client_libtierd_client_la_SOURCES = client/tierd-client.c client/tierd-client.h \
+	tierd/proto.c client/tierd-proto.h
+client_libtierd_client_la_CFLAGS = $(AM_CFLAGS) -pthread
+client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 0:0:0 \
+	-Wl,--version-script=$(top_srcdir)/client/libtierd-client.sym
+EXTRA_client_libtierd_client_la_DEPENDENCIES = client/libtierd-client.sym
+EXTRA_DIST += client/libtierd-client.sym
+
+# tierctl's service commands, over libtierd-client.
+client_tierctl_SOURCES += client/tierctl-service.c
+client_tierctl_LDADD += client/libtierd-client.la
+
+# Integration: the real daemon, a demo checkpoint, several client processes.
+check_PROGRAMS += tests/svc-client
+tests_svc_client_SOURCES = tests/svc-client.c
+tests_svc_client_CFLAGS = $(libtierd_la_CFLAGS) -pthread
+tests_svc_client_LDADD = client/libtierd-client.la libtierd.la -lpthread
+TESTS += tests/service.sh
+EXTRA_DIST += tests/service.sh
+
+# systemd units (installed to systemd's unit directory) and the example config.
+systemdsystemunit_DATA += contrib/systemd/tierd.service contrib/systemd/tierd.socket
+contrib/systemd/tierd.service: contrib/systemd/tierd.service.in Makefile
+	$(AM_V_GEN)$(MKDIR_P) contrib/systemd && \
+	sed -e 's|@sbindir[@]|$(sbindir)|g' $(srcdir)/contrib/systemd/tierd.service.in >$@
+CLEANFILES += contrib/systemd/tierd.service
+EXTRA_DIST += contrib/systemd/tierd.service.in contrib/systemd/tierd.socket contrib/tierd.conf
+
+# Units verified, socket activation, sd_notify.
+TESTS += tests/systemd-units.sh
+EXTRA_DIST += tests/systemd-units.sh
+
+# libFuzzer target for the protocol decoder: built with clang and run by the script.
+EXTRA_DIST += tests/fuzz-proto.sh tests/fuzz-proto.c
+CLEANFILES += tests/fuzz-proto
+if FUZZ
+TESTS += tests/fuzz-proto.sh
+endif
+
+# Run inside a systemd guest by the VM harness (tests/vm/).
+EXTRA_DIST += tests/vm/guest-systemd-check.sh
+
+# Python binding (ctypes over libtierd-client.so), installed beside the data.
+tierdpythondir = $(pkgdatadir)/python
+dist_tierdpython_DATA = client/python/tierd_client.py
+TESTS += tests/python-client.sh
+EXTRA_DIST += tests/python-client.sh tests/test_tierd_client.py
+
+dist_man_MANS += man/tierd.8 man/tierd.conf.5 man/tierctl.8 man/libtierd-client.3

@@ -92,7 +92,7 @@ static void print_json(const struct catalog *cat, const struct catalog_expert *e
 	json_object_object_add(o, "slot_align", json_object_new_int64((int64_t)cat->align));
 	json_object_object_add(o, "dense_tensors", json_object_new_int64((int64_t)cat->dense_tensors));
 	json_object_object_add(o, "example", expert_json(cat, ex));
-	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 }
 

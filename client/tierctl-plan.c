@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -284,7 +285,7 @@ static int parse_args(struct plan_cli *c, int argc, char **argv)
 		return -EINVAL;
 	}
 	if (!batches)
-		batches = c->select ? "1-1024" : "1-1024";
+		batches = "1-1024";
 	r = plan_parse_batches(batches, c->batches, MAX_BATCHES, &c->nbatches);
 	if (r < 0) {
 		fprintf(stderr, "tierctl plan: --batch: expected positive sizes like \"1,8,64\" or "
@@ -619,7 +620,7 @@ static int run_plan(const struct plan_cli *c0, bool json)
 				if (!c.place[t])
 					continue;
 				nofit |= !fits;
-				printf("%5u %-4s%c %10.4f %9.3f %9.0f |", x->batch, plan_tier_name(t),
+				printf("%5u %-4s%c %10.4f %9.3f %9.1f |", x->batch, plan_tier_name(t),
 				       fits ? ' ' : '*', x->energy_per_token_j, x->latency_per_token_s * 1e3,
 				       x->tokens_per_s);
 				for (int k = 0; k < PLAN_NPARTS; k++)
@@ -656,6 +657,7 @@ static void print_snippet(const struct plan_model *m, const struct plan_params *
 			  const struct plan_candidate *best)
 {
 	const struct plan_result *r = &best->r;
+	char name[sizeof(m->name)];
 	double per_node = r->ddr_need_bytes / p->hw.nodes;
 	/* Whole MiB, rounded up, with room for the slot headers of the pool. */
 	unsigned long long mib = (unsigned long long)ceil(per_node * 1.02 / (1 << 20));
@@ -667,6 +669,11 @@ static void print_snippet(const struct plan_model *m, const struct plan_params *
 	       best->place.frac[PLAN_TIER_DDR] * 100, best->place.frac[PLAN_TIER_SSD] * 100);
 	printf("# Expected: %.4g J/token, %.3f ms/token, %.0f tokens/s.\n", r->energy_per_token_j,
 	       r->latency_per_token_s * 1e3, r->tokens_per_s);
+	/* A name from a file path may hold characters an INI section header cannot. */
+	snprintf(name, sizeof(name), "%s", m->name);
+	for (char *q = name; *q; q++)
+		if (!isalnum((unsigned char)*q) && !strchr("._-", *q))
+			*q = '-';
 	if (!mib) {
 		printf("# No expert needs the DDR pool: a minimal pool for the catalog's bookkeeping.\n");
 		mib = 64;
@@ -675,7 +682,7 @@ static void print_snippet(const struct plan_model *m, const struct plan_params *
 		printf("# One tierd per node: %u nodes, each with this pool.\n", p->hw.nodes);
 	printf("[pool]\nsize = %lluM\n\n", mib);
 	printf("[model %s]\n# Set path to the checkpoint directory (safetensors).\n"
-	       "path = /var/lib/tierd/models/%s\nquota = %lluM\n", m->name, m->name, mib);
+	       "path = /var/lib/tierd/models/%s\nquota = %lluM\n", name, name, mib);
 }
 
 static int run_select(const struct plan_cli *c0)
@@ -759,8 +766,8 @@ static void list_builtins(void)
 	for (const char *const *n = plan_model_builtin_names(); *n; n++)
 		printf(" %s", *n);
 	printf("\nhardware: dgx-h100-nvl5 (default, alias dgx-h100) dgx-h100-nvl4 local FILE\nkeys:");
-	for (const char *const *k = plan_keys(); *k; k++)
-		printf(" %s", *k);
+	for (size_t i = 0; plan_key_name(i); i++)
+		printf(" %s", plan_key_name(i));
 	printf("\n");
 }
 

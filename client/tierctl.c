@@ -24,13 +24,29 @@ static const struct tierctl_cmd commands[] = {
 	{ "demo-store", cmd_demo_store, "write a demo MoE checkpoint with verifiable contents" },
 
 	/* engine */
+	{ "bench", cmd_bench, "bench fetch DIR: engine read throughput vs fio, cold cache; bench acquire: service latency" },
+	{ "fetch", cmd_fetch, "fetch one expert through the engine and show where it landed" },
+	{ "demo", cmd_demo, "fetch, verify, release every expert of a few layers; bytes, time, energy" },
 
 	/* plan */
 	{ "plan", cmd_plan, "per-token energy and latency of MoE placements; \"plan select\" picks one" },
 
 	/* energy */
+	{ "metrics", cmd_metrics, "print Prometheus metrics (energy, bytes, power states)" },
+	{ "energy", cmd_energy, "per-tier energy table" },
+	{ "top", cmd_top, "live view: bandwidth per tier, hit rate, joules per token" },
 
 	/* service */
+	{ "status", cmd_status, "summary of the running tierd (--json)" },
+	{ "stats", cmd_stats, "every counter of the running tierd (--json)" },
+	{ "models", cmd_models, "models served and whether this user may use them" },
+	{ "prefetch", cmd_prefetch, "MODEL LAYERS EXPERTS: load experts ahead of need" },
+	{ "acquire", cmd_acquire, "MODEL LAYERS EXPERTS [--hold S]: pin, show tensors, release" },
+	{ "release", cmd_release, "MODEL LAYERS EXPERTS: release operator pins (same as unpin)" },
+	{ "evict", cmd_evict, "MODEL LAYERS EXPERTS: drop unpinned experts from the pool" },
+	{ "pin", cmd_pin, "MODEL LAYERS EXPERTS: operator pins, kept by the daemon" },
+	{ "unpin", cmd_unpin, "MODEL LAYERS EXPERTS: drop operator pins" },
+	{ "warm", cmd_warm, "MODEL [FIRST[-LAST]]: load layers into the pool, with progress" },
 
 	{ NULL, NULL, NULL },
 };

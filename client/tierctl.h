@@ -17,12 +17,30 @@ int cmd_check(const struct tierctl_opts *o, int argc, char **argv);
 int cmd_demo_store(const struct tierctl_opts *o, int argc, char **argv);
 
 /* engine */
+int cmd_bench(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_fetch(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_demo(const struct tierctl_opts *o, int argc, char **argv);
 
 /* plan */
 int cmd_plan(const struct tierctl_opts *o, int argc, char **argv);
 
 /* energy */
+int cmd_metrics(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_energy(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_top(const struct tierctl_opts *o, int argc, char **argv);
 
 /* service */
+int cmd_status(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_stats(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_models(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_prefetch(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_acquire(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_release(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_evict(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_pin(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_unpin(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_warm(const struct tierctl_opts *o, int argc, char **argv);
+/* tierctl bench acquire, dispatched by cmd_bench (tierctl-engine.c) */
+int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv);
 
 #endif

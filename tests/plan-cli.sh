@@ -36,7 +36,7 @@ expect_fail() {
 	fi
 }
 
-echo "1..21"
+echo "1..22"
 
 # 1-2: the table.
 "$TIERCTL" plan --model mixtral-8x7b --batch 1,32,1024 >"$tmp/table" 2>"$tmp/err"
@@ -120,7 +120,11 @@ check "select picks a placement" grep -q '<- chosen' "$tmp/sel"
 check "select prints a [pool] and [model] snippet" sh -c \
 	"grep -q '^\[pool\]' '$tmp/sel' && grep -q '^size = [0-9]*M' '$tmp/sel' && grep -q '^\[model mixtral-8x7b\]' '$tmp/sel'"
 
-# 14-20: bad input gives a clear error and exit status 2.
+sed -n '/^# tierd.conf/,$p' "$tmp/sel" >"$tmp/snippet.conf"
+check "the snippet is a valid tierd.conf (tierd -t)" sh -c \
+	"'$builddir/tierd/tierd' -t -c '$tmp/snippet.conf' >'$tmp/err' 2>&1"
+
+# 15-21: bad input gives a clear error and exit status 2.
 expect_fail 2 'unknown model "gpt-7"' "unknown model" -- plan --model gpt-7
 printf '{"hidden_size": 4096,,}' >"$tmp/bad.json"
 expect_fail 2 'malformed JSON' "malformed config.json" -- plan --model-config "$tmp/bad.json"
@@ -133,7 +137,7 @@ expect_fail 2 'no placement meets' "latency ceiling nobody meets" -- \
 	plan select --model mixtral-8x7b --max-latency-ms 0.001
 expect_fail 2 'top-k 9 exceeds' "top-k above the expert count" -- plan --model mixtral-8x7b --top-k 9
 
-# 21: this machine: O_DIRECT reads of a file through io_uring, and a memcpy loop.
+# 22: this machine: O_DIRECT reads of a file through io_uring, and a memcpy loop.
 dd if=/dev/zero of="$tmp/disk.bin" bs=1M count=16 2>/dev/null
 "$TIERCTL" plan --model mixtral-8x7b --batch 1 --hardware local --measure-file "$tmp/disk.bin" \
 	--h2d-gbps 48 >"$tmp/out" 2>"$tmp/err"

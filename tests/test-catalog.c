@@ -148,6 +148,11 @@ static void verify_all(const struct catalog *cat)
 		const struct catalog_expert *ex = &cat->experts[i];
 
 		assert_ptr_equal(catalog_find(cat, ex->layer, ex->expert), ex);
+		/* Extents never overlap in the slot. */
+		for (uint32_t x = 0; x < ex->nextents; x++)
+			for (uint32_t y = x + 1; y < ex->nextents; y++)
+				assert_true(ex->extents[x].slot_offset + ex->extents[x].length <= ex->extents[y].slot_offset ||
+					    ex->extents[y].slot_offset + ex->extents[y].length <= ex->extents[x].slot_offset);
 		assert_true(ex->slot_bytes <= cat->slot_bytes);
 		memset(slot, 0xee, cat->slot_bytes);
 		for (uint32_t x = 0; x < ex->nextents; x++) {
@@ -443,6 +448,27 @@ static void test_llama4_multimodal(void **state)
 	catalog_free(cat);
 }
 
+static void test_llama4_per_expert(void **state)
+{
+	const struct tdef ts[] = {
+		{ "language_model.model.layers.1.feed_forward.experts.0.gate_proj.weight", "F8_E4M3", 2, { 4, 2 } },
+		{ "language_model.model.layers.1.feed_forward.experts.0.gate_proj.weight_scale", "F32", 2, { 4, 1 } },
+		{ "language_model.model.layers.1.feed_forward.experts.1.gate_proj.weight", "F8_E4M3", 2, { 4, 2 } },
+		{ "language_model.model.layers.1.feed_forward.experts.1.gate_proj.weight_scale", "F32", 2, { 4, 1 } },
+		{ "language_model.model.layers.1.feed_forward.shared_expert.gate_proj.weight", "BF16", 2, { 4, 2 } },
+	};
+	struct catalog *cat;
+
+	write_st(*state, "model.safetensors", ts, 5);
+	cat = open_ok(*state, NULL, NULL);
+	assert_string_equal(cat->preset, "llama4");
+	assert_int_equal(cat->nexperts, 2);
+	assert_int_equal(cat->experts[1].ntensors, 2);
+	assert_int_equal(cat->experts[1].bytes, 8 + 16);
+	assert_int_equal(cat->dense_tensors, 1);
+	catalog_free(cat);
+}
+
 static void test_user_preset(void **state)
 {
 	const struct tdef ts[] = {
@@ -483,7 +509,7 @@ static void test_user_preset(void **state)
 	conf_free(&c);
 	assert_int_equal(conf_init(&c), 0);
 	assert_int_equal(conf_load_string(&c, "t.conf", "[preset bad]\npattern = a.{L}.{E}\n", err, sizeof(err)), 0);
-	expect_fault(*state, NULL, &c, "line 2: [preset bad] pattern: unknown key");
+	expect_fault(*state, NULL, &c, "t.conf:2: [preset bad] pattern: unknown key");
 	conf_free(&c);
 }
 
@@ -648,7 +674,7 @@ static void test_bad_shard(void **state)
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/model.safetensors.index.json", (char *)*state);
 	unlink(path);
-	expect_fault(*state, NULL, NULL, "model.safetensors: No such file or directory");
+	expect_fault(*state, NULL, NULL, "neither model.safetensors.index.json nor model.safetensors found");
 }
 
 /* ---- slot layout ---------------------------------------------------------------------------- */
@@ -656,10 +682,9 @@ static void test_bad_shard(void **state)
 static void test_layout_slots(void **state)
 {
 	struct catalog_tensor ts[4] = {
-		/* listed out of file order on purpose */
-		{ .name = "c", .file = 0, .offset = 13000, .length = 100 },	/* far: own extent */
 		{ .name = "a", .file = 0, .offset = 100, .length = 50 },
 		{ .name = "b", .file = 0, .offset = 150, .length = 4000 },	/* adjacent to a: same extent */
+		{ .name = "c", .file = 0, .offset = 13000, .length = 100 },	/* far: own extent */
 		{ .name = "d", .file = 1, .offset = 8192, .length = 4096 },	/* aligned, another file */
 	};
 	struct catalog_expert ex = { .ntensors = 4, .tensors = ts };
@@ -671,12 +696,12 @@ static void test_layout_slots(void **state)
 	assert_int_equal(ex.extents[0].offset, 0);
 	assert_int_equal(ex.extents[0].length, 8192);	/* [0, 4150) rounded up */
 	assert_int_equal(ex.extents[0].slot_offset, 0);
-	assert_int_equal(ts[1].slot_offset, 100);
-	assert_int_equal(ts[2].slot_offset, 150);
+	assert_int_equal(ts[0].slot_offset, 100);
+	assert_int_equal(ts[1].slot_offset, 150);
 	assert_int_equal(ex.extents[1].offset, 12288);	/* [13000, 13100) -> [12288, 16384) */
 	assert_int_equal(ex.extents[1].length, 4096);
 	assert_int_equal(ex.extents[1].slot_offset, 8192);
-	assert_int_equal(ts[0].slot_offset, 8192 + 13000 - 12288);
+	assert_int_equal(ts[2].slot_offset, 8192 + 13000 - 12288);
 	assert_int_equal(ex.extents[2].file, 1);
 	assert_int_equal(ex.extents[2].offset, 8192);
 	assert_int_equal(ex.extents[2].length, 4096);
@@ -691,21 +716,38 @@ static void test_layout_slots(void **state)
 	assert_int_equal(ex.extents[0].length, 4608);
 	assert_int_equal(ex.extents[1].offset, 12800);
 	assert_int_equal(ex.extents[1].length, 512);
-	assert_int_equal(ts[0].slot_offset, 4608 + 13000 - 12800);
+	assert_int_equal(ts[2].slot_offset, 4608 + 13000 - 12800);
 	assert_int_equal(ex.slot_bytes, 4608 + 512 + 4096);
 
 	/* Alignment 1: the slot is exactly the tensors, merged where adjacent. */
 	assert_int_equal(catalog_layout_slots(&cat, 1), 0);
 	assert_int_equal(ex.slot_bytes, 50 + 4000 + 100 + 4096);
-	assert_int_equal(ts[1].slot_offset, 0);
-	assert_int_equal(ts[2].slot_offset, 50);
+	assert_int_equal(ts[0].slot_offset, 0);
+	assert_int_equal(ts[1].slot_offset, 50);
 
 	/* Two tensors sharing one block: read once. */
-	ts[0].offset = 4200;	/* block [4096, 8192) touches a/b's extent end */
+	ts[2].offset = 4200;	/* block [4096, 8192) is inside a/b's extent */
 	assert_int_equal(catalog_layout_slots(&cat, 4096), 0);
 	assert_int_equal(ex.nextents, 2);
 	assert_int_equal(ex.extents[0].length, 8192);
-	assert_int_equal(ts[0].slot_offset, 4200);
+	assert_int_equal(ts[2].slot_offset, 4200);
+
+	/* A tensor stored before the extent (scales grouped apart, as the reference writer does):
+	 * its own extent, and the block it shares with a is read twice, never placed twice. */
+	ts[0].offset = 8300;	/* a, b: [8192, 16384) */
+	ts[1].offset = 8350;
+	ts[2].offset = 8000;	/* c: [4096, 12288), before a's extent, sharing its first block */
+	ts[2].length = 300;
+	assert_int_equal(catalog_layout_slots(&cat, 4096), 0);
+	assert_int_equal(ex.nextents, 3);
+	assert_int_equal(ex.extents[0].offset, 8192);
+	assert_int_equal(ex.extents[0].length, 8192);
+	assert_int_equal(ex.extents[1].offset, 4096);
+	assert_int_equal(ex.extents[1].length, 8192);
+	assert_int_equal(ex.extents[1].slot_offset, 8192);
+	assert_int_equal(ts[2].slot_offset, 8192 + 8000 - 4096);
+	assert_int_equal(ex.extents[2].slot_offset, 16384);
+	assert_int_equal(ex.slot_bytes, 8192 + 8192 + 4096);
 
 	assert_int_equal(catalog_layout_slots(&cat, 3000), -EINVAL);
 	assert_int_equal(catalog_layout_slots(&cat, 0), -EINVAL);
@@ -726,6 +768,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deepseek_fp8, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_gpt_oss, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_llama4_multimodal, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_llama4_per_expert, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_user_preset, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_inconsistent_experts, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_sharded, setup_dir, teardown_dir),

@@ -194,8 +194,7 @@ static void test_engine_eio(void **state)
 	struct catalog_tensor t[4];
 	struct catalog_expert x[4];
 	struct catalog cat = { .dir = mnt, .preset = (char *)"hand", .nfiles = 1, .files = &cf,
-			       .nexperts = 4, .experts = x, .nlayers = 1, .experts_per_layer = 4,
-			       .slot_bytes = 2 * MiB };
+			       .nexperts = 4, .experts = x, .nlayers = 1, .experts_per_layer = 4 };
 	struct tierd_conf conf;
 	struct engine *e;
 	struct engine_stats st;
@@ -207,11 +206,13 @@ static void test_engine_eio(void **state)
 
 		t[i] = (struct catalog_tensor){ .name = (char *)"w", .dtype = ST_U8, .ndim = 1,
 						.shape = { end - off }, .file = 0, .offset = off,
-						.length = end - off, .slot_offset = off % FETCH_ALIGN };
+						.length = end - off };
 		x[i] = (struct catalog_expert){ .layer = 0, .expert = (uint32_t)i, .ntensors = 1,
 						.tensors = &t[i], .bytes = end - off };
 	}
 	assert_true(t[2].offset <= FAIL_AT && FAIL_AT < t[2].offset + t[2].length);
+	assert_int_equal(catalog_layout_slots(&cat, FETCH_ALIGN), 0);
+	cat.slot_bytes = 2 * MiB;	/* two slots in the pool */
 	assert_int_equal(conf_init(&conf), 0);
 	conf.pool_size = 4 * MiB;
 	conf.pool_lock = false;
@@ -247,6 +248,8 @@ static void test_engine_eio(void **state)
 	assert_int_equal(st.pins, 0);
 	assert_true(st.bytes_resident <= t[0].length + t[3].length + 2);
 	engine_destroy(e);
+	for (int i = 0; i < 4; i++)
+		free(x[i].extents);
 }
 
 int main(int argc, char **argv)

@@ -140,6 +140,8 @@ static void test_whole_file_fixed(void **state)
 	assert_true(st.requests >= 1 + (2 * MiB - 12 * KiB) / (256 * KiB) + (len - 2 * MiB) / (256 * KiB));
 	assert_int_equal(st.bytes_read, FILE_SIZE);
 	assert_int_equal(st.jobs_done, 1);
+	/* Into registered memory: every read is READ_FIXED. */
+	assert_int_equal(st.requests_fixed, st.requests);
 	fetch_destroy(f);
 	free(mem);
 }
@@ -168,6 +170,13 @@ static void test_unaligned_superset(void **state)
 	assert_int_equal(d.err, 0);
 	assert_int_equal(d.bytes, b - a);
 	check_range(mem + (off - a), off, length);
+	{
+		struct fetch_stats st;
+
+		fetch_get_stats(f, &st);
+		assert_int_equal(st.requests_fixed, 0);	/* plain memory: plain reads */
+		assert_true(st.requests >= (b - a) / (64 * KiB));
+	}
 	fetch_destroy(f);
 	free(mem);
 }

@@ -586,6 +586,9 @@ static void test_select(void **state)
 		assert_true(fabs(sum - 1) < 1e-9);
 		assert_true(c[i].r.hbm_need_bytes <= req.hbm_bytes * (1 + 1e-9));
 		assert_true(c[i].r.ddr_need_bytes <= req.ddr_bytes * (1 + 1e-9));
+		/* Part of the experts in HBM: exactly as many as leave room for the fetch buffers. */
+		if (c[i].place.frac[PLAN_TIER_HBM] > 0 && c[i].place.frac[PLAN_TIER_HBM] < 1)
+			assert_true(fabs(c[i].r.hbm_need_bytes - req.hbm_bytes) < 1e-9 * req.hbm_bytes);
 		if (i)
 			assert_true(c[i - 1].r.energy_per_token_j <= c[i].r.energy_per_token_j);
 	}

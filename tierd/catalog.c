@@ -42,6 +42,9 @@ static const char builtin_presets[] =
 	"[preset llama4]\n"
 	"fused = model.layers.{L}.feed_forward.experts.*\n"
 	"fused = language_model.model.layers.{L}.feed_forward.experts.*\n"
+	"; quantized releases store the experts one by one\n"
+	"tensor = model.layers.{L}.feed_forward.experts.{E}.*\n"
+	"tensor = language_model.model.layers.{L}.feed_forward.experts.{E}.*\n"
 	"[preset gpt-oss]\n"
 	"fused = model.layers.{L}.mlp.experts.*\n";
 
@@ -131,8 +134,10 @@ static bool pattern_match(const char *p, const char *s, struct match *m)
 	}
 }
 
-int catalog_preset_check(const struct conf_preset *p, char *err, size_t errlen)
+int catalog_preset_check(const char *file, const struct conf_preset *p, char *err, size_t errlen)
 {
+	if (!file)
+		file = "config";
 	size_t npat = 0;
 
 	for (size_t i = 0; i < p->nkv; i++) {
@@ -143,8 +148,8 @@ int catalog_preset_check(const struct conf_preset *p, char *err, size_t errlen)
 
 		if (!fused && strcmp(kv->key, "tensor"))
 			return errf(err, errlen, -EINVAL,
-				    "line %u: [preset %s] %s: unknown key (expected 'tensor' or 'fused')",
-				    kv->line, p->name, kv->key);
+				    "%s:%u: [preset %s] %s: unknown key (expected 'tensor' or 'fused')",
+				    file, kv->line, p->name, kv->key);
 		for (const char *c = v; *c; c++) {
 			if (!strncmp(c, "{L}", 3))
 				nl++;
@@ -155,13 +160,13 @@ int catalog_preset_check(const struct conf_preset *p, char *err, size_t errlen)
 		}
 		if (nl != 1 || ne != (fused ? 0u : 1u) || nstar > 1)
 			return errf(err, errlen, -EINVAL,
-				    "line %u: [preset %s] %s = %s: needs one {L}, %s {E} and at most one '*'",
-				    kv->line, p->name, kv->key, v, fused ? "no" : "one");
+				    "%s:%u: [preset %s] %s = %s: needs one {L}, %s {E} and at most one '*'",
+				    file, kv->line, p->name, kv->key, v, fused ? "no" : "one");
 		npat++;
 	}
 	if (!npat)
-		return errf(err, errlen, -EINVAL, "line %u: [preset %s] has no 'tensor' or 'fused' pattern",
-			    p->line, p->name);
+		return errf(err, errlen, -EINVAL, "%s:%u: [preset %s] has no 'tensor' or 'fused' pattern",
+			    file, p->line, p->name);
 	return 0;
 }
 
@@ -271,6 +276,11 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static int cmp_shard(const void *a, const void *b)
+{
+	return strcmp(((const struct shard *)a)->name, ((const struct shard *)b)->name);
+}
+
 static int load_shard(struct loader *l, struct shard *s)
 {
 	char path[PATH_MAX], *real = NULL;
@@ -319,7 +329,10 @@ static int load_files(struct loader *l)
 		if (!l->shards || !(l->shards[0].name = strdup(SINGLE_NAME)))
 			return -ENOMEM;
 		l->nshards = 1;
-		return load_shard(l, &l->shards[0]);
+		r = load_shard(l, &l->shards[0]);
+		if (r == -ENOENT)
+			errf(l->err, l->errlen, r, "%s: neither " INDEX_NAME " nor " SINGLE_NAME " found", l->dir);
+		return r;
 	}
 	if (!json_object_object_get_ex(index, "weight_map", &wm) || !json_object_is_type(wm, json_type_object)) {
 		r = errf(l->err, l->errlen, -EINVAL, INDEX_NAME ": no weight_map object");
@@ -368,18 +381,15 @@ static int load_files(struct loader *l)
 		if (r)
 			goto out;
 	}
-	/* Every tensor the index names must be in the shard it names. */
+	/* Every tensor the index names must be in the shard it names (shards are sorted by name). */
 	json_object_object_foreach(wm, tname2, fname2) {
-		const char *f = json_object_get_string(fname2);
+		struct shard key = { .name = (char *)json_object_get_string(fname2) };
+		const struct shard *s = bsearch(&key, l->shards, l->nshards, sizeof(*s), cmp_shard);
 
-		for (size_t i = 0; i < l->nshards; i++) {
-			if (strcmp(l->shards[i].name, f))
-				continue;
-			if (!st_header_find(l->shards[i].h, tname2)) {
-				r = errf(l->err, l->errlen, -EINVAL,
-					 INDEX_NAME ": tensor '%s' is mapped to %s, which does not contain it", tname2, f);
-				goto out;
-			}
+		if (!s || !st_header_find(s->h, tname2)) {
+			r = errf(l->err, l->errlen, -EINVAL,
+				 INDEX_NAME ": tensor '%s' is mapped to %s, which does not contain it", tname2, key.name);
+			goto out;
 		}
 	}
 	l->weight_map = json_object_get(wm);
@@ -636,7 +646,7 @@ static int build_experts(struct catalog *cat, struct loader *l, struct parts *ps
 			for (uint32_t k = 0; k < e0->ntensors; k++) {
 				const struct catalog_tensor *t0 = &e0->tensors[k];
 				const struct catalog_tensor *t = find_role(ex, rolesx, roles0[k]);
-				char a[160], b[160];
+				char a[256], b[256];	/* fits 8 dimensions of 20 digits */
 
 				if (!t) {
 					r = errf(l->err, l->errlen, -EINVAL,
@@ -716,38 +726,27 @@ static int apply_config(struct catalog *cat, struct loader *l)
 
 /* ---- slots ------------------------------------------------------------------------------ */
 
-static int cmp_file_offset(const void *a, const void *b)
-{
-	const struct catalog_tensor *x = *(const struct catalog_tensor * const *)a;
-	const struct catalog_tensor *y = *(const struct catalog_tensor * const *)b;
-
-	if (x->file != y->file)
-		return x->file < y->file ? -1 : 1;
-	return (x->offset > y->offset) - (x->offset < y->offset);
-}
-
 static int layout_expert(struct catalog_expert *ex, uint64_t align)
 {
-	struct catalog_tensor **by = calloc(ex->ntensors + 1, sizeof(*by));
 	struct catalog_extent *xs = calloc(ex->ntensors + 1, sizeof(*xs));
 	struct catalog_extent *cur = NULL;
 	uint32_t n = 0;
 	uint64_t pos = 0;
 
-	if (!by || !xs) {
-		free(by);
-		free(xs);
+	if (!xs)
 		return -ENOMEM;
-	}
-	for (uint32_t i = 0; i < ex->ntensors; i++)
-		by[i] = &ex->tensors[i];
-	qsort(by, ex->ntensors, sizeof(*by), cmp_file_offset);
 	for (uint32_t i = 0; i < ex->ntensors; i++) {
-		struct catalog_tensor *t = by[i];
+		struct catalog_tensor *t = &ex->tensors[i];
 		uint64_t start = t->offset & ~(align - 1);
 		uint64_t end = (t->offset + t->length + align - 1) & ~(align - 1);
 
-		if (cur && cur->file == t->file && start <= cur->offset + cur->length) {
+		/*
+		 * Only forward continuations join an extent: in the reference
+		 * writer's order (scales grouped apart from weights) a weight's
+		 * neighbour in the file is not its neighbour in the slot, and
+		 * its block is then read twice rather than placed twice.
+		 */
+		if (cur && cur->file == t->file && start >= cur->offset && start <= cur->offset + cur->length) {
 			if (end > cur->offset + cur->length) {
 				pos += end - (cur->offset + cur->length);
 				cur->length = end - cur->offset;
@@ -762,7 +761,6 @@ static int layout_expert(struct catalog_expert *ex, uint64_t align)
 		}
 		t->slot_offset = cur->slot_offset + (t->offset - cur->offset);
 	}
-	free(by);
 	free(ex->extents);
 	ex->extents = xs;
 	ex->nextents = n;
@@ -848,7 +846,7 @@ int catalog_open(struct catalog **out, const char *dir, const char *preset,
 	if (r)
 		goto out;
 	for (size_t c = 0; conf && c < conf->npresets; c++) {
-		r = catalog_preset_check(&conf->presets[c], err, errlen);
+		r = catalog_preset_check(conf->path, &conf->presets[c], err, errlen);
 		if (r)
 			goto out;
 	}

@@ -110,12 +110,13 @@ const struct catalog_expert *catalog_find(const struct catalog *cat, uint32_t la
  * Lays tensors out in a slot for reads aligned to 'align' bytes (a power of
  * two; O_DIRECT wants the device's logical block size, usually 4096).
  *
- * For each expert, its tensors are taken in file order; each tensor needs the
- * aligned superset [offset rounded down, offset + length rounded up).  A
- * superset that touches or overlaps the previous one in the same file joins
- * its extent (adjacent tensors of an expert become one read, and a shared
- * block is read once); otherwise a new extent starts at the next free slot
- * byte.  slot_offset of a tensor = its extent's slot_offset + (tensor offset -
+ * For each expert, its tensors are taken in order (by name); each tensor needs
+ * the aligned superset [offset rounded down, offset + length rounded up).  A
+ * superset that starts inside or right at the end of the current extent (same
+ * file, not before its start) extends it: tensors stored back to back become
+ * one read and a block they share is read once.  Otherwise a new extent
+ * starts at the next free slot byte, so extents never overlap in the slot
+ * (a block shared with a tensor further away is then read twice).  slot_offset of a tensor = its extent's slot_offset + (tensor offset -
  * extent offset), i.e. where the tensor's first byte lands.  expert.slot_bytes
  * is the sum of its extents, catalog.slot_bytes the maximum over experts.
  * The slot base itself must be aligned to 'align'.  Returns -EINVAL if align
@@ -123,8 +124,11 @@ const struct catalog_expert *catalog_find(const struct catalog *cat, uint32_t la
  */
 int catalog_layout_slots(struct catalog *cat, uint64_t align);
 
-/* Checks a preset's keys (also used for [preset] sections at config load). */
-int catalog_preset_check(const struct conf_preset *p, char *err, size_t errlen);
+/*
+ * Checks a [preset] section's keys and patterns ("file:line: [preset X] key:
+ * reason" in err).  catalog_open checks every configured preset this way.
+ */
+int catalog_preset_check(const char *file, const struct conf_preset *p, char *err, size_t errlen);
 
 const char *st_dtype_name(enum st_dtype t);
 size_t st_dtype_size(enum st_dtype t);

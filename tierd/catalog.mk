@@ -24,3 +24,6 @@ if FUZZ
 TESTS += tests/fuzz-safetensors.sh
 AM_TESTS_ENVIRONMENT += CLANG='$(CLANG)'; export CLANG;
 endif
+
+TESTS += tests/catalog-cli.sh
+EXTRA_DIST += tests/catalog-cli.sh

@@ -298,6 +298,8 @@ static int conf_apply(struct tierd_conf *c, const char *section, const char *key
 
 	if (IS("daemon", "socket"))
 		return set_str(&c->socket_path, v);
+	if (IS("daemon", "socket_mode"))
+		UINT(c->socket_mode, 0777);
 	if (IS("daemon", "state_dir"))
 		return set_str(&c->state_dir, v);
 	if (IS("daemon", "log_level")) {
@@ -355,6 +357,10 @@ static int conf_apply(struct tierd_conf *c, const char *section, const char *key
 		DBL(c->ddr_static_w_per_gib);
 	if (IS("energy", "gpu_idle_w"))
 		DBL(c->gpu_idle_w);
+	if (IS("energy", "gpus"))
+		UINT(c->gpus, 4096);
+	if (IS("energy", "nvme_default_w"))
+		DBL(c->nvme_default_w);
 	if (IS("metrics", "listen")) {
 		if (!*v || !strcasecmp(v, "off")) {
 			free(c->metrics_listen);
@@ -530,6 +536,7 @@ int conf_init(struct tierd_conf *c)
 		conf_free(c);
 		return -ENOMEM;
 	}
+	c->socket_mode = 0660;
 	c->log_level = LOG_INFO;
 	c->drain_timeout_ms = 10000;
 	c->pool_size = 1ULL << 30;

@@ -18,25 +18,12 @@
 #include "slab.h"
 
 /* What one expert reads: aligned file ranges and where they land in its slot. */
-struct engine_extent {
-	unsigned file;			/* fetch's file index */
-	uint64_t offset;
-	uint64_t length;
-	uint64_t slot_off;
-};
-
-struct engine_plan {
-	struct engine_extent *ext;
-	unsigned n;
-};
-
 struct engine_model {
 	char *name;
 	struct catalog *cat;
 	bool owned;
 	int cls;			/* slab class */
 	int *fmap;			/* catalog file index -> fetch file index */
-	struct engine_plan *plans;	/* one per catalog expert */
 };
 
 struct engine_waiter {
@@ -68,63 +55,37 @@ static const struct engine_model *model_get(const struct engine *e, uint32_t mod
 	return model < e->nmodels ? &e->models[model] : NULL;
 }
 
-static void plan_free(struct engine_model *m)
-{
-	if (!m->plans)
-		return;
-	for (uint32_t i = 0; i < m->cat->nexperts; i++)
-		free(m->plans[i].ext);
-	free(m->plans);
-	m->plans = NULL;
-}
-
 /*
- * Reads of one expert: each tensor's 4 KiB aligned superset, merged with the
- * previous one when they touch in the file and keep the same distance to the
- * slot (tensors stored back to back).  Every read must land inside the slot
- * and no two may overlap there: a bad layout is refused, never served.
+ * The catalog lays out each expert's reads (aligned extents, merged, in slot
+ * order).  Checked once more here because a bad layout must be refused, never
+ * served: every read inside the slot, aligned, and no two overlapping.
  */
-static int plan_expert(struct engine_model *m, const int *fmap, const struct catalog_expert *x,
-		       struct engine_plan *p, char *err, size_t errlen)
+static int check_expert(const struct engine_model *m, const struct catalog_expert *x,
+			char *err, size_t errlen)
 {
 	uint64_t slot = m->cat->slot_bytes;
 
-	p->ext = calloc(x->ntensors ? x->ntensors : 1, sizeof(*p->ext));
-	if (!p->ext)
-		return -ENOMEM;
-	p->n = 0;
-	for (uint32_t t = 0; t < x->ntensors; t++) {
-		const struct catalog_tensor *ct = &x->tensors[t];
-		uint64_t a = ct->offset & ~(FETCH_ALIGN - 1);
-		uint64_t b = (ct->offset + ct->length + FETCH_ALIGN - 1) & ~(FETCH_ALIGN - 1);
-		uint64_t lead = ct->offset - a;
-		struct engine_extent *prev = p->n ? &p->ext[p->n - 1] : NULL;
+	for (uint32_t i = 0; i < x->nextents; i++) {
+		const struct catalog_extent *u = &x->extents[i];
 
-		if (ct->file >= m->cat->nfiles || ct->slot_offset < lead ||
-		    (ct->slot_offset - lead) % FETCH_ALIGN || ct->slot_offset - lead + (b - a) > slot) {
-			snprintf(err, errlen, "model %s: layer %u expert %u: tensor %s: slot layout does not "
-				 "fit a %llu-byte slot with 4 KiB aligned reads", m->name, x->layer, x->expert,
-				 ct->name, (unsigned long long)slot);
+		if (u->file >= m->cat->nfiles || u->offset % FETCH_ALIGN || u->length % FETCH_ALIGN ||
+		    u->slot_offset % FETCH_ALIGN || u->slot_offset > slot || u->length > slot - u->slot_offset) {
+			snprintf(err, errlen, "model %s: layer %u expert %u: read %u does not fit a %llu-byte "
+				 "slot with 4 KiB aligned reads", m->name, x->layer, x->expert, i,
+				 (unsigned long long)slot);
 			return -EINVAL;
 		}
-		if (prev && prev->file == (unsigned)fmap[ct->file] && a <= prev->offset + prev->length &&
-		    a >= prev->offset && ct->slot_offset - lead == prev->slot_off + (a - prev->offset)) {
-			if (b > prev->offset + prev->length)
-				prev->length = b - prev->offset;
-			continue;
-		}
-		p->ext[p->n++] = (struct engine_extent){ (unsigned)fmap[ct->file], a, b - a, ct->slot_offset - lead };
-	}
-	for (unsigned i = 0; i < p->n; i++)
-		for (unsigned k = i + 1; k < p->n; k++) {
-			const struct engine_extent *u = &p->ext[i], *v = &p->ext[k];
+		for (uint32_t k = i + 1; k < x->nextents; k++) {
+			const struct catalog_extent *v = &x->extents[k];
 
-			if (u->slot_off < v->slot_off + v->length && v->slot_off < u->slot_off + u->length) {
-				snprintf(err, errlen, "model %s: layer %u expert %u: tensors overlap in the slot",
+			if (u->slot_offset < v->slot_offset + v->length &&
+			    v->slot_offset < u->slot_offset + u->length) {
+				snprintf(err, errlen, "model %s: layer %u expert %u: reads overlap in the slot",
 					 m->name, x->layer, x->expert);
 				return -EINVAL;
 			}
 		}
+	}
 	return 0;
 }
 
@@ -152,9 +113,8 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
 	memset(m, 0, sizeof(*m));
 	m->cat = cat;
 	m->name = strdup(name);
-	m->plans = calloc(cat->nexperts, sizeof(*m->plans));
 	fmap = calloc(cat->nfiles ? cat->nfiles : 1, sizeof(*fmap));
-	if (!m->name || !m->plans || !fmap) {
+	if (!m->name || !fmap) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -165,7 +125,7 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
 		fmap[i] = r;
 	}
 	for (uint32_t i = 0; i < cat->nexperts; i++) {
-		r = plan_expert(m, fmap, &cat->experts[i], &m->plans[i], err, errlen);
+		r = check_expert(m, &cat->experts[i], err, errlen);
 		if (r < 0)
 			goto fail;
 	}
@@ -183,7 +143,6 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
 	return (int)e->nmodels++;
 fail:
 	/* Files opened stay registered until the engine goes: harmless. */
-	plan_free(m);
 	free(m->name);
 	free(fmap);
 	return r;
@@ -218,9 +177,10 @@ int engine_create(struct engine **out, const struct tierd_conf *conf, char *err,
 	iov = pool_iovecs(e->pool, &niov);
 	r = fetch_register_buffers(e->fetch, iov, niov);
 	if (r < 0) {
-		snprintf(err, errlen, "engine: registering the pool with io_uring: %s%s", strerror(-r),
-			 r == -ENOMEM ? " (registered buffers count against RLIMIT_MEMLOCK)" : "");
-		goto fail;
+		/* Still correct without: reads then pin pages each time (slower). */
+		log_warn("engine: registering the pool with io_uring failed (%s)%s; reading without "
+			 "registered buffers", strerror(-r),
+			 r == -ENOMEM ? ": registered buffers count against RLIMIT_MEMLOCK" : "");
 	}
 	r = cache_create(&e->cache, conf->policy);
 	if (r < 0) {
@@ -275,7 +235,6 @@ void engine_destroy(struct engine *e)
 		cache_destroy(e->cache);
 	}
 	for (unsigned i = 0; i < e->nmodels; i++) {
-		plan_free(&e->models[i]);
 		if (e->models[i].owned)
 			catalog_free(e->models[i].cat);
 		free(e->models[i].fmap);
@@ -461,7 +420,7 @@ static int start_fetch(struct engine *e, const struct engine_key *key, int xi, e
 		       struct cache_entry **out)
 {
 	const struct engine_model *m = &e->models[key->model];
-	const struct engine_plan *p = &m->plans[xi];
+	const struct catalog_expert *x = &m->cat->experts[xi];
 	struct cache_key ck = ckey(key);
 	struct engine_inflight *fl;
 	struct cache_entry *ce = NULL;
@@ -485,9 +444,11 @@ static int start_fetch(struct engine *e, const struct engine_key *key, int xi, e
 	if (r < 0)
 		goto fail;
 	slot = pool_base(e->pool) + off;
-	for (unsigned i = 0; i < p->n; i++) {
-		r = fetch_job_add(fl->job, p->ext[i].file, p->ext[i].offset, p->ext[i].length,
-				  slot + p->ext[i].slot_off);
+	for (uint32_t i = 0; i < x->nextents; i++) {
+		const struct catalog_extent *ext = &x->extents[i];
+
+		r = fetch_job_add(fl->job, (unsigned)m->fmap[ext->file], ext->offset, ext->length,
+				  slot + ext->slot_offset);
 		if (r < 0)
 			goto fail;
 	}
@@ -568,8 +529,11 @@ int engine_prefetch(struct engine *e, const struct engine_key *key)
 	if (xi < 0)
 		return xi;
 	ce = cache_lookup(e->cache, &ck);
-	if (ce)
+	if (ce) {
+		/* Wanted soon: keep it away from the eviction end. */
+		cache_touch(e->cache, ce);
 		return 0;
+	}
 	return start_fetch(e, key, xi, ENGINE_PREFETCH, &ce);
 }
 

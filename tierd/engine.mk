@@ -31,7 +31,7 @@ TESTS += tests/test-cache
 
 libtierd_la_SOURCES += tierd/engine.c
 check_PROGRAMS += tests/test-engine
-tests_test_engine_SOURCES = tests/test-engine.c tests/catalog-stub.c
+tests_test_engine_SOURCES = tests/test-engine.c
 tests_test_engine_CFLAGS = $(TEST_CFLAGS)
 tests_test_engine_LDADD = $(TEST_LIBS)
 TESTS += tests/test-engine
@@ -41,7 +41,18 @@ check_PROGRAMS += tests/fuse-eio tests/test-fetch-eio
 tests_fuse_eio_SOURCES = tests/fuse-eio.c tests/fuse-eio.h
 tests_fuse_eio_CFLAGS = $(AM_CFLAGS) $(FUSE3_CFLAGS)
 tests_fuse_eio_LDADD = $(FUSE3_LIBS)
-tests_test_fetch_eio_SOURCES = tests/test-fetch-eio.c tests/fuse-eio.h tests/catalog-stub.c
+tests_test_fetch_eio_SOURCES = tests/test-fetch-eio.c tests/fuse-eio.h
 tests_test_fetch_eio_CFLAGS = $(TEST_CFLAGS)
 tests_test_fetch_eio_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fetch-eio
+
+# tierctl's direct engine commands (bench fetch, fetch, demo).
+client_tierctl_SOURCES += client/tierctl-engine.c
+
+# Integration: demo checkpoints through the catalog and the engine, every byte.
+check_PROGRAMS += tests/test-engine-demo
+tests_test_engine_demo_SOURCES = tests/test-engine-demo.c
+tests_test_engine_demo_CFLAGS = $(TEST_CFLAGS)
+tests_test_engine_demo_LDADD = $(TEST_LIBS)
+TESTS += tests/test-engine-demo tests/engine-cli.sh
+EXTRA_DIST += tests/engine-cli.sh

@@ -268,11 +268,16 @@ int fetch_file_open(struct fetch *f, const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", path, strerror(-e));
 		return e;
 	}
-	if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
-		e = S_ISREG(sb.st_mode) ? -errno : -EINVAL;
-		snprintf(err, errlen, "%s: not a regular file", path);
+	if (fstat(fd, &sb)) {
+		e = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-e));
 		close(fd);
 		return e;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		close(fd);
+		return -EINVAL;
 	}
 	e = io_uring_register_files_update(&f->ring, f->nfiles, &fd, 1);
 	if (e < 0) {
@@ -359,10 +364,12 @@ static bool issue(struct fetch *f, unsigned ri)
 	if (!sqe)
 		return false;
 	buf = buf_find(f, r->dst, &room);
-	if (buf >= 0)
+	if (buf >= 0) {
 		io_uring_prep_read_fixed(sqe, (int)r->file, r->dst, (unsigned)r->length, r->offset, buf);
-	else
+		f->st.requests_fixed++;
+	} else {
 		io_uring_prep_read(sqe, (int)r->file, r->dst, (unsigned)r->length, r->offset);
+	}
 	sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data64(sqe, ri);
 	f->inflight++;

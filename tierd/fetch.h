@@ -42,6 +42,7 @@ struct fetch_opts {
 struct fetch_stats {
 	uint64_t bytes_read;		/* as returned by the reads */
 	uint64_t requests;		/* reads issued, resubmissions included */
+	uint64_t requests_fixed;	/* of which IORING_OP_READ_FIXED */
 	uint64_t short_reads;		/* resubmitted for the remainder */
 	uint64_t retries;		/* -EAGAIN / -EINTR */
 	uint64_t errors;		/* reads that failed */

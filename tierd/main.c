@@ -1,64 +1,371 @@
 /* SPDX-License-Identifier: MIT */
-/* tierd: thin entry point; the daemon's logic is in libtierd. */
+/*
+ * tierd: thin entry point.  Reads the configuration (defaults < file <
+ * -o overrides), creates the engine, the loop and the server, talks to
+ * systemd when it runs under it (sd_notify, socket activation, watchdog), and
+ * unwinds in reverse order.  The daemon's logic is in libtierd.
+ */
 #include "config.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "conf.h"
+#include "engine.h"
 #include "log.h"
+#include "loop.h"
+#include "server.h"
+
+#define STATUS_INTERVAL_MS	5000
+
+/* The daemon's one context. */
+struct tierd {
+	const char *config_path;
+	bool config_given;
+	char **overrides;
+	int noverrides;
+	/* The engine keeps the configuration it was created with for its
+	 * lifetime; reloads produce a new one for the server. */
+	struct tierd_conf engine_conf;
+	struct tierd_conf *conf;	/* current: &engine_conf or a reloaded copy */
+	struct loop *loop;
+	struct engine *engine;
+	struct server *server;
+	bool systemd;			/* NOTIFY_SOCKET is set */
+};
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: tierd [-c CONFIG] [-o SECTION.KEY=VALUE]... [-t] [-h] [-V]\n"
 		"  -c CONFIG   configuration file (default " TIERD_DEFAULT_CONFIG ")\n"
-		"  -o S.K=V    override one configuration key\n"
-		"  -t          check the configuration and exit\n");
+		"  -o S.K=V    override one configuration key (after the file)\n"
+		"  -t          check the configuration and exit\n"
+		"Runs in the foreground; see tierd(8).\n");
+}
+
+/* defaults < file < command line, then validated. */
+static int tierd_load_conf(const struct tierd *t, struct tierd_conf *c, char *err, size_t errlen)
+{
+	int r = conf_init(c);
+
+	if (r) {
+		snprintf(err, errlen, "out of memory");
+		return r;
+	}
+	r = conf_load_file(c, t->config_path, err, errlen);
+	/* Without -c, a missing default file means "all defaults". */
+	if (r == -ENOENT && !t->config_given) {
+		log_notice("%s not found: using the built-in defaults", t->config_path);
+		r = 0;
+	}
+	for (int i = 0; !r && i < t->noverrides; i++)
+		r = conf_set(c, t->overrides[i], err, errlen);
+	if (!r)
+		r = conf_validate(c, err, errlen);
+	if (r)
+		conf_free(c);
+	return r;
+}
+
+static void tierd_summary(const struct tierd *t, char *buf, size_t len)
+{
+	uint64_t v[TIERD_STAT_COUNT];
+
+	server_get_stats(t->server, v);
+	snprintf(buf, len,
+		 "%llu models, %.1f of %.1f MiB resident, %llu clients, %llu pins, %llu hits, %llu misses",
+		 (unsigned long long)v[TIERD_STAT_MODELS], v[TIERD_STAT_BYTES_RESIDENT] / 1048576.0,
+		 v[TIERD_STAT_POOL_BYTES] / 1048576.0, (unsigned long long)v[TIERD_STAT_CLIENTS],
+		 (unsigned long long)v[TIERD_STAT_PINS], (unsigned long long)v[TIERD_STAT_HITS],
+		 (unsigned long long)v[TIERD_STAT_MISSES]);
+}
+
+static void tierd_notify_status(const struct tierd *t, const char *extra)
+{
+	char status[256];
+
+	if (!t->systemd)
+		return;
+	tierd_summary(t, status, sizeof(status));
+	sd_notifyf(0, "%sSTATUS=%s", extra ? extra : "", status);
+}
+
+static void on_engine(struct loop_source *src, int fd, uint32_t events, void *arg)
+{
+	struct tierd *t = arg;
+	int r = engine_process(t->engine);
+
+	if (r < 0 && r != -EAGAIN)
+		log_warn("engine: %s", strerror(-r));
+}
+
+static void on_watchdog(struct loop_source *src, void *arg)
+{
+	sd_notify(0, "WATCHDOG=1");
+}
+
+static void on_status(struct loop_source *src, void *arg)
+{
+	tierd_notify_status(arg, NULL);
+}
+
+static const char *engine_keys_changed(const struct tierd_conf *a, const struct tierd_conf *b)
+{
+	if (a->pool_size != b->pool_size || a->numa_node != b->numa_node ||
+	    a->hugepages != b->hugepages || a->pool_lock != b->pool_lock)
+		return "[pool]";
+	if (a->queue_depth != b->queue_depth || a->request_size != b->request_size)
+		return "[fetch]";
+	if (strcmp(a->policy, b->policy))
+		return "[cache] policy";
+	if (strcmp(a->socket_path, b->socket_path))
+		return "[daemon] socket";
+	if (a->nmodels != b->nmodels)
+		return "the set of [model] sections";
+	for (size_t i = 0; i < a->nmodels; i++) {
+		const struct conf_model *m = conf_model_find(b, a->models[i].name);
+
+		if (!m || strcmp(m->path, a->models[i].path))
+			return "a [model] name or path";
+	}
+	return NULL;
+}
+
+/*
+ * SIGHUP: re-read the configuration and apply what can change without
+ * dropping resident experts (log level, client quotas, allow lists).  Keys
+ * that shape the pool or the set of models need a restart: logged, not
+ * applied.  A bad file keeps the running configuration.
+ */
+static void tierd_reload(struct tierd *t)
+{
+	struct tierd_conf *c = malloc(sizeof(*c));
+	const char *changed;
+	char err[512];
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (t->systemd)
+		sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
+			   (unsigned long long)now.tv_sec * 1000000ull + (unsigned long long)now.tv_nsec / 1000,
+			   t->config_path);
+	log_notice("reloading %s", t->config_path);
+	if (!c) {
+		log_err("reload: out of memory");
+		goto out;
+	}
+	if (tierd_load_conf(t, c, err, sizeof(err))) {
+		log_err("reload failed, keeping the running configuration: %s", err);
+		free(c);
+		goto out;
+	}
+	changed = engine_keys_changed(&t->engine_conf, c);
+	if (changed)
+		log_warn("reload: %s changed: takes effect at the next restart", changed);
+	log_set_level(c->log_level);
+	server_set_conf(t->server, c);
+	server_count_reload(t->server);
+	if (t->conf != &t->engine_conf) {
+		conf_free(t->conf);
+		free(t->conf);
+	}
+	t->conf = c;
+out:
+	tierd_notify_status(t, "READY=1\n");
+}
+
+static void on_signal(struct loop_source *src, int signo, void *arg)
+{
+	struct tierd *t = arg;
+
+	if (signo == SIGHUP) {
+		tierd_reload(t);
+		return;
+	}
+	log_notice("%s: stopping", strsignal(signo));
+	if (t->systemd)
+		sd_notify(0, "STOPPING=1\nSTATUS=stopping: draining in-flight fetches");
+	loop_quit(t->loop, 0);
+}
+
+static void on_drain_timeout(int signo)
+{
+	static const char msg[] = "<3>in-flight fetches did not drain within [daemon] drain_timeout_ms: exiting\n";
+
+	(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	_exit(EXIT_FAILURE);
+}
+
+/* SIGTERM: wait for reads in flight (they land in pool slots), but not
+ * forever: a stuck device must not hold up a stop. */
+static void tierd_drain(struct tierd *t)
+{
+	struct itimerval it = { .it_value = {
+		.tv_sec = t->conf->drain_timeout_ms / 1000,
+		.tv_usec = (suseconds_t)(t->conf->drain_timeout_ms % 1000) * 1000 } };
+	struct timespec a, b;
+	int r;
+
+	/* 0: no limit.  Never skip the drain itself: completions of reads in
+	 * flight must not find the server gone. */
+	if (t->conf->drain_timeout_ms) {
+		signal(SIGALRM, on_drain_timeout);
+		setitimer(ITIMER_REAL, &it, NULL);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	r = engine_drain(t->engine);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	memset(&it, 0, sizeof(it));
+	setitimer(ITIMER_REAL, &it, NULL);
+	if (r)
+		log_warn("draining in-flight fetches: %s", strerror(-r));
+	else
+		log_info("in-flight fetches drained in %ld ms",
+			 (long)((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000));
+}
+
+/* systemd socket activation: one SOCK_SEQPACKET listening socket, or none. */
+static int tierd_listen_fd(void)
+{
+	int n = sd_listen_fds(1);
+
+	if (n <= 0)
+		return n < 0 ? n : -1;
+	if (n > 1) {
+		log_err("systemd passed %d sockets; tierd.socket must listen on one", n);
+		return -EINVAL;
+	}
+	if (sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_SEQPACKET, 1, NULL, 0) <= 0) {
+		log_err("the socket systemd passed is not a listening AF_UNIX SOCK_SEQPACKET socket "
+			"(ListenSequentialPacket= in tierd.socket)");
+		return -EINVAL;
+	}
+	log_info("using the socket passed by systemd");
+	return SD_LISTEN_FDS_START;
+}
+
+static int tierd_run(struct tierd *t)
+{
+	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+	uint64_t wd_usec = 0;
+	char err[512];
+	int listen_fd, r;
+
+	r = engine_create(&t->engine, &t->engine_conf, err, sizeof(err));
+	if (r) {
+		log_err("%s", err);
+		return r;
+	}
+	r = loop_create(&t->loop);
+	if (r)
+		goto out_engine;
+	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
+		r = loop_add_signal(t->loop, signals[i], on_signal, t, NULL);
+		if (r)
+			goto out_loop;
+	}
+	r = loop_add_fd(t->loop, engine_fd(t->engine), EPOLLIN, on_engine, t, NULL);
+	if (r)
+		goto out_loop;
+	listen_fd = tierd_listen_fd();
+	if (listen_fd < -1) {
+		r = listen_fd;
+		goto out_loop;
+	}
+	r = server_create(&t->server, t->loop, t->engine, t->conf, listen_fd);
+	if (r) {
+		log_err("cannot serve on %s: %s", t->conf->socket_path, strerror(-r));
+		goto out_loop;
+	}
+	if (t->systemd) {
+		r = loop_add_timer(t->loop, STATUS_INTERVAL_MS, STATUS_INTERVAL_MS, on_status, t, NULL);
+		if (r)
+			goto out_server;
+		/* WatchdogSec=: ping at half the interval. */
+		if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec >= 2000) {
+			r = loop_add_timer(t->loop, 0, wd_usec / 2000, on_watchdog, t, NULL);
+			if (r)
+				goto out_server;
+		}
+	}
+	log_notice("tierd %s ready on %s (%d models)", PACKAGE_VERSION,
+		   listen_fd >= 0 ? "the systemd socket" : t->conf->socket_path,
+		   engine_model_count(t->engine));
+	tierd_notify_status(t, "READY=1\n");
+
+	r = loop_run(t->loop);
+
+	/* Drain before the server goes: completions still find their clients. */
+	tierd_drain(t);
+out_server:
+	server_destroy(t->server);
+out_loop:
+	loop_destroy(t->loop);
+out_engine:
+	engine_destroy(t->engine);
+	return r;
 }
 
 int main(int argc, char **argv)
 {
-	struct tierd_conf conf;
-	const char *path = TIERD_DEFAULT_CONFIG;
+	struct tierd t = { .config_path = TIERD_DEFAULT_CONFIG };
 	char err[512];
-	char **overrides = calloc((size_t)argc, sizeof(char *));
-	int noverrides = 0, check_only = 0, opt, r;
+	int check_only = 0, opt, r;
 
 	log_init("tierd", LOG_INFO);
-	if (!overrides || conf_init(&conf))
+	t.overrides = calloc((size_t)argc, sizeof(char *));
+	if (!t.overrides)
 		return EXIT_FAILURE;
 	while ((opt = getopt(argc, argv, "c:o:thV")) != -1) {
 		switch (opt) {
-		case 'c': path = optarg; break;
-		case 'o': overrides[noverrides++] = optarg; break;
+		case 'c': t.config_path = optarg; t.config_given = true; break;
+		case 'o': t.overrides[t.noverrides++] = optarg; break;
 		case 't': check_only = 1; break;
-		case 'h': usage(stdout); return EXIT_SUCCESS;
-		case 'V': printf("tierd %s\n", PACKAGE_VERSION); return EXIT_SUCCESS;
-		default: usage(stderr); return EXIT_FAILURE;
+		case 'h': usage(stdout); free(t.overrides); return EXIT_SUCCESS;
+		case 'V': printf("tierd %s\n", PACKAGE_VERSION); free(t.overrides); return EXIT_SUCCESS;
+		default: usage(stderr); free(t.overrides); return EXIT_FAILURE;
 		}
 	}
-	r = conf_load_file(&conf, path, err, sizeof(err));
-	for (int i = 0; !r && i < noverrides; i++)
-		r = conf_set(&conf, overrides[i], err, sizeof(err));
-	if (!r)
-		r = conf_validate(&conf, err, sizeof(err));
+	if (optind < argc) {
+		usage(stderr);
+		free(t.overrides);
+		return EXIT_FAILURE;
+	}
+	r = tierd_load_conf(&t, &t.engine_conf, err, sizeof(err));
 	if (r) {
 		log_err("%s", err);
-		goto out;
+		free(t.overrides);
+		return EXIT_FAILURE;
 	}
-	log_set_level(conf.log_level);
+	t.conf = &t.engine_conf;
+	log_set_level(t.conf->log_level);
 	if (check_only) {
-		printf("%s: configuration ok\n", path);
+		printf("%s: configuration ok\n", t.config_path);
 		goto out;
 	}
-	log_err("the service is not built yet");
-	r = -ENOSYS;
+	/* Answers go out with MSG_NOSIGNAL; a stray SIGPIPE must not kill us either. */
+	signal(SIGPIPE, SIG_IGN);
+	t.systemd = getenv("NOTIFY_SOCKET") != NULL;
+	r = tierd_run(&t);
+	if (t.systemd && r)
+		sd_notifyf(0, "ERRNO=%d", -r);
 out:
-	conf_free(&conf);
-	free(overrides);
+	if (t.conf != &t.engine_conf) {
+		conf_free(t.conf);
+		free(t.conf);
+	}
+	conf_free(&t.engine_conf);
+	free(t.overrides);
 	return r ? EXIT_FAILURE : EXIT_SUCCESS;
 }

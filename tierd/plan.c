@@ -102,16 +102,9 @@ static const struct plan_key keys[] = {
 	{ "bytes_per_param", "model", KEY_DOUBLE, PP(bytes_per_param), 0, 64, false },
 };
 
-static const char *const key_names[] = {
-	"nodes", "gpus_per_node", "gpu_tflops", "hbm_gbps", "hbm_gib", "link_gbps",
-	"ddr_gbps", "ssd_gbps", "ddr_gib", "pj_hbm", "pj_ddr", "pj_flash", "flash_scale",
-	"pj_l1", "pj_l2", "pj_flop", "gpu_idle_w", "ddr_static_w", "ddr_static_gb",
-	"ssd_idle_w", "tile", "context", "top_k", "bytes_per_param", NULL,
-};
-
-const char *const *plan_keys(void)
+const char *plan_key_name(size_t i)
 {
-	return key_names;
+	return i < sizeof(keys) / sizeof(keys[0]) ? keys[i].name : NULL;
 }
 
 static const struct plan_key *key_find(const char *name)
@@ -559,8 +552,10 @@ int plan_eval(const struct plan_model *m, const struct plan_params *p,
 
 	r->ddr_need_bytes = sz.routed_bytes * pl->frac[PLAN_TIER_DDR];
 	r->ssd_need_bytes = sz.routed_bytes * pl->frac[PLAN_TIER_SSD];
+	/* Fetched experts need HBM buffers for two layers: the one computing, the one arriving. */
 	r->hbm_need_bytes = sz.resident_bytes + sz.routed_bytes * pl->frac[PLAN_TIER_HBM] +
-			    sz.kv_bytes_per_token * p->context * b;
+			    sz.kv_bytes_per_token * p->context * b +
+			    2 * distinct * sz.expert_bytes * (1 - pl->frac[PLAN_TIER_HBM]);
 	static_w = gpus * en->gpu_idle_w +
 		   en->ddr_static_w * r->ddr_need_bytes / (en->ddr_static_gb * GB) +
 		   (pl->frac[PLAN_TIER_SSD] > 0 ? hw->nodes * en->ssd_idle_w : 0);
@@ -699,16 +694,26 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 	for (size_t bi = 0; bi < req->nbatches; bi++) {
 		double kv = sz.kv_bytes_per_token * p->context * req->batches[bi];
 		double hbm_free = req->hbm_bytes - sz.resident_bytes - kv;
+		/* HBM buffers for the fetched experts of two layers (see plan_eval). */
+		double buf = 2 * sz.expert_bytes *
+			     plan_distinct_experts(m->experts, eff_top_k(m, p), req->batches[bi]);
 		double h, rest, dmax;
 
 		if (!req->batches[bi]) {
 			ret = fail(err, errlen, -EINVAL, "select: batch size must be positive");
 			goto out;
 		}
-		min_hbm = fmin(min_hbm, sz.resident_bytes + kv);
-		if (hbm_free < 0)
+		min_hbm = fmin(min_hbm, sz.resident_bytes + kv + fmin(buf, sz.routed_bytes));
+		/*
+		 * A fraction h in HBM needs h routed + (1 - h) buf: all of them if they
+		 * fit, else as many as leave room for the buffers.
+		 */
+		if (hbm_free >= sz.routed_bytes)
+			h = 1;
+		else if (hbm_free < buf || sz.routed_bytes <= buf)
 			continue;
-		h = sz.routed_bytes > 0 ? fmin(1, hbm_free / sz.routed_bytes) : 1;
+		else
+			h = (hbm_free - buf) / (sz.routed_bytes - buf);
 		rest = 1 - h;
 		dmax = sz.routed_bytes > 0 ? fmin(rest, req->ddr_bytes / sz.routed_bytes) : 0;
 		/* DDR cache sizes 0, 1/steps, ... of the routed bytes, and the largest that fits. */

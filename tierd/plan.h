@@ -146,9 +146,10 @@ struct plan_sizes {
 void plan_params_default(struct plan_params *p);
 /* "pj_flash" = "51.2" etc.; -ENOENT for an unknown key, -EINVAL/-ERANGE with err. */
 int plan_set(struct plan_params *p, const char *key, const char *value, char *err, size_t errlen);
-/* The keys plan_set knows, NULL-terminated, with their section ("hardware"/"energy"/"model"). */
+/* The section ("hardware", "energy", "model") of a key plan_set knows, or NULL. */
 const char *plan_key_section(const char *key);
-const char *const *plan_keys(void);
+/* The i-th key plan_set knows; NULL past the last. */
+const char *plan_key_name(size_t i);
 
 int plan_model_check(const struct plan_model *m, char *err, size_t errlen);
 int plan_params_check(const struct plan_params *p, char *err, size_t errlen);

@@ -16,3 +16,4 @@ TESTS += tests/test-plan
 
 TESTS += tests/plan-cli.sh
 EXTRA_DIST += tests/plan-cli.sh
+dist_man_MANS += man/tierctl-plan.8

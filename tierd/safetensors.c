@@ -126,6 +126,8 @@ static int find_duplicate_key(const char *json, size_t len, char **dup)
 
 			while (j < len && json[j] != '"')
 				j += json[j] == '\\' ? 2 : 1;
+			if (j >= len)
+				break;
 			if (depth == 1 && expect_key) {
 				char *tmp = strndup(json + i, j + 1 - i);
 				struct json_object *k = tmp ? json_tokener_parse(tmp) : NULL;

@@ -1,0 +1,794 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tierctl bench fetch / fetch / demo: drive the engine directly (no daemon).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "catalog.h"
+#include "conf.h"
+#include "demostore.h"
+#include "engine.h"
+#include "fetch.h"
+#include "log.h"
+#include "tierctl.h"
+
+#define MiB (1ULL << 20)
+#define CHUNK (2ULL << 20)
+
+struct direct {
+	struct tierd_conf conf;
+	bool have_conf;
+	bool conf_file;			/* -c given: its pool size is a floor */
+	struct engine *e;
+	const struct catalog *cat;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int parse_uint(const char *opt, const char *s, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || v > max) {
+		fprintf(stderr, "tierctl: %s: '%s' is not a number up to %" PRIu64 "\n", opt, s, max);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_size(const char *opt, const char *s, uint64_t *out)
+{
+	if (conf_parse_size(s, out) < 0) {
+		fprintf(stderr, "tierctl: %s: '%s' is not a size (e.g. 1M)\n", opt, s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void direct_close(struct direct *d)
+{
+	engine_destroy(d->e);
+	if (d->have_conf)
+		conf_free(&d->conf);
+	memset(d, 0, sizeof(*d));
+}
+
+static int conf_prepare(struct direct *d, const struct tierctl_opts *o)
+{
+	char err[512];
+	int r;
+
+	r = conf_init(&d->conf);
+	if (r < 0)
+		return r;
+	d->have_conf = true;
+	if (o->config_path) {
+		d->conf_file = true;
+		r = conf_load_file(&d->conf, o->config_path, err, sizeof(err));
+		if (r < 0) {
+			fprintf(stderr, "tierctl: %s\n", err);
+			return r;
+		}
+	} else if (geteuid() != 0) {
+		/* Without CAP_IPC_LOCK the default 8 MiB RLIMIT_MEMLOCK cannot lock a pool. */
+		d->conf.pool_lock = false;
+	}
+	return 0;
+}
+
+/*
+ * Opens dir's catalog, then an engine whose pool holds 'slots' experts of it
+ * (a config file's larger pool is kept).
+ */
+static int direct_open(struct direct *d, const char *dir, uint64_t slots)
+{
+	struct catalog *cat = NULL;
+	char err[1024];
+	uint64_t slot, need;
+	int r;
+
+	r = catalog_open(&cat, dir, NULL, &d->conf, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "tierctl: %s\n", err);
+		return r;
+	}
+	slot = (cat->slot_bytes + CHUNK - 1) / CHUNK * CHUNK;
+	need = slots * slot;
+	if (!d->conf_file || d->conf.pool_size < need)
+		d->conf.pool_size = need;
+	r = conf_validate(&d->conf, err, sizeof(err));
+	if (r == 0)
+		r = engine_create(&d->e, &d->conf, err, sizeof(err));
+	if (r == 0)
+		r = engine_add_model(d->e, "model", cat, true, 0, err, sizeof(err));
+	if (r < 0) {
+		if (!d->e || engine_model_count(d->e) == 0)
+			catalog_free(cat);
+		fprintf(stderr, "tierctl: %s\n", err);
+		return r;
+	}
+	d->cat = cat;
+	return 0;
+}
+
+struct acq {
+	int done;
+	int err;
+	struct engine_slot_info info;
+};
+
+static void on_acquired(void *arg, int err, const struct engine_slot_info *info)
+{
+	struct acq *a = arg;
+
+	a->done = 1;
+	a->err = err;
+	if (info)
+		a->info = *info;
+}
+
+/* Every expert's file cache dropped, so reads come from the device. */
+static void drop_caches(const struct direct *d)
+{
+	int fd;
+
+	for (uint32_t f = 0; f < d->cat->nfiles; f++) {
+		fd = engine_file_fd(d->e, 0, f);
+		if (fd >= 0)
+			posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	}
+	if (geteuid() == 0) {
+		sync();
+		fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			if (write(fd, "1", 1) != 1)
+				log_info("drop_caches: %s", strerror(errno));
+			close(fd);
+		}
+	}
+}
+
+/* Acquires experts [first, first + n) of the catalog and waits for them. */
+static int acquire_range(struct direct *d, uint32_t first, uint32_t n, struct acq *a)
+{
+	int r;
+
+	for (uint32_t i = 0; i < n; i++) {
+		const struct catalog_expert *x = &d->cat->experts[first + i];
+		struct engine_key k = { 0, x->layer, x->expert };
+
+		a[i] = (struct acq){ 0 };
+		r = engine_acquire(d->e, &k, ENGINE_DEMAND, on_acquired, &a[i]);
+		if (r < 0) {
+			fprintf(stderr, "tierctl: layer %u expert %u: %s\n", x->layer, x->expert, strerror(-r));
+			engine_drain(d->e);
+			return r;
+		}
+	}
+	r = engine_drain(d->e);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; i < n; i++)
+		if (!a[i].done || a[i].err) {
+			const struct catalog_expert *x = &d->cat->experts[first + i];
+
+			fprintf(stderr, "tierctl: layer %u expert %u: fetch failed: %s\n", x->layer, x->expert,
+				strerror(a[i].done ? -a[i].err : EIO));
+			return a[i].done ? a[i].err : -EIO;
+		}
+	return 0;
+}
+
+static void release_range(struct direct *d, uint32_t first, uint32_t n, bool evict)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		const struct catalog_expert *x = &d->cat->experts[first + i];
+		struct engine_key k = { 0, x->layer, x->expert };
+
+		engine_release(d->e, &k);
+		if (evict)
+			engine_evict(d->e, &k);
+	}
+}
+
+static int verify_range(const struct direct *d, uint32_t first, uint32_t n, const struct acq *a)
+{
+	const uint8_t *base = engine_pool_base(d->e, 0);
+
+	for (uint32_t i = 0; i < n; i++)
+		if (demostore_verify_expert(a[i].info.expert, base + a[i].info.offset) < 0) {
+			fprintf(stderr, "tierctl: layer %u expert %u: bytes differ from the demo-store contents\n",
+				d->cat->experts[first + i].layer, d->cat->experts[first + i].expert);
+			return -EBADMSG;
+		}
+	return 0;
+}
+
+/* ---- bench fetch ----------------------------------------------------------------------- */
+
+struct fio_result {
+	uint64_t bytes;
+	double seconds;
+};
+
+/*
+ * fio on the same files with the same request size and depth: per file, a
+ * sequential read of as many bytes as the engine reads from it, from the
+ * first byte it reads; files one after another (stonewall), like the engine
+ * that walks experts in file order.
+ */
+static int run_fio(const struct direct *d, uint32_t nexp, uint64_t bs, unsigned depth, bool fixed,
+		   struct fio_result *res)
+{
+	uint32_t nf = d->cat->nfiles;
+	uint64_t *lo = calloc(nf, sizeof(*lo)), *bytes = calloc(nf, sizeof(*bytes));
+	char **args = calloc(16 + (size_t)nf * 5, sizeof(*args));
+	int first = 0;
+	char *out = NULL, opt[5][64];
+	size_t len = 0, cap = 0;
+	struct json_object *root = NULL, *jobs;
+	int p[2] = { -1, -1 }, status, n = 0, r = -EIO;
+	pid_t pid;
+
+	if (!lo || !bytes || !args)
+		goto out;
+	for (uint32_t f = 0; f < nf; f++)
+		lo[f] = UINT64_MAX;
+	for (uint32_t i = 0; i < nexp; i++) {
+		const struct catalog_expert *x = &d->cat->experts[i];
+
+		for (uint32_t k = 0; k < x->nextents; k++) {
+			const struct catalog_extent *ex = &x->extents[k];
+			uint64_t size = d->cat->files[ex->file].size;
+			uint64_t end = ex->offset + ex->length < size ? ex->offset + ex->length : size;
+
+			bytes[ex->file] += end - ex->offset;
+			if (ex->offset < lo[ex->file])
+				lo[ex->file] = ex->offset;
+		}
+	}
+	snprintf(opt[0], sizeof(opt[0]), "--bs=%" PRIu64, bs);
+	snprintf(opt[1], sizeof(opt[1]), "--iodepth=%u", depth);
+	args[n++] = "fio";
+	args[n++] = "--output-format=json";
+	args[n++] = "--ioengine=io_uring";
+	args[n++] = "--direct=1";
+	args[n++] = "--rw=read";
+	args[n++] = opt[0];
+	args[n++] = opt[1];
+	/* What the engine does too: registered buffers and files. */
+	args[n++] = fixed ? "--fixedbufs=1" : "--fixedbufs=0";
+	args[n++] = fixed ? "--registerfiles=1" : "--registerfiles=0";
+	first = n;
+	for (uint32_t f = 0; f < nf; f++) {
+		uint64_t size = bytes[f] & ~(FETCH_ALIGN - 1);
+
+		if (!size)
+			continue;
+		if (asprintf(&args[n++], "--name=f%u", f) < 0 ||
+		    asprintf(&args[n++], "--filename=%s", d->cat->files[f].path) < 0 ||
+		    asprintf(&args[n++], "--offset=%" PRIu64, lo[f]) < 0 ||
+		    asprintf(&args[n++], "--size=%" PRIu64, size) < 0)
+			goto out;
+		if (n > first + 4)
+			args[n++] = strdup("--stonewall");
+	}
+	if (pipe(p) < 0)
+		goto out;
+	pid = fork();
+	if (pid < 0)
+		goto out;
+	if (pid == 0) {
+		dup2(p[1], STDOUT_FILENO);
+		close(p[0]);
+		close(p[1]);
+		execvp("fio", args);
+		_exit(127);
+	}
+	close(p[1]);
+	p[1] = -1;
+	for (;;) {
+		ssize_t got;
+
+		if (len + 4096 > cap) {
+			char *nb = realloc(out, cap = cap ? cap * 2 : 65536);
+
+			if (!nb)
+				break;
+			out = nb;
+		}
+		got = read(p[0], out + len, cap - len - 1);
+		if (got <= 0)
+			break;
+		len += (size_t)got;
+	}
+	waitpid(pid, &status, 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+			fprintf(stderr, "tierctl: fio is not installed: no comparison\n");
+			r = -ENOENT;
+		} else {
+			r = -EIO;
+		}
+		goto out;
+	}
+	if (!out)
+		goto out;
+	out[len] = '\0';
+	/* fio may print notes before its JSON. */
+	root = json_tokener_parse(strchr(out, '{') ? strchr(out, '{') : out);
+	if (!root || !json_object_object_get_ex(root, "jobs", &jobs)) {
+		fprintf(stderr, "tierctl: could not read fio's JSON output\n");
+		goto out;
+	}
+	*res = (struct fio_result){ 0 };
+	for (size_t i = 0; i < json_object_array_length(jobs); i++) {
+		struct json_object *job = json_object_array_get_idx(jobs, i), *rd, *v;
+
+		if (!json_object_object_get_ex(job, "read", &rd))
+			continue;
+		if (json_object_object_get_ex(rd, "io_bytes", &v))
+			res->bytes += (uint64_t)json_object_get_int64(v);
+		if (json_object_object_get_ex(rd, "runtime", &v))
+			res->seconds += (double)json_object_get_int64(v) / 1e3;
+	}
+	r = res->seconds > 0 ? 0 : -EIO;
+out:
+	if (p[0] >= 0)
+		close(p[0]);
+	if (p[1] >= 0)
+		close(p[1]);
+	json_object_put(root);
+	for (int i = first; args && i < n; i++)
+		free(args[i]);
+	free(args);
+	free(out);
+	free(lo);
+	free(bytes);
+	return r;
+}
+
+static int bench_fetch(const struct tierctl_opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "experts", required_argument, NULL, 'n' },
+		{ "depth", required_argument, NULL, 'd' },
+		{ "request-size", required_argument, NULL, 'r' },
+		{ "runs", required_argument, NULL, 'R' },
+		{ "no-fio", no_argument, NULL, 'F' },
+		{ "verify", no_argument, NULL, 'v' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	const char *usage =
+		"Usage: tierctl bench fetch CHECKPOINT_DIR [--experts N] [--depth D] [--request-size S]\n"
+		"       [--runs R] [--no-fio] [--verify] [--json]\n";
+	uint64_t nexp = 0, depth = 0, req = 0, runs = 3, ebytes = 0, tbytes = 0;
+	double tsec = 0, ssec[64] = { 0 };
+	uint64_t sbytes[64] = { 0 };
+	struct fio_result fio = { 0 }, fr[64];
+	bool use_fio = true, verify = false, json = o->json, fio_ok = true, fio_fixed = true;
+	struct direct d = { 0 };
+	struct engine_stats st0, st1;
+	struct acq *a = NULL;
+	int opt, rc = 1;
+
+	memset(fr, 0, sizeof(fr));
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		int r = 0;
+
+		switch (opt) {
+		case 'n': r = parse_uint("--experts", optarg, UINT32_MAX, &nexp); break;
+		case 'd': r = parse_uint("--depth", optarg, 4096, &depth); break;
+		case 'r': r = parse_size("--request-size", optarg, &req); break;
+		case 'R': r = parse_uint("--runs", optarg, 64, &runs); break;
+		case 'F': use_fio = false; break;
+		case 'v': verify = true; break;
+		case 'j': json = true; break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+		if (r)
+			return 2;
+	}
+	if (optind != argc - 1 || runs < 1) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (conf_prepare(&d, o) < 0)
+		goto out;
+	if (depth)
+		d.conf.queue_depth = (unsigned)depth;
+	if (req)
+		d.conf.request_size = req;
+	{
+		/* Size the pool for the experts asked for, at most half the memory. */
+		struct catalog *cat;
+		char err[1024];
+		uint64_t ram = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+		uint64_t slot, fit;
+
+		if (catalog_open(&cat, argv[optind], NULL, &d.conf, err, sizeof(err)) < 0) {
+			fprintf(stderr, "tierctl: %s\n", err);
+			goto out;
+		}
+		slot = (cat->slot_bytes + CHUNK - 1) / CHUNK * CHUNK;
+		fit = ram / 2 / slot;
+		if (!nexp || nexp > cat->nexperts)
+			nexp = cat->nexperts;
+		if (nexp > fit) {
+			log_notice("bench: %" PRIu64 " experts would not fit in half the memory; fetching %" PRIu64,
+				   nexp, fit);
+			nexp = fit;
+		}
+		catalog_free(cat);
+		if (!nexp) {
+			fprintf(stderr, "tierctl: bench: no expert fits in memory\n");
+			goto out;
+		}
+	}
+	if (direct_open(&d, argv[optind], nexp) < 0)
+		goto out;
+	a = calloc(nexp, sizeof(*a));
+	if (!a)
+		goto out;
+	for (uint32_t i = 0; i < nexp; i++)
+		ebytes += d.cat->experts[i].bytes;
+	/* Alternate tierd and fio so that both see the same disk weather. */
+	for (uint64_t run = 0; run < runs; run++) {
+		double t0;
+		int r;
+
+		drop_caches(&d);
+		engine_get_stats(d.e, &st0);
+		t0 = now_s();
+		if (acquire_range(&d, 0, (uint32_t)nexp, a) < 0)
+			goto out;
+		ssec[run] = now_s() - t0;
+		engine_get_stats(d.e, &st1);
+		sbytes[run] = st1.bytes_read - st0.bytes_read;
+		tsec += ssec[run];
+		tbytes += sbytes[run];
+		if (verify && run == 0 && verify_range(&d, 0, (uint32_t)nexp, a) < 0)
+			goto out;
+		release_range(&d, 0, (uint32_t)nexp, true);
+		if (use_fio && fio_ok) {
+			drop_caches(&d);
+			r = run_fio(&d, (uint32_t)nexp, d.conf.request_size, d.conf.queue_depth, fio_fixed, &fr[run]);
+			if (r == -EIO && fio_fixed) {
+				/* Registered buffers need RLIMIT_MEMLOCK room (root has it). */
+				fprintf(stderr, "tierctl: fio with fixedbufs failed; comparing with plain buffers\n");
+				fio_fixed = false;
+				r = run_fio(&d, (uint32_t)nexp, d.conf.request_size, d.conf.queue_depth, false, &fr[run]);
+			}
+			if (r < 0) {
+				if (r != -ENOENT)
+					fprintf(stderr, "tierctl: fio failed: no comparison\n");
+				fio_ok = false;
+				continue;
+			}
+			fio.bytes += fr[run].bytes;
+			fio.seconds += fr[run].seconds;
+		}
+	}
+	use_fio = use_fio && fio_ok;
+	if (json) {
+		struct json_object *j = json_object_new_object(), *rs = json_object_new_array();
+
+		json_object_object_add(j, "checkpoint", json_object_new_string(argv[optind]));
+		json_object_object_add(j, "experts", json_object_new_int64((int64_t)nexp));
+		json_object_object_add(j, "expert_bytes", json_object_new_int64((int64_t)ebytes));
+		json_object_object_add(j, "queue_depth", json_object_new_int64(d.conf.queue_depth));
+		json_object_object_add(j, "request_size", json_object_new_int64((int64_t)d.conf.request_size));
+		json_object_object_add(j, "runs", json_object_new_int64((int64_t)runs));
+		json_object_object_add(j, "bytes", json_object_new_int64((int64_t)tbytes));
+		json_object_object_add(j, "seconds", json_object_new_double(tsec));
+		json_object_object_add(j, "gbps", json_object_new_double((double)tbytes / tsec / 1e9));
+		for (uint64_t run = 0; run < runs; run++) {
+			struct json_object *r1 = json_object_new_object();
+
+			json_object_object_add(r1, "tierd_gbps", json_object_new_double((double)sbytes[run] / ssec[run] / 1e9));
+			if (use_fio)
+				json_object_object_add(r1, "fio_gbps",
+						       json_object_new_double((double)fr[run].bytes / fr[run].seconds / 1e9));
+			json_object_array_add(rs, r1);
+		}
+		json_object_object_add(j, "per_run", rs);
+		if (use_fio) {
+			struct json_object *f = json_object_new_object();
+
+			json_object_object_add(f, "bytes", json_object_new_int64((int64_t)fio.bytes));
+			json_object_object_add(f, "seconds", json_object_new_double(fio.seconds));
+			json_object_object_add(f, "gbps", json_object_new_double((double)fio.bytes / fio.seconds / 1e9));
+			json_object_object_add(f, "fixedbufs", json_object_new_boolean(fio_fixed));
+			json_object_object_add(j, "fio", f);
+			json_object_object_add(j, "ratio", json_object_new_double(
+				((double)tbytes / tsec) / ((double)fio.bytes / fio.seconds)));
+		}
+		puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
+		json_object_put(j);
+	} else {
+		printf("checkpoint %s: %" PRIu64 " experts, %.1f MiB of tensors, queue depth %u, request size %" PRIu64
+		       " KiB, %" PRIu64 " run(s), page cache dropped before each\n", argv[optind], nexp,
+		       (double)ebytes / MiB, d.conf.queue_depth, d.conf.request_size >> 10, runs);
+		for (uint64_t run = 0; run < runs; run++) {
+			printf("run %" PRIu64 ": tierd %.2f GB/s", run + 1, (double)sbytes[run] / ssec[run] / 1e9);
+			if (use_fio)
+				printf(", fio %.2f GB/s", (double)fr[run].bytes / fr[run].seconds / 1e9);
+			putchar('\n');
+		}
+		printf("tierd: %" PRIu64 " bytes in %.3f s = %.2f GB/s%s\n", tbytes, tsec, (double)tbytes / tsec / 1e9,
+		       verify ? " (every byte verified)" : "");
+		if (use_fio) {
+			printf("fio:   %" PRIu64 " bytes in %.3f s = %.2f GB/s (io_uring, O_DIRECT%s, same files, bs and depth)\n",
+			       fio.bytes, fio.seconds, (double)fio.bytes / fio.seconds / 1e9,
+			       fio_fixed ? ", fixedbufs, registerfiles" : "");
+			printf("ratio tierd/fio: %.3f\n", ((double)tbytes / tsec) / ((double)fio.bytes / fio.seconds));
+		}
+	}
+	rc = 0;
+out:
+	free(a);
+	direct_close(&d);
+	return rc;
+}
+
+int cmd_bench(const struct tierctl_opts *o, int argc, char **argv)
+{
+	/* bench acquire: the service's benchmark (client/tierctl-service.c). */
+	if (argc >= 2 && !strcmp(argv[1], "acquire"))
+		return cmd_bench_acquire(o, argc - 1, argv + 1);
+	if (argc < 2 || strcmp(argv[1], "fetch")) {
+		fprintf(stderr, "Usage: tierctl bench fetch CHECKPOINT_DIR [options] (see tierctl bench fetch --help)\n"
+				"       tierctl bench acquire [options] (see tierctl(8))\n");
+		return 2;
+	}
+	return bench_fetch(o, argc - 1, argv + 1);
+}
+
+/* ---- fetch ------------------------------------------------------------------------------- */
+
+int cmd_fetch(const struct tierctl_opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "verify", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	const char *usage = "Usage: tierctl fetch CHECKPOINT_DIR LAYER EXPERT [--verify]\n";
+	struct direct d = { 0 };
+	struct engine_stats st;
+	struct acq a = { 0 };
+	uint64_t layer, expert;
+	bool verify = false;
+	int opt, rc = 1, r;
+	double t0, t;
+
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'v': verify = true; break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+	}
+	if (optind != argc - 3 || parse_uint("LAYER", argv[optind + 1], UINT32_MAX, &layer) ||
+	    parse_uint("EXPERT", argv[optind + 2], UINT32_MAX, &expert)) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (conf_prepare(&d, o) < 0 || direct_open(&d, argv[optind], 1) < 0)
+		goto out;
+	drop_caches(&d);
+	t0 = now_s();
+	r = engine_acquire(d.e, &(struct engine_key){ 0, (uint32_t)layer, (uint32_t)expert }, ENGINE_DEMAND,
+			   on_acquired, &a);
+	if (r == 0)
+		r = engine_drain(d.e);
+	if (r == 0 && a.err)
+		r = a.err;
+	t = now_s() - t0;
+	if (r < 0) {
+		fprintf(stderr, "tierctl: layer %" PRIu64 " expert %" PRIu64 ": %s\n", layer, expert,
+			r == -ENOENT ? "not in the checkpoint" : strerror(-r));
+		goto out;
+	}
+	engine_get_stats(d.e, &st);
+	printf("layer %u expert %u: %u tensors, %" PRIu64 " bytes, in slot at pool offset %" PRIu64 "\n",
+	       a.info.expert->layer, a.info.expert->expert, a.info.expert->ntensors, a.info.expert->bytes,
+	       a.info.offset);
+	for (uint32_t i = 0; i < a.info.expert->ntensors; i++) {
+		const struct catalog_tensor *ct = &a.info.expert->tensors[i];
+
+		printf("  %-60s %-8s file %u offset %" PRIu64 " length %" PRIu64 " -> slot +%" PRIu64 "\n",
+		       ct->name, st_dtype_name(ct->dtype), ct->file, ct->offset, ct->length, ct->slot_offset);
+	}
+	printf("read %" PRIu64 " bytes (4 KiB aligned) in %.3f ms = %.2f GB/s; flash read energy %.3f mJ "
+	       "(%.1f pJ/bit)\n", st.bytes_read, t * 1e3, (double)st.bytes_read / t / 1e9,
+	       (double)st.bytes_read * 8 * d.conf.pj_flash * 1e-9, d.conf.pj_flash);
+	if (verify) {
+		if (verify_range(&d, (uint32_t)(a.info.expert - d.cat->experts), 1, &a) < 0)
+			goto out;
+		printf("every byte matches the demo-store contents\n");
+	}
+	engine_release(d.e, &(struct engine_key){ 0, (uint32_t)layer, (uint32_t)expert });
+	rc = 0;
+out:
+	direct_close(&d);
+	return rc;
+}
+
+/* ---- demo -------------------------------------------------------------------------------- */
+
+static void human(char *buf, size_t len, double bytes)
+{
+	if (bytes >= 1e9)
+		snprintf(buf, len, "%.2f GB", bytes / 1e9);
+	else if (bytes >= 1e6)
+		snprintf(buf, len, "%.1f MB", bytes / 1e6);
+	else
+		snprintf(buf, len, "%.0f kB", bytes / 1e3);
+}
+
+static void joules(char *buf, size_t len, double j)
+{
+	if (j >= 1)
+		snprintf(buf, len, "%.3f J", j);
+	else
+		snprintf(buf, len, "%.3f mJ", j * 1e3);
+}
+
+int cmd_demo(const struct tierctl_opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "layers", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	const char *usage = "Usage: tierctl demo CHECKPOINT_DIR [--layers N]\n"
+			    "Fetches every expert of the first N layers (default 3) through the engine,\n"
+			    "checks every byte against the demo-store contents, and prints what it cost.\n";
+	struct direct d = { 0 };
+	struct engine_stats st;
+	struct acq *a = NULL;
+	uint64_t want = 3, served = 0, fetched = 0;
+	uint32_t layers = 0, first = 0;
+	double total = 0;
+	char b1[32], b2[32], j1[32], j2[32];
+	int opt, rc = 1;
+
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		int r = 0;
+
+		switch (opt) {
+		case 'l': r = parse_uint("--layers", optarg, UINT32_MAX, &want); break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+		if (r)
+			return 2;
+	}
+	if (optind != argc - 1) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (conf_prepare(&d, o) < 0)
+		goto out;
+	/* Room for one layer: each new layer evicts the one before (LRU). */
+	{
+		struct catalog *cat;
+		char err[1024];
+		uint64_t per_layer;
+
+		if (catalog_open(&cat, argv[optind], NULL, &d.conf, err, sizeof(err)) < 0) {
+			fprintf(stderr, "tierctl: %s\n", err);
+			goto out;
+		}
+		per_layer = cat->experts_per_layer;
+		catalog_free(cat);
+		if (direct_open(&d, argv[optind], per_layer) < 0)
+			goto out;
+	}
+	a = calloc(d.cat->experts_per_layer, sizeof(*a));
+	if (!a)
+		goto out;
+	printf("checkpoint %s: preset %s, %u layers x %u experts, %" PRIu64 " bytes per expert slot\n",
+	       argv[optind], d.cat->preset, d.cat->nlayers, d.cat->experts_per_layer, d.cat->slot_bytes);
+	printf("pool %" PRIu64 " MiB (room for one layer of experts or a little more), io_uring queue depth %u, requests of %" PRIu64 " KiB\n",
+	       engine_pool_size(d.e, 0) >> 20, d.conf.queue_depth, d.conf.request_size >> 10);
+	drop_caches(&d);
+	while (first < d.cat->nexperts && layers < want) {
+		uint32_t n = 0, layer = d.cat->experts[first].layer;
+		uint64_t bytes = 0, read0;
+		double t0, t;
+
+		while (first + n < d.cat->nexperts && d.cat->experts[first + n].layer == layer)
+			n++;
+		engine_get_stats(d.e, &st);
+		read0 = st.bytes_read;
+		t0 = now_s();
+		if (acquire_range(&d, first, n, a) < 0)
+			goto out;
+		t = now_s() - t0;
+		total += t;
+		engine_get_stats(d.e, &st);
+		if (verify_range(&d, first, n, a) < 0)
+			goto out;
+		for (uint32_t i = 0; i < n; i++)
+			bytes += d.cat->experts[first + i].bytes;
+		served += bytes;
+		fetched += n;
+		human(b1, sizeof(b1), (double)(st.bytes_read - read0));
+		printf("layer %u: %u experts acquired, %s read from flash in %.1f ms (%.2f GB/s), every byte verified\n",
+		       layer, n, b1, t * 1e3, (double)(st.bytes_read - read0) / t / 1e9);
+		release_range(&d, first, n, false);
+		first += n;
+		layers++;
+	}
+	/* The last layer again: resident, served from DDR without touching flash. */
+	if (layers) {
+		uint32_t n = 0, start = first;
+		uint64_t read0, hits0;
+		double t0, t;
+
+		while (start > 0 && d.cat->experts[start - 1].layer == d.cat->experts[first - 1].layer) {
+			start--;
+			n++;
+		}
+		engine_get_stats(d.e, &st);
+		read0 = st.bytes_read;
+		hits0 = st.hits;
+		t0 = now_s();
+		if (acquire_range(&d, start, n, a) < 0)
+			goto out;
+		t = now_s() - t0;
+		if (verify_range(&d, start, n, a) < 0)
+			goto out;
+		engine_get_stats(d.e, &st);
+		for (uint32_t i = 0; i < n; i++)
+			served += d.cat->experts[start + i].bytes;
+		printf("layer %u again: %" PRIu64 " hits from the DDR pool, %" PRIu64 " bytes from flash, %.3f ms, "
+		       "every byte verified\n",
+		       d.cat->experts[start].layer, st.hits - hits0, st.bytes_read - read0, t * 1e3);
+		release_range(&d, start, n, false);
+	}
+	engine_get_stats(d.e, &st);
+	human(b1, sizeof(b1), (double)st.bytes_read);
+	human(b2, sizeof(b2), (double)served);
+	printf("summary: %" PRIu64 " experts fetched in %u layers, %s read from flash in %.3f s = %.2f GB/s; "
+	       "%" PRIu64 " hits, %" PRIu64 " evictions, %" PRIu64 " fetch errors\n", fetched, layers, b1, total,
+	       total > 0 ? (double)st.bytes_read / total / 1e9 : 0.0, st.hits, st.evictions, st.fetch_errors);
+	joules(j1, sizeof(j1), (double)st.bytes_read * 8 * d.conf.pj_flash * 1e-12);
+	joules(j2, sizeof(j2), (double)served * 8 * d.conf.pj_ddr * 1e-12);
+	printf("dynamic energy (bytes x 8 x pJ/bit, [energy] of the config): flash read %s x %.1f pJ = %s; "
+	       "DDR read of the %s served to clients x %.1f pJ = %s\n",
+	       b1, d.conf.pj_flash, j1, b2, d.conf.pj_ddr, j2);
+	rc = 0;
+out:
+	free(a);
+	direct_close(&d);
+	return rc;
+}

@@ -1,0 +1,713 @@
+/* SPDX-License-Identifier: MIT */
+/* tierctl commands that talk to a running tierd through libtierd-client. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tierctl.h"
+#include "tierd-client.h"
+#include "tierd-proto.h"
+
+static int svc_connect(const struct tierctl_opts *o, struct tierd_client **c)
+{
+	int r = tierd_client_connect(c, o->socket_path, "tierctl");
+
+	if (r) {
+		fprintf(stderr, "tierctl: cannot connect to tierd at %s: %s\n", o->socket_path, strerror(-r));
+		if (r == -EPROTONOSUPPORT)
+			fprintf(stderr, "tierctl: protocol version mismatch between tierctl and tierd\n");
+	}
+	return r;
+}
+
+static int svc_fail(struct tierd_client *c, const char *what, int r)
+{
+	char why[512];
+
+	tierd_client_last_error(c, why, sizeof(why));
+	fprintf(stderr, "tierctl: %s: %s%s%s\n", what, strerror(-r), *why ? ": " : "", why);
+	return 1;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int resolve_model(struct tierd_client *c, const char *s)
+{
+	char *end;
+	long v;
+	int m = tierd_client_model_find(c, s);
+
+	if (m >= 0)
+		return m;
+	v = strtol(s, &end, 10);
+	if (*s && !*end && v >= 0 && v < tierd_client_model_count(c))
+		return (int)v;
+	fprintf(stderr, "tierctl: no model \"%s\" (see tierctl models)\n", s);
+	return -ENOENT;
+}
+
+/* "3", "0-7", "1,4,9-11", "all" -> a list within [0, max). */
+static int parse_list(const char *s, uint32_t max, uint32_t **out, size_t *n)
+{
+	char *copy = strdup(s), *save = NULL, *tok;
+	uint32_t *v = NULL;
+	size_t count = 0;
+	int r = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	if (!strcmp(s, "all")) {
+		free(copy);
+		copy = NULL;
+		v = malloc((max ? max : 1) * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < max; i++)
+			v[count++] = i;
+	}
+	for (tok = copy ? strtok_r(copy, ",", &save) : NULL; tok && !r; tok = strtok_r(NULL, ",", &save)) {
+		unsigned long a, b;
+		char *end;
+
+		a = b = strtoul(tok, &end, 10);
+		if (*end == '-')
+			b = strtoul(end + 1, &end, 10);
+		if (*end || end == tok || a > b || b >= max || b - a > 1u << 20) {
+			fprintf(stderr, "tierctl: \"%s\": expected numbers or ranges below %u\n", tok, max);
+			r = -EINVAL;
+			break;
+		}
+		uint32_t *nv = realloc(v, (count + (b - a + 1)) * sizeof(*v));
+
+		if (!nv) {
+			r = -ENOMEM;
+			break;
+		}
+		v = nv;
+		for (unsigned long i = a; i <= b; i++)
+			v[count++] = (uint32_t)i;
+	}
+	free(copy);
+	if (r || !count) {
+		free(v);
+		if (!r)
+			fprintf(stderr, "tierctl: empty list\n");
+		return r ? r : -EINVAL;
+	}
+	*out = v;
+	*n = count;
+	return 0;
+}
+
+/* MODEL LAYERS EXPERTS -> keys (layers x experts). */
+static int parse_keys(struct tierd_client *c, int argc, char **argv, struct tierd_key **keys, size_t *n)
+{
+	struct tierd_model_info mi;
+	uint32_t *layers = NULL, *experts = NULL;
+	size_t nl = 0, ne = 0;
+	int m, r;
+
+	if (argc != 3) {
+		fprintf(stderr, "tierctl: expected MODEL LAYERS EXPERTS (e.g. demo 0 0-7)\n");
+		return -EINVAL;
+	}
+	m = resolve_model(c, argv[0]);
+	if (m < 0)
+		return m;
+	tierd_client_model_info(c, (unsigned)m, &mi);
+	r = parse_list(argv[1], mi.nlayers, &layers, &nl);
+	if (!r)
+		r = parse_list(argv[2], mi.experts_per_layer, &experts, &ne);
+	if (!r) {
+		*keys = calloc(nl * ne, sizeof(**keys));
+		if (!*keys)
+			r = -ENOMEM;
+	}
+	if (!r) {
+		*n = 0;
+		for (size_t i = 0; i < nl; i++)
+			for (size_t j = 0; j < ne; j++)
+				(*keys)[(*n)++] = (struct tierd_key){ (uint32_t)m, layers[i], experts[j] };
+	}
+	free(layers);
+	free(experts);
+	return r;
+}
+
+static void print_bytes(FILE *f, uint64_t b)
+{
+	if (b >= (1ull << 30))
+		fprintf(f, "%.2f GiB", (double)b / (double)(1ull << 30));
+	else if (b >= (1ull << 20))
+		fprintf(f, "%.1f MiB", (double)b / (double)(1ull << 20));
+	else
+		fprintf(f, "%llu B", (unsigned long long)b);
+}
+
+/* --json after the subcommand, as well as before it. */
+static int parse_json_opt(const struct tierctl_opts *o, int argc, char **argv, const char *usage)
+{
+	static const struct option lo[] = { { "json", no_argument, NULL, 'j' }, { 0 } };
+	int json = o->json, opt;
+
+	while ((opt = getopt_long(argc, argv, "j", lo, NULL)) != -1) {
+		if (opt != 'j') {
+			fprintf(stderr, "Usage: %s\n", usage);
+			return -1;
+		}
+		json = 1;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "Usage: %s\n", usage);
+		return -1;
+	}
+	return json;
+}
+
+static int get_stats(struct tierd_client *c, uint64_t *v)
+{
+	int r;
+
+	memset(v, 0, sizeof(uint64_t) * TIERD_STAT_COUNT);
+	r = tierd_client_stats(c, v, TIERD_STAT_COUNT);
+	return r < 0 ? r : 0;
+}
+
+int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
+{
+	struct tierd_client *c;
+	uint64_t v[TIERD_STAT_COUNT];
+	int json = parse_json_opt(o, argc, argv, "tierctl status [--json]"), r;
+
+	if (json < 0)
+		return 2;
+	if (svc_connect(o, &c))
+		return 1;
+	r = get_stats(c, v);
+	if (r) {
+		r = svc_fail(c, "status", r);
+		goto out;
+	}
+	if (json) {
+		json_object *j = json_object_new_object();
+
+		json_object_object_add(j, "socket", json_object_new_string(o->socket_path));
+		json_object_object_add(j, "pid", json_object_new_int64((int64_t)v[TIERD_STAT_PID]));
+		json_object_object_add(j, "uptime_s", json_object_new_double((double)v[TIERD_STAT_UPTIME_MS] / 1000.0));
+		for (unsigned i = TIERD_STAT_CLIENTS; i <= TIERD_STAT_EVICTIONS; i++)
+			json_object_object_add(j, tierd_client_stat_name(i), json_object_new_int64((int64_t)v[i]));
+		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
+		json_object_put(j);
+		goto out;
+	}
+	printf("tierd pid %llu on %s, up %.0f s\n", (unsigned long long)v[TIERD_STAT_PID], o->socket_path, (double)v[TIERD_STAT_UPTIME_MS] / 1000.0);
+	printf("  models:   %llu\n", (unsigned long long)v[TIERD_STAT_MODELS]);
+	printf("  pool:     ");
+	print_bytes(stdout, v[TIERD_STAT_BYTES_RESIDENT]);
+	printf(" resident of ");
+	print_bytes(stdout, v[TIERD_STAT_POOL_BYTES]);
+	printf(" in %llu pool(s)\n", (unsigned long long)v[TIERD_STAT_POOLS]);
+	printf("  clients:  %llu, pins %llu (operator %llu)\n", (unsigned long long)v[TIERD_STAT_CLIENTS],
+	       (unsigned long long)v[TIERD_STAT_PINS], (unsigned long long)v[TIERD_STAT_OPERATOR_PINS]);
+	printf("  acquires: %llu hits, %llu misses, %llu evictions\n", (unsigned long long)v[TIERD_STAT_HITS],
+	       (unsigned long long)v[TIERD_STAT_MISSES], (unsigned long long)v[TIERD_STAT_EVICTIONS]);
+out:
+	tierd_client_close(c);
+	return r ? 1 : 0;
+}
+
+int cmd_stats(const struct tierctl_opts *o, int argc, char **argv)
+{
+	struct tierd_client *c;
+	uint64_t v[TIERD_STAT_COUNT];
+	int json = parse_json_opt(o, argc, argv, "tierctl stats [--json]"), r;
+
+	if (json < 0)
+		return 2;
+	if (svc_connect(o, &c))
+		return 1;
+	r = get_stats(c, v);
+	if (r) {
+		r = svc_fail(c, "stats", r);
+		goto out;
+	}
+	if (json) {
+		json_object *j = json_object_new_object();
+
+		for (unsigned i = 0; i < TIERD_STAT_COUNT && tierd_client_stat_name(i); i++)
+			json_object_object_add(j, tierd_client_stat_name(i), json_object_new_int64((int64_t)v[i]));
+		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
+		json_object_put(j);
+	} else {
+		for (unsigned i = 0; i < TIERD_STAT_COUNT && tierd_client_stat_name(i); i++)
+			printf("%-18s %llu\n", tierd_client_stat_name(i), (unsigned long long)v[i]);
+	}
+out:
+	tierd_client_close(c);
+	return r ? 1 : 0;
+}
+
+int cmd_models(const struct tierctl_opts *o, int argc, char **argv)
+{
+	struct tierd_client *c;
+	int json = parse_json_opt(o, argc, argv, "tierctl models [--json]"), n;
+
+	if (json < 0)
+		return 2;
+	if (svc_connect(o, &c))
+		return 1;
+	n = tierd_client_model_count(c);
+	if (json) {
+		json_object *a = json_object_new_array();
+
+		for (int i = 0; i < n; i++) {
+			struct tierd_model_info mi;
+			json_object *j = json_object_new_object();
+
+			tierd_client_model_info(c, (unsigned)i, &mi);
+			json_object_object_add(j, "index", json_object_new_int(i));
+			json_object_object_add(j, "name", json_object_new_string(mi.name));
+			json_object_object_add(j, "allowed", json_object_new_boolean(mi.allowed));
+			json_object_object_add(j, "layers", json_object_new_int64(mi.nlayers));
+			json_object_object_add(j, "experts_per_layer", json_object_new_int64(mi.experts_per_layer));
+			json_object_object_add(j, "top_k", json_object_new_int64(mi.top_k));
+			json_object_object_add(j, "experts", json_object_new_int64((int64_t)mi.nexperts));
+			json_object_object_add(j, "slot_bytes", json_object_new_int64((int64_t)mi.slot_bytes));
+			json_object_array_add(a, j);
+		}
+		printf("%s\n", json_object_to_json_string_ext(a, JSON_C_TO_STRING_PRETTY));
+		json_object_put(a);
+	} else {
+		printf("%-3s %-20s %-7s %6s %8s %5s %8s %12s\n", "#", "MODEL", "ALLOWED", "LAYERS", "EXPERTS",
+		       "TOPK", "TOTAL", "SLOT BYTES");
+		for (int i = 0; i < n; i++) {
+			struct tierd_model_info mi;
+
+			tierd_client_model_info(c, (unsigned)i, &mi);
+			printf("%-3d %-20s %-7s %6u %8u %5u %8llu %12llu\n", i, mi.name, mi.allowed ? "yes" : "no",
+			       mi.nlayers, mi.experts_per_layer, mi.top_k, (unsigned long long)mi.nexperts,
+			       (unsigned long long)mi.slot_bytes);
+		}
+	}
+	tierd_client_close(c);
+	return 0;
+}
+
+/* prefetch, evict, pin, unpin, release: MODEL LAYERS EXPERTS. */
+static int keys_command(const struct tierctl_opts *o, int argc, char **argv,
+			int (*fn)(struct tierd_client *, const struct tierd_key *, size_t), const char *done)
+{
+	struct tierd_client *c;
+	struct tierd_key *keys = NULL;
+	size_t n = 0;
+	int r;
+
+	if (svc_connect(o, &c))
+		return 1;
+	r = parse_keys(c, argc - 1, argv + 1, &keys, &n);
+	if (r) {
+		tierd_client_close(c);
+		return 2;
+	}
+	for (size_t i = 0; !r && i < n; i += 1024)
+		r = fn(c, keys + i, n - i < 1024 ? n - i : 1024);
+	if (r)
+		r = svc_fail(c, argv[0], r);
+	else
+		printf("%s %zu expert(s)\n", done, n);
+	free(keys);
+	tierd_client_close(c);
+	return r;
+}
+
+static int do_pin(struct tierd_client *c, const struct tierd_key *k, size_t n)
+{
+	return tierd_client_pin(c, k, n, -1);
+}
+
+int cmd_prefetch(const struct tierctl_opts *o, int argc, char **argv)
+{
+	return keys_command(o, argc, argv, tierd_client_prefetch, "prefetch queued for");
+}
+
+int cmd_evict(const struct tierctl_opts *o, int argc, char **argv)
+{
+	return keys_command(o, argc, argv, tierd_client_evict, "evicted");
+}
+
+int cmd_pin(const struct tierctl_opts *o, int argc, char **argv)
+{
+	return keys_command(o, argc, argv, do_pin, "pinned");
+}
+
+int cmd_unpin(const struct tierctl_opts *o, int argc, char **argv)
+{
+	return keys_command(o, argc, argv, tierd_client_unpin, "unpinned");
+}
+
+/* Pins of a client go with its connection; what tierctl can release across
+ * processes are the daemon-owned operator pins. */
+int cmd_release(const struct tierctl_opts *o, int argc, char **argv)
+{
+	return keys_command(o, argc, argv, tierd_client_unpin, "released operator pins of");
+}
+
+int cmd_acquire(const struct tierctl_opts *o, int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "hold", required_argument, NULL, 'H' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ 0 }
+	};
+	struct tierd_client *c;
+	struct tierd_acquisition *a;
+	struct tierd_key *keys = NULL;
+	double hold = 0, t0;
+	int timeout = -1, opt, r;
+	size_t n = 0;
+
+	while ((opt = getopt_long(argc, argv, "H:t:", lo, NULL)) != -1) {
+		switch (opt) {
+		case 'H': hold = atof(optarg); break;
+		case 't': timeout = atoi(optarg); break;
+		default:
+			fprintf(stderr, "Usage: tierctl acquire [--hold SECONDS] [--timeout MS] MODEL LAYERS EXPERTS\n");
+			return 2;
+		}
+	}
+	if (svc_connect(o, &c))
+		return 1;
+	r = parse_keys(c, argc - optind, argv + optind, &keys, &n);
+	if (r) {
+		tierd_client_close(c);
+		return 2;
+	}
+	t0 = now_s();
+	r = tierd_client_acquire(c, keys, n, timeout, &a);
+	if (r) {
+		r = svc_fail(c, "acquire", r);
+		goto out;
+	}
+	printf("acquired %zu expert(s) in %.3f ms\n", n, (now_s() - t0) * 1000.0);
+	for (size_t i = 0; i < tierd_acquisition_count(a); i++) {
+		const struct tierd_expert *e = tierd_acquisition_expert(a, i);
+
+		printf("layer %u expert %u:\n", e->key.layer, e->key.expert);
+		for (uint32_t j = 0; j < e->ntensors; j++) {
+			const struct tierd_tensor *t = &e->tensors[j];
+
+			printf("  %-48s %-7s [", t->name, tierd_dtype_name(t->dtype));
+			for (uint32_t d = 0; d < t->ndim; d++)
+				printf("%s%llu", d ? ", " : "", (unsigned long long)t->shape[d]);
+			printf("] pool %u offset %llu length %llu\n", t->pool, (unsigned long long)t->offset,
+			       (unsigned long long)t->length);
+		}
+	}
+	if (hold > 0) {
+		printf("holding the pins for %.1f s\n", hold);
+		fflush(stdout);
+		usleep((useconds_t)(hold * 1e6));
+	}
+	r = tierd_client_release(c, a);
+	if (r)
+		r = svc_fail(c, "release", r);
+	else
+		printf("released\n");
+out:
+	free(keys);
+	tierd_client_close(c);
+	return r;
+}
+
+struct progress {
+	bool tty;
+	double start;
+};
+
+static void warm_progress(uint64_t done, uint64_t total, void *arg)
+{
+	struct progress *p = arg;
+	int width = 40, fill = total ? (int)(done * (uint64_t)width / total) : width;
+
+	if (!p->tty)
+		return;
+	fprintf(stderr, "\r[%.*s%*s] %llu/%llu experts %.1f s", fill, "########################################",
+		width - fill, "", (unsigned long long)done, (unsigned long long)total, now_s() - p->start);
+	fflush(stderr);
+}
+
+int cmd_warm(const struct tierctl_opts *o, int argc, char **argv)
+{
+	struct progress p = { .tty = isatty(STDERR_FILENO), .start = now_s() };
+	struct tierd_client *c;
+	struct tierd_model_info mi;
+	uint32_t first = 0, last = UINT32_MAX;
+	int m, r;
+
+	if (argc < 2 || argc > 3) {
+		fprintf(stderr, "Usage: tierctl warm MODEL [FIRST[-LAST]]\n");
+		return 2;
+	}
+	if (svc_connect(o, &c))
+		return 1;
+	m = resolve_model(c, argv[1]);
+	if (m < 0) {
+		tierd_client_close(c);
+		return 2;
+	}
+	if (argc == 3) {
+		char *end;
+
+		first = last = (uint32_t)strtoul(argv[2], &end, 10);
+		if (*end == '-')
+			last = (uint32_t)strtoul(end + 1, &end, 10);
+		if (*end || last < first) {
+			fprintf(stderr, "tierctl: \"%s\": expected a layer or a range FIRST-LAST\n", argv[2]);
+			tierd_client_close(c);
+			return 2;
+		}
+	}
+	tierd_client_model_info(c, (unsigned)m, &mi);
+	r = tierd_client_warm(c, (uint32_t)m, first, last, warm_progress, &p, -1);
+	if (p.tty)
+		fprintf(stderr, "\n");
+	if (r)
+		r = svc_fail(c, "warm", r);
+	else
+		printf("warmed model %s layers %u-%u in %.2f s\n", mi.name, first,
+		       last == UINT32_MAX ? mi.nlayers - 1 : last, now_s() - p.start);
+	tierd_client_close(c);
+	return r;
+}
+
+/* ---- bench acquire ---- */
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void pin_cpu(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set))
+		perror("sched_setaffinity");
+}
+
+/* Bare SOCK_SEQPACKET ping-pong of a 48-byte message: the floor. */
+static int floor_child(double *lat, int ops, int cpu_client, int cpu_echo)
+{
+	int sv[2];
+	char msg[48] = { 0 };
+	pid_t echo;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv))
+		return -errno;
+	echo = fork();
+	if (echo < 0)
+		return -errno;
+	if (echo == 0) {
+		close(sv[0]);
+		pin_cpu(cpu_echo);
+		while (recv(sv[1], msg, sizeof(msg), 0) > 0)
+			if (send(sv[1], msg, sizeof(msg), 0) < 0)
+				break;
+		_exit(0);
+	}
+	close(sv[1]);
+	pin_cpu(cpu_client);
+	for (int i = 0; i < ops; i++) {
+		double t = now_s();
+
+		if (send(sv[0], msg, sizeof(msg), 0) < 0 || recv(sv[0], msg, sizeof(msg), 0) <= 0)
+			return -EIO;
+		lat[i] = now_s() - t;
+	}
+	close(sv[0]);
+	waitpid(echo, NULL, 0);
+	return 0;
+}
+
+static int acquire_child(const struct tierctl_opts *o, double *lat, int ops, const struct tierd_key *keys,
+			 size_t k, int cpu)
+{
+	struct tierd_client *c;
+	int r = tierd_client_connect(&c, o->socket_path, "bench");
+
+	if (r)
+		return r;
+	pin_cpu(cpu);
+	for (int i = 0; i < ops && !r; i++) {
+		struct tierd_acquisition *a;
+		double t = now_s();
+
+		r = tierd_client_acquire(c, keys, k, -1, &a);
+		if (!r)
+			r = tierd_client_release(c, a);
+		lat[i] = now_s() - t;
+	}
+	tierd_client_close(c);
+	return r;
+}
+
+struct bench_result {
+	double p50, p99, ops_s;
+};
+
+/* Runs 'clients' processes doing 'ops' each; kind 0: floor, 1: acquire. */
+static int bench_run(const struct tierctl_opts *o, int kind, int clients, int ops, const struct tierd_key *keys,
+		     size_t k, int cpu_client, int cpu_daemon, struct bench_result *res)
+{
+	size_t total = (size_t)clients * (size_t)ops;
+	double *lat = mmap(NULL, total * sizeof(double), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	double t0, wall;
+	int failed = 0;
+
+	if (lat == MAP_FAILED)
+		return -errno;
+	t0 = now_s();
+	for (int i = 0; i < clients; i++) {
+		pid_t pid = fork();
+
+		if (pid < 0) {
+			failed = 1;
+			break;
+		}
+		if (pid == 0) {
+			int r = kind ? acquire_child(o, lat + (size_t)i * (size_t)ops, ops, keys, k, cpu_client)
+				     : floor_child(lat + (size_t)i * (size_t)ops, ops, cpu_client, cpu_daemon);
+
+			if (r)
+				fprintf(stderr, "tierctl: bench client %d: %s\n", i, strerror(-r));
+			_exit(r ? 1 : 0);
+		}
+	}
+	for (int i = 0; i < clients; i++) {
+		int st;
+
+		if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
+			failed = 1;
+	}
+	wall = now_s() - t0;
+	if (!failed) {
+		qsort(lat, total, sizeof(double), cmp_double);
+		res->p50 = lat[total / 2] * 1e6;
+		res->p99 = lat[(size_t)((double)total * 0.99)] * 1e6;
+		res->ops_s = (double)total / wall;
+	}
+	munmap(lat, total * sizeof(double));
+	return failed ? -EIO : 0;
+}
+
+int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "clients", required_argument, NULL, 'c' },
+		{ "ops", required_argument, NULL, 'n' },
+		{ "experts", required_argument, NULL, 'k' },
+		{ "model", required_argument, NULL, 'm' },
+		{ "cpu-client", required_argument, NULL, 'C' },
+		{ "cpu-daemon", required_argument, NULL, 'D' },
+		{ 0 }
+	};
+	const char *model = NULL;
+	int clients = 1, ops = 2000, k = 1, cpu_client = -1, cpu_daemon = -1, opt, m, r;
+	struct tierd_client *c;
+	struct tierd_acquisition *a;
+	struct tierd_model_info mi;
+	struct tierd_key *keys;
+	struct bench_result fl = { 0 }, ac = { 0 };
+
+	while ((opt = getopt_long(argc, argv, "c:n:k:m:C:D:", lo, NULL)) != -1) {
+		switch (opt) {
+		case 'c': clients = atoi(optarg); break;
+		case 'n': ops = atoi(optarg); break;
+		case 'k': k = atoi(optarg); break;
+		case 'm': model = optarg; break;
+		case 'C': cpu_client = atoi(optarg); break;
+		case 'D': cpu_daemon = atoi(optarg); break;
+		default:
+			fprintf(stderr, "Usage: tierctl bench acquire [--clients N] [--ops N] [--experts K] "
+					"[--model M] [--cpu-client CPU] [--cpu-daemon CPU]\n");
+			return 2;
+		}
+	}
+	if (clients < 1 || ops < 10 || k < 1 || k > 1024) {
+		fprintf(stderr, "tierctl: bench acquire: clients >= 1, ops >= 10, 1 <= experts <= 1024\n");
+		return 2;
+	}
+	if (svc_connect(o, &c))
+		return 1;
+	m = model ? resolve_model(c, model) : 0;
+	if (m < 0 || tierd_client_model_info(c, (unsigned)m, &mi)) {
+		fprintf(stderr, "tierctl: no model to benchmark\n");
+		tierd_client_close(c);
+		return 1;
+	}
+	keys = calloc((size_t)k, sizeof(*keys));
+	for (int i = 0; i < k; i++)
+		keys[i] = (struct tierd_key){ (uint32_t)m, (uint32_t)i / mi.experts_per_layer % mi.nlayers,
+					      (uint32_t)i % mi.experts_per_layer };
+	/* Make them resident first: the bench measures the hit path. */
+	r = tierd_client_acquire(c, keys, (size_t)k, -1, &a);
+	if (r) {
+		r = svc_fail(c, "bench acquire", r);
+		goto out;
+	}
+	tierd_client_release(c, a);
+	r = bench_run(o, 0, clients, ops, NULL, 0, cpu_client, cpu_daemon, &fl);
+	if (!r)
+		r = bench_run(o, 1, clients, ops, keys, (size_t)k, cpu_client, cpu_daemon, &ac);
+	if (r) {
+		fprintf(stderr, "tierctl: bench acquire failed\n");
+		r = 1;
+		goto out;
+	}
+	if (o->json) {
+		printf("{\"clients\": %d, \"ops_per_client\": %d, \"experts_per_op\": %d, "
+		       "\"floor_p50_us\": %.2f, \"floor_p99_us\": %.2f, \"acquire_p50_us\": %.2f, "
+		       "\"acquire_p99_us\": %.2f, \"acquire_ops_s\": %.0f, \"ratio_p50\": %.2f}\n",
+		       clients, ops, k, fl.p50, fl.p99, ac.p50, ac.p99, ac.ops_s, ac.p50 / fl.p50);
+	} else {
+		printf("bench acquire: %d client(s) x %d ops, %d resident expert(s) per acquire+release\n",
+		       clients, ops, k);
+		printf("  floor (SOCK_SEQPACKET ping-pong): p50 %8.1f us  p99 %8.1f us  %9.0f round trips/s\n",
+		       fl.p50, fl.p99, fl.ops_s);
+		printf("  acquire+release:                  p50 %8.1f us  p99 %8.1f us  %9.0f ops/s\n",
+		       ac.p50, ac.p99, ac.ops_s);
+		printf("  p50 ratio to the floor: %.2f (target <= 1.5)\n", ac.p50 / fl.p50);
+	}
+	r = 0;
+out:
+	free(keys);
+	tierd_client_close(c);
+	return r;
+}

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libtierd-client: the C API of tierd for inference processes.
+ *
+ * A client connects to tierd's Unix socket, learns the models it may use and
+ * maps the daemon's DDR pool (read-only, one contiguous region per pool).
+ * It then asks for experts by (model, layer, expert), in batches: prefetch
+ * (asynchronous, no pin) and acquire (answered when every expert of the batch
+ * is resident; each expert stays pinned, so its bytes cannot change, until
+ * the acquisition is released).  An acquired expert comes back as host
+ * pointers to its tensors inside the mapped pool.
+ *
+ * Conventions: functions return 0 (or a count) on success and a negative
+ * errno on failure; the daemon's reason for the last failure is kept by
+ * tierd_client_last_error().  Handles are opaque.  Every function may be
+ * called from several threads of one process at once (a mutex guards the
+ * client; one thread at a time reads the socket).
+ *
+ * GPU clients: register each pool once, read-only, and copy at pinned speed:
+ *
+ *     uint64_t size;
+ *     const void *base = tierd_client_pool_base(c, 0, &size);
+ *     cudaHostRegister((void *)base, size, cudaHostRegisterReadOnly);
+ *
+ * cudaHostRegisterReadOnly (0x08) is required: the mapping is PROT_READ and
+ * registering it with flags 0 fails with "invalid value".  After a
+ * reconnection (see tierd_client_set_reconnect_cb) the pools are new
+ * mappings: register them again.
+ *
+ * Daemon restarts: when the connection breaks, pending requests fail with
+ * -ECONNRESET and every acquisition becomes invalid (its status says so);
+ * the next call reconnects, re-acquires what was held (by model name) and
+ * updates those acquisitions' tensor pointers, or marks them lost
+ * (-ENOLINK).  Nothing is ever silently wrong: check
+ * tierd_acquisition_status() or use the reconnect callback before touching
+ * tensors again after an error.
+ */
+#ifndef TIERD_CLIENT_H
+#define TIERD_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TIERD_CLIENT_DEFAULT_SOCKET	"/run/tierd/tierd.sock"
+#define TIERD_CLIENT_MAX_DIMS		8
+
+struct tierd_client;
+struct tierd_acquisition;
+
+/* Same layout as the wire protocol's key. */
+struct tierd_key {
+	uint32_t model;		/* index, see tierd_client_model_find() */
+	uint32_t layer;
+	uint32_t expert;
+};
+
+/* Tensor element types (safetensors dtypes). */
+enum tierd_dtype {
+	TIERD_DTYPE_BOOL, TIERD_DTYPE_U8, TIERD_DTYPE_I8, TIERD_DTYPE_F8_E4M3,
+	TIERD_DTYPE_F8_E5M2, TIERD_DTYPE_I16, TIERD_DTYPE_U16, TIERD_DTYPE_F16,
+	TIERD_DTYPE_BF16, TIERD_DTYPE_I32, TIERD_DTYPE_U32, TIERD_DTYPE_F32,
+	TIERD_DTYPE_I64, TIERD_DTYPE_U64, TIERD_DTYPE_F64,
+};
+
+struct tierd_tensor {
+	const char *name;		/* the tensor's name in the checkpoint */
+	const void *data;		/* host pointer into the mapped pool, read-only */
+	uint64_t length;		/* bytes */
+	uint32_t dtype;			/* enum tierd_dtype */
+	uint32_t ndim;
+	uint64_t shape[TIERD_CLIENT_MAX_DIMS];	/* of this expert's part */
+	uint32_t pool;			/* which pool, and where in it */
+	uint64_t offset;
+};
+
+struct tierd_expert {
+	struct tierd_key key;
+	uint32_t ntensors;
+	const struct tierd_tensor *tensors;
+};
+
+struct tierd_model_info {
+	const char *name;		/* valid until the client is closed or reconnects */
+	int allowed;			/* this process may acquire from it */
+	uint32_t nlayers;
+	uint32_t experts_per_layer;
+	uint32_t top_k;			/* 0 if the checkpoint does not say */
+	uint64_t nexperts;
+	uint64_t slot_bytes;
+};
+
+/* ---- connection ---- */
+
+/*
+ * Connects and maps the pools.  path NULL: $TIERD_SOCKET, else
+ * TIERD_CLIENT_DEFAULT_SOCKET.  name is shown in the daemon's logs (may be
+ * NULL).  -EPROTONOSUPPORT if the daemon speaks another major version of the
+ * protocol; -ENOENT / -ECONNREFUSED if no daemon listens.
+ */
+int tierd_client_connect(struct tierd_client **out, const char *path, const char *name);
+/* Releases every acquisition, unmaps, closes; NULL is a no-op. */
+void tierd_client_close(struct tierd_client *c);
+/* Reconnects now if the connection is broken (calls do it by themselves). */
+int tierd_client_reconnect(struct tierd_client *c);
+/* Copies the daemon's (or the library's) reason for the last failure. */
+void tierd_client_last_error(struct tierd_client *c, char *buf, size_t len);
+
+/* Called (from the thread that reconnected, without the client lock) after
+ * a reconnection: how many acquisitions were re-established and how many lost. */
+typedef void (*tierd_reconnect_fn)(struct tierd_client *c, unsigned reestablished, unsigned lost,
+				   void *arg);
+void tierd_client_set_reconnect_cb(struct tierd_client *c, tierd_reconnect_fn fn, void *arg);
+
+/* ---- models and pools ---- */
+
+int tierd_client_model_count(struct tierd_client *c);
+/* Index of a model by name, or -ENOENT. */
+int tierd_client_model_find(struct tierd_client *c, const char *name);
+int tierd_client_model_info(struct tierd_client *c, unsigned model, struct tierd_model_info *out);
+/* 0 if this process may not map the pool (see tierd.conf(5), allow_uid). */
+int tierd_client_pool_count(struct tierd_client *c);
+/* Base and size of a pool's read-only mapping, or NULL. */
+const void *tierd_client_pool_base(struct tierd_client *c, unsigned pool, uint64_t *size);
+
+/* ---- experts ---- */
+
+/* Asks the daemon to load experts ahead of need; returns when queued. */
+int tierd_client_prefetch(struct tierd_client *c, const struct tierd_key *keys, size_t n);
+
+/*
+ * Blocking acquire: returns when every expert is resident and pinned, or
+ * when timeout_ms (-1: no limit) passes (-ETIMEDOUT; the pins the daemon then
+ * grants are released by the library).  All or nothing: on failure no pin is
+ * held.  -EDQUOT: over the daemon's per-client quotas; -EACCES: not allowed.
+ */
+int tierd_client_acquire(struct tierd_client *c, const struct tierd_key *keys, size_t n,
+			 int timeout_ms, struct tierd_acquisition **out);
+
+/* Non-blocking acquire: fn runs later with the result (a NULL acquisition
+ * and a negative err on failure) from tierd_client_process(), or from a
+ * blocking call of another thread that reads the answer.  It runs without
+ * the client lock held. */
+typedef void (*tierd_acquire_fn)(struct tierd_client *c, int err, struct tierd_acquisition *a,
+				 void *arg);
+int tierd_client_acquire_async(struct tierd_client *c, const struct tierd_key *keys, size_t n,
+			       tierd_acquire_fn fn, void *arg);
+/* An fd to poll for POLLIN; when readable, call tierd_client_process().
+ * Changes after a reconnection: fetch it again after errors. */
+int tierd_client_fd(struct tierd_client *c);
+/* Reads what the daemon sent (waiting up to timeout_ms, 0: not at all) and
+ * runs completion callbacks.  Returns how many requests completed. */
+int tierd_client_process(struct tierd_client *c, int timeout_ms);
+
+/* Unpins and frees the acquisition (also a lost one). */
+int tierd_client_release(struct tierd_client *c, struct tierd_acquisition *a);
+size_t tierd_acquisition_count(const struct tierd_acquisition *a);
+const struct tierd_expert *tierd_acquisition_expert(const struct tierd_acquisition *a, size_t i);
+/* 0: valid; -ENOTCONN: connection broken, not re-established yet;
+ * -ENOLINK: lost at a reconnection (the daemon could not pin it again). */
+int tierd_acquisition_status(struct tierd_client *c, const struct tierd_acquisition *a);
+
+/* ---- statistics ---- */
+
+/* What the router chose for one layer, with its weights in [0, 1]. */
+int tierd_client_routing_hint(struct tierd_client *c, uint32_t model, uint32_t layer,
+			      const uint32_t *experts, const float *weights, size_t n);
+/* Tokens generated since the last report (for per-token energy). */
+int tierd_client_report_tokens(struct tierd_client *c, uint32_t model, uint64_t tokens);
+/* Fills up to n counters in tierd_client_stat_name() order; returns how many. */
+int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n);
+/* "bytes_read", ...; NULL past the last counter this library knows. */
+const char *tierd_client_stat_name(unsigned i);
+
+/* ---- operator commands (root or the daemon's user) ---- */
+
+int tierd_client_evict(struct tierd_client *c, const struct tierd_key *keys, size_t n);
+/* Pins owned by the daemon, which outlive this connection. */
+int tierd_client_pin(struct tierd_client *c, const struct tierd_key *keys, size_t n, int timeout_ms);
+int tierd_client_unpin(struct tierd_client *c, const struct tierd_key *keys, size_t n);
+typedef void (*tierd_progress_fn)(uint64_t done, uint64_t total, void *arg);
+/* Loads layers first..last (UINT32_MAX: to the end) of a model into the pool;
+ * progress (may be NULL) is called as experts arrive. */
+int tierd_client_warm(struct tierd_client *c, uint32_t model, uint32_t first_layer,
+		      uint32_t last_layer, tierd_progress_fn progress, void *arg, int timeout_ms);
+
+const char *tierd_dtype_name(uint32_t dtype);
+size_t tierd_dtype_size(uint32_t dtype);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,94 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# Runs INSIDE a Debian 12 guest booted with systemd as PID 1 (the VM harness
+# of tests/vm/ copies it in and runs it as root).  Assumes tierd and tierctl
+# are installed under /usr/local, tierd.service and tierd.socket in
+# /etc/systemd/system, and a demo checkpoint (tierctl demo-store) in
+# /var/lib/tierd/demo.  Checks socket activation, Type=notify readiness and
+# status, reload, stop with drain, hardening, and journal priorities.  TAP.
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:$PATH
+SOCK=/run/tierd/tierd.sock
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+notok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
+check() { local what=$1; shift; if "$@" >/tmp/guest-check.out 2>&1; then ok "$what"; else notok "$what"; sed 's/^/# /' /tmp/guest-check.out; fi; }
+journal() { journalctl -u tierd.service --no-pager -o cat "$@" 2>/dev/null; }
+wait_for() { for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
+
+echo "1..12"
+
+# The service's own user, and a configuration if the image has none.
+id tierd >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin tierd
+if [ ! -f /etc/tierd/tierd.conf ]; then
+	mkdir -p /etc/tierd
+	cat >/etc/tierd/tierd.conf <<CONF
+[daemon]
+log_level = info
+[pool]
+size = 16M
+hugepages = no
+lock = yes
+[model demo]
+path = /var/lib/tierd/demo
+CONF
+fi
+systemctl daemon-reload
+
+# 1-2: socket first, service not yet.
+check "systemctl start tierd.socket" systemctl start tierd.socket
+if systemctl is-active --quiet tierd.socket && ! systemctl is-active --quiet tierd.service && [ -S $SOCK ]; then
+	ok "the socket listens on $SOCK and tierd.service is not started yet"
+else
+	notok "socket active, service inactive"
+fi
+
+# 3-4: a client connection activates the service (Type=notify: active = READY=1 sent).
+check "a client connection (tierctl status) activates tierd.service" wait_for tierctl -s $SOCK status
+if systemctl is-active --quiet tierd.service && systemctl show -p StatusText --value tierd.service | grep -q "models"; then
+	ok "tierd.service is active with a STATUS= summary: $(systemctl show -p StatusText --value tierd.service)"
+else
+	notok "tierd.service active with STATUS="
+fi
+
+# 5: hardening: its own user, the capabilities of the unit, io_uring allowed.
+pid=$(systemctl show -p MainPID --value tierd.service)
+uid=$(awk '/^Uid:/ { print $2 }' /proc/"$pid"/status 2>/dev/null)
+if [ -n "$uid" ] && [ "$uid" = "$(id -u tierd)" ]; then ok "tierd runs as user tierd (uid $uid)"
+else notok "tierd runs as user tierd (uid ${uid:-?})"; fi
+check "an acquire through the hardened service (io_uring, mlock allowed)" \
+	tierctl -s $SOCK acquire demo 0 0-1
+
+# 7-8: reload keeps the process and its resident experts.
+resident=$(tierctl -s $SOCK stats | awk '$1 == "bytes_resident" { print $2 }')
+check "systemctl reload tierd" systemctl reload tierd.service
+if [ "$(systemctl show -p MainPID --value tierd.service)" = "$pid" ] &&
+   [ "$(tierctl -s $SOCK stats | awk '$1 == "reloads" { print $2 }')" = 1 ] &&
+   [ "$(tierctl -s $SOCK stats | awk '$1 == "bytes_resident" { print $2 }')" -ge "${resident:-0}" ]; then
+	ok "after reload: same process, reload counted, resident experts kept"
+else
+	notok "after reload: same process, reload counted, resident experts kept"
+fi
+
+# 9-10: stop drains and exits cleanly.
+check "systemctl stop tierd.service" systemctl stop tierd.service
+if ! systemctl is-active --quiet tierd.service && [ "$(systemctl show -p Result --value tierd.service)" = success ]; then
+	ok "tierd.service stopped with result success"
+else
+	notok "tierd.service stopped with result success ($(systemctl show -p Result --value tierd.service))"
+fi
+
+# 11-12: journald kept the <N> priorities.
+if journal -p notice..notice | grep -q "ready on" && journal -p info..info | grep -q "client pid"; then
+	ok "journal: the ready line at priority notice, client lines at info"
+else
+	notok "journal priorities"; journal | tail -20 | sed 's/^/# /'
+fi
+if journal | grep -q "stopping" && journal | grep -q "drained"; then
+	ok "journal: SIGTERM logged and in-flight fetches drained"
+else
+	notok "journal: stop and drain"
+fi
+systemctl stop tierd.socket >/dev/null 2>&1
+[ $failed = 0 ]

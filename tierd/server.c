@@ -1,0 +1,1498 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The service side of tierd-proto.h.  Every client socket is non-blocking:
+ * answers that the socket cannot take now wait in the client's output queue,
+ * and a client whose queue grows past SERVER_MAX_QUEUED is dropped, so a
+ * client that stops reading never blocks the daemon.  A malformed message
+ * closes that client only, with the reason logged and sent back.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdalign.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "server.h"
+
+#define SERVER_MAX_QUEUED	(4u << 20)	/* bytes of answers a client may leave unread */
+/* Packets per client per wakeup.  One: epoll is level-triggered and comes
+ * back for the rest, which costs less than the recvmsg that would find
+ * nothing after a lone request (the common case: a blocking acquire). */
+#define SERVER_READ_BURST	1
+#define SERVER_WARM_WINDOW	16		/* experts a warm keeps in flight */
+#define SERVER_MAX_GROUPS	64
+
+struct outmsg {
+	struct outmsg *next;
+	size_t len;
+	int nfds;
+	int fds[TIERD_PROTO_MAX_POOLS];	/* engine's pool fds: not owned */
+	uint8_t data[];
+};
+
+struct pin {
+	struct engine_key key;
+	uint32_t count;
+};
+
+struct pinset {
+	struct pin *v;
+	size_t n, cap;
+	uint64_t total;
+};
+
+struct client;
+
+enum req_kind {
+	REQ_ACQUIRE,		/* pins go to the client */
+	REQ_PIN,		/* operator pins: go to the server */
+};
+
+struct req_ent {
+	struct acq_req *req;
+	struct engine_key key;
+	int err;
+	bool done;
+	uint32_t pool;
+	uint64_t offset;
+	const struct catalog_expert *expert;
+};
+
+struct acq_req {
+	struct server *srv;
+	struct client *c;		/* NULL once the client is gone */
+	enum req_kind kind;
+	uint64_t id;
+	uint32_t n;
+	uint32_t pending;		/* completions still to come, +1 while submitting */
+	struct acq_req *next;
+	struct req_ent ents[];
+};
+
+struct warm {
+	struct server *srv;
+	struct client *c;		/* NULL once the client is gone */
+	uint64_t id;
+	uint32_t model;
+	const struct catalog *cat;
+	uint32_t next, end;		/* catalog expert indexes still to issue */
+	uint32_t inflight;
+	uint64_t done, total, failed;
+	int first_err;
+	unsigned last_pct;
+	bool pumping;			/* in warm_pump: hits complete synchronously */
+	struct warm *link;
+};
+
+struct client {
+	struct server *srv;
+	int fd;
+	struct loop_source *src;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[SERVER_MAX_GROUPS];
+	int ngroups;
+	bool hello;
+	bool may_map;			/* allowed every model: may see the whole pool */
+	bool operator;
+	bool *allowed;			/* per engine model */
+	char name[65];
+	struct pinset pins;
+	uint32_t inflight;		/* experts of this client's pending acquires */
+	struct acq_req *reqs;
+	struct warm *warms;
+	struct outmsg *out_head, *out_tail;
+	size_t out_bytes;
+	bool want_out;
+	bool dead;			/* dropped, waiting for server_reap() */
+	struct client *prev, *next;
+};
+
+struct server {
+	struct loop *loop;
+	struct engine *engine;
+	const struct tierd_conf *conf;
+	int listen_fd;
+	char *bound_path;		/* unlinked at destroy; NULL when systemd owns it */
+	struct loop_source *listen_src;
+	struct client *clients;
+	struct client *dead;
+	unsigned nclients;
+	uint64_t instance;
+	struct timespec started;
+	struct pinset opins;		/* operator pins */
+	struct acq_req *orphans;	/* requests of departed clients, still pending */
+	struct warm *orphan_warms;
+	uint64_t *tokens;		/* per model */
+	/* Routing hints per model, indexed like the catalog's experts: what the
+	 * routers chose and with what weight (statistics, and the input of a
+	 * predictive policy). */
+	struct hint_stats {
+		uint64_t *count;
+		double *weight;
+	} *hints;
+	uint64_t counters[TIERD_STAT_COUNT];
+	alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG];
+	alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
+};
+
+/* ---- pin sets ---- */
+
+static struct pin *pinset_find(struct pinset *ps, const struct engine_key *k)
+{
+	for (size_t i = 0; i < ps->n; i++)
+		if (ps->v[i].key.model == k->model && ps->v[i].key.layer == k->layer &&
+		    ps->v[i].key.expert == k->expert)
+			return &ps->v[i];
+	return NULL;
+}
+
+static int pinset_add(struct pinset *ps, const struct engine_key *k)
+{
+	struct pin *p = pinset_find(ps, k);
+
+	if (!p) {
+		if (ps->n == ps->cap) {
+			size_t cap = ps->cap ? ps->cap * 2 : 16;
+			struct pin *v = realloc(ps->v, cap * sizeof(*v));
+
+			if (!v)
+				return -ENOMEM;
+			ps->v = v;
+			ps->cap = cap;
+		}
+		p = &ps->v[ps->n++];
+		p->key = *k;
+		p->count = 0;
+	}
+	p->count++;
+	ps->total++;
+	return 0;
+}
+
+/* -ENOENT when the set holds no pin on k. */
+static int pinset_drop(struct pinset *ps, const struct engine_key *k)
+{
+	struct pin *p = pinset_find(ps, k);
+
+	if (!p)
+		return -ENOENT;
+	ps->total--;
+	if (--p->count == 0)
+		*p = ps->v[--ps->n];
+	return 0;
+}
+
+static void pinset_release_all(struct pinset *ps, struct engine *e)
+{
+	for (size_t i = 0; i < ps->n; i++)
+		for (uint32_t j = 0; j < ps->v[i].count; j++)
+			engine_release(e, &ps->v[i].key);
+	free(ps->v);
+	memset(ps, 0, sizeof(*ps));
+}
+
+/* ---- output ---- */
+
+static void client_drop(struct client *c, const char *why);
+
+static int client_update_events(struct client *c)
+{
+	bool want = c->out_head != NULL;
+
+	if (want == c->want_out)
+		return 0;
+	c->want_out = want;
+	return loop_modify_fd(c->src, EPOLLIN | (want ? EPOLLOUT : 0));
+}
+
+static ssize_t send_packet(int fd, const void *buf, size_t len, const int *fds, int nfds)
+{
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * TIERD_PROTO_MAX_POOLS)];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (nfds > 0) {
+		struct cmsghdr *cm;
+
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	}
+	return sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* Sends now if nothing waits, else queues.  The client may be dropped (its
+ * queue overflowed or its socket failed): returns -ECONNRESET then, and c
+ * must not be used. */
+static int client_send(struct client *c, const void *buf, long len, const int *fds, int nfds)
+{
+	struct outmsg *m;
+
+	if (c->dead)
+		return -ECONNRESET;
+	if (len < 0) {
+		log_err("encoding an answer for pid %d failed: %s", (int)c->pid, strerror((int)-len));
+		client_drop(c, "internal error: answer too large");
+		return -ECONNRESET;
+	}
+	if (!c->out_head) {
+		ssize_t n = send_packet(c->fd, buf, (size_t)len, fds, nfds);
+
+		if (n == len)
+			return 0;
+		if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+			client_drop(c, n >= 0 ? "short send" : strerror(errno));
+			return -ECONNRESET;
+		}
+	}
+	if (c->out_bytes + (size_t)len > SERVER_MAX_QUEUED) {
+		client_drop(c, "output queue full: the client does not read its answers");
+		c->srv->counters[TIERD_STAT_CLIENTS_DROPPED]++;
+		return -ECONNRESET;
+	}
+	m = malloc(sizeof(*m) + (size_t)len);
+	if (!m) {
+		client_drop(c, "out of memory");
+		return -ECONNRESET;
+	}
+	m->next = NULL;
+	m->len = (size_t)len;
+	m->nfds = nfds;
+	if (nfds)
+		memcpy(m->fds, fds, sizeof(int) * (size_t)nfds);
+	memcpy(m->data, buf, (size_t)len);
+	if (c->out_tail)
+		c->out_tail->next = m;
+	else
+		c->out_head = m;
+	c->out_tail = m;
+	c->out_bytes += (size_t)len;
+	if (client_update_events(c)) {
+		client_drop(c, "cannot watch the socket");
+		return -ECONNRESET;
+	}
+	return 0;
+}
+
+static void client_flush(struct client *c)
+{
+	while (c->out_head) {
+		struct outmsg *m = c->out_head;
+		ssize_t n = send_packet(c->fd, m->data, m->len, m->fds, m->nfds);
+
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n != (ssize_t)m->len) {
+			client_drop(c, n < 0 ? strerror(errno) : "short send");
+			return;
+		}
+		c->out_head = m->next;
+		if (!c->out_head)
+			c->out_tail = NULL;
+		c->out_bytes -= m->len;
+		free(m);
+	}
+	if (client_update_events(c))
+		client_drop(c, "cannot watch the socket");
+}
+
+static int client_error(struct client *c, uint64_t id, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int client_error(struct client *c, uint64_t id, int err, const char *fmt, ...)
+{
+	char reason[TIERD_PROTO_MAX_REASON + 1];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	log_info("client pid %d uid %u: request %llu refused: %s", (int)c->pid, (unsigned)c->uid,
+		 (unsigned long long)id, reason);
+	return client_send(c, c->srv->tx,
+			   tierd_proto_encode_error(c->srv->tx, sizeof(c->srv->tx), id, err, reason),
+			   NULL, 0);
+}
+
+static int client_ok(struct client *c, uint64_t id, uint16_t flags, uint64_t v)
+{
+	if (flags & TIERD_PROTO_F_NOREPLY)
+		return 0;
+	return client_send(c, c->srv->tx,
+			   tierd_proto_encode_u64(c->srv->tx, sizeof(c->srv->tx), TIERD_MSG_OK, id, v),
+			   NULL, 0);
+}
+
+/* ---- authorization ---- */
+
+static bool id_in(const unsigned *ids, size_t n, unsigned id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] == id)
+			return true;
+	return false;
+}
+
+/*
+ * Root and the daemon's own user may use every model: they can read the
+ * checkpoints and the daemon's memory anyway, so refusing them protects
+ * nothing.  Others need their uid, primary gid or a supplementary gid in the
+ * model's allow lists; a model without allow lists is open to whoever can
+ * reach the socket (its file mode or the socket unit's SocketMode= decide).
+ */
+static bool client_may_use(const struct client *c, const struct conf_model *m)
+{
+	if (c->uid == 0 || c->uid == geteuid())
+		return true;
+	if (!m)
+		return false;		/* not in the config any more: fail closed */
+	if (!m->nallow_uid && !m->nallow_gid)
+		return true;
+	if (id_in((const unsigned *)m->allow_uid, m->nallow_uid, c->uid) ||
+	    id_in((const unsigned *)m->allow_gid, m->nallow_gid, c->gid))
+		return true;
+	for (int i = 0; i < c->ngroups; i++)
+		if (id_in((const unsigned *)m->allow_gid, m->nallow_gid, c->groups[i]))
+			return true;
+	return false;
+}
+
+static void client_authorize(struct client *c)
+{
+	struct server *s = c->srv;
+	int n = engine_model_count(s->engine);
+
+	c->may_map = true;
+	for (int i = 0; i < n; i++) {
+		const struct conf_model *m = conf_model_find(s->conf, engine_model_name(s->engine, (uint32_t)i));
+
+		c->allowed[i] = client_may_use(c, m);
+		/* One pool holds every model's experts: a client that may not read
+		 * one of them must not map it at all. */
+		if (!c->allowed[i])
+			c->may_map = false;
+	}
+	c->operator = c->uid == 0 || c->uid == geteuid();
+}
+
+/* Validates keys against the catalog and the client's rights.  Returns 0 or
+ * answers the ERROR itself (then returns its negative errno or -ECONNRESET). */
+static int client_check_keys(struct client *c, uint64_t id, const struct tierd_proto_key *keys,
+			     uint32_t n, bool need_map)
+{
+	struct server *s = c->srv;
+	int nmodels = engine_model_count(s->engine);
+
+	for (uint32_t i = 0; i < n; i++) {
+		const struct tierd_proto_key *k = &keys[i];
+		const struct catalog *cat;
+
+		if (k->model >= (uint32_t)nmodels)
+			return client_error(c, id, -ENOENT, "model index %u: no such model (%d served)",
+					    k->model, nmodels);
+		if (!c->allowed[k->model]) {
+			s->counters[TIERD_STAT_REFUSED]++;
+			return client_error(c, id, -EACCES, "model %s: uid %u is not allowed to use it",
+					    engine_model_name(s->engine, k->model), (unsigned)c->uid);
+		}
+		if (need_map && !c->may_map) {
+			s->counters[TIERD_STAT_REFUSED]++;
+			return client_error(c, id, -EACCES,
+					    "the pool also holds models uid %u may not read: run a separate tierd for them",
+					    (unsigned)c->uid);
+		}
+		cat = engine_model_catalog(s->engine, k->model);
+		if (!cat || !catalog_find(cat, k->layer, k->expert))
+			return client_error(c, id, -ENOENT, "model %s has no layer %u expert %u",
+					    engine_model_name(s->engine, k->model), k->layer, k->expert);
+	}
+	return 0;
+}
+
+/* ---- acquire and operator pins ---- */
+
+static void req_unlink(struct acq_req **head, struct acq_req *r)
+{
+	for (struct acq_req **p = head; *p; p = &(*p)->next) {
+		if (*p == r) {
+			*p = r->next;
+			return;
+		}
+	}
+}
+
+static void req_release_done(struct acq_req *r)
+{
+	for (uint32_t i = 0; i < r->n; i++)
+		if (r->ents[i].done && !r->ents[i].err)
+			engine_release(r->srv->engine, &r->ents[i].key);
+}
+
+static long encode_acquired(struct server *s, struct acq_req *r)
+{
+	struct tierd_proto_buf b;
+
+	tierd_proto_begin(&b, s->tx, sizeof(s->tx), TIERD_MSG_ACQUIRED, 0, r->id);
+	tierd_proto_put_u32(&b, r->n);
+	tierd_proto_put_u32(&b, 0);
+	for (uint32_t i = 0; i < r->n; i++) {
+		const struct req_ent *e = &r->ents[i];
+		const struct catalog_expert *x = e->expert;
+
+		tierd_proto_put_u32(&b, e->key.model);
+		tierd_proto_put_u32(&b, e->key.layer);
+		tierd_proto_put_u32(&b, e->key.expert);
+		tierd_proto_put_u32(&b, x->ntensors);
+		for (uint32_t j = 0; j < x->ntensors; j++) {
+			const struct catalog_tensor *t = &x->tensors[j];
+
+			tierd_proto_put_u32(&b, e->pool);
+			tierd_proto_put_u32(&b, (uint32_t)t->dtype);
+			tierd_proto_put_u64(&b, e->offset + t->slot_offset);
+			tierd_proto_put_u64(&b, t->length);
+			tierd_proto_put_u32(&b, t->ndim);
+			for (uint32_t d = 0; d < t->ndim && d < CATALOG_MAX_DIMS; d++)
+				tierd_proto_put_u64(&b, t->shape[d]);
+			tierd_proto_put_str(&b, t->name);
+		}
+	}
+	return tierd_proto_end(&b);
+}
+
+static void req_finish(struct acq_req *r)
+{
+	struct server *s = r->srv;
+	struct client *c = r->c;
+	const struct req_ent *bad = NULL;
+
+	if (!c) {
+		req_unlink(&s->orphans, r);
+		free(r);
+		return;
+	}
+	req_unlink(&c->reqs, r);
+	c->inflight -= r->kind == REQ_ACQUIRE ? r->n : 0;
+	for (uint32_t i = 0; i < r->n && !bad; i++)
+		if (r->ents[i].err)
+			bad = &r->ents[i];
+	if (bad) {
+		/* All or nothing: a batch answered in part would leave the client
+		 * guessing which pins it holds. */
+		req_release_done(r);
+		client_error(c, r->id, bad->err, "model %s layer %u expert %u: %s",
+			     engine_model_name(s->engine, bad->key.model), bad->key.layer,
+			     bad->key.expert, strerror(-bad->err));
+		free(r);
+		return;
+	}
+	for (uint32_t i = 0; i < r->n; i++) {
+		struct pinset *ps = r->kind == REQ_ACQUIRE ? &c->pins : &s->opins;
+
+		if (pinset_add(ps, &r->ents[i].key)) {
+			/* Keep the books right: undo what this batch added. */
+			for (uint32_t j = 0; j < i; j++)
+				pinset_drop(ps, &r->ents[j].key);
+			req_release_done(r);
+			client_error(c, r->id, -ENOMEM, "out of memory recording pins");
+			free(r);
+			return;
+		}
+	}
+	if (r->kind == REQ_ACQUIRE) {
+		long len = encode_acquired(s, r);
+
+		if (len == -EMSGSIZE) {
+			for (uint32_t i = 0; i < r->n; i++)
+				pinset_drop(&c->pins, &r->ents[i].key);
+			req_release_done(r);
+			client_error(c, r->id, -E2BIG,
+				     "the answer to %u experts exceeds %u bytes: acquire fewer at once",
+				     r->n, TIERD_PROTO_MAX_MSG);
+		} else {
+			client_send(c, s->tx, len, NULL, 0);
+		}
+	} else {
+		client_ok(c, r->id, 0, r->n);
+	}
+	free(r);
+}
+
+static void req_done(void *arg, int err, const struct engine_slot_info *info)
+{
+	struct req_ent *e = arg;
+	struct acq_req *r = e->req;
+
+	e->done = true;
+	e->err = err;
+	if (!err) {
+		e->pool = info->pool;
+		e->offset = info->offset;
+		e->expert = info->expert;
+		if (!r->c)
+			engine_release(r->srv->engine, &e->key);
+	}
+	if (--r->pending == 0)
+		req_finish(r);
+}
+
+static void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
+			   const struct tierd_proto_key *keys, uint32_t n, enum req_kind kind)
+{
+	struct server *s = c->srv;
+	struct acq_req *r;
+
+	if (kind == REQ_ACQUIRE) {
+		if (c->inflight + n > s->conf->max_inflight) {
+			s->counters[TIERD_STAT_REFUSED]++;
+			client_error(c, h->request_id, -EDQUOT,
+				     "%u experts in flight with this batch, [client] max_inflight is %u",
+				     c->inflight + n, s->conf->max_inflight);
+			return;
+		}
+		if (c->pins.total + c->inflight + n > s->conf->max_pins) {
+			s->counters[TIERD_STAT_REFUSED]++;
+			client_error(c, h->request_id, -EDQUOT,
+				     "would hold %llu pins, [client] max_pins is %u",
+				     (unsigned long long)(c->pins.total + c->inflight + n), s->conf->max_pins);
+			return;
+		}
+	}
+	r = calloc(1, sizeof(*r) + n * sizeof(r->ents[0]));
+	if (!r) {
+		client_error(c, h->request_id, -ENOMEM, "out of memory");
+		return;
+	}
+	r->srv = s;
+	r->c = c;
+	r->kind = kind;
+	r->id = h->request_id;
+	r->n = n;
+	r->pending = n + 1;
+	r->next = c->reqs;
+	c->reqs = r;
+	if (kind == REQ_ACQUIRE) {
+		c->inflight += n;
+		s->counters[TIERD_STAT_ACQUIRES] += n;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct req_ent *e = &r->ents[i];
+		int err;
+
+		e->req = r;
+		e->key = (struct engine_key){ keys[i].model, keys[i].layer, keys[i].expert };
+		err = engine_acquire(s->engine, &e->key, ENGINE_DEMAND, req_done, e);
+		if (err) {
+			e->done = true;
+			e->err = err;
+			r->pending--;
+		}
+	}
+	if (--r->pending == 0)
+		req_finish(r);
+}
+
+static void client_release(struct client *c, const struct tierd_msg_hdr *h,
+			   const struct tierd_proto_key *keys, uint32_t n, struct pinset *ps)
+{
+	struct server *s = c->srv;
+
+	/* Check first, so that a bad batch releases nothing. */
+	for (uint32_t i = 0; i < n; i++) {
+		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+		struct pin *p = pinset_find(ps, &k);
+		uint32_t same = 0;
+
+		for (uint32_t j = 0; j < n; j++)
+			same += keys[j].model == k.model && keys[j].layer == k.layer &&
+				keys[j].expert == k.expert;
+		if (!p || p->count < same) {
+			client_error(c, h->request_id, -ENOENT,
+				     "model %u layer %u expert %u: not pinned (%s)", k.model, k.layer,
+				     k.expert, ps == &s->opins ? "operator pins" : "by this client");
+			return;
+		}
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+
+		pinset_drop(ps, &k);
+		engine_release(s->engine, &k);
+	}
+	s->counters[TIERD_STAT_RELEASES] += n;
+	client_ok(c, h->request_id, h->flags, n);
+}
+
+/* ---- warm ---- */
+
+static void warm_pump(struct warm *w);
+
+static void warm_unlink(struct warm **head, struct warm *w)
+{
+	for (struct warm **p = head; *p; p = &(*p)->link) {
+		if (*p == w) {
+			*p = w->link;
+			return;
+		}
+	}
+}
+
+static void warm_done(void *arg, int err, const struct engine_slot_info *info)
+{
+	struct warm *w = arg;
+	struct server *s = w->srv;
+	const struct catalog_expert *x = NULL;
+
+	w->inflight--;
+	w->done++;
+	if (err) {
+		w->failed++;
+		if (!w->first_err)
+			w->first_err = err;
+	} else {
+		x = info->expert;
+		struct engine_key k = { w->model, x->layer, x->expert };
+
+		/* Warm loads, it does not hold: the pin only kept the slot while
+		 * it was read. */
+		engine_release(s->engine, &k);
+	}
+	/* A hit completes inside engine_acquire, inside warm_pump's loop: the
+	 * loop goes on by itself, and recursing would grow the stack by one
+	 * frame per resident expert. */
+	if (!w->pumping)
+		warm_pump(w);
+}
+
+/* Issues more work, reports progress, finishes. */
+static void warm_pump(struct warm *w)
+{
+	struct server *s = w->srv;
+
+	w->pumping = true;
+	while (w->c && w->next < w->end && w->inflight < SERVER_WARM_WINDOW) {
+		const struct catalog_expert *x = &w->cat->experts[w->next++];
+		struct engine_key k = { w->model, x->layer, x->expert };
+		int err;
+
+		w->inflight++;
+		err = engine_acquire(s->engine, &k, ENGINE_PREFETCH, warm_done, w);
+		if (err) {
+			/* Refused up front: no callback will come. */
+			w->inflight--;
+			w->done++;
+			w->failed++;
+			if (!w->first_err)
+				w->first_err = err;
+		}
+	}
+	w->pumping = false;
+	if (w->c && w->total) {
+		unsigned pct = (unsigned)(w->done * 100 / w->total);
+
+		/* If the client is dropped here, w becomes an orphan (w->c NULL)
+		 * and is finished below like one. */
+		if (pct != w->last_pct && w->done < w->total) {
+			w->last_pct = pct;
+			client_send(w->c, s->tx,
+				    tierd_proto_encode_progress(s->tx, sizeof(s->tx), w->id, w->done, w->total),
+				    NULL, 0);
+		}
+	}
+	if (w->inflight)
+		return;
+	if (w->c && w->next < w->end)
+		return;
+	if (w->c) {
+		struct client *c = w->c;
+
+		warm_unlink(&c->warms, w);
+		if (w->failed)
+			client_error(c, w->id, w->first_err, "%llu of %llu experts could not be loaded: %s",
+				     (unsigned long long)w->failed, (unsigned long long)w->total,
+				     strerror(-w->first_err));
+		else
+			client_ok(c, w->id, 0, w->done);
+	} else {
+		warm_unlink(&s->orphan_warms, w);
+	}
+	free(w);
+}
+
+static void client_warm(struct client *c, const struct tierd_msg_hdr *h, const struct tierd_msg_warm *m)
+{
+	struct server *s = c->srv;
+	const struct catalog *cat;
+	struct warm *w;
+
+	if (m->model >= (uint32_t)engine_model_count(s->engine)) {
+		client_error(c, h->request_id, -ENOENT, "model index %u: no such model", m->model);
+		return;
+	}
+	cat = engine_model_catalog(s->engine, m->model);
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		client_error(c, h->request_id, -ENOMEM, "out of memory");
+		return;
+	}
+	w->srv = s;
+	w->c = c;
+	w->id = h->request_id;
+	w->model = m->model;
+	w->cat = cat;
+	/* Experts are sorted by (layer, expert): the layers form one range. */
+	w->next = cat->nexperts;
+	w->end = 0;
+	for (uint32_t i = 0; i < cat->nexperts; i++) {
+		uint32_t L = cat->experts[i].layer;
+
+		if (L >= m->first_layer && L <= m->last_layer) {
+			if (w->next == cat->nexperts)
+				w->next = i;
+			w->end = i + 1;
+		}
+	}
+	if (w->next >= w->end) {
+		free(w);
+		client_error(c, h->request_id, -ENOENT, "model %s has no experts in layers %u..%u",
+			     engine_model_name(s->engine, m->model), m->first_layer, m->last_layer);
+		return;
+	}
+	w->total = w->end - w->next;
+	w->link = c->warms;
+	c->warms = w;
+	log_info("warming model %s: %llu experts for pid %d", engine_model_name(s->engine, m->model),
+		 (unsigned long long)w->total, (int)c->pid);
+	warm_pump(w);
+}
+
+/* ---- requests ---- */
+
+static int client_welcome(struct client *c, const struct tierd_msg_hdr *h, const struct tierd_msg_hello *m)
+{
+	struct server *s = c->srv;
+	struct tierd_msg_welcome *w = calloc(1, sizeof(*w));
+	struct tierd_proto_buf b;
+	int nmodels = engine_model_count(s->engine);
+	int npools = engine_pool_count(s->engine);
+	int fds[TIERD_PROTO_MAX_POOLS];
+	int nfds;
+
+	if (!w)
+		return -ENOMEM;
+	snprintf(c->name, sizeof(c->name), "%s", m->name);
+	c->allowed = calloc((size_t)nmodels + 1, sizeof(bool));
+	if (!c->allowed) {
+		free(w);
+		return -ENOMEM;
+	}
+	client_authorize(c);
+	c->hello = true;
+	w->instance = s->instance;
+	w->nmodels = (uint32_t)nmodels;
+	w->npools = c->may_map ? (uint32_t)npools : 0;
+	for (uint32_t i = 0; i < w->npools; i++) {
+		w->pool_size[i] = engine_pool_size(s->engine, i);
+		fds[i] = engine_pool_fd(s->engine, i);
+	}
+	for (int i = 0; i < nmodels; i++) {
+		const struct catalog *cat = engine_model_catalog(s->engine, (uint32_t)i);
+		struct tierd_proto_model *pm = &w->models[i];
+
+		pm->name = engine_model_name(s->engine, (uint32_t)i);
+		pm->flags = c->allowed[i] ? TIERD_MODEL_F_ALLOWED : 0;
+		pm->nlayers = cat->nlayers;
+		pm->experts_per_layer = cat->experts_per_layer;
+		pm->top_k = cat->top_k;
+		pm->nexperts = cat->nexperts;
+		pm->slot_bytes = cat->slot_bytes;
+	}
+	tierd_proto_begin(&b, s->tx, sizeof(s->tx), TIERD_MSG_WELCOME, 0, h->request_id);
+	tierd_proto_put_welcome(&b, w);
+	nfds = (int)w->npools;
+	free(w);
+	log_info("client pid %d uid %u gid %u \"%s\" connected (%s)", (int)c->pid, (unsigned)c->uid,
+		 (unsigned)c->gid, c->name, c->may_map ? "pool mapped" : "no pool access");
+	return client_send(c, s->tx, tierd_proto_end(&b), fds, nfds);
+}
+
+static void client_stats(struct client *c, uint64_t id)
+{
+	uint64_t v[TIERD_STAT_COUNT];
+
+	server_get_stats(c->srv, v);
+	client_send(c, c->srv->tx, tierd_proto_encode_stats(c->srv->tx, sizeof(c->srv->tx), id, v,
+							      TIERD_STAT_COUNT), NULL, 0);
+}
+
+static void client_evict(struct client *c, const struct tierd_msg_hdr *h,
+			 const struct tierd_proto_key *keys, uint32_t n)
+{
+	struct server *s = c->srv;
+	uint32_t done = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+		int err = engine_evict(s->engine, &k);
+
+		if (err) {
+			client_error(c, h->request_id, err, "model %s layer %u expert %u: %s (evicted %u of %u)",
+				     engine_model_name(s->engine, k.model), k.layer, k.expert,
+				     err == -EBUSY ? "pinned" : strerror(-err), done, n);
+			return;
+		}
+		done++;
+	}
+	client_ok(c, h->request_id, h->flags, done);
+}
+
+/* A protocol fault: log, tell the client why, close it.  The daemon goes on. */
+static void client_malformed(struct client *c, const struct tierd_msg_hdr *h, int err, const char *why)
+{
+	char reason[256];
+
+	snprintf(reason, sizeof(reason), "malformed %s message: %s",
+		 h ? tierd_proto_type_name(h->type) : "", why);
+	log_warn("client pid %d uid %u: %s: closing the connection", (int)c->pid, (unsigned)c->uid, reason);
+	c->srv->counters[TIERD_STAT_PROTOCOL_ERRORS]++;
+	/* Best effort, not queued: the connection is closing. */
+	send_packet(c->fd, c->srv->tx,
+		    (size_t)tierd_proto_encode_error(c->srv->tx, sizeof(c->srv->tx),
+						     h ? h->request_id : 0, err, reason), NULL, 0);
+	client_drop(c, reason);
+}
+
+/* Handles one packet.  Returns -ECONNRESET when the client was dropped. */
+static int client_handle(struct client *c, const uint8_t *buf, size_t len)
+{
+	struct server *s = c->srv;
+	struct tierd_msg_hdr h;
+	const uint8_t *p = buf + sizeof(h);
+	const struct tierd_proto_key *keys;
+	const char *why = NULL;
+	uint32_t n;
+	int r;
+
+	r = tierd_proto_decode_hdr(buf, len, &h, &why);
+	if (r == -EPROTO) {
+		char reason[160];
+
+		snprintf(reason, sizeof(reason),
+			 "client speaks protocol %u.%u, tierd speaks %u.%u: refused",
+			 h.major, h.minor, TIERD_PROTO_MAJOR, TIERD_PROTO_MINOR);
+		log_warn("client pid %d uid %u: %s", (int)c->pid, (unsigned)c->uid, reason);
+		s->counters[TIERD_STAT_REFUSED]++;
+		send_packet(c->fd, s->tx, (size_t)tierd_proto_encode_error(s->tx, sizeof(s->tx),
+									h.request_id, -EPROTONOSUPPORT, reason),
+			    NULL, 0);
+		client_drop(c, "protocol version mismatch");
+		return -ECONNRESET;
+	}
+	if (r) {
+		client_malformed(c, NULL, r, why);
+		return -ECONNRESET;
+	}
+	if (!h.request_id) {
+		client_malformed(c, &h, -EBADMSG, "request id 0 is reserved");
+		return -ECONNRESET;
+	}
+	if (!c->hello && h.type != TIERD_MSG_HELLO) {
+		client_malformed(c, &h, -EBADMSG, "the first message must be HELLO");
+		return -ECONNRESET;
+	}
+	s->counters[TIERD_STAT_REQUESTS]++;
+	switch ((enum tierd_msg_type)h.type) {
+	case TIERD_MSG_HELLO: {
+		struct tierd_msg_hello m;
+
+		if (c->hello)
+			why = "HELLO sent twice";
+		else if (!tierd_proto_decode_hello(p, h.length, &m, &why)) {
+			r = client_welcome(c, &h, &m);
+			if (r == -ENOMEM) {
+				client_drop(c, "out of memory");
+				return -ECONNRESET;
+			}
+			return r;
+		}
+		break;
+	}
+	case TIERD_MSG_PREFETCH:
+	case TIERD_MSG_ACQUIRE:
+	case TIERD_MSG_RELEASE:
+	case TIERD_MSG_EVICT:
+	case TIERD_MSG_PIN:
+	case TIERD_MSG_UNPIN:
+		if (tierd_proto_decode_keys(p, h.length, &keys, &n, &why))
+			break;
+		if (h.type == TIERD_MSG_RELEASE) {
+			client_release(c, &h, keys, n, &c->pins);
+			return 0;
+		}
+		if (h.type == TIERD_MSG_EVICT || h.type == TIERD_MSG_PIN || h.type == TIERD_MSG_UNPIN) {
+			if (!c->operator) {
+				s->counters[TIERD_STAT_REFUSED]++;
+				return client_error(c, h.request_id, -EPERM,
+						    "%s is for operators (root or the daemon's user), not uid %u",
+						    tierd_proto_type_name(h.type), (unsigned)c->uid);
+			}
+			if (h.type == TIERD_MSG_UNPIN) {
+				client_release(c, &h, keys, n, &s->opins);
+				return 0;
+			}
+		}
+		r = client_check_keys(c, h.request_id, keys, n, h.type == TIERD_MSG_ACQUIRE);
+		if (r)
+			return r == -ECONNRESET ? r : 0;
+		if (h.type == TIERD_MSG_EVICT) {
+			client_evict(c, &h, keys, n);
+		} else if (h.type == TIERD_MSG_PREFETCH) {
+			for (uint32_t i = 0; i < n; i++) {
+				struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+
+				r = engine_prefetch(s->engine, &k);
+				if (r)
+					return client_error(c, h.request_id, r,
+							    "prefetch of layer %u expert %u: %s", k.layer,
+							    k.expert, strerror(-r));
+			}
+			s->counters[TIERD_STAT_PREFETCHES] += n;
+			return client_ok(c, h.request_id, h.flags, n);
+		} else {
+			client_acquire(c, &h, keys, n, h.type == TIERD_MSG_PIN ? REQ_PIN : REQ_ACQUIRE);
+		}
+		return 0;
+	case TIERD_MSG_ROUTING_HINT: {
+		struct tierd_msg_hint m;
+
+		if (tierd_proto_decode_hint(p, h.length, &m, &why))
+			break;
+		if (m.model >= (uint32_t)engine_model_count(s->engine) || !c->allowed[m.model])
+			return client_error(c, h.request_id, -ENOENT, "routing hint for model index %u: not usable",
+					    m.model);
+		{
+			const struct catalog *cat = engine_model_catalog(s->engine, m.model);
+			struct hint_stats *hs = &s->hints[m.model];
+
+			for (uint32_t i = 0; i < m.count; i++) {
+				const struct catalog_expert *x = catalog_find(cat, m.layer, m.hints[i].expert);
+
+				/* A hint about an expert the checkpoint lacks is the router's
+				 * business, not a protocol fault: not counted per expert. */
+				if (x && hs->count) {
+					hs->count[x - cat->experts]++;
+					hs->weight[x - cat->experts] += m.hints[i].weight;
+				}
+			}
+		}
+		s->counters[TIERD_STAT_HINTS] += m.count;
+		return client_ok(c, h.request_id, h.flags, m.count);
+	}
+	case TIERD_MSG_TOKEN_REPORT: {
+		struct tierd_msg_tokens m;
+
+		if (tierd_proto_decode_tokens(p, h.length, &m, &why))
+			break;
+		if (m.model >= (uint32_t)engine_model_count(s->engine) || !c->allowed[m.model])
+			return client_error(c, h.request_id, -ENOENT, "token report for model index %u: not usable",
+					    m.model);
+		s->tokens[m.model] += m.tokens;
+		s->counters[TIERD_STAT_TOKENS] += m.tokens;
+		return client_ok(c, h.request_id, h.flags, m.tokens);
+	}
+	case TIERD_MSG_STATS:
+		if (h.length) {
+			why = "STATS carries no payload";
+			break;
+		}
+		client_stats(c, h.request_id);
+		return 0;
+	case TIERD_MSG_WARM: {
+		struct tierd_msg_warm m;
+
+		if (tierd_proto_decode_warm(p, h.length, &m, &why))
+			break;
+		if (!c->operator) {
+			s->counters[TIERD_STAT_REFUSED]++;
+			return client_error(c, h.request_id, -EPERM, "WARM is for operators, not uid %u",
+					    (unsigned)c->uid);
+		}
+		client_warm(c, &h, &m);
+		return 0;
+	}
+	case TIERD_MSG_WELCOME:
+	case TIERD_MSG_ERROR:
+	case TIERD_MSG_OK:
+	case TIERD_MSG_ACQUIRED:
+	case TIERD_MSG_STATS_REPLY:
+	case TIERD_MSG_PROGRESS:
+		why = "a daemon-to-client message sent to the daemon";
+		break;
+	}
+	client_malformed(c, &h, -EBADMSG, why ? why : "unknown message type");
+	return -ECONNRESET;
+}
+
+static void client_read(struct client *c)
+{
+	struct server *s = c->srv;
+
+	for (int i = 0; i < SERVER_READ_BURST; i++) {
+		struct iovec iov = { .iov_base = s->rx, .iov_len = sizeof(s->rx) };
+		union {
+			char buf[CMSG_SPACE(sizeof(int) * 8)];
+			struct cmsghdr align;
+		} ctl;
+		struct msghdr mh = {
+			.msg_iov = &iov, .msg_iovlen = 1,
+			.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
+		};
+		ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+				return;
+			client_drop(c, strerror(errno));
+			return;
+		}
+		if (n == 0) {
+			client_drop(c, NULL);
+			return;
+		}
+		if (mh.msg_controllen) {
+			/* Clients never send descriptors: close what came and go. */
+			for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+				if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+					for (size_t k = 0; k < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
+						int fd;
+
+						memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
+						close(fd);
+					}
+			client_malformed(c, NULL, -EBADMSG, "ancillary data (file descriptors) sent to the daemon");
+			return;
+		}
+		if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+			client_malformed(c, NULL, -EMSGSIZE, "message larger than the protocol allows");
+			return;
+		}
+		client_handle(c, s->rx, (size_t)n);
+		if (c->dead)
+			return;
+	}
+}
+
+/* Dropped clients are freed here, when no callback can still hold them. */
+static void server_reap(struct server *s)
+{
+	while (s->dead) {
+		struct client *c = s->dead;
+
+		s->dead = c->next;
+		free(c->allowed);
+		free(c);
+	}
+}
+
+static void client_event(struct loop_source *src, int fd, uint32_t events, void *arg)
+{
+	struct client *c = arg;
+
+	server_reap(c->srv);
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		client_read(c);
+	if (!c->dead && (events & EPOLLOUT))
+		client_flush(c);
+}
+
+static void client_drop(struct client *c, const char *why)
+{
+	struct server *s = c->srv;
+	uint64_t pins = c->pins.total;
+
+	if (c->dead)
+		return;
+	if (why)
+		log_info("client pid %d uid %u dropped: %s", (int)c->pid, (unsigned)c->uid, why);
+	else
+		log_info("client pid %d uid %u disconnected", (int)c->pid, (unsigned)c->uid);
+	if (pins)
+		log_info("released %llu pins of pid %d", (unsigned long long)pins, (int)c->pid);
+	pinset_release_all(&c->pins, s->engine);
+	/* Requests still waiting for the engine: their completions release what
+	 * they pinned; pins already obtained are released now. */
+	while (c->reqs) {
+		struct acq_req *r = c->reqs;
+
+		c->reqs = r->next;
+		req_release_done(r);
+		r->c = NULL;
+		r->next = s->orphans;
+		s->orphans = r;
+	}
+	while (c->warms) {
+		struct warm *w = c->warms;
+
+		c->warms = w->link;
+		w->c = NULL;
+		w->link = s->orphan_warms;
+		s->orphan_warms = w;
+	}
+	while (c->out_head) {
+		struct outmsg *m = c->out_head;
+
+		c->out_head = m->next;
+		free(m);
+	}
+	loop_remove(c->src);
+	close(c->fd);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->nclients--;
+	c->dead = true;
+	c->next = s->dead;
+	s->dead = c;
+}
+
+static void server_accept(struct loop_source *src, int fd, uint32_t events, void *arg)
+{
+	struct server *s = arg;
+
+	server_reap(s);
+	for (;;) {
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		struct client *c;
+		int cfd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (cfd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				log_warn("accept: %s", strerror(errno));
+			return;
+		}
+		if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len)) {
+			log_warn("SO_PEERCRED: %s: refusing the connection", strerror(errno));
+			close(cfd);
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(cfd);
+			continue;
+		}
+		c->srv = s;
+		c->fd = cfd;
+		c->pid = cred.pid;
+		c->uid = cred.uid;
+		c->gid = cred.gid;
+		len = sizeof(c->groups);
+		/* Supplementary groups count for allow_gid (Linux >= 4.13). */
+		if (!getsockopt(cfd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len))
+			c->ngroups = (int)(len / sizeof(gid_t));
+		if (loop_add_fd(s->loop, cfd, EPOLLIN, client_event, c, &c->src)) {
+			close(cfd);
+			free(c);
+			continue;
+		}
+		c->next = s->clients;
+		if (s->clients)
+			s->clients->prev = c;
+		s->clients = c;
+		s->nclients++;
+	}
+}
+
+/* Binds conf->socket_path.  A socket file left by a dead daemon is replaced;
+ * one a live daemon answers on is not. */
+static int server_bind(struct server *s, const struct tierd_conf *conf)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, err;
+
+	if (strlen(conf->socket_path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, conf->socket_path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		int probe;
+		struct stat st;
+
+		if (errno != EADDRINUSE)
+			goto fail;
+		probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && !connect(probe, (struct sockaddr *)&sa, sizeof(sa))) {
+			close(probe);
+			close(fd);
+			log_err("%s: another tierd is listening there", conf->socket_path);
+			return -EADDRINUSE;
+		}
+		if (probe >= 0)
+			close(probe);
+		if (lstat(conf->socket_path, &st) || !S_ISSOCK(st.st_mode)) {
+			close(fd);
+			log_err("%s: exists and is not a socket", conf->socket_path);
+			return -EEXIST;
+		}
+		unlink(conf->socket_path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
+			goto fail;
+	}
+	if (chmod(conf->socket_path, conf->socket_mode))
+		goto fail;
+	if (listen(fd, 128))
+		goto fail;
+	s->bound_path = strdup(conf->socket_path);
+	if (!s->bound_path) {
+		unlink(conf->socket_path);
+		close(fd);
+		return -ENOMEM;
+	}
+	s->listen_fd = fd;
+	return 0;
+fail:
+	err = -errno;
+	log_err("%s: %s", conf->socket_path, strerror(-err));
+	close(fd);
+	return err;
+}
+
+/* What the protocol's string decoder accepts. */
+static bool name_ok(const char *s)
+{
+	size_t n = 0;
+
+	for (; s[n]; n++)
+		if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f)
+			return false;
+	return n > 0 && n <= TIERD_PROTO_MAX_NAME;
+}
+
+int server_create(struct server **out, struct loop *loop, struct engine *engine,
+		  const struct tierd_conf *conf, int listen_fd)
+{
+	struct server *s;
+	int nmodels = engine_model_count(engine);
+	int err;
+
+	if (nmodels < 0 || (unsigned)nmodels > TIERD_PROTO_MAX_MODELS ||
+	    engine_pool_count(engine) > (int)TIERD_PROTO_MAX_POOLS) {
+		log_err("the protocol carries at most %u models and %u pools", TIERD_PROTO_MAX_MODELS,
+			TIERD_PROTO_MAX_POOLS);
+		return -E2BIG;
+	}
+	/* What the protocol cannot carry is refused here, naming it, rather
+	 * than sent to clients that would reject it as malformed. */
+	for (int i = 0; i < nmodels; i++) {
+		const struct catalog *cat = engine_model_catalog(engine, (uint32_t)i);
+		const char *name = engine_model_name(engine, (uint32_t)i);
+
+		if (!name_ok(name)) {
+			log_err("model name \"%.40s\": longer than %u bytes, empty or with control characters",
+				name, TIERD_PROTO_MAX_NAME);
+			return -EINVAL;
+		}
+		for (uint32_t j = 0; j < cat->nexperts; j++) {
+			const struct catalog_expert *x = &cat->experts[j];
+
+			if (x->ntensors > TIERD_PROTO_MAX_TENSORS) {
+				log_err("model %s layer %u expert %u: %u tensors, the protocol carries %u",
+					name, x->layer, x->expert, x->ntensors, TIERD_PROTO_MAX_TENSORS);
+				return -E2BIG;
+			}
+			for (uint32_t k = 0; k < x->ntensors; k++) {
+				if (!name_ok(x->tensors[k].name)) {
+					log_err("model %s: tensor name \"%.40s\": longer than %u bytes, empty or with control characters",
+						name, x->tensors[k].name, TIERD_PROTO_MAX_NAME);
+					return -EINVAL;
+				}
+			}
+		}
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->loop = loop;
+	s->engine = engine;
+	s->conf = conf;
+	s->listen_fd = -1;
+	clock_gettime(CLOCK_MONOTONIC, &s->started);
+	{
+		struct timespec rt;
+
+		/* Distinct across restarts: clients detect a new daemon by it. */
+		clock_gettime(CLOCK_REALTIME, &rt);
+		s->instance = ((uint64_t)rt.tv_sec * 1000000000ull + (uint64_t)rt.tv_nsec) ^
+			      ((uint64_t)getpid() << 48);
+	}
+	s->tokens = calloc((size_t)nmodels + 1, sizeof(*s->tokens));
+	s->hints = calloc((size_t)nmodels + 1, sizeof(*s->hints));
+	if (!s->tokens || !s->hints) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	for (int i = 0; i < nmodels; i++) {
+		uint32_t n = engine_model_catalog(engine, (uint32_t)i)->nexperts;
+
+		s->hints[i].count = calloc((size_t)n + 1, sizeof(uint64_t));
+		s->hints[i].weight = calloc((size_t)n + 1, sizeof(double));
+		if (!s->hints[i].count || !s->hints[i].weight) {
+			err = -ENOMEM;
+			goto fail;
+		}
+	}
+	if (listen_fd >= 0) {
+		int fl = fcntl(listen_fd, F_GETFL);
+
+		s->listen_fd = listen_fd;
+		if (fl < 0 || fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK)) {
+			err = -errno;
+			goto fail;
+		}
+	} else {
+		err = server_bind(s, conf);
+		if (err)
+			goto fail;
+	}
+	err = loop_add_fd(loop, s->listen_fd, EPOLLIN, server_accept, s, &s->listen_src);
+	if (err)
+		goto fail;
+	*out = s;
+	return 0;
+fail:
+	server_destroy(s);
+	return err;
+}
+
+void server_destroy(struct server *s)
+{
+	if (!s)
+		return;
+	while (s->clients)
+		client_drop(s->clients, "tierd is stopping");
+	server_reap(s);
+	/* Requests of departed clients whose fetches never completed: the
+	 * engine is drained (or being destroyed) by now. */
+	while (s->orphans) {
+		struct acq_req *r = s->orphans;
+
+		s->orphans = r->next;
+		free(r);
+	}
+	while (s->orphan_warms) {
+		struct warm *w = s->orphan_warms;
+
+		s->orphan_warms = w->link;
+		free(w);
+	}
+	pinset_release_all(&s->opins, s->engine);
+	loop_remove(s->listen_src);
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	if (s->bound_path) {
+		unlink(s->bound_path);
+		free(s->bound_path);
+	}
+	free(s->tokens);
+	for (int i = 0; s->hints && i < engine_model_count(s->engine); i++) {
+		free(s->hints[i].count);
+		free(s->hints[i].weight);
+	}
+	free(s->hints);
+	free(s);
+}
+
+void server_set_conf(struct server *s, const struct tierd_conf *conf)
+{
+	s->conf = conf;
+	for (struct client *c = s->clients; c; c = c->next)
+		if (c->hello)
+			client_authorize(c);
+}
+
+void server_get_stats(const struct server *s, uint64_t *v)
+{
+	struct engine_stats st;
+	struct timespec now;
+	uint64_t pool_bytes = 0;
+	int npools = engine_pool_count(s->engine);
+
+	memcpy(v, s->counters, sizeof(s->counters));
+	engine_get_stats(s->engine, &st);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	for (int i = 0; i < npools; i++)
+		pool_bytes += engine_pool_size(s->engine, (uint32_t)i);
+	v[TIERD_STAT_UPTIME_MS] = (uint64_t)(now.tv_sec - s->started.tv_sec) * 1000 +
+				  (uint64_t)((now.tv_nsec - s->started.tv_nsec) / 1000000);
+	v[TIERD_STAT_PID] = (uint64_t)getpid();
+	v[TIERD_STAT_CLIENTS] = s->nclients;
+	v[TIERD_STAT_MODELS] = (uint64_t)engine_model_count(s->engine);
+	v[TIERD_STAT_POOLS] = (uint64_t)npools;
+	v[TIERD_STAT_POOL_BYTES] = pool_bytes;
+	v[TIERD_STAT_BYTES_RESIDENT] = st.bytes_resident;
+	v[TIERD_STAT_PINS] = st.pins;
+	v[TIERD_STAT_OPERATOR_PINS] = s->opins.total;
+	v[TIERD_STAT_HITS] = st.hits;
+	v[TIERD_STAT_MISSES] = st.misses;
+	v[TIERD_STAT_EVICTIONS] = st.evictions;
+	v[TIERD_STAT_FETCHES] = st.fetches;
+	v[TIERD_STAT_FETCH_ERRORS] = st.fetch_errors;
+	v[TIERD_STAT_CANCELLED] = st.cancelled;
+	v[TIERD_STAT_BYTES_READ] = st.bytes_read;
+}
+
+unsigned server_client_count(const struct server *s)
+{
+	return s->nclients;
+}
+
+uint64_t server_model_tokens(const struct server *s, uint32_t model)
+{
+	return model < (uint32_t)engine_model_count(s->engine) ? s->tokens[model] : 0;
+}
+
+int server_hint_stats(const struct server *s, uint32_t model, uint32_t layer, uint32_t expert,
+		      uint64_t *count, double *weight_sum)
+{
+	const struct catalog *cat;
+	const struct catalog_expert *x;
+
+	if (model >= (uint32_t)engine_model_count(s->engine))
+		return -ENOENT;
+	cat = engine_model_catalog(s->engine, model);
+	x = catalog_find(cat, layer, expert);
+	if (!x)
+		return -ENOENT;
+	*count = s->hints[model].count[x - cat->experts];
+	*weight_sum = s->hints[model].weight[x - cat->experts];
+	return 0;
+}
+
+void server_count_reload(struct server *s)
+{
+	s->counters[TIERD_STAT_RELOADS]++;
+}
