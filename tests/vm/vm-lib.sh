@@ -81,11 +81,14 @@ vm_cleanup() {
 }
 
 # Runs "$@" with the cache lock held, so concurrent suites (make check -j)
-# do not fetch or build the same thing twice.
+# do not fetch or build the same thing twice.  Under the lock, scratch
+# directories that an interrupted run left behind are removed.
 vm_locked() {
 	mkdir -p "$VM_CACHE" || return 1
 	(
 		flock 9 || exit 1
+		find "$VM_CACHE" -maxdepth 1 -type d \( -name 'kernel.*' -o -name 'rootfs.*' \) \
+			-exec rm -rf {} +
 		"$@"
 	) 9>"$VM_CACHE/lock"
 }
