@@ -302,6 +302,31 @@ static int cmd_malformed(int argc, char **argv)
 	return r > 0 ? 0 : die(NULL, "good client after malformed ones", r);
 }
 
+/* slow: ask and never read the answers; the daemon must drop this client
+ * (its output queue overflows) instead of blocking or growing without end. */
+static int cmd_slow(int argc, char **argv)
+{
+	uint8_t hello[128], msg[64];
+	static uint8_t welcome[TIERD_PROTO_MAX_MSG];
+	struct tierd_proto_buf b;
+	long hn = tierd_proto_encode_hello(hello, sizeof(hello), 1, (uint32_t)getpid(), "slow");
+	int fd = raw_connect();
+
+	if (fd < 0 || send(fd, hello, (size_t)hn, 0) != hn || recv(fd, welcome, sizeof(welcome), 0) <= 0)
+		return 1;
+	for (uint64_t id = 2; id < 2000000; id++) {
+		tierd_proto_begin(&b, msg, sizeof(msg), TIERD_MSG_STATS, 0, id);
+		if (send(fd, msg, (size_t)tierd_proto_end(&b), MSG_NOSIGNAL) < 0) {
+			printf("dropped by the daemon after %llu unread answers (%s)\n",
+			       (unsigned long long)id - 2, strerror(errno));
+			close(fd);
+			return 0;
+		}
+	}
+	fprintf(stderr, "svc-client: 2 million unread answers and still connected\n");
+	return 1;
+}
+
 struct async_state {
 	int done, err;
 	struct tierd_acquisition *a;
@@ -470,7 +495,7 @@ int main(int argc, char **argv)
 		{ "verify", cmd_verify }, { "hold", cmd_hold }, { "expect", cmd_expect },
 		{ "write-pool", cmd_write_pool }, { "version", cmd_version },
 		{ "malformed", cmd_malformed }, { "async", cmd_async }, { "restart", cmd_restart },
-		{ "threads", cmd_threads },
+		{ "threads", cmd_threads }, { "slow", cmd_slow },
 	};
 
 	if (argc < 3) {
