@@ -157,7 +157,7 @@ else
 fi
 if [ "$(stat protocol_errors)" -ge 4 ]; then ok "protocol errors are counted"; else notok "protocol errors are counted"; fi
 check "non-blocking acquire through the fd and a completion callback" "$CL" "$sock" async 2 0-3
-check "a write to the read-only pool faults in the client" "$CL" "$sock" write-pool
+check "the pool mapping cannot be made writable and a write to it faults" "$CL" "$sock" write-pool
 # 4 threads x 2 pins: exactly the quota of the connection.
 check "4 threads of one process share a client, bytes verified" "$CL" "$sock" threads 4 50
 if tierctl warm demo 2-3 >"$tmp/warm" 2>&1 && grep -q "warmed model demo layers 2-3" "$tmp/warm"; then

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -176,6 +177,12 @@ static int cmd_write_pool(int argc, char **argv)
 	base = (volatile uint8_t *)tierd_client_pool_base(c, 0, &size);
 	if (!base) {
 		fprintf(stderr, "svc-client: no pool mapped\n");
+		return 1;
+	}
+	/* The descriptor itself is read-only: the mapping cannot be made
+	 * writable either (a client could try that before writing). */
+	if (!mprotect((void *)base, 4096, PROT_READ | PROT_WRITE)) {
+		fprintf(stderr, "svc-client: the pool mapping could be made writable\n");
 		return 1;
 	}
 	pid = fork();
