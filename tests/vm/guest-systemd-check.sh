@@ -19,6 +19,8 @@ wait_for() { for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2
 
 echo "1..12"
 
+# libtierd-client.so in /usr/local/lib for tierctl.
+ldconfig 2>/dev/null || true
 # The service's own user, and a configuration if the image has none.
 id tierd >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin tierd
 if [ ! -f /etc/tierd/tierd.conf ]; then
