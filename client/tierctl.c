@@ -32,6 +32,9 @@ static const struct tierctl_cmd commands[] = {
 	{ "plan", cmd_plan, "per-token energy and latency of MoE placements; \"plan select\" picks one" },
 
 	/* energy */
+	{ "metrics", cmd_metrics, "print Prometheus metrics (energy, bytes, power states)" },
+	{ "energy", cmd_energy, "per-tier energy table" },
+	{ "top", cmd_top, "live view: bandwidth per tier, hit rate, joules per token" },
 
 	/* service */
 	{ "status", cmd_status, "summary of the running tierd (--json)" },

@@ -25,6 +25,9 @@ int cmd_demo(const struct tierctl_opts *o, int argc, char **argv);
 int cmd_plan(const struct tierctl_opts *o, int argc, char **argv);
 
 /* energy */
+int cmd_metrics(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_energy(const struct tierctl_opts *o, int argc, char **argv);
+int cmd_top(const struct tierctl_opts *o, int argc, char **argv);
 
 /* service */
 int cmd_status(const struct tierctl_opts *o, int argc, char **argv);

@@ -122,6 +122,23 @@ static void test_sizes(void **state)
 	assert_int_equal(conf_parse_size("99999999T", &v), -ERANGE);
 }
 
+static void test_energy_keys(void **state)
+{
+	struct tierd_conf c;
+	char err[256];
+
+	assert_int_equal(conf_init(&c), 0);
+	assert_int_equal(c.gpus, 0);
+	assert_true(c.nvme_default_w == 0.0);
+	assert_int_equal(conf_set(&c, "energy.gpus=8", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(&c, "energy.nvme_default_w=0.5", err, sizeof(err)), 0);
+	assert_int_equal(c.gpus, 8);
+	assert_true(c.nvme_default_w == 0.5);
+	assert_int_equal(conf_set(&c, "energy.gpus=-1", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "gpus"));
+	conf_free(&c);
+}
+
 static void test_socket_mode(void **state)
 {
 	struct tierd_conf c;
@@ -147,6 +164,7 @@ int main(void)
 		cmocka_unit_test(test_errors_name_line_and_key),
 		cmocka_unit_test(test_validate),
 		cmocka_unit_test(test_sizes),
+		cmocka_unit_test(test_energy_keys),
 		cmocka_unit_test(test_socket_mode),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

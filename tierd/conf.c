@@ -357,6 +357,10 @@ static int conf_apply(struct tierd_conf *c, const char *section, const char *key
 		DBL(c->ddr_static_w_per_gib);
 	if (IS("energy", "gpu_idle_w"))
 		DBL(c->gpu_idle_w);
+	if (IS("energy", "gpus"))
+		UINT(c->gpus, 4096);
+	if (IS("energy", "nvme_default_w"))
+		DBL(c->nvme_default_w);
 	if (IS("metrics", "listen")) {
 		if (!*v || !strcasecmp(v, "off")) {
 			free(c->metrics_listen);

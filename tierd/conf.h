@@ -85,6 +85,8 @@ struct tierd_conf {
 	double pj_flash;
 	double ddr_static_w_per_gib;
 	double gpu_idle_w;
+	unsigned gpus;			/* GPUs whose idle power is charged; 0: none */
+	double nvme_default_w;		/* SSD power when its descriptors say nothing */
 
 	/* [metrics] */
 	char *metrics_listen;		/* "127.0.0.1:9464"; NULL: off */

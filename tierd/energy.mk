@@ -1,1 +1,47 @@
-# energy: sources and tests of this area (included by Makefile.am).
+# energy: eBPF probes (user side), NVMe facts, the energy model, metrics export.
+libtierd_la_SOURCES += \
+	tierd/probes.c tierd/probes.h \
+	tierd/nvme.c tierd/nvme.h \
+	tierd/energy.c tierd/energy.h \
+	tierd/metrics.c tierd/metrics.h \
+	tierd/telemetry.c tierd/telemetry.h
+# probes.c includes the skeletons, which BUILT_SOURCES makes first.
+
+# Root test: eBPF read bytes against an O_DIRECT read (CI runs as root).
+check_PROGRAMS += tests/test-bpf-blk
+tests_test_bpf_blk_SOURCES = tests/test-bpf-blk.c
+tests_test_bpf_blk_CFLAGS = $(TEST_CFLAGS)
+tests_test_bpf_blk_LDADD = $(TEST_LIBS)
+TESTS += tests/test-bpf-blk
+
+check_PROGRAMS += tests/test-energy
+tests_test_energy_SOURCES = tests/test-energy.c
+tests_test_energy_CFLAGS = $(TEST_CFLAGS)
+tests_test_energy_LDADD = $(TEST_LIBS) -lm
+TESTS += tests/test-energy
+
+client_tierctl_SOURCES += client/tierctl-energy.c
+
+# Metrics: promtool, HTTP and textfile checks on a synthetic snapshot.
+check_PROGRAMS += tests/metrics-dump
+tests_metrics_dump_SOURCES = tests/metrics-dump.c
+tests_metrics_dump_CFLAGS = $(TEST_CFLAGS)
+tests_metrics_dump_LDADD = $(TEST_LIBS)
+TESTS += tests/metrics-promtool.sh
+EXTRA_DIST += tests/metrics-promtool.sh
+
+# Programs the VM suite runs inside a guest with an emulated NVMe controller
+# (built by make check, not run by it: this machine has no NVMe).
+check_PROGRAMS += tests/nvme-info tests/bpf-nvme-check
+tests_nvme_info_SOURCES = tests/nvme-info.c
+tests_nvme_info_CFLAGS = $(TEST_CFLAGS)
+tests_nvme_info_LDADD = $(TEST_LIBS)
+tests_bpf_nvme_check_SOURCES = tests/bpf-nvme-check.c
+tests_bpf_nvme_check_CFLAGS = $(TEST_CFLAGS)
+tests_bpf_nvme_check_LDADD = $(TEST_LIBS)
+
+# BUILT_SOURCES only covers "make all/check"; this covers building one
+# target directly (make tests/test-bpf-blk).
+$(libtierd_la_OBJECTS): $(BPF_SKELS)
+
+EXTRA_DIST += contrib/grafana/tierd-dashboard.json doc/README-energy.md
