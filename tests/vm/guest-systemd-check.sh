@@ -17,6 +17,14 @@ check() { local what=$1; shift; if "$@" >/tmp/guest-check.out 2>&1; then ok "$wh
 journal() { journalctl -u tierd.service --no-pager -o cat "$@" 2>/dev/null; }
 wait_for() { for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
 
+# The harness installs only a build configured for /usr/local (not, e.g.,
+# make distcheck's private prefix): without one there is nothing to check.
+if ! command -v tierd >/dev/null 2>&1 || ! command -v tierctl >/dev/null 2>&1 ||
+   [ ! -f /etc/systemd/system/tierd.service ]; then
+	echo "1..0 # SKIP tierd and its units are not installed in this guest"
+	exit 0
+fi
+
 echo "1..12"
 
 # libtierd-client.so in /usr/local/lib for tierctl.
