@@ -66,3 +66,10 @@ TESTS += tests/python-client.sh
 EXTRA_DIST += tests/python-client.sh tests/test_tierd_client.py
 
 dist_man_MANS += man/tierd.8 man/tierd.conf.5 man/tierctl.8 man/libtierd-client.3
+
+# The server in one process: engine + loop in the main thread, a client thread.
+check_PROGRAMS += tests/test-server
+TESTS += tests/test-server
+tests_test_server_SOURCES = tests/test-server.c
+tests_test_server_CFLAGS = $(TEST_CFLAGS) -pthread
+tests_test_server_LDADD = client/libtierd-client.la $(TEST_LIBS) -lpthread

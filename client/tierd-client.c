@@ -619,6 +619,15 @@ static int wait_pending(struct tierd_client *c, struct pending *p, int timeout_m
 			set_error(c, "no answer from tierd within %d ms", timeout_ms);
 			return -ETIMEDOUT;
 		}
+		if (c->fd < 0 && !c->reading) {
+			/* conn_lost() answers every pending request; this is only a
+			 * guard against spinning if one ever slipped through. */
+			pending_unlink(c, p);
+			p->done = true;
+			p->err = -ECONNRESET;
+			snprintf(p->reason, sizeof(p->reason), "connection to tierd lost");
+			break;
+		}
 		read_round(c, left);
 		if (p->progress_new && progress) {
 			uint64_t d = p->progress_done, t = p->progress_total;

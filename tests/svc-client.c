@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -178,6 +179,12 @@ static int cmd_write_pool(int argc, char **argv)
 		fprintf(stderr, "svc-client: no pool mapped\n");
 		return 1;
 	}
+	/* The descriptor itself is read-only: the mapping cannot be made
+	 * writable either (a client could try that before writing). */
+	if (!mprotect((void *)base, 4096, PROT_READ | PROT_WRITE)) {
+		fprintf(stderr, "svc-client: the pool mapping could be made writable\n");
+		return 1;
+	}
 	pid = fork();
 	if (pid == 0) {
 		signal(SIGSEGV, SIG_DFL);
@@ -300,6 +307,31 @@ static int cmd_malformed(int argc, char **argv)
 	r = tierd_client_stats(good, (uint64_t[TIERD_STAT_COUNT]){ 0 }, TIERD_STAT_COUNT);
 	tierd_client_close(good);
 	return r > 0 ? 0 : die(NULL, "good client after malformed ones", r);
+}
+
+/* slow: ask and never read the answers; the daemon must drop this client
+ * (its output queue overflows) instead of blocking or growing without end. */
+static int cmd_slow(int argc, char **argv)
+{
+	uint8_t hello[128], msg[64];
+	static uint8_t welcome[TIERD_PROTO_MAX_MSG];
+	struct tierd_proto_buf b;
+	long hn = tierd_proto_encode_hello(hello, sizeof(hello), 1, (uint32_t)getpid(), "slow");
+	int fd = raw_connect();
+
+	if (fd < 0 || send(fd, hello, (size_t)hn, 0) != hn || recv(fd, welcome, sizeof(welcome), 0) <= 0)
+		return 1;
+	for (uint64_t id = 2; id < 2000000; id++) {
+		tierd_proto_begin(&b, msg, sizeof(msg), TIERD_MSG_STATS, 0, id);
+		if (send(fd, msg, (size_t)tierd_proto_end(&b), MSG_NOSIGNAL) < 0) {
+			printf("dropped by the daemon after %llu unread answers (%s)\n",
+			       (unsigned long long)id - 2, strerror(errno));
+			close(fd);
+			return 0;
+		}
+	}
+	fprintf(stderr, "svc-client: 2 million unread answers and still connected\n");
+	return 1;
 }
 
 struct async_state {
@@ -507,7 +539,7 @@ int main(int argc, char **argv)
 		{ "verify", cmd_verify }, { "hold", cmd_hold }, { "expect", cmd_expect },
 		{ "write-pool", cmd_write_pool }, { "version", cmd_version },
 		{ "malformed", cmd_malformed }, { "async", cmd_async }, { "restart", cmd_restart },
-		{ "threads", cmd_threads }, { "tokens", cmd_tokens },
+		{ "threads", cmd_threads }, { "slow", cmd_slow }, { "tokens", cmd_tokens },
 	};
 
 	if (argc < 3) {

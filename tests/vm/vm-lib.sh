@@ -81,11 +81,14 @@ vm_cleanup() {
 }
 
 # Runs "$@" with the cache lock held, so concurrent suites (make check -j)
-# do not fetch or build the same thing twice.
+# do not fetch or build the same thing twice.  Under the lock, scratch
+# directories that an interrupted run left behind are removed.
 vm_locked() {
 	mkdir -p "$VM_CACHE" || return 1
 	(
 		flock 9 || exit 1
+		find "$VM_CACHE" -maxdepth 1 -type d \( -name 'kernel.*' -o -name 'rootfs.*' \) \
+			-exec rm -rf {} +
 		"$@"
 	) 9>"$VM_CACHE/lock"
 }
@@ -399,7 +402,8 @@ vm_payload_add_tree() {
 # A build configured with another prefix than /usr/local (make distcheck's,
 # say) installs where the guest does not look: the guest script gets that
 # prefix on its PATH, and units installed outside systemd's directories are
-# copied into /etc/systemd/system.
+# copied into /etc/systemd/system.  A prefix under /tmp must survive the boot
+# and stay visible to services with PrivateTmp=.
 vm__payload_fixups() {
 	local d=$1 builddir=$2 stage=$3 prefix u
 	prefix=$(sed -n 's/^prefix = //p' "$builddir/Makefile")
@@ -409,10 +413,29 @@ vm__payload_fixups() {
 		echo "LD_LIBRARY_PATH=$prefix/lib"
 		echo "export PATH LD_LIBRARY_PATH"
 	} >"$d/payload/usr/local/libexec/tierd-vm/env"
+	# Nor must the boot's tmpfiles clean-up empty /tmp (D /tmp) under it.
+	case $prefix in
+	/tmp/*)
+		mkdir -p "$d/payload/etc/tmpfiles.d" &&
+			printf '# Added by the VM harness: the build lives under %s.\nd /tmp 1777 root root -\n' \
+				"$prefix" >"$d/payload/etc/tmpfiles.d/tmp.conf" || return 1
+		;;
+	esac
 	find "$stage" -path '*/systemd/system/*' -type f | while read -r u; do
 		case ${u#"$stage"} in
 		/lib/systemd/system/* | /usr/lib/systemd/system/* | /etc/systemd/system/*) ;;
-		*) cp "$u" "$d/payload/etc/systemd/system/" || exit 1 ;;
+		*)
+			cp "$u" "$d/payload/etc/systemd/system/" || exit 1
+			# A service with PrivateTmp= cannot see a program under /tmp.
+			case $prefix in
+			/tmp/* | /var/tmp/*)
+				case $u in *.service) ;; *) continue ;; esac
+				mkdir -p "$d/payload/etc/systemd/system/$(basename "$u").d" &&
+					printf '# Added by the VM harness: the build lives under %s.\n[Service]\nPrivateTmp=no\n' \
+						"$prefix" >"$d/payload/etc/systemd/system/$(basename "$u").d/50-vm-prefix.conf" || exit 1
+				;;
+			esac
+			;;
 		esac
 	done
 	vm__payload_sanitizers "$d" "$stage"

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * White-box test of the server in one process: the real engine and loop in
+ * the main thread, a libtierd-client in a second thread.  Checks what only
+ * the server's own API shows: routing hints kept per expert, tokens per
+ * model, counters, and that every pin is gone after the client closes.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "conf.h"
+#include "demostore.h"
+#include "engine.h"
+#include "log.h"
+#include "loop.h"
+#include "server.h"
+#include "tierd-client.h"
+
+struct fixture {
+	char dir[64];
+	char sock[128];
+	struct tierd_conf conf;
+	struct engine *engine;
+	struct loop *loop;
+	struct server *server;
+	int done_fd;			/* the client thread signals the loop */
+	int client_err;
+};
+
+static void on_engine(struct loop_source *src, int fd, uint32_t events, void *arg)
+{
+	engine_process(arg);
+}
+
+static void on_done(struct loop_source *src, int fd, uint32_t events, void *arg)
+{
+	struct fixture *f = arg;
+	uint64_t v;
+
+	assert_int_equal(read(fd, &v, sizeof(v)), sizeof(v));
+	loop_quit(f->loop, 0);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct demostore_opts o;
+	char err[512], set[256];
+
+	log_init("test-server", LOG_WARNING);
+	strcpy(f->dir, "/tmp/test-server.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->sock, sizeof(f->sock), "%s/tierd.sock", f->dir);
+	demostore_opts_default(&o);
+	o.layers = 2;
+	o.experts = 4;
+	snprintf(set, sizeof(set), "%s/demo", f->dir);
+	assert_int_equal(demostore_write(set, &o, err, sizeof(err)), 0);
+	assert_int_equal(conf_init(&f->conf), 0);
+	snprintf(set, sizeof(set), "model demo.path=%s/demo", f->dir);
+	assert_int_equal(conf_set(&f->conf, set, err, sizeof(err)), 0);
+	snprintf(set, sizeof(set), "daemon.socket=%s", f->sock);
+	assert_int_equal(conf_set(&f->conf, set, err, sizeof(err)), 0);
+	assert_int_equal(conf_set(&f->conf, "pool.size=4M", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(&f->conf, "pool.hugepages=no", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(&f->conf, "pool.lock=no", err, sizeof(err)), 0);
+	if (engine_create(&f->engine, &f->conf, err, sizeof(err)))
+		fail_msg("engine: %s", err);
+	assert_int_equal(loop_create(&f->loop), 0);
+	assert_int_equal(loop_add_fd(f->loop, engine_fd(f->engine), EPOLLIN, on_engine, f->engine, NULL), 0);
+	f->done_fd = eventfd(0, EFD_CLOEXEC);
+	assert_true(f->done_fd >= 0);
+	assert_int_equal(loop_add_fd(f->loop, f->done_fd, EPOLLIN, on_done, f, NULL), 0);
+	assert_int_equal(server_create(&f->server, f->loop, f->engine, &f->conf, -1), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[128];
+
+	engine_drain(f->engine);
+	server_destroy(f->server);
+	loop_destroy(f->loop);
+	engine_destroy(f->engine);
+	conf_free(&f->conf);
+	close(f->done_fd);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+static void *client_thread(void *arg)
+{
+	struct fixture *f = arg;
+	struct tierd_client *c;
+	struct tierd_acquisition *a;
+	const struct tierd_key keys[2] = { { 0, 1, 2 }, { 0, 1, 3 } };
+	const uint32_t experts[3] = { 2, 3, 99 };	/* 99: not in the checkpoint */
+	const float weights[3] = { 0.5f, 0.25f, 0.25f };
+	uint64_t v[32];
+	uint64_t one = 1;
+	int r;
+
+	r = tierd_client_connect(&c, f->sock, "test-server");
+	if (!r)
+		r = tierd_client_acquire(c, keys, 2, 10000, &a);
+	if (!r)
+		r = tierd_client_routing_hint(c, 0, 1, experts, weights, 3);
+	if (!r)
+		r = tierd_client_routing_hint(c, 0, 1, experts, weights, 1);
+	if (!r)
+		r = tierd_client_report_tokens(c, 0, 17);
+	/* Answers come in order: once STATS is answered, the above were handled. */
+	if (!r)
+		r = tierd_client_stats(c, v, 32) > 0 ? 0 : -EIO;
+	/* Leave with the pins held: closing must release them. */
+	tierd_client_close(c);
+	f->client_err = r;
+	(void)!write(f->done_fd, &one, sizeof(one));
+	return NULL;
+}
+
+static void test_hints_tokens_and_cleanup(void **state)
+{
+	struct fixture *f = *state;
+	struct engine_stats st;
+	uint64_t v[TIERD_STAT_COUNT], count;
+	double weight;
+	pthread_t th;
+
+	assert_int_equal(pthread_create(&th, NULL, client_thread, f), 0);
+	assert_int_equal(loop_run(f->loop), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(f->client_err, 0);
+
+	assert_int_equal(server_hint_stats(f->server, 0, 1, 2, &count, &weight), 0);
+	assert_int_equal(count, 2);
+	assert_true(weight > 0.99 && weight < 1.01);
+	assert_int_equal(server_hint_stats(f->server, 0, 1, 3, &count, &weight), 0);
+	assert_int_equal(count, 1);
+	assert_true(weight > 0.24 && weight < 0.26);
+	assert_int_equal(server_hint_stats(f->server, 0, 0, 2, &count, &weight), 0);
+	assert_int_equal(count, 0);
+	assert_int_equal(server_hint_stats(f->server, 0, 1, 99, &count, &weight), -ENOENT);
+	assert_int_equal(server_hint_stats(f->server, 5, 1, 2, &count, &weight), -ENOENT);
+	assert_int_equal(server_model_tokens(f->server, 0), 17);
+
+	/* The close is seen by the loop: run it until the client is gone. */
+	for (int i = 0; i < 100 && server_client_count(f->server); i++)
+		loop_run_once(f->loop, 10);
+	assert_int_equal(server_client_count(f->server), 0);
+	engine_get_stats(f->engine, &st);
+	assert_int_equal(st.pins, 0);
+	server_get_stats(f->server, v);
+	assert_int_equal(v[TIERD_STAT_HINTS], 4);
+	assert_int_equal(v[TIERD_STAT_TOKENS], 17);
+	assert_int_equal(v[TIERD_STAT_ACQUIRES], 2);
+	assert_int_equal(v[TIERD_STAT_PROTOCOL_ERRORS], 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_hints_tokens_and_cleanup, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
