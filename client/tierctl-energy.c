@@ -651,6 +651,12 @@ int cmd_top(const struct tierctl_opts *o, int argc, char **argv)
 		r = top_sample(cl, t, &b);
 		if (r)
 			break;
+		if (b.ssd_bytes < a.ssd_bytes || b.ddr_bytes < a.ddr_bytes || b.tokens < a.tokens ||
+		    b.hits < a.hits || b.misses < a.misses || b.joules < a.joules) {
+			/* The daemon restarted (the library reconnected): start over. */
+			a = b;
+			continue;
+		}
 		acq = (b.hits - a.hits) + (b.misses - a.misses);
 		if (tty)
 			fputs("\033[H\033[2J", stdout);
