@@ -5,7 +5,9 @@
 set -u
 b=$(cd "${top_builddir:-.}" && pwd)
 s=$(cd "${top_srcdir:-.}" && pwd)
-PY=${PYTHON:-python3}
+# Debian's interpreter first: python3-numpy (contrib/install-deps.sh) is for it,
+# and a python3 earlier on PATH may be another installation without numpy.
+if [ -z "${PYTHON:-}" ] && [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=${PYTHON:-python3}; fi
 if ! command -v "$PY" >/dev/null; then echo "1..0 # SKIP python3 not installed"; exit 0; fi
 lib=$b/client/.libs/libtierd-client.so.0
 if [ ! -e "$lib" ]; then echo "1..0 # SKIP libtierd-client.so not built (--disable-shared?)"; exit 0; fi
