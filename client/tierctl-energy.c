@@ -2,17 +2,20 @@
 /*
  * tierctl metrics / energy / top.
  *
- * These compute their figures in this process: they load the probes (when
- * privileged), look at the devices of the configured models and run the
- * energy model over a short interval.  Once the daemon answers them, they
- * should ask it instead (its counters cover its whole lifetime and carry
- * the attribution to models and clients).
+ * By default these ask the running daemon (-s SOCKET) for its metrics
+ * (METRICS over the socket: the same text its HTTP endpoint serves), whose
+ * counters cover its whole lifetime and carry the attribution to models and
+ * clients.  With --local they measure in this process instead: load the
+ * probes (when privileged), look at the devices of the configured models
+ * and run the energy model over a short interval (no daemon needed, no
+ * attribution).
  */
 #include "config.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +27,173 @@
 #include "log.h"
 #include "telemetry.h"
 #include "tierctl.h"
+#include "tierd-client.h"
+
+static const struct option energy_longopts[] = {
+	{ "local", no_argument, NULL, 'l' },
+	{ "interval", required_argument, NULL, 'i' },
+	{ "count", required_argument, NULL, 'n' },
+	{ 0 }
+};
+
+/* ---- the daemon's metrics ---- */
+
+/* One sample of the exposition: name, the text inside {} and the value. */
+struct prom_sample {
+	char *name;
+	char *labels;
+	double v;
+};
+
+struct prom {
+	char *text;			/* owned, cut into names and labels */
+	struct prom_sample *v;
+	size_t n;
+};
+
+static void prom_free(struct prom *p)
+{
+	free(p->text);
+	free(p->v);
+	memset(p, 0, sizeof(*p));
+}
+
+/* Parses what tierd renders (one sample a line, no timestamps needed). */
+static int prom_parse(struct prom *p, char *text)
+{
+	size_t cap = 0;
+
+	memset(p, 0, sizeof(*p));
+	p->text = text;
+	for (char *line = text, *next; line && *line; line = next) {
+		char *sp, *end;
+		struct prom_sample x = { line, (char *)"", 0 };
+
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = 0;
+		if (*line == '#' || !*line)
+			continue;
+		if ((sp = strchr(line, '{'))) {
+			char *close = strrchr(sp, '}');
+
+			if (!close)
+				continue;
+			*sp = 0;
+			*close = 0;
+			x.labels = sp + 1;
+			sp = close + 1;
+		} else if ((sp = strchr(line, ' '))) {
+			*sp++ = 0;
+		} else {
+			continue;
+		}
+		x.v = strtod(sp, &end);
+		if (end == sp)
+			continue;
+		if (p->n == cap) {
+			struct prom_sample *v = realloc(p->v, (cap = cap ? cap * 2 : 256) * sizeof(*v));
+
+			if (!v)
+				return -ENOMEM;
+			p->v = v;
+		}
+		p->v[p->n++] = x;
+	}
+	return 0;
+}
+
+/* Does the label set hold key="value"? */
+static bool prom_has(const char *labels, const char *kv)
+{
+	size_t n = strlen(kv);
+
+	for (const char *q = strstr(labels, kv); q; q = strstr(q + 1, kv))
+		if ((q == labels || q[-1] == ',') && (q[n] == ',' || !q[n]))
+			return true;
+	return false;
+}
+
+/* Copies the (unescaped) value of key, or "". */
+static void prom_label(const char *labels, const char *key, char *buf, size_t len)
+{
+	size_t k = strlen(key), o = 0;
+
+	buf[0] = 0;
+	for (const char *q = strstr(labels, key); q; q = strstr(q + 1, key)) {
+		if ((q != labels && q[-1] != ',') || q[k] != '=' || q[k + 1] != '"')
+			continue;
+		for (q += k + 2; *q && *q != '"' && o + 1 < len; q++) {
+			if (*q == '\\' && q[1])
+				q++;
+			buf[o++] = *q;
+		}
+		buf[o] = 0;
+		return;
+	}
+}
+
+/* Sum of a family's samples holding every key="value" of match (NULL-ended). */
+static double prom_sum(const struct prom *p, const char *name, const char *const *match)
+{
+	double sum = 0;
+
+	for (size_t i = 0; i < p->n; i++) {
+		bool ok = !strcmp(p->v[i].name, name);
+
+		for (size_t m = 0; ok && match && match[m]; m++)
+			ok = prom_has(p->v[i].labels, match[m]);
+		if (ok)
+			sum += p->v[i].v;
+	}
+	return sum;
+}
+
+static int daemon_connect(const struct tierctl_opts *o, struct tierd_client **c)
+{
+	int r = tierd_client_connect(c, o->socket_path, "tierctl");
+
+	if (r)
+		fprintf(stderr, "tierctl: cannot reach tierd at %s: %s (--local measures in this process)\n",
+			o->socket_path, strerror(-r));
+	return r;
+}
+
+static int daemon_metrics(struct tierd_client *c, char **text, size_t *len)
+{
+	int r = tierd_client_metrics(c, text, len);
+
+	if (r) {
+		char why[512] = "";
+
+		tierd_client_last_error(c, why, sizeof(why));
+		fprintf(stderr, "tierctl: metrics: %s%s%s\n", strerror(-r), *why ? ": " : "", why);
+	}
+	return r;
+}
+
+/* Connects, asks once, closes. */
+static int daemon_scrape(const struct tierctl_opts *o, struct prom *p, char **raw, size_t *len)
+{
+	struct tierd_client *c;
+	char *text;
+	int r = daemon_connect(o, &c);
+
+	if (r)
+		return r;
+	r = daemon_metrics(c, &text, len);
+	tierd_client_close(c);
+	if (r)
+		return r;
+	if (raw) {
+		*raw = text;
+		return 0;
+	}
+	r = prom_parse(p, text);
+	if (r)
+		prom_free(p);
+	return r;
+}
 
 static int load_conf(const struct tierctl_opts *o, struct tierd_conf *c)
 {
@@ -93,20 +263,31 @@ int cmd_metrics(const struct tierctl_opts *o, int argc, char **argv)
 	struct tierd_conf c;
 	struct telemetry *t;
 	unsigned ms = 1000;
+	bool local = false;
 	char *text;
 	size_t len;
 	int opt, r;
 
-	while ((opt = getopt(argc, argv, "i:")) != -1) {
+	while ((opt = getopt_long(argc, argv, "li:", energy_longopts, NULL)) != -1) {
 		switch (opt) {
+		case 'l':
+			local = true;
+			break;
 		case 'i':
 			if (parse_interval(optarg, &ms))
 				return 2;
 			break;
 		default:
-			fprintf(stderr, "Usage: tierctl metrics [-i SECONDS]\n");
+			fprintf(stderr, "Usage: tierctl metrics [--local [-i SECONDS]]\n");
 			return 2;
 		}
+	}
+	if (!local) {
+		if (daemon_scrape(o, NULL, &text, &len))
+			return 1;
+		fwrite(text, 1, len, stdout);
+		free(text);
+		return 0;
 	}
 	if (local_sample(o, ms, &c, &t))
 		return 1;
@@ -150,25 +331,12 @@ static void energy_json(const struct energy *e)
 	json_object_put(root);
 }
 
-int cmd_energy(const struct tierctl_opts *o, int argc, char **argv)
+static int energy_local(const struct tierctl_opts *o, unsigned ms)
 {
 	struct tierd_conf c;
 	struct telemetry *t;
 	const struct energy *e;
-	unsigned ms = 1000;
-	int opt;
 
-	while ((opt = getopt(argc, argv, "i:")) != -1) {
-		switch (opt) {
-		case 'i':
-			if (parse_interval(optarg, &ms))
-				return 2;
-			break;
-		default:
-			fprintf(stderr, "Usage: tierctl energy [-i SECONDS]\n");
-			return 2;
-		}
-	}
 	if (local_sample(o, ms, &c, &t))
 		return 1;
 	e = telemetry_energy(t);
@@ -198,12 +366,183 @@ int cmd_energy(const struct tierctl_opts *o, int argc, char **argv)
 	return 0;
 }
 
+/* Per-model or per-client rows of the daemon's attribution. */
+struct attr_row {
+	char key[256];
+	double joules, bytes, tokens;
+};
+
+static int attr_rows(const struct prom *p, const char *key, const char *prefix, struct attr_row **out,
+		     size_t *n)
+{
+	char fam[3][96];
+	struct attr_row *v = NULL;
+
+	*n = 0;
+	snprintf(fam[0], sizeof(fam[0]), "tierd_%s_energy_joules_total", prefix);
+	snprintf(fam[1], sizeof(fam[1]), "tierd_%s_fetched_bytes_total", prefix);
+	snprintf(fam[2], sizeof(fam[2]), "tierd_%s_tokens_total", prefix);
+	for (size_t i = 0; i < p->n; i++) {
+		int f = !strcmp(p->v[i].name, fam[0]) ? 0 : !strcmp(p->v[i].name, fam[1]) ? 1 :
+			!strcmp(p->v[i].name, fam[2]) ? 2 : -1;
+		char k[256];
+		size_t j;
+
+		if (f < 0)
+			continue;
+		prom_label(p->v[i].labels, key, k, sizeof(k));
+		for (j = 0; j < *n && strcmp(v[j].key, k); j++)
+			;
+		if (j == *n) {
+			struct attr_row *nv = realloc(v, (*n + 1) * sizeof(*v));
+
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			memset(&v[j], 0, sizeof(v[j]));
+			snprintf(v[j].key, sizeof(v[j].key), "%s", k);
+			(*n)++;
+		}
+		*(f == 0 ? &v[j].joules : f == 1 ? &v[j].bytes : &v[j].tokens) += p->v[i].v;
+	}
+	*out = v;
+	return 0;
+}
+
+static const char *const tier_names[] = { "hbm", "ddr", "ssd" };
+
+static double tier_j(const struct prom *p, const char *tier, const char *component)
+{
+	char t[32], c[32];
+	const char *m[] = { t, component ? c : NULL, NULL };
+
+	snprintf(t, sizeof(t), "tier=\"%s\"", tier);
+	snprintf(c, sizeof(c), "component=\"%s\"", component ? component : "");
+	return prom_sum(p, "tierd_energy_joules_total", m);
+}
+
+static json_object *attr_json(const struct attr_row *v, size_t n, const char *key)
+{
+	json_object *a = json_object_new_array();
+
+	for (size_t i = 0; i < n; i++) {
+		json_object *x = json_object_new_object();
+
+		json_object_object_add(x, key, json_object_new_string(v[i].key));
+		json_object_object_add(x, "joules", json_object_new_double(v[i].joules));
+		json_object_object_add(x, "fetched_bytes", json_object_new_int64((int64_t)v[i].bytes));
+		json_object_object_add(x, "tokens", json_object_new_int64((int64_t)v[i].tokens));
+		json_object_array_add(a, x);
+	}
+	return a;
+}
+
+static void attr_print(const char *title, const struct attr_row *v, size_t n)
+{
+	printf("%-20s %14s %14s %10s %14s\n", title, "joules", "fetched B", "tokens", "J/token");
+	for (size_t i = 0; i < n; i++) {
+		char jt[32] = "-";
+
+		if (v[i].tokens > 0)
+			snprintf(jt, sizeof(jt), "%.6g", v[i].joules / v[i].tokens);
+		printf("%-20s %14.6g %14.0f %10.0f %14s\n", v[i].key, v[i].joules, v[i].bytes, v[i].tokens, jt);
+	}
+}
+
+static int energy_daemon(const struct tierctl_opts *o)
+{
+	struct attr_row *models = NULL, *clients = NULL;
+	size_t nm = 0, nc = 0;
+	struct prom p;
+	char src[32] = "";
+	int r;
+
+	if (daemon_scrape(o, &p, NULL, NULL))
+		return 1;
+	for (size_t i = 0; i < p.n; i++)
+		if (!strcmp(p.v[i].name, "tierd_info"))
+			prom_label(p.v[i].labels, "energy_source", src, sizeof(src));
+	r = attr_rows(&p, "model", "model", &models, &nm);
+	if (!r)
+		r = attr_rows(&p, "client", "client", &clients, &nc);
+	if (r) {
+		fprintf(stderr, "tierctl: %s\n", strerror(-r));
+		goto out;
+	}
+	if (o->json) {
+		json_object *root = json_object_new_object(), *tiers = json_object_new_object();
+
+		for (size_t i = 0; i < 3; i++) {
+			json_object *x = json_object_new_object();
+
+			json_object_object_add(x, "dynamic_j", json_object_new_double(tier_j(&p, tier_names[i], "dynamic")));
+			json_object_object_add(x, "static_j", json_object_new_double(tier_j(&p, tier_names[i], "static")));
+			json_object_object_add(tiers, tier_names[i], x);
+		}
+		json_object_object_add(root, "source", json_object_new_string(src));
+		json_object_object_add(root, "tiers", tiers);
+		json_object_object_add(root, "other_j",
+				       json_object_new_double(prom_sum(&p, "tierd_energy_other_joules_total", NULL)));
+		json_object_object_add(root, "other_bytes",
+				       json_object_new_int64((int64_t)prom_sum(&p, "tierd_other_bytes_total", NULL)));
+		json_object_object_add(root, "tokens",
+				       json_object_new_int64((int64_t)prom_sum(&p, "tierd_tokens_total", NULL)));
+		json_object_object_add(root, "models", attr_json(models, nm, "model"));
+		json_object_object_add(root, "clients", attr_json(clients, nc, "client"));
+		puts(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY));
+		json_object_put(root);
+		goto out;
+	}
+	printf("energy since tierd started (SSD bytes from %s)\n", *src ? src : "?");
+	printf("%-6s %14s %14s %14s\n", "tier", "dynamic J", "static J", "total J");
+	for (size_t i = 0; i < 3; i++)
+		printf("%-6s %14.6g %14.6g %14.6g\n", tier_names[i], tier_j(&p, tier_names[i], "dynamic"),
+		       tier_j(&p, tier_names[i], "static"), tier_j(&p, tier_names[i], NULL));
+	printf("other: %.0f device bytes tierd did not read, %.6g J; unattributed static %.6g J\n",
+	       prom_sum(&p, "tierd_other_bytes_total", NULL), prom_sum(&p, "tierd_energy_other_joules_total", NULL),
+	       prom_sum(&p, "tierd_energy_unattributed_joules_total", NULL));
+	printf("tokens: %.0f\n\n", prom_sum(&p, "tierd_tokens_total", NULL));
+	attr_print("model", models, nm);
+	putchar('\n');
+	attr_print("client", clients, nc);
+out:
+	free(models);
+	free(clients);
+	prom_free(&p);
+	return r ? 1 : 0;
+}
+
+int cmd_energy(const struct tierctl_opts *o, int argc, char **argv)
+{
+	unsigned ms = 1000;
+	bool local = false;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "li:", energy_longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'l':
+			local = true;
+			break;
+		case 'i':
+			if (parse_interval(optarg, &ms))
+				return 2;
+			break;
+		default:
+			fprintf(stderr, "Usage: tierctl energy [--local [-i SECONDS]]\n");
+			return 2;
+		}
+	}
+	return local ? energy_local(o, ms) : energy_daemon(o);
+}
+
 struct top_totals {
-	uint64_t ssd_bytes, ddr_bytes, tokens;
+	uint64_t ssd_bytes, ddr_bytes, tokens, hits, misses;
 	double joules;
 };
 
-static void top_totals(struct telemetry *t, struct top_totals *x)
+static void top_totals_local(struct telemetry *t, struct top_totals *x)
 {
 	const struct probes_snapshot *s = telemetry_probes(t);
 	const struct energy *e = telemetry_energy(t);
@@ -220,19 +559,64 @@ static void top_totals(struct telemetry *t, struct top_totals *x)
 		x->joules += tier_total(e, (enum energy_tier)i);
 }
 
+static void top_totals_daemon(const struct prom *p, struct top_totals *x)
+{
+	static const char *const ebpf[] = { "tier=\"ssd\"", "source=\"ebpf\"", NULL };
+	static const char *const tierd_ssd[] = { "tier=\"ssd\"", "source=\"tierd\"", NULL };
+	static const char *const ddr[] = { "tier=\"ddr\"", "source=\"tierd\"", NULL };
+	bool have_ebpf = false;
+
+	for (size_t i = 0; i < p->n && !have_ebpf; i++)
+		have_ebpf = !strcmp(p->v[i].name, "tierd_bytes_total") && prom_has(p->v[i].labels, "source=\"ebpf\"");
+	x->ssd_bytes = (uint64_t)prom_sum(p, "tierd_bytes_total", have_ebpf ? ebpf : tierd_ssd);
+	x->ddr_bytes = (uint64_t)prom_sum(p, "tierd_bytes_total", ddr);
+	x->tokens = (uint64_t)prom_sum(p, "tierd_tokens_total", NULL);
+	x->hits = (uint64_t)prom_sum(p, "tierd_cache_hits_total", NULL);
+	x->misses = (uint64_t)prom_sum(p, "tierd_cache_misses_total", NULL);
+	x->joules = prom_sum(p, "tierd_energy_joules_total", NULL);
+}
+
+/* Samples the daemon (c) or the local telemetry (t) into x. */
+static int top_sample(struct tierd_client *c, struct telemetry *t, struct top_totals *x)
+{
+	struct prom p;
+	char *text;
+	size_t len;
+	int r;
+
+	memset(x, 0, sizeof(*x));
+	if (t) {
+		telemetry_tick(t, telemetry_now_ns());
+		top_totals_local(t, x);
+		return 0;
+	}
+	r = daemon_metrics(c, &text, &len);
+	if (r)
+		return r;
+	r = prom_parse(&p, text);
+	if (!r)
+		top_totals_daemon(&p, x);
+	prom_free(&p);
+	return r;
+}
+
 int cmd_top(const struct tierctl_opts *o, int argc, char **argv)
 {
 	struct telemetry_opts to = { .exports = false };
+	struct tierd_client *cl = NULL;
+	struct telemetry *t = NULL;
 	struct top_totals a, b;
 	struct tierd_conf c;
-	struct telemetry *t;
 	unsigned ms = 1000;
 	long count = -1;
-	bool tty = isatty(STDOUT_FILENO);
+	bool tty = isatty(STDOUT_FILENO), local = false;
 	int opt, r;
 
-	while ((opt = getopt(argc, argv, "i:n:")) != -1) {
+	while ((opt = getopt_long(argc, argv, "li:n:", energy_longopts, NULL)) != -1) {
 		switch (opt) {
+		case 'l':
+			local = true;
+			break;
 		case 'i':
 			if (parse_interval(optarg, &ms) || !ms)
 				return 2;
@@ -241,34 +625,51 @@ int cmd_top(const struct tierctl_opts *o, int argc, char **argv)
 			count = strtol(optarg, NULL, 10);
 			break;
 		default:
-			fprintf(stderr, "Usage: tierctl top [-i SECONDS] [-n COUNT]\n");
+			fprintf(stderr, "Usage: tierctl top [--local] [-i SECONDS] [-n COUNT]\n");
 			return 2;
 		}
 	}
-	if (load_conf(o, &c))
-		return 1;
-	to.probes = c.probes;
-	r = telemetry_create(&t, &c, &to, c.pool_size, telemetry_now_ns());
-	if (r) {
-		fprintf(stderr, "tierctl: cannot start measuring: %s\n", strerror(-r));
-		conf_free(&c);
+	if (local) {
+		if (load_conf(o, &c))
+			return 1;
+		to.probes = c.probes;
+		r = telemetry_create(&t, &c, &to, c.pool_size, telemetry_now_ns());
+		if (r) {
+			fprintf(stderr, "tierctl: cannot start measuring: %s\n", strerror(-r));
+			conf_free(&c);
+			return 1;
+		}
+	} else if (daemon_connect(o, &cl)) {
 		return 1;
 	}
-	telemetry_tick(t, telemetry_now_ns());
-	top_totals(t, &a);
-	for (long n = 0; count < 0 || n < count; n++) {
+	r = top_sample(cl, t, &a);
+	for (long n = 0; !r && (count < 0 || n < count); n++) {
 		double dt = ms / 1000.0;
+		uint64_t acq;
 
 		sleep_ms(ms);
-		telemetry_tick(t, telemetry_now_ns());
-		top_totals(t, &b);
+		r = top_sample(cl, t, &b);
+		if (r)
+			break;
+		if (b.ssd_bytes < a.ssd_bytes || b.ddr_bytes < a.ddr_bytes || b.tokens < a.tokens ||
+		    b.hits < a.hits || b.misses < a.misses || b.joules < a.joules) {
+			/* The daemon restarted (the library reconnected): start over. */
+			a = b;
+			continue;
+		}
+		acq = (b.hits - a.hits) + (b.misses - a.misses);
 		if (tty)
 			fputs("\033[H\033[2J", stdout);
-		printf("tierd top  (every %.1f s, SSD bytes from %s)\n", dt,
-		       energy_source_name(energy_source(telemetry_energy(t))));
+		printf("tierd top  (every %.1f s, %s)\n", dt, t ? "measured in tierctl" : o->socket_path);
 		printf("%-24s %12.1f MB/s\n", "SSD read+write", (b.ssd_bytes - a.ssd_bytes) / dt / 1e6);
 		printf("%-24s %12.1f MB/s\n", "DDR -> HBM", (b.ddr_bytes - a.ddr_bytes) / dt / 1e6);
-		printf("%-24s %12s\n", "cache hit rate", "- (needs the daemon)");
+		if (t)
+			printf("%-24s %12s\n", "cache hit rate", "- (needs the daemon)");
+		else if (acq)
+			printf("%-24s %11.1f %%  (%llu acquires)\n", "cache hit rate",
+			       100.0 * (double)(b.hits - a.hits) / (double)acq, (unsigned long long)acq);
+		else
+			printf("%-24s %12s\n", "cache hit rate", "- (no acquires)");
 		printf("%-24s %12.3f W\n", "power (model)", (b.joules - a.joules) / dt);
 		if (b.tokens > a.tokens)
 			printf("%-24s %12.6f J\n", "energy per token",
@@ -278,7 +679,10 @@ int cmd_top(const struct tierctl_opts *o, int argc, char **argv)
 		fflush(stdout);
 		a = b;
 	}
-	telemetry_destroy(t);
-	conf_free(&c);
-	return 0;
+	if (t) {
+		telemetry_destroy(t);
+		conf_free(&c);
+	}
+	tierd_client_close(cl);
+	return r ? 1 : 0;
 }

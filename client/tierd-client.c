@@ -48,6 +48,8 @@ struct pending {
 	struct tierd_msg_stats stats;
 	bool progress_new;
 	uint64_t progress_done, progress_total;
+	char *mbuf;			/* METRICS: the text so far (NUL-terminated) */
+	uint64_t mtotal, mgot;
 	size_t nkeys;			/* acquire: what was asked, to check the answer */
 	struct tierd_key *keys;
 	tierd_acquire_fn fn;		/* async acquire */
@@ -261,6 +263,7 @@ static void conn_lost(struct tierd_client *c, const char *why)
 		if (p->abandoned) {
 			free(p->acq);
 			free(p->keys);
+			free(p->mbuf);
 			free(p);
 		} else if (p->fn) {
 			p->next = c->completed;
@@ -421,8 +424,41 @@ static void dispatch(struct tierd_client *c, const uint8_t *buf, size_t len)
 		}
 		break;
 	}
+	case TIERD_MSG_METRICS_DATA: {
+		struct tierd_msg_metrics_data m;
+
+		r = tierd_proto_decode_metrics_data(pl, h.length, &m, &why);
+		if (r)
+			break;
+		if (!p->mbuf) {
+			if (m.offset) {
+				r = -EBADMSG;
+				why = "metrics chunks out of order";
+				break;
+			}
+			p->mtotal = m.total;
+			p->mbuf = malloc(m.total + 1);
+			if (!p->mbuf) {
+				p->err = -ENOMEM;
+				snprintf(p->reason, sizeof(p->reason), "out of memory for %llu bytes of metrics",
+					 (unsigned long long)m.total);
+				break;
+			}
+		} else if (m.total != p->mtotal || m.offset != p->mgot) {
+			r = -EBADMSG;
+			why = "metrics chunks out of order";
+			break;
+		}
+		memcpy(p->mbuf + m.offset, m.data, m.length);
+		p->mgot += m.length;
+		p->mbuf[p->mgot] = 0;
+		if (p->mgot < p->mtotal)
+			return;		/* more chunks to come */
+		break;
+	}
 	case TIERD_MSG_HELLO:
 	case TIERD_MSG_WELCOME:
+	case TIERD_MSG_METRICS:
 	case TIERD_MSG_PREFETCH:
 	case TIERD_MSG_ACQUIRE:
 	case TIERD_MSG_RELEASE:
@@ -448,6 +484,7 @@ static void dispatch(struct tierd_client *c, const uint8_t *buf, size_t len)
 			release_keys_noreply(c, p->keys, p->nkeys);
 		free(p->acq);
 		free(p->keys);
+		free(p->mbuf);
 		free(p);
 	} else if (p->fn) {
 		pending_complete_async(c, p);
@@ -1433,6 +1470,44 @@ EXPORT int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n
 		r = (int)k;
 	}
 	pending_unlink(c, p);
+	free(p);
+out:
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+EXPORT int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len)
+{
+	struct pending *p;
+	int r;
+
+	*text = NULL;
+	if (len)
+		*len = 0;
+	pthread_mutex_lock(&c->lock);
+	r = ensure_conn(c);
+	if (r)
+		goto out;
+	p = pending_new(c);
+	if (!p) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = send_locked(c, tierd_proto_encode_metrics(c->tx, sizeof(c->tx), p->id, TIERD_METRICS_PROMETHEUS));
+	if (!r)
+		r = wait_pending(c, p, 10000, NULL, NULL);
+	if (r == -ETIMEDOUT)
+		goto out;	/* p belongs to the reader now */
+	if (!r && !p->mbuf)
+		r = -EBADMSG;	/* answered OK: not a 1.1 daemon */
+	if (!r) {
+		*text = p->mbuf;
+		if (len)
+			*len = (size_t)p->mgot;
+		p->mbuf = NULL;
+	}
+	pending_unlink(c, p);
+	free(p->mbuf);
 	free(p);
 out:
 	pthread_mutex_unlock(&c->lock);

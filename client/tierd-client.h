@@ -174,6 +174,15 @@ int tierd_client_report_tokens(struct tierd_client *c, uint32_t model, uint64_t 
 int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n);
 /* "bytes_read", ...; NULL past the last counter this library knows. */
 const char *tierd_client_stat_name(unsigned i);
+/*
+ * The daemon's metrics, sampled now, in the Prometheus text exposition
+ * format (what its HTTP endpoint serves): bytes by tier and source, energy
+ * by tier, model and client, power states, cache counters, fetch latency.
+ * *text is malloc'd and NUL-terminated (free() it); *len (may be NULL) its
+ * length.  -ENOTSUP if the daemon runs without telemetry; a daemon older
+ * than protocol 1.1 closes the connection (-ECONNRESET).
+ */
+int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len);
 
 /* ---- operator commands (root or the daemon's user) ---- */
 

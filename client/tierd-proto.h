@@ -16,8 +16,8 @@
  *   client HELLO -> daemon WELCOME (+ pool fds by SCM_RIGHTS, read-only)
  *                   or ERROR and close (other major version, refused)
  *   then requests, each answered by the daemon with a message carrying the
- *   same request_id: OK, ACQUIRED, STATS_REPLY, PROGRESS (several, WARM only)
- *   or ERROR.  Requests with TIERD_PROTO_F_NOREPLY get an answer only on error.
+ *   same request_id: OK, ACQUIRED, STATS_REPLY, PROGRESS (several, WARM only),
+ *   METRICS_DATA (one or more chunks, METRICS only) or ERROR.  Requests with TIERD_PROTO_F_NOREPLY get an answer only on error.
  *
  * Experts are addressed by (model index, layer, expert); the model index is
  * the position of the model in WELCOME.
@@ -30,7 +30,7 @@
 
 #define TIERD_PROTO_MAGIC	0x44524954u	/* "TIRD" in memory on little-endian */
 #define TIERD_PROTO_MAJOR	1
-#define TIERD_PROTO_MINOR	0
+#define TIERD_PROTO_MINOR	1	/* 1.1: METRICS, METRICS_DATA */
 
 /* Largest packet either side sends or accepts (fits the default socket buffer). */
 #define TIERD_PROTO_MAX_MSG	(128u * 1024u)
@@ -42,6 +42,7 @@
 #define TIERD_PROTO_MAX_DIMS	8u
 #define TIERD_PROTO_MAX_STATS	256u
 #define TIERD_PROTO_MAX_REASON	511u	/* ERROR reason, bytes without NUL */
+#define TIERD_PROTO_MAX_METRICS	(64u << 20)	/* bytes of one METRICS answer in all */
 
 /* Flags of struct tierd_msg_hdr. */
 #define TIERD_PROTO_F_NOREPLY	0x0001u	/* answer only if the request fails */
@@ -65,7 +66,9 @@ enum tierd_msg_type {
 	TIERD_MSG_UNPIN = 15,		/* c->d, operator: keys */
 	TIERD_MSG_WARM = 16,		/* c->d, operator: struct tierd_msg_warm */
 	TIERD_MSG_PROGRESS = 17,	/* d->c: struct tierd_msg_progress */
-	TIERD_MSG_TYPE_MAX = TIERD_MSG_PROGRESS,
+	TIERD_MSG_METRICS = 18,		/* c->d: struct tierd_msg_metrics (1.1) */
+	TIERD_MSG_METRICS_DATA = 19,	/* d->c: struct tierd_msg_metrics_data (1.1) */
+	TIERD_MSG_TYPE_MAX = TIERD_MSG_METRICS_DATA,
 };
 
 struct tierd_msg_hdr {
@@ -202,6 +205,30 @@ struct tierd_msg_progress {
 	uint64_t total;
 };
 
+/* METRICS formats. */
+enum tierd_metrics_format {
+	TIERD_METRICS_PROMETHEUS = 0,	/* text exposition format 0.0.4 */
+};
+
+/* METRICS: u32 format, u32 0.  A daemon answers a format it does not know
+ * with ERROR -EOPNOTSUPP (a newer client may ask for more). */
+struct tierd_msg_metrics {
+	uint32_t format;
+};
+
+/*
+ * METRICS_DATA: u64 total, u64 offset, then the bytes [offset, offset + n)
+ * of the answer, n being what is left of the packet.  The daemon sends the
+ * chunks in order; the one that reaches total is the last.  The text holds
+ * no NUL byte; total is at most TIERD_PROTO_MAX_METRICS.
+ */
+struct tierd_msg_metrics_data {
+	uint64_t total;
+	uint64_t offset;
+	uint32_t length;
+	const char *data;		/* into the buffer, not NUL-terminated */
+};
+
 /* Snake-case name of a counter ("bytes_read"), NULL past the known ones. */
 const char *tierd_proto_stat_name(unsigned i);
 const char *tierd_proto_type_name(unsigned type);
@@ -230,6 +257,10 @@ int tierd_proto_decode_stats(const void *payload, size_t len, struct tierd_msg_s
 int tierd_proto_decode_warm(const void *payload, size_t len, struct tierd_msg_warm *m, const char **why);
 int tierd_proto_decode_progress(const void *payload, size_t len, struct tierd_msg_progress *m,
 				const char **why);
+int tierd_proto_decode_metrics(const void *payload, size_t len, struct tierd_msg_metrics *m,
+			       const char **why);
+int tierd_proto_decode_metrics_data(const void *payload, size_t len, struct tierd_msg_metrics_data *m,
+				    const char **why);
 /* Dispatches on hdr->type to the decoder above and discards the result (fuzzer,
  * tests): 0 if the whole message is valid. */
 int tierd_proto_validate(const void *buf, size_t len, const char **why);
@@ -269,6 +300,10 @@ long tierd_proto_encode_tokens(void *buf, size_t cap, uint16_t flags, uint64_t i
 long tierd_proto_encode_warm(void *buf, size_t cap, uint64_t id, const struct tierd_msg_warm *w);
 long tierd_proto_encode_progress(void *buf, size_t cap, uint64_t id, uint64_t done, uint64_t total);
 long tierd_proto_encode_stats(void *buf, size_t cap, uint64_t id, const uint64_t *values, uint32_t count);
+long tierd_proto_encode_metrics(void *buf, size_t cap, uint64_t id, uint32_t format);
+/* One chunk: as many bytes of text from offset as fit; *n says how many. */
+long tierd_proto_encode_metrics_data(void *buf, size_t cap, uint64_t id, const char *text, uint64_t total,
+				     uint64_t offset, size_t *n);
 /* WELCOME and ACQUIRED are built with begin/put/end; their layouts:
  *
  * WELCOME: u64 instance, u32 npools, u32 nmodels, u64 pool_size[npools],

@@ -70,7 +70,7 @@ static int build(struct energy **e, struct probes_snapshot *snap, struct nvmedev
 	energy_account_fetch(*e, "mix\"tral\\8x7b", 1, 3 << 20);
 	energy_account_fetch(*e, "olmoe", ENERGY_CLIENT_NONE, 1 << 20);
 	energy_account_hbm(*e, "olmoe", 2, 1 << 20);
-	energy_account_tokens(*e, 2, 17);
+	energy_account_tokens(*e, "olmoe", 2, 17);
 	energy_account_fetch(*e, "olmoe", 3, 1 << 20);
 	energy_client_forget(*e, 3);
 	snap->dev[0].read_bytes = 6 << 20;

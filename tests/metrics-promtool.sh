@@ -68,11 +68,11 @@ fi
 if ! command -v promtool >/dev/null; then
 	skip "promtool not installed"
 else
-	if "$b/client/tierctl" -c /dev/null metrics -i 0.2 >"$tmp/live.txt" 2>"$tmp/live.err" &&
+	if "$b/client/tierctl" -c /dev/null metrics --local -i 0.2 >"$tmp/live.txt" 2>"$tmp/live.err" &&
 	   [ -z "$(promtool check metrics <"$tmp/live.txt" 2>&1)" ]; then
-		ok "tierctl metrics: promtool clean ($(grep -c '^tierd_' "$tmp/live.txt") samples)"
+		ok "tierctl metrics --local: promtool clean ($(grep -c '^tierd_' "$tmp/live.txt") samples)"
 	else
 		sed 's/^/# /' "$tmp/live.err"
-		notok "tierctl metrics: promtool clean"
+		notok "tierctl metrics --local: promtool clean"
 	fi
 fi

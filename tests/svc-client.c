@@ -493,6 +493,43 @@ static int cmd_restart(int argc, char **argv)
 	return r ? 1 : 0;
 }
 
+/* tokens LAYER EXPERTS TOKENS FILE: acquire (bytes verified), report TOKENS
+ * for model 0, say "held" once the daemon has them all (a STATS round trip
+ * orders them), stay connected until FILE exists, then release. */
+static int cmd_tokens(int argc, char **argv)
+{
+	struct tierd_client *c;
+	struct tierd_acquisition *a;
+	struct tierd_key keys[256];
+	uint64_t v[TIERD_STAT_COUNT];
+	size_t n;
+	int r;
+
+	if (argc != 4)
+		return 2;
+	n = parse_keys(argv[0], argv[1], keys, 256);
+	r = tierd_client_connect(&c, sock, "tokens");
+	if (!r)
+		r = tierd_client_acquire(c, keys, n, 60000, &a);
+	if (r)
+		return die(c, "acquire", r);
+	r = verify(a);
+	if (r)
+		return 1;
+	r = tierd_client_report_tokens(c, 0, strtoull(argv[2], NULL, 10));
+	if (!r)
+		r = tierd_client_stats(c, v, TIERD_STAT_COUNT);
+	if (r < 0)
+		return die(c, "token report", r);
+	printf("held\n");
+	fflush(stdout);
+	for (int i = 0; i < 1200 && access(argv[3], F_OK); i++)
+		usleep(50000);
+	tierd_client_release(c, a);
+	tierd_client_close(c);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -502,7 +539,7 @@ int main(int argc, char **argv)
 		{ "verify", cmd_verify }, { "hold", cmd_hold }, { "expect", cmd_expect },
 		{ "write-pool", cmd_write_pool }, { "version", cmd_version },
 		{ "malformed", cmd_malformed }, { "async", cmd_async }, { "restart", cmd_restart },
-		{ "threads", cmd_threads }, { "slow", cmd_slow },
+		{ "threads", cmd_threads }, { "slow", cmd_slow }, { "tokens", cmd_tokens },
 	};
 
 	if (argc < 3) {

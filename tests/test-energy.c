@@ -179,7 +179,7 @@ static void test_tokens_and_departed_clients(void **state)
 	params_default(&p);
 	assert_int_equal(energy_create(&e, &p, 0, ENERGY_SOURCE_TIERD, 0), 0);
 	assert_int_equal(energy_account_fetch(e, "m", 7, 10 * MB), 0);
-	assert_int_equal(energy_account_tokens(e, 7, 4), 0);
+	assert_int_equal(energy_account_tokens(e, NULL, 7, 4), 0);
 	c = client_id(e, 7);
 	assert_int_equal(c->tokens, 4);
 	/* 8.192e-3 J over 4 tokens. */

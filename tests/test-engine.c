@@ -380,6 +380,77 @@ static void test_prefetch_cancel(void **state)
 	engine_destroy(e);
 }
 
+/* What the observer heard: per expert of layer 0, owner and bytes. */
+struct seen {
+	int calls;
+	uint32_t owner[EXPERTS];
+	uint64_t bytes[EXPERTS], total;
+};
+
+static void on_fetch(void *arg, const struct engine_key *key, uint32_t owner, int err, uint64_t bytes)
+{
+	struct seen *s = arg;
+
+	assert_int_equal(err, 0);
+	assert_int_equal(key->layer, 0);
+	s->calls++;
+	s->owner[key->expert] = owner;
+	s->bytes[key->expert] = bytes;
+	s->total += bytes;
+}
+
+/*
+ * Fetches belong to their first requester; an anonymous prefetch goes to
+ * the first demand requester that joins it; hits and joins change nothing.
+ * The latency histogram counts every completed fetch.
+ */
+static void test_fetch_owner(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e = make(fx, 16 * MiB, 1, 0);
+	struct engine_key k0 = { 0, 0, 0 }, k1 = { 0, 0, 1 }, k2 = { 0, 0, 2 }, k3 = { 0, 0, 3 };
+	struct got g[6];
+	struct engine_stats st;
+	struct seen seen = { 0 };
+	uint64_t hist = 0;
+
+	memset(g, 0, sizeof(g));
+	engine_set_fetch_observer(e, on_fetch, &seen);
+	assert_int_equal(engine_acquire_for(e, &k0, ENGINE_DEMAND, 7, on_done, &g[0]), 0);
+	assert_int_equal(engine_acquire_for(e, &k0, ENGINE_DEMAND, 8, on_done, &g[1]), 0);	/* joins */
+	assert_int_equal(engine_prefetch_for(e, &k1, 9), 0);
+	assert_int_equal(engine_acquire_for(e, &k1, ENGINE_DEMAND, 10, on_done, &g[2]), 0);
+	assert_int_equal(engine_prefetch(e, &k2), 0);					/* anonymous */
+	assert_int_equal(engine_acquire_for(e, &k2, ENGINE_PREFETCH, 11, on_done, &g[3]), 0);
+	assert_int_equal(engine_acquire_for(e, &k2, ENGINE_DEMAND, 12, on_done, &g[4]), 0);
+	assert_int_equal(engine_acquire(e, &k3, ENGINE_DEMAND, on_done, &g[5]), 0);
+	assert_int_equal(engine_drain(e), 0);
+	assert_int_equal(seen.calls, 4);
+	assert_int_equal(seen.owner[0], 7);
+	assert_int_equal(seen.owner[1], 9);
+	assert_int_equal(seen.owner[2], 12);
+	assert_int_equal(seen.owner[3], ENGINE_OWNER_NONE);
+	engine_get_stats(e, &st);
+	assert_int_equal(seen.total, st.bytes_read);
+	for (int i = 0; i < EXPERTS; i++)
+		assert_true(seen.bytes[i] >= fx->experts[i].bytes);
+	for (unsigned i = 0; i < ENGINE_LAT_SLOTS; i++)
+		hist += st.fetch_ns_hist[i];
+	assert_int_equal(hist, 4);
+	assert_true(st.fetch_ns_sum > 0);
+	/* A hit is no fetch: the observer hears nothing. */
+	assert_int_equal(engine_acquire_for(e, &k0, ENGINE_DEMAND, 13, on_done, &g[0]), 0);
+	assert_int_equal(seen.calls, 4);
+	engine_set_fetch_observer(e, NULL, NULL);
+	for (int i = 0; i < 6; i++) {
+		const struct engine_key *k[] = { &k0, &k0, &k1, &k2, &k2, &k3 };
+
+		assert_int_equal(engine_release(e, k[i]), 0);
+	}
+	assert_int_equal(engine_release(e, &k0), 0);
+	engine_destroy(e);
+}
+
 static void test_bad_layout(void **state)
 {
 	struct fixture *fx = *state;
@@ -456,6 +527,7 @@ int main(void)
 		cmocka_unit_test(test_evict_and_pins),
 		cmocka_unit_test(test_quota),
 		cmocka_unit_test(test_prefetch_cancel),
+		cmocka_unit_test(test_fetch_owner),
 		cmocka_unit_test(test_bad_layout),
 		cmocka_unit_test(test_fetch_error),
 	};

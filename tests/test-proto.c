@@ -343,6 +343,61 @@ static void test_stats_warm_progress(void **state)
 	expect_bad(n, "no payload");
 }
 
+/* METRICS and its chunked answer: chunks reassemble to the text; counts
+ * past the total, NULs and bad reserved fields are refused. */
+static void test_metrics(void **state)
+{
+	static char text[300000];
+	static char back[sizeof(text)];
+	struct tierd_msg_metrics m;
+	struct tierd_msg_metrics_data d;
+	const char *why;
+	uint64_t off = 0;
+	unsigned chunks = 0;
+	size_t got;
+	long n;
+
+	n = tierd_proto_encode_metrics(buf, sizeof(buf), 3, TIERD_METRICS_PROMETHEUS);
+	expect_good(n);
+	assert_int_equal(tierd_proto_decode_metrics(PAYLOAD, payload_len(n), &m, &why), 0);
+	assert_int_equal(m.format, TIERD_METRICS_PROMETHEUS);
+	set_u32(sizeof(struct tierd_msg_hdr) + 4, 1);
+	expect_bad(n, "reserved");
+
+	for (size_t i = 0; i < sizeof(text); i++)
+		text[i] = (char)('a' + i % 26);
+	do {
+		n = tierd_proto_encode_metrics_data(buf, sizeof(buf), 3, text, sizeof(text), off, &got);
+		expect_good(n);
+		assert_int_equal(tierd_proto_decode_metrics_data(PAYLOAD, payload_len(n), &d, &why), 0);
+		assert_int_equal(d.offset, off);
+		assert_int_equal(d.length, got);
+		memcpy(back + off, d.data, d.length);
+		off += got;
+		chunks++;
+	} while (off < sizeof(text));
+	assert_true(chunks >= 3);
+	assert_memory_equal(back, text, sizeof(text));
+	/* Empty text: one empty chunk. */
+	n = tierd_proto_encode_metrics_data(buf, sizeof(buf), 3, "", 0, 0, &got);
+	expect_good(n);
+	assert_int_equal(got, 0);
+
+	n = tierd_proto_encode_metrics_data(buf, sizeof(buf), 3, "abc", 3, 0, &got);
+	buf[n - 2] = 0;
+	expect_bad(n, "NUL");
+	n = tierd_proto_encode_metrics_data(buf, sizeof(buf), 3, "abc", 3, 0, &got);
+	memcpy(PAYLOAD, &(uint64_t){ 2 }, 8);		/* total below what came */
+	expect_bad(n, "past the total");
+	memcpy(PAYLOAD, &(uint64_t){ (uint64_t)TIERD_PROTO_MAX_METRICS + 1 }, 8);
+	expect_bad(n, "larger");
+	n = tierd_proto_encode_metrics_data(buf, sizeof(buf), 3, "abc", 3, 3, &got);
+	memcpy(PAYLOAD + 8, &(uint64_t){ 1 }, 8);	/* empty, but not at the end */
+	expect_bad(n, "empty metrics chunk");
+	set_u32(offsetof(struct tierd_msg_hdr, length), 4);	/* cut inside the offset */
+	expect_bad((long)sizeof(struct tierd_msg_hdr) + 4, "truncated");
+}
+
 static void test_encoder_overflow(void **state)
 {
 	struct tierd_proto_buf b;
@@ -390,6 +445,7 @@ int main(void)
 		cmocka_unit_test(test_acquired),
 		cmocka_unit_test(test_hint_tokens),
 		cmocka_unit_test(test_stats_warm_progress),
+		cmocka_unit_test(test_metrics),
 		cmocka_unit_test(test_encoder_overflow),
 		cmocka_unit_test(test_corruption),
 	};

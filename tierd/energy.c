@@ -172,13 +172,16 @@ int energy_account_hbm(struct energy *e, const char *model, uint32_t client, uin
 	return 0;
 }
 
-int energy_account_tokens(struct energy *e, uint32_t client, uint64_t n)
+int energy_account_tokens(struct energy *e, const char *model, uint32_t client, uint64_t n)
 {
 	struct energy_entry *c = table_get(&e->clients, NULL, client);
+	struct energy_entry *m = model ? table_get(&e->models, model, 0) : NULL;
 
-	if (!c)
+	if (!c || (model && !m))
 		return -ENOMEM;
 	c->a.tokens += n;
+	if (m)
+		m->a.tokens += n;
 	e->tokens += n;
 	return 0;
 }

@@ -110,7 +110,8 @@ enum energy_source energy_source(const struct energy *e);
 /* Attribution inputs, from the engine and the service. */
 int energy_account_fetch(struct energy *e, const char *model, uint32_t client, uint64_t bytes);
 int energy_account_hbm(struct energy *e, const char *model, uint32_t client, uint64_t bytes);
-int energy_account_tokens(struct energy *e, uint32_t client, uint64_t n);
+/* model NULL: counted for the client only. */
+int energy_account_tokens(struct energy *e, const char *model, uint32_t client, uint64_t n);
 /* Folds a client that went away into ENERGY_CLIENT_DEPARTED. */
 void energy_client_forget(struct energy *e, uint32_t client);
 

@@ -45,3 +45,8 @@ tests_bpf_nvme_check_LDADD = $(TEST_LIBS)
 $(libtierd_la_OBJECTS): $(BPF_SKELS)
 
 EXTRA_DIST += contrib/grafana/tierd-dashboard.json doc/README-energy.md
+
+# The daemon's telemetry end to end: real tierd, a client, tierctl metrics,
+# HTTP and textfile, eBPF against O_DIRECT, attribution, promtool (root).
+TESTS += tests/energy-service.sh
+EXTRA_DIST += tests/energy-service.sh

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache.h"
 #include "engine.h"
@@ -38,6 +39,8 @@ struct engine_inflight {
 	struct fetch_job *job;
 	struct engine_waiter *w;
 	unsigned nw, capw;
+	uint32_t owner;
+	uint64_t start_ns;
 };
 
 struct engine {
@@ -48,7 +51,24 @@ struct engine {
 	struct engine_model *models;
 	unsigned nmodels;
 	struct engine_stats st;
+	engine_fetch_fn observer;
+	void *observer_arg;
 };
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static unsigned lat_slot(uint64_t ns)
+{
+	unsigned s = ns < 2 ? 0 : 63u - (unsigned)__builtin_clzll(ns);
+
+	return s < ENGINE_LAT_SLOTS ? s : ENGINE_LAT_SLOTS - 1;
+}
 
 static const struct engine_model *model_get(const struct engine *e, uint32_t model)
 {
@@ -376,9 +396,17 @@ static void fetch_done(void *arg, int err, uint64_t bytes)
 	const struct engine_model *m = &e->models[ce->key.model];
 	struct engine_key key = { ce->key.model, ce->key.layer, ce->key.expert };
 	struct engine_slot_info info;
+	uint64_t ns = mono_ns() - fl->start_ns;
 
 	e->st.bytes_read += bytes;
 	ce->owner = NULL;
+	if (!err) {
+		e->st.fetch_ns_hist[lat_slot(ns)]++;
+		e->st.fetch_ns_sum += ns;
+	}
+	/* Before the waiters: the bytes are accounted when they hear. */
+	if (e->observer)
+		e->observer(e->observer_arg, &key, fl->owner, err, bytes);
 	if (err) {
 		/* Nothing partly read is ever resident: the slot goes back. */
 		e->st.fetch_errors++;
@@ -417,7 +445,7 @@ static int waiter_add(struct engine_inflight *fl, engine_done_fn fn, void *arg)
 
 /* Starts fetching an expert that is not in the cache. */
 static int start_fetch(struct engine *e, const struct engine_key *key, int xi, enum engine_prio prio,
-		       struct cache_entry **out)
+		       uint32_t owner, struct cache_entry **out)
 {
 	const struct engine_model *m = &e->models[key->model];
 	const struct catalog_expert *x = &m->cat->experts[xi];
@@ -454,6 +482,8 @@ static int start_fetch(struct engine *e, const struct engine_key *key, int xi, e
 	}
 	fl->e = e;
 	fl->ce = ce;
+	fl->owner = owner;
+	fl->start_ns = mono_ns();
 	ce->owner = fl;
 	r = fetch_job_submit(fl->job);
 	if (r < 0) {
@@ -485,6 +515,12 @@ static int lookup_expert(const struct engine *e, const struct engine_key *key)
 int engine_acquire(struct engine *e, const struct engine_key *key, enum engine_prio prio,
 		   engine_done_fn fn, void *arg)
 {
+	return engine_acquire_for(e, key, prio, ENGINE_OWNER_NONE, fn, arg);
+}
+
+int engine_acquire_for(struct engine *e, const struct engine_key *key, enum engine_prio prio,
+		       uint32_t owner, engine_done_fn fn, void *arg)
+{
 	struct cache_key ck = ckey(key);
 	struct cache_entry *ce;
 	struct engine_inflight *fl;
@@ -505,12 +541,14 @@ int engine_acquire(struct engine *e, const struct engine_key *key, enum engine_p
 	}
 	e->st.misses++;
 	if (!ce) {
-		r = start_fetch(e, key, xi, prio, &ce);
+		r = start_fetch(e, key, xi, prio, owner, &ce);
 		if (r < 0)
 			return r;
 	}
 	/* Fetching already (perhaps as a prefetch): share it. */
 	fl = ce->owner;
+	if (fl->owner == ENGINE_OWNER_NONE && prio == ENGINE_DEMAND)
+		fl->owner = owner;
 	r = waiter_add(fl, fn, arg);
 	if (r < 0)
 		return r;
@@ -521,6 +559,11 @@ int engine_acquire(struct engine *e, const struct engine_key *key, enum engine_p
 }
 
 int engine_prefetch(struct engine *e, const struct engine_key *key)
+{
+	return engine_prefetch_for(e, key, ENGINE_OWNER_NONE);
+}
+
+int engine_prefetch_for(struct engine *e, const struct engine_key *key, uint32_t owner)
 {
 	struct cache_key ck = ckey(key);
 	struct cache_entry *ce;
@@ -534,7 +577,13 @@ int engine_prefetch(struct engine *e, const struct engine_key *key)
 		cache_touch(e->cache, ce);
 		return 0;
 	}
-	return start_fetch(e, key, xi, ENGINE_PREFETCH, &ce);
+	return start_fetch(e, key, xi, ENGINE_PREFETCH, owner, &ce);
+}
+
+void engine_set_fetch_observer(struct engine *e, engine_fetch_fn fn, void *arg)
+{
+	e->observer = fn;
+	e->observer_arg = arg;
 }
 
 int engine_cancel_prefetch(struct engine *e, const struct engine_key *key)

@@ -41,13 +41,33 @@ struct engine_slot_info {
 /* err is 0 or a negative errno; info is valid only when err == 0. */
 typedef void (*engine_done_fn)(void *arg, int err, const struct engine_slot_info *info);
 
+/* Fetch latency histogram: log2 slots of ns, slot i counts fetches that
+ * took 2^i <= ns < 2^(i+1) (slot 0 also holds 0 and 1). */
+#define ENGINE_LAT_SLOTS	48
+
 struct engine_stats {
 	/* hits/misses count acquires; fetches are reads of an expert started. */
 	uint64_t hits, misses, evictions, fetches, fetch_errors, cancelled;
 	uint64_t bytes_read;		/* bytes tierd read from files (aligned, as issued) */
 	uint64_t bytes_resident;
 	uint64_t pins;			/* pins held now */
+	/* Completed fetches, first request (acquire or prefetch) to resident. */
+	uint64_t fetch_ns_hist[ENGINE_LAT_SLOTS];
+	uint64_t fetch_ns_sum;
 };
+
+/*
+ * Who a fetch is for: an id the caller chooses (the service: its client id).
+ * ENGINE_OWNER_NONE when nobody in particular asked (operator warm, tests).
+ * A fetch belongs to its first requester; one started by an anonymous
+ * prefetch goes to the first demand requester that joins it.
+ */
+#define ENGINE_OWNER_NONE	0u
+
+/* Told of every fetch that ends: bytes read from the files (as issued),
+ * its owner, and err (0 or a negative errno). */
+typedef void (*engine_fetch_fn)(void *arg, const struct engine_key *key, uint32_t owner, int err,
+				uint64_t bytes);
 
 /* Opens the pool and fetch ring and every [model] of conf. */
 int engine_create(struct engine **out, const struct tierd_conf *conf, char *err, size_t errlen);
@@ -86,8 +106,14 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
  */
 int engine_acquire(struct engine *e, const struct engine_key *key, enum engine_prio prio,
 		   engine_done_fn fn, void *arg);
+/* The same, naming who asks (see ENGINE_OWNER_NONE). */
+int engine_acquire_for(struct engine *e, const struct engine_key *key, enum engine_prio prio,
+		       uint32_t owner, engine_done_fn fn, void *arg);
 /* Fetches without pinning; no callback.  Cheap when already resident. */
 int engine_prefetch(struct engine *e, const struct engine_key *key);
+int engine_prefetch_for(struct engine *e, const struct engine_key *key, uint32_t owner);
+/* One observer of fetch completions (energy accounting); fn NULL: none. */
+void engine_set_fetch_observer(struct engine *e, engine_fetch_fn fn, void *arg);
 /* Drops a prefetch that is no longer wanted, if it has not started and no
  * acquire waits for it: -EBUSY otherwise, -EALREADY if resident. */
 int engine_cancel_prefetch(struct engine *e, const struct engine_key *key);

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "loop.h"
 #include "server.h"
+#include "telemetry.h"
 
 #define STATUS_INTERVAL_MS	5000
 
@@ -41,6 +42,7 @@ struct tierd {
 	struct loop *loop;
 	struct engine *engine;
 	struct server *server;
+	struct telemetry *telemetry;	/* energy, probes, metrics exports */
 	bool systemd;			/* NOTIFY_SOCKET is set */
 };
 
@@ -110,6 +112,19 @@ static void on_engine(struct loop_source *src, int fd, uint32_t events, void *ar
 		log_warn("engine: %s", strerror(-r));
 }
 
+static void on_telemetry(struct loop_source *src, void *arg)
+{
+	struct tierd *t = arg;
+
+	/* Export failures are logged once by telemetry itself. */
+	telemetry_refresh(t->telemetry, t->engine, telemetry_now_ns());
+}
+
+static bool str_differs(const char *a, const char *b)
+{
+	return (a == NULL) != (b == NULL) || (a && strcmp(a, b));
+}
+
 static void on_watchdog(struct loop_source *src, void *arg)
 {
 	sd_notify(0, "WATCHDOG=1");
@@ -139,6 +154,14 @@ static const char *engine_keys_changed(const struct tierd_conf *a, const struct 
 		if (!m || strcmp(m->path, a->models[i].path))
 			return "a [model] name or path";
 	}
+	if (str_differs(a->metrics_listen, b->metrics_listen) ||
+	    str_differs(a->metrics_textfile, b->metrics_textfile))
+		return "[metrics]";
+	if (a->pj_hbm != b->pj_hbm || a->pj_ddr != b->pj_ddr || a->pj_flash != b->pj_flash ||
+	    a->ddr_static_w_per_gib != b->ddr_static_w_per_gib || a->gpu_idle_w != b->gpu_idle_w ||
+	    a->gpus != b->gpus || a->nvme_default_w != b->nvme_default_w ||
+	    a->probes != b->probes || a->nvme_refresh_s != b->nvme_refresh_s)
+		return "[energy] or [nvme]";
 	return NULL;
 }
 
@@ -283,11 +306,33 @@ static int tierd_run(struct tierd *t)
 		r = listen_fd;
 		goto out_loop;
 	}
+	{
+		uint64_t pool_bytes = 0;
+
+		for (int i = 0; i < engine_pool_count(t->engine); i++)
+			pool_bytes += engine_pool_size(t->engine, (uint32_t)i);
+		/* Never fails for lack of privileges: runs without probes and
+		 * says so once.  A metrics address that cannot be bound does. */
+		r = telemetry_create(&t->telemetry, &t->engine_conf,
+				     &(struct telemetry_opts){ .probes = t->engine_conf.probes, .exports = true },
+				     pool_bytes, telemetry_now_ns());
+		if (r) {
+			log_err("telemetry: %s", strerror(-r));
+			goto out_loop;
+		}
+		r = loop_add_timer(t->loop, telemetry_period_ms(t->telemetry),
+				   telemetry_period_ms(t->telemetry), on_telemetry, t, NULL);
+		if (r)
+			goto out_telemetry;
+	}
 	r = server_create(&t->server, t->loop, t->engine, t->conf, listen_fd);
 	if (r) {
 		log_err("cannot serve on %s: %s", t->conf->socket_path, strerror(-r));
-		goto out_loop;
+		goto out_telemetry;
 	}
+	server_set_telemetry(t->server, t->telemetry);
+	/* The first export now, not a period later. */
+	telemetry_refresh(t->telemetry, t->engine, telemetry_now_ns());
 	if (t->systemd) {
 		r = loop_add_timer(t->loop, STATUS_INTERVAL_MS, STATUS_INTERVAL_MS, on_status, t, NULL);
 		if (r)
@@ -310,6 +355,8 @@ static int tierd_run(struct tierd *t)
 	tierd_drain(t);
 out_server:
 	server_destroy(t->server);
+out_telemetry:
+	telemetry_destroy(t->telemetry);
 out_loop:
 	loop_destroy(t->loop);
 out_engine:

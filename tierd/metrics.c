@@ -332,6 +332,12 @@ static void render_energy(FILE *f, const struct energy *e)
 		put_label(f, energy_model_at(e, i)->model);
 		fprintf(f, "\"} %llu\n", (unsigned long long)energy_model_at(e, i)->fetched_bytes);
 	}
+	family(f, "tierd_model_tokens_total", "counter", "Tokens clients reported per model.");
+	for (size_t i = 0; i < energy_model_count(e); i++) {
+		fputs("tierd_model_tokens_total{model=\"", f);
+		put_label(f, energy_model_at(e, i)->model);
+		fprintf(f, "\"} %llu\n", (unsigned long long)energy_model_at(e, i)->tokens);
+	}
 	family(f, "tierd_client_energy_joules_total", "counter",
 	       "Energy attributed to each client (none: prefetches; departed: clients gone).");
 	for (size_t i = 0; i < energy_client_count(e); i++) {

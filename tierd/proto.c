@@ -57,6 +57,7 @@ static const char *const type_names[TIERD_MSG_TYPE_MAX + 1] = {
 	[TIERD_MSG_STATS] = "STATS", [TIERD_MSG_STATS_REPLY] = "STATS_REPLY",
 	[TIERD_MSG_EVICT] = "EVICT", [TIERD_MSG_PIN] = "PIN", [TIERD_MSG_UNPIN] = "UNPIN",
 	[TIERD_MSG_WARM] = "WARM", [TIERD_MSG_PROGRESS] = "PROGRESS",
+	[TIERD_MSG_METRICS] = "METRICS", [TIERD_MSG_METRICS_DATA] = "METRICS_DATA",
 };
 
 const char *tierd_proto_stat_name(unsigned i)
@@ -465,6 +466,41 @@ int tierd_proto_decode_progress(const void *payload, size_t len, struct tierd_ms
 	return rd_end(&r, why);
 }
 
+int tierd_proto_decode_metrics(const void *payload, size_t len, struct tierd_msg_metrics *m,
+			       const char **why)
+{
+	struct rd r;
+
+	rd_init(&r, payload, len);
+	rd_u32(&r, &m->format);
+	rd_zero_u32(&r);
+	return rd_end(&r, why);
+}
+
+int tierd_proto_decode_metrics_data(const void *payload, size_t len, struct tierd_msg_metrics_data *m,
+				    const char **why)
+{
+	struct rd r;
+
+	rd_init(&r, payload, len);
+	rd_u64(&r, &m->total);
+	rd_u64(&r, &m->offset);
+	if (r.why)
+		return rd_end(&r, why);
+	m->length = (uint32_t)(len - r.pos);
+	m->data = (const char *)r.p + r.pos;
+	if (m->total > TIERD_PROTO_MAX_METRICS)
+		rd_fail(&r, "metrics larger than the protocol allows");
+	else if (m->offset > m->total || m->length > m->total - m->offset)
+		rd_fail(&r, "metrics chunk past the total");
+	else if (memchr(m->data, 0, m->length))
+		rd_fail(&r, "metrics text holds a NUL byte");
+	else if (!m->length && m->offset != m->total)
+		rd_fail(&r, "empty metrics chunk before the end");
+	r.pos = len;
+	return rd_end(&r, why);
+}
+
 int tierd_proto_validate(const void *buf, size_t len, const char **why)
 {
 	struct tierd_msg_hdr h;
@@ -539,6 +575,14 @@ int tierd_proto_validate(const void *buf, size_t len, const char **why)
 	case TIERD_MSG_PROGRESS: {
 		struct tierd_msg_progress m;
 		return tierd_proto_decode_progress(p, n, &m, why);
+	}
+	case TIERD_MSG_METRICS: {
+		struct tierd_msg_metrics m;
+		return tierd_proto_decode_metrics(p, n, &m, why);
+	}
+	case TIERD_MSG_METRICS_DATA: {
+		struct tierd_msg_metrics_data m;
+		return tierd_proto_decode_metrics_data(p, n, &m, why);
 	}
 	}
 	*why = "unknown message type";
@@ -710,6 +754,33 @@ long tierd_proto_encode_stats(void *buf, size_t cap, uint64_t id, const uint64_t
 	tierd_proto_put_u32(&b, count);
 	tierd_proto_put_u32(&b, 0);
 	tierd_proto_put_bytes(&b, values, (size_t)count * sizeof(*values));
+	return tierd_proto_end(&b);
+}
+
+long tierd_proto_encode_metrics(void *buf, size_t cap, uint64_t id, uint32_t format)
+{
+	struct tierd_proto_buf b;
+
+	tierd_proto_begin(&b, buf, cap, TIERD_MSG_METRICS, 0, id);
+	tierd_proto_put_u32(&b, format);
+	tierd_proto_put_u32(&b, 0);
+	return tierd_proto_end(&b);
+}
+
+long tierd_proto_encode_metrics_data(void *buf, size_t cap, uint64_t id, const char *text, uint64_t total,
+				     uint64_t offset, size_t *n)
+{
+	struct tierd_proto_buf b;
+	size_t room;
+
+	tierd_proto_begin(&b, buf, cap, TIERD_MSG_METRICS_DATA, 0, id);
+	tierd_proto_put_u64(&b, total);
+	tierd_proto_put_u64(&b, offset);
+	room = b.cap > b.len ? b.cap - b.len : 0;
+	*n = offset < total ? (size_t)(total - offset) : 0;
+	if (*n > room)
+		*n = room;
+	tierd_proto_put_bytes(&b, text + offset, *n);
 	return tierd_proto_end(&b);
 }
 

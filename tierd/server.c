@@ -23,6 +23,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "telemetry.h"
 
 #define SERVER_MAX_QUEUED	(4u << 20)	/* bytes of answers a client may leave unread */
 /* Packets per client per wakeup.  One: epoll is level-triggered and comes
@@ -96,6 +97,7 @@ struct warm {
 
 struct client {
 	struct server *srv;
+	uint32_t id;			/* energy attribution; never 0 or UINT32_MAX */
 	int fd;
 	struct loop_source *src;
 	pid_t pid;
@@ -129,6 +131,8 @@ struct server {
 	struct client *clients;
 	struct client *dead;
 	unsigned nclients;
+	uint32_t next_id;
+	struct telemetry *tel;		/* NULL: no energy accounting, no METRICS */
 	uint64_t instance;
 	struct timespec started;
 	struct pinset opins;		/* operator pins */
@@ -479,6 +483,16 @@ static long encode_acquired(struct server *s, struct acq_req *r)
 	return tierd_proto_end(&b);
 }
 
+/* The bytes handed to the client: what it copies from DDR into HBM. */
+static void server_account_hbm(struct server *s, const struct client *c, const struct acq_req *r)
+{
+	if (!s->tel)
+		return;
+	for (uint32_t i = 0; i < r->n; i++)
+		energy_account_hbm(telemetry_energy(s->tel), engine_model_name(s->engine, r->ents[i].key.model),
+				   c->id, r->ents[i].expert->bytes);
+}
+
 static void req_finish(struct acq_req *r)
 {
 	struct server *s = r->srv;
@@ -521,6 +535,8 @@ static void req_finish(struct acq_req *r)
 	if (r->kind == REQ_ACQUIRE) {
 		long len = encode_acquired(s, r);
 
+		if (len != -EMSGSIZE)
+			server_account_hbm(s, c, r);
 		if (len == -EMSGSIZE) {
 			for (uint32_t i = 0; i < r->n; i++)
 				pinset_drop(&c->pins, &r->ents[i].key);
@@ -600,7 +616,7 @@ static void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
 
 		e->req = r;
 		e->key = (struct engine_key){ keys[i].model, keys[i].layer, keys[i].expert };
-		err = engine_acquire(s->engine, &e->key, ENGINE_DEMAND, req_done, e);
+		err = engine_acquire_for(s->engine, &e->key, ENGINE_DEMAND, c->id, req_done, e);
 		if (err) {
 			e->done = true;
 			e->err = err;
@@ -830,8 +846,8 @@ static int client_welcome(struct client *c, const struct tierd_msg_hdr *h, const
 	tierd_proto_put_welcome(&b, w);
 	nfds = (int)w->npools;
 	free(w);
-	log_info("client pid %d uid %u gid %u \"%s\" connected (%s)", (int)c->pid, (unsigned)c->uid,
-		 (unsigned)c->gid, c->name, c->may_map ? "pool mapped" : "no pool access");
+	log_info("client %u: pid %d uid %u gid %u \"%s\" connected (%s)", c->id, (int)c->pid,
+		 (unsigned)c->uid, (unsigned)c->gid, c->name, c->may_map ? "pool mapped" : "no pool access");
 	return client_send(c, s->tx, tierd_proto_end(&b), fds, nfds);
 }
 
@@ -863,6 +879,41 @@ static void client_evict(struct client *c, const struct tierd_msg_hdr *h,
 		done++;
 	}
 	client_ok(c, h->request_id, h->flags, done);
+}
+
+/* METRICS: a fresh sample (probes read, energy advanced), rendered and sent
+ * in chunks.  Open to every client, like STATS: the HTTP endpoint, when on,
+ * serves the same text to anyone on the host. */
+static int client_metrics(struct client *c, uint64_t id, const struct tierd_msg_metrics *m)
+{
+	struct server *s = c->srv;
+	char *text = NULL;
+	size_t len = 0;
+	uint64_t off = 0;
+	int r;
+
+	if (m->format != TIERD_METRICS_PROMETHEUS)
+		return client_error(c, id, -EOPNOTSUPP, "metrics format %u: unknown (0: Prometheus text)",
+				    m->format);
+	if (!s->tel)
+		return client_error(c, id, -ENOTSUP, "this tierd runs without telemetry");
+	telemetry_refresh(s->tel, s->engine, telemetry_now_ns());
+	r = telemetry_render(s->tel, &text, &len);
+	if (r)
+		return client_error(c, id, r, "rendering metrics: %s", strerror(-r));
+	if (len > TIERD_PROTO_MAX_METRICS) {
+		free(text);
+		return client_error(c, id, -E2BIG, "metrics of %zu bytes exceed what the protocol carries", len);
+	}
+	do {
+		size_t n;
+		long pl = tierd_proto_encode_metrics_data(s->tx, sizeof(s->tx), id, text, len, off, &n);
+
+		r = client_send(c, s->tx, pl, NULL, 0);
+		off += n;
+	} while (!r && off < len);
+	free(text);
+	return r;
 }
 
 /* A protocol fault: log, tell the client why, close it.  The daemon goes on. */
@@ -969,7 +1020,7 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 			for (uint32_t i = 0; i < n; i++) {
 				struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
 
-				r = engine_prefetch(s->engine, &k);
+				r = engine_prefetch_for(s->engine, &k, c->id);
 				if (r)
 					return client_error(c, h.request_id, r,
 							    "prefetch of layer %u expert %u: %s", k.layer,
@@ -1017,6 +1068,9 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 					    m.model);
 		s->tokens[m.model] += m.tokens;
 		s->counters[TIERD_STAT_TOKENS] += m.tokens;
+		if (s->tel)
+			energy_account_tokens(telemetry_energy(s->tel), engine_model_name(s->engine, m.model),
+					      c->id, m.tokens);
 		return client_ok(c, h.request_id, h.flags, m.tokens);
 	}
 	case TIERD_MSG_STATS:
@@ -1026,6 +1080,13 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 		}
 		client_stats(c, h.request_id);
 		return 0;
+	case TIERD_MSG_METRICS: {
+		struct tierd_msg_metrics m;
+
+		if (tierd_proto_decode_metrics(p, h.length, &m, &why))
+			break;
+		return client_metrics(c, h.request_id, &m);
+	}
 	case TIERD_MSG_WARM: {
 		struct tierd_msg_warm m;
 
@@ -1045,6 +1106,7 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 	case TIERD_MSG_ACQUIRED:
 	case TIERD_MSG_STATS_REPLY:
 	case TIERD_MSG_PROGRESS:
+	case TIERD_MSG_METRICS_DATA:
 		why = "a daemon-to-client message sent to the daemon";
 		break;
 	}
@@ -1138,6 +1200,9 @@ static void client_drop(struct client *c, const char *why)
 	if (pins)
 		log_info("released %llu pins of pid %d", (unsigned long long)pins, (int)c->pid);
 	pinset_release_all(&c->pins, s->engine);
+	/* Its energy is kept, folded into "departed"; its id is never reused. */
+	if (s->tel)
+		energy_client_forget(telemetry_energy(s->tel), c->id);
 	/* Requests still waiting for the engine: their completions release what
 	 * they pinned; pins already obtained are released now. */
 	while (c->reqs) {
@@ -1205,6 +1270,10 @@ static void server_accept(struct loop_source *src, int fd, uint32_t events, void
 		}
 		c->srv = s;
 		c->fd = cfd;
+		/* 0 is "nobody in particular", UINT32_MAX "departed". */
+		if (++s->next_id == ENERGY_CLIENT_DEPARTED)
+			s->next_id = 1;
+		c->id = s->next_id;
 		c->pid = cred.pid;
 		c->uid = cred.uid;
 		c->gid = cred.gid;
@@ -1392,6 +1461,8 @@ void server_destroy(struct server *s)
 {
 	if (!s)
 		return;
+	if (s->tel)
+		engine_set_fetch_observer(s->engine, NULL, NULL);
 	while (s->clients)
 		client_drop(s->clients, "tierd is stopping");
 	server_reap(s);
@@ -1490,6 +1561,34 @@ int server_hint_stats(const struct server *s, uint32_t model, uint32_t layer, ui
 	*count = s->hints[model].count[x - cat->experts];
 	*weight_sum = s->hints[model].weight[x - cat->experts];
 	return 0;
+}
+
+/* Fetches end here (engine observer): bytes read from SSD for their owner. */
+static void server_fetch_done(void *arg, const struct engine_key *key, uint32_t owner, int err,
+			      uint64_t bytes)
+{
+	struct server *s = arg;
+	uint32_t who = owner;
+
+	if (!s->tel || !bytes)
+		return;
+	/* Bytes read are spent even when the fetch failed.  An owner gone
+	 * since it asked is folded already: charge "departed". */
+	if (who != ENGINE_OWNER_NONE) {
+		const struct client *c = s->clients;
+
+		while (c && c->id != who)
+			c = c->next;
+		if (!c)
+			who = ENERGY_CLIENT_DEPARTED;
+	}
+	energy_account_fetch(telemetry_energy(s->tel), engine_model_name(s->engine, key->model), who, bytes);
+}
+
+void server_set_telemetry(struct server *s, struct telemetry *t)
+{
+	s->tel = t;
+	engine_set_fetch_observer(s->engine, t ? server_fetch_done : NULL, s);
 }
 
 void server_count_reload(struct server *s)

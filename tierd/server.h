@@ -19,6 +19,7 @@
 #include "tierd-proto.h"
 
 struct server;
+struct telemetry;
 
 /*
  * listen_fd: a listening socket handed over by systemd (sd_listen_fds), owned
@@ -43,5 +44,13 @@ uint64_t server_model_tokens(const struct server *s, uint32_t model);
 int server_hint_stats(const struct server *s, uint32_t model, uint32_t layer, uint32_t expert,
 		      uint64_t *count, double *weight_sum);
 void server_count_reload(struct server *s);
+/*
+ * Energy accounting and METRICS answers (NULL: off).  The server then
+ * charges fetched bytes to the client that asked first (engine observer),
+ * bytes of acquires to the acquiring client (HBM) and token reports, and
+ * folds a client's figures into "departed" when it goes.  t must outlive
+ * the server or be unset first.
+ */
+void server_set_telemetry(struct server *s, struct telemetry *t);
 
 #endif

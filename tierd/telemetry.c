@@ -10,6 +10,9 @@
 #include "nvme.h"
 #include "telemetry.h"
 
+#define TELEMETRY_LAT_LO	12
+#define TELEMETRY_LAT_HI	34
+
 struct telemetry_nvme {
 	struct nvmedev *dev;
 	struct nvmedev_map map;
@@ -28,6 +31,11 @@ struct telemetry {
 	struct engine_stats engine;
 	bool have_engine;
 	const struct metrics_hist *fetch_latency;
+	/* The engine's log2 histogram as Prometheus buckets: slots
+	 * TELEMETRY_LAT_LO..TELEMETRY_LAT_HI (8 us .. 34 s). */
+	struct metrics_hist engine_lat;
+	double lat_le[TELEMETRY_LAT_HI - TELEMETRY_LAT_LO + 1];
+	uint64_t lat_counts[TELEMETRY_LAT_HI - TELEMETRY_LAT_LO + 2];
 	bool textfile_warned;
 };
 
@@ -118,7 +126,9 @@ int telemetry_create(struct telemetry **out, const struct tierd_conf *conf,
 		r = metrics_http_create(&t->http, conf->metrics_listen);
 		if (r)
 			goto fail;
-		log_info("metrics: serving http://%s/metrics", conf->metrics_listen);
+		/* The port, for "port 0" configurations (tests). */
+		log_notice("metrics: serving http://%s/metrics (port %u)", conf->metrics_listen,
+			   (unsigned)metrics_http_port(t->http));
 	}
 	*out = t;
 	return 0;
@@ -261,8 +271,34 @@ const struct probes_snapshot *telemetry_probes(const struct telemetry *t)
 
 void telemetry_set_engine_stats(struct telemetry *t, const struct engine_stats *st)
 {
+	const unsigned nb = TELEMETRY_LAT_HI - TELEMETRY_LAT_LO + 1;
+
 	t->engine = *st;
 	t->have_engine = true;
+	memset(t->lat_counts, 0, sizeof(t->lat_counts));
+	for (unsigned i = 0; i < ENGINE_LAT_SLOTS; i++) {
+		/* Slot i holds values below 2^(i+1) ns: the bucket whose bound is that. */
+		unsigned b = i < TELEMETRY_LAT_LO ? 0 : i > TELEMETRY_LAT_HI ? nb : i - TELEMETRY_LAT_LO;
+
+		t->lat_counts[b] += st->fetch_ns_hist[i];
+	}
+	for (unsigned i = 0; i < nb; i++)
+		t->lat_le[i] = (double)(1ULL << (TELEMETRY_LAT_LO + i + 1)) / 1e9;
+	t->engine_lat.n = nb;
+	t->engine_lat.le = t->lat_le;
+	t->engine_lat.counts = t->lat_counts;
+	t->engine_lat.sum = (double)st->fetch_ns_sum / 1e9;
+	if (!t->fetch_latency)
+		t->fetch_latency = &t->engine_lat;
+}
+
+int telemetry_refresh(struct telemetry *t, const struct engine *e, uint64_t now_ns)
+{
+	struct engine_stats st;
+
+	engine_get_stats(e, &st);
+	telemetry_set_engine_stats(t, &st);
+	return telemetry_tick(t, now_ns);
 }
 
 void telemetry_set_fetch_latency(struct telemetry *t, const struct metrics_hist *h)

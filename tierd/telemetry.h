@@ -47,7 +47,11 @@ int telemetry_render(struct telemetry *t, char **text, size_t *len);
 struct energy *telemetry_energy(struct telemetry *t);
 /* NULL when running without probes. */
 const struct probes_snapshot *telemetry_probes(const struct telemetry *t);
+/* Also exports the engine's fetch latency histogram (fetch_ns_hist), unless
+ * telemetry_set_fetch_latency() gave another. */
 void telemetry_set_engine_stats(struct telemetry *t, const struct engine_stats *st);
+/* The daemon's tick: the engine's counters, then telemetry_tick(). */
+int telemetry_refresh(struct telemetry *t, const struct engine *e, uint64_t now_ns);
 /* Kept by pointer: the caller owns it and keeps it alive. */
 void telemetry_set_fetch_latency(struct telemetry *t, const struct metrics_hist *h);
 /* Port of the HTTP endpoint (0: off). */

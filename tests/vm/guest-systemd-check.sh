@@ -25,7 +25,7 @@ if ! command -v tierd >/dev/null 2>&1 || ! command -v tierctl >/dev/null 2>&1 ||
 	exit 0
 fi
 
-echo "1..12"
+echo "1..13"
 
 # libtierd-client.so in /usr/local/lib for tierctl.
 ldconfig 2>/dev/null || true
@@ -79,7 +79,16 @@ else notok "tierd runs as user tierd (uid ${uid:-?})"; fi
 check "an acquire through the hardened service (io_uring, mlock allowed)" \
 	tierctl -s $SOCK acquire demo 0 0-1
 
-# 7-8: reload keeps the process and its resident experts.
+# 7: the unit's capabilities and system call filter let the eBPF probes load.
+if tierctl -s $SOCK metrics >/tmp/guest-metrics 2>&1 &&
+   grep -Eq '^tierd_info\{.*probes="(tp_btf|raw_tp)",energy_source="ebpf"' /tmp/guest-metrics; then
+	ok "eBPF probes load under the hardened unit ($(grep -o 'probes="[a-z_]*"' /tmp/guest-metrics))"
+else
+	notok "eBPF probes load under the hardened unit"
+	grep '^tierd_info' /tmp/guest-metrics | sed 's/^/# /'; journal | grep -i 'probe\|bpf' | sed 's/^/# /'
+fi
+
+# 8-9: reload keeps the process and its resident experts.
 resident=$(tierctl -s $SOCK stats | awk '$1 == "bytes_resident" { print $2 }')
 check "systemctl reload tierd" systemctl reload tierd.service
 if [ "$(systemctl show -p MainPID --value tierd.service)" = "$pid" ] &&
@@ -90,7 +99,7 @@ else
 	notok "after reload: same process, reload counted, resident experts kept"
 fi
 
-# 9-10: stop drains and exits cleanly.
+# 10-11: stop drains and exits cleanly.
 check "systemctl stop tierd.service" systemctl stop tierd.service
 if ! systemctl is-active --quiet tierd.service && [ "$(systemctl show -p Result --value tierd.service)" = success ]; then
 	ok "tierd.service stopped with result success"
@@ -98,7 +107,7 @@ else
 	notok "tierd.service stopped with result success ($(systemctl show -p Result --value tierd.service))"
 fi
 
-# 11-12: journald kept the <N> priorities.
+# 12-13: journald kept the <N> priorities.
 if journal -p notice..notice | grep -q "ready on" && journal -p info..info | grep -q "client pid"; then
 	ok "journal: the ready line at priority notice, client lines at info"
 else
