@@ -138,6 +138,18 @@ static void mapping_unref(struct mapping *m)
 
 /* ---- acquisitions ---- */
 
+static void pending_list_free(struct pending *p)
+{
+	while (p) {
+		struct pending *next = p->next;
+
+		free(p->acq);
+		free(p->keys);
+		free(p);
+		p = next;
+	}
+}
+
 static void acq_free_arrays(struct tierd_acquisition *a)
 {
 	free(a->raw);
@@ -1019,22 +1031,10 @@ EXPORT void tierd_client_close(struct tierd_client *c)
 		c->acqs = a->next;
 		acq_free(a);
 	}
-	while (c->pending) {
-		struct pending *p = c->pending;
-
-		c->pending = p->next;
-		free(p->acq);
-		free(p->keys);
-		free(p);
-	}
-	while (c->completed) {
-		struct pending *p = c->completed;
-
-		c->completed = p->next;
-		free(p->acq);
-		free(p->keys);
-		free(p);
-	}
+	pending_list_free(c->pending);
+	c->pending = NULL;
+	pending_list_free(c->completed);
+	c->completed = NULL;
 	for (uint32_t i = 0; i < c->npools; i++)
 		mapping_unref(c->pools[i]);
 	for (uint32_t i = 0; i < c->nmodels; i++)
