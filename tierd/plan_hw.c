@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,21 +21,6 @@
 #define READ_SIZE (1u << 20)
 #define COPY_BYTES (64u << 20)
 
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return r;
-}
-
 int plan_hw_builtin(const char *name, struct plan_hw *hw, char *err, size_t errlen)
 {
 	struct plan_params d;
@@ -52,7 +36,7 @@ int plan_hw_builtin(const char *name, struct plan_hw *hw, char *err, size_t errl
 		hw->link_gbps = 450;	/* NVLink 4.0 per direction */
 		return 0;
 	}
-	return fail(err, errlen, -ENOENT,
+	return plan_fail(err, errlen, -ENOENT,
 		    "unknown hardware \"%s\" (built-in: dgx-h100-nvl5, dgx-h100-nvl4; "
 		    "local; or an INI file)", name);
 }
@@ -116,21 +100,21 @@ int plan_hw_load_file(struct plan_params *p, const char *path, char *err, size_t
 	f = fopen(path, "re");
 	if (!f) {
 		r = -errno;
-		return fail(err, errlen, r, "%s: %s", path, strerror(-r));
+		return plan_fail(err, errlen, r, "%s: %s", path, strerror(-r));
 	}
 	line = ini_parse_file(f, hw_ini_entry, &c);
 	fclose(f);
 	if (line == 0) {
 		r = plan_params_check(p, msg, sizeof(msg));
 		if (r < 0)
-			return fail(err, errlen, r, "%s: %s", path, msg);
+			return plan_fail(err, errlen, r, "%s: %s", path, msg);
 		return 0;
 	}
 	if (line < 0)
-		return fail(err, errlen, -EIO, "%s: cannot read", path);
+		return plan_fail(err, errlen, -EIO, "%s: cannot read", path);
 	if (c.r < 0)
-		return fail(err, errlen, c.r, "%s:%d: %s", path, line, msg);
-	return fail(err, errlen, -EINVAL, "%s:%d: syntax error (expected [section] or key = value)",
+		return plan_fail(err, errlen, c.r, "%s:%d: %s", path, line, msg);
+	return plan_fail(err, errlen, -EINVAL, "%s:%d: syntax error (expected [section] or key = value)",
 		    path, line);
 }
 
@@ -158,17 +142,17 @@ int plan_hw_measure_read(const char *path, size_t max_bytes, double *gbps, char 
 	fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
-		return fail(err, errlen, r, "%s: cannot open with O_DIRECT: %s%s", path, strerror(-r),
+		return plan_fail(err, errlen, r, "%s: cannot open with O_DIRECT: %s%s", path, strerror(-r),
 			    r == -EINVAL ? " (the filesystem does not support O_DIRECT; use a file on disk)" : "");
 	}
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
-		fail(err, errlen, r, "%s: %s", path, strerror(-r));
+		plan_fail(err, errlen, r, "%s: %s", path, strerror(-r));
 		goto out;
 	}
 	size = st.st_size & ~(off_t)(READ_SIZE - 1);
 	if (!S_ISREG(st.st_mode) || size < (off_t)READ_SIZE) {
-		r = fail(err, errlen, -EINVAL, "%s: need a regular file of at least 1 MiB", path);
+		r = plan_fail(err, errlen, -EINVAL, "%s: need a regular file of at least 1 MiB", path);
 		goto out;
 	}
 	want = (size_t)size < max_bytes ? (size_t)size : max_bytes;
@@ -182,7 +166,7 @@ int plan_hw_measure_read(const char *path, size_t max_bytes, double *gbps, char 
 	}
 	r = io_uring_queue_init(READ_QD, &ring, 0);
 	if (r < 0) {
-		fail(err, errlen, r, "io_uring_queue_init: %s", strerror(-r));
+		plan_fail(err, errlen, r, "io_uring_queue_init: %s", strerror(-r));
 		goto out;
 	}
 	ring_ok = true;
@@ -203,12 +187,12 @@ int plan_hw_measure_read(const char *path, size_t max_bytes, double *gbps, char 
 
 		r = io_uring_submit_and_wait(&ring, 1);
 		if (r < 0) {
-			fail(err, errlen, r, "io_uring: %s", strerror(-r));
+			plan_fail(err, errlen, r, "io_uring: %s", strerror(-r));
 			goto out;
 		}
 		r = io_uring_wait_cqe(&ring, &cqe);
 		if (r < 0) {
-			fail(err, errlen, r, "io_uring: %s", strerror(-r));
+			plan_fail(err, errlen, r, "io_uring: %s", strerror(-r));
 			goto out;
 		}
 		slot = (unsigned)io_uring_cqe_get_data64(cqe);
@@ -216,11 +200,11 @@ int plan_hw_measure_read(const char *path, size_t max_bytes, double *gbps, char 
 		io_uring_cqe_seen(&ring, cqe);
 		inflight--;
 		if (r < 0) {
-			fail(err, errlen, r, "%s: read: %s", path, strerror(-r));
+			plan_fail(err, errlen, r, "%s: read: %s", path, strerror(-r));
 			goto out;
 		}
 		if (r == 0) {
-			r = fail(err, errlen, -EIO, "%s: file shrank while measuring", path);
+			r = plan_fail(err, errlen, -EIO, "%s: file shrank while measuring", path);
 			goto out;
 		}
 		done += (size_t)r;
@@ -255,7 +239,7 @@ int plan_hw_measure_copy(double *gbps, char *err, size_t errlen)
 	a = malloc(COPY_BYTES);
 	b = malloc(COPY_BYTES);
 	if (!a || !b) {
-		r = fail(err, errlen, -ENOMEM, "cannot allocate %u MiB buffers", COPY_BYTES >> 20);
+		r = plan_fail(err, errlen, -ENOMEM, "cannot allocate %u MiB buffers", COPY_BYTES >> 20);
 		goto out;
 	}
 	/* Fault the pages in first so the loop measures copies, not page faults. */
