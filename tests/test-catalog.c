@@ -542,6 +542,13 @@ static void test_inconsistent_experts(void **state)
 	const struct tdef fused_scalar[] = {
 		{ "model.layers.0.feed_forward.experts.down_proj", "BF16", 0, { 0 } },
 	};
+	const struct tdef short_layer[] = {
+		{ "model.layers.0.block_sparse_moe.experts.0.w1.weight", "BF16", 1, { 4 } },
+		{ "model.layers.0.block_sparse_moe.experts.1.w1.weight", "BF16", 1, { 4 } },
+		{ "model.layers.1.block_sparse_moe.experts.0.w1.weight", "BF16", 1, { 4 } },
+		{ "model.layers.2.block_sparse_moe.experts.0.w1.weight", "BF16", 1, { 4 } },
+		{ "model.layers.2.block_sparse_moe.experts.1.w1.weight", "BF16", 1, { 4 } },
+	};
 	const struct tdef leading_zero[] = {
 		{ "model.layers.0.block_sparse_moe.experts.0.w1.weight", "BF16", 1, { 4 } },
 		{ "model.layers.0.block_sparse_moe.experts.01.w1.weight", "BF16", 1, { 4 } },
@@ -550,6 +557,8 @@ static void test_inconsistent_experts(void **state)
 
 	write_st(*state, "model.safetensors", missing, 3);
 	expect_fault(*state, NULL, NULL, "layer 0: expert 2 missing (next is 3)");
+	write_st(*state, "model.safetensors", short_layer, 5);
+	expect_fault(*state, NULL, NULL, "layer 1 has 1 experts, other layers 2");
 	write_st(*state, "model.safetensors", shape, 2);
 	expect_fault(*state, NULL, NULL, "is BF16[5] but 'model.layers.0.block_sparse_moe.experts.0.w1.weight' "
 		     "of expert 0 is BF16[4]");

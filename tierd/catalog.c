@@ -666,6 +666,16 @@ static int build_experts(struct catalog *cat, struct loader *l, struct parts *ps
 		}
 		i = j;
 	}
+	/* A layer that ends early (a lost shard, a cut index) would leave its last experts unserved. */
+	for (uint32_t k = 0, n = 0; k < cat->nexperts; k++) {
+		n = k && cat->experts[k].layer == cat->experts[k - 1].layer ? n + 1 : 1;
+		if ((k + 1 == cat->nexperts || cat->experts[k + 1].layer != cat->experts[k].layer) &&
+		    n != cat->experts_per_layer) {
+			r = errf(l->err, l->errlen, -EINVAL, "%s: preset %s: layer %u has %u experts, other layers %u",
+				 l->dir, cat->preset, cat->experts[k].layer, n, cat->experts_per_layer);
+			goto out;
+		}
+	}
 out:
 	free(starts);
 	free(roles);
