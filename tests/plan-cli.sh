@@ -36,7 +36,7 @@ expect_fail() {
 	fi
 }
 
-echo "1..22"
+echo "1..23"
 
 # 1-2: the table.
 "$TIERCTL" plan --model mixtral-8x7b --batch 1,32,1024 >"$tmp/table" 2>"$tmp/err"
@@ -145,3 +145,14 @@ dd if=/dev/zero of="$tmp/disk.bin" bs=1M count=16 2>/dev/null
 # warning) where the file system has no O_DIRECT, as tierd itself does.
 check "--hardware local measures disk and DDR" sh -c \
 	"grep -q 'on local: 1 node x 1 GPUs' '$tmp/out' && grep -q 'disk read [0-9.]* GB/s' '$tmp/err'"
+
+# 23: output that cannot be written is an error, not a silent success.
+if [ -w /dev/full ]; then
+	"$TIERCTL" plan --model mixtral-8x7b --batch 1,2,4,8 >/dev/full 2>"$tmp/err"
+	rc=$?
+	echo "# exit $rc" >>"$tmp/err"
+	check "a table written to a full disk fails" sh -c \
+		"[ $rc -eq 1 ] && grep -q 'writing the output: No space left on device' '$tmp/err'"
+else
+	n=$((n + 1)); echo "ok $n # SKIP no /dev/full"
+fi
