@@ -36,7 +36,7 @@ expect_fail() {
 	fi
 }
 
-echo "1..23"
+echo "1..24"
 
 # 1-2: the table.
 "$TIERCTL" plan --model mixtral-8x7b --batch 1,32,1024 >"$tmp/table" 2>"$tmp/err"
@@ -156,3 +156,7 @@ if [ -w /dev/full ]; then
 else
 	n=$((n + 1)); echo "ok $n # SKIP no /dev/full"
 fi
+
+# 24: a config.json with a NUL byte is refused, not read up to the NUL.
+printf '{}\000{"hidden_size": 1}' >"$tmp/nul.json"
+expect_fail 2 'contains a NUL byte' "config.json with a NUL byte" -- plan --model-config "$tmp/nul.json"

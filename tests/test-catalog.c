@@ -378,6 +378,19 @@ static void test_deepseek_fp8(void **state)
 	expect_fault(*state, NULL, NULL, "num_experts_per_tok is not a positive integer");
 	write_file(*state, "config.json", "{\"num_experts_per_tok\":");
 	expect_fault(*state, NULL, NULL, "config.json: not a JSON object");
+	{
+		/* json-c would stop at the NUL and take the object before it. */
+		static const char text[] = "{}\0{\"n_routed_experts\":3}";
+		char path[PATH_MAX];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/config.json", (const char *)*state);
+		f = fopen(path, "w");
+		assert_non_null(f);
+		assert_int_equal(fwrite(text, 1, sizeof(text) - 1, f), sizeof(text) - 1);
+		assert_int_equal(fclose(f), 0);
+		expect_fault(*state, NULL, NULL, "config.json: contains a NUL byte");
+	}
 }
 
 static void test_gpt_oss(void **state)

@@ -15,6 +15,7 @@
 #include <json-c/json.h>
 
 #include "plan_model.h"
+#include "smallfile.h"
 
 /* Largest config.json we read: real ones are a few KiB. */
 #define CONFIG_MAX_BYTES (4 << 20)
@@ -334,50 +335,13 @@ out:
 int plan_model_from_file(const char *path, struct plan_model *m, char *err, size_t errlen)
 {
 	char *text = NULL;
-	struct stat st;
-	size_t got = 0;
 	const char *dir_end;
-	int fd, r;
+	size_t len;
+	int r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		return plan_fail(err, errlen, r, "%s: %s", path, strerror(-r));
-	}
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		plan_fail(err, errlen, r, "%s: %s", path, strerror(-r));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size > CONFIG_MAX_BYTES) {
-		r = plan_fail(err, errlen, -EINVAL, "%s: not a regular file of at most %d bytes", path,
-			 CONFIG_MAX_BYTES);
-		goto out;
-	}
-	text = malloc((size_t)st.st_size + 1);
-	if (!text) {
-		r = -ENOMEM;
-		goto out;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, text + got, (size_t)st.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			plan_fail(err, errlen, r, "%s: %s", path, strerror(-r));
-			goto out;
-		}
-		if (!n)
-			break;
-		got += (size_t)n;
-	}
-	text[got] = '\0';
-	if (strlen(text) != got) {
-		r = plan_fail(err, errlen, -EINVAL, "%s: contains a NUL byte", path);
-		goto out;
-	}
+	r = smallfile_read(path, CONFIG_MAX_BYTES, &text, &len, err, errlen);
+	if (r < 0)
+		return r;
 	r = plan_model_from_json(text, path, m, err, errlen);
 	if (r < 0)
 		goto out;
@@ -392,6 +356,5 @@ int plan_model_from_file(const char *path, struct plan_model *m, char *err, size
 	}
 out:
 	free(text);
-	close(fd);
 	return r;
 }
