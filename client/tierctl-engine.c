@@ -23,6 +23,7 @@
 #include "engine.h"
 #include "fetch.h"
 #include "log.h"
+#include "pool.h"
 #include "tierctl.h"
 
 #define MiB (1ULL << 20)
@@ -234,68 +235,132 @@ struct fio_result {
 	double seconds;
 };
 
+/* What fio replays: the engine's own reads, and how fio is to hold its buffers. */
+struct fio_plan {
+	char log[64];			/* the iolog file; "" when none */
+	uint64_t reads;
+	uint64_t bytes;
+	const char *iomem;		/* shmhuge (hugetlb) when there are free pages, else mmapshared */
+	bool fixed;			/* registered buffers */
+};
+
 /*
- * fio on the same files with the same request size and depth: per file, a
- * sequential read of as many bytes as the engine reads from it, from the
- * first byte it reads; files one after another (stonewall), like the engine
- * that walks experts in file order.
+ * Writes the engine's reads for experts [0, nexp) as a fio version 2 iolog:
+ * every extent of every expert cut exactly as the fetch engine cuts it (at
+ * request_size and at the pool's fixed-buffer boundaries, from where each
+ * slot lies in the pool), in the engine's order.  fio replays it with one
+ * job at the same depth, so both read the same bytes in the same order with
+ * the same concurrency.
  */
-static int run_fio(const struct direct *d, uint32_t nexp, uint64_t bs, unsigned depth, bool fixed,
-		   struct fio_result *res)
+static int fio_plan_write(const struct direct *d, uint32_t nexp, const struct acq *a, uint64_t bs,
+			  struct fio_plan *fp)
 {
 	uint32_t nf = d->cat->nfiles;
-	uint64_t *lo = calloc(nf, sizeof(*lo)), *bytes = calloc(nf, sizeof(*bytes));
-	char **args = calloc(16 + (size_t)nf * 5, sizeof(*args));
-	int first = 0;
-	char *out = NULL, opt[5][64];
-	size_t len = 0, cap = 0;
-	struct json_object *root = NULL, *jobs;
-	int p[2] = { -1, -1 }, status, n = 0, r = -EIO;
-	pid_t pid;
+	bool *used = calloc(nf, sizeof(*used));
+	FILE *f = NULL;
+	int fd, r = -EIO;
 
-	if (!lo || !bytes || !args)
+	fp->reads = fp->bytes = 0;
+	if (!used)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < nexp; i++)
+		for (uint32_t k = 0; k < d->cat->experts[i].nextents; k++)
+			used[d->cat->experts[i].extents[k].file] = true;
+	for (uint32_t fi = 0; fi < nf; fi++)
+		if (used[fi] && strpbrk(d->cat->files[fi].path, " \t\n")) {
+			/* fio's iolog parser splits lines at white space. */
+			fprintf(stderr, "tierctl: %s: fio cannot replay reads of a path with white space: no comparison\n",
+				d->cat->files[fi].path);
+			r = -EINVAL;
+			goto out;
+		}
+	snprintf(fp->log, sizeof(fp->log), "%s/tierctl-fio-XXXXXX", getenv("TMPDIR") ?: "/tmp");
+	fd = mkstemp(fp->log);
+	if (fd < 0 || !(f = fdopen(fd, "w"))) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		fprintf(stderr, "tierctl: %s: %s\n", fp->log, strerror(-r));
+		fp->log[0] = '\0';
 		goto out;
-	for (uint32_t f = 0; f < nf; f++)
-		lo[f] = UINT64_MAX;
+	}
+	fputs("fio version 2 iolog\n", f);
+	for (uint32_t fi = 0; fi < nf; fi++)
+		if (used[fi])
+			fprintf(f, "%s add\n%s open\n", d->cat->files[fi].path, d->cat->files[fi].path);
 	for (uint32_t i = 0; i < nexp; i++) {
 		const struct catalog_expert *x = &d->cat->experts[i];
 
 		for (uint32_t k = 0; k < x->nextents; k++) {
 			const struct catalog_extent *ex = &x->extents[k];
-			uint64_t size = d->cat->files[ex->file].size;
-			uint64_t end = ex->offset + ex->length < size ? ex->offset + ex->length : size;
+			uint64_t size = d->cat->files[ex->file].size, dst = a[i].info.offset + ex->slot_offset;
 
-			bytes[ex->file] += end - ex->offset;
-			if (ex->offset < lo[ex->file])
-				lo[ex->file] = ex->offset;
+			for (uint64_t done = 0; done < ex->length;) {
+				uint64_t len = ex->length - done, room = POOL_IOVEC_MAX - (dst + done) % POOL_IOVEC_MAX;
+				uint64_t off = ex->offset + done;
+
+				len = len < bs ? len : bs;
+				len = len < room ? len : room;
+				done += len;
+				/* The engine's read past the end of the file comes back short;
+				 * fio would count that an error: stop at the last whole sector. */
+				if (off + len > size)
+					len = off < size ? (size - off) & ~511ULL : 0;
+				if (!len)
+					continue;
+				fprintf(f, "%s read %" PRIu64 " %" PRIu64 "\n", d->cat->files[ex->file].path, off, len);
+				fp->reads++;
+				fp->bytes += len;
+			}
 		}
 	}
-	snprintf(opt[0], sizeof(opt[0]), "--bs=%" PRIu64, bs);
-	snprintf(opt[1], sizeof(opt[1]), "--iodepth=%u", depth);
-	args[n++] = "fio";
-	args[n++] = "--output-format=json";
-	args[n++] = "--ioengine=io_uring";
-	args[n++] = "--direct=1";
-	args[n++] = "--rw=read";
-	args[n++] = opt[0];
-	args[n++] = opt[1];
-	/* What the engine does too: registered buffers and files. */
-	args[n++] = fixed ? "--fixedbufs=1" : "--fixedbufs=0";
-	args[n++] = fixed ? "--registerfiles=1" : "--registerfiles=0";
-	first = n;
-	for (uint32_t f = 0; f < nf; f++) {
-		uint64_t size = bytes[f] & ~(FETCH_ALIGN - 1);
-
-		if (!size)
-			continue;
-		if (asprintf(&args[n++], "--name=f%u", f) < 0 ||
-		    asprintf(&args[n++], "--filename=%s", d->cat->files[f].path) < 0 ||
-		    asprintf(&args[n++], "--offset=%" PRIu64, lo[f]) < 0 ||
-		    asprintf(&args[n++], "--size=%" PRIu64, size) < 0)
-			goto out;
-		if (n > first + 4)
-			args[n++] = strdup("--stonewall");
+	for (uint32_t fi = 0; fi < nf; fi++)
+		if (used[fi])
+			fprintf(f, "%s close\n", d->cat->files[fi].path);
+	r = 0;
+out:
+	if (f && fclose(f) && r == 0) {
+		r = -errno;
+		fprintf(stderr, "tierctl: %s: %s\n", fp->log, strerror(-r));
 	}
+	free(used);
+	return r;
+}
+
+static void fio_plan_remove(struct fio_plan *fp)
+{
+	if (fp->log[0])
+		unlink(fp->log);
+	fp->log[0] = '\0';
+}
+
+/*
+ * One fio job replaying the plan's log with io_uring, O_DIRECT, registered
+ * buffers, at the engine's depth.  Its buffers are hugetlb pages when the
+ * system has free ones: on a virtio disk, fio's few reused buffers in 4 KiB
+ * pages alone cost it 40 % of its throughput, which made it a poor reference.  Its time is fio's own
+ * job runtime (the I/O phase, without fio's start-up), as tierd's is the
+ * time from the first acquire to the last completion.  Its bytes are the
+ * log's: fio 3.33 leaves the reads still in flight when a replayed log ends
+ * out of io_bytes (it waits for them inside its runtime), so total_ios is
+ * checked against the log instead.
+ */
+static int run_fio(const struct fio_plan *fp, unsigned depth, struct fio_result *res)
+{
+	char depth_opt[32], iomem_opt[32], log_opt[96];
+	char *args[] = { "fio", "--output-format=json", "--name=tierd-reads", "--ioengine=io_uring",
+			 "--direct=1", depth_opt, fp->fixed ? "--fixedbufs=1" : "--fixedbufs=0", iomem_opt,
+			 log_opt, NULL };
+	char *out = NULL;
+	size_t len = 0, cap = 0;
+	struct json_object *root = NULL, *jobs, *job, *rd, *v;
+	int p[2] = { -1, -1 }, status, r = -EIO;
+	uint64_t ios = 0;
+	pid_t pid;
+
+	snprintf(depth_opt, sizeof(depth_opt), "--iodepth=%u", depth);
+	snprintf(iomem_opt, sizeof(iomem_opt), "--iomem=%s", fp->iomem);
+	snprintf(log_opt, sizeof(log_opt), "--read_iolog=%s", fp->log);
 	if (pipe(p) < 0)
 		goto out;
 	pid = fork();
@@ -330,8 +395,6 @@ static int run_fio(const struct direct *d, uint32_t nexp, uint64_t bs, unsigned 
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
 			fprintf(stderr, "tierctl: fio is not installed: no comparison\n");
 			r = -ENOENT;
-		} else {
-			r = -EIO;
 		}
 		goto out;
 	}
@@ -340,34 +403,36 @@ static int run_fio(const struct direct *d, uint32_t nexp, uint64_t bs, unsigned 
 	out[len] = '\0';
 	/* fio may print notes before its JSON. */
 	root = json_tokener_parse(strchr(out, '{') ? strchr(out, '{') : out);
-	if (!root || !json_object_object_get_ex(root, "jobs", &jobs)) {
+	if (!root || !json_object_object_get_ex(root, "jobs", &jobs) || json_object_array_length(jobs) != 1 ||
+	    !(job = json_object_array_get_idx(jobs, 0)) || !json_object_object_get_ex(job, "read", &rd)) {
 		fprintf(stderr, "tierctl: could not read fio's JSON output\n");
 		goto out;
 	}
-	*res = (struct fio_result){ 0 };
-	for (size_t i = 0; i < json_object_array_length(jobs); i++) {
-		struct json_object *job = json_object_array_get_idx(jobs, i), *rd, *v;
-
-		if (!json_object_object_get_ex(job, "read", &rd))
-			continue;
-		if (json_object_object_get_ex(rd, "io_bytes", &v))
-			res->bytes += (uint64_t)json_object_get_int64(v);
-		if (json_object_object_get_ex(rd, "runtime", &v))
-			res->seconds += (double)json_object_get_int64(v) / 1e3;
+	if (json_object_object_get_ex(job, "error", &v) && json_object_get_int(v)) {
+		fprintf(stderr, "tierctl: fio: %s\n", strerror(json_object_get_int(v)));
+		goto out;
 	}
-	r = res->seconds > 0 ? 0 : -EIO;
+	if (json_object_object_get_ex(rd, "total_ios", &v))
+		ios = (uint64_t)json_object_get_int64(v);
+	if (ios != fp->reads) {
+		fprintf(stderr, "tierctl: fio issued %" PRIu64 " of the %" PRIu64 " reads of its log\n", ios, fp->reads);
+		goto out;
+	}
+	if (!json_object_object_get_ex(rd, "runtime", &v)) {
+		fprintf(stderr, "tierctl: fio's JSON output has no runtime\n");
+		goto out;
+	}
+	/* fio counts whole milliseconds: a run under one counts as one (tiny checkpoints). */
+	*res = (struct fio_result){ .bytes = fp->bytes,
+				    .seconds = (double)(json_object_get_int64(v) > 1 ? json_object_get_int64(v) : 1) / 1e3 };
+	r = 0;
 out:
 	if (p[0] >= 0)
 		close(p[0]);
 	if (p[1] >= 0)
 		close(p[1]);
 	json_object_put(root);
-	for (int i = first; args && i < n; i++)
-		free(args[i]);
-	free(args);
 	free(out);
-	free(lo);
-	free(bytes);
 	return r;
 }
 
@@ -391,9 +456,10 @@ static int bench_fetch(const struct tierctl_opts *o, int argc, char **argv)
 	double tsec = 0, ssec[64] = { 0 };
 	uint64_t sbytes[64] = { 0 };
 	struct fio_result fio = { 0 }, fr[64];
-	bool use_fio = true, verify = false, json = o->json, fio_ok = true, fio_fixed = true;
+	bool use_fio = true, verify = false, json = o->json, fio_ok = true;
 	struct direct d = { 0 };
 	struct engine_stats st0, st1;
+	struct fio_plan fplan = { .log = "" };
 	struct acq *a = NULL;
 	int opt, rc = 1;
 
@@ -475,15 +541,29 @@ static int bench_fetch(const struct tierctl_opts *o, int argc, char **argv)
 		tbytes += sbytes[run];
 		if (verify && run == 0 && verify_range(&d, 0, (uint32_t)nexp, a) < 0)
 			goto out;
+		if (use_fio && fio_ok && run == 0) {
+			/* Where the slots lie decides where the engine cut its reads. */
+			fplan.iomem = "shmhuge";
+			fplan.fixed = true;
+			if (fio_plan_write(&d, (uint32_t)nexp, a, d.conf.request_size, &fplan) < 0)
+				fio_ok = false;
+		}
 		release_range(&d, 0, (uint32_t)nexp, true);
 		if (use_fio && fio_ok) {
 			drop_caches(&d);
-			r = run_fio(&d, (uint32_t)nexp, d.conf.request_size, d.conf.queue_depth, fio_fixed, &fr[run]);
-			if (r == -EIO && fio_fixed) {
+			r = run_fio(&fplan, d.conf.queue_depth, &fr[run]);
+			if (r == -EIO && strcmp(fplan.iomem, "shmhuge") == 0) {
+				/* No free hugetlb pages (or the pool holds them all). */
+				fprintf(stderr, "tierctl: fio got no hugetlb pages for its buffers; comparing with 4 KiB pages, "
+					"which can make fio much slower (see vm.nr_hugepages)\n");
+				fplan.iomem = "mmapshared";
+				r = run_fio(&fplan, d.conf.queue_depth, &fr[run]);
+			}
+			if (r == -EIO && fplan.fixed) {
 				/* Registered buffers need RLIMIT_MEMLOCK room (root has it). */
 				fprintf(stderr, "tierctl: fio with fixedbufs failed; comparing with plain buffers\n");
-				fio_fixed = false;
-				r = run_fio(&d, (uint32_t)nexp, d.conf.request_size, d.conf.queue_depth, false, &fr[run]);
+				fplan.fixed = false;
+				r = run_fio(&fplan, d.conf.queue_depth, &fr[run]);
 			}
 			if (r < 0) {
 				if (r != -ENOENT)
@@ -505,6 +585,7 @@ static int bench_fetch(const struct tierctl_opts *o, int argc, char **argv)
 		json_object_object_add(j, "queue_depth", json_object_new_int64(d.conf.queue_depth));
 		json_object_object_add(j, "request_size", json_object_new_int64((int64_t)d.conf.request_size));
 		json_object_object_add(j, "runs", json_object_new_int64((int64_t)runs));
+		json_object_object_add(j, "pool_hugetlb", json_object_new_boolean(engine_pool_hugetlb(d.e, 0)));
 		json_object_object_add(j, "bytes", json_object_new_int64((int64_t)tbytes));
 		json_object_object_add(j, "seconds", json_object_new_double(tsec));
 		json_object_object_add(j, "gbps", json_object_new_double((double)tbytes / tsec / 1e9));
@@ -524,7 +605,9 @@ static int bench_fetch(const struct tierctl_opts *o, int argc, char **argv)
 			json_object_object_add(f, "bytes", json_object_new_int64((int64_t)fio.bytes));
 			json_object_object_add(f, "seconds", json_object_new_double(fio.seconds));
 			json_object_object_add(f, "gbps", json_object_new_double((double)fio.bytes / fio.seconds / 1e9));
-			json_object_object_add(f, "fixedbufs", json_object_new_boolean(fio_fixed));
+			json_object_object_add(f, "fixedbufs", json_object_new_boolean(fplan.fixed));
+			json_object_object_add(f, "iomem", json_object_new_string(fplan.iomem));
+			json_object_object_add(f, "reads", json_object_new_int64((int64_t)fplan.reads));
 			json_object_object_add(j, "fio", f);
 			json_object_object_add(j, "ratio", json_object_new_double(
 				((double)tbytes / tsec) / ((double)fio.bytes / fio.seconds)));
@@ -533,8 +616,9 @@ static int bench_fetch(const struct tierctl_opts *o, int argc, char **argv)
 		json_object_put(j);
 	} else {
 		printf("checkpoint %s: %" PRIu64 " experts, %.1f MiB of tensors, queue depth %u, request size %" PRIu64
-		       " KiB, %" PRIu64 " run(s), page cache dropped before each\n", argv[optind], nexp,
-		       (double)ebytes / MiB, d.conf.queue_depth, d.conf.request_size >> 10, runs);
+		       " KiB, pool in %s pages, %" PRIu64 " run(s), page cache dropped before each\n", argv[optind], nexp,
+		       (double)ebytes / MiB, d.conf.queue_depth, d.conf.request_size >> 10,
+		       engine_pool_hugetlb(d.e, 0) ? "hugetlb" : "4 KiB", runs);
 		for (uint64_t run = 0; run < runs; run++) {
 			printf("run %" PRIu64 ": tierd %.2f GB/s", run + 1, (double)sbytes[run] / ssec[run] / 1e9);
 			if (use_fio)
@@ -544,14 +628,16 @@ static int bench_fetch(const struct tierctl_opts *o, int argc, char **argv)
 		printf("tierd: %" PRIu64 " bytes in %.3f s = %.2f GB/s%s\n", tbytes, tsec, (double)tbytes / tsec / 1e9,
 		       verify ? " (every byte verified)" : "");
 		if (use_fio) {
-			printf("fio:   %" PRIu64 " bytes in %.3f s = %.2f GB/s (io_uring, O_DIRECT%s, same files, bs and depth)\n",
-			       fio.bytes, fio.seconds, (double)fio.bytes / fio.seconds / 1e9,
-			       fio_fixed ? ", fixedbufs, registerfiles" : "");
+			printf("fio:   %" PRIu64 " bytes in %.3f s = %.2f GB/s (one io_uring job replaying tierd's %" PRIu64
+			       " reads at depth %u, O_DIRECT, %s buffers%s)\n", fio.bytes, fio.seconds,
+			       (double)fio.bytes / fio.seconds / 1e9, fplan.reads, d.conf.queue_depth,
+			       strcmp(fplan.iomem, "shmhuge") ? "shmem" : "hugetlb", fplan.fixed ? ", registered" : "");
 			printf("ratio tierd/fio: %.3f\n", ((double)tbytes / tsec) / ((double)fio.bytes / fio.seconds));
 		}
 	}
 	rc = 0;
 out:
+	fio_plan_remove(&fplan);
 	free(a);
 	direct_close(&d);
 	return rc;

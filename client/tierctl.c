@@ -2,6 +2,7 @@
 /* tierctl: the operator's and debugger's tool.  Dispatches to subcommands. */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,9 +93,17 @@ int main(int argc, char **argv)
 		if (!strcmp(c->name, argv[optind])) {
 			int first = optind;
 
+			int rc;
+
 			/* Subcommands run getopt on their own argv; 0 resets glibc's state. */
 			optind = 0;
-			return c->fn(&o, argc - first, argv + first);
+			rc = c->fn(&o, argc - first, argv + first);
+			/* A table or JSON lost on a full disk or a closed pipe is a failure. */
+			if (fflush(stdout) || ferror(stdout)) {
+				fprintf(stderr, "tierctl: writing the output: %s\n", strerror(errno));
+				return rc ? rc : EXIT_FAILURE;
+			}
+			return rc;
 		}
 	}
 	fprintf(stderr, "tierctl: unknown command \"%s\"\n", argv[optind]);

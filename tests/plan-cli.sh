@@ -36,7 +36,7 @@ expect_fail() {
 	fi
 }
 
-echo "1..22"
+echo "1..24"
 
 # 1-2: the table.
 "$TIERCTL" plan --model mixtral-8x7b --batch 1,32,1024 >"$tmp/table" 2>"$tmp/err"
@@ -137,13 +137,26 @@ expect_fail 2 'no placement meets' "latency ceiling nobody meets" -- \
 	plan select --model mixtral-8x7b --max-latency-ms 0.001
 expect_fail 2 'top-k 9 exceeds' "top-k above the expert count" -- plan --model mixtral-8x7b --top-k 9
 
-# 22: this machine: O_DIRECT reads of a file through io_uring, and a memcpy loop.
+# 22: this machine: O_DIRECT reads of a file through the fetch engine, and a memcpy loop.
 dd if=/dev/zero of="$tmp/disk.bin" bs=1M count=16 2>/dev/null
 "$TIERCTL" plan --model mixtral-8x7b --batch 1 --hardware local --measure-file "$tmp/disk.bin" \
 	--h2d-gbps 48 >"$tmp/out" 2>"$tmp/err"
-if grep -q 'does not support O_DIRECT' "$tmp/err"; then
-	n=$((n + 1)); echo "ok $n # SKIP the temporary directory's filesystem has no O_DIRECT"
+# Read through the fetch engine, which falls back to the page cache (with a
+# warning) where the file system has no O_DIRECT, as tierd itself does.
+check "--hardware local measures disk and DDR" sh -c \
+	"grep -q 'on local: 1 node x 1 GPUs' '$tmp/out' && grep -q 'disk read [0-9.]* GB/s' '$tmp/err'"
+
+# 23: output that cannot be written is an error, not a silent success.
+if [ -w /dev/full ]; then
+	"$TIERCTL" plan --model mixtral-8x7b --batch 1,2,4,8 >/dev/full 2>"$tmp/err"
+	rc=$?
+	echo "# exit $rc" >>"$tmp/err"
+	check "a table written to a full disk fails" sh -c \
+		"[ $rc -eq 1 ] && grep -q 'writing the output: No space left on device' '$tmp/err'"
 else
-	check "--hardware local measures disk and DDR" sh -c \
-		"grep -q 'on local: 1 node x 1 GPUs' '$tmp/out' && grep -q 'disk read [0-9.]* GB/s' '$tmp/err'"
+	n=$((n + 1)); echo "ok $n # SKIP no /dev/full"
 fi
+
+# 24: a config.json with a NUL byte is refused, not read up to the NUL.
+printf '{}\000{"hidden_size": 1}' >"$tmp/nul.json"
+expect_fail 2 'contains a NUL byte' "config.json with a NUL byte" -- plan --model-config "$tmp/nul.json"

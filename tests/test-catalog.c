@@ -378,6 +378,19 @@ static void test_deepseek_fp8(void **state)
 	expect_fault(*state, NULL, NULL, "num_experts_per_tok is not a positive integer");
 	write_file(*state, "config.json", "{\"num_experts_per_tok\":");
 	expect_fault(*state, NULL, NULL, "config.json: not a JSON object");
+	{
+		/* json-c would stop at the NUL and take the object before it. */
+		static const char text[] = "{}\0{\"n_routed_experts\":3}";
+		char path[PATH_MAX];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/config.json", (const char *)*state);
+		f = fopen(path, "w");
+		assert_non_null(f);
+		assert_int_equal(fwrite(text, 1, sizeof(text) - 1, f), sizeof(text) - 1);
+		assert_int_equal(fclose(f), 0);
+		expect_fault(*state, NULL, NULL, "config.json: contains a NUL byte");
+	}
 }
 
 static void test_gpt_oss(void **state)
@@ -542,6 +555,13 @@ static void test_inconsistent_experts(void **state)
 	const struct tdef fused_scalar[] = {
 		{ "model.layers.0.feed_forward.experts.down_proj", "BF16", 0, { 0 } },
 	};
+	const struct tdef short_layer[] = {
+		{ "model.layers.0.block_sparse_moe.experts.0.w1.weight", "BF16", 1, { 4 } },
+		{ "model.layers.0.block_sparse_moe.experts.1.w1.weight", "BF16", 1, { 4 } },
+		{ "model.layers.1.block_sparse_moe.experts.0.w1.weight", "BF16", 1, { 4 } },
+		{ "model.layers.2.block_sparse_moe.experts.0.w1.weight", "BF16", 1, { 4 } },
+		{ "model.layers.2.block_sparse_moe.experts.1.w1.weight", "BF16", 1, { 4 } },
+	};
 	const struct tdef leading_zero[] = {
 		{ "model.layers.0.block_sparse_moe.experts.0.w1.weight", "BF16", 1, { 4 } },
 		{ "model.layers.0.block_sparse_moe.experts.01.w1.weight", "BF16", 1, { 4 } },
@@ -550,6 +570,8 @@ static void test_inconsistent_experts(void **state)
 
 	write_st(*state, "model.safetensors", missing, 3);
 	expect_fault(*state, NULL, NULL, "layer 0: expert 2 missing (next is 3)");
+	write_st(*state, "model.safetensors", short_layer, 5);
+	expect_fault(*state, NULL, NULL, "layer 1 has 1 experts, other layers 2");
 	write_st(*state, "model.safetensors", shape, 2);
 	expect_fault(*state, NULL, NULL, "is BF16[5] but 'model.layers.0.block_sparse_moe.experts.0.w1.weight' "
 		     "of expert 0 is BF16[4]");

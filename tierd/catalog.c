@@ -19,6 +19,7 @@
 #include "catalog.h"
 #include "log.h"
 #include "safetensors.h"
+#include "smallfile.h"
 
 #define INDEX_NAME		"model.safetensors.index.json"
 #define SINGLE_NAME		"model.safetensors"
@@ -204,42 +205,17 @@ static int read_json_file(struct loader *l, const char *name, bool optional, str
 	struct json_tokener *tok = NULL;
 	struct json_object *o = NULL;
 	char path[PATH_MAX];
-	struct stat st;
 	char *buf = NULL;
-	int fd = -1, r = 0;
-	size_t got = 0;
+	size_t got;
+	int r;
 
 	*out = NULL;
 	snprintf(path, sizeof(path), "%s/%s", l->dir, name);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		if (r == -ENOENT && optional)
-			return 0;
-		return errf(l->err, l->errlen, r, "%s: %s", path, strerror(-r));
-	}
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_JSON_FILE) {
-		r = errf(l->err, l->errlen, -EINVAL, "%s: not a regular file of at most %llu bytes", path,
-			 MAX_JSON_FILE);
-		goto out;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		r = -ENOMEM;
-		goto out;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = errf(l->err, l->errlen, n < 0 ? -errno : -EIO, "%s: read failed", path);
-			goto out;
-		}
-		got += (size_t)n;
-	}
-	buf[got] = '\0';
+	r = smallfile_read(path, MAX_JSON_FILE, &buf, &got, l->err, l->errlen);
+	if (r == -ENOENT && optional)
+		return 0;
+	if (r < 0)
+		return r;
 	tok = json_tokener_new();
 	if (!tok) {
 		r = -ENOMEM;
@@ -260,8 +236,6 @@ out:
 	if (tok)
 		json_tokener_free(tok);
 	free(buf);
-	if (fd >= 0)
-		close(fd);
 	return r;
 }
 
@@ -665,6 +639,16 @@ static int build_experts(struct catalog *cat, struct loader *l, struct parts *ps
 			}
 		}
 		i = j;
+	}
+	/* A layer that ends early (a lost shard, a cut index) would leave its last experts unserved. */
+	for (uint32_t k = 0, n = 0; k < cat->nexperts; k++) {
+		n = k && cat->experts[k].layer == cat->experts[k - 1].layer ? n + 1 : 1;
+		if ((k + 1 == cat->nexperts || cat->experts[k + 1].layer != cat->experts[k].layer) &&
+		    n != cat->experts_per_layer) {
+			r = errf(l->err, l->errlen, -EINVAL, "%s: preset %s: layer %u has %u experts, other layers %u",
+				 l->dir, cat->preset, cat->experts[k].layer, n, cat->experts_per_layer);
+			goto out;
+		}
 	}
 out:
 	free(starts);

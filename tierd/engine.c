@@ -652,6 +652,11 @@ uint64_t engine_pool_size(const struct engine *e, uint32_t pool)
 	return pool == 0 ? pool_size(e->pool) : 0;
 }
 
+bool engine_pool_hugetlb(const struct engine *e, uint32_t pool)
+{
+	return pool == 0 && pool_hugetlb(e->pool);
+}
+
 const void *engine_pool_base(const struct engine *e, uint32_t pool)
 {
 	return pool == 0 ? pool_base(e->pool) : NULL;

@@ -125,6 +125,8 @@ int engine_evict(struct engine *e, const struct engine_key *key);
 int engine_pool_count(const struct engine *e);
 int engine_pool_fd(const struct engine *e, uint32_t pool);
 uint64_t engine_pool_size(const struct engine *e, uint32_t pool);
+/* Whether the pool is in hugetlb pages (a benchmark gives its reference the same). */
+bool engine_pool_hugetlb(const struct engine *e, uint32_t pool);
 /* For tests and the demo: where the pool is mapped in this process. */
 const void *engine_pool_base(const struct engine *e, uint32_t pool);
 

@@ -339,7 +339,8 @@ int fetch_job_add(struct fetch_job *j, unsigned file, uint64_t offset, uint64_t 
 	return 0;
 }
 
-/* Index of the registered buffer holding dst, and how far it reaches. */
+/* Index of the registered buffer holding dst and how far it reaches, or
+ * -ENOENT (a plain read then) with no limit on the reach. */
 static int buf_find(const struct fetch *f, const uint8_t *dst, uint64_t *room)
 {
 	for (unsigned i = 0; i < f->nbufs; i++) {
@@ -351,7 +352,7 @@ static int buf_find(const struct fetch *f, const uint8_t *dst, uint64_t *room)
 		}
 	}
 	*room = UINT64_MAX;
-	return -1;
+	return -ENOENT;
 }
 
 static bool issue(struct fetch *f, unsigned ri)

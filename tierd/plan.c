@@ -16,10 +16,7 @@
 #define GB 1e9
 #define PJ 1e-12
 
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
+int plan_fail(char *err, size_t errlen, int r, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -129,18 +126,18 @@ int plan_set(struct plan_params *p, const char *key, const char *value, char *er
 	double v;
 
 	if (!k)
-		return fail(err, errlen, -ENOENT, "%s: unknown key", key);
+		return plan_fail(err, errlen, -ENOENT, "%s: unknown key", key);
 	errno = 0;
 	v = strtod(value, &end);
 	if (end == value || *end || errno == ERANGE || !isfinite(v))
-		return fail(err, errlen, -EINVAL, "%s: expected a number, got \"%s\"", key, value);
+		return plan_fail(err, errlen, -EINVAL, "%s: expected a number, got \"%s\"", key, value);
 	if (v < k->min || (k->min_exclusive && v <= k->min) || v > k->max)
-		return fail(err, errlen, -ERANGE, "%s: %s out of range (%s%g .. %g)", key, value,
+		return plan_fail(err, errlen, -ERANGE, "%s: %s out of range (%s%g .. %g)", key, value,
 			    k->min_exclusive ? "above " : "", k->min, k->max);
 	switch (k->type) {
 	case KEY_UINT:
 		if (v != floor(v))
-			return fail(err, errlen, -EINVAL, "%s: expected an integer, got \"%s\"",
+			return plan_fail(err, errlen, -EINVAL, "%s: expected an integer, got \"%s\"",
 				    key, value);
 		*(unsigned *)((char *)p + k->off) = (unsigned)v;
 		break;
@@ -156,42 +153,42 @@ int plan_model_check(const struct plan_model *m, char *err, size_t errlen)
 	const char *n = m->name[0] ? m->name : "model";
 
 	if (!m->layers)
-		return fail(err, errlen, -EINVAL, "%s: needs at least one layer", n);
+		return plan_fail(err, errlen, -EINVAL, "%s: needs at least one layer", n);
 	if (!m->hidden)
-		return fail(err, errlen, -EINVAL, "%s: hidden size must be positive", n);
+		return plan_fail(err, errlen, -EINVAL, "%s: hidden size must be positive", n);
 	if (!(m->bytes_per_param > 0) || m->bytes_per_param > 64)
-		return fail(err, errlen, -EINVAL, "%s: bytes per parameter must be in (0, 64]", n);
+		return plan_fail(err, errlen, -EINVAL, "%s: bytes per parameter must be in (0, 64]", n);
 	if (!m->heads)
-		return fail(err, errlen, -EINVAL, "%s: attention heads must be positive", n);
+		return plan_fail(err, errlen, -EINVAL, "%s: attention heads must be positive", n);
 	switch (m->attn) {
 	case PLAN_ATTN_GQA:
 		if (!m->kv_heads || !m->head_dim)
-			return fail(err, errlen, -EINVAL, "%s: GQA needs kv heads and head dim", n);
+			return plan_fail(err, errlen, -EINVAL, "%s: GQA needs kv heads and head dim", n);
 		if (m->heads % m->kv_heads)
-			return fail(err, errlen, -EINVAL,
+			return plan_fail(err, errlen, -EINVAL,
 				    "%s: %u attention heads are not a multiple of %u kv heads",
 				    n, m->heads, m->kv_heads);
 		break;
 	case PLAN_ATTN_MLA:
 		if (!m->kv_lora || !m->v_dim || !(m->rope_dim + m->nope_dim))
-			return fail(err, errlen, -EINVAL,
+			return plan_fail(err, errlen, -EINVAL,
 				    "%s: MLA needs kv_lora_rank, v_head_dim and qk head dims", n);
 		break;
 	}
 	if (m->experts) {
 		if (!m->top_k || m->top_k > m->experts)
-			return fail(err, errlen, -EINVAL, "%s: top-k %u must be in 1..%u experts",
+			return plan_fail(err, errlen, -EINVAL, "%s: top-k %u must be in 1..%u experts",
 				    n, m->top_k, m->experts);
 		if (!m->expert_ffn)
-			return fail(err, errlen, -EINVAL, "%s: expert intermediate size must be positive", n);
+			return plan_fail(err, errlen, -EINVAL, "%s: expert intermediate size must be positive", n);
 		if (!m->moe_step)
-			return fail(err, errlen, -EINVAL, "%s: MoE layer step must be positive", n);
+			return plan_fail(err, errlen, -EINVAL, "%s: MoE layer step must be positive", n);
 		if (m->shared_experts && !m->shared_ffn)
-			return fail(err, errlen, -EINVAL, "%s: shared experts need an intermediate size", n);
+			return plan_fail(err, errlen, -EINVAL, "%s: shared experts need an intermediate size", n);
 	}
 	/* Layers that are not MoE run the dense FFN. */
 	if ((!m->experts || m->first_dense || m->moe_step > 1) && !m->dense_ffn)
-		return fail(err, errlen, -EINVAL, "%s: dense layers need an intermediate size", n);
+		return plan_fail(err, errlen, -EINVAL, "%s: dense layers need an intermediate size", n);
 	return 0;
 }
 
@@ -201,20 +198,20 @@ int plan_params_check(const struct plan_params *p, char *err, size_t errlen)
 	const struct plan_energy *e = &p->en;
 
 	if (!h->nodes || !h->gpus_per_node)
-		return fail(err, errlen, -EINVAL, "hardware: needs at least one node and one GPU");
+		return plan_fail(err, errlen, -EINVAL, "hardware: needs at least one node and one GPU");
 	if (!(h->gpu_tflops > 0) || !(h->hbm_gbps > 0) || !(h->link_gbps > 0) || !(h->hbm_gib > 0))
-		return fail(err, errlen, -EINVAL,
+		return plan_fail(err, errlen, -EINVAL,
 			    "hardware: gpu_tflops, hbm_gbps, hbm_gib and link_gbps must be positive");
 	if (!(h->ddr_gbps >= 0) || !(h->ssd_gbps >= 0) || !(h->ddr_gib >= 0))
-		return fail(err, errlen, -EINVAL, "hardware: ddr_gbps, ssd_gbps and ddr_gib must not be negative");
+		return plan_fail(err, errlen, -EINVAL, "hardware: ddr_gbps, ssd_gbps and ddr_gib must not be negative");
 	if (!(e->pj_hbm >= 0) || !(e->pj_ddr >= 0) || !(e->pj_flash >= 0) || !(e->flash_scale >= 0) ||
 	    !(e->pj_l1 >= 0) || !(e->pj_l2 >= 0) || !(e->pj_flop >= 0) || !(e->gpu_idle_w >= 0) ||
 	    !(e->ddr_static_w >= 0) || !(e->ssd_idle_w >= 0))
-		return fail(err, errlen, -EINVAL, "energy: constants must not be negative");
+		return plan_fail(err, errlen, -EINVAL, "energy: constants must not be negative");
 	if (!(e->ddr_static_gb > 0) || !e->tile)
-		return fail(err, errlen, -EINVAL, "energy: ddr_static_gb and tile must be positive");
+		return plan_fail(err, errlen, -EINVAL, "energy: ddr_static_gb and tile must be positive");
 	if (!(p->bytes_per_param >= 0))
-		return fail(err, errlen, -EINVAL, "bytes_per_param must not be negative");
+		return plan_fail(err, errlen, -EINVAL, "bytes_per_param must not be negative");
 	return 0;
 }
 
@@ -445,9 +442,9 @@ static int pair_check(const struct plan_model *m, const struct plan_params *p, c
 	if (r < 0)
 		return r;
 	if (p->top_k && !m->experts)
-		return fail(err, errlen, -EINVAL, "top-k %u: %s is a dense model", p->top_k, m->name);
+		return plan_fail(err, errlen, -EINVAL, "top-k %u: %s is a dense model", p->top_k, m->name);
 	if (p->top_k > m->experts)
-		return fail(err, errlen, -EINVAL, "top-k %u exceeds the %u routed experts of %s",
+		return plan_fail(err, errlen, -EINVAL, "top-k %u exceeds the %u routed experts of %s",
 			    p->top_k, m->experts, m->name);
 	return 0;
 }
@@ -458,12 +455,12 @@ static int place_check(const struct plan_place *pl, char *err, size_t errlen)
 
 	for (int t = 0; t < PLAN_NTIERS; t++) {
 		if (!(pl->frac[t] >= 0) || pl->frac[t] > 1)
-			return fail(err, errlen, -EINVAL, "placement: fraction on %s must be in [0, 1]",
+			return plan_fail(err, errlen, -EINVAL, "placement: fraction on %s must be in [0, 1]",
 				    plan_tier_name(t));
 		sum += pl->frac[t];
 	}
 	if (fabs(sum - 1) > 1e-9)
-		return fail(err, errlen, -EINVAL, "placement: fractions sum to %g, not 1", sum);
+		return plan_fail(err, errlen, -EINVAL, "placement: fractions sum to %g, not 1", sum);
 	return 0;
 }
 
@@ -489,7 +486,7 @@ int plan_eval(const struct plan_model *m, const struct plan_params *p,
 	if (ret < 0)
 		return ret;
 	if (!batch)
-		return fail(err, errlen, -EINVAL, "batch size must be positive");
+		return plan_fail(err, errlen, -EINVAL, "batch size must be positive");
 
 	gpus = (double)hw->nodes * hw->gpus_per_node;
 	flops_s = gpus * hw->gpu_tflops * 1e12;
@@ -681,10 +678,10 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 	if (ret < 0)
 		return ret;
 	if (!req->nbatches)
-		return fail(err, errlen, -EINVAL, "select: no batch sizes");
+		return plan_fail(err, errlen, -EINVAL, "select: no batch sizes");
 	if (!(req->hbm_bytes >= 0) || !(req->ddr_bytes >= 0) || !(req->max_latency_s >= 0) ||
 	    !(req->max_energy_j >= 0))
-		return fail(err, errlen, -EINVAL, "select: capacities and ceilings must not be negative");
+		return plan_fail(err, errlen, -EINVAL, "select: capacities and ceilings must not be negative");
 	plan_sizes_get(m, p, &sz);
 
 	cap = req->nbatches * (steps + 2);
@@ -700,7 +697,7 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 		double h, rest, dmax;
 
 		if (!req->batches[bi]) {
-			ret = fail(err, errlen, -EINVAL, "select: batch size must be positive");
+			ret = plan_fail(err, errlen, -EINVAL, "select: batch size must be positive");
 			goto out;
 		}
 		min_hbm = fmin(min_hbm, sz.resident_bytes + kv + fmin(buf, sz.routed_bytes));
@@ -752,7 +749,7 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 		}
 	}
 	if (!fits) {
-		ret = fail(err, errlen, -ENOSPC,
+		ret = plan_fail(err, errlen, -ENOSPC,
 			   "HBM of %.1f GiB cannot hold %s's resident weights and KV cache: "
 			   "needs at least %.1f GiB (batch %u, context %u)",
 			   req->hbm_bytes / (1 << 30), m->name, min_hbm / (1 << 30),
@@ -760,7 +757,7 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 		goto out;
 	}
 	if (!ncand) {
-		ret = fail(err, errlen, -ERANGE,
+		ret = plan_fail(err, errlen, -ERANGE,
 			   "no placement meets the ceilings (latency %g ms, energy %g J/token); "
 			   "closest: batch %u, experts %.0f%% HBM %.0f%% DDR %.0f%% SSD at %.4g ms "
 			   "and %.4g J/token",

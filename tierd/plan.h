@@ -207,4 +207,8 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 /* Parses "1,2,4" or "1-1024" (powers of two) into at most max values. */
 int plan_parse_batches(const char *s, unsigned *out, size_t max, size_t *n);
 
+/* Writes the message into err (when there is room) and returns r: the error
+ * path of the plan, plan_hw and plan_model functions. */
+int plan_fail(char *err, size_t errlen, int r, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 #endif

@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,28 +13,13 @@
 #include <unistd.h>
 
 #include <ini.h>
-#include <liburing.h>
 
+#include "fetch.h"
 #include "plan_hw.h"
 
 #define READ_QD 8
 #define READ_SIZE (1u << 20)
 #define COPY_BYTES (64u << 20)
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return r;
-}
 
 int plan_hw_builtin(const char *name, struct plan_hw *hw, char *err, size_t errlen)
 {
@@ -52,7 +36,7 @@ int plan_hw_builtin(const char *name, struct plan_hw *hw, char *err, size_t errl
 		hw->link_gbps = 450;	/* NVLink 4.0 per direction */
 		return 0;
 	}
-	return fail(err, errlen, -ENOENT,
+	return plan_fail(err, errlen, -ENOENT,
 		    "unknown hardware \"%s\" (built-in: dgx-h100-nvl5, dgx-h100-nvl4; "
 		    "local; or an INI file)", name);
 }
@@ -116,21 +100,21 @@ int plan_hw_load_file(struct plan_params *p, const char *path, char *err, size_t
 	f = fopen(path, "re");
 	if (!f) {
 		r = -errno;
-		return fail(err, errlen, r, "%s: %s", path, strerror(-r));
+		return plan_fail(err, errlen, r, "%s: %s", path, strerror(-r));
 	}
 	line = ini_parse_file(f, hw_ini_entry, &c);
 	fclose(f);
 	if (line == 0) {
 		r = plan_params_check(p, msg, sizeof(msg));
 		if (r < 0)
-			return fail(err, errlen, r, "%s: %s", path, msg);
+			return plan_fail(err, errlen, r, "%s: %s", path, msg);
 		return 0;
 	}
 	if (line < 0)
-		return fail(err, errlen, -EIO, "%s: cannot read", path);
+		return plan_fail(err, errlen, -EIO, "%s: cannot read", path);
 	if (c.r < 0)
-		return fail(err, errlen, c.r, "%s:%d: %s", path, line, msg);
-	return fail(err, errlen, -EINVAL, "%s:%d: syntax error (expected [section] or key = value)",
+		return plan_fail(err, errlen, c.r, "%s:%d: %s", path, line, msg);
+	return plan_fail(err, errlen, -EINVAL, "%s:%d: syntax error (expected [section] or key = value)",
 		    path, line);
 }
 
@@ -142,106 +126,104 @@ static double now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+struct measure_read {
+	uint8_t *buf;			/* READ_QD buffers of READ_SIZE */
+	unsigned free[READ_QD], nfree;	/* buffers without a read in flight */
+	uint64_t bytes;
+	int err;
+};
+
+struct measure_slot {
+	struct measure_read *m;
+	unsigned buf;
+};
+
+static void measure_done(void *arg, int err, uint64_t bytes)
+{
+	struct measure_slot *s = arg;
+
+	s->m->bytes += bytes;
+	if (err && !s->m->err)
+		s->m->err = err;
+	s->m->free[s->m->nfree++] = s->buf;
+}
+
+/* Through the fetch engine, as tierd reads experts: a read per buffer, READ_QD in flight. */
 int plan_hw_measure_read(const char *path, size_t max_bytes, double *gbps, char *err, size_t errlen)
 {
-	struct io_uring ring;
-	bool ring_ok = false;
-	void *buf[READ_QD] = { 0 };
-	off_t size, next = 0;
-	size_t done = 0, want;
-	unsigned inflight = 0;
-	struct stat st;
+	struct fetch_opts fo = { .queue_depth = READ_QD, .request_size = READ_SIZE };
+	struct measure_read m = { 0 };
+	struct measure_slot slots[READ_QD];
+	struct fetch *f = NULL;
+	uint64_t size, next = 0, want;
 	double t0, t1;
-	int fd, r;
+	int file, r;
 
 	*gbps = 0;
-	fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		return fail(err, errlen, r, "%s: cannot open with O_DIRECT: %s%s", path, strerror(-r),
-			    r == -EINVAL ? " (the filesystem does not support O_DIRECT; use a file on disk)" : "");
-	}
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		fail(err, errlen, r, "%s: %s", path, strerror(-r));
+	r = fetch_create(&f, &fo, err, errlen);
+	if (r < 0)
+		return r;
+	file = fetch_file_open(f, path, err, errlen);
+	if (file < 0) {
+		r = file;
 		goto out;
 	}
-	size = st.st_size & ~(off_t)(READ_SIZE - 1);
-	if (!S_ISREG(st.st_mode) || size < (off_t)READ_SIZE) {
-		r = fail(err, errlen, -EINVAL, "%s: need a regular file of at least 1 MiB", path);
+	size = fetch_file_size(f, (unsigned)file) & ~(uint64_t)(READ_SIZE - 1);
+	if (size < READ_SIZE) {
+		r = plan_fail(err, errlen, -EINVAL, "%s: need a regular file of at least 1 MiB", path);
 		goto out;
 	}
-	want = (size_t)size < max_bytes ? (size_t)size : max_bytes;
-	want &= ~(size_t)(READ_SIZE - 1);
+	want = size < max_bytes ? size : max_bytes & ~(uint64_t)(READ_SIZE - 1);
 	if (!want)
 		want = READ_SIZE;
-	for (int i = 0; i < READ_QD; i++) {
-		r = -posix_memalign(&buf[i], 4096, READ_SIZE);
-		if (r < 0)
-			goto out;
-	}
-	r = io_uring_queue_init(READ_QD, &ring, 0);
+	r = -posix_memalign((void **)&m.buf, FETCH_ALIGN, (size_t)READ_QD * READ_SIZE);
 	if (r < 0) {
-		fail(err, errlen, r, "io_uring_queue_init: %s", strerror(-r));
+		m.buf = NULL;
 		goto out;
 	}
-	ring_ok = true;
-
-	t0 = now_s();
-	/* Buffer i serves the request in slot i; its user_data is the slot. */
-	for (unsigned i = 0; i < READ_QD && (size_t)next < want; i++) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-
-		io_uring_prep_read(sqe, fd, buf[i], READ_SIZE, (uint64_t)next);
-		io_uring_sqe_set_data64(sqe, i);
-		next += READ_SIZE;
-		inflight++;
+	for (unsigned i = 0; i < READ_QD; i++) {
+		slots[i] = (struct measure_slot){ &m, i };
+		m.free[m.nfree++] = i;
 	}
-	while (inflight) {
-		struct io_uring_cqe *cqe;
-		unsigned slot;
+	t0 = now_s();
+	while (next < want || m.nfree < READ_QD) {
+		while (next < want && m.nfree && !m.err) {
+			struct measure_slot *s = &slots[m.free[--m.nfree]];
+			struct fetch_job *j;
 
-		r = io_uring_submit_and_wait(&ring, 1);
-		if (r < 0) {
-			fail(err, errlen, r, "io_uring: %s", strerror(-r));
-			goto out;
-		}
-		r = io_uring_wait_cqe(&ring, &cqe);
-		if (r < 0) {
-			fail(err, errlen, r, "io_uring: %s", strerror(-r));
-			goto out;
-		}
-		slot = (unsigned)io_uring_cqe_get_data64(cqe);
-		r = cqe->res;
-		io_uring_cqe_seen(&ring, cqe);
-		inflight--;
-		if (r < 0) {
-			fail(err, errlen, r, "%s: read: %s", path, strerror(-r));
-			goto out;
-		}
-		if (r == 0) {
-			r = fail(err, errlen, -EIO, "%s: file shrank while measuring", path);
-			goto out;
-		}
-		done += (size_t)r;
-		if ((size_t)next < want) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-
-			io_uring_prep_read(sqe, fd, buf[slot], READ_SIZE, (uint64_t)next);
-			io_uring_sqe_set_data64(sqe, slot);
+			r = fetch_job_create(f, FETCH_DEMAND, measure_done, s, &j);
+			if (r == 0) {
+				r = fetch_job_add(j, (unsigned)file, next, READ_SIZE, m.buf + (size_t)s->buf * READ_SIZE);
+				if (r < 0)
+					fetch_job_free(j);
+			}
+			/* Once submitted the job is the engine's, even when submitting fails. */
+			r = r ?: fetch_job_submit(j);
+			if (r < 0) {
+				plan_fail(err, errlen, r, "%s: io_uring: %s", path, strerror(-r));
+				goto out;
+			}
 			next += READ_SIZE;
-			inflight++;
+		}
+		if (m.err)
+			next = want;	/* stop issuing; wait for what is in flight */
+		r = fetch_wait(f);
+		if (r < 0) {
+			plan_fail(err, errlen, r, "%s: io_uring: %s", path, strerror(-r));
+			goto out;
 		}
 	}
 	t1 = now_s();
-	*gbps = done / (t1 - t0) / 1e9;
+	if (m.err) {
+		r = plan_fail(err, errlen, m.err, "%s: read: %s", path, strerror(-m.err));
+		goto out;
+	}
+	*gbps = (double)m.bytes / (t1 - t0) / 1e9;
 	r = 0;
 out:
-	if (ring_ok)
-		io_uring_queue_exit(&ring);
-	for (int i = 0; i < READ_QD; i++)
-		free(buf[i]);
-	close(fd);
+	/* Waits for reads still in flight before their buffers go. */
+	fetch_destroy(f);
+	free(m.buf);
 	return r;
 }
 
@@ -255,7 +237,7 @@ int plan_hw_measure_copy(double *gbps, char *err, size_t errlen)
 	a = malloc(COPY_BYTES);
 	b = malloc(COPY_BYTES);
 	if (!a || !b) {
-		r = fail(err, errlen, -ENOMEM, "cannot allocate %u MiB buffers", COPY_BYTES >> 20);
+		r = plan_fail(err, errlen, -ENOMEM, "cannot allocate %u MiB buffers", COPY_BYTES >> 20);
 		goto out;
 	}
 	/* Fault the pages in first so the loop measures copies, not page faults. */

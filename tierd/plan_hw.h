@@ -20,8 +20,8 @@ int plan_hw_builtin(const char *name, struct plan_hw *hw, char *err, size_t errl
 int plan_hw_load_file(struct plan_params *p, const char *path, char *err, size_t errlen);
 
 /*
- * Sequential read bandwidth of a file with O_DIRECT reads through io_uring
- * (queue depth 8, 1 MiB requests), reading at most max_bytes.  GB/s in *gbps.
+ * Sequential read bandwidth of a file through the fetch engine (io_uring,
+ * O_DIRECT, queue depth 8, 1 MiB requests), reading at most max_bytes.  GB/s in *gbps.
  */
 int plan_hw_measure_read(const char *path, size_t max_bytes, double *gbps, char *err, size_t errlen);
 /* DDR copy bandwidth of a memcpy loop over two 64 MiB buffers, bytes copied per second. */

@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 #include <json-c/json.h>
 
 #include "plan_model.h"
+#include "smallfile.h"
 
 /* Largest config.json we read: real ones are a few KiB. */
 #define CONFIG_MAX_BYTES (4 << 20)
@@ -58,21 +58,6 @@ static const char *const builtin_names[] = {
 	"mixtral-8x7b", "deepseek-r1", "llama4-maverick", "llama3.3-70b", NULL,
 };
 
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return r;
-}
-
 const char *const *plan_model_builtin_names(void)
 {
 	return builtin_names;
@@ -91,7 +76,7 @@ int plan_model_builtin(const char *name, struct plan_model *m, unsigned *nodes,
 			*gpus_per_node = builtins[i].gpus_per_node;
 		return 0;
 	}
-	return fail(err, errlen, -ENOENT,
+	return plan_fail(err, errlen, -ENOENT,
 		    "unknown model \"%s\" (built-in: mixtral-8x7b, deepseek-r1, llama4-maverick, "
 		    "llama3.3-70b; or --model-config config.json)", name);
 }
@@ -125,24 +110,24 @@ static int jdim(const struct jctx *j, const char *key, bool required, bool allow
 
 	if (!v) {
 		if (required)
-			return fail(j->err, j->errlen, -EINVAL, "%s: missing required key \"%s\"",
+			return plan_fail(j->err, j->errlen, -EINVAL, "%s: missing required key \"%s\"",
 				    j->source, key);
 		*out = dflt;
 		return 0;
 	}
 	if (!json_object_is_type(v, json_type_int))
-		return fail(j->err, j->errlen, -EINVAL, "%s: \"%s\" must be an integer, got %s",
+		return plan_fail(j->err, j->errlen, -EINVAL, "%s: \"%s\" must be an integer, got %s",
 			    j->source, key, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
 	errno = 0;
 	x = json_object_get_int64(v);
 	if (errno == ERANGE || x > DIM_MAX)
-		return fail(j->err, j->errlen, -EINVAL, "%s: \"%s\" = %s is too large",
+		return plan_fail(j->err, j->errlen, -EINVAL, "%s: \"%s\" = %s is too large",
 			    j->source, key, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
 	if (x < 0)
-		return fail(j->err, j->errlen, -EINVAL, "%s: \"%s\" must not be negative, got %lld",
+		return plan_fail(j->err, j->errlen, -EINVAL, "%s: \"%s\" must not be negative, got %lld",
 			    j->source, key, (long long)x);
 	if (!x && !allow_zero)
-		return fail(j->err, j->errlen, -EINVAL, "%s: \"%s\" must be positive, got 0",
+		return plan_fail(j->err, j->errlen, -EINVAL, "%s: \"%s\" must be positive, got 0",
 			    j->source, key);
 	*out = (unsigned)x;
 	return 0;
@@ -166,7 +151,7 @@ static int jdtype(const struct jctx *j, double *bpp)
 		return 0;
 	}
 	if (!json_object_is_type(v, json_type_string))
-		return fail(j->err, j->errlen, -EINVAL, "%s: \"%s\" must be a string", j->source, key);
+		return plan_fail(j->err, j->errlen, -EINVAL, "%s: \"%s\" must be a string", j->source, key);
 	s = json_object_get_string(v);
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		if (!strcmp(s, types[i].name)) {
@@ -174,7 +159,7 @@ static int jdtype(const struct jctx *j, double *bpp)
 			return 0;
 		}
 	}
-	return fail(j->err, j->errlen, -EINVAL,
+	return plan_fail(j->err, j->errlen, -EINVAL,
 		    "%s: \"%s\" = \"%s\" is not a known type (bfloat16, float16, float32, float8_e4m3fn, int8)",
 		    j->source, key, s);
 }
@@ -199,7 +184,7 @@ static int parse_root(struct jctx *j, struct plan_model *m)
 	int r;
 
 	if (!json_object_is_type(j->root, json_type_object))
-		return fail(j->err, j->errlen, -EINVAL, "%s: top level must be a JSON object", j->source);
+		return plan_fail(j->err, j->errlen, -EINVAL, "%s: top level must be a JSON object", j->source);
 	/* Multimodal configs (Llama 4) keep the language model under text_config. */
 	if (json_object_object_get_ex(j->root, "text_config", &text) &&
 	    json_object_is_type(text, json_type_object))
@@ -226,12 +211,12 @@ static int parse_root(struct jctx *j, struct plan_model *m)
 		if ((r = jdim(j, "num_experts_per_tok", true, false, 0, &m->top_k)) < 0)
 			return r;
 		if (m->top_k > m->experts)
-			return fail(j->err, j->errlen, -EINVAL,
+			return plan_fail(j->err, j->errlen, -EINVAL,
 				    "%s: \"num_experts_per_tok\" = %u exceeds \"%s\" = %u",
 				    j->source, m->top_k, ek, m->experts);
 		m->expert_ffn = moe_ffn ? moe_ffn : inter;
 		if (!m->expert_ffn)
-			return fail(j->err, j->errlen, -EINVAL,
+			return plan_fail(j->err, j->errlen, -EINVAL,
 				    "%s: an MoE model needs \"moe_intermediate_size\" or \"intermediate_size\"",
 				    j->source);
 	}
@@ -239,7 +224,7 @@ static int parse_root(struct jctx *j, struct plan_model *m)
 	if ((r = jdim(j, "intermediate_size_mlp", false, true, inter, &m->dense_ffn)) < 0)
 		return r;
 	if (!m->experts && !m->dense_ffn)
-		return fail(j->err, j->errlen, -EINVAL, "%s: \"intermediate_size\" must be positive",
+		return plan_fail(j->err, j->errlen, -EINVAL, "%s: \"intermediate_size\" must be positive",
 			    j->source);
 
 	/* Which layers are MoE. */
@@ -261,10 +246,10 @@ static int parse_root(struct jctx *j, struct plan_model *m)
 	}
 	v = jget(j, "mlp_only_layers");
 	if (v && (!json_object_is_type(v, json_type_array) || json_object_array_length(v)))
-		return fail(j->err, j->errlen, -EINVAL,
+		return plan_fail(j->err, j->errlen, -EINVAL,
 			    "%s: \"mlp_only_layers\" with entries is not supported", j->source);
 	if (m->first_dense > m->layers)
-		return fail(j->err, j->errlen, -EINVAL,
+		return plan_fail(j->err, j->errlen, -EINVAL,
 			    "%s: \"first_k_dense_replace\" = %u exceeds \"num_hidden_layers\" = %u",
 			    j->source, m->first_dense, m->layers);
 
@@ -302,13 +287,13 @@ static int parse_root(struct jctx *j, struct plan_model *m)
 			return r;
 		if (!m->head_dim) {
 			if (m->hidden % m->heads)
-				return fail(j->err, j->errlen, -EINVAL,
+				return plan_fail(j->err, j->errlen, -EINVAL,
 					    "%s: no \"head_dim\" and \"hidden_size\" %u is not a multiple of "
 					    "\"num_attention_heads\" %u", j->source, m->hidden, m->heads);
 			m->head_dim = m->hidden / m->heads;
 		}
 		if (m->kv_heads > m->heads || m->heads % m->kv_heads)
-			return fail(j->err, j->errlen, -EINVAL,
+			return plan_fail(j->err, j->errlen, -EINVAL,
 				    "%s: \"num_attention_heads\" %u is not a multiple of "
 				    "\"num_key_value_heads\" %u", j->source, m->heads, m->kv_heads);
 	}
@@ -331,7 +316,7 @@ int plan_model_from_json(const char *text, const char *source, struct plan_model
 		return -ENOMEM;
 	j.root = json_tokener_parse_ex(tok, text, (int)strlen(text) + 1);
 	if (!j.root) {
-		r = fail(err, errlen, -EINVAL, "%s: malformed JSON at offset %zu: %s", source,
+		r = plan_fail(err, errlen, -EINVAL, "%s: malformed JSON at offset %zu: %s", source,
 			 json_tokener_get_parse_end(tok),
 			 json_tokener_error_desc(json_tokener_get_error(tok)));
 		goto out;
@@ -350,50 +335,13 @@ out:
 int plan_model_from_file(const char *path, struct plan_model *m, char *err, size_t errlen)
 {
 	char *text = NULL;
-	struct stat st;
-	size_t got = 0;
 	const char *dir_end;
-	int fd, r;
+	size_t len;
+	int r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		return fail(err, errlen, r, "%s: %s", path, strerror(-r));
-	}
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		fail(err, errlen, r, "%s: %s", path, strerror(-r));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size > CONFIG_MAX_BYTES) {
-		r = fail(err, errlen, -EINVAL, "%s: not a regular file of at most %d bytes", path,
-			 CONFIG_MAX_BYTES);
-		goto out;
-	}
-	text = malloc((size_t)st.st_size + 1);
-	if (!text) {
-		r = -ENOMEM;
-		goto out;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, text + got, (size_t)st.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			fail(err, errlen, r, "%s: %s", path, strerror(-r));
-			goto out;
-		}
-		if (!n)
-			break;
-		got += (size_t)n;
-	}
-	text[got] = '\0';
-	if (strlen(text) != got) {
-		r = fail(err, errlen, -EINVAL, "%s: contains a NUL byte", path);
-		goto out;
-	}
+	r = smallfile_read(path, CONFIG_MAX_BYTES, &text, &len, err, errlen);
+	if (r < 0)
+		return r;
 	r = plan_model_from_json(text, path, m, err, errlen);
 	if (r < 0)
 		goto out;
@@ -408,6 +356,5 @@ int plan_model_from_file(const char *path, struct plan_model *m, char *err, size
 	}
 out:
 	free(text);
-	close(fd);
 	return r;
 }

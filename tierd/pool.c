@@ -105,13 +105,23 @@ static int bind_node(struct pool *p, char *err, size_t errlen)
 	return err_;
 }
 
-static int fault_in(struct pool *p)
+static int fault_in(struct pool *p, char *err, size_t errlen)
 {
 	long page = sysconf(_SC_PAGESIZE);
+	int e;
 
 	if (!madvise(p->base, p->size, MADV_POPULATE_WRITE))
 		return 0;
-	/* Kernels before 5.14: touch one byte per page. */
+	e = -errno;
+	if (e != -EINVAL) {
+		/* Touching would not do better: a hugetlb page the node cannot give
+		 * is a SIGBUS, so say why here instead. */
+		snprintf(err, errlen, "pool: faulting in %llu bytes on NUMA node %d: %s%s",
+			 (unsigned long long)p->size, p->node, strerror(-e),
+			 p->hugetlb ? " (too few free hugetlb pages on that node?)" : "");
+		return e;
+	}
+	/* Kernels before 5.14 have no MADV_POPULATE_WRITE: touch one byte per page. */
 	for (uint64_t off = 0; off < p->size; off += (uint64_t)page)
 		((volatile uint8_t *)p->base)[off] = 0;
 	return 0;
@@ -274,7 +284,9 @@ int pool_create(struct pool **out, const struct pool_opts *o, char *err, size_t 
 	e = bind_node(p, err, errlen);
 	if (e < 0)
 		goto fail;
-	fault_in(p);
+	e = fault_in(p, err, errlen);
+	if (e < 0)
+		goto fail;
 	if (o->lock) {
 		e = lock_pool(p, err, errlen);
 		if (e < 0)

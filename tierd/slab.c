@@ -157,13 +157,14 @@ uint64_t slab_class_used(const struct slab *s, int cls)
 	return c ? c->used : 0;
 }
 
-/* First fit of n free chunks, scanning up from the bottom or down from the top. */
+/* First fit of n free chunks, scanning up from the bottom or down from the top:
+ * the first chunk's index, or -ENOSPC. */
 static int64_t find_run(const struct slab *s, uint32_t n, bool from_top)
 {
 	uint32_t run = 0;
 
 	if (n > s->chunks_free)
-		return -1;
+		return -ENOSPC;
 	if (!from_top) {
 		for (uint32_t i = 0; i < s->nchunks; i++) {
 			run = s->chunk_span[i] ? 0 : run + 1;
@@ -177,7 +178,7 @@ static int64_t find_run(const struct slab *s, uint32_t n, bool from_top)
 				return i;
 		}
 	}
-	return -1;
+	return -ENOSPC;
 }
 
 static void partial_push(struct slab_class *c, struct slab_span *sp)
@@ -212,7 +213,7 @@ static int span_new(struct slab *s, int cls, struct slab_span **out)
 	while (first < 0 && c->small && k > 1 && (--k) * SLAB_CHUNK >= c->slot_bytes)
 		first = find_run(s, k, false);
 	if (first < 0)
-		return -ENOSPC;
+		return (int)first;
 	sp = calloc(1, sizeof(*sp));
 	if (!sp)
 		return -ENOMEM;
