@@ -469,8 +469,21 @@ static int bench_fetch(const struct tierctl_opts *o, int argc, char **argv)
 
 		switch (opt) {
 		case 'n': r = parse_uint("--experts", optarg, UINT32_MAX, &nexp); break;
-		case 'd': r = parse_uint("--depth", optarg, 4096, &depth); break;
-		case 'r': r = parse_size("--request-size", optarg, &req); break;
+		/* 0 would mean "the default" below: refuse it rather than ignore it. */
+		case 'd':
+			r = parse_uint("--depth", optarg, 4096, &depth);
+			if (!r && !depth) {
+				fprintf(stderr, "tierctl: --depth: must be at least 1\n");
+				r = -EINVAL;
+			}
+			break;
+		case 'r':
+			r = parse_size("--request-size", optarg, &req);
+			if (!r && !req) {
+				fprintf(stderr, "tierctl: --request-size: must not be 0\n");
+				r = -EINVAL;
+			}
+			break;
 		case 'R': r = parse_uint("--runs", optarg, 64, &runs); break;
 		case 'F': use_fio = false; break;
 		case 'v': verify = true; break;

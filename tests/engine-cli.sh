@@ -22,7 +22,7 @@ fails_with() { # fails_with STATUS "what" command...
 	if [ "$st" -eq "$want" ]; then ok "$what"; else echo "# exit status $st, want $want"; nok "$what"; fi
 }
 
-echo "1..13"
+echo "1..14"
 "$tierctl" demo-store "$tmp/ck" --layers 4 --experts 6 --hidden 200 --ffn 301 --shards 2 >"$tmp/out" 2>&1 ||
 	{ cat "$tmp/out"; echo "Bail out! demo-store failed"; exit 1; }
 
@@ -52,6 +52,7 @@ elif sys.argv[2] == "yes":
     raise SystemExit("fio is installed but the bench made no comparison")
 ' "$tmp/json" "$(command -v fio >/dev/null && echo yes || echo no)" 2>"$tmp/err" && ok "bench JSON has bytes, GB/s (and fio's ratio, same bytes)" || { cat "$tmp/json" "$tmp/err" >"$tmp/out"; nok "bench JSON has bytes, GB/s (and fio's ratio, same bytes)"; }
 fails_with 2 "bench without 'fetch' is a usage error" "$tierctl" bench "$tmp/ck"
+fails_with 2 "bench --depth 0 is refused, not taken for the default" "$tierctl" bench fetch "$tmp/ck" --depth 0 --no-fio
 fails_with 1 "demo of a missing checkpoint fails" "$tierctl" demo "$tmp/nonexistent"
 
 # A flipped byte inside an expert tensor must be caught, never served as good.

@@ -647,6 +647,9 @@ static void test_sharded(void **state)
 	expect_fault(*state, NULL, NULL, "file names must stay");
 	write_index(*state, "sub/b.safetensors");
 	expect_fault(*state, NULL, NULL, "file names must stay");
+	/* A name from the checkpoint reaches the message without its control bytes. */
+	write_index(*state, "x\\u001b[31m\\n/b.safetensors");
+	expect_fault(*state, NULL, NULL, "'x?[31m?/b.safetensors': file names must stay");
 	write_index(*state, "missing.safetensors");
 	expect_fault(*state, NULL, NULL, "missing.safetensors: No such file or directory");
 	/* The index names a shard that does not hold the tensor. */

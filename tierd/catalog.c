@@ -66,6 +66,11 @@ static int errf(char *err, size_t errlen, int r, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(err, errlen, fmt, ap);
 		va_end(ap);
+		/* Names come from the checkpoint: no control bytes (terminal
+		 * escapes, newlines) into messages and logs. */
+		for (char *c = err; *c; c++)
+			if ((unsigned char)*c < 0x20 || *c == 0x7f)
+				*c = '?';
 	}
 	return r;
 }
