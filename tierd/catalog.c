@@ -269,8 +269,11 @@ static int load_shard(struct loader *l, struct shard *s)
 	snprintf(path, sizeof(path), "%s/%s", l->dir, s->name);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		r = -errno;
-		return errf(l->err, l->errlen, r, "%s: %s", path, strerror(-r));
+		/* Visibly never 0, since 0 would pass on a shard without a header
+		 * (static analyzers do not see through the variadic errf). */
+		r = errno ? -errno : -EIO;
+		errf(l->err, l->errlen, r, "%s: %s", path, strerror(-r));
+		return r;
 	}
 	/* A symlink may point elsewhere in the directory, never out of it. */
 	real = realpath(path, NULL);
