@@ -331,12 +331,12 @@ static int setup(const struct plan_cli *c, struct plan_model *m, struct plan_par
 		p->hw.gpus_per_node = 1;
 		r = plan_hw_measure_copy(&gbps, err, sizeof(err));
 		if (r < 0)
-			goto fail_io;
+			goto bad;
 		p->hw.ddr_gbps = gbps;
 		if (c->measure_file) {
 			r = plan_hw_measure_read(c->measure_file, MEASURE_BYTES, &gbps, err, sizeof(err));
 			if (r < 0)
-				goto fail_io;
+				goto bad;
 			p->hw.ssd_gbps = gbps;
 		} else {
 			fprintf(stderr, "tierctl plan: no --measure-file: SSD reads assumed as fast as the link\n");
@@ -388,9 +388,6 @@ static int setup(const struct plan_cli *c, struct plan_model *m, struct plan_par
 		goto bad;
 	return 0;
 bad:
-	fprintf(stderr, "tierctl plan: %s\n", err);
-	return -EINVAL;
-fail_io:
 	fprintf(stderr, "tierctl plan: %s\n", err);
 	return r;
 }

@@ -3,7 +3,7 @@
  * Fetch engine against real files with O_DIRECT on the local disk ($TMPDIR or
  * /var/tmp): registered and plain buffers, aligned supersets of unaligned
  * ranges, splitting, the short read at the end of a file, demand before
- * prefetch, cancellation, and a failing read.
+ * prefetch, cancellation, destroying with jobs left, and a failing read.
  */
 #include "config.h"
 
@@ -253,6 +253,40 @@ static void test_demand_first_and_cancel(void **state)
 	free(mem);
 }
 
+/*
+ * Destroyed with work left: a job in flight and out of the queues, one in
+ * flight and still queued, one waiting in the other queue.  Each is freed
+ * once (ASan) and none is called back.
+ */
+static void test_destroy_with_jobs(void **state)
+{
+	uint8_t *mem = aligned_alloc(FETCH_ALIGN, 4 * 256 * KiB);
+	struct done d[3];
+	struct fetch_job *j[3];
+	struct fetch *f;
+	int file;
+	enum fetch_prio prio[3] = { FETCH_DEMAND, FETCH_DEMAND, FETCH_PREFETCH };
+	uint64_t len[3] = { 256 * KiB, 2 * 256 * KiB, 256 * KiB }, off = 0;
+
+	memset(d, 0, sizeof(d));
+	assert_non_null(mem);
+	f = make(2, 256 * KiB, &file);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(fetch_job_create(f, prio[i], on_done, &d[i], &j[i]), 0);
+		assert_int_equal(fetch_job_add(j[i], (unsigned)file, off, len[i], mem + off), 0);
+		assert_int_equal(fetch_job_submit(j[i]), 0);
+		off += len[i];
+	}
+	assert_true(fetch_job_started(j[0]));
+	assert_true(fetch_job_started(j[1]));
+	assert_false(fetch_job_started(j[2]));
+	assert_int_equal(fetch_pending(f), 3);
+	fetch_destroy(f);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(d[i].calls, 0);
+	free(mem);
+}
+
 /* A read that fails (bad destination): the job fails with that errno. */
 static void test_read_error(void **state)
 {
@@ -311,6 +345,7 @@ int main(void)
 		cmocka_unit_test(test_unaligned_superset),
 		cmocka_unit_test(test_short_at_eof),
 		cmocka_unit_test(test_demand_first_and_cancel),
+		cmocka_unit_test(test_destroy_with_jobs),
 		cmocka_unit_test(test_read_error),
 		cmocka_unit_test(test_bad_open),
 	};

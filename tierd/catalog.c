@@ -269,8 +269,11 @@ static int load_shard(struct loader *l, struct shard *s)
 	snprintf(path, sizeof(path), "%s/%s", l->dir, s->name);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		r = -errno;
-		return errf(l->err, l->errlen, r, "%s: %s", path, strerror(-r));
+		/* Visibly never 0, since 0 would pass on a shard without a header
+		 * (static analyzers do not see through the variadic errf). */
+		r = errno ? -errno : -EIO;
+		errf(l->err, l->errlen, r, "%s: %s", path, strerror(-r));
+		return r;
 	}
 	/* A symlink may point elsewhere in the directory, never out of it. */
 	real = realpath(path, NULL);
@@ -530,10 +533,12 @@ static int cmp_part(const void *a, const void *b)
 	return strcmp(x->t->name, y->t->name);
 }
 
-static const struct catalog_tensor *find_role(const struct catalog_expert *ex, char **roles, const char *role)
+/* parts: the expert's parts, in the order of its tensors. */
+static const struct catalog_tensor *find_role(const struct catalog_expert *ex, const struct part *parts,
+					      const char *role)
 {
 	for (uint32_t i = 0; i < ex->ntensors; i++)
-		if (!strcmp(roles[i], role))
+		if (!strcmp(parts[i].role, role))
 			return &ex->tensors[i];
 	return NULL;
 }
@@ -552,16 +557,14 @@ static void shape_str(const struct catalog_tensor *t, char *buf, size_t len)
 /* Fills cat->experts from the sorted parts and checks that every layer is complete and uniform. */
 static int build_experts(struct catalog *cat, struct loader *l, struct parts *ps)
 {
-	char **roles = NULL;	/* role of each part, parallel to ps */
 	size_t *starts = NULL;	/* index in ps of each expert's first part */
 	size_t i = 0, first = 0;	/* first: index in experts of the current layer's expert 0 */
 	int r = 0;
 
 	qsort(ps->v, ps->n, sizeof(*ps->v), cmp_part);
 	cat->experts = calloc(ps->n + 1, sizeof(*cat->experts));
-	roles = calloc(ps->n + 1, sizeof(*roles));
 	starts = calloc(ps->n + 1, sizeof(*starts));
-	if (!cat->experts || !roles || !starts) {
+	if (!cat->experts || !starts) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -596,7 +599,6 @@ static int build_experts(struct catalog *cat, struct loader *l, struct parts *ps
 			t->offset = p->offset;
 			t->length = p->length;
 			ex->bytes += p->length;
-			roles[k] = p->role;
 		}
 
 		if (cat->nexperts == 1 || ex->layer != ex[-1].layer) {
@@ -614,7 +616,7 @@ static int build_experts(struct catalog *cat, struct loader *l, struct parts *ps
 		if (first != cat->nexperts - 1) {
 			/* Same tensors, dtypes and shapes as expert 0 of the layer. */
 			const struct catalog_expert *e0 = &cat->experts[first];
-			char **roles0 = roles + starts[first], **rolesx = roles + i;
+			const struct part *parts0 = ps->v + starts[first], *partsx = ps->v + i;
 
 			if (ex->ntensors != e0->ntensors) {
 				r = errf(l->err, l->errlen, -EINVAL,
@@ -624,7 +626,7 @@ static int build_experts(struct catalog *cat, struct loader *l, struct parts *ps
 			}
 			for (uint32_t k = 0; k < e0->ntensors; k++) {
 				const struct catalog_tensor *t0 = &e0->tensors[k];
-				const struct catalog_tensor *t = find_role(ex, rolesx, roles0[k]);
+				const struct catalog_tensor *t = find_role(ex, partsx, parts0[k].role);
 				char a[256], b[256];	/* fits 8 dimensions of 20 digits */
 
 				if (!t) {
@@ -657,7 +659,6 @@ static int build_experts(struct catalog *cat, struct loader *l, struct parts *ps
 	}
 out:
 	free(starts);
-	free(roles);
 	return r;
 }
 

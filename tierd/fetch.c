@@ -199,16 +199,20 @@ void fetch_destroy(struct fetch *f)
 			fetch_job_free(j);
 		}
 	}
-	for (int p = 0; p < 2; p++)
-		while (f->q[p].head) {
-			struct fetch_job *j = f->q[p].head;
+	/* Walked by the links alone: dropping everything needs none of
+	 * queue_remove's bookkeeping. */
+	for (int p = 0; p < 2; p++) {
+		struct fetch_job *j = f->q[p].head, *nxt;
 
-			queue_remove(f, j);
+		for (; j; j = nxt) {
+			nxt = j->nxt;
 			for (unsigned k = 0; k < f->depth && f->reqs; k++)
 				if (f->reqs[k].job == j)
 					f->reqs[k].job = NULL;
 			fetch_job_free(j);
 		}
+		f->q[p].head = f->q[p].tail = NULL;
+	}
 	for (unsigned i = 0; i < f->nfiles; i++) {
 		if (f->files[i].fd >= 0)
 			close(f->files[i].fd);

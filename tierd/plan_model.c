@@ -180,7 +180,7 @@ static int parse_root(struct jctx *j, struct plan_model *m)
 	};
 	struct json_object *text, *v;
 	const char *ek, *type = "";
-	unsigned moe_ffn = 0, shared_ffn = 0, inter = 0, x;
+	unsigned moe_ffn = 0, shared_ffn = 0, inter = 0, x = 0;
 	int r;
 
 	if (!json_object_is_type(j->root, json_type_object))

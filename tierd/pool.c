@@ -167,37 +167,37 @@ static int make_iovecs(struct pool *p)
 	return 0;
 }
 
-/* A 2 MiB aligned shared mapping of the memfd (THP needs the alignment). */
-static int map_aligned(struct pool *p)
+/*
+ * A 2 MiB aligned shared mapping of the memfd (THP needs the alignment), or
+ * NULL with errno set.
+ */
+static uint8_t *map_aligned(const struct pool *p)
 {
 	uint8_t *area, *aligned;
 	uint64_t lead;
 
 	if (p->hugetlb) {
 		area = mmap(NULL, p->size, PROT_READ | PROT_WRITE, MAP_SHARED, p->fd, 0);
-		if (area == MAP_FAILED)
-			return -errno;
-		p->base = area;
-		return 0;
+		return area == MAP_FAILED ? NULL : area;
 	}
 	area = mmap(NULL, p->size + HUGE_2M, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (area == MAP_FAILED)
-		return -errno;
+		return NULL;
 	aligned = (uint8_t *)(((uintptr_t)area + HUGE_2M - 1) & ~(uintptr_t)(HUGE_2M - 1));
 	lead = (uint64_t)(aligned - area);
 	if (lead)
 		munmap(area, lead);
 	munmap(aligned + p->size, HUGE_2M - lead);
 	if (mmap(aligned, p->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, p->fd, 0) == MAP_FAILED) {
-		int e = -errno;
+		int e = errno;
 
 		munmap(aligned, p->size);
-		return e;
+		errno = e;
+		return NULL;
 	}
-	p->base = aligned;
-	if (madvise(p->base, p->size, MADV_HUGEPAGE))
+	if (madvise(aligned, p->size, MADV_HUGEPAGE))
 		log_info("pool: MADV_HUGEPAGE refused (%s); using small pages", strerror(errno));
-	return 0;
+	return aligned;
 }
 
 static const char *thp_shmem_mode(char *buf, size_t len)
@@ -275,8 +275,9 @@ int pool_create(struct pool **out, const struct pool_opts *o, char *err, size_t 
 			 (unsigned long long)p->size, strerror(-e));
 		goto fail;
 	}
-	e = map_aligned(p);
-	if (e < 0) {
+	p->base = map_aligned(p);
+	if (!p->base) {
+		e = -errno;
 		snprintf(err, errlen, "pool: mmap of %llu bytes: %s", (unsigned long long)p->size, strerror(-e));
 		goto fail;
 	}

@@ -205,7 +205,7 @@ static int span_new(struct slab *s, int cls, struct slab_span **out)
 {
 	struct slab_class *c = &s->classes[cls];
 	struct slab_span *sp;
-	uint32_t k = c->span_chunks;
+	uint32_t k = c->span_chunks, nslots;
 	int64_t first = find_run(s, k, !c->small);
 
 	/* When the pool is nearly full, a smaller span of small slots still
@@ -214,10 +214,15 @@ static int span_new(struct slab *s, int cls, struct slab_span **out)
 		first = find_run(s, k, false);
 	if (first < 0)
 		return (int)first;
+	/* Never zero: a small class's slot is under a chunk (slab_class_add) and
+	 * k stops at one slot's worth; checked so the free stack is never empty. */
+	nslots = c->small ? (uint32_t)(k * SLAB_CHUNK / c->slot_bytes) : 1;
+	if (!nslots)
+		return -EINVAL;
 	sp = calloc(1, sizeof(*sp));
 	if (!sp)
 		return -ENOMEM;
-	sp->nslots = c->small ? (uint32_t)(k * SLAB_CHUNK / c->slot_bytes) : 1;
+	sp->nslots = nslots;
 	sp->free = malloc(sp->nslots * sizeof(*sp->free));
 	sp->used = calloc((sp->nslots + 63) / 64, sizeof(*sp->used));
 	if (!sp->free || !sp->used) {
