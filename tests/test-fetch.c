@@ -247,7 +247,9 @@ static void test_demand_first_and_cancel(void **state)
 	fetch_get_stats(f, &st);
 	assert_int_equal(st.jobs_cancelled, 1);
 	assert_int_equal(st.jobs_done, 3);
-	/* A job never submitted is just freed. */
+	/* A job never submitted is not the engine's to cancel: it is just freed. */
+	assert_int_equal(fetch_job_cancel(j[4]), -EINVAL);
+	assert_int_equal(fetch_pending(f), 0);
 	fetch_job_free(j[4]);
 	fetch_destroy(f);
 	free(mem);

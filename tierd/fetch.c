@@ -468,6 +468,9 @@ int fetch_job_cancel(struct fetch_job *j)
 
 	if (j->started)
 		return -EBUSY;
+	/* Never submitted: the caller still owns it (fetch_job_free). */
+	if (!j->queued)
+		return -EINVAL;
 	queue_remove(f, j);
 	f->njobs--;
 	f->st.jobs_cancelled++;

@@ -72,7 +72,8 @@ int fetch_job_add(struct fetch_job *j, unsigned file, uint64_t offset, uint64_t 
 /* Queues the job and issues what the queue depth allows.  The job belongs to
  * the engine from here; it is freed after its callback. */
 int fetch_job_submit(struct fetch_job *j);
-/* Drops a job that has not issued a read yet (no callback): -EBUSY if it has. */
+/* Drops a submitted job that has not issued a read yet (no callback): -EBUSY
+ * if it has, -EINVAL if it was never submitted. */
 int fetch_job_cancel(struct fetch_job *j);
 /* A prefetch that a client now waits for moves to the demand queue. */
 void fetch_job_promote(struct fetch_job *j);
