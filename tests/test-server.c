@@ -126,9 +126,19 @@ static void *client_thread(void *arg)
 		r = tierd_client_routing_hint(c, 0, 1, experts, weights, 1);
 	if (!r)
 		r = tierd_client_report_tokens(c, 0, 17);
+	/* Would wrap the daemon's 64-bit token counters: refused, not added. */
+	if (!r)
+		r = tierd_client_report_tokens(c, 0, UINT64_MAX);
 	/* Answers come in order: once STATS is answered, the above were handled. */
 	if (!r)
 		r = tierd_client_stats(c, v, 32) > 0 ? 0 : -EIO;
+	if (!r) {
+		char why[256];
+
+		tierd_client_last_error(c, why, sizeof(why));
+		if (!strstr(why, "at most 4294967296 in one report"))
+			r = -ERANGE;
+	}
 	/* Leave with the pins held: closing must release them. */
 	tierd_client_close(c);
 	f->client_err = r;

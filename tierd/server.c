@@ -32,6 +32,9 @@
 #define SERVER_READ_BURST	1
 #define SERVER_WARM_WINDOW	16		/* experts a warm keeps in flight */
 #define SERVER_MAX_GROUPS	64
+/* Tokens one report may carry: far above any real batch, and low enough that
+ * the 64-bit totals (Prometheus counters) cannot be wrapped by a client. */
+#define SERVER_MAX_TOKEN_REPORT	(1ull << 32)
 
 struct outmsg {
 	struct outmsg *next;
@@ -1066,6 +1069,10 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 		if (m.model >= (uint32_t)engine_model_count(s->engine) || !c->allowed[m.model])
 			return client_error(c, h.request_id, -ENOENT, "token report for model index %u: not usable",
 					    m.model);
+		if (m.tokens > SERVER_MAX_TOKEN_REPORT)
+			return client_error(c, h.request_id, -ERANGE,
+					    "token report of %llu tokens: at most %llu in one report",
+					    (unsigned long long)m.tokens, SERVER_MAX_TOKEN_REPORT);
 		s->tokens[m.model] += m.tokens;
 		s->counters[TIERD_STAT_TOKENS] += m.tokens;
 		if (s->tel)
