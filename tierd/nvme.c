@@ -259,6 +259,13 @@ int nvmedev_open(struct nvmedev **out, const char *ctrl)
 		free(d);
 		return r;
 	}
+	/* libnvme opens without O_CLOEXEC: no descriptor of ours may leak
+	 * into a child. */
+	if (fcntl(d->fd, F_SETFD, FD_CLOEXEC)) {
+		r = -errno;
+		nvmedev_close(d);
+		return r;
+	}
 	r = nvmedev_identify(d);
 	if (r) {
 		nvmedev_close(d);
