@@ -16,7 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -184,10 +188,51 @@ static void test_hints_tokens_and_cleanup(void **state)
 	assert_int_equal(v[TIERD_STAT_PROTOCOL_ERRORS], 0);
 }
 
+/* The socket path: a live daemon's is kept, a dead one's replaced, a
+ * file that is not a socket refused. */
+static void test_bind(void **state)
+{
+	struct fixture *f = *state;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct server *second = NULL;
+	struct stat st;
+	int fd;
+
+	assert_int_equal(server_create(&second, f->loop, f->engine, &f->conf, -1), -EADDRINUSE);
+	assert_int_equal(stat(f->sock, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	/* The first server still answers. */
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	strcpy(sa.sun_path, f->sock);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(fd);
+
+	/* Gone without unlinking: the file is stale and is replaced. */
+	server_destroy(f->server);
+	f->server = NULL;
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(fd);
+	assert_int_equal(server_create(&f->server, f->loop, f->engine, &f->conf, -1), 0);
+	server_destroy(f->server);
+	f->server = NULL;
+
+	fd = open(f->sock, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(server_create(&f->server, f->loop, f->engine, &f->conf, -1), -EEXIST);
+	assert_null(f->server);
+	assert_int_equal(stat(f->sock, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_hints_tokens_and_cleanup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bind, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1306,6 +1306,7 @@ static void server_accept(struct loop_source *src, int fd, uint32_t events, void
 static int server_bind(struct server *s, const struct tierd_conf *conf)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	bool bound = false;
 	int fd, err;
 
 	if (strlen(conf->socket_path) >= sizeof(sa.sun_path))
@@ -1316,19 +1317,23 @@ static int server_bind(struct server *s, const struct tierd_conf *conf)
 		return -errno;
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
 		int probe;
+		bool live;
 		struct stat st;
 
 		if (errno != EADDRINUSE)
 			goto fail;
-		probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		if (probe >= 0 && !connect(probe, (struct sockaddr *)&sa, sizeof(sa))) {
-			close(probe);
+		/* Non-blocking: a live daemon with a full backlog answers EAGAIN
+		 * instead of holding this start up. */
+		probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (probe < 0)
+			goto fail;
+		live = !connect(probe, (struct sockaddr *)&sa, sizeof(sa)) || errno == EAGAIN;
+		close(probe);
+		if (live) {
 			close(fd);
 			log_err("%s: another tierd is listening there", conf->socket_path);
 			return -EADDRINUSE;
 		}
-		if (probe >= 0)
-			close(probe);
 		if (lstat(conf->socket_path, &st) || !S_ISSOCK(st.st_mode)) {
 			close(fd);
 			log_err("%s: exists and is not a socket", conf->socket_path);
@@ -1338,21 +1343,25 @@ static int server_bind(struct server *s, const struct tierd_conf *conf)
 		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
 			goto fail;
 	}
+	bound = true;
 	if (chmod(conf->socket_path, conf->socket_mode))
 		goto fail;
 	if (listen(fd, 128))
 		goto fail;
 	s->bound_path = strdup(conf->socket_path);
 	if (!s->bound_path) {
-		unlink(conf->socket_path);
-		close(fd);
-		return -ENOMEM;
+		errno = ENOMEM;
+		goto fail;
 	}
 	s->listen_fd = fd;
 	return 0;
 fail:
 	err = -errno;
 	log_err("%s: %s", conf->socket_path, strerror(-err));
+	/* A socket file this call made and nobody listens on would only
+	 * make the next start think it stale. */
+	if (bound)
+		unlink(conf->socket_path);
 	close(fd);
 	return err;
 }
