@@ -904,9 +904,13 @@ static int client_metrics(struct client *c, uint64_t id, const struct tierd_msg_
 	r = telemetry_render(s->tel, &text, &len);
 	if (r)
 		return client_error(c, id, r, "rendering metrics: %s", strerror(-r));
-	if (len > TIERD_PROTO_MAX_METRICS) {
+	/* The chunks are sent at once: what the socket cannot take waits in
+	 * the client's queue, whose bound would drop the client instead. */
+	_Static_assert(SERVER_MAX_QUEUED <= TIERD_PROTO_MAX_METRICS, "the queue is the tighter bound");
+	if (len > SERVER_MAX_QUEUED) {
 		free(text);
-		return client_error(c, id, -E2BIG, "metrics of %zu bytes exceed what the protocol carries", len);
+		return client_error(c, id, -E2BIG, "metrics of %zu bytes exceed what one answer may carry (%u)",
+				    len, SERVER_MAX_QUEUED);
 	}
 	do {
 		size_t n;
