@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -892,7 +893,18 @@ static int conn_open(struct tierd_client *c)
 		goto fail;
 	}
 	for (uint32_t i = 0; i < w->npools; i++) {
-		void *base = mmap(NULL, w->pool_size[i], PROT_READ, MAP_SHARED, fds[i], 0);
+		struct stat st;
+		void *base;
+
+		/* Pages past the end of the file would fault with SIGBUS when a
+		 * tensor is read: the descriptor must back the size announced. */
+		if (fstat(fds[i], &st) || st.st_size < 0 || (uint64_t)st.st_size < w->pool_size[i]) {
+			r = -EBADMSG;
+			set_error(c, "bad WELCOME from tierd: pool %u is smaller than its announced %llu bytes",
+				  i, (unsigned long long)w->pool_size[i]);
+			goto fail;
+		}
+		base = mmap(NULL, w->pool_size[i], PROT_READ, MAP_SHARED, fds[i], 0);
 
 		maps[i] = calloc(1, sizeof(**maps));
 		if (base == MAP_FAILED || !maps[i]) {

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdalign.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -31,6 +33,7 @@
 #include "loop.h"
 #include "server.h"
 #include "tierd-client.h"
+#include "tierd-proto.h"
 
 struct fixture {
 	char dir[64];
@@ -228,11 +231,86 @@ static void test_bind(void **state)
 	assert_true(S_ISREG(st.st_mode));
 }
 
+/* A daemon that announces a pool larger than the descriptor it passes. */
+static void *short_pool_daemon(void *arg)
+{
+	static alignas(8) uint8_t buf[TIERD_PROTO_MAX_MSG];
+	struct tierd_msg_welcome *w = calloc(1, sizeof(*w));
+	int lfd = *(int *)arg, cfd, mfd;
+	struct tierd_msg_hdr h;
+	struct tierd_proto_buf b;
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl = { 0 };
+	struct iovec iov;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf) };
+	struct cmsghdr *cm;
+	long len;
+
+	cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	mfd = memfd_create("short-pool", MFD_CLOEXEC);
+	if (!w || cfd < 0 || mfd < 0 || ftruncate(mfd, 4096) ||
+	    recv(cfd, buf, sizeof(buf), 0) < (ssize_t)sizeof(h))
+		goto out;
+	memcpy(&h, buf, sizeof(h));
+	w->instance = 1;
+	w->npools = 1;
+	w->pool_size[0] = 8192;
+	tierd_proto_begin(&b, buf, sizeof(buf), TIERD_MSG_WELCOME, 0, h.request_id);
+	tierd_proto_put_welcome(&b, w);
+	len = tierd_proto_end(&b);
+	if (len < 0)
+		goto out;
+	iov = (struct iovec){ buf, (size_t)len };
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &mfd, sizeof(int));
+	(void)!sendmsg(cfd, &mh, MSG_NOSIGNAL);
+	/* Until the client gives up. */
+	(void)!recv(cfd, buf, sizeof(buf), 0);
+out:
+	free(w);
+	if (mfd >= 0)
+		close(mfd);
+	if (cfd >= 0)
+		close(cfd);
+	return NULL;
+}
+
+/* Mapping it would let a tensor read past the file end fault with SIGBUS:
+ * the connection is refused instead. */
+static void test_short_pool_refused(void **state)
+{
+	char dir[] = "/tmp/test-server.XXXXXX";
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct tierd_client *c = NULL;
+	pthread_t th;
+	int lfd;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/fake.sock", dir);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	assert_int_equal(pthread_create(&th, NULL, short_pool_daemon, &lfd), 0);
+	assert_int_equal(tierd_client_connect(&c, sa.sun_path, "short-pool"), -EBADMSG);
+	pthread_join(th, NULL);
+	close(lfd);
+	unlink(sa.sun_path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_hints_tokens_and_cleanup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bind, setup, teardown),
+		cmocka_unit_test(test_short_pool_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
