@@ -149,6 +149,12 @@ static void render_probes(FILE *f, const struct probes_snapshot *s, const struct
 {
 	char labels[96];
 
+	/* Said, not hidden: what the eBPF counters lack. */
+	family(f, "tierd_probe_missed_runs_total", "counter",
+	       "Runs of the block-layer eBPF programs the kernel skipped because one was already "
+	       "running on that CPU; the requests and bytes of those runs are missing from the "
+	       "eBPF device counters.");
+	fprintf(f, "tierd_probe_missed_runs_total %llu\n", (unsigned long long)s->missed);
 	if (!s->ndev)
 		goto nvme;
 	family(f, "tierd_device_requests_total", "counter",

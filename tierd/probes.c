@@ -349,12 +349,28 @@ static int probes_read_nvme(struct probes *p, struct probes_snapshot *snap)
 	return 0;
 }
 
+/* The kernel's count of the program's skipped (nested) runs. */
+static uint64_t prog_missed(const struct bpf_program *prog)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+	int fd = bpf_program__fd(prog);
+
+	memset(&info, 0, sizeof(info));
+	if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len))
+		return 0;
+	return info.recursion_misses;
+}
+
 int probes_read(struct probes *p, struct probes_snapshot *snap)
 {
 	int r;
 
 	memset(snap, 0, sizeof(*snap));
 	snap->mono_ns = mono_ns();
+	/* Only the loaded set has descriptors; the other adds 0. */
+	snap->missed = prog_missed(p->blk->progs.blk_issue) + prog_missed(p->blk->progs.blk_complete) +
+		       prog_missed(p->blk->progs.blk_issue_raw) + prog_missed(p->blk->progs.blk_complete_raw);
 	r = probes_read_devs(p, snap);
 	if (!r)
 		r = probes_read_nvme(p, snap);
