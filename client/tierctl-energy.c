@@ -258,6 +258,32 @@ static int parse_interval(const char *s, unsigned *ms)
 	return 0;
 }
 
+/* --local and -i SECONDS, what `metrics` and `energy` take. */
+static int parse_local_opts(int argc, char **argv, const char *usage, bool *local, unsigned *ms)
+{
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "li:", energy_longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'l':
+			*local = true;
+			break;
+		case 'i':
+			if (parse_interval(optarg, ms))
+				return -EINVAL;
+			break;
+		default:
+			fprintf(stderr, "Usage: %s\n", usage);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "Usage: %s\n", usage);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int cmd_metrics(const struct tierctl_opts *o, int argc, char **argv)
 {
 	struct tierd_conf c;
@@ -266,22 +292,10 @@ int cmd_metrics(const struct tierctl_opts *o, int argc, char **argv)
 	bool local = false;
 	char *text;
 	size_t len;
-	int opt, r;
+	int r;
 
-	while ((opt = getopt_long(argc, argv, "li:", energy_longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'l':
-			local = true;
-			break;
-		case 'i':
-			if (parse_interval(optarg, &ms))
-				return 2;
-			break;
-		default:
-			fprintf(stderr, "Usage: tierctl metrics [--local [-i SECONDS]]\n");
-			return 2;
-		}
-	}
+	if (parse_local_opts(argc, argv, "tierctl metrics [--local [-i SECONDS]]", &local, &ms))
+		return 2;
 	if (!local) {
 		if (daemon_scrape(o, NULL, &text, &len))
 			return 1;
@@ -518,22 +532,9 @@ int cmd_energy(const struct tierctl_opts *o, int argc, char **argv)
 {
 	unsigned ms = 1000;
 	bool local = false;
-	int opt;
 
-	while ((opt = getopt_long(argc, argv, "li:", energy_longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'l':
-			local = true;
-			break;
-		case 'i':
-			if (parse_interval(optarg, &ms))
-				return 2;
-			break;
-		default:
-			fprintf(stderr, "Usage: tierctl energy [--local [-i SECONDS]]\n");
-			return 2;
-		}
-	}
+	if (parse_local_opts(argc, argv, "tierctl energy [--local [-i SECONDS]]", &local, &ms))
+		return 2;
 	return local ? energy_local(o, ms) : energy_daemon(o);
 }
 
@@ -621,9 +622,17 @@ int cmd_top(const struct tierctl_opts *o, int argc, char **argv)
 			if (parse_interval(optarg, &ms) || !ms)
 				return 2;
 			break;
-		case 'n':
-			count = strtol(optarg, NULL, 10);
+		case 'n': {
+			char *end;
+
+			errno = 0;
+			count = strtol(optarg, &end, 10);
+			if (end == optarg || *end || errno || count < 1) {
+				fprintf(stderr, "tierctl top: -n \"%s\": expected a positive count\n", optarg);
+				return 2;
+			}
 			break;
+		}
 		default:
 			fprintf(stderr, "Usage: tierctl top [--local] [-i SECONDS] [-n COUNT]\n");
 			return 2;

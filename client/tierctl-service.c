@@ -174,41 +174,49 @@ static int parse_json_opt(const struct tierctl_opts *o, int argc, char **argv, c
 	while ((opt = getopt_long(argc, argv, "j", lo, NULL)) != -1) {
 		if (opt != 'j') {
 			fprintf(stderr, "Usage: %s\n", usage);
-			return -1;
+			return -EINVAL;
 		}
 		json = 1;
 	}
 	if (optind < argc) {
 		fprintf(stderr, "Usage: %s\n", usage);
-		return -1;
+		return -EINVAL;
 	}
 	return json;
 }
 
-static int get_stats(struct tierd_client *c, uint64_t *v)
+/* [--json], a connection and the daemon's counters: what `status` and `stats`
+ * start with.  Returns 0 with *c open, or the exit status with *c closed. */
+static int stats_begin(const struct tierctl_opts *o, int argc, char **argv, const char *what,
+		       struct tierd_client **c, uint64_t *v, int *json)
 {
+	char usage[64];
 	int r;
 
+	snprintf(usage, sizeof(usage), "tierctl %s [--json]", what);
+	*json = parse_json_opt(o, argc, argv, usage);
+	if (*json < 0)
+		return 2;
+	if (svc_connect(o, c))
+		return 1;
 	memset(v, 0, sizeof(uint64_t) * TIERD_STAT_COUNT);
-	r = tierd_client_stats(c, v, TIERD_STAT_COUNT);
-	return r < 0 ? r : 0;
+	r = tierd_client_stats(*c, v, TIERD_STAT_COUNT);
+	if (r < 0) {
+		svc_fail(*c, what, r);
+		tierd_client_close(*c);
+		return 1;
+	}
+	return 0;
 }
 
 int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 {
 	struct tierd_client *c;
 	uint64_t v[TIERD_STAT_COUNT];
-	int json = parse_json_opt(o, argc, argv, "tierctl status [--json]"), r;
+	int json, r = stats_begin(o, argc, argv, "status", &c, v, &json);
 
-	if (json < 0)
-		return 2;
-	if (svc_connect(o, &c))
-		return 1;
-	r = get_stats(c, v);
-	if (r) {
-		r = svc_fail(c, "status", r);
-		goto out;
-	}
+	if (r)
+		return r;
 	if (json) {
 		json_object *j = json_object_new_object();
 
@@ -234,24 +242,17 @@ int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 	       (unsigned long long)v[TIERD_STAT_MISSES], (unsigned long long)v[TIERD_STAT_EVICTIONS]);
 out:
 	tierd_client_close(c);
-	return r ? 1 : 0;
+	return 0;
 }
 
 int cmd_stats(const struct tierctl_opts *o, int argc, char **argv)
 {
 	struct tierd_client *c;
 	uint64_t v[TIERD_STAT_COUNT];
-	int json = parse_json_opt(o, argc, argv, "tierctl stats [--json]"), r;
+	int json, r = stats_begin(o, argc, argv, "stats", &c, v, &json);
 
-	if (json < 0)
-		return 2;
-	if (svc_connect(o, &c))
-		return 1;
-	r = get_stats(c, v);
-	if (r) {
-		r = svc_fail(c, "stats", r);
-		goto out;
-	}
+	if (r)
+		return r;
 	if (json) {
 		json_object *j = json_object_new_object();
 
@@ -263,9 +264,8 @@ int cmd_stats(const struct tierctl_opts *o, int argc, char **argv)
 		for (unsigned i = 0; i < TIERD_STAT_COUNT && tierd_client_stat_name(i); i++)
 			printf("%-18s %llu\n", tierd_client_stat_name(i), (unsigned long long)v[i]);
 	}
-out:
 	tierd_client_close(c);
-	return r ? 1 : 0;
+	return 0;
 }
 
 int cmd_models(const struct tierctl_opts *o, int argc, char **argv)

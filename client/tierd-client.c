@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -892,7 +893,18 @@ static int conn_open(struct tierd_client *c)
 		goto fail;
 	}
 	for (uint32_t i = 0; i < w->npools; i++) {
-		void *base = mmap(NULL, w->pool_size[i], PROT_READ, MAP_SHARED, fds[i], 0);
+		struct stat st;
+		void *base;
+
+		/* Pages past the end of the file would fault with SIGBUS when a
+		 * tensor is read: the descriptor must back the size announced. */
+		if (fstat(fds[i], &st) || st.st_size < 0 || (uint64_t)st.st_size < w->pool_size[i]) {
+			r = -EBADMSG;
+			set_error(c, "bad WELCOME from tierd: pool %u is smaller than its announced %llu bytes",
+				  i, (unsigned long long)w->pool_size[i]);
+			goto fail;
+		}
+		base = mmap(NULL, w->pool_size[i], PROT_READ, MAP_SHARED, fds[i], 0);
 
 		maps[i] = calloc(1, sizeof(**maps));
 		if (base == MAP_FAILED || !maps[i]) {
@@ -1149,6 +1161,32 @@ EXPORT int tierd_client_fd(struct tierd_client *c)
 	return fd >= 0 ? fd : -ENOTCONN;
 }
 
+/* A request's start (lock held): a connection and a pending entry, whose id
+ * the caller encodes into its message. */
+static int request_open(struct tierd_client *c, struct pending **out)
+{
+	int r = ensure_conn(c);
+
+	*out = NULL;
+	if (r)
+		return r;
+	*out = pending_new(c);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* A request's end (lock held).  A request abandoned on timeout belongs to the
+ * reader, which frees it when (if) the answer comes. */
+static void request_close(struct tierd_client *c, struct pending *p)
+{
+	if (!p || p->abandoned)
+		return;
+	pending_unlink(c, p);
+	free(p->acq);		/* an answer of the wrong kind can carry one */
+	free(p->keys);
+	free(p->mbuf);
+	free(p);
+}
+
 /* A request answered by OK (lock taken here). */
 static int simple_request(struct tierd_client *c, uint16_t type, const struct tierd_key *keys, size_t n,
 			  int timeout_ms, uint64_t *value)
@@ -1159,27 +1197,15 @@ static int simple_request(struct tierd_client *c, uint16_t type, const struct ti
 	if (!n || n > TIERD_PROTO_MAX_BATCH)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
-	r = ensure_conn(c);
-	if (r)
-		goto out;
-	p = pending_new(c);
-	if (!p) {
-		r = -ENOMEM;
-		goto out;
-	}
-	r = send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), type, 0, p->id,
-						   (const struct tierd_proto_key *)keys, (uint32_t)n));
+	r = request_open(c, &p);
+	if (!r)
+		r = send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), type, 0, p->id,
+							   (const struct tierd_proto_key *)keys, (uint32_t)n));
 	if (!r)
 		r = wait_pending(c, p, timeout_ms, NULL, NULL);
-	else
-		pending_unlink(c, p);
-	if (r == -ETIMEDOUT)
-		goto out;	/* p belongs to the reader now */
 	if (!r && value)
 		*value = p->value;
-	pending_unlink(c, p);
-	free(p);
-out:
+	request_close(c, p);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -1212,26 +1238,20 @@ static int acquire_send(struct tierd_client *c, const struct tierd_key *keys, si
 
 	if (!n || n > TIERD_PROTO_MAX_BATCH)
 		return -EINVAL;
-	r = ensure_conn(c);
-	if (r)
-		return r;
-	p = pending_new(c);
-	if (!p)
-		return -ENOMEM;
-	p->keys = malloc(n * sizeof(*keys));
-	if (!p->keys) {
-		pending_unlink(c, p);
-		free(p);
-		return -ENOMEM;
+	r = request_open(c, &p);
+	if (!r) {
+		p->keys = malloc(n * sizeof(*keys));
+		if (!p->keys)
+			r = -ENOMEM;
 	}
-	memcpy(p->keys, keys, n * sizeof(*keys));
-	p->nkeys = n;
-	r = send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), TIERD_MSG_ACQUIRE, 0, p->id,
-						   (const struct tierd_proto_key *)keys, (uint32_t)n));
+	if (!r) {
+		memcpy(p->keys, keys, n * sizeof(*keys));
+		p->nkeys = n;
+		r = send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), TIERD_MSG_ACQUIRE, 0, p->id,
+							   (const struct tierd_proto_key *)keys, (uint32_t)n));
+	}
 	if (r) {
-		pending_unlink(c, p);
-		free(p->keys);
-		free(p);
+		request_close(c, p);
 		return r;
 	}
 	*out = p;
@@ -1447,20 +1467,13 @@ EXPORT int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n
 	int r;
 
 	pthread_mutex_lock(&c->lock);
-	r = ensure_conn(c);
-	if (r)
-		goto out;
-	p = pending_new(c);
-	if (!p) {
-		r = -ENOMEM;
-		goto out;
+	r = request_open(c, &p);
+	if (!r) {
+		tierd_proto_begin(&b, c->tx, sizeof(c->tx), TIERD_MSG_STATS, 0, p->id);
+		r = send_locked(c, tierd_proto_end(&b));
 	}
-	tierd_proto_begin(&b, c->tx, sizeof(c->tx), TIERD_MSG_STATS, 0, p->id);
-	r = send_locked(c, tierd_proto_end(&b));
 	if (!r)
 		r = wait_pending(c, p, 10000, NULL, NULL);
-	if (r == -ETIMEDOUT)
-		goto out;
 	if (!r) {
 		size_t k = p->stats.count < TIERD_STAT_COUNT ? p->stats.count : TIERD_STAT_COUNT;
 
@@ -1469,9 +1482,7 @@ EXPORT int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n
 		memcpy(values, p->stats.value, k * sizeof(*values));
 		r = (int)k;
 	}
-	pending_unlink(c, p);
-	free(p);
-out:
+	request_close(c, p);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -1485,19 +1496,12 @@ EXPORT int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len
 	if (len)
 		*len = 0;
 	pthread_mutex_lock(&c->lock);
-	r = ensure_conn(c);
-	if (r)
-		goto out;
-	p = pending_new(c);
-	if (!p) {
-		r = -ENOMEM;
-		goto out;
-	}
-	r = send_locked(c, tierd_proto_encode_metrics(c->tx, sizeof(c->tx), p->id, TIERD_METRICS_PROMETHEUS));
+	r = request_open(c, &p);
+	if (!r)
+		r = send_locked(c, tierd_proto_encode_metrics(c->tx, sizeof(c->tx), p->id,
+							      TIERD_METRICS_PROMETHEUS));
 	if (!r)
 		r = wait_pending(c, p, 10000, NULL, NULL);
-	if (r == -ETIMEDOUT)
-		goto out;	/* p belongs to the reader now */
 	if (!r && !p->mbuf)
 		r = -EBADMSG;	/* answered OK: not a 1.1 daemon */
 	if (!r) {
@@ -1506,10 +1510,7 @@ EXPORT int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len
 			*len = (size_t)p->mgot;
 		p->mbuf = NULL;
 	}
-	pending_unlink(c, p);
-	free(p->mbuf);
-	free(p);
-out:
+	request_close(c, p);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -1529,24 +1530,14 @@ EXPORT int tierd_client_warm(struct tierd_client *c, uint32_t model, uint32_t fi
 	if (last_layer < first_layer)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
-	r = ensure_conn(c);
-	if (r)
-		goto out;
-	p = pending_new(c);
-	if (!p) {
-		r = -ENOMEM;
-		goto out;
-	}
-	r = send_locked(c, tierd_proto_encode_warm(c->tx, sizeof(c->tx), p->id, &w));
+	r = request_open(c, &p);
+	if (!r)
+		r = send_locked(c, tierd_proto_encode_warm(c->tx, sizeof(c->tx), p->id, &w));
 	if (!r)
 		r = wait_pending(c, p, timeout_ms, progress, arg);
-	if (r == -ETIMEDOUT)
-		goto out;
 	if (!r && progress)
 		progress(p->value, p->value, arg);
-	pending_unlink(c, p);
-	free(p);
-out:
+	request_close(c, p);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }

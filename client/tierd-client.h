@@ -168,7 +168,8 @@ int tierd_acquisition_status(struct tierd_client *c, const struct tierd_acquisit
 /* What the router chose for one layer, with its weights in [0, 1]. */
 int tierd_client_routing_hint(struct tierd_client *c, uint32_t model, uint32_t layer,
 			      const uint32_t *experts, const float *weights, size_t n);
-/* Tokens generated since the last report (for per-token energy). */
+/* Tokens generated since the last report (for per-token energy); at most
+ * 2^32 in one report, a larger one is refused (ERANGE, see last_error). */
 int tierd_client_report_tokens(struct tierd_client *c, uint32_t model, uint64_t tokens);
 /* Fills up to n counters in tierd_client_stat_name() order; returns how many. */
 int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n);

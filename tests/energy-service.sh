@@ -231,8 +231,9 @@ fi
 
 if tierctl energy >"$work/energy" 2>&1 && grep -Eq "^demo +[0-9.e+-]+ +$tierd_ssd +$TOKENS " "$work/energy" &&
    tierctl --json energy | python3 -c 'import json,sys; d=json.load(sys.stdin); m=[x for x in d["models"] if x["model"]=="demo"][0]; sys.exit(0 if m["tokens"]=='$TOKENS' and d["source"]=="ebpf" and set(d["tiers"])=={"hbm","ddr","ssd"} else 1)' &&
-   tierctl top -i 0.3 -n 1 >"$work/top" 2>&1 && grep -q "cache hit rate" "$work/top"; then
-	ok "tierctl energy (text and --json) and top read the daemon"
+   tierctl top -i 0.3 -n 1 >"$work/top" 2>&1 && grep -q "cache hit rate" "$work/top" &&
+   { tierctl top -n x >/dev/null 2>&1; [ $? -eq 2 ]; } && { tierctl energy extra >/dev/null 2>&1; [ $? -eq 2 ]; }; then
+	ok "tierctl energy (text and --json) and top read the daemon; bad arguments are usage errors"
 	sed 's/^/# /' "$work/energy"
 else
 	notok "tierctl energy / top"; sed 's/^/# /' "$work/energy" "$work/top" 2>/dev/null

@@ -10,13 +10,19 @@
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdalign.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -27,6 +33,7 @@
 #include "loop.h"
 #include "server.h"
 #include "tierd-client.h"
+#include "tierd-proto.h"
 
 struct fixture {
 	char dir[64];
@@ -126,9 +133,19 @@ static void *client_thread(void *arg)
 		r = tierd_client_routing_hint(c, 0, 1, experts, weights, 1);
 	if (!r)
 		r = tierd_client_report_tokens(c, 0, 17);
+	/* Would wrap the daemon's 64-bit token counters: refused, not added. */
+	if (!r)
+		r = tierd_client_report_tokens(c, 0, UINT64_MAX);
 	/* Answers come in order: once STATS is answered, the above were handled. */
 	if (!r)
 		r = tierd_client_stats(c, v, 32) > 0 ? 0 : -EIO;
+	if (!r) {
+		char why[256];
+
+		tierd_client_last_error(c, why, sizeof(why));
+		if (!strstr(why, "at most 4294967296 in one report"))
+			r = -ERANGE;
+	}
 	/* Leave with the pins held: closing must release them. */
 	tierd_client_close(c);
 	f->client_err = r;
@@ -174,10 +191,126 @@ static void test_hints_tokens_and_cleanup(void **state)
 	assert_int_equal(v[TIERD_STAT_PROTOCOL_ERRORS], 0);
 }
 
+/* The socket path: a live daemon's is kept, a dead one's replaced, a
+ * file that is not a socket refused. */
+static void test_bind(void **state)
+{
+	struct fixture *f = *state;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct server *second = NULL;
+	struct stat st;
+	int fd;
+
+	assert_int_equal(server_create(&second, f->loop, f->engine, &f->conf, -1), -EADDRINUSE);
+	assert_int_equal(stat(f->sock, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	/* The first server still answers. */
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	strcpy(sa.sun_path, f->sock);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(fd);
+
+	/* Gone without unlinking: the file is stale and is replaced. */
+	server_destroy(f->server);
+	f->server = NULL;
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(fd);
+	assert_int_equal(server_create(&f->server, f->loop, f->engine, &f->conf, -1), 0);
+	server_destroy(f->server);
+	f->server = NULL;
+
+	fd = open(f->sock, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(server_create(&f->server, f->loop, f->engine, &f->conf, -1), -EEXIST);
+	assert_null(f->server);
+	assert_int_equal(stat(f->sock, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+}
+
+/* A daemon that announces a pool larger than the descriptor it passes. */
+static void *short_pool_daemon(void *arg)
+{
+	static alignas(8) uint8_t buf[TIERD_PROTO_MAX_MSG];
+	struct tierd_msg_welcome *w = calloc(1, sizeof(*w));
+	int lfd = *(int *)arg, cfd, mfd;
+	struct tierd_msg_hdr h;
+	struct tierd_proto_buf b;
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl = { 0 };
+	struct iovec iov;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf) };
+	struct cmsghdr *cm;
+	long len;
+
+	cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	mfd = memfd_create("short-pool", MFD_CLOEXEC);
+	if (!w || cfd < 0 || mfd < 0 || ftruncate(mfd, 4096) ||
+	    recv(cfd, buf, sizeof(buf), 0) < (ssize_t)sizeof(h))
+		goto out;
+	memcpy(&h, buf, sizeof(h));
+	w->instance = 1;
+	w->npools = 1;
+	w->pool_size[0] = 8192;
+	tierd_proto_begin(&b, buf, sizeof(buf), TIERD_MSG_WELCOME, 0, h.request_id);
+	tierd_proto_put_welcome(&b, w);
+	len = tierd_proto_end(&b);
+	if (len < 0)
+		goto out;
+	iov = (struct iovec){ buf, (size_t)len };
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &mfd, sizeof(int));
+	(void)!sendmsg(cfd, &mh, MSG_NOSIGNAL);
+	/* Until the client gives up. */
+	(void)!recv(cfd, buf, sizeof(buf), 0);
+out:
+	free(w);
+	if (mfd >= 0)
+		close(mfd);
+	if (cfd >= 0)
+		close(cfd);
+	return NULL;
+}
+
+/* Mapping it would let a tensor read past the file end fault with SIGBUS:
+ * the connection is refused instead. */
+static void test_short_pool_refused(void **state)
+{
+	char dir[] = "/tmp/test-server.XXXXXX";
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct tierd_client *c = NULL;
+	pthread_t th;
+	int lfd;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/fake.sock", dir);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	assert_int_equal(pthread_create(&th, NULL, short_pool_daemon, &lfd), 0);
+	assert_int_equal(tierd_client_connect(&c, sa.sun_path, "short-pool"), -EBADMSG);
+	pthread_join(th, NULL);
+	close(lfd);
+	unlink(sa.sun_path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_hints_tokens_and_cleanup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bind, setup, teardown),
+		cmocka_unit_test(test_short_pool_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -61,6 +61,10 @@ with tierd_client.Client(sock, name="pytest") as c:
     after = c.stats()
     check("routing hints and token reports reach the daemon's counters",
           after["routing_hints"] - before["routing_hints"] == 2 and after["tokens"] - before["tokens"] == 42)
+    text = c.metrics()
+    tokens = [ln for ln in text.splitlines() if ln.startswith("tierd_tokens_total")]
+    check("metrics() returns the Prometheus text, with the tokens reported",
+          text.startswith("# HELP") and tokens and sum(float(ln.split()[-1]) for ln in tokens) >= 42)
     try:
         c.acquire([(m, 999, 0)])
         check("an unknown expert raises TierdError naming it", False)

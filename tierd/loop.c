@@ -100,15 +100,24 @@ void loop_destroy(struct loop *l)
 	free(l);
 }
 
-static int loop_register(struct loop *l, struct loop_source *s, uint32_t events)
+/* Takes s: on success the loop owns it, on failure it is freed here (with
+ * its timerfd or signalfd), so no caller has a path that keeps it. */
+static int loop_register(struct loop *l, struct loop_source *s, uint32_t events,
+			 struct loop_source **out)
 {
 	struct epoll_event ev = { .events = events, .data.ptr = s };
 
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, s->fd, &ev))
-		return -errno;
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, s->fd, &ev)) {
+		int err = -errno;
+
+		source_free(s);
+		return err;
+	}
 	s->loop = l;
 	s->next = l->sources;
 	l->sources = s;
+	if (out)
+		*out = s;
 	return 0;
 }
 
@@ -116,7 +125,6 @@ int loop_add_fd(struct loop *l, int fd, uint32_t events, loop_fd_fn fn, void *ar
 		struct loop_source **out)
 {
 	struct loop_source *s = calloc(1, sizeof(*s));
-	int err;
 
 	if (!s)
 		return -ENOMEM;
@@ -124,14 +132,7 @@ int loop_add_fd(struct loop *l, int fd, uint32_t events, loop_fd_fn fn, void *ar
 	s->fd = fd;
 	s->fd_fn = fn;
 	s->arg = arg;
-	err = loop_register(l, s, events);
-	if (err) {
-		free(s);
-		return err;
-	}
-	if (out)
-		*out = s;
-	return 0;
+	return loop_register(l, s, events, out);
 }
 
 int loop_modify_fd(struct loop_source *s, uint32_t events)
@@ -176,16 +177,11 @@ int loop_add_timer(struct loop *l, uint64_t initial_ms, uint64_t interval_ms, lo
 		return err;
 	}
 	err = loop_timer_set(s, initial_ms, interval_ms);
-	if (!err)
-		err = loop_register(l, s, EPOLLIN);
 	if (err) {
-		close(s->fd);
-		free(s);
+		source_free(s);
 		return err;
 	}
-	if (out)
-		*out = s;
-	return 0;
+	return loop_register(l, s, EPOLLIN, out);
 }
 
 int loop_add_signal(struct loop *l, int signo, loop_signal_fn fn, void *arg, struct loop_source **out)
@@ -214,14 +210,7 @@ int loop_add_signal(struct loop *l, int signo, loop_signal_fn fn, void *arg, str
 		free(s);
 		return err;
 	}
-	err = loop_register(l, s, EPOLLIN);
-	if (err) {
-		source_free(s);
-		return err;
-	}
-	if (out)
-		*out = s;
-	return 0;
+	return loop_register(l, s, EPOLLIN, out);
 }
 
 void loop_remove(struct loop_source *s)

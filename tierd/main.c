@@ -258,13 +258,15 @@ static void tierd_drain(struct tierd *t)
 			 (long)((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000));
 }
 
-/* systemd socket activation: one SOCK_SEQPACKET listening socket, or none. */
-static int tierd_listen_fd(void)
+/* systemd socket activation: *fd is the one SOCK_SEQPACKET listening socket
+ * systemd passed, or -1 when it passed none. */
+static int tierd_listen_fd(int *fd)
 {
 	int n = sd_listen_fds(1);
 
+	*fd = -1;
 	if (n <= 0)
-		return n < 0 ? n : -1;
+		return n;
 	if (n > 1) {
 		log_err("systemd passed %d sockets; tierd.socket must listen on one", n);
 		return -EINVAL;
@@ -275,7 +277,8 @@ static int tierd_listen_fd(void)
 		return -EINVAL;
 	}
 	log_info("using the socket passed by systemd");
-	return SD_LISTEN_FDS_START;
+	*fd = SD_LISTEN_FDS_START;
+	return 0;
 }
 
 static int tierd_run(struct tierd *t)
@@ -301,11 +304,9 @@ static int tierd_run(struct tierd *t)
 	r = loop_add_fd(t->loop, engine_fd(t->engine), EPOLLIN, on_engine, t, NULL);
 	if (r)
 		goto out_loop;
-	listen_fd = tierd_listen_fd();
-	if (listen_fd < -1) {
-		r = listen_fd;
+	r = tierd_listen_fd(&listen_fd);
+	if (r)
 		goto out_loop;
-	}
 	{
 		uint64_t pool_bytes = 0;
 

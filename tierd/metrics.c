@@ -149,6 +149,12 @@ static void render_probes(FILE *f, const struct probes_snapshot *s, const struct
 {
 	char labels[96];
 
+	/* Said, not hidden: what the eBPF counters lack. */
+	family(f, "tierd_probe_missed_runs_total", "counter",
+	       "Runs of the block-layer eBPF programs the kernel skipped because one was already "
+	       "running on that CPU; the requests and bytes of those runs are missing from the "
+	       "eBPF device counters.");
+	fprintf(f, "tierd_probe_missed_runs_total %llu\n", (unsigned long long)s->missed);
 	if (!s->ndev)
 		goto nvme;
 	family(f, "tierd_device_requests_total", "counter",
@@ -518,10 +524,11 @@ static enum MHD_Result metrics_http_handle(void *cls, struct MHD_Connection *con
 			status = MHD_HTTP_INTERNAL_SERVER_ERROR;
 	}
 	if (status != MHD_HTTP_OK) {
-		static const char msg[] = "tierd: only GET /metrics is served\n";
+		static const char wrong[] = "tierd: only GET /metrics is served\n";
+		static const char nomem[] = "tierd: out of memory\n";
+		const char *msg = status == MHD_HTTP_INTERNAL_SERVER_ERROR ? nomem : wrong;
 
-		resp = MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg,
-						       MHD_RESPMEM_PERSISTENT);
+		resp = MHD_create_response_from_buffer(strlen(msg), (void *)msg, MHD_RESPMEM_PERSISTENT);
 	} else {
 		resp = MHD_create_response_from_buffer(len, copy, MHD_RESPMEM_MUST_FREE);
 	}
@@ -582,7 +589,9 @@ int metrics_http_create(struct metrics_http **out, const char *listen)
 	struct sockaddr_storage ss;
 	struct metrics_http *h;
 	const union MHD_DaemonInfo *info;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+	/* AUTO: epoll or poll, not select, which refuses descriptors above
+	 * FD_SETSIZE, numbers a daemon with many clients connected reaches. */
+	unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
 	int r;
 
 	*out = NULL;

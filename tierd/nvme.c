@@ -40,17 +40,17 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-/* "nvme12" -> 12; -1 when name is not a controller name. */
+/* "nvme12" -> 12; -EINVAL when name is not a controller name. */
 static int ctrl_instance(const char *name)
 {
 	char *end;
 	long v;
 
 	if (strncmp(name, "nvme", 4) || !isdigit((unsigned char)name[4]))
-		return -1;
+		return -EINVAL;
 	v = strtol(name + 4, &end, 10);
 	if (*end || v < 0 || v > INT_MAX)
-		return -1;
+		return -EINVAL;
 	return (int)v;
 }
 
@@ -257,6 +257,13 @@ int nvmedev_open(struct nvmedev **out, const char *ctrl)
 	if (d->fd < 0) {
 		r = -errno;
 		free(d);
+		return r;
+	}
+	/* libnvme opens without O_CLOEXEC: no descriptor of ours may leak
+	 * into a child. */
+	if (fcntl(d->fd, F_SETFD, FD_CLOEXEC)) {
+		r = -errno;
+		nvmedev_close(d);
 		return r;
 	}
 	r = nvmedev_identify(d);

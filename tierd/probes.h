@@ -55,6 +55,11 @@ struct probes_nvme {
 
 struct probes_snapshot {
 	uint64_t mono_ns;		/* CLOCK_MONOTONIC when taken */
+	/* Runs of the block programs the kernel skipped because one already
+	 * ran on that CPU (a completion interrupting a completion): their
+	 * bytes are missing from the counters.  0 where the kernel does not
+	 * say (before 5.12). */
+	uint64_t missed;
 	size_t ndev;
 	struct probes_dev *dev;
 	size_t nnvme;

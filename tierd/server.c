@@ -32,6 +32,9 @@
 #define SERVER_READ_BURST	1
 #define SERVER_WARM_WINDOW	16		/* experts a warm keeps in flight */
 #define SERVER_MAX_GROUPS	64
+/* Tokens one report may carry: far above any real batch, and low enough that
+ * the 64-bit totals (Prometheus counters) cannot be wrapped by a client. */
+#define SERVER_MAX_TOKEN_REPORT	(1ull << 32)
 
 struct outmsg {
 	struct outmsg *next;
@@ -901,9 +904,13 @@ static int client_metrics(struct client *c, uint64_t id, const struct tierd_msg_
 	r = telemetry_render(s->tel, &text, &len);
 	if (r)
 		return client_error(c, id, r, "rendering metrics: %s", strerror(-r));
-	if (len > TIERD_PROTO_MAX_METRICS) {
+	/* The chunks are sent at once: what the socket cannot take waits in
+	 * the client's queue, whose bound would drop the client instead. */
+	_Static_assert(SERVER_MAX_QUEUED <= TIERD_PROTO_MAX_METRICS, "the queue is the tighter bound");
+	if (len > SERVER_MAX_QUEUED) {
 		free(text);
-		return client_error(c, id, -E2BIG, "metrics of %zu bytes exceed what the protocol carries", len);
+		return client_error(c, id, -E2BIG, "metrics of %zu bytes exceed what one answer may carry (%u)",
+				    len, SERVER_MAX_QUEUED);
 	}
 	do {
 		size_t n;
@@ -1066,6 +1073,10 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 		if (m.model >= (uint32_t)engine_model_count(s->engine) || !c->allowed[m.model])
 			return client_error(c, h.request_id, -ENOENT, "token report for model index %u: not usable",
 					    m.model);
+		if (m.tokens > SERVER_MAX_TOKEN_REPORT)
+			return client_error(c, h.request_id, -ERANGE,
+					    "token report of %llu tokens: at most %llu in one report",
+					    (unsigned long long)m.tokens, SERVER_MAX_TOKEN_REPORT);
 		s->tokens[m.model] += m.tokens;
 		s->counters[TIERD_STAT_TOKENS] += m.tokens;
 		if (s->tel)
@@ -1299,6 +1310,7 @@ static void server_accept(struct loop_source *src, int fd, uint32_t events, void
 static int server_bind(struct server *s, const struct tierd_conf *conf)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	bool bound = false;
 	int fd, err;
 
 	if (strlen(conf->socket_path) >= sizeof(sa.sun_path))
@@ -1309,19 +1321,23 @@ static int server_bind(struct server *s, const struct tierd_conf *conf)
 		return -errno;
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
 		int probe;
+		bool live;
 		struct stat st;
 
 		if (errno != EADDRINUSE)
 			goto fail;
-		probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		if (probe >= 0 && !connect(probe, (struct sockaddr *)&sa, sizeof(sa))) {
-			close(probe);
+		/* Non-blocking: a live daemon with a full backlog answers EAGAIN
+		 * instead of holding this start up. */
+		probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (probe < 0)
+			goto fail;
+		live = !connect(probe, (struct sockaddr *)&sa, sizeof(sa)) || errno == EAGAIN;
+		close(probe);
+		if (live) {
 			close(fd);
 			log_err("%s: another tierd is listening there", conf->socket_path);
 			return -EADDRINUSE;
 		}
-		if (probe >= 0)
-			close(probe);
 		if (lstat(conf->socket_path, &st) || !S_ISSOCK(st.st_mode)) {
 			close(fd);
 			log_err("%s: exists and is not a socket", conf->socket_path);
@@ -1331,21 +1347,25 @@ static int server_bind(struct server *s, const struct tierd_conf *conf)
 		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
 			goto fail;
 	}
+	bound = true;
 	if (chmod(conf->socket_path, conf->socket_mode))
 		goto fail;
 	if (listen(fd, 128))
 		goto fail;
 	s->bound_path = strdup(conf->socket_path);
 	if (!s->bound_path) {
-		unlink(conf->socket_path);
-		close(fd);
-		return -ENOMEM;
+		errno = ENOMEM;
+		goto fail;
 	}
 	s->listen_fd = fd;
 	return 0;
 fail:
 	err = -errno;
 	log_err("%s: %s", conf->socket_path, strerror(-err));
+	/* A socket file this call made and nobody listens on would only
+	 * make the next start think it stale. */
+	if (bound)
+		unlink(conf->socket_path);
 	close(fd);
 	return err;
 }

@@ -37,6 +37,7 @@ struct telemetry {
 	double lat_le[TELEMETRY_LAT_HI - TELEMETRY_LAT_LO + 1];
 	uint64_t lat_counts[TELEMETRY_LAT_HI - TELEMETRY_LAT_LO + 2];
 	bool textfile_warned;
+	bool export_warned;		/* rendering or HTTP publishing failed */
 };
 
 uint64_t telemetry_now_ns(void)
@@ -211,10 +212,14 @@ int telemetry_tick(struct telemetry *t, uint64_t now_ns)
 	if (!t->http && !t->textfile)
 		return 0;
 	r = telemetry_render(t, &text, &len);
-	if (r)
-		return r;
-	if (t->http)
+	if (!r && t->http)
 		r = metrics_http_publish(t->http, text, len);
+	/* Said once, like the textfile's: the caller (a timer) drops r. */
+	if (r && !t->export_warned)
+		log_warn("metrics: cannot %s the metrics: %s", text ? "publish" : "render", strerror(-r));
+	t->export_warned = r != 0;
+	if (!text)
+		return r;
 	if (t->textfile) {
 		int rt = metrics_textfile_write(t->textfile, text, len);
 

@@ -96,12 +96,21 @@ def _load(path=None):
         "tierd_client_report_tokens": (c_int, [P, ctypes.c_uint32, ctypes.c_uint64]),
         "tierd_client_stats": (c_int, [P, ctypes.POINTER(ctypes.c_uint64), c_size_t]),
         "tierd_client_stat_name": (ctypes.c_char_p, [ctypes.c_uint]),
+        # c_void_p, not c_char_p: the text is malloc'd and must be freed.
+        "tierd_client_metrics": (c_int, [P, ctypes.POINTER(P), ctypes.POINTER(c_size_t)]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
         fn.restype = res
         fn.argtypes = args
     return lib
+
+
+# free() for what the library malloc'd (tierd_client_metrics' text): the
+# process's C library, which the library itself links.
+_libc = ctypes.CDLL(None)
+_libc.free.restype = None
+_libc.free.argtypes = [ctypes.c_void_p]
 
 
 class Tensor:
@@ -220,6 +229,15 @@ class Client:
         vals = (ctypes.c_uint64 * 256)()
         n = self._check(self._lib.tierd_client_stats(self._c, vals, 256), "stats")
         return {self._lib.tierd_client_stat_name(i).decode(): vals[i] for i in range(n)}
+
+    def metrics(self):
+        """The daemon's metrics now, as Prometheus exposition text (str)."""
+        text, n = ctypes.c_void_p(), ctypes.c_size_t()
+        self._check(self._lib.tierd_client_metrics(self._c, ctypes.byref(text), ctypes.byref(n)), "metrics")
+        try:
+            return ctypes.string_at(text, n.value).decode()
+        finally:
+            _libc.free(text)
 
     def close(self):
         """Closes the connection; every acquisition is released with it."""
