@@ -5,9 +5,9 @@
 For each token and each MoE layer it picks the router's top-k experts
 (uniformly at random, seeded, as the energy model assumes), prefetches the next
 layer's choice one layer ahead, acquires the current layer's experts (pinned,
-read-only views into tierd's DDR pool), reads every byte of them as a GPU copy
-would, checks a few bytes against the checkpoint file, releases them, and
-reports the tokens it generated.  It prints what it did and what tierd counted.
+read-only views into tierd's DDR pool), copies every byte of them out as a GPU
+copy would, checks the first bytes of 64 tensors against the checkpoint file,
+releases them, and reports the tokens it generated.  It prints what it did and what tierd counted.
 """
 import argparse
 import json
@@ -68,9 +68,8 @@ def main():
                     for ex in acq.experts:
                         acquired += 1
                         for t in ex.tensors:
-                            # Touch every byte, as a copy to the GPU would.
-                            bytes_seen += len(t.data)
-                            sum(t.data[::4096])
+                            # Copy every byte out of the pool, as a copy to the GPU would.
+                            bytes_seen += len(bytes(t.data))
                             if a.checkpoint and checked < 64:
                                 ref = tensor_file_bytes(a.checkpoint, t.name, 256)
                                 if bytes(t.data[:256]) != ref:
