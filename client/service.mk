@@ -50,7 +50,7 @@ TESTS += tests/systemd-units.sh
 EXTRA_DIST += tests/systemd-units.sh
 
 # libFuzzer target for the protocol decoder: built with clang and run by the script.
-EXTRA_DIST += tests/fuzz-proto.sh tests/fuzz-proto.c
+EXTRA_DIST += tests/fuzz-proto.sh tests/fuzz-proto.c tests/fuzz-lib.sh
 CLEANFILES += tests/fuzz-proto
 if FUZZ
 TESTS += tests/fuzz-proto.sh
