@@ -23,6 +23,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "smallfile.h"
 #include "telemetry.h"
 
 #define SERVER_MAX_QUEUED	(4u << 20)	/* bytes of answers a client may leave unread */
@@ -139,6 +140,8 @@ struct server {
 	uint64_t instance;
 	struct timespec started;
 	struct pinset opins;		/* operator pins */
+	char *pins_path;		/* STATE_DIR/pins; NULL: state_dir unusable */
+	bool pins_warned;		/* a failed save is said once */
 	struct acq_req *orphans;	/* requests of departed clients, still pending */
 	struct warm *orphan_warms;
 	uint64_t *tokens;		/* per model */
@@ -208,6 +211,272 @@ static void pinset_release_all(struct pinset *ps, struct engine *e)
 			engine_release(e, &ps->v[i].key);
 	free(ps->v);
 	memset(ps, 0, sizeof(*ps));
+}
+
+/* ---- operator pins on disk ---- */
+
+/*
+ * STATE_DIR/pins keeps the operator pins across restarts, by model name (the
+ * index of a model can change with the config):
+ *
+ *   tierd-pins 1
+ *   MODEL LAYER EXPERT
+ *
+ * one line per pin (an expert pinned twice appears twice).  A model name may
+ * hold spaces: the last two fields are the numbers.
+ */
+#define PINS_HEADER "tierd-pins 1"
+
+static void server_pins_save(struct server *s)
+{
+	char *tmp = NULL;
+	FILE *f = NULL;
+	int fd = -1, err = 0;
+
+	if (!s->pins_path)
+		return;
+	if (asprintf(&tmp, "%s.tmp", s->pins_path) < 0) {
+		tmp = NULL;
+		err = -ENOMEM;
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		err = -errno;
+		goto out;
+	}
+	f = fdopen(fd, "w");
+	if (!f) {
+		err = -errno;
+		goto out;
+	}
+	fd = -1;
+	fprintf(f, "%s\n", PINS_HEADER);
+	for (size_t i = 0; i < s->opins.n; i++)
+		for (uint32_t j = 0; j < s->opins.v[i].count; j++)
+			fprintf(f, "%s %u %u\n", engine_model_name(s->engine, s->opins.v[i].key.model),
+				s->opins.v[i].key.layer, s->opins.v[i].key.expert);
+	/* The rename must not expose a file whose data is not on disk yet. */
+	if (fflush(f) || fsync(fileno(f))) {
+		err = -errno;
+		goto out;
+	}
+	if (fclose(f)) {
+		f = NULL;
+		err = -errno;
+		goto out;
+	}
+	f = NULL;
+	if (rename(tmp, s->pins_path))
+		err = -errno;
+out:
+	if (f)
+		fclose(f);
+	if (fd >= 0)
+		close(fd);
+	if (err && tmp)
+		unlink(tmp);
+	if (err && !s->pins_warned)
+		log_warn("%s: %s: operator pins are kept in memory only", s->pins_path, strerror(-err));
+	else if (err)
+		log_debug("%s: %s", s->pins_path, strerror(-err));
+	s->pins_warned |= err != 0;
+	free(tmp);
+}
+
+/* Parses one line "MODEL LAYER EXPERT" in place: -EINVAL if malformed. */
+static int pins_parse_line(char *line, const char **model, uint32_t *layer, uint32_t *expert)
+{
+	char *num[2];
+	unsigned long v[2];
+	char *end = line + strlen(line);
+
+	for (int i = 1; i >= 0; i--) {
+		while (end > line && end[-1] == ' ')
+			end--;
+		*end = '\0';
+		char *sp = strrchr(line, ' ');
+
+		if (!sp)
+			return -EINVAL;
+		num[i] = sp + 1;
+		end = sp;
+	}
+	while (end > line && end[-1] == ' ')
+		end--;
+	*end = '\0';
+	if (!*line)
+		return -EINVAL;
+	for (int i = 0; i < 2; i++) {
+		char *e;
+
+		if (num[i][0] < '0' || num[i][0] > '9')
+			return -EINVAL;
+		errno = 0;
+		v[i] = strtoul(num[i], &e, 10);
+		if (errno || *e || v[i] > UINT32_MAX)
+			return -EINVAL;
+	}
+	*model = line;
+	*layer = (uint32_t)v[0];
+	*expert = (uint32_t)v[1];
+	return 0;
+}
+
+struct pin_restore {
+	int err;
+	bool done;
+};
+
+static void pin_restore_done(void *arg, int err, const struct engine_slot_info *info)
+{
+	struct pin_restore *r = arg;
+
+	(void)info;
+	r->err = err;
+	r->done = true;
+}
+
+/* Pins one entry of the file; a negative errno when it is dropped. */
+static int server_pins_restore_one(struct server *s, const char *where, const char *model,
+				   uint32_t layer, uint32_t expert)
+{
+	struct pin_restore r = { 0 };
+	int idx = engine_model_index(s->engine, model);
+	struct engine_key k;
+	int err;
+
+	if (idx < 0) {
+		log_warn("%s: model %s is not configured: pin dropped", where, model);
+		return idx;
+	}
+	k = (struct engine_key){ (uint32_t)idx, layer, expert };
+	err = engine_acquire_for(s->engine, &k, ENGINE_DEMAND, ENGINE_OWNER_NONE, pin_restore_done, &r);
+	/* Start-up is not served yet: waiting here makes the pinned experts
+	 * resident before the daemon says it is ready. */
+	if (!err && !r.done)
+		err = engine_drain(s->engine);
+	if (!err && !r.done)
+		err = -EIO;
+	if (!err)
+		err = r.err;
+	if (!err)
+		err = pinset_add(&s->opins, &k);
+	if (err == -ENOMEM)
+		engine_release(s->engine, &k);
+	if (err)
+		log_warn("%s: model %s layer %u expert %u: %s: pin dropped", where, model, layer, expert,
+			 err == -ENOENT ? "no such expert" : strerror(-err));
+	return err;
+}
+
+/* Reads STATE_DIR/pins and pins what it names.  Never fails the start. */
+static void server_pins_load(struct server *s)
+{
+	char *text = NULL, *check = NULL, *line, *next, *bad = NULL;
+	char msg[512];
+	size_t len;
+	unsigned lineno = 0, ok = 0, dropped = 0;
+	int err;
+
+	err = smallfile_read(s->pins_path, 16u << 20, &text, &len, msg, sizeof(msg));
+	if (err == -ENOENT)
+		return;
+	if (err) {
+		log_err("%s: operator pins not restored", msg);
+		return;
+	}
+	/* Check the whole file first (on a copy: parsing cuts the lines): a
+	 * malformed one pins nothing. */
+	check = strdup(text);
+	if (!check) {
+		log_err("%s: out of memory: operator pins not restored", s->pins_path);
+		goto out;
+	}
+	for (line = check; line && *line; line = next) {
+		const char *model;
+		uint32_t l, x;
+
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		lineno++;
+		if (lineno == 1) {
+			if (strcmp(line, PINS_HEADER)) {
+				snprintf(msg, sizeof(msg), "%s:1: expected the header \"%s\"", s->pins_path,
+					 PINS_HEADER);
+				goto malformed;
+			}
+			continue;
+		}
+		if (pins_parse_line(line, &model, &l, &x)) {
+			/* line was cut by the parser: quote the original. */
+			const char *orig = text + (line - check);
+
+			snprintf(msg, sizeof(msg), "%s:%u: expected \"MODEL LAYER EXPERT\", got \"%.*s\"",
+				 s->pins_path, lineno, (int)strcspn(orig, "\n") > 80 ? 80 : (int)strcspn(orig, "\n"),
+				 orig);
+			goto malformed;
+		}
+	}
+	if (lineno == 0) {
+		snprintf(msg, sizeof(msg), "%s:1: empty file, expected the header \"%s\"", s->pins_path,
+			 PINS_HEADER);
+		goto malformed;
+	}
+	lineno = 0;
+	for (line = text; line && *line; line = next) {
+		const char *model;
+		uint32_t l, x;
+		char where[64];
+
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		if (++lineno == 1 || pins_parse_line(line, &model, &l, &x))
+			continue;
+		snprintf(where, sizeof(where), "pins:%u", lineno);
+		if (server_pins_restore_one(s, where, model, l, x))
+			dropped++;
+		else
+			ok++;
+	}
+	log_notice("%s: %u operator pins restored, %u dropped", s->pins_path, ok, dropped);
+	if (dropped)
+		server_pins_save(s);
+	goto out;
+malformed:
+	log_err("%s: operator pins not restored", msg);
+	if (asprintf(&bad, "%s.bad", s->pins_path) < 0)
+		bad = NULL;
+	if (!bad || rename(s->pins_path, bad))
+		log_err("%s: cannot move aside to %s.bad: %s", s->pins_path, s->pins_path,
+			bad ? strerror(errno) : "out of memory");
+	else
+		log_warn("%s: moved aside to %s", s->pins_path, bad);
+out:
+	free(bad);
+	free(check);
+	free(text);
+}
+
+/* Finds STATE_DIR/pins and pins what it names; warns once if state_dir is
+ * unusable (the pins then live in memory only). */
+static void server_pins_init(struct server *s)
+{
+	const char *dir = s->conf->state_dir;
+
+	if (!dir || !*dir || access(dir, W_OK | X_OK)) {
+		log_warn("state_dir %s: %s: operator pins will not survive a restart",
+			 dir && *dir ? dir : "(unset)", dir && *dir ? strerror(errno) : "not set");
+		return;
+	}
+	if (asprintf(&s->pins_path, "%s/pins", dir) < 0) {
+		s->pins_path = NULL;
+		log_warn("out of memory: operator pins will not survive a restart");
+		return;
+	}
+	server_pins_load(s);
 }
 
 /* ---- output ---- */
@@ -551,6 +820,7 @@ static void req_finish(struct acq_req *r)
 			client_send(c, s->tx, len, NULL, 0);
 		}
 	} else {
+		server_pins_save(s);
 		client_ok(c, r->id, 0, r->n);
 	}
 	free(r);
@@ -658,6 +928,8 @@ static void client_release(struct client *c, const struct tierd_msg_hdr *h,
 		engine_release(s->engine, &k);
 	}
 	s->counters[TIERD_STAT_RELEASES] += n;
+	if (ps == &s->opins)
+		server_pins_save(s);
 	client_ok(c, h->request_id, h->flags, n);
 }
 
@@ -1470,6 +1742,7 @@ int server_create(struct server **out, struct loop *loop, struct engine *engine,
 	err = loop_add_fd(loop, s->listen_fd, EPOLLIN, server_accept, s, &s->listen_src);
 	if (err)
 		goto fail;
+	server_pins_init(s);
 	*out = s;
 	return 0;
 fail:
@@ -1501,6 +1774,7 @@ void server_destroy(struct server *s)
 		free(w);
 	}
 	pinset_release_all(&s->opins, s->engine);
+	free(s->pins_path);
 	loop_remove(s->listen_src);
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
