@@ -37,6 +37,10 @@ tests_svc_client_LDADD = client/libtierd-client.la libtierd.la -lpthread
 TESTS += tests/service.sh
 EXTRA_DIST += tests/service.sh
 
+# Operator pins kept in state_dir across restarts.
+TESTS += tests/pins.sh
+EXTRA_DIST += tests/pins.sh
+
 # systemd units (installed to systemd's unit directory) and the example config.
 systemdsystemunit_DATA += contrib/systemd/tierd.service contrib/systemd/tierd.socket
 contrib/systemd/tierd.service: contrib/systemd/tierd.service.in Makefile

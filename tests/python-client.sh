@@ -18,6 +18,7 @@ trap '[ -n "$daemon" ] && kill $daemon 2>/dev/null; wait; rm -rf "$tmp"' EXIT
 cat >"$tmp/tierd.conf" <<CONF
 [daemon]
 socket = $tmp/tierd.sock
+state_dir = $tmp
 [pool]
 size = 2M
 hugepages = no

@@ -76,6 +76,8 @@ cat >"$conf" <<EOF
 socket = $sock
 socket_mode = 0666
 log_level = info
+# Not the system's /var/lib/tierd: operator pins are saved there.
+state_dir = $tmp
 [pool]
 size = 2M
 hugepages = no

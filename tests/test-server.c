@@ -80,6 +80,9 @@ static int setup(void **state)
 	assert_int_equal(conf_set(&f->conf, set, err, sizeof(err)), 0);
 	snprintf(set, sizeof(set), "daemon.socket=%s", f->sock);
 	assert_int_equal(conf_set(&f->conf, set, err, sizeof(err)), 0);
+	/* Not the system's state: operator pins are saved there. */
+	snprintf(set, sizeof(set), "daemon.state_dir=%s", f->dir);
+	assert_int_equal(conf_set(&f->conf, set, err, sizeof(err)), 0);
 	assert_int_equal(conf_set(&f->conf, "pool.size=4M", err, sizeof(err)), 0);
 	assert_int_equal(conf_set(&f->conf, "pool.hugepages=no", err, sizeof(err)), 0);
 	assert_int_equal(conf_set(&f->conf, "pool.lock=no", err, sizeof(err)), 0);

@@ -1,0 +1,156 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# Operator pins survive a restart: the real daemon with a temporary state_dir,
+# tierctl pin/unpin, restarts, and a malformed pins file.  TAP output.
+set -u
+b=${top_builddir:-.}
+TIERD=$b/tierd/tierd
+TIERCTL=$b/client/tierctl
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tierd-pins.XXXXXX")
+sock=$tmp/tierd.sock
+conf=$tmp/tierd.conf
+log=$tmp/tierd.log
+state=$tmp/state
+daemon=
+n=0
+failed=0
+
+cleanup() {
+	[ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+notok() {
+	n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"
+	[ -f "$log" ] && sed 's/^/# tierd: /' "$log" | tail -15
+}
+
+tierctl() { "$TIERCTL" -s "$sock" "$@"; }
+stat() { tierctl stats | awk -v k="$1" '$1 == k { print $2 }'; }
+
+start_daemon() {
+	: >"$log"
+	"$TIERD" -c "$conf" "$@" >>"$log" 2>&1 &
+	daemon=$!
+	for _ in $(seq 100); do
+		[ -S "$sock" ] && tierctl status >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+stop_daemon() {
+	kill -TERM "$daemon" && wait "$daemon"
+	local st=$?
+	daemon=
+	return $st
+}
+
+# Whether layer $1 expert $2 of demo is resident and pinned: evicting it is
+# refused as pinned (one not resident is refused as absent).
+pinned() { tierctl evict demo "$1" "$2" 2>&1 | grep -q ": pinned"; }
+
+echo "1..10"
+
+if ! "$TIERCTL" demo-store "$tmp/demo" --layers 4 --experts 16 --hidden 64 --ffn 128 >/dev/null; then
+	echo "Bail out! cannot write the demo checkpoint"
+	exit 1
+fi
+mkdir "$state"
+cat >"$conf" <<EOF
+[daemon]
+socket = $sock
+log_level = info
+state_dir = $state
+[pool]
+size = 2M
+hugepages = no
+lock = no
+[model demo]
+path = $tmp/demo
+EOF
+
+resident=
+if start_daemon && tierctl pin demo 1 2,5 >/dev/null && [ "$(stat operator_pins)" = 2 ] &&
+   resident=$(stat bytes_resident) && [ "${resident:-0}" -gt 0 ] &&
+   head -1 "$state/pins" | grep -qx "tierd-pins 1" && [ "$(grep -c '^demo 1 [25]$' "$state/pins")" = 2 ]; then
+	ok "tierctl pin: 2 operator pins, written to state_dir/pins"
+else
+	notok "pin and write state_dir/pins"; sed 's/^/# /' "$state/pins" 2>/dev/null
+fi
+
+if stop_daemon && start_daemon && [ "$(stat operator_pins)" = 2 ]; then
+	ok "after a restart: operator_pins 2"
+else
+	notok "pins restored after a restart"
+fi
+# A fresh pool holds exactly the restored experts, as before the restart.
+if pinned 1 2 && pinned 1 5 && ! pinned 1 3 && [ "$(stat bytes_resident)" = "$resident" ]; then
+	ok "restored pins are resident and pinned"
+else
+	notok "restored pins resident: bytes_resident $(stat bytes_resident)"
+fi
+if grep -q "2 operator pins restored, 0 dropped" "$log"; then ok "the restore is logged"
+else notok "restore logged"; fi
+
+if tierctl unpin demo 1 5 >/dev/null && stop_daemon && start_daemon && [ "$(stat operator_pins)" = 1 ] &&
+   pinned 1 2 && ! pinned 1 5; then
+	ok "unpin one, restart: 1 operator pin left"
+else
+	notok "unpin persists"
+fi
+
+# A pin of a model that is no longer configured, and one out of range: dropped
+# at start, the file rewritten without them.
+stop_daemon
+printf 'gone 0 0\ndemo 9 0\n' >>"$state/pins"
+if start_daemon && [ "$(stat operator_pins)" = 1 ] && grep -q "model gone is not configured" "$log" &&
+   grep -q "layer 9 expert 0: no such expert" "$log" && ! grep -q -e gone -e 'demo 9' "$state/pins" &&
+   grep -qx "demo 1 2" "$state/pins"; then
+	ok "unknown model and out-of-range expert: logged, dropped, file rewritten"
+else
+	notok "stale entries dropped"; sed 's/^/# /' "$state/pins"
+fi
+
+# A malformed file: the error names file:line, the daemon starts without the
+# pins and moves the file aside.
+stop_daemon
+printf 'tierd-pins 1\ndemo 1 2\ndemo one 2\n' >"$state/pins"
+if start_daemon && [ "$(stat operator_pins)" = 0 ] && grep -q "$state/pins:3: expected" "$log" &&
+   [ -f "$state/pins.bad" ] && [ ! -e "$state/pins" ]; then
+	ok "malformed line: file:line logged, daemon starts, pins.bad kept"
+else
+	notok "malformed pins file"
+fi
+stop_daemon
+rm -f "$state/pins.bad"
+printf 'pins v2\n' >"$state/pins"
+if start_daemon && grep -q "$state/pins:1: expected the header" "$log" && [ -f "$state/pins.bad" ]; then
+	ok "unknown header: file:line logged, daemon starts, pins.bad kept"
+else
+	notok "bad header"
+fi
+
+# state_dir missing: a warning, the pins work in memory.
+stop_daemon
+if start_daemon -o "daemon.state_dir=$tmp/nonexistent" && tierctl pin demo 2 3 >/dev/null &&
+   [ "$(stat operator_pins)" = 1 ] && [ "$(grep -c "state_dir $tmp/nonexistent" "$log")" = 1 ]; then
+	ok "state_dir missing: warned once, pins kept in memory"
+else
+	notok "missing state_dir"
+fi
+
+# state_dir unusable even for root: a regular file, not a directory.
+stop_daemon
+: >"$tmp/afile"
+if start_daemon -o "daemon.state_dir=$tmp/afile" && tierctl pin demo 2 3 >/dev/null &&
+   [ "$(stat operator_pins)" = 1 ] && [ "$(grep -c "state_dir $tmp/afile" "$log")" = 1 ]; then
+	ok "state_dir not a directory: warned once, pins kept in memory"
+else
+	notok "state_dir not a directory"
+fi
+
+[ $failed = 0 ]
