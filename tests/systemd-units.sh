@@ -29,6 +29,7 @@ echo "1..9"
 cat >"$tmp/tierd.conf" <<CONF
 [daemon]
 socket = $tmp/unused.sock
+state_dir = $tmp
 log_level = info
 [pool]
 size = 2M

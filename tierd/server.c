@@ -341,7 +341,7 @@ static void pin_restore_done(void *arg, int err, const struct engine_slot_info *
 static int server_pins_restore_one(struct server *s, const char *where, const char *model,
 				   uint32_t layer, uint32_t expert)
 {
-	struct pin_restore r = { 0 };
+	struct pin_restore *r;
 	int idx = engine_model_index(s->engine, model);
 	struct engine_key k;
 	int err;
@@ -350,20 +350,31 @@ static int server_pins_restore_one(struct server *s, const char *where, const ch
 		log_warn("%s: model %s is not configured: pin dropped", where, model);
 		return idx;
 	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
 	k = (struct engine_key){ (uint32_t)idx, layer, expert };
-	err = engine_acquire_for(s->engine, &k, ENGINE_DEMAND, ENGINE_OWNER_NONE, pin_restore_done, &r);
+	err = engine_acquire_for(s->engine, &k, ENGINE_DEMAND, ENGINE_OWNER_NONE, pin_restore_done, r);
 	/* Start-up is not served yet: waiting here makes the pinned experts
 	 * resident before the daemon says it is ready. */
-	if (!err && !r.done)
-		err = engine_drain(s->engine);
-	if (!err && !r.done)
-		err = -EIO;
+	if (!err && !r->done) {
+		int e = engine_drain(s->engine);
+
+		if (!r->done) {
+			/* The engine may still call back into r: leave it allocated. */
+			log_err("%s: waiting for model %s layer %u expert %u: %s", where, model, layer,
+				expert, strerror(e ? -e : EIO));
+			return e ? e : -EIO;
+		}
+	}
 	if (!err)
-		err = r.err;
-	if (!err)
+		err = r->err;
+	free(r);
+	if (!err) {
 		err = pinset_add(&s->opins, &k);
-	if (err == -ENOMEM)
-		engine_release(s->engine, &k);
+		if (err)
+			engine_release(s->engine, &k);
+	}
 	if (err)
 		log_warn("%s: model %s layer %u expert %u: %s: pin dropped", where, model, layer, expert,
 			 err == -ENOENT ? "no such expert" : strerror(-err));
