@@ -131,6 +131,7 @@ cat >"$conf" <<EOF
 [daemon]
 socket = $sock
 socket_mode = 0666
+state_dir = $tmp
 log_level = info
 [pool]
 size = 8M
@@ -268,6 +269,7 @@ if command -v setpriv >/dev/null; then
 	cat >"$tmp/u/tierd.conf" <<EOF
 [daemon]
 socket = $tmp/u/tierd.sock
+state_dir = $tmp/u
 [pool]
 size = 2M
 hugepages = no
