@@ -20,8 +20,10 @@ wait_for() { for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2
 # The harness installs only a build configured for /usr/local (not, e.g.,
 # make distcheck's private prefix): without one there is nothing to check.
 if ! command -v tierd >/dev/null 2>&1 || ! command -v tierctl >/dev/null 2>&1 ||
-   [ ! -f /etc/systemd/system/tierd.service ]; then
-	echo "1..0 # SKIP tierd and its units are not installed in this guest"
+   ! systemctl cat tierd.service >/dev/null 2>&1; then
+	# A counted skip, so that the totals show the checks did not run.
+	echo "1..1"
+	echo "ok 1 # SKIP tierd and its units are not installed in this guest"
 	exit 0
 fi
 

@@ -653,6 +653,21 @@ vm_tap_guest() {
 	VM_GUEST_TESTS=$n
 }
 
+# TAP for a finished VM run: vm_tap_run_result RC "TEXT WHEN BOOTED" MIN_GUEST_TESTS
+# RC is vm_run's status (124: timed out, 125: no report from the guest).
+vm_tap_run_result() {
+	case $1 in
+	124) vm_tap_not_ok "VM finished within ${VM_TIMEOUT} s" ;;
+	125) vm_tap_not_ok "guest script ran and reported" ;;
+	*) vm_tap_ok "$2" ;;
+	esac
+	if [ "$1" != 124 ] && [ "$1" != 125 ]; then
+		vm_tap_guest "$VM_WORK/guest.out"
+		vm_tap_check "guest script exited 0" [ "$1" = 0 ]
+		vm_tap_check "guest ran its checks" [ "$VM_GUEST_TESTS" -ge "$3" ]
+	fi
+}
+
 vm_tap_done() {
 	echo "1..$VM_TAP_N"
 	[ "$VM_TAP_FAILED" -eq 0 ]
