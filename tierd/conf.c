@@ -347,6 +347,16 @@ static int conf_apply(struct tierd_conf *c, const char *section, const char *key
 		UINT(c->max_pins, 1u << 24);
 	if (IS("client", "max_inflight"))
 		UINT(c->max_inflight, 1u << 24);
+	if (IS("client", "max_prefetch_inflight"))
+		UINT(c->max_prefetch_inflight, 1u << 24);
+	if (IS("client", "max_connections_per_uid"))
+		UINT(c->max_connections_per_uid, 1u << 20);
+	if (IS("daemon", "max_clients"))
+		UINT(c->max_clients, 1u << 20);
+	if (IS("daemon", "max_queued_bytes"))
+		SIZE(c->max_queued_bytes);
+	if (IS("pool", "max_evict_per_alloc"))
+		UINT(c->max_evict_per_alloc, 1u << 20);
 	if (IS("energy", "hbm_pj_per_bit"))
 		DBL(c->pj_hbm);
 	if (IS("energy", "ddr_pj_per_bit"))
@@ -545,8 +555,13 @@ int conf_init(struct tierd_conf *c)
 	c->pool_lock = true;
 	c->queue_depth = 32;
 	c->request_size = 1u << 20;
-	c->max_pins = 4096;
 	c->max_inflight = 1024;
+	c->max_pins = 0;
+	c->max_prefetch_inflight = 64;
+	c->max_connections_per_uid = 64;
+	c->max_clients = 1024;
+	c->max_queued_bytes = 64u << 20;
+	c->max_evict_per_alloc = 8;
 	/* ../shared/reference/energy-model.md */
 	c->pj_hbm = 4.2;
 	c->pj_ddr = 9.2;

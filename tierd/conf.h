@@ -78,6 +78,13 @@ struct tierd_conf {
 	/* [client] */
 	unsigned max_pins;		/* per client */
 	unsigned max_inflight;		/* per client */
+	unsigned max_prefetch_inflight;	/* per client */
+	unsigned max_connections_per_uid;
+	/* [daemon] */
+	unsigned max_clients;
+	uint64_t max_queued_bytes;
+	/* [pool] */
+	unsigned max_evict_per_alloc;
 
 	/* [energy] pJ per bit and watts (../shared/reference/energy-model.md) */
 	double pj_hbm;

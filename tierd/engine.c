@@ -51,6 +51,7 @@ struct engine {
 	struct engine_model *models;
 	unsigned nmodels;
 	struct engine_stats st;
+	unsigned max_evict_prefetch;	/* [pool] max_evict_per_alloc */
 	engine_fetch_fn observer;
 	void *observer_arg;
 };
@@ -202,6 +203,7 @@ int engine_create(struct engine **out, const struct tierd_conf *conf, char *err,
 			 "registered buffers", strerror(-r),
 			 r == -ENOMEM ? ": registered buffers count against RLIMIT_MEMLOCK" : "");
 	}
+	e->max_evict_prefetch = conf->max_evict_per_alloc;
 	r = cache_create(&e->cache, conf->policy);
 	if (r < 0) {
 		snprintf(err, errlen, "engine: [cache] policy \"%s\": unknown", conf->policy ? conf->policy : "");
@@ -360,10 +362,14 @@ static bool same_model(const struct cache_entry *ce, void *arg)
 /*
  * A slot for the model: evicts the model's own least valuable expert when it
  * is over quota or the pool is full, then anyone's when the pool is full.
+ * A prefetch may evict at most max_evict_prefetch experts: a guess must not
+ * empty the pool of what clients are using (a demand acquire evicts what it
+ * needs).
  */
-static int slot_get(struct engine *e, uint32_t model, uint64_t *off)
+static int slot_get(struct engine *e, uint32_t model, enum engine_prio prio, uint64_t *off)
 {
 	const struct engine_model *m = &e->models[model];
+	unsigned evicted = 0;
 
 	for (;;) {
 		struct cache_entry *v;
@@ -371,10 +377,13 @@ static int slot_get(struct engine *e, uint32_t model, uint64_t *off)
 
 		if (r != -ENOSPC && r != -EDQUOT)
 			return r;
+		if (prio == ENGINE_PREFETCH && evicted >= e->max_evict_prefetch)
+			return r;
 		if (cache_victim(e->cache, same_model, &model, &v) < 0 &&
 		    (r == -EDQUOT || cache_victim(e->cache, NULL, NULL, &v) < 0))
 			return r;
 		evict(e, v);
+		evicted++;
 	}
 }
 
@@ -456,9 +465,11 @@ static int start_fetch(struct engine *e, const struct engine_key *key, int xi, e
 	uint64_t off;
 	int r;
 
-	r = slot_get(e, key->model, &off);
-	if (r < 0)
+	r = slot_get(e, key->model, prio, &off);
+	if (r < 0) {
+		e->st.refused++;
 		return r;
+	}
 	fl = calloc(1, sizeof(*fl));
 	if (!fl) {
 		r = -ENOMEM;
@@ -539,12 +550,14 @@ int engine_acquire_for(struct engine *e, const struct engine_key *key, enum engi
 		fn(arg, 0, &info);
 		return 0;
 	}
-	e->st.misses++;
+	/* A miss is an acquire that waits for a fetch: one refused up front
+	 * (st.refused) is not. */
 	if (!ce) {
 		r = start_fetch(e, key, xi, prio, owner, &ce);
 		if (r < 0)
 			return r;
 	}
+	e->st.misses++;
 	/* Fetching already (perhaps as a prefetch): share it. */
 	fl = ce->owner;
 	if (fl->owner == ENGINE_OWNER_NONE && prio == ENGINE_DEMAND)
@@ -565,10 +578,19 @@ int engine_prefetch(struct engine *e, const struct engine_key *key)
 
 int engine_prefetch_for(struct engine *e, const struct engine_key *key, uint32_t owner)
 {
+	bool started;
+
+	return engine_prefetch_started(e, key, owner, &started);
+}
+
+int engine_prefetch_started(struct engine *e, const struct engine_key *key, uint32_t owner,
+			    bool *started)
+{
 	struct cache_key ck = ckey(key);
 	struct cache_entry *ce;
-	int xi = lookup_expert(e, key);
+	int xi = lookup_expert(e, key), r;
 
+	*started = false;
 	if (xi < 0)
 		return xi;
 	ce = cache_lookup(e->cache, &ck);
@@ -577,7 +599,9 @@ int engine_prefetch_for(struct engine *e, const struct engine_key *key, uint32_t
 		cache_touch(e->cache, ce);
 		return 0;
 	}
-	return start_fetch(e, key, xi, ENGINE_PREFETCH, owner, &ce);
+	r = start_fetch(e, key, xi, ENGINE_PREFETCH, owner, &ce);
+	*started = r == 0;
+	return r;
 }
 
 void engine_set_fetch_observer(struct engine *e, engine_fetch_fn fn, void *arg)

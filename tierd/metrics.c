@@ -408,6 +408,9 @@ static void render_engine(FILE *f, const struct engine_stats *st)
 		  offsetof(struct engine_stats, fetch_errors) },
 		{ "tierd_fetch_cancelled_total", "Prefetches cancelled before they ran.",
 		  offsetof(struct engine_stats, cancelled) },
+		{ "tierd_cache_refused_total",
+		  "Acquires and prefetches refused up front: no slot could be freed (pins, quota, eviction bound).",
+		  offsetof(struct engine_stats, refused) },
 	};
 
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
@@ -419,6 +422,46 @@ static void render_engine(FILE *f, const struct engine_stats *st)
 	fprintf(f, "tierd_pool_resident_bytes %llu\n", (unsigned long long)st->bytes_resident);
 	family(f, "tierd_pool_pins", "gauge", "Pins held by clients on pool slots.");
 	fprintf(f, "tierd_pool_pins %llu\n", (unsigned long long)st->pins);
+}
+
+/* A client's name for a label value: quotes, backslashes and newlines escaped. */
+static void label_escaped(FILE *f, const char *s)
+{
+	for (; s && *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fputc('\\', f);
+		if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+static void render_service(FILE *f, const struct metrics_service *sv)
+{
+	family(f, "tierd_requests_refused_total", "counter",
+	       "Requests answered with an error, by reason (an errno name): access, quotas, a full pool.");
+	for (size_t i = 0; i < sv->nreasons; i++)
+		fprintf(f, "tierd_requests_refused_total{reason=\"%s\"} %llu\n", sv->reason[i],
+			(unsigned long long)sv->refused[i]);
+	family(f, "tierd_operator_pins_save_errors_total", "counter",
+	       "Operator pin changes refused because STATE_DIR/pins could not be written.");
+	fprintf(f, "tierd_operator_pins_save_errors_total %llu\n", (unsigned long long)sv->pins_save_errors);
+	family(f, "tierd_clients_dropped_total", "counter",
+	       "Clients disconnected by the daemon (unread answers, access withdrawn, protocol faults).");
+	fprintf(f, "tierd_clients_dropped_total %llu\n", (unsigned long long)sv->clients_dropped);
+	family(f, "tierd_connections_refused_total", "counter",
+	       "Connections refused at max_clients or max_connections_per_uid, or at the fd limit.");
+	fprintf(f, "tierd_connections_refused_total %llu\n", (unsigned long long)sv->connections_refused);
+	family(f, "tierd_client_pins", "gauge", "Pins each connected client holds.");
+	for (size_t i = 0; i < sv->nclients; i++) {
+		const struct metrics_client *c = &sv->clients[i];
+
+		fprintf(f, "tierd_client_pins{client=\"%u\",pid=\"%d\",uid=\"%u\",name=\"", c->id,
+			(int)c->pid, c->uid);
+		label_escaped(f, c->name);
+		fprintf(f, "\"} %llu\n", (unsigned long long)c->pins);
+	}
 }
 
 static void render_fetch_hist(FILE *f, const struct metrics_hist *h)
@@ -473,6 +516,8 @@ int metrics_render(const struct metrics_input *in, char **text, size_t *len)
 		render_engine(f, in->engine);
 	if (in->fetch_latency)
 		render_fetch_hist(f, in->fetch_latency);
+	if (in->service)
+		render_service(f, in->service);
 	if (ferror(f))
 		r = -ENOMEM;
 	if (fclose(f) && !r)
