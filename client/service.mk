@@ -37,6 +37,10 @@ tests_svc_client_LDADD = client/libtierd-client.la libtierd.la -lpthread
 TESTS += tests/service.sh
 EXTRA_DIST += tests/service.sh
 
+# The service tried as an attacker: refusals, revocation, limits, fd limit.
+TESTS += tests/adversary.sh
+EXTRA_DIST += tests/adversary.sh tests/rawclient.py
+
 # Operator pins kept in state_dir across restarts.
 TESTS += tests/pins.sh
 EXTRA_DIST += tests/pins.sh

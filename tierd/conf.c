@@ -343,8 +343,13 @@ static int conf_apply(struct tierd_conf *c, const char *section, const char *key
 		SIZE(c->request_size);
 	if (IS("cache", "policy"))
 		return set_str(&c->policy, v);
-	if (IS("client", "max_pins"))
+	if (IS("client", "max_pins")) {
+		if (!strcasecmp(v, "auto")) {
+			c->max_pins = 0;
+			return 0;
+		}
 		UINT(c->max_pins, 1u << 24);
+	}
 	if (IS("client", "max_inflight"))
 		UINT(c->max_inflight, 1u << 24);
 	if (IS("client", "max_prefetch_inflight"))

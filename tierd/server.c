@@ -168,7 +168,8 @@ struct server {
 	uint64_t connections_refused;
 	struct loop_source *accept_timer;	/* re-arms accept after EMFILE */
 	bool accept_paused;
-	uint64_t accept_failures;	/* since the pause began */
+	uint64_t accept_failures;	/* since accepting last worked */
+	struct timespec accept_logged;
 	uint64_t max_pins;		/* [client] max_pins, or what "auto" gives */
 	/* Refusals: counted by reason; logged one line per REFUSE_LOG_S, with
 	 * how many were not logged. */
@@ -1855,10 +1856,12 @@ static unsigned server_uid_connections(const struct server *s, uid_t uid)
  * At the fd limit accept fails while the connection stays in the backlog,
  * and level-triggered epoll would wake again at once: stop watching the
  * listener, and try again when a client goes away or after a short time.
- * Logged when it starts and when it ends, not at every try.
+ * Logged at most once a minute, and once when accepting works again.
  */
 static void server_accept_pause(struct server *s, int err)
 {
+	struct timespec now;
+
 	s->accept_failures++;
 	s->connections_refused++;
 	if (s->accept_paused)
@@ -1866,9 +1869,14 @@ static void server_accept_pause(struct server *s, int err)
 	s->accept_paused = true;
 	loop_modify_fd(s->listen_src, 0);
 	loop_timer_set(s->accept_timer, SERVER_ACCEPT_RETRY_MS, SERVER_ACCEPT_RETRY_MS);
-	log_warn("accept: %s: new connections wait%s", strerror(err),
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (s->accept_logged.tv_sec && now.tv_sec - s->accept_logged.tv_sec < 60)
+		return;
+	s->accept_logged = now;
+	log_warn("accept: %s: new connections wait%s (%llu failed attempts)", strerror(err),
 		 err == EMFILE || err == ENFILE ?
-		 " (raise the open files limit: LimitNOFILE= in the unit, or ulimit -n)" : "");
+		 "; raise the open files limit: LimitNOFILE= in the unit, or ulimit -n" : "",
+		 (unsigned long long)s->accept_failures);
 }
 
 static void server_accept_resume(struct server *s)
@@ -1878,9 +1886,6 @@ static void server_accept_resume(struct server *s)
 	s->accept_paused = false;
 	loop_timer_stop(s->accept_timer);
 	loop_modify_fd(s->listen_src, EPOLLIN);
-	log_notice("accepting connections again (%llu failed attempts while paused)",
-		   (unsigned long long)s->accept_failures);
-	s->accept_failures = 0;
 }
 
 static void server_accept_retry(struct loop_source *src, void *arg)
@@ -1906,6 +1911,11 @@ static void server_accept(struct loop_source *src, int fd, uint32_t events, void
 				 errno != ECONNABORTED)
 				log_warn("accept: %s", strerror(errno));
 			return;
+		}
+		if (s->accept_failures) {
+			log_notice("accepting connections again, after %llu failed attempts",
+				   (unsigned long long)s->accept_failures);
+			s->accept_failures = 0;
 		}
 		if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len)) {
 			log_warn("SO_PEERCRED: %s: refusing the connection", strerror(errno));
