@@ -209,6 +209,45 @@ static int stats_begin(const struct tierctl_opts *o, int argc, char **argv, cons
 	return 0;
 }
 
+/*
+ * Who holds pins: the daemon's tierd_client_pins metric, one line per
+ * connected client (a full pool's ENOSPC names the biggest holders; this
+ * lists them all).  Without telemetry in the daemon, nothing is printed.
+ */
+static void print_client_pins(struct tierd_client *c)
+{
+	static const char fam[] = "tierd_client_pins{";
+	char *text = NULL, *line, *next;
+	size_t len;
+	bool head = false;
+
+	if (tierd_client_metrics(c, &text, &len) < 0)
+		return;
+	for (line = text; line && *line; line = next) {
+		char *labels, *end, *val;
+
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		if (strncmp(line, fam, sizeof(fam) - 1))
+			continue;
+		labels = line + sizeof(fam) - 1;
+		end = strrchr(labels, '}');
+		if (!end)
+			continue;
+		*end = '\0';
+		val = end + 1;
+		while (*val == ' ')
+			val++;
+		if (!head) {
+			printf("  pins by client:\n");
+			head = true;
+		}
+		printf("    %-8s %s\n", val, labels);
+	}
+	free(text);
+}
+
 int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 {
 	struct tierd_client *c;
@@ -240,6 +279,8 @@ int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 	       (unsigned long long)v[TIERD_STAT_PINS], (unsigned long long)v[TIERD_STAT_OPERATOR_PINS]);
 	printf("  acquires: %llu hits, %llu misses, %llu evictions\n", (unsigned long long)v[TIERD_STAT_HITS],
 	       (unsigned long long)v[TIERD_STAT_MISSES], (unsigned long long)v[TIERD_STAT_EVICTIONS]);
+	printf("  refused:  %llu requests\n", (unsigned long long)v[TIERD_STAT_REFUSED]);
+	print_client_pins(c);
 out:
 	tierd_client_close(c);
 	return 0;

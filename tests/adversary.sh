@@ -53,7 +53,7 @@ start_daemon() {
 }
 
 if ! command -v setpriv >/dev/null; then echo "1..0 # SKIP setpriv not installed"; exit 0; fi
-echo "1..16"
+echo "1..17"
 
 "$TIERCTL" demo-store "$tmp/demo" --layers 4 --experts 16 --hidden 64 --ffn 128 >/dev/null &&
 	"$TIERCTL" demo-store "$tmp/secret" --layers 2 --experts 4 --hidden 64 --ffn 128 >/dev/null ||
@@ -152,8 +152,9 @@ if grep -q "ENOSPC.*pool is full of pinned experts.*uid 0 \"rawclient\" holds" "
 else
 	notok "ENOSPC (misses $misses -> $(stat misses))"; sed 's/^/# /' "$tmp/full"
 fi
-if tierctl metrics | grep -q '^tierd_client_pins{.*name="rawclient"} [1-9]'; then
-	ok "per-client pins are exported (tierd_client_pins)"
+if tierctl metrics | grep -q '^tierd_client_pins{.*name="rawclient"} [1-9]' &&
+   tierctl status | grep -A3 "pins by client" | grep -q 'uid="0",name="rawclient"'; then
+	ok "per-client pins are exported (tierd_client_pins) and listed by tierctl status"
 else
 	notok "tierd_client_pins"
 fi
@@ -252,6 +253,16 @@ if [ $served = 1 ] && grep -q "accepting connections again" "$log"; then
 	ok "connections are accepted again once fds are free"
 else
 	notok "accept resumes"
+fi
+
+# 17: EVICT is all or nothing: one pinned expert in the batch evicts none.
+tierctl pin demo 0 1 >/dev/null 2>&1
+tierctl acquire demo 0 0 >/dev/null 2>&1
+if ! tierctl evict demo 0 0-1 >"$tmp/out" 2>&1 && grep -q "nothing evicted" "$tmp/out" &&
+   tierctl evict demo 0 0 >/dev/null 2>&1; then
+	ok "EVICT of a batch with a pinned expert evicts nothing and says so"
+else
+	notok "EVICT all or nothing"
 fi
 
 [ $failed = 0 ]

@@ -648,7 +648,7 @@ int engine_release(struct engine *e, const struct engine_key *key)
 	return cache_unpin(e->cache, ce);
 }
 
-int engine_evict(struct engine *e, const struct engine_key *key)
+int engine_evict_check(const struct engine *e, const struct engine_key *key)
 {
 	struct cache_key ck = ckey(key);
 	struct cache_entry *ce = cache_lookup(e->cache, &ck);
@@ -657,8 +657,17 @@ int engine_evict(struct engine *e, const struct engine_key *key)
 		return -ENOENT;
 	if (ce->state != CACHE_RESIDENT || ce->pins)
 		return -EBUSY;
-	evict(e, ce);
 	return 0;
+}
+
+int engine_evict(struct engine *e, const struct engine_key *key)
+{
+	struct cache_key ck = ckey(key);
+	int r = engine_evict_check(e, key);
+
+	if (!r)
+		evict(e, cache_lookup(e->cache, &ck));
+	return r;
 }
 
 int engine_pool_count(const struct engine *e)

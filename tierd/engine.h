@@ -129,6 +129,8 @@ int engine_cancel_prefetch(struct engine *e, const struct engine_key *key);
 int engine_release(struct engine *e, const struct engine_key *key);
 /* Operator actions.  -EBUSY when pinned or being fetched. */
 int engine_evict(struct engine *e, const struct engine_key *key);
+/* What engine_evict() would return, without evicting. */
+int engine_evict_check(const struct engine *e, const struct engine_key *key);
 
 /* Pool regions, to hand to clients read-only. */
 int engine_pool_count(const struct engine *e);

@@ -1448,25 +1448,34 @@ static void client_stats(struct client *c, uint64_t id)
 							      TIERD_STAT_COUNT), NULL, 0);
 }
 
+/* EVICT: all or nothing, so that an error never comes after part of the
+ * batch was carried out. */
 static void client_evict(struct client *c, const struct tierd_msg_hdr *h,
 			 const struct tierd_proto_key *keys, uint32_t n)
 {
 	struct server *s = c->srv;
-	uint32_t done = 0;
 
 	for (uint32_t i = 0; i < n; i++) {
 		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
-		int err = engine_evict(s->engine, &k);
+		int err = engine_evict_check(s->engine, &k);
 
+		for (uint32_t j = 0; j < i && !err; j++)
+			if (keys[j].model == k.model && keys[j].layer == k.layer && keys[j].expert == k.expert)
+				err = -EINVAL;
 		if (err) {
-			client_error(c, h->request_id, err, "model %s layer %u expert %u: %s (evicted %u of %u)",
+			client_error(c, h->request_id, err, "model %s layer %u expert %u: %s: nothing evicted",
 				     engine_model_name(s->engine, k.model), k.layer, k.expert,
-				     err == -EBUSY ? "pinned" : strerror(-err), done, n);
+				     err == -EBUSY ? "pinned or being fetched" : err == -ENOENT ? "not resident" :
+				     "named twice in the batch");
 			return;
 		}
-		done++;
 	}
-	client_ok(c, h->request_id, h->flags, done);
+	for (uint32_t i = 0; i < n; i++) {
+		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+
+		engine_evict(s->engine, &k);
+	}
+	client_ok(c, h->request_id, h->flags, n);
 }
 
 /* METRICS: a fresh sample (probes read, energy advanced), rendered and sent
