@@ -466,10 +466,8 @@ static int start_fetch(struct engine *e, const struct engine_key *key, int xi, e
 	int r;
 
 	r = slot_get(e, key->model, prio, &off);
-	if (r < 0) {
-		e->st.refused++;
+	if (r < 0)
 		return r;
-	}
 	fl = calloc(1, sizeof(*fl));
 	if (!fl) {
 		r = -ENOMEM;
@@ -554,8 +552,10 @@ int engine_acquire_for(struct engine *e, const struct engine_key *key, enum engi
 	 * (st.refused) is not. */
 	if (!ce) {
 		r = start_fetch(e, key, xi, prio, owner, &ce);
-		if (r < 0)
+		if (r < 0) {
+			e->st.refused++;
 			return r;
+		}
 	}
 	e->st.misses++;
 	/* Fetching already (perhaps as a prefetch): share it. */

@@ -48,9 +48,9 @@ typedef void (*engine_done_fn)(void *arg, int err, const struct engine_slot_info
 struct engine_stats {
 	/* hits/misses count acquires; fetches are reads of an expert started. */
 	uint64_t hits, misses, evictions, fetches, fetch_errors, cancelled;
-	/* Acquires and prefetches refused up front because no slot could be
-	 * freed (every resident expert pinned, a quota, a prefetch's eviction
-	 * bound): not counted in misses. */
+	/* Acquires refused up front because no slot could be freed (every
+	 * resident expert pinned, a quota): not counted in misses, so that
+	 * hits + misses + refused = acquires. */
 	uint64_t refused;
 	uint64_t bytes_read;		/* bytes tierd read from files (aligned, as issued) */
 	uint64_t bytes_resident;

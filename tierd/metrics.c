@@ -409,7 +409,7 @@ static void render_engine(FILE *f, const struct engine_stats *st)
 		{ "tierd_fetch_cancelled_total", "Prefetches cancelled before they ran.",
 		  offsetof(struct engine_stats, cancelled) },
 		{ "tierd_cache_refused_total",
-		  "Acquires and prefetches refused up front: no slot could be freed (pins, quota, eviction bound).",
+		  "Acquires refused up front: no slot could be freed (every resident expert pinned, a quota).",
 		  offsetof(struct engine_stats, refused) },
 	};
 

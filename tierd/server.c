@@ -2276,6 +2276,7 @@ void server_get_stats(const struct server *s, uint64_t *v)
 	v[TIERD_STAT_OPERATOR_PINS] = s->opins.total;
 	v[TIERD_STAT_HITS] = st.hits;
 	v[TIERD_STAT_MISSES] = st.misses;
+	v[TIERD_STAT_ACQUIRES_NOSPACE] = st.refused;
 	v[TIERD_STAT_EVICTIONS] = st.evictions;
 	v[TIERD_STAT_FETCHES] = st.fetches;
 	v[TIERD_STAT_FETCH_ERRORS] = st.fetch_errors;
