@@ -197,6 +197,7 @@ fi
 
 kill -TERM "$daemon"
 wait "$daemon"; rc=$?
+echo "# daemon exit status $rc"
 daemon=
 check "SIGTERM: clean exit, no sanitizer report in the daemon log" \
 	'[ $rc = 0 ] && ! grep -Eq "Sanitizer|runtime error" "$log"'
