@@ -41,6 +41,15 @@ EXTRA_DIST += tests/service.sh
 TESTS += tests/adversary.sh
 EXTRA_DIST += tests/adversary.sh tests/rawclient.py
 
+# Load: 64 client processes, a pool smaller than the working set, every byte
+# checked; the daemon's RSS and fds bounded, its counters added up.
+check_PROGRAMS += tests/load-client
+tests_load_client_SOURCES = tests/load-client.c
+tests_load_client_CFLAGS = $(libtierd_la_CFLAGS)
+tests_load_client_LDADD = client/libtierd-client.la libtierd.la
+TESTS += tests/load.sh
+EXTRA_DIST += tests/load.sh
+
 # Operator pins kept in state_dir across restarts.
 TESTS += tests/pins.sh
 EXTRA_DIST += tests/pins.sh
