@@ -69,6 +69,8 @@ lock = no
 # Batches are 1..4 experts and a client holds one at a time: only the
 # clients' deliberate 5-expert batches are over this quota.
 max_pins = 4
+# Every client runs as root: one uid, more connections than the default 64.
+max_connections_per_uid = $((clients + 8))
 [model demo]
 path = $tmp/demo
 allow_uid = 0
