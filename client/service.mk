@@ -30,7 +30,6 @@ EXTRA_DIST += client/libtierd-client.sym
 check_PROGRAMS += tests/test-client
 TESTS += tests/test-client
 tests_test_client_SOURCES = tests/test-client.c
-EXTRA_tests_test_client_DEPENDENCIES = client/tierd-client.c
 tests_test_client_CFLAGS = $(TEST_CFLAGS) -pthread
 tests_test_client_LDADD = $(TEST_LIBS) -lpthread
 

@@ -660,7 +660,7 @@ static void test_dtypes(void **state)
 
 _Static_assert(TIERD_DTYPE_F8_E8M0 == (int)ST_F8_E8M0, "client and daemon dtype codes");
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_restart_keeps_old_pool, setup, teardown),
@@ -674,5 +674,7 @@ int main(void)
 
 	/* A daemon that went away is not a reason to die. */
 	signal(SIGPIPE, SIG_IGN);
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);	/* one test, by name (a glob) */
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
