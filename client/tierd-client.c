@@ -405,7 +405,7 @@ static int acq_new(struct tierd_client *c, struct tierd_key *keys, size_t n, str
 		r = 0;
 		for (size_t i = 0; !r && i < n; i++) {
 			if (keys[i].model >= c->nmodels)
-				continue;	/* acq_fill refuses the answer */
+				continue;	/* refused by the daemon; lost at a reconnection */
 			a->model_names[i] = strdup(c->models[keys[i].model].name);
 			if (!a->model_names[i])
 				r = -ENOMEM;
@@ -811,8 +811,10 @@ static int conn_request(struct tierd_client *c, long len, uint64_t id, struct ti
 			/* The answer may still come, and pins with it: only a
 			 * close keeps the daemon from holding them for nobody. */
 			conn_lost(c, strerror(-n));
-			set_error(c, "no answer from tierd to a re-acquire within %d ms: %s", CONNECT_TIMEOUT_MS,
-				  strerror(-n));
+			if (n == -ETIMEDOUT)
+				set_error(c, "no answer from tierd to a re-acquire within %d ms", CONNECT_TIMEOUT_MS);
+			else
+				set_error(c, "re-acquire after a reconnection: %s", strerror(-n));
 			return n;
 		}
 		if (tierd_proto_decode_hdr(c->rx, (size_t)n, &h, &why) || h.request_id != id)
@@ -823,7 +825,9 @@ static int conn_request(struct tierd_client *c, long len, uint64_t id, struct ti
 			if (tierd_proto_decode_error(c->rx + sizeof(h), h.length, &e, &why))
 				return -EBADMSG;
 			set_error(c, "%s", e.reason);
-			return e.err;
+			/* The decoder allows only negative codes; an ERROR must
+			 * never read as success to the caller. */
+			return e.err < 0 ? e.err : -EBADMSG;
 		}
 		if (h.type == TIERD_MSG_ACQUIRED)
 			r = tierd_proto_decode_acquired(c->rx + sizeof(h), h.length, acq, &why);
