@@ -135,8 +135,9 @@ static int parse_keys(struct tierd_client *c, int argc, char **argv, struct tier
 	m = resolve_model(c, argv[0]);
 	if (m < 0)
 		return m;
-	tierd_client_model_info(c, (unsigned)m, &mi);
-	r = parse_list(argv[1], mi.nlayers, &layers, &nl);
+	r = tierd_client_model_info(c, (unsigned)m, &mi);
+	if (!r)
+		r = parse_list(argv[1], mi.nlayers, &layers, &nl);
 	if (!r)
 		r = parse_list(argv[2], mi.experts_per_layer, &experts, &ne);
 	if (!r) {
@@ -714,6 +715,11 @@ int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
 		return 1;
 	}
 	keys = calloc((size_t)k, sizeof(*keys));
+	if (!keys) {
+		fprintf(stderr, "tierctl: bench acquire: %s\n", strerror(ENOMEM));
+		tierd_client_close(c);
+		return 1;
+	}
 	for (int i = 0; i < k; i++)
 		keys[i] = (struct tierd_key){ (uint32_t)m, (uint32_t)i / mi.experts_per_layer % mi.nlayers,
 					      (uint32_t)i % mi.experts_per_layer };
@@ -723,7 +729,11 @@ int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
 		r = svc_fail(c, "bench acquire", r);
 		goto out;
 	}
-	tierd_client_release(c, a);
+	r = tierd_client_release(c, a);
+	if (r) {
+		r = svc_fail(c, "bench acquire: release", r);
+		goto out;
+	}
 	r = bench_run(o, 0, clients, ops, NULL, 0, cpu_client, cpu_daemon, &fl);
 	if (!r)
 		r = bench_run(o, 1, clients, ops, keys, (size_t)k, cpu_client, cpu_daemon, &ac);
