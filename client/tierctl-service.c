@@ -383,9 +383,11 @@ static int keys_command(const struct tierctl_opts *o, int argc, char **argv,
 	return r;
 }
 
+static int pin_timeout_ms = 60000;
+
 static int do_pin(struct tierd_client *c, const struct tierd_key *k, size_t n)
 {
-	return tierd_client_pin(c, k, n, -1);
+	return tierd_client_pin(c, k, n, pin_timeout_ms);
 }
 
 int cmd_prefetch(const struct tierctl_opts *o, int argc, char **argv)
@@ -400,6 +402,7 @@ int cmd_evict(const struct tierctl_opts *o, int argc, char **argv)
 
 int cmd_pin(const struct tierctl_opts *o, int argc, char **argv)
 {
+	pin_timeout_ms = tierctl_timeout(o, 60000);
 	return keys_command(o, argc, argv, do_pin, "pinned");
 }
 
@@ -426,7 +429,7 @@ int cmd_acquire(const struct tierctl_opts *o, int argc, char **argv)
 	struct tierd_acquisition *a;
 	struct tierd_key *keys = NULL;
 	double hold = 0, t0;
-	int timeout = -1, opt, r;
+	int timeout = tierctl_timeout(o, 60000), opt, r;
 	size_t n = 0;
 
 	while ((opt = getopt_long(argc, argv, "H:t:", lo, NULL)) != -1) {
@@ -531,7 +534,7 @@ int cmd_warm(const struct tierctl_opts *o, int argc, char **argv)
 		}
 	}
 	tierd_client_model_info(c, (unsigned)m, &mi);
-	r = tierd_client_warm(c, (uint32_t)m, first, last, warm_progress, &p, -1);
+	r = tierd_client_warm(c, (uint32_t)m, first, last, warm_progress, &p, tierctl_timeout(o, -1));
 	if (p.tty)
 		fprintf(stderr, "\n");
 	if (r)

@@ -53,7 +53,7 @@ start_daemon() {
 }
 
 if ! command -v setpriv >/dev/null; then echo "1..0 # SKIP setpriv not installed"; exit 0; fi
-echo "1..17"
+echo "1..18"
 
 "$TIERCTL" demo-store "$tmp/demo" --layers 4 --experts 16 --hidden 64 --ffn 128 >/dev/null &&
 	"$TIERCTL" demo-store "$tmp/secret" --layers 2 --experts 4 --hidden 64 --ffn 128 >/dev/null ||
@@ -263,6 +263,17 @@ if ! tierctl evict demo 0 0-1 >"$tmp/out" 2>&1 && grep -q "nothing evicted" "$tm
 	ok "EVICT of a batch with a pinned expert evicts nothing and says so"
 else
 	notok "EVICT all or nothing"
+fi
+
+# 18: a stopped daemon: tierctl's waits end at --timeout with the reason.
+kill -STOP "$daemon"
+r=0; timeout 30 "$TIERCTL" -s "$sock" --timeout 300 pin demo 0 2 >"$tmp/out" 2>&1 || r=$?
+r2=0; timeout 30 "$TIERCTL" -s "$sock" --timeout 300 stats >>"$tmp/out" 2>&1 || r2=$?
+kill -CONT "$daemon"
+if [ $r = 1 ] && [ $r2 = 1 ] && [ "$(grep -c "timed out" "$tmp/out")" = 2 ]; then
+	ok "tierctl pin and stats on a stopped daemon end at --timeout, saying so"
+else
+	notok "tierctl --timeout (pin $r, stats $r2)"
 fi
 
 [ $failed = 0 ]
