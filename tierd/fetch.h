@@ -46,6 +46,7 @@ struct fetch_stats {
 	uint64_t short_reads;		/* resubmitted for the remainder */
 	uint64_t retries;		/* -EAGAIN / -EINTR */
 	uint64_t errors;		/* reads that failed */
+	uint64_t submit_errors;		/* io_uring_submit refusals */
 	uint64_t jobs_done;
 	uint64_t jobs_failed;
 	uint64_t jobs_cancelled;
@@ -91,5 +92,11 @@ int fetch_wait(struct fetch *f);
 /* Jobs queued or in flight. */
 unsigned fetch_pending(const struct fetch *f);
 void fetch_get_stats(const struct fetch *f, struct fetch_stats *st);
+
+/* Tests only: submissions go through fn instead of io_uring_submit (NULL
+ * restores it), so that the kernel's refusals can be had on demand. */
+struct io_uring;
+typedef int (*fetch_submit_fn)(struct io_uring *ring, void *arg);
+void fetch_set_submit_hook(struct fetch *f, fetch_submit_fn fn, void *arg);
 
 #endif
