@@ -43,7 +43,7 @@ struct fetch_req {
 	uint64_t offset;
 	uint64_t length;
 	uint8_t *dst;
-	bool resubmit;
+	bool resubmit;			/* waiting in fetch.redo */
 	struct io_uring_sqe *sqe;	/* while the kernel has not taken it */
 	uint64_t seq;			/* of the SQE, in fetch.sq_prepared */
 };
@@ -401,6 +401,7 @@ static bool issue(struct fetch *f, unsigned ri)
 	io_uring_sqe_set_data64(sqe, ri);
 	r->sqe = sqe;
 	r->seq = f->sq_prepared++;
+	r->resubmit = false;
 	f->inflight++;
 	f->st.requests++;
 	return true;
@@ -462,17 +463,15 @@ static void fail_outside_kernel(struct fetch *f, int err)
 	for (unsigned ri = 0; ri < f->depth; ri++) {
 		struct fetch_req *r = &f->reqs[ri];
 		struct fetch_job *j = r->job;
-		bool redo = false;
 
-		for (unsigned k = 0; k < f->nredo; k++)
-			redo |= f->redo[k] == ri;
-		if (!j || (r->seq < taken && !redo))
+		if (!j || (r->seq < taken && !r->resubmit))
 			continue;
-		if (!redo) {
+		if (!r->resubmit) {
 			io_uring_prep_nop(r->sqe);
 			io_uring_sqe_set_data64(r->sqe, FETCH_UD_VOID);
 		}
 		r->job = NULL;
+		r->resubmit = false;
 		f->free_reqs[f->nfree++] = ri;
 		job_fail(j, err);
 		if (--j->inflight == 0)
@@ -624,6 +623,7 @@ static bool complete(struct fetch *f, unsigned ri, int res)
 	if (res == -EAGAIN || res == -EINTR) {
 		f->st.retries++;
 		f->redo[f->nredo++] = ri;
+		r->resubmit = true;
 		return false;
 	}
 	if (res < 0) {
@@ -650,6 +650,7 @@ static bool complete(struct fetch *f, unsigned ri, int res)
 				r->dst += got;
 				r->length -= got;
 				f->redo[f->nredo++] = ri;
+				r->resubmit = true;
 				return false;
 			}
 		}
