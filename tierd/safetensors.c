@@ -306,8 +306,7 @@ static int walk_number(struct walk *w, struct number *num)
 {
 	size_t start = w->i;
 
-	num->negative = at(w, '-');
-	num->integer = true;
+	*num = (struct number){ .negative = at(w, '-'), .integer = true };
 	if (num->negative)
 		w->i++;
 	if (!is_digit(w))
@@ -557,9 +556,19 @@ static int walk_object(struct walk *w, unsigned depth, enum obj_kind kind, const
 			r = root_member(w, depth, key, klen);
 			break;
 		case OBJ_TENSOR:
-			for (int k = 0; k < F_COUNT; k++)
-				if (klen == strlen(field_names[k]) && !strcmp(key, field_names[k]))
-					f = k;
+			for (int k = 0; k < F_COUNT; k++) {
+				if (strcmp(key, field_names[k]))
+					continue;
+				/* json-c's tree would take "dtype\u0000" for "dtype". */
+				if (klen != strlen(field_names[k])) {
+					r = fail(w->err, w->errlen, w->file, "%s: key '%s\\u0000...' holds a NUL character",
+						 label, field_names[k]);
+					break;
+				}
+				f = k;
+			}
+			if (r)
+				break;
 			if (f >= 0 && seen[f]) {
 				r = fail(w->err, w->errlen, w->file, "%s: duplicate key '%s'", label, field_names[f]);
 				break;
