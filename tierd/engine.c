@@ -494,12 +494,9 @@ static int start_fetch(struct engine *e, const struct engine_key *key, int xi, e
 	fl->owner = owner;
 	fl->start_ns = mono_ns();
 	ce->owner = fl;
-	r = fetch_job_submit(fl->job);
-	if (r < 0) {
-		/* Queued but the kernel refused the submission: it is retried on
-		 * the next engine_process, the entry stays. */
-		log_warn("engine: io_uring submit: %s", strerror(-r));
-	}
+	/* Queued: a submission the kernel refuses is retried or fails the
+	 * job through its callback, from engine_process (fetch.c). */
+	fetch_job_submit(fl->job);
 	e->st.fetches++;
 	*out = ce;
 	return 0;
@@ -697,8 +694,12 @@ const void *engine_pool_base(const struct engine *e, uint32_t pool)
 
 void engine_get_stats(const struct engine *e, struct engine_stats *st)
 {
+	struct fetch_stats fs;
+
 	*st = e->st;
 	st->pins = cache_pins(e->cache);
+	fetch_get_stats(e->fetch, &fs);
+	st->submit_errors = fs.submit_errors;
 }
 
 int engine_fetch_stats(const struct engine *e, struct fetch_stats *st)

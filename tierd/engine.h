@@ -52,6 +52,7 @@ struct engine_stats {
 	 * resident expert pinned, a quota): not counted in misses, so that
 	 * hits + misses + refused = acquires. */
 	uint64_t refused;
+	uint64_t submit_errors;		/* io_uring_submit refusals (retried or failed) */
 	uint64_t bytes_read;		/* bytes tierd read from files (aligned, as issued) */
 	uint64_t bytes_resident;
 	uint64_t pins;			/* pins held now */
