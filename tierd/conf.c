@@ -679,26 +679,19 @@ int conf_validate(const struct tierd_conf *c, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: [pool] size: must be at least 2M", name);
 		return -EINVAL;
 	}
-	/* 0 would refuse every connection, allocation or prefetch: never meant. */
-	if (!c->max_evict_per_alloc) {
-		snprintf(err, errlen, "%s: [pool] max_evict_per_alloc: must be at least 1", name);
-		return -EINVAL;
-	}
+	/* 0 would refuse every connection or drop every client with an answer
+	 * waiting: never meant.  (0 prefetches in flight or evictions by a
+	 * prefetch is a policy: no prefetching, or prefetching into free room.) */
 	if (!c->max_clients) {
 		snprintf(err, errlen, "%s: [daemon] max_clients: must be at least 1", name);
 		return -EINVAL;
 	}
-	if (c->max_queued_bytes < CONF_CLIENT_MAX_QUEUED) {
-		snprintf(err, errlen, "%s: [daemon] max_queued_bytes: must be at least %uM "
-			 "(what one client may leave queued)", name, CONF_CLIENT_MAX_QUEUED >> 20);
+	if (!c->max_queued_bytes) {
+		snprintf(err, errlen, "%s: [daemon] max_queued_bytes: must be more than 0", name);
 		return -EINVAL;
 	}
 	if (!c->max_connections_per_uid) {
 		snprintf(err, errlen, "%s: [client] max_connections_per_uid: must be at least 1", name);
-		return -EINVAL;
-	}
-	if (!c->max_prefetch_inflight) {
-		snprintf(err, errlen, "%s: [client] max_prefetch_inflight: must be at least 1", name);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < c->nmodels; i++) {

@@ -17,10 +17,6 @@
 #define TIERD_DEFAULT_CONFIG	"/etc/tierd/tierd.conf"
 #define TIERD_DEFAULT_SOCKET	"/run/tierd/tierd.sock"
 #define CONF_MAX_IDS		32
-/* Bytes of unread answers one client may leave queued before it is dropped
- * (the server's fixed bound; [daemon] max_queued_bytes bounds the sum over
- * all clients and may not be lower). */
-#define CONF_CLIENT_MAX_QUEUED	(4u << 20)
 
 enum conf_hugepages {
 	CONF_HUGEPAGES_AUTO,	/* hugetlb if the pool has pages, else THP-aligned */
@@ -82,13 +78,13 @@ struct tierd_conf {
 	/* [client] */
 	unsigned max_pins;		/* per client; 0: auto, half the pool's slots */
 	unsigned max_inflight;		/* per client */
-	unsigned max_prefetch_inflight;	/* per client: issued and not yet used */
+	unsigned max_prefetch_inflight;	/* per client: its prefetches' fetches in flight */
 	unsigned max_connections_per_uid;
 	/* [daemon] */
 	unsigned max_clients;		/* connections at once, all clients */
 	uint64_t max_queued_bytes;	/* unread answers of all clients together */
 	/* [pool] */
-	unsigned max_evict_per_alloc;	/* resident experts one slot allocation may evict */
+	unsigned max_evict_per_alloc;	/* experts one prefetch may evict for its slot */
 
 	/* [energy] pJ per bit and watts (../shared/reference/energy-model.md) */
 	double pj_hbm;

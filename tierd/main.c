@@ -255,7 +255,8 @@ static void on_status(struct loop_source *src, void *arg)
 static const char *engine_keys_changed(const struct tierd_conf *a, const struct tierd_conf *b)
 {
 	if (a->pool_size != b->pool_size || a->numa_node != b->numa_node ||
-	    a->hugepages != b->hugepages || a->pool_lock != b->pool_lock)
+	    a->hugepages != b->hugepages || a->pool_lock != b->pool_lock ||
+	    a->max_evict_per_alloc != b->max_evict_per_alloc)
 		return "[pool]";
 	if (a->queue_depth != b->queue_depth || a->request_size != b->request_size)
 		return "[fetch]";
