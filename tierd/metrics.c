@@ -152,11 +152,31 @@ static void render_probes(FILE *f, const struct probes_snapshot *s, const struct
 	/* Said, not hidden: what the eBPF counters lack. */
 	family(f, "tierd_probe_missed_runs_total", "counter",
 	       "Runs of the block-layer eBPF programs the kernel skipped because one was already "
-	       "running on that CPU; the requests and bytes of those runs are missing from the "
-	       "eBPF device counters.");
+	       "running on that CPU; a skipped completion is accounted later "
+	       "(tierd_probe_lost_requests_total), a skipped issue leaves its request without a "
+	       "latency (tierd_probe_unmatched_completions_total).");
 	fprintf(f, "tierd_probe_missed_runs_total %llu\n", (unsigned long long)s->missed);
 	if (!s->ndev)
 		goto nvme;
+	family(f, "tierd_probe_lost_requests_total", "counter",
+	       "Block requests whose completion the eBPF programs did not see (the kernel did not "
+	       "run them), found finished later: from then on their requests and bytes are in the "
+	       "eBPF device counters, without a latency.");
+	for (size_t i = 0; i < s->ndev; i++)
+		fprintf(f, "tierd_probe_lost_requests_total{device=\"%s\"} %llu\n", dn->name[i],
+			(unsigned long long)s->dev[i].lost_reqs);
+	family(f, "tierd_probe_lost_bytes_total", "counter",
+	       "Bytes of the requests in tierd_probe_lost_requests_total.");
+	for (size_t i = 0; i < s->ndev; i++)
+		fprintf(f, "tierd_probe_lost_bytes_total{device=\"%s\"} %llu\n", dn->name[i],
+			(unsigned long long)s->dev[i].lost_bytes);
+	family(f, "tierd_probe_unmatched_completions_total", "counter",
+	       "Block requests completed with no issue seen by eBPF (in flight when the probes "
+	       "attached, or the kernel did not run the issue program): counted, without a "
+	       "latency.");
+	for (size_t i = 0; i < s->ndev; i++)
+		fprintf(f, "tierd_probe_unmatched_completions_total{device=\"%s\"} %llu\n",
+			dn->name[i], (unsigned long long)s->dev[i].unmatched);
 	family(f, "tierd_device_requests_total", "counter",
 	       "Block requests completed, measured by eBPF at the block layer.");
 	for (size_t i = 0; i < s->ndev; i++) {
