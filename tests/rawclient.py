@@ -179,6 +179,25 @@ def main():
                     del left[c]
         print("sent STATS without reading; %d connections not done" % len(left))
         return True
+    if case == "prefetch-twice":
+        # PREFETCH a full budget (MODEL LAYER E1..E4), then another: it is
+        # accepted once the first ones have completed (the budget is given
+        # back), retried a bounded number of times meanwhile.
+        model, layer = int(args[0]), int(args[1])
+        xs = [int(x) for x in args[2:]]
+        c = Conn(path)
+        c.keys(PREFETCH, [(model, layer, x) for x in xs[:4]])
+        print("first batch:", show(c.recv()))
+        import time
+        for _ in range(200):
+            c.keys(PREFETCH, [(model, layer, x) for x in xs[4:8]])
+            m = c.recv()
+            if m[0] == OK:
+                print("second batch:", show(m), struct.unpack_from("<Q", m[2])[0], "started")
+                return struct.unpack_from("<Q", m[2])[0] == 4
+            time.sleep(0.05)
+        print("second batch still refused:", show(m))
+        return False
     if case == "acquire-until-full":
         # Acquires MODEL LAYER 0..E-1 one by one and holds them; prints the
         # first refusal.  Exits 0 if it was ENOSPC.

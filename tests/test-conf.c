@@ -195,7 +195,8 @@ static void test_limits(void **state)
 	/* 0 would serve no one. */
 	static const char *const bad[] = {
 		"daemon.max_clients=0", "[daemon] max_clients",
-		"daemon.max_queued_bytes=0", "[daemon] max_queued_bytes: must be more than 0",
+		"daemon.max_queued_bytes=0", "[daemon] max_queued_bytes: must be at least 4M",
+		"daemon.max_queued_bytes=1M", "[daemon] max_queued_bytes: must be at least 4M",
 		"client.max_connections_per_uid=0", "[client] max_connections_per_uid",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i += 2) {

@@ -686,8 +686,10 @@ int conf_validate(const struct tierd_conf *c, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: [daemon] max_clients: must be at least 1", name);
 		return -EINVAL;
 	}
-	if (!c->max_queued_bytes) {
-		snprintf(err, errlen, "%s: [daemon] max_queued_bytes: must be more than 0", name);
+	/* Below one client's own bound (4 MiB, a whole METRICS answer), a
+	 * single slow reader would trip the bound meant for many. */
+	if (c->max_queued_bytes < (4u << 20)) {
+		snprintf(err, errlen, "%s: [daemon] max_queued_bytes: must be at least 4M (what one client may leave unread)", name);
 		return -EINVAL;
 	}
 	if (!c->max_connections_per_uid) {

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,11 +363,11 @@ static bool same_model(const struct cache_entry *ce, void *arg)
 /*
  * A slot for the model: evicts the model's own least valuable expert when it
  * is over quota or the pool is full, then anyone's when the pool is full.
- * A prefetch may evict at most max_evict_prefetch experts: a guess must not
- * empty the pool of what clients are using (a demand acquire evicts what it
- * needs).
+ * At most max_evict experts: a client's prefetch (engine_prefetch_started)
+ * may evict max_evict_prefetch, so that a guess cannot empty the pool of what
+ * clients are using; an acquire (warm included) evicts what it needs.
  */
-static int slot_get(struct engine *e, uint32_t model, enum engine_prio prio, uint64_t *off)
+static int slot_get(struct engine *e, uint32_t model, unsigned max_evict, uint64_t *off)
 {
 	const struct engine_model *m = &e->models[model];
 	unsigned evicted = 0;
@@ -377,7 +378,7 @@ static int slot_get(struct engine *e, uint32_t model, enum engine_prio prio, uin
 
 		if (r != -ENOSPC && r != -EDQUOT)
 			return r;
-		if (prio == ENGINE_PREFETCH && evicted >= e->max_evict_prefetch)
+		if (evicted >= max_evict)
 			return r;
 		if (cache_victim(e->cache, same_model, &model, &v) < 0 &&
 		    (r == -EDQUOT || cache_victim(e->cache, NULL, NULL, &v) < 0))
@@ -454,7 +455,7 @@ static int waiter_add(struct engine_inflight *fl, engine_done_fn fn, void *arg)
 
 /* Starts fetching an expert that is not in the cache. */
 static int start_fetch(struct engine *e, const struct engine_key *key, int xi, enum engine_prio prio,
-		       uint32_t owner, struct cache_entry **out)
+		       unsigned max_evict, uint32_t owner, struct cache_entry **out)
 {
 	const struct engine_model *m = &e->models[key->model];
 	const struct catalog_expert *x = &m->cat->experts[xi];
@@ -465,7 +466,7 @@ static int start_fetch(struct engine *e, const struct engine_key *key, int xi, e
 	uint64_t off;
 	int r;
 
-	r = slot_get(e, key->model, prio, &off);
+	r = slot_get(e, key->model, max_evict, &off);
 	if (r < 0)
 		return r;
 	fl = calloc(1, sizeof(*fl));
@@ -548,7 +549,7 @@ int engine_acquire_for(struct engine *e, const struct engine_key *key, enum engi
 	/* A miss is an acquire that waits for a fetch: one refused up front
 	 * (st.refused) is not. */
 	if (!ce) {
-		r = start_fetch(e, key, xi, prio, owner, &ce);
+		r = start_fetch(e, key, xi, prio, UINT_MAX, owner, &ce);
 		if (r < 0) {
 			e->st.refused++;
 			return r;
@@ -596,7 +597,7 @@ int engine_prefetch_started(struct engine *e, const struct engine_key *key, uint
 		cache_touch(e->cache, ce);
 		return 0;
 	}
-	r = start_fetch(e, key, xi, ENGINE_PREFETCH, owner, &ce);
+	r = start_fetch(e, key, xi, ENGINE_PREFETCH, e->max_evict_prefetch, owner, &ce);
 	*started = r == 0;
 	return r;
 }

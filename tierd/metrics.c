@@ -447,19 +447,6 @@ static void render_engine(FILE *f, const struct engine_stats *st)
 	fprintf(f, "tierd_pool_pins %llu\n", (unsigned long long)st->pins);
 }
 
-/* A client's name for a label value: quotes, backslashes and newlines escaped. */
-static void label_escaped(FILE *f, const char *s)
-{
-	for (; s && *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fputc('\\', f);
-		if (*s == '\n')
-			fputs("\\n", f);
-		else
-			fputc(*s, f);
-	}
-}
-
 static void render_service(FILE *f, const struct metrics_service *sv)
 {
 	family(f, "tierd_requests_refused_total", "counter",
@@ -480,10 +467,11 @@ static void render_service(FILE *f, const struct metrics_service *sv)
 	for (size_t i = 0; i < sv->nclients; i++) {
 		const struct metrics_client *c = &sv->clients[i];
 
-		fprintf(f, "tierd_client_pins{client=\"%u\",pid=\"%d\",uid=\"%u\",name=\"", c->id,
-			(int)c->pid, c->uid);
-		label_escaped(f, c->name);
-		fprintf(f, "\"} %llu\n", (unsigned long long)c->pins);
+		/* By id and uid, like the per-client energy: pids and names
+		 * are in the daemon's log ("client N: pid P uid U ..."), not
+		 * for every reader of the metrics. */
+		fprintf(f, "tierd_client_pins{client=\"%u\",uid=\"%u\"} %llu\n", c->id, c->uid,
+			(unsigned long long)c->pins);
 	}
 }
 

@@ -40,14 +40,16 @@
 #define SERVER_REFUSE_LOG_S	10		/* at most one refusal logged per this */
 #define SERVER_MAX_REFUSED_CONNS 64		/* refused connections waiting for their HELLO */
 #define SERVER_ACCEPT_RETRY_MS	200		/* accept paused at the fd limit: retry after */
+#define SERVER_MAX_UIDS		4096		/* distinct uids connected at once */
 
 /* Reasons refusals are counted by (metrics label: the errno's name). */
 static const int refuse_errs[] = {
-	EACCES, EPERM, EDQUOT, ENOSPC, ENOENT, E2BIG, ERANGE, EBUSY, EIO, ENOMEM, ESTALE, 0,
+	EACCES, EPERM, EDQUOT, ENOSPC, ENOENT, E2BIG, ERANGE, EBUSY, EIO, ENOMEM, ESTALE, EUSERS,
+	EPROTONOSUPPORT, 0,
 };
 static const char *const refuse_names[] = {
 	"EACCES", "EPERM", "EDQUOT", "ENOSPC", "ENOENT", "E2BIG", "ERANGE", "EBUSY", "EIO", "ENOMEM",
-	"ESTALE", "other",
+	"ESTALE", "EUSERS", "EPROTONOSUPPORT", "other",
 };
 #define SERVER_NREASONS (sizeof(refuse_errs) / sizeof(refuse_errs[0]))
 _Static_assert(sizeof(refuse_names) / sizeof(refuse_names[0]) == SERVER_NREASONS, "one name per errno");
@@ -72,6 +74,15 @@ struct pinset {
 };
 
 struct client;
+
+/* What the connections of one uid hold together: bounds that a uid cannot
+ * escape by opening more connections. */
+struct uidacct {
+	uid_t uid;
+	unsigned conns;
+	uint64_t held;			/* pins + experts in pending acquires */
+	uint64_t queued;		/* bytes of unread answers */
+};
 
 enum req_kind {
 	REQ_ACQUIRE,		/* pins go to the client */
@@ -143,6 +154,7 @@ struct client {
 	size_t out_bytes;
 	bool want_out;
 	bool dead;			/* dropped, waiting for server_reap() */
+	struct uidacct *acct;		/* NULL only while it is set up at accept */
 	struct client *prev, *next;
 };
 
@@ -171,6 +183,8 @@ struct server {
 	uint64_t accept_failures;	/* since accepting last worked */
 	struct timespec accept_logged;
 	uint64_t max_pins;		/* [client] max_pins, or what "auto" gives */
+	struct uidacct *accts;		/* by uid; entries of uids without connections reused */
+	size_t naccts;
 	/* Refusals: counted by reason; logged one line per REFUSE_LOG_S, with
 	 * how many were not logged. */
 	uint64_t refused_by[SERVER_NREASONS];
@@ -267,6 +281,35 @@ static void pinset_release_all(struct pinset *ps, struct engine *e)
 			engine_release(e, &ps->v[i].key);
 	free(ps->v);
 	memset(ps, 0, sizeof(*ps));
+}
+
+/* ---- per-uid accounting ---- */
+
+static struct uidacct *server_acct(struct server *s, uid_t uid)
+{
+	struct uidacct *free_slot = NULL, *v;
+
+	for (size_t i = 0; i < s->naccts; i++) {
+		if (s->accts[i].uid == uid && s->accts[i].conns)
+			return &s->accts[i];
+		if (!s->accts[i].conns && !free_slot)
+			free_slot = &s->accts[i];
+	}
+	if (free_slot) {
+		*free_slot = (struct uidacct){ .uid = uid };
+		return free_slot;
+	}
+	/* Clients point into the array: it grows in place or not at all. */
+	if (s->naccts == SERVER_MAX_UIDS)
+		return NULL;
+	if (!s->accts) {
+		v = calloc(SERVER_MAX_UIDS, sizeof(*v));
+		if (!v)
+			return NULL;
+		s->accts = v;
+	}
+	s->accts[s->naccts] = (struct uidacct){ .uid = uid };
+	return &s->accts[s->naccts++];
 }
 
 /* ---- operator pins on disk ---- */
@@ -598,14 +641,19 @@ static ssize_t send_packet(int fd, const void *buf, size_t len, const int *fds, 
 	return sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
-/* The client with the most unread answers: the one dropped when every
- * client's queues together reach [daemon] max_queued_bytes. */
+/* The client dropped when every client's queues together reach [daemon]
+ * max_queued_bytes: the one with the most unread answers of the uid with the
+ * most, so that a uid's many connections cannot get another uid's dropped. */
 static struct client *server_biggest_queue(struct server *s)
 {
+	struct uidacct *top = NULL;
 	struct client *big = NULL;
 
+	for (size_t i = 0; i < s->naccts; i++)
+		if (s->accts[i].conns && (!top || s->accts[i].queued > top->queued))
+			top = &s->accts[i];
 	for (struct client *c = s->clients; c; c = c->next)
-		if (!big || c->out_bytes > big->out_bytes)
+		if (c->acct == top && (!big || c->out_bytes > big->out_bytes))
 			big = c;
 	return big;
 }
@@ -674,6 +722,7 @@ static int client_send(struct client *c, const void *buf, long len, const int *f
 		c->out_head = m;
 	c->out_tail = m;
 	c->out_bytes += (size_t)len;
+	c->acct->queued += (size_t)len;
 	s->queued_bytes += (size_t)len;
 	if (client_update_events(c)) {
 		client_drop(c, "cannot watch the socket");
@@ -698,6 +747,7 @@ static void client_flush(struct client *c)
 		if (!c->out_head)
 			c->out_tail = NULL;
 		c->out_bytes -= m->len;
+		c->acct->queued -= m->len;
 		c->srv->queued_bytes -= m->len;
 		free(m);
 	}
@@ -957,7 +1007,8 @@ static void server_account_hbm(struct server *s, const struct client *c, const s
  * pins and the clients with the most pins (per-client counts are in the
  * tierd_client_pins metric and `tierctl status`).
  */
-static void server_pin_holders(const struct server *s, char *buf, size_t len)
+static void server_pin_holders(const struct server *s, const struct client *asker, char *buf,
+			       size_t len)
 {
 	const struct client *top[3] = { NULL, NULL, NULL };
 	size_t off;
@@ -979,8 +1030,14 @@ static void server_pin_holders(const struct server *s, char *buf, size_t len)
 		     (unsigned long long)s->opins.total);
 	off = n > 0 && (size_t)n < len ? (size_t)n : len;
 	for (int i = 0; i < 3 && top[i] && off < len; i++) {
-		n = snprintf(buf + off, len - off, "; pid %d uid %u \"%.32s\" holds %llu", (int)top[i]->pid,
-			     (unsigned)top[i]->uid, top[i]->name, (unsigned long long)top[i]->pins.total);
+		/* Other users' processes are named to operators only. */
+		if (asker->operator || asker->uid == top[i]->uid)
+			n = snprintf(buf + off, len - off, "; pid %d uid %u \"%.32s\" holds %llu",
+				     (int)top[i]->pid, (unsigned)top[i]->uid, top[i]->name,
+				     (unsigned long long)top[i]->pins.total);
+		else
+			n = snprintf(buf + off, len - off, "; client %u uid %u holds %llu", top[i]->id,
+				     (unsigned)top[i]->uid, (unsigned long long)top[i]->pins.total);
 		off = n > 0 && (size_t)n < len - off ? off + (size_t)n : len;
 	}
 	if (off < len)
@@ -1000,7 +1057,10 @@ static void req_finish(struct acq_req *r)
 		return;
 	}
 	req_unlink(&c->reqs, r);
-	c->inflight -= r->kind == REQ_ACQUIRE ? r->n : 0;
+	if (r->kind == REQ_ACQUIRE) {
+		c->inflight -= r->n;
+		c->acct->held -= r->n;
+	}
 	for (uint32_t i = 0; i < r->n && !bad; i++)
 		if (r->ents[i].err)
 			bad = &r->ents[i];
@@ -1009,7 +1069,7 @@ static void req_finish(struct acq_req *r)
 		 * guessing which pins it holds. */
 		req_release_done(r);
 		if (bad->err == -ENOSPC)
-			server_pin_holders(s, why, sizeof(why));
+			server_pin_holders(s, c, why, sizeof(why));
 		else
 			snprintf(why, sizeof(why), "%s", strerror(-bad->err));
 		client_error(c, r->id, bad->err, "model %s layer %u expert %u: %s",
@@ -1065,6 +1125,7 @@ static void req_finish(struct acq_req *r)
 				     r->n, TIERD_PROTO_MAX_MSG);
 		} else {
 			server_account_hbm(s, c, r);
+			c->acct->held += r->n;
 			/* Dropped on a failed send: its pins go with it. */
 			client_send(c, s->tx, len, NULL, 0);
 		}
@@ -1103,12 +1164,21 @@ static void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
 				     c->inflight + n, s->conf->max_inflight);
 			return;
 		}
-		if (c->pins.total + c->inflight + n > s->max_pins) {
+		/* An explicit max_pins bounds each connection; "auto" bounds
+		 * all the connections of a uid together, so that no uid pins
+		 * more than half of the pool by opening more of them. */
+		if (s->conf->max_pins && c->pins.total + c->inflight + n > s->max_pins) {
 			client_error(c, h->request_id, -EDQUOT,
-				     "would hold %llu pins, [client] max_pins is %llu%s",
+				     "would hold %llu pins, [client] max_pins is %llu",
 				     (unsigned long long)(c->pins.total + c->inflight + n),
-				     (unsigned long long)s->max_pins,
-				     s->conf->max_pins ? "" : " (auto: half the pool's slots)");
+				     (unsigned long long)s->max_pins);
+			return;
+		}
+		if (!s->conf->max_pins && c->acct->held + n > s->max_pins) {
+			client_error(c, h->request_id, -EDQUOT,
+				     "uid %u would hold %llu pins over its connections, [client] max_pins is "
+				     "%llu (auto: half the pool's slots per uid)", (unsigned)c->uid,
+				     (unsigned long long)(c->acct->held + n), (unsigned long long)s->max_pins);
 			return;
 		}
 	}
@@ -1127,6 +1197,7 @@ static void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
 	c->reqs = r;
 	if (kind == REQ_ACQUIRE) {
 		c->inflight += n;
+		c->acct->held += n;
 		s->counters[TIERD_STAT_ACQUIRES] += n;
 	}
 	for (uint32_t i = 0; i < n; i++) {
@@ -1198,6 +1269,8 @@ static void client_release(struct client *c, const struct tierd_msg_hdr *h,
 			pinset_drop(ps, &k);
 		engine_release(s->engine, &k);
 	}
+	if (ps == &c->pins)
+		c->acct->held -= n;
 	s->counters[TIERD_STAT_RELEASES] += n;
 	client_ok(c, h->request_id, h->flags, n);
 }
@@ -1227,15 +1300,14 @@ static void client_prefetch(struct client *c, const struct tierd_msg_hdr *h,
 		bool started;
 		int r = engine_prefetch_started(s->engine, &k, c->id, &started);
 
-		if (r == -ENOSPC || r == -EDQUOT) {
+		/* Skipped, not an error: the others of the batch may have
+		 * started, and an ERROR must not follow work carried out. */
+		if (r) {
+			if (r != -ENOSPC && r != -EDQUOT)
+				log_warn("prefetch of model %s layer %u expert %u: %s: skipped",
+					 engine_model_name(s->engine, k.model), k.layer, k.expert, strerror(-r));
 			skipped++;
 			continue;
-		}
-		if (r) {
-			client_error(c, h->request_id, r, "prefetch of model %s layer %u expert %u: %s "
-				     "(%u of %u started)", engine_model_name(s->engine, k.model), k.layer,
-				     k.expert, strerror(-r), i, n);
-			return;
 		}
 		if (started && pinset_add(&c->prefetching, &k)) {
 			/* Not counted against the budget: the fetch runs anyway. */
@@ -1553,6 +1625,7 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 			 h.major, h.minor, TIERD_PROTO_MAJOR, TIERD_PROTO_MINOR);
 		log_warn("client pid %d uid %u: %s", (int)c->pid, (unsigned)c->uid, reason);
 		s->counters[TIERD_STAT_REFUSED]++;
+		s->refused_by[refuse_reason(-EPROTONOSUPPORT)]++;
 		send_packet(c->fd, s->tx, (size_t)tierd_proto_encode_error(s->tx, sizeof(s->tx),
 									h.request_id, -EPROTONOSUPPORT, reason),
 			    NULL, 0);
@@ -1802,6 +1875,7 @@ static void client_drop(struct client *c, const char *why)
 		log_info("client pid %d uid %u disconnected", (int)c->pid, (unsigned)c->uid);
 	if (pins)
 		log_info("released %llu pins of pid %d", (unsigned long long)pins, (int)c->pid);
+	c->acct->held -= pins;
 	pinset_release_all(&c->pins, s->engine);
 	/* Its energy is kept, folded into "departed"; its id is never reused. */
 	if (s->tel)
@@ -1830,9 +1904,12 @@ static void client_drop(struct client *c, const char *why)
 
 		c->out_head = m->next;
 		s->queued_bytes -= m->len;
+		c->acct->queued -= m->len;
 		free(m);
 	}
 	c->out_bytes = 0;
+	c->acct->held -= c->pins.total + c->inflight;
+	c->acct->conns--;
 	pinset_free(&c->prefetching);
 	if (c->refuse[0])
 		s->nrefused_conns--;
@@ -1852,15 +1929,6 @@ static void client_drop(struct client *c, const char *why)
 	s->dead = c;
 }
 
-static unsigned server_uid_connections(const struct server *s, uid_t uid)
-{
-	unsigned n = 0;
-
-	for (const struct client *c = s->clients; c; c = c->next)
-		n += c->uid == uid && !c->refuse[0];
-	return n;
-}
-
 /*
  * At the fd limit accept fails while the connection stays in the backlog,
  * and level-triggered epoll would wake again at once: stop watching the
@@ -1871,13 +1939,17 @@ static void server_accept_pause(struct server *s, int err)
 {
 	struct timespec now;
 
-	s->accept_failures++;
-	s->connections_refused++;
+	/* One refused connection per episode, not per retry. */
+	if (!s->accept_failures++)
+		s->connections_refused++;
 	if (s->accept_paused)
 		return;
-	s->accept_paused = true;
-	loop_modify_fd(s->listen_src, 0);
-	loop_timer_set(s->accept_timer, SERVER_ACCEPT_RETRY_MS, SERVER_ACCEPT_RETRY_MS);
+	/* Without a timer to wake it, a paused listener would wait for a
+	 * client to leave, perhaps for ever: keep polling then. */
+	if (loop_timer_set(s->accept_timer, SERVER_ACCEPT_RETRY_MS, SERVER_ACCEPT_RETRY_MS))
+		log_err("accept: cannot arm the retry timer: polling the listener at the fd limit");
+	else if (!loop_modify_fd(s->listen_src, 0))
+		s->accept_paused = true;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (s->accept_logged.tv_sec && now.tv_sec - s->accept_logged.tv_sec < 60)
 		return;
@@ -1892,9 +1964,11 @@ static void server_accept_resume(struct server *s)
 {
 	if (!s->accept_paused)
 		return;
+	/* Still paused if the listener cannot be watched: the timer retries. */
+	if (loop_modify_fd(s->listen_src, EPOLLIN))
+		return;
 	s->accept_paused = false;
 	loop_timer_stop(s->accept_timer);
-	loop_modify_fd(s->listen_src, EPOLLIN);
 }
 
 static void server_accept_retry(struct loop_source *src, void *arg)
@@ -1949,22 +2023,40 @@ static void server_accept(struct loop_source *src, int fd, uint32_t events, void
 		/* Supplementary groups count for allow_gid (Linux >= 4.13). */
 		if (!getsockopt(cfd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len))
 			c->ngroups = (int)(len / sizeof(gid_t));
+		c->acct = server_acct(s, c->uid);
+		if (!c->acct) {
+			log_warn("uid %u: %u uids connected already: refusing the connection",
+				 (unsigned)c->uid, SERVER_MAX_UIDS);
+			close(cfd);
+			free(c);
+			continue;
+		}
 		/* Over a connection limit: the client is told why in answer to
 		 * its HELLO (an ERROR sent before it would be lost when its
 		 * HELLO meets a closed socket).  Few such wait at once. */
 		if (s->nclients - s->nrefused_conns >= s->conf->max_clients)
 			snprintf(c->refuse, sizeof(c->refuse), "tierd serves %u clients, [daemon] max_clients",
 				 s->conf->max_clients);
-		else if (server_uid_connections(s, c->uid) >= s->conf->max_connections_per_uid)
+		else if (c->acct->conns >= s->conf->max_connections_per_uid)
 			snprintf(c->refuse, sizeof(c->refuse),
 				 "uid %u has %u connections, [client] max_connections_per_uid", (unsigned)c->uid,
-				 s->conf->max_connections_per_uid);
+				 c->acct->conns);
 		if (c->refuse[0]) {
 			s->connections_refused++;
+			s->refused_by[refuse_reason(-EUSERS)]++;
+			s->counters[TIERD_STAT_REFUSED]++;
+			/* Few wait for their HELLO at once: the one waiting
+			 * longest (the list's last) makes room, so that
+			 * connections that never say HELLO cannot hold every
+			 * place. */
 			if (s->nrefused_conns >= SERVER_MAX_REFUSED_CONNS) {
-				close(cfd);
-				free(c);
-				continue;
+				struct client *old = NULL;
+
+				for (struct client *o = s->clients; o; o = o->next)
+					if (o->refuse[0])
+						old = o;
+				if (old)
+					client_drop(old, "refused, and no HELLO came to be told why");
 			}
 			s->nrefused_conns++;
 		}
@@ -1974,6 +2066,7 @@ static void server_accept(struct loop_source *src, int fd, uint32_t events, void
 			free(c);
 			continue;
 		}
+		c->acct->conns++;
 		c->next = s->clients;
 		if (s->clients)
 			s->clients->prev = c;
@@ -2190,6 +2283,7 @@ void server_destroy(struct server *s)
 	pinset_release_all(&s->opins, s->engine);
 	free(s->pins_path);
 	free(s->msc);
+	free(s->accts);
 	loop_remove(s->accept_timer);
 	loop_remove(s->listen_src);
 	if (s->listen_fd >= 0)
@@ -2223,6 +2317,11 @@ void server_set_conf(struct server *s, const struct tierd_conf *conf)
 
 	s->conf = conf;
 	s->max_pins = server_max_pins(s, conf);
+	if (!was) {
+		/* Without the old rights nothing tells who lost some: drop
+		 * every client not allowed everything now (fail closed). */
+		log_err("reload: out of memory: clients not allowed every model are dropped");
+	}
 	for (c = s->clients; c; c = next) {
 		bool had_map = c->may_map;
 		int lost = -1;
