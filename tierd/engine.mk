@@ -29,7 +29,7 @@ tests_test_cache_CFLAGS = $(TEST_CFLAGS)
 tests_test_cache_LDADD = $(TEST_LIBS)
 TESTS += tests/test-cache
 
-libtierd_la_SOURCES += tierd/engine.c
+libtierd_la_SOURCES += tierd/engine.c tierd/ckwatch.c tierd/ckwatch.h
 check_PROGRAMS += tests/test-engine
 tests_test_engine_SOURCES = tests/test-engine.c
 tests_test_engine_CFLAGS = $(TEST_CFLAGS)

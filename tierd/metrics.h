@@ -10,6 +10,7 @@
 #ifndef TIERD_METRICS_H
 #define TIERD_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,14 @@ struct metrics_nvme {
 	const struct nvmedev_info *info;
 };
 
+/* A served model's checkpoint state (engine_model_status). */
+struct metrics_model {
+	char *name;
+	bool stale;
+	uint64_t changes;
+	uint64_t reloads;
+};
+
 /* Everything optional: NULL / 0 leaves those families out. */
 struct metrics_input {
 	const char *probes_mode;		/* "tp_btf", "raw_tp"; NULL: none */
@@ -42,6 +51,8 @@ struct metrics_input {
 	size_t nnvme;
 	const struct engine_stats *engine;
 	const struct metrics_hist *fetch_latency;
+	const struct metrics_model *models;
+	size_t nmodels;
 };
 
 /* Renders into a malloc'd NUL-terminated buffer. */

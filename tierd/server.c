@@ -795,10 +795,13 @@ static void req_finish(struct acq_req *r)
 	if (bad) {
 		/* All or nothing: a batch answered in part would leave the client
 		 * guessing which pins it holds. */
+		const char *why = bad->err == -ESTALE ?
+				  engine_model_stale_reason(s->engine, bad->key.model) : NULL;
+
 		req_release_done(r);
 		client_error(c, r->id, bad->err, "model %s layer %u expert %u: %s",
 			     engine_model_name(s->engine, bad->key.model), bad->key.layer,
-			     bad->key.expert, strerror(-bad->err));
+			     bad->key.expert, why ? why : strerror(-bad->err));
 		free(r);
 		return;
 	}
