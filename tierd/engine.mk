@@ -56,3 +56,8 @@ tests_test_engine_demo_CFLAGS = $(TEST_CFLAGS)
 tests_test_engine_demo_LDADD = $(TEST_LIBS)
 TESTS += tests/test-engine-demo tests/engine-cli.sh
 EXTRA_DIST += tests/engine-cli.sh
+
+# Integration: checkpoint files changed under the running daemon (uses
+# tests/svc-client from client/service.mk).
+TESTS += tests/checkpoint-change.sh
+EXTRA_DIST += tests/checkpoint-change.sh
