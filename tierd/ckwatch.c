@@ -101,22 +101,26 @@ static bool wd_used(const struct ckwatch *w, int wd)
 
 void ckwatch_remove_id(struct ckwatch *w, uint32_t id)
 {
-	size_t i = 0;
+	size_t j = 0;
 
-	while (i < w->n) {
-		struct ckwatch_entry gone = w->v[i];
+	for (size_t i = 0; i < w->n; i++) {
+		int wd = w->v[i].wd;
 
-		if (gone.id != id) {
-			i++;
+		if (w->v[i].id != id)
 			continue;
-		}
-		w->v[i] = w->v[--w->n];
-		/* A wd the kernel dropped already (-1) or that another id still
-		 * watches stays as it is. */
-		if (gone.wd >= 0 && !wd_used(w, gone.wd))
-			inotify_rm_watch(w->fd, gone.wd);
-		free(gone.path);
+		w->v[i].wd = -1;
+		/* A wd the kernel dropped already (-1) or that another watch
+		 * still uses stays as it is. */
+		if (wd >= 0 && !wd_used(w, wd))
+			inotify_rm_watch(w->fd, wd);
 	}
+	for (size_t i = 0; i < w->n; i++) {
+		if (w->v[i].id == id)
+			free(w->v[i].path);
+		else
+			w->v[j++] = w->v[i];
+	}
+	w->n = j;
 }
 
 static void dispatch(struct ckwatch *w, const struct inotify_event *ev)

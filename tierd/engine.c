@@ -205,8 +205,9 @@ static int id_of_path(const char *path, struct engine_file_id *id)
 	struct stat sb;
 
 	if (stat(path, &sb)) {
+		/* Visibly never 0 (the analyzer cannot know errno is set). */
 		if (errno != ENOENT)
-			return -errno;
+			return errno ? -errno : -EIO;
 		memset(id, 0, sizeof(*id));
 		return 0;
 	}
@@ -255,7 +256,7 @@ static int model_record(struct engine *e, struct engine_model *m)
 		struct stat sb;
 
 		if (fstat(fetch_file_fd(e->fetch, (unsigned)m->fmap[i]), &sb)) {
-			int r = -errno;
+			int r = errno ? -errno : -EIO;
 
 			free(real);
 			return r;
@@ -1372,9 +1373,19 @@ int engine_model_reload(struct engine *e, uint32_t model, const struct tierd_con
 		goto fail;
 	}
 	catalog_free(cat);
+	cat = NULL;
 	if (e->watch)
 		model_watch(e, model, false);
 	m->stale = false;
+	/* A write while the catalog was read is queued by now: hear it before
+	 * anything is served from what may mix two versions. */
+	engine_watch_process(e);
+	if (m->stale) {
+		snprintf(err, errlen, "model %s: its checkpoint changed again while it was read: reload "
+			 "again once it is complete", m->name);
+		r = -EAGAIN;
+		goto fail;
+	}
 	m->reloads++;
 	free(m->reason);
 	m->reason = NULL;
