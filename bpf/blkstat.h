@@ -47,6 +47,14 @@ struct blkstat_dev {
 	 * that inference works on the real mean of each slot. */
 	__u64 gap_hist[BLKSTAT_SLOTS];
 	__u64 gap_sum_ns[BLKSTAT_SLOTS];
+	/* Requests whose completion the programs did not see (the kernel did
+	 * not run them), found finished later; their bytes and requests are in
+	 * the counters above from then on, without a latency. */
+	__u64 lost_reqs;
+	__u64 lost_bytes;
+	/* Completions with no issue seen: in flight when the programs attached,
+	 * or their issue was not seen.  Counted, without a latency. */
+	__u64 unmatched;
 };
 
 #endif

@@ -2,7 +2,8 @@
 # The objects and skeletons are build products (BUILT_SOURCES, so they exist
 # before tierd/probes.c compiles); the sources, shared headers and the
 # checked-in x86_64 vmlinux.h go into the tarball.
-BPF_PROG_CFLAGS = -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) \
+# -mcpu=v3: blkstat claims an entry with a compare-and-swap (kernel 5.12).
+BPF_PROG_CFLAGS = -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(BPF_ARCH) \
 	-I$(top_builddir)/bpf -I$(top_srcdir)/bpf
 
 BPF_SKELS = bpf/blkstat.skel.h bpf/nvmetrace.skel.h

@@ -20,10 +20,18 @@ include_HEADERS += client/tierd-client.h
 client_libtierd_client_la_SOURCES = client/tierd-client.c client/tierd-client.h \
 	tierd/proto.c client/tierd-proto.h
 client_libtierd_client_la_CFLAGS = $(AM_CFLAGS) -pthread
-client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 0:0:0 \
+client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 1:0:1 \
 	-Wl,--version-script=$(top_srcdir)/client/libtierd-client.sym
 EXTRA_client_libtierd_client_la_DEPENDENCIES = client/libtierd-client.sym
 EXTRA_DIST += client/libtierd-client.sym
+
+# The library against a fake daemon it can kill, stop or make misbehave
+# (white-box: the test compiles client/tierd-client.c in).
+check_PROGRAMS += tests/test-client
+TESTS += tests/test-client
+tests_test_client_SOURCES = tests/test-client.c
+tests_test_client_CFLAGS = $(TEST_CFLAGS) -pthread
+tests_test_client_LDADD = $(TEST_LIBS) -lpthread
 
 # tierctl's service commands, over libtierd-client.
 client_tierctl_SOURCES += client/tierctl-service.c
@@ -36,6 +44,19 @@ tests_svc_client_CFLAGS = $(libtierd_la_CFLAGS) -pthread
 tests_svc_client_LDADD = client/libtierd-client.la libtierd.la -lpthread
 TESTS += tests/service.sh
 EXTRA_DIST += tests/service.sh
+
+# The service tried as an attacker: refusals, revocation, limits, fd limit.
+TESTS += tests/adversary.sh
+EXTRA_DIST += tests/adversary.sh tests/rawclient.py
+
+# Load: 64 client processes, a pool smaller than the working set, every byte
+# checked; the daemon's RSS and fds bounded, its counters added up.
+check_PROGRAMS += tests/load-client
+tests_load_client_SOURCES = tests/load-client.c
+tests_load_client_CFLAGS = $(libtierd_la_CFLAGS)
+tests_load_client_LDADD = client/libtierd-client.la libtierd.la
+TESTS += tests/load.sh
+EXTRA_DIST += tests/load.sh
 
 # Operator pins kept in state_dir across restarts.
 TESTS += tests/pins.sh

@@ -135,8 +135,9 @@ static int parse_keys(struct tierd_client *c, int argc, char **argv, struct tier
 	m = resolve_model(c, argv[0]);
 	if (m < 0)
 		return m;
-	tierd_client_model_info(c, (unsigned)m, &mi);
-	r = parse_list(argv[1], mi.nlayers, &layers, &nl);
+	r = tierd_client_model_info(c, (unsigned)m, &mi);
+	if (!r)
+		r = parse_list(argv[1], mi.nlayers, &layers, &nl);
 	if (!r)
 		r = parse_list(argv[2], mi.experts_per_layer, &experts, &ne);
 	if (!r) {
@@ -209,6 +210,45 @@ static int stats_begin(const struct tierctl_opts *o, int argc, char **argv, cons
 	return 0;
 }
 
+/*
+ * Who holds pins: the daemon's tierd_client_pins metric, one line per
+ * connected client (a full pool's ENOSPC names the biggest holders; this
+ * lists them all).  Without telemetry in the daemon, nothing is printed.
+ */
+static void print_client_pins(struct tierd_client *c)
+{
+	static const char fam[] = "tierd_client_pins{";
+	char *text = NULL, *line, *next;
+	size_t len;
+	bool head = false;
+
+	if (tierd_client_metrics(c, &text, &len) < 0)
+		return;
+	for (line = text; line && *line; line = next) {
+		char *labels, *end, *val;
+
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		if (strncmp(line, fam, sizeof(fam) - 1))
+			continue;
+		labels = line + sizeof(fam) - 1;
+		end = strrchr(labels, '}');
+		if (!end)
+			continue;
+		*end = '\0';
+		val = end + 1;
+		while (*val == ' ')
+			val++;
+		if (!head) {
+			printf("  pins by client:\n");
+			head = true;
+		}
+		printf("    %-8s %s\n", val, labels);
+	}
+	free(text);
+}
+
 int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 {
 	struct tierd_client *c;
@@ -240,6 +280,8 @@ int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 	       (unsigned long long)v[TIERD_STAT_PINS], (unsigned long long)v[TIERD_STAT_OPERATOR_PINS]);
 	printf("  acquires: %llu hits, %llu misses, %llu evictions\n", (unsigned long long)v[TIERD_STAT_HITS],
 	       (unsigned long long)v[TIERD_STAT_MISSES], (unsigned long long)v[TIERD_STAT_EVICTIONS]);
+	printf("  refused:  %llu requests\n", (unsigned long long)v[TIERD_STAT_REFUSED]);
+	print_client_pins(c);
 out:
 	tierd_client_close(c);
 	return 0;
@@ -341,9 +383,11 @@ static int keys_command(const struct tierctl_opts *o, int argc, char **argv,
 	return r;
 }
 
+static int pin_timeout_ms = 60000;
+
 static int do_pin(struct tierd_client *c, const struct tierd_key *k, size_t n)
 {
-	return tierd_client_pin(c, k, n, -1);
+	return tierd_client_pin(c, k, n, pin_timeout_ms);
 }
 
 int cmd_prefetch(const struct tierctl_opts *o, int argc, char **argv)
@@ -358,6 +402,7 @@ int cmd_evict(const struct tierctl_opts *o, int argc, char **argv)
 
 int cmd_pin(const struct tierctl_opts *o, int argc, char **argv)
 {
+	pin_timeout_ms = tierctl_timeout(o, 60000);
 	return keys_command(o, argc, argv, do_pin, "pinned");
 }
 
@@ -384,7 +429,7 @@ int cmd_acquire(const struct tierctl_opts *o, int argc, char **argv)
 	struct tierd_acquisition *a;
 	struct tierd_key *keys = NULL;
 	double hold = 0, t0;
-	int timeout = -1, opt, r;
+	int timeout = tierctl_timeout(o, 60000), opt, r;
 	size_t n = 0;
 
 	while ((opt = getopt_long(argc, argv, "H:t:", lo, NULL)) != -1) {
@@ -489,7 +534,7 @@ int cmd_warm(const struct tierctl_opts *o, int argc, char **argv)
 		}
 	}
 	tierd_client_model_info(c, (unsigned)m, &mi);
-	r = tierd_client_warm(c, (uint32_t)m, first, last, warm_progress, &p, -1);
+	r = tierd_client_warm(c, (uint32_t)m, first, last, warm_progress, &p, tierctl_timeout(o, -1));
 	if (p.tty)
 		fprintf(stderr, "\n");
 	if (r)
@@ -673,6 +718,11 @@ int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
 		return 1;
 	}
 	keys = calloc((size_t)k, sizeof(*keys));
+	if (!keys) {
+		fprintf(stderr, "tierctl: bench acquire: %s\n", strerror(ENOMEM));
+		tierd_client_close(c);
+		return 1;
+	}
 	for (int i = 0; i < k; i++)
 		keys[i] = (struct tierd_key){ (uint32_t)m, (uint32_t)i / mi.experts_per_layer % mi.nlayers,
 					      (uint32_t)i % mi.experts_per_layer };
@@ -682,7 +732,11 @@ int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
 		r = svc_fail(c, "bench acquire", r);
 		goto out;
 	}
-	tierd_client_release(c, a);
+	r = tierd_client_release(c, a);
+	if (r) {
+		r = svc_fail(c, "bench acquire: release", r);
+		goto out;
+	}
 	r = bench_run(o, 0, clients, ops, NULL, 0, cpu_client, cpu_daemon, &fl);
 	if (!r)
 		r = bench_run(o, 1, clients, ops, keys, (size_t)k, cpu_client, cpu_daemon, &ac);

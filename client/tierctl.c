@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +55,9 @@ static const struct tierctl_cmd commands[] = {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: tierctl [-s SOCKET] [-c CONFIG] [--json] COMMAND [ARGS...]\n\nCommands:\n");
+	fprintf(f, "Usage: tierctl [-s SOCKET] [-c CONFIG] [--json] [--timeout MS] COMMAND [ARGS...]\n\n"
+		"--timeout: how long a command waits for the daemon (default 60000 for acquire and pin,\n"
+		"no limit for warm, 10000 for the others).\n\nCommands:\n");
 	for (const struct tierctl_cmd *c = commands; c->name; c++)
 		fprintf(f, "  %-14s %s\n", c->name, c->help);
 }
@@ -65,18 +68,32 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
-	struct tierctl_opts o = { .socket_path = TIERD_DEFAULT_SOCKET };
+	struct tierctl_opts o = { .socket_path = TIERD_DEFAULT_SOCKET, .timeout_ms = -2 };
 	int opt;
 
 	log_init("tierctl", LOG_NOTICE);
 	log_set_prefix(0);
 	/* '+' stops at the subcommand, whose own options follow it. */
-	while ((opt = getopt_long(argc, argv, "+s:c:jhV", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+s:c:jt:hV", longopts, NULL)) != -1) {
+		char *end;
+		long v;
+
 		switch (opt) {
+		case 't':
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno || *end || end == optarg || v < -1 || v > INT_MAX) {
+				fprintf(stderr, "tierctl: --timeout \"%s\": expected milliseconds (-1: no limit)\n",
+					optarg);
+				return 2;
+			}
+			o.timeout_ms = (int)v;
+			break;
 		case 's': o.socket_path = optarg; break;
 		case 'c': o.config_path = optarg; break;
 		case 'j': o.json = 1; break;

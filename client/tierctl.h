@@ -7,7 +7,14 @@ struct tierctl_opts {
 	const char *socket_path;	/* -s SOCKET */
 	const char *config_path;	/* -c CONFIG, for commands that open the engine */
 	int json;			/* --json */
+	int timeout_ms;			/* --timeout MS; -2: the command's default */
 };
+
+/* The wait for the daemon: --timeout, or the command's default (-1: none). */
+static inline int tierctl_timeout(const struct tierctl_opts *o, int dflt_ms)
+{
+	return o->timeout_ms == -2 ? dflt_ms : o->timeout_ms;
+}
 
 /* Every subcommand: argv[0] is the subcommand's name; returns an exit status. */
 typedef int (*tierctl_cmd_fn)(const struct tierctl_opts *o, int argc, char **argv);

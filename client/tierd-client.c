@@ -27,7 +27,14 @@
 #include "tierd-proto.h"
 
 #define EXPORT __attribute__((visibility("default")))
+/* Overridable so that the white-box test (tests/test-client.c) need not wait. */
+#ifndef CONNECT_TIMEOUT_MS
 #define CONNECT_TIMEOUT_MS	5000
+#endif
+/* Calls without a timeout argument, and sends that find the socket full. */
+#ifndef REQUEST_TIMEOUT_MS
+#define REQUEST_TIMEOUT_MS	TIERD_CLIENT_DEFAULT_TIMEOUT_MS
+#endif
 
 _Static_assert(sizeof(struct tierd_key) == sizeof(struct tierd_proto_key), "key layout");
 
@@ -40,6 +47,8 @@ struct mapping {
 struct pending {
 	struct pending *next;
 	uint64_t id;
+	uint16_t answer;		/* the message type that answers it (or ERROR) */
+	bool warm;			/* PROGRESS may come before the answer */
 	bool done;
 	bool abandoned;			/* the waiter timed out: clean up on arrival */
 	int err;
@@ -58,13 +67,16 @@ struct pending {
 	struct tierd_acquisition *result;
 };
 
-/* Arrays of an acquisition that a reconnection replaced: the application
- * may still hold pointers into them, so they live until release. */
+/* Arrays of an acquisition that a reconnection replaced, and the old
+ * daemon's pool mappings its tensors point into: the application may still
+ * hold those pointers (a GPU copy in flight, a Python memoryview), so they
+ * live until release. */
 struct retired {
 	struct retired *next;
 	struct tierd_msg_acquired *raw;
 	struct tierd_expert *experts;
 	struct tierd_tensor *tensors;
+	struct mapping *maps[TIERD_PROTO_MAX_POOLS];
 };
 
 struct tierd_acquisition {
@@ -171,6 +183,8 @@ static void acq_free(struct tierd_acquisition *a)
 		free(r->raw);
 		free(r->experts);
 		free(r->tensors);
+		for (unsigned i = 0; i < TIERD_PROTO_MAX_POOLS; i++)
+			mapping_unref(r->maps[i]);
 		free(r);
 	}
 	for (size_t i = 0; i < a->n; i++)
@@ -290,17 +304,39 @@ static void conn_lost(struct tierd_client *c, const char *why)
 	pthread_cond_broadcast(&c->cond);
 }
 
-static int send_locked(struct tierd_client *c, long len)
+/*
+ * Sends c->tx, waiting at most timeout_ms (-1: no limit) for room in the
+ * socket.  The lock stays held while waiting: c->tx is this message until
+ * it is sent.  A daemon that stops reading (stopped, hung) fills the socket;
+ * then the connection is dropped, because what could not be sent may be a
+ * RELEASE and only a close makes the daemon give those pins back.
+ */
+static int send_locked(struct tierd_client *c, long len, int timeout_ms)
 {
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 	ssize_t n;
 
 	if (len < 0)
 		return (int)len;
 	if (c->fd < 0)
 		return -ENOTCONN;
-	do
-		n = send(c->fd, c->tx, (size_t)len, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
+	for (;;) {
+		struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
+		int64_t left = deadline < 0 ? -1 : deadline - now_ms();
+
+		n = send(c->fd, c->tx, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+			break;
+		if (errno == EINTR)
+			continue;
+		if (deadline >= 0 && left <= 0) {
+			conn_lost(c, "tierd did not read its socket");
+			set_error(c, "tierd did not read its socket within %d ms: connection dropped", timeout_ms);
+			return -ETIMEDOUT;
+		}
+		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+			break;
+	}
 	if (n != len) {
 		int err = n < 0 ? -errno : -EIO;
 
@@ -310,13 +346,14 @@ static int send_locked(struct tierd_client *c, long len)
 	return 0;
 }
 
-static struct pending *pending_new(struct tierd_client *c)
+static struct pending *pending_new(struct tierd_client *c, uint16_t answer)
 {
 	struct pending *p = calloc(1, sizeof(*p));
 
 	if (!p)
 		return NULL;
 	p->id = c->next_id++;
+	p->answer = answer;
 	p->next = c->pending;
 	c->pending = p;
 	return p;
@@ -337,45 +374,77 @@ static void release_keys_noreply(struct tierd_client *c, const struct tierd_key 
 {
 	send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), TIERD_MSG_RELEASE,
 					       TIERD_PROTO_F_NOREPLY, c->next_id++,
-					       (const struct tierd_proto_key *)keys, (uint32_t)n));
+					       (const struct tierd_proto_key *)keys, (uint32_t)n),
+		    REQUEST_TIMEOUT_MS);
+}
+
+/*
+ * The acquisition of an ACQUIRED answer m to the n keys asked (lock held).
+ * Takes keys (malloc'd) and m whatever happens: on failure both are freed
+ * and the pins the daemon granted are given back, so the caller holds
+ * nothing to clean up.
+ */
+static int acq_new(struct tierd_client *c, struct tierd_key *keys, size_t n, struct tierd_msg_acquired *m,
+		   struct tierd_acquisition **out)
+{
+	struct tierd_acquisition *a = calloc(1, sizeof(*a));
+	int r = -ENOMEM;
+
+	*out = NULL;
+	if (!a) {
+		set_error(c, "out of memory for an acquisition of %zu experts", n);
+		release_keys_noreply(c, keys, n);
+		free(keys);
+		free(m);
+		return -ENOMEM;
+	}
+	a->n = n;
+	a->keys = keys;
+	a->model_names = calloc(n, sizeof(char *));
+	if (a->model_names) {
+		r = 0;
+		for (size_t i = 0; !r && i < n; i++) {
+			if (keys[i].model >= c->nmodels)
+				continue;	/* refused by the daemon; lost at a reconnection */
+			a->model_names[i] = strdup(c->models[keys[i].model].name);
+			if (!a->model_names[i])
+				r = -ENOMEM;
+		}
+	}
+	if (r)
+		set_error(c, "out of memory for an acquisition of %zu experts", n);
+	else
+		r = acq_fill(c, a, m, keys, n);
+	if (r) {
+		release_keys_noreply(c, keys, n);
+		acq_free(a);
+		free(m);
+		return r;
+	}
+	a->next = c->acqs;
+	if (c->acqs)
+		c->acqs->prev = a;
+	c->acqs = a;
+	*out = a;
+	return 0;
 }
 
 /* Builds the acquisition of a completed async request (lock held). */
 static void pending_complete_async(struct tierd_client *c, struct pending *p)
 {
-	struct tierd_acquisition *a;
-
-	if (p->err || !p->acq)
+	if (p->err)
 		return;
-	a = calloc(1, sizeof(*a));
-	if (a) {
-		a->n = p->nkeys;
-		a->keys = p->keys;
-		a->model_names = calloc(a->n, sizeof(char *));
-	}
-	if (!a || !a->model_names) {
-		p->err = -ENOMEM;
-	} else {
-		p->keys = NULL;
-		for (size_t i = 0; i < a->n; i++)
-			a->model_names[i] = a->keys[i].model < c->nmodels ?
-				strdup(c->models[a->keys[i].model].name) : NULL;
-		p->err = acq_fill(c, a, p->acq, a->keys, a->n);
-	}
-	if (p->err) {
-		release_keys_noreply(c, a ? a->keys : p->keys, p->nkeys);
-		if (a)
-			acq_free(a);
-		free(p->acq);
-		p->acq = NULL;
+	if (!p->acq) {
+		/* dispatch() lets only ACQUIRED or ERROR through: a guard. */
+		p->err = -EBADMSG;
+		snprintf(p->reason, sizeof(p->reason), "no ACQUIRED in tierd's answer");
 		return;
 	}
+	p->err = acq_new(c, p->keys, p->nkeys, p->acq, &p->result);
+	p->keys = NULL;
 	p->acq = NULL;
-	a->next = c->acqs;
-	if (c->acqs)
-		c->acqs->prev = a;
-	c->acqs = a;
-	p->result = a;
+	if (p->err)
+		snprintf(p->reason, sizeof(p->reason), "%s", c->last_error);
 }
 
 /* One packet from the daemon (lock held). */
@@ -402,6 +471,16 @@ static void dispatch(struct tierd_client *c, const uint8_t *buf, size_t len)
 			if (!tierd_proto_decode_error(pl, h.length, &e, &why))
 				set_error(c, "%s", e.reason);
 		}
+		return;
+	}
+	/* Another answer than the request's would pass for success without
+	 * its data (an acquisition without experts, zero counters). */
+	if (h.type != TIERD_MSG_ERROR && h.type != p->answer && !(h.type == TIERD_MSG_PROGRESS && p->warm)) {
+		char what[96];
+
+		snprintf(what, sizeof(what), "tierd answered %s where %s was due", tierd_proto_type_name(h.type),
+			 tierd_proto_type_name(p->answer));
+		conn_lost(c, what);
 		return;
 	}
 	switch ((enum tierd_msg_type)h.type) {
@@ -711,21 +790,33 @@ static int recv_with_fds(int fd, void *buf, size_t cap, int *fds, int *nfds, int
 /* A synchronous request on the fresh connection (lock held, nobody else reads). */
 static int conn_request(struct tierd_client *c, long len, uint64_t id, struct tierd_msg_acquired **acq)
 {
-	int r = send_locked(c, len);
 	int64_t deadline = now_ms() + CONNECT_TIMEOUT_MS;
+	int r = send_locked(c, len, CONNECT_TIMEOUT_MS);
 
 	if (r)
 		return r;
 	for (;;) {
-		int fds[TIERD_PROTO_MAX_POOLS], nfds, n;
+		int fds[TIERD_PROTO_MAX_POOLS], nfds = 0, n = -ETIMEDOUT;
+		int64_t left = deadline - now_ms();
 		struct tierd_msg_hdr h;
 		const char *why;
 
-		n = recv_with_fds(c->fd, c->rx, sizeof(c->rx), fds, &nfds, (int)(deadline - now_ms()));
+		/* Other packets can keep coming past the deadline: a negative
+		 * timeout would make poll() wait forever, with the lock held. */
+		if (left > 0)
+			n = recv_with_fds(c->fd, c->rx, sizeof(c->rx), fds, &nfds, (int)left);
 		for (int i = 0; i < nfds; i++)
 			close(fds[i]);
-		if (n < 0)
+		if (n < 0) {
+			/* The answer may still come, and pins with it: only a
+			 * close keeps the daemon from holding them for nobody. */
+			conn_lost(c, strerror(-n));
+			if (n == -ETIMEDOUT)
+				set_error(c, "no answer from tierd to a re-acquire within %d ms", CONNECT_TIMEOUT_MS);
+			else
+				set_error(c, "re-acquire after a reconnection: %s", strerror(-n));
 			return n;
+		}
 		if (tierd_proto_decode_hdr(c->rx, (size_t)n, &h, &why) || h.request_id != id)
 			continue;
 		if (h.type == TIERD_MSG_ERROR) {
@@ -734,16 +825,27 @@ static int conn_request(struct tierd_client *c, long len, uint64_t id, struct ti
 			if (tierd_proto_decode_error(c->rx + sizeof(h), h.length, &e, &why))
 				return -EBADMSG;
 			set_error(c, "%s", e.reason);
-			return e.err;
+			/* The decoder allows only negative codes; an ERROR must
+			 * never read as success to the caller. */
+			return e.err < 0 ? e.err : -EBADMSG;
 		}
-		if (h.type != TIERD_MSG_ACQUIRED)
-			return -EBADMSG;
-		return tierd_proto_decode_acquired(c->rx + sizeof(h), h.length, acq, &why);
+		if (h.type == TIERD_MSG_ACQUIRED)
+			r = tierd_proto_decode_acquired(c->rx + sizeof(h), h.length, acq, &why);
+		else
+			r = -EBADMSG;
+		if (r) {
+			/* The daemon may have pinned what it answered. */
+			conn_lost(c, h.type == TIERD_MSG_ACQUIRED ? why : "unexpected answer to a re-acquire");
+			return r;
+		}
+		return 0;
 	}
 }
 
-/* Re-acquires what the old connection held; returns counts. */
-static void reestablish(struct tierd_client *c, unsigned *ok, unsigned *lost)
+/* Re-acquires what the old connection held; returns counts.  Fails if the
+ * new connection breaks too; the acquisitions not re-established then stay
+ * -ENOTCONN, for the next try. */
+static int reestablish(struct tierd_client *c, unsigned *ok, unsigned *lost)
 {
 	for (struct tierd_acquisition *a = c->acqs; a; a = a->next) {
 		struct tierd_key *keys;
@@ -772,6 +874,10 @@ static void reestablish(struct tierd_client *c, unsigned *ok, unsigned *lost)
 			r = conn_request(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), TIERD_MSG_ACQUIRE, 0, id,
 								    (const struct tierd_proto_key *)keys,
 								    (uint32_t)a->n), id, &m);
+			if (c->fd < 0) {
+				free(keys);
+				return r ? r : -ECONNRESET;
+			}
 		}
 		if (!r) {
 			struct retired *old = calloc(1, sizeof(*old));
@@ -790,9 +896,8 @@ static void reestablish(struct tierd_client *c, unsigned *ok, unsigned *lost)
 					old->raw = a->raw;
 					old->experts = a->experts;
 					old->tensors = a->tensors;
+					memcpy(old->maps, a->maps, sizeof(old->maps));
 					old->next = a->retired;
-					for (unsigned i = 0; i < TIERD_PROTO_MAX_POOLS; i++)
-						mapping_unref(a->maps[i]);
 					a->retired = old;
 					a->raw = tmp.raw;
 					a->experts = tmp.experts;
@@ -814,6 +919,7 @@ static void reestablish(struct tierd_client *c, unsigned *ok, unsigned *lost)
 		else
 			(*ok)++;
 	}
+	return 0;
 }
 
 static int conn_open(struct tierd_client *c)
@@ -841,7 +947,8 @@ static int conn_open(struct tierd_client *c)
 	}
 	c->fd = fd;
 	id = c->next_id++;
-	r = send_locked(c, tierd_proto_encode_hello(c->tx, sizeof(c->tx), id, (uint32_t)getpid(), c->name));
+	r = send_locked(c, tierd_proto_encode_hello(c->tx, sizeof(c->tx), id, (uint32_t)getpid(), c->name),
+			CONNECT_TIMEOUT_MS);
 	if (r)
 		return r;
 	n = recv_with_fds(fd, c->rx, sizeof(c->rx), fds, &nfds, CONNECT_TIMEOUT_MS);
@@ -983,7 +1090,9 @@ static int ensure_conn(struct tierd_client *c)
 		had |= a->status == -ENOTCONN;
 	if (!had)
 		return 0;
-	reestablish(c, &ok, &lost);
+	r = reestablish(c, &ok, &lost);
+	if (r)
+		return r;
 	if (c->reconnect_fn) {
 		tierd_reconnect_fn fn = c->reconnect_fn;
 		void *arg = c->reconnect_arg;
@@ -1152,25 +1261,27 @@ EXPORT const void *tierd_client_pool_base(struct tierd_client *c, unsigned pool,
 
 EXPORT int tierd_client_fd(struct tierd_client *c)
 {
-	int fd;
+	int fd, r;
 
 	pthread_mutex_lock(&c->lock);
-	ensure_conn(c);
+	r = ensure_conn(c);
 	fd = c->fd;
 	pthread_mutex_unlock(&c->lock);
+	if (r)
+		return r;
 	return fd >= 0 ? fd : -ENOTCONN;
 }
 
 /* A request's start (lock held): a connection and a pending entry, whose id
- * the caller encodes into its message. */
-static int request_open(struct tierd_client *c, struct pending **out)
+ * the caller encodes into its message; answer is the message type due. */
+static int request_open(struct tierd_client *c, uint16_t answer, struct pending **out)
 {
 	int r = ensure_conn(c);
 
 	*out = NULL;
 	if (r)
 		return r;
-	*out = pending_new(c);
+	*out = pending_new(c, answer);
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -1181,7 +1292,7 @@ static void request_close(struct tierd_client *c, struct pending *p)
 	if (!p || p->abandoned)
 		return;
 	pending_unlink(c, p);
-	free(p->acq);		/* an answer of the wrong kind can carry one */
+	free(p->acq);
 	free(p->keys);
 	free(p->mbuf);
 	free(p);
@@ -1197,10 +1308,11 @@ static int simple_request(struct tierd_client *c, uint16_t type, const struct ti
 	if (!n || n > TIERD_PROTO_MAX_BATCH)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
-	r = request_open(c, &p);
+	r = request_open(c, TIERD_MSG_OK, &p);
 	if (!r)
 		r = send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), type, 0, p->id,
-							   (const struct tierd_proto_key *)keys, (uint32_t)n));
+							   (const struct tierd_proto_key *)keys, (uint32_t)n),
+				timeout_ms);
 	if (!r)
 		r = wait_pending(c, p, timeout_ms, NULL, NULL);
 	if (!r && value)
@@ -1210,14 +1322,26 @@ static int simple_request(struct tierd_client *c, uint16_t type, const struct ti
 	return r;
 }
 
+EXPORT int tierd_client_prefetch_timeout(struct tierd_client *c, const struct tierd_key *keys, size_t n,
+					 int timeout_ms)
+{
+	return simple_request(c, TIERD_MSG_PREFETCH, keys, n, timeout_ms, NULL);
+}
+
 EXPORT int tierd_client_prefetch(struct tierd_client *c, const struct tierd_key *keys, size_t n)
 {
-	return simple_request(c, TIERD_MSG_PREFETCH, keys, n, -1, NULL);
+	return simple_request(c, TIERD_MSG_PREFETCH, keys, n, REQUEST_TIMEOUT_MS, NULL);
+}
+
+EXPORT int tierd_client_evict_timeout(struct tierd_client *c, const struct tierd_key *keys, size_t n,
+				      int timeout_ms)
+{
+	return simple_request(c, TIERD_MSG_EVICT, keys, n, timeout_ms, NULL);
 }
 
 EXPORT int tierd_client_evict(struct tierd_client *c, const struct tierd_key *keys, size_t n)
 {
-	return simple_request(c, TIERD_MSG_EVICT, keys, n, -1, NULL);
+	return simple_request(c, TIERD_MSG_EVICT, keys, n, REQUEST_TIMEOUT_MS, NULL);
 }
 
 EXPORT int tierd_client_pin(struct tierd_client *c, const struct tierd_key *keys, size_t n, int timeout_ms)
@@ -1225,20 +1349,27 @@ EXPORT int tierd_client_pin(struct tierd_client *c, const struct tierd_key *keys
 	return simple_request(c, TIERD_MSG_PIN, keys, n, timeout_ms, NULL);
 }
 
+EXPORT int tierd_client_unpin_timeout(struct tierd_client *c, const struct tierd_key *keys, size_t n,
+				      int timeout_ms)
+{
+	return simple_request(c, TIERD_MSG_UNPIN, keys, n, timeout_ms, NULL);
+}
+
 EXPORT int tierd_client_unpin(struct tierd_client *c, const struct tierd_key *keys, size_t n)
 {
-	return simple_request(c, TIERD_MSG_UNPIN, keys, n, -1, NULL);
+	return simple_request(c, TIERD_MSG_UNPIN, keys, n, REQUEST_TIMEOUT_MS, NULL);
 }
 
 /* Sends an ACQUIRE (lock held); p owns a copy of the keys. */
-static int acquire_send(struct tierd_client *c, const struct tierd_key *keys, size_t n, struct pending **out)
+static int acquire_send(struct tierd_client *c, const struct tierd_key *keys, size_t n, int timeout_ms,
+			struct pending **out)
 {
 	struct pending *p;
 	int r;
 
 	if (!n || n > TIERD_PROTO_MAX_BATCH)
 		return -EINVAL;
-	r = request_open(c, &p);
+	r = request_open(c, TIERD_MSG_ACQUIRED, &p);
 	if (!r) {
 		p->keys = malloc(n * sizeof(*keys));
 		if (!p->keys)
@@ -1248,7 +1379,8 @@ static int acquire_send(struct tierd_client *c, const struct tierd_key *keys, si
 		memcpy(p->keys, keys, n * sizeof(*keys));
 		p->nkeys = n;
 		r = send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), TIERD_MSG_ACQUIRE, 0, p->id,
-							   (const struct tierd_proto_key *)keys, (uint32_t)n));
+							   (const struct tierd_proto_key *)keys, (uint32_t)n),
+				timeout_ms);
 	}
 	if (r) {
 		request_close(c, p);
@@ -1266,42 +1398,20 @@ EXPORT int tierd_client_acquire(struct tierd_client *c, const struct tierd_key *
 	int r;
 
 	pthread_mutex_lock(&c->lock);
-	r = acquire_send(c, keys, n, &p);
+	r = acquire_send(c, keys, n, timeout_ms, &p);
 	if (r)
 		goto out;
 	r = wait_pending(c, p, timeout_ms, NULL, NULL);
 	if (r == -ETIMEDOUT)
 		goto out;	/* the reader releases the pins when they come */
-	pending_unlink(c, p);
+	if (!r && !p->acq)
+		r = -EBADMSG;	/* dispatch() lets only ACQUIRED or ERROR through: a guard */
 	if (!r) {
-		a = calloc(1, sizeof(*a));
-		if (a) {
-			a->n = n;
-			a->keys = p->keys;
-			p->keys = NULL;
-			a->model_names = calloc(n, sizeof(char *));
-		}
-		if (!a || !a->model_names)
-			r = -ENOMEM;
-		for (size_t i = 0; !r && i < n; i++)
-			a->model_names[i] = keys[i].model < c->nmodels ? strdup(c->models[keys[i].model].name) : NULL;
-		if (!r)
-			r = acq_fill(c, a, p->acq, a->keys, n);
-		if (r) {
-			release_keys_noreply(c, keys, n);
-			if (a)
-				acq_free(a);
-			free(p->acq);
-			a = NULL;
-		} else {
-			a->next = c->acqs;
-			if (c->acqs)
-				c->acqs->prev = a;
-			c->acqs = a;
-		}
+		r = acq_new(c, p->keys, n, p->acq, &a);
+		p->keys = NULL;
+		p->acq = NULL;
 	}
-	free(p->keys);
-	free(p);
+	request_close(c, p);
 	if (!r)
 		*out = a;
 out:
@@ -1318,7 +1428,7 @@ EXPORT int tierd_client_acquire_async(struct tierd_client *c, const struct tierd
 	if (!fn)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
-	r = acquire_send(c, keys, n, &p);
+	r = acquire_send(c, keys, n, REQUEST_TIMEOUT_MS, &p);
 	if (!r) {
 		p->fn = fn;
 		p->arg = arg;
@@ -1365,9 +1475,11 @@ EXPORT int tierd_client_release(struct tierd_client *c, struct tierd_acquisition
 	if (!a->status && c->fd >= 0)
 		r = send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), TIERD_MSG_RELEASE,
 							   TIERD_PROTO_F_NOREPLY, c->next_id++,
-							   (const struct tierd_proto_key *)a->keys, (uint32_t)a->n));
-	/* The connection broke: the daemon dropped the pins itself. */
-	if (r == -ECONNRESET || r == -ENOTCONN)
+							   (const struct tierd_proto_key *)a->keys, (uint32_t)a->n),
+				REQUEST_TIMEOUT_MS);
+	/* The connection broke, or send_locked() dropped it because the daemon
+	 * stopped reading: either way the daemon drops the pins itself. */
+	if (r == -ECONNRESET || r == -ENOTCONN || r == -ETIMEDOUT)
 		r = 0;
 	acq_free(a);
 	pthread_mutex_unlock(&c->lock);
@@ -1403,7 +1515,7 @@ static int send_noreply(struct tierd_client *c, long (*enc)(struct tierd_client 
 	pthread_mutex_lock(&c->lock);
 	r = ensure_conn(c);
 	if (!r)
-		r = send_locked(c, enc(c, c->next_id++, arg));
+		r = send_locked(c, enc(c, c->next_id++, arg), REQUEST_TIMEOUT_MS);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -1460,20 +1572,20 @@ EXPORT int tierd_client_report_tokens(struct tierd_client *c, uint32_t model, ui
 	return send_noreply(c, enc_tokens, &t);
 }
 
-EXPORT int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n)
+EXPORT int tierd_client_stats_timeout(struct tierd_client *c, uint64_t *values, size_t n, int timeout_ms)
 {
 	struct tierd_proto_buf b;
 	struct pending *p;
 	int r;
 
 	pthread_mutex_lock(&c->lock);
-	r = request_open(c, &p);
+	r = request_open(c, TIERD_MSG_STATS_REPLY, &p);
 	if (!r) {
 		tierd_proto_begin(&b, c->tx, sizeof(c->tx), TIERD_MSG_STATS, 0, p->id);
-		r = send_locked(c, tierd_proto_end(&b));
+		r = send_locked(c, tierd_proto_end(&b), timeout_ms);
 	}
 	if (!r)
-		r = wait_pending(c, p, 10000, NULL, NULL);
+		r = wait_pending(c, p, timeout_ms, NULL, NULL);
 	if (!r) {
 		size_t k = p->stats.count < TIERD_STAT_COUNT ? p->stats.count : TIERD_STAT_COUNT;
 
@@ -1487,7 +1599,12 @@ EXPORT int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n
 	return r;
 }
 
-EXPORT int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len)
+EXPORT int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n)
+{
+	return tierd_client_stats_timeout(c, values, n, REQUEST_TIMEOUT_MS);
+}
+
+EXPORT int tierd_client_metrics_timeout(struct tierd_client *c, char **text, size_t *len, int timeout_ms)
 {
 	struct pending *p;
 	int r;
@@ -1496,12 +1613,13 @@ EXPORT int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len
 	if (len)
 		*len = 0;
 	pthread_mutex_lock(&c->lock);
-	r = request_open(c, &p);
+	r = request_open(c, TIERD_MSG_METRICS_DATA, &p);
 	if (!r)
 		r = send_locked(c, tierd_proto_encode_metrics(c->tx, sizeof(c->tx), p->id,
-							      TIERD_METRICS_PROMETHEUS));
+							      TIERD_METRICS_PROMETHEUS),
+				timeout_ms);
 	if (!r)
-		r = wait_pending(c, p, 10000, NULL, NULL);
+		r = wait_pending(c, p, timeout_ms, NULL, NULL);
 	if (!r && !p->mbuf)
 		r = -EBADMSG;	/* answered OK: not a 1.1 daemon */
 	if (!r) {
@@ -1515,6 +1633,11 @@ EXPORT int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len
 	return r;
 }
 
+EXPORT int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len)
+{
+	return tierd_client_metrics_timeout(c, text, len, REQUEST_TIMEOUT_MS);
+}
+
 EXPORT const char *tierd_client_stat_name(unsigned i)
 {
 	return tierd_proto_stat_name(i);
@@ -1525,36 +1648,58 @@ EXPORT int tierd_client_warm(struct tierd_client *c, uint32_t model, uint32_t fi
 {
 	struct tierd_msg_warm w = { model, first_layer, last_layer };
 	struct pending *p;
+	uint64_t done = 0;
 	int r;
 
 	if (last_layer < first_layer)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
-	r = request_open(c, &p);
-	if (!r)
-		r = send_locked(c, tierd_proto_encode_warm(c->tx, sizeof(c->tx), p->id, &w));
+	r = request_open(c, TIERD_MSG_OK, &p);
+	if (!r) {
+		p->warm = true;
+		r = send_locked(c, tierd_proto_encode_warm(c->tx, sizeof(c->tx), p->id, &w), timeout_ms);
+	}
 	if (!r)
 		r = wait_pending(c, p, timeout_ms, progress, arg);
-	if (!r && progress)
-		progress(p->value, p->value, arg);
+	if (!r)
+		done = p->value;
 	request_close(c, p);
 	pthread_mutex_unlock(&c->lock);
+	/* Without the lock, like every other callback: it may call us. */
+	if (!r && progress)
+		progress(done, done, arg);
 	return r;
 }
 
+/* Indexed by enum tierd_dtype, which is the daemon's enum st_dtype on the wire. */
+static const struct {
+	const char *name;
+	size_t size;
+} dtypes[] = {
+	[TIERD_DTYPE_BOOL] = { "BOOL", 1 },
+	[TIERD_DTYPE_U8] = { "U8", 1 },
+	[TIERD_DTYPE_I8] = { "I8", 1 },
+	[TIERD_DTYPE_F8_E4M3] = { "F8_E4M3", 1 },
+	[TIERD_DTYPE_F8_E5M2] = { "F8_E5M2", 1 },
+	[TIERD_DTYPE_I16] = { "I16", 2 },
+	[TIERD_DTYPE_U16] = { "U16", 2 },
+	[TIERD_DTYPE_F16] = { "F16", 2 },
+	[TIERD_DTYPE_BF16] = { "BF16", 2 },
+	[TIERD_DTYPE_I32] = { "I32", 4 },
+	[TIERD_DTYPE_U32] = { "U32", 4 },
+	[TIERD_DTYPE_F32] = { "F32", 4 },
+	[TIERD_DTYPE_I64] = { "I64", 8 },
+	[TIERD_DTYPE_U64] = { "U64", 8 },
+	[TIERD_DTYPE_F64] = { "F64", 8 },
+	[TIERD_DTYPE_F8_E8M0] = { "F8_E8M0", 1 },
+};
+
 EXPORT const char *tierd_dtype_name(uint32_t dtype)
 {
-	static const char *const names[] = {
-		"BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2", "I16", "U16", "F16",
-		"BF16", "I32", "U32", "F32", "I64", "U64", "F64",
-	};
-
-	return dtype < sizeof(names) / sizeof(names[0]) ? names[dtype] : "unknown";
+	return dtype < sizeof(dtypes) / sizeof(dtypes[0]) && dtypes[dtype].name ? dtypes[dtype].name : "unknown";
 }
 
 EXPORT size_t tierd_dtype_size(uint32_t dtype)
 {
-	static const unsigned char sizes[] = { 1, 1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 8, 8, 8 };
-
-	return dtype < sizeof(sizes) ? sizes[dtype] : 0;
+	return dtype < sizeof(dtypes) / sizeof(dtypes[0]) ? dtypes[dtype].size : 0;
 }

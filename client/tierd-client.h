@@ -33,7 +33,21 @@
  * updates those acquisitions' tensor pointers, or marks them lost
  * (-ENOLINK).  Nothing is ever silently wrong: check
  * tierd_acquisition_status() or use the reconnect callback before touching
- * tensors again after an error.
+ * tensors again after an error.  Pointers taken before the restart (a
+ * tensor's data, an expert's tensor array) stay readable until the
+ * acquisition is released: the old daemon's pool stays mapped until every
+ * acquisition made through it is released, so a copy in flight does not
+ * fault.  Their bytes are the old pool's, no longer pinned by any daemon.
+ *
+ * Timeouts: calls that wait for the daemon take a timeout in milliseconds
+ * (-1: no limit) and fail with -ETIMEDOUT when it passes.  The calls
+ * without a timeout argument (prefetch, evict, unpin, stats, metrics) wait
+ * TIERD_CLIENT_DEFAULT_TIMEOUT_MS; their _timeout variants take one.  A send
+ * that finds the socket full (the daemon stopped reading) waits as long as
+ * the call's timeout, or TIERD_CLIENT_DEFAULT_TIMEOUT_MS for calls that get
+ * no answer (release, routing_hint, report_tokens, acquire_async), then
+ * drops the connection (-ETIMEDOUT; the next call reconnects).  Connecting
+ * and re-acquiring after a reconnection wait at most 5 s.
  */
 #ifndef TIERD_CLIENT_H
 #define TIERD_CLIENT_H
@@ -47,6 +61,8 @@ extern "C" {
 
 #define TIERD_CLIENT_DEFAULT_SOCKET	"/run/tierd/tierd.sock"
 #define TIERD_CLIENT_MAX_DIMS		8
+/* How long the calls without a timeout argument wait for the daemon. */
+#define TIERD_CLIENT_DEFAULT_TIMEOUT_MS	10000
 
 struct tierd_client;
 struct tierd_acquisition;
@@ -64,6 +80,7 @@ enum tierd_dtype {
 	TIERD_DTYPE_F8_E5M2, TIERD_DTYPE_I16, TIERD_DTYPE_U16, TIERD_DTYPE_F16,
 	TIERD_DTYPE_BF16, TIERD_DTYPE_I32, TIERD_DTYPE_U32, TIERD_DTYPE_F32,
 	TIERD_DTYPE_I64, TIERD_DTYPE_U64, TIERD_DTYPE_F64,
+	TIERD_DTYPE_F8_E8M0,		/* 8-bit power-of-two scales (MX block scales) */
 };
 
 struct tierd_tensor {
@@ -128,8 +145,11 @@ const void *tierd_client_pool_base(struct tierd_client *c, unsigned pool, uint64
 
 /* ---- experts ---- */
 
-/* Asks the daemon to load experts ahead of need; returns when queued. */
+/* Asks the daemon to load experts ahead of need; returns when queued.
+ * Waits TIERD_CLIENT_DEFAULT_TIMEOUT_MS, the _timeout variant timeout_ms. */
 int tierd_client_prefetch(struct tierd_client *c, const struct tierd_key *keys, size_t n);
+int tierd_client_prefetch_timeout(struct tierd_client *c, const struct tierd_key *keys, size_t n,
+				  int timeout_ms);
 
 /*
  * Blocking acquire: returns when every expert is resident and pinned, or
@@ -173,6 +193,7 @@ int tierd_client_routing_hint(struct tierd_client *c, uint32_t model, uint32_t l
 int tierd_client_report_tokens(struct tierd_client *c, uint32_t model, uint64_t tokens);
 /* Fills up to n counters in tierd_client_stat_name() order; returns how many. */
 int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n);
+int tierd_client_stats_timeout(struct tierd_client *c, uint64_t *values, size_t n, int timeout_ms);
 /* "bytes_read", ...; NULL past the last counter this library knows. */
 const char *tierd_client_stat_name(unsigned i);
 /*
@@ -184,16 +205,22 @@ const char *tierd_client_stat_name(unsigned i);
  * than protocol 1.1 closes the connection (-ECONNRESET).
  */
 int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len);
+int tierd_client_metrics_timeout(struct tierd_client *c, char **text, size_t *len, int timeout_ms);
 
 /* ---- operator commands (root or the daemon's user) ---- */
 
+/* evict and unpin wait TIERD_CLIENT_DEFAULT_TIMEOUT_MS, their _timeout
+ * variants timeout_ms. */
 int tierd_client_evict(struct tierd_client *c, const struct tierd_key *keys, size_t n);
+int tierd_client_evict_timeout(struct tierd_client *c, const struct tierd_key *keys, size_t n, int timeout_ms);
 /* Pins owned by the daemon, which outlive this connection. */
 int tierd_client_pin(struct tierd_client *c, const struct tierd_key *keys, size_t n, int timeout_ms);
 int tierd_client_unpin(struct tierd_client *c, const struct tierd_key *keys, size_t n);
+int tierd_client_unpin_timeout(struct tierd_client *c, const struct tierd_key *keys, size_t n, int timeout_ms);
 typedef void (*tierd_progress_fn)(uint64_t done, uint64_t total, void *arg);
 /* Loads layers first..last (UINT32_MAX: to the end) of a model into the pool;
- * progress (may be NULL) is called as experts arrive. */
+ * progress (may be NULL) is called as experts arrive, without the client
+ * lock held (it may call this library), last with done == total. */
 int tierd_client_warm(struct tierd_client *c, uint32_t model, uint32_t first_layer,
 		      uint32_t last_layer, tierd_progress_fn progress, void *arg, int timeout_ms);
 

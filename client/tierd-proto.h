@@ -186,6 +186,7 @@ enum tierd_stat {
 	TIERD_STAT_CLIENTS_DROPPED,
 	TIERD_STAT_REFUSED,
 	TIERD_STAT_RELOADS,
+	TIERD_STAT_ACQUIRES_NOSPACE,	/* 1.1: experts of acquires refused, no slot (not misses) */
 	TIERD_STAT_COUNT,
 };
 

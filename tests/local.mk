@@ -8,3 +8,7 @@ tests_test_conf_CFLAGS = $(TEST_CFLAGS)
 tests_test_conf_LDADD = $(TEST_LIBS)
 
 TESTS += tests/test-conf
+
+# tierd -t on bad configurations, the open file limit, a refused reload.
+TESTS += tests/conf-cli.sh
+EXTRA_DIST += tests/conf-cli.sh

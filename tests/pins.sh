@@ -53,7 +53,7 @@ stop_daemon() {
 # refused as pinned (one not resident is refused as absent).
 pinned() { tierctl evict demo "$1" "$2" 2>&1 | grep -q ": pinned"; }
 
-echo "1..10"
+echo "1..12"
 
 if ! "$TIERCTL" demo-store "$tmp/demo" --layers 4 --experts 16 --hidden 64 --ffn 128 >/dev/null; then
 	echo "Bail out! cannot write the demo checkpoint"
@@ -134,23 +134,51 @@ else
 	notok "bad header"
 fi
 
-# state_dir missing: a warning, the pins work in memory.
+# state_dir missing: said at start, and every pin change is refused with the
+# reason (a pin that would not survive a restart is not taken).
 stop_daemon
-if start_daemon -o "daemon.state_dir=$tmp/nonexistent" && tierctl pin demo 2 3 >/dev/null &&
-   [ "$(stat operator_pins)" = 1 ] && [ "$(grep -c "state_dir $tmp/nonexistent" "$log")" = 1 ]; then
-	ok "state_dir missing: warned once, pins kept in memory"
+if start_daemon -o "daemon.state_dir=$tmp/nonexistent" &&
+   ! tierctl pin demo 2 3 >"$tmp/out" 2>&1 && grep -q "cannot save operator pins to $tmp/nonexistent/pins" "$tmp/out" &&
+   [ "$(stat operator_pins)" = 0 ] && [ "$(grep -c "state_dir $tmp/nonexistent" "$log")" = 1 ]; then
+	ok "state_dir missing: warned at start, tierctl pin refused naming the file, nothing pinned"
 else
-	notok "missing state_dir"
+	notok "missing state_dir"; sed 's/^/# /' "$tmp/out"
 fi
 
 # state_dir unusable even for root: a regular file, not a directory.
 stop_daemon
 : >"$tmp/afile"
-if start_daemon -o "daemon.state_dir=$tmp/afile" && tierctl pin demo 2 3 >/dev/null &&
-   [ "$(stat operator_pins)" = 1 ] && [ "$(grep -c "state_dir $tmp/afile" "$log")" = 1 ]; then
-	ok "state_dir not a directory: warned once, pins kept in memory"
+if start_daemon -o "daemon.state_dir=$tmp/afile" && ! tierctl pin demo 2 3 >"$tmp/out" 2>&1 &&
+   grep -q "Not a directory: nothing pinned" "$tmp/out" && [ "$(stat operator_pins)" = 0 ]; then
+	ok "state_dir not a directory: tierctl pin refused, nothing pinned"
 else
-	notok "state_dir not a directory"
+	notok "state_dir not a directory"; sed 's/^/# /' "$tmp/out"
+fi
+
+# A full file system: every failed save is an error to the command, logged
+# and counted, until one succeeds; what is pinned is what the file says.
+# pins.tmp as a link to /dev/full makes the write fail with ENOSPC.
+stop_daemon
+rm -rf "$state"; mkdir -p "$state"
+start_daemon
+tierctl pin demo 1 1 >/dev/null
+ln -s /dev/full "$state/pins.tmp"
+r1=0; tierctl pin demo 1 2 >"$tmp/out" 2>&1 || r1=1
+ln -sf /dev/full "$state/pins.tmp"
+r2=0; tierctl unpin demo 1 1 >>"$tmp/out" 2>&1 || r2=1
+if [ $r1 = 1 ] && [ $r2 = 1 ] && [ "$(grep -c "No space left on device" "$tmp/out")" = 2 ] &&
+   [ "$(grep -c "cannot save operator pins" "$log")" -ge 2 ] && [ "$(stat operator_pins)" = 1 ] &&
+   tierctl metrics | grep -q '^tierd_operator_pins_save_errors_total 2$'; then
+	ok "full state_dir: pin and unpin refused with ENOSPC each time, logged, counted; pins unchanged"
+else
+	notok "full state_dir"; sed 's/^/# /' "$tmp/out"
+fi
+rm -f "$state/pins.tmp"
+if tierctl pin demo 1 2 >/dev/null && stop_daemon && start_daemon && [ "$(stat operator_pins)" = 2 ] &&
+   pinned 1 1 && pinned 1 2; then
+	ok "space again: the next pin is saved and both pins survive a restart"
+else
+	notok "pins after the file system has space again"
 fi
 
 [ $failed = 0 ]

@@ -120,7 +120,9 @@ check "select picks a placement" grep -q '<- chosen' "$tmp/sel"
 check "select prints a [pool] and [model] snippet" sh -c \
 	"grep -q '^\[pool\]' '$tmp/sel' && grep -q '^size = [0-9]*M' '$tmp/sel' && grep -q '^\[model mixtral-8x7b\]' '$tmp/sel'"
 
-sed -n '/^# tierd.conf/,$p' "$tmp/sel" >"$tmp/snippet.conf"
+# tierd -t opens the model's checkpoint: point the placeholder path at one.
+"$TIERCTL" demo-store "$tmp/ckpt" >/dev/null 2>&1
+sed -n '/^# tierd.conf/,$p' "$tmp/sel" | sed "s|^path = .*|path = $tmp/ckpt|" >"$tmp/snippet.conf"
 check "the snippet is a valid tierd.conf (tierd -t)" sh -c \
 	"'$builddir/tierd/tierd' -t -c '$tmp/snippet.conf' >'$tmp/err' 2>&1"
 

@@ -6,7 +6,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "conf.h"
@@ -93,7 +96,8 @@ static void test_validate(void **state)
 	assert_int_equal(conf_init(&c), 0);
 	assert_int_equal(conf_load_string(&c, "v.conf", "\n[model m]\npreset = mixtral\n", err, sizeof(err)), 0);
 	assert_int_equal(conf_validate(&c, err, sizeof(err)), -EINVAL);
-	assert_non_null(strstr(err, "v.conf:3: [model m] path"));
+	/* The section's header line, where the missing key belongs. */
+	assert_non_null(strstr(err, "v.conf:2: [model m] path: missing"));
 	conf_free(&c);
 
 	assert_int_equal(conf_init(&c), 0);
@@ -156,6 +160,180 @@ static void test_socket_mode(void **state)
 	conf_free(&c);
 }
 
+/* What the daemon will use to bound clients: defaults, overrides, limits. */
+static void test_limits(void **state)
+{
+	struct tierd_conf c;
+	char err[256];
+
+	assert_int_equal(conf_init(&c), 0);
+	assert_int_equal(c.max_clients, 1024);
+	assert_int_equal(c.max_queued_bytes, 64ULL << 20);
+	assert_int_equal(c.max_prefetch_inflight, 64);
+	assert_int_equal(c.max_connections_per_uid, 64);
+	assert_int_equal(c.max_evict_per_alloc, 8);
+	assert_int_equal(c.max_pins, 0);	/* auto: the server derives it from the pool */
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), 0);
+
+	assert_int_equal(conf_load_string(&c, "l.conf",
+					  "[daemon]\nmax_clients = 10\nmax_queued_bytes = 128M\n"
+					  "[pool]\nmax_evict_per_alloc = 2\n"
+					  "[client]\nmax_pins = 16\nmax_prefetch_inflight = 5\n"
+					  "max_connections_per_uid = 3\n", err, sizeof(err)), 0);
+	assert_int_equal(c.max_clients, 10);
+	assert_int_equal(c.max_queued_bytes, 128ULL << 20);
+	assert_int_equal(c.max_evict_per_alloc, 2);
+	assert_int_equal(c.max_prefetch_inflight, 5);
+	assert_int_equal(c.max_connections_per_uid, 3);
+	assert_int_equal(c.max_pins, 16);
+	assert_int_equal(conf_set(&c, "client.max_pins=auto", err, sizeof(err)), 0);
+	assert_int_equal(c.max_pins, 0);
+	assert_int_equal(conf_set(&c, "client.max_pins=some", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "[client] max_pins: expected auto or a number"));
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), 0);
+
+	/* 0 would serve no one. */
+	static const char *const bad[] = {
+		"daemon.max_clients=0", "[daemon] max_clients",
+		"daemon.max_queued_bytes=0", "[daemon] max_queued_bytes: must be more than 0",
+		"client.max_connections_per_uid=0", "[client] max_connections_per_uid",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i += 2) {
+		struct tierd_conf b;
+
+		assert_int_equal(conf_init(&b), 0);
+		assert_int_equal(conf_set(&b, bad[i], err, sizeof(err)), 0);
+		assert_int_equal(conf_validate(&b, err, sizeof(err)), -EINVAL);
+		if (!strstr(err, bad[i + 1]))
+			fail_msg("%s: error \"%s\" does not name %s", bad[i], err, bad[i + 1]);
+		conf_free(&b);
+	}
+	/* 0 is a policy here: no prefetching, or prefetches into free room only. */
+	assert_int_equal(conf_set(&c, "client.max_prefetch_inflight=0", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(&c, "pool.max_evict_per_alloc=0", err, sizeof(err)), 0);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), 0);
+	assert_int_not_equal(conf_set(&c, "daemon.max_clients=-1", err, sizeof(err)), 0);
+	assert_int_not_equal(conf_set(&c, "daemon.max_queued_bytes=lots", err, sizeof(err)), 0);
+	conf_free(&c);
+}
+
+/* inih alone files the keys after "[model x" under the section before it. */
+static void test_unterminated_header(void **state)
+{
+	struct tierd_conf c;
+	char err[256] = "";
+
+	expect_error("[daemon]\nlog_level = info\n[model x\npath = /srv/x\n",
+		     "bad.conf:3: section header \"[model x\" is unterminated");
+	expect_error("[pool]\nsize = 2G\n  [fetch ; comment\nqueue_depth = 4\n", "bad.conf:3: section header");
+	assert_int_equal(conf_init(&c), 0);
+	assert_int_equal(conf_load_string(&c, "bad.conf", "[daemon]\nlog_level = info\n[model x\npath = /srv/x\n",
+					  err, sizeof(err)), -EINVAL);
+	assert_null(strstr(err, "unknown key"));
+	conf_free(&c);
+}
+
+static void test_duplicate_sections(void **state)
+{
+	struct tierd_conf c;
+	char err[256];
+
+	expect_error("[pool]\nsize = 2G\n[model a]\npath = /a\n[pool]\nlock = no\n",
+		     "bad.conf:5: [pool] repeats the section at bad.conf:1");
+	expect_error("[Pool]\nsize = 2G\n[pool]\n", "bad.conf:3: [pool] repeats the section at bad.conf:1");
+	expect_error("[model a]\npath = /a\n\n[model  a]\nquota = 1G\n",
+		     "bad.conf:4: [model  a] repeats the section at bad.conf:1");
+	expect_error("[preset p]\ntensor = a.{L}.{E}\n[preset p]\n", "bad.conf:3: [preset p] repeats");
+	/* Model names are case-sensitive (clients ask by name): two models. */
+	assert_int_equal(conf_init(&c), 0);
+	assert_int_equal(conf_load_string(&c, "ok.conf", "[model a]\npath = /a\n[model A]\npath = /b\n",
+					  err, sizeof(err)), 0);
+	assert_int_equal(c.nmodels, 2);
+	conf_free(&c);
+}
+
+/* inih never calls the handler for a section without keys. */
+static void test_empty_sections(void **state)
+{
+	struct tierd_conf c;
+	char err[256];
+
+	assert_int_equal(conf_init(&c), 0);
+	assert_int_equal(conf_load_string(&c, "e.conf", "[daemon]\n\n[model a]\n; no keys\n[model b]\npath = /b\n",
+					  err, sizeof(err)), 0);
+	assert_int_equal(c.nmodels, 2);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "e.conf:3: [model a] path: missing"));
+	conf_free(&c);
+
+	assert_int_equal(conf_init(&c), 0);
+	assert_int_equal(conf_load_string(&c, "e.conf", "[preset p]\n", err, sizeof(err)), 0);
+	assert_int_equal(c.npresets, 1);
+	assert_int_equal(c.presets[0].line, 1);
+	conf_free(&c);
+
+	expect_error("[model ]\n", "bad.conf:1: [model ] needs a name");
+	/* A byte order mark does not hide the first header. */
+	expect_error("\xEF\xBB\xBF[pool]\n[pool]\n", "bad.conf:2: [pool] repeats the section at bad.conf:1");
+}
+
+static void test_long_line(void **state)
+{
+	char text[512];
+
+	snprintf(text, sizeof(text), "[daemon]\nstate_dir = /%0300d\nlog_level = info\n", 0);
+	expect_error(text, "bad.conf:2: line longer than");
+}
+
+static void test_check_paths(void **state)
+{
+	char dir[] = "/tmp/test-conf.XXXXXX", file[64], text[256], err[512];
+	struct tierd_conf c;
+	FILE *f;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(file, sizeof(file), "%s/f", dir);
+	f = fopen(file, "w");
+	assert_non_null(f);
+	fclose(f);
+
+	/* A directory passes. */
+	assert_int_equal(conf_init(&c), 0);
+	snprintf(text, sizeof(text), "[pool]\nsize = 2G\n\n[model m]\npath = %s\n", dir);
+	assert_int_equal(conf_load_string(&c, "p.conf", text, err, sizeof(err)), 0);
+	assert_int_equal(conf_check_paths(&c, err, sizeof(err)), 0);
+	conf_free(&c);
+
+	/* Missing: error at the section's line, the path and the errno. */
+	assert_int_equal(conf_init(&c), 0);
+	snprintf(text, sizeof(text), "[pool]\nsize = 2G\n\n[model m]\npath = %s/nope\n", dir);
+	assert_int_equal(conf_load_string(&c, "p.conf", text, err, sizeof(err)), 0);
+	assert_int_equal(conf_check_paths(&c, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "p.conf:4: [model m] path = "));
+	assert_non_null(strstr(err, "/nope: No such file or directory"));
+	conf_free(&c);
+
+	/* A file: the catalog wants the checkpoint's directory. */
+	assert_int_equal(conf_init(&c), 0);
+	snprintf(text, sizeof(text), "[model m]\npath = %s\n", file);
+	assert_int_equal(conf_load_string(&c, "p.conf", text, err, sizeof(err)), 0);
+	assert_int_equal(conf_check_paths(&c, err, sizeof(err)), -ENOTDIR);
+	assert_non_null(strstr(err, "p.conf:1: [model m] path = "));
+	assert_non_null(strstr(err, "not a directory"));
+	conf_free(&c);
+
+	/* A model given on the command line only. */
+	assert_int_equal(conf_init(&c), 0);
+	snprintf(text, sizeof(text), "model x.path=%s/nope", dir);
+	assert_int_equal(conf_set(&c, text, err, sizeof(err)), 0);
+	assert_int_equal(conf_check_paths(&c, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "command line: [model x] path"));
+	conf_free(&c);
+
+	unlink(file);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -166,6 +344,12 @@ int main(void)
 		cmocka_unit_test(test_sizes),
 		cmocka_unit_test(test_energy_keys),
 		cmocka_unit_test(test_socket_mode),
+		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_unterminated_header),
+		cmocka_unit_test(test_duplicate_sections),
+		cmocka_unit_test(test_empty_sections),
+		cmocka_unit_test(test_long_line),
+		cmocka_unit_test(test_check_paths),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

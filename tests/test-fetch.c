@@ -3,7 +3,8 @@
  * Fetch engine against real files with O_DIRECT on the local disk ($TMPDIR or
  * /var/tmp): registered and plain buffers, aligned supersets of unaligned
  * ranges, splitting, the short read at the end of a file, demand before
- * prefetch, cancellation, destroying with jobs left, and a failing read.
+ * prefetch, cancellation, destroying with jobs left, a failing read, and
+ * io_uring_submit refusing (a hook stands in for the kernel's refusals).
  */
 #include "config.h"
 
@@ -17,10 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <liburing.h>
 
 #include "fetch.h"
 #include "log.h"
@@ -324,6 +327,193 @@ static void test_read_error(void **state)
 	free(good);
 }
 
+/* Stands in for io_uring_submit: refuses 'fail' times (-1: always) with err. */
+struct hook {
+	int err;
+	int fail;
+	int refused;
+};
+
+static int submit_hook(struct io_uring *ring, void *arg)
+{
+	struct hook *h = arg;
+
+	if (h->fail) {
+		if (h->fail > 0)
+			h->fail--;
+		h->refused++;
+		return h->err;
+	}
+	return io_uring_submit(ring);
+}
+
+/* Whether the event loop would be woken now (no waiting). */
+static bool efd_readable(struct fetch *f)
+{
+	struct pollfd p = { .fd = fetch_fd(f), .events = POLLIN };
+
+	return poll(&p, 1, 0) == 1;
+}
+
+static struct fetch_job *job(struct fetch *f, int file, struct done *d, uint64_t off, uint64_t len, uint8_t *dst)
+{
+	struct fetch_job *j;
+
+	assert_int_equal(fetch_job_create(f, FETCH_DEMAND, on_done, d, &j), 0);
+	assert_int_equal(fetch_job_add(j, (unsigned)file, off, len, dst), 0);
+	return j;
+}
+
+/*
+ * -EBUSY while reads are in the kernel: the refused reads stay queued and go
+ * with the next submission, after a completion; both jobs read everything.
+ */
+static void test_submit_busy_retried(void **state)
+{
+	uint8_t *mem = aligned_alloc(FETCH_ALIGN, 2 * MiB);
+	struct hook hk = { .err = -EBUSY };
+	struct done a = { 0 }, b = { 0 };
+	struct fetch_stats st;
+	struct fetch *f;
+	int file;
+
+	assert_non_null(mem);
+	f = make(8, 256 * KiB, &file);
+	fetch_set_submit_hook(f, submit_hook, &hk);
+	assert_int_equal(fetch_job_submit(job(f, file, &a, 0, 1 * MiB, mem)), 0);
+	/* a's four reads are in the kernel (unreaped) when b's are refused. */
+	hk.fail = 1;
+	assert_int_equal(fetch_job_submit(job(f, file, &b, 1 * MiB, 1 * MiB, mem + 1 * MiB)), 0);
+	assert_int_equal(hk.refused, 1);
+	assert_int_equal(b.calls, 0);
+	assert_int_equal(fetch_pending(f), 2);
+	drain(f);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(a.err, 0);
+	assert_int_equal(b.calls, 1);
+	assert_int_equal(b.err, 0);
+	assert_int_equal(b.bytes, 1 * MiB);
+	check_range(mem, 0, 2 * MiB);
+	fetch_get_stats(f, &st);
+	assert_int_equal(st.submit_errors, 1);
+	assert_int_equal(st.jobs_done, 2);
+	assert_int_equal(st.jobs_failed, 0);
+	fetch_destroy(f);
+	free(mem);
+}
+
+/*
+ * -EAGAIN with nothing in the kernel: no completion would ever retry, so the
+ * job fails with -EAGAIN, its callback from fetch_process (woken through the
+ * eventfd), not from inside fetch_job_submit.  The reads it had queued never
+ * run; once the kernel takes submissions again, a new job reads as usual.
+ */
+static void test_submit_refused_nothing_in_flight(void **state)
+{
+	uint8_t *mem = aligned_alloc(FETCH_ALIGN, 1 * MiB);
+	struct hook hk = { .err = -EAGAIN, .fail = -1 };
+	struct done a = { 0 }, c = { 0 };
+	struct fetch_stats st;
+	struct fetch *f;
+	int file;
+
+	assert_non_null(mem);
+	f = make(4, 256 * KiB, &file);
+	fetch_set_submit_hook(f, submit_hook, &hk);
+	memset(mem, 0xee, 1 * MiB);
+	assert_int_equal(fetch_job_submit(job(f, file, &a, 0, 512 * KiB, mem)), 0);
+	assert_true(hk.refused >= 1);
+	assert_int_equal(a.calls, 0);
+	assert_true(efd_readable(f));
+	assert_int_equal(fetch_pending(f), 1);
+	drain(f);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(a.err, -EAGAIN);
+	assert_int_equal(a.bytes, 0);
+	assert_int_equal(fetch_pending(f), 0);
+	assert_int_equal(fetch_wait(f), 0);
+
+	hk.fail = 0;
+	assert_int_equal(fetch_job_submit(job(f, file, &c, 512 * KiB, 512 * KiB, mem + 512 * KiB)), 0);
+	drain(f);
+	assert_int_equal(c.calls, 1);
+	assert_int_equal(c.err, 0);
+	check_range(mem + 512 * KiB, 512 * KiB, 512 * KiB);
+	/* Nothing wrote where the refused job's reads pointed. */
+	for (uint64_t i = 0; i < 512 * KiB; i++)
+		if (mem[i] != 0xee)
+			fail_msg("byte %llu written by a withdrawn read", (unsigned long long)i);
+	fetch_get_stats(f, &st);
+	assert_int_equal(st.jobs_failed, 1);
+	assert_int_equal(st.jobs_done, 1);
+	assert_true(st.submit_errors >= 1);
+	fetch_destroy(f);
+	free(mem);
+}
+
+/*
+ * Any other refusal fails what is not in the kernel with its errno: the
+ * refused reads' job, and a job still queued behind it.  Then the ring is
+ * used again.
+ */
+static void test_submit_error_fails_queued(void **state)
+{
+	uint8_t *mem = aligned_alloc(FETCH_ALIGN, 2 * MiB);
+	struct hook hk = { .err = -ENXIO };
+	struct done a = { 0 }, b = { 0 }, c = { 0 };
+	struct fetch_job *jb;
+	struct fetch *f;
+	int file;
+
+	assert_non_null(mem);
+	f = make(2, 256 * KiB, &file);
+	fetch_set_submit_hook(f, submit_hook, &hk);
+	/* a: four reads, two at a time; b waits behind it. */
+	assert_int_equal(fetch_job_submit(job(f, file, &a, 0, 1 * MiB, mem)), 0);
+	jb = job(f, file, &b, 1 * MiB, 256 * KiB, mem + 1 * MiB);
+	assert_int_equal(fetch_job_submit(jb), 0);
+	assert_false(fetch_job_started(jb));
+	/* a's next reads are refused when its first ones come back. */
+	hk.fail = -1;
+	drain(f);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(a.err, -ENXIO);
+	assert_int_equal(b.calls, 1);
+	assert_int_equal(b.err, -ENXIO);
+	assert_true(hk.refused >= 1);
+
+	hk.fail = 0;
+	assert_int_equal(fetch_job_submit(job(f, file, &c, 0, 1 * MiB, mem)), 0);
+	drain(f);
+	assert_int_equal(c.err, 0);
+	check_range(mem, 0, 1 * MiB);
+	fetch_destroy(f);
+	free(mem);
+}
+
+/* Destroyed while refused reads wait in the submission queue: it waits only
+ * for the reads in the kernel. */
+static void test_destroy_with_unsubmitted(void **state)
+{
+	uint8_t *mem = aligned_alloc(FETCH_ALIGN, 2 * MiB);
+	struct hook hk = { .err = -EBUSY };
+	struct done a = { 0 }, b = { 0 };
+	struct fetch *f;
+	int file;
+
+	assert_non_null(mem);
+	f = make(8, 256 * KiB, &file);
+	fetch_set_submit_hook(f, submit_hook, &hk);
+	assert_int_equal(fetch_job_submit(job(f, file, &a, 0, 1 * MiB, mem)), 0);
+	hk.fail = -1;
+	assert_int_equal(fetch_job_submit(job(f, file, &b, 1 * MiB, 1 * MiB, mem + 1 * MiB)), 0);
+	assert_int_equal(hk.refused, 1);
+	fetch_destroy(f);
+	assert_int_equal(a.calls, 0);
+	assert_int_equal(b.calls, 0);
+	free(mem);
+}
+
 static void test_bad_open(void **state)
 {
 	struct fetch_opts o = { .queue_depth = 4, .request_size = 4096 };
@@ -349,6 +539,10 @@ int main(void)
 		cmocka_unit_test(test_demand_first_and_cancel),
 		cmocka_unit_test(test_destroy_with_jobs),
 		cmocka_unit_test(test_read_error),
+		cmocka_unit_test(test_submit_busy_retried),
+		cmocka_unit_test(test_submit_refused_nothing_in_flight),
+		cmocka_unit_test(test_submit_error_fails_queued),
+		cmocka_unit_test(test_destroy_with_unsubmitted),
 		cmocka_unit_test(test_bad_open),
 	};
 

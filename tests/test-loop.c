@@ -37,8 +37,12 @@ static void on_timer(struct loop_source *src, void *arg)
 {
 	struct counts *c = arg;
 
-	if (++c->timer_calls == 3)
+	if (++c->timer_calls == 3) {
+		/* Disarmed, so that nothing is pending when the test asserts
+		 * below that no source wakes any more. */
+		assert_int_equal(loop_timer_stop(src), 0);
 		loop_quit(c->l, 7);
+	}
 }
 
 static void on_signal(struct loop_source *src, int signo, void *arg)
@@ -68,7 +72,9 @@ static void test_loop(void **state)
 	assert_int_equal(c.timer_calls, 3);
 	assert_int_equal(c.signal_calls, 1);
 	assert_int_equal(c.last_signal, SIGUSR1);
-	/* Both fd sources are gone: more data wakes nobody. */
+	/* Both fd sources are gone and the timer is disarmed: more data wakes
+	 * nobody, even after the timer's period has passed many times. */
+	usleep(20000);
 	assert_int_equal(write(q[1], "y", 1), 1);
 	assert_int_equal(write(p[1], "y", 1), 1);
 	assert_int_equal(loop_run_once(c.l, 0), 0);

@@ -4,6 +4,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010	/* Linux 5.1; older headers lack it */
+#endif
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -98,7 +101,10 @@ static void test_readonly(void **state)
 	/* Reopening it read-write through /proc does not help: sealed. */
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	rw = open(path, O_RDWR);
-	if (rw >= 0) {
+	/* Either the reopen itself is refused, or every write through it is. */
+	if (rw < 0) {
+		assert_true(errno == EACCES || errno == EPERM);
+	} else {
 		m = mmap(NULL, 4 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, rw, 0);
 		assert_ptr_equal(m, MAP_FAILED);
 		assert_int_equal(errno, EPERM);
@@ -110,8 +116,9 @@ static void test_readonly(void **state)
 		assert_int_equal(errno, EPERM);
 		close(rw);
 	}
-	assert_int_equal(fcntl(fd, F_GET_SEALS) & (F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL),
-			 F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
+	assert_int_equal(fcntl(fd, F_GET_SEALS) &
+			 (F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL),
+			 F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL);
 	/* The daemon still writes through its own mapping. */
 	pool_base(p)[0] = 7;
 	pool_destroy(p);
@@ -198,6 +205,11 @@ static void test_hugetlb(void **state)
 	o.size = (read_ul("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages") + 1) * 2 * MiB;
 	assert_int_equal(pool_create(&p, &o, err, sizeof(err)), -ENOMEM);
 	assert_non_null(strstr(err, "nr_hugepages"));
+	/* Said, not passed silently: the hugetlb pool itself was not tried. */
+	if (e != 0) {
+		print_message("# no free hugetlb pages (%lu): the hugetlb pool was not checked\n", avail);
+		skip();
+	}
 }
 
 /* mlock beyond RLIMIT_MEMLOCK without CAP_IPC_LOCK names the limit. */

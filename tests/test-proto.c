@@ -416,11 +416,12 @@ static void test_encoder_overflow(void **state)
 static void test_corruption(void **state)
 {
 	struct tierd_proto_key keys[2] = { { 0, 1, 2 }, { 0, 1, 3 } };
-	unsigned seed = 1;
+	unsigned seed = 1, refused = 0, valid = 0;
 
 	for (int round = 0; round < 20000; round++) {
 		long n;
-		const char *why;
+		int r;
+		const char *why = NULL;
 
 		switch (round % 4) {
 		case 0: n = make_welcome("olmoe"); break;
@@ -430,8 +431,21 @@ static void test_corruption(void **state)
 		}
 		seed = seed * 1103515245u + 12345u;
 		buf[sizeof(struct tierd_msg_hdr) + (seed >> 8) % payload_len(n)] ^= (uint8_t)(1u << (seed % 8));
-		(void)tierd_proto_validate(buf, (size_t)n, &why);
+		r = tierd_proto_validate(buf, (size_t)n, &why);
+		/* Refused with a negative errno and a reason, or still valid. */
+		if (r) {
+			assert_true(r < 0);
+			assert_non_null(why);
+			assert_true(why[0] != '\0');
+			refused++;
+		} else {
+			valid++;
+		}
 	}
+	/* Both outcomes happen: a validator that accepted (or refused)
+	 * everything would fail here. */
+	assert_true(refused > 1000);
+	assert_true(valid > 1000);
 }
 
 int main(void)

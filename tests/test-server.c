@@ -84,6 +84,8 @@ static int setup(void **state)
 	snprintf(set, sizeof(set), "daemon.state_dir=%s", f->dir);
 	assert_int_equal(conf_set(&f->conf, set, err, sizeof(err)), 0);
 	assert_int_equal(conf_set(&f->conf, "pool.size=4M", err, sizeof(err)), 0);
+	/* Not "auto" (half of this small pool's slots): the client pins two. */
+	assert_int_equal(conf_set(&f->conf, "client.max_pins=8", err, sizeof(err)), 0);
 	assert_int_equal(conf_set(&f->conf, "pool.hugepages=no", err, sizeof(err)), 0);
 	assert_int_equal(conf_set(&f->conf, "pool.lock=no", err, sizeof(err)), 0);
 	if (engine_create(&f->engine, &f->conf, err, sizeof(err)))

@@ -32,6 +32,10 @@ def file_tensor_bytes(name):
 
 
 with tierd_client.Client(sock, name="pytest") as c:
+    names = [n for n, _ in tierd_client._DTYPES]
+    check("the binding's dtypes are the library's, F8_E8M0 included",
+          "F8_E8M0" in names and all(c._lib.tierd_dtype_name(i).decode() == n for i, n in enumerate(names))
+          and c._lib.tierd_dtype_name(len(names)) == b"unknown")
     models = c.models()
     check("models() lists the demo model", models and models[0]["name"] == "demo")
     m = c.model_index("demo")
@@ -55,6 +59,7 @@ with tierd_client.Client(sock, name="pytest") as c:
                   arr.shape == t.shape and not arr.flags.writeable and arr.tobytes() == bytes(t.data))
         except ImportError:
             results.append(("numpy array view # SKIP numpy not installed", True))
+    c.prefetch([(m, 1, 0)], timeout_ms=5000)
     before = c.stats()
     c.routing_hint(m, 1, [2, 5], [0.75, 0.25])
     c.report_tokens(m, 42)

@@ -5,10 +5,13 @@
 #include <ini.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "conf.h"
 #include "log.h"
@@ -21,25 +24,145 @@ struct conf_reader {
 	unsigned line;
 };
 
+/* A section header seen in this file, to find repeated sections. */
+struct conf_section {
+	char *name;
+	unsigned line;
+};
+
 struct conf_parse {
+	struct conf_reader rd;	/* first: the reader's stream is the parse */
 	struct tierd_conf *c;
-	struct conf_reader rd;
 	const char *name;
 	char *err;
 	size_t errlen;
 	int failed;
+	struct conf_section *sections;
+	size_t nsections;
 };
+
+static struct conf_model *model_get(struct tierd_conf *c, const char *name, unsigned line);
+static struct conf_preset *preset_get(struct tierd_conf *c, const char *name, unsigned line);
+
+enum conf_section_kind {
+	CONF_SECTION_FIXED,	/* [daemon], [pool], ...: one per file */
+	CONF_SECTION_MODEL,
+	CONF_SECTION_PRESET,
+};
+
+/* The kind of a section, and for [model NAME] / [preset NAME] the name
+ * (possibly empty). */
+static enum conf_section_kind section_kind(const char *section, const char **name)
+{
+	enum conf_section_kind k;
+
+	if (!strncasecmp(section, "model ", 6))
+		k = CONF_SECTION_MODEL;
+	else if (!strncasecmp(section, "preset ", 7))
+		k = CONF_SECTION_PRESET;
+	else
+		return CONF_SECTION_FIXED;
+	*name = strchr(section, ' ') + 1;
+	while (**name == ' ')
+		(*name)++;
+	return k;
+}
+
+static bool section_same(const char *a, const char *b)
+{
+	const char *na = NULL, *nb = NULL;
+	enum conf_section_kind ka = section_kind(a, &na), kb = section_kind(b, &nb);
+
+	if (ka != kb)
+		return false;
+	/* Model and preset names are case-sensitive, like their lookups. */
+	return ka == CONF_SECTION_FIXED ? !strcasecmp(a, b) : !strcmp(na, nb);
+}
+
+static int conf_parse_fail(struct conf_parse *p, int r, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int conf_parse_fail(struct conf_parse *p, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(p->err, p->errlen, fmt, ap);
+	va_end(ap);
+	p->failed = r;
+	return r;
+}
+
+/*
+ * Looks at a section header before inih does, because inih says nothing of
+ * what this file needs: an unterminated header (inih would go on filing the
+ * next keys under the previous section), a section repeated (inih merges),
+ * and a [model]/[preset] section without keys (inih never calls the handler
+ * for it, so it would vanish).  Such sections are created here, with the
+ * header's line, and checked by conf_validate.
+ */
+static int conf_section_header(struct conf_parse *p, const char *text)
+{
+	enum conf_section_kind kind;
+	struct conf_section *sec;
+	const char *end, *name = NULL;
+	size_t len;
+	char *section;
+
+	while (*text == ' ' || *text == '\t')
+		text++;
+	if (*text != '[')
+		return 0;
+	len = strcspn(text, "\r\n");
+	end = memchr(text, ']', len);
+	if (!end)
+		return conf_parse_fail(p, -EINVAL, "%s:%u: section header \"%.*s\" is unterminated "
+				       "(expected ']' at the end)", p->name, p->rd.line, (int)len, text);
+	section = strndup(text + 1, (size_t)(end - text - 1));
+	if (!section)
+		return conf_parse_fail(p, -ENOMEM, "%s: out of memory", p->name);
+	for (size_t i = 0; i < p->nsections; i++) {
+		if (section_same(p->sections[i].name, section)) {
+			conf_parse_fail(p, -EINVAL, "%s:%u: [%s] repeats the section at %s:%u "
+					"(merge the two into one)", p->name, p->rd.line, section,
+					p->name, p->sections[i].line);
+			free(section);
+			return -EINVAL;
+		}
+	}
+	sec = realloc(p->sections, (p->nsections + 1) * sizeof(*sec));
+	if (!sec) {
+		free(section);
+		return conf_parse_fail(p, -ENOMEM, "%s: out of memory", p->name);
+	}
+	p->sections = sec;
+	p->sections[p->nsections].name = section;
+	p->sections[p->nsections].line = p->rd.line;
+	p->nsections++;
+
+	kind = section_kind(section, &name);
+	if (kind == CONF_SECTION_FIXED)
+		return 0;
+	if (!*name)
+		return conf_parse_fail(p, -EINVAL, "%s:%u: [%s] needs a name (e.g. [model mixtral])",
+				       p->name, p->rd.line, section);
+	if (kind == CONF_SECTION_MODEL ? !model_get(p->c, name, p->rd.line) : !preset_get(p->c, name, p->rd.line))
+		return conf_parse_fail(p, -ENOMEM, "%s: out of memory", p->name);
+	return 0;
+}
 
 static char *conf_reader_gets(char *str, int num, void *stream)
 {
-	struct conf_reader *rd = stream;
+	struct conf_parse *p = stream;
+	struct conf_reader *rd = &p->rd;
+	size_t n = 0;
 
+	if (p->failed)
+		return NULL;
 	if (rd->f) {
 		if (!fgets(str, num, rd->f))
 			return NULL;
+		n = strlen(str);
 	} else {
-		size_t n = 0;
-
 		if (!*rd->s)
 			return NULL;
 		while (rd->s[n] && rd->s[n] != '\n' && n + 1 < (size_t)num - 1)
@@ -51,6 +174,13 @@ static char *conf_reader_gets(char *str, int num, void *stream)
 		rd->s += n;
 	}
 	rd->line++;
+	/* inih would parse the rest of a long line as a line of its own. */
+	if (n && str[n - 1] != '\n' && (rd->f ? !feof(rd->f) : *rd->s != '\0')) {
+		conf_parse_fail(p, -EINVAL, "%s:%u: line longer than %d characters", p->name, rd->line, num - 2);
+		return NULL;
+	}
+	if (conf_section_header(p, rd->line == 1 && !strncmp(str, "\xEF\xBB\xBF", 3) ? str + 3 : str))
+		return NULL;
 	return str;
 }
 
@@ -256,16 +386,15 @@ static int conf_apply(struct tierd_conf *c, const char *section, const char *key
 			*why = "expected a non-negative number"; \
 		return r; } while (0)
 
-	if (!strncasecmp(section, "model ", 6) || !strncasecmp(section, "preset ", 7)) {
-		const char *name = strchr(section, ' ') + 1;
+	const char *name = NULL;
+	enum conf_section_kind kind = section_kind(section, &name);
 
-		while (*name == ' ')
-			name++;
+	if (kind != CONF_SECTION_FIXED) {
 		if (!*name) {
 			*why = "section needs a name";
 			return -EINVAL;
 		}
-		if (!strncasecmp(section, "preset ", 7)) {
+		if (kind == CONF_SECTION_PRESET) {
 			struct conf_preset *p = preset_get(c, name, line);
 
 			return p ? preset_add_kv(p, key, v, line) : -ENOMEM;
@@ -343,10 +472,31 @@ static int conf_apply(struct tierd_conf *c, const char *section, const char *key
 		SIZE(c->request_size);
 	if (IS("cache", "policy"))
 		return set_str(&c->policy, v);
-	if (IS("client", "max_pins"))
-		UINT(c->max_pins, 1u << 24);
+	if (IS("client", "max_pins")) {
+		if (!strcasecmp(v, "auto")) {
+			c->max_pins = 0;
+			return 0;
+		}
+		r = parse_uint(v, 1u << 24, &u);
+		if (r) {
+			*why = "expected auto or a number of pins";
+			return r;
+		}
+		c->max_pins = (unsigned)u;
+		return 0;
+	}
 	if (IS("client", "max_inflight"))
 		UINT(c->max_inflight, 1u << 24);
+	if (IS("client", "max_prefetch_inflight"))
+		UINT(c->max_prefetch_inflight, 1u << 24);
+	if (IS("client", "max_connections_per_uid"))
+		UINT(c->max_connections_per_uid, 1u << 20);
+	if (IS("daemon", "max_clients"))
+		UINT(c->max_clients, 1u << 20);
+	if (IS("daemon", "max_queued_bytes"))
+		SIZE(c->max_queued_bytes);
+	if (IS("pool", "max_evict_per_alloc"))
+		UINT(c->max_evict_per_alloc, 1u << 20);
 	if (IS("energy", "hbm_pj_per_bit"))
 		DBL(c->pj_hbm);
 	if (IS("energy", "ddr_pj_per_bit"))
@@ -417,8 +567,13 @@ static int conf_ini_handler(void *user, const char *section, const char *key, co
 
 static int conf_parse_common(struct conf_parse *p)
 {
-	int r = ini_parse_stream(conf_reader_gets, &p->rd, conf_ini_handler, p);
+	int r = ini_parse_stream(conf_reader_gets, p, conf_ini_handler, p);
 
+	for (size_t i = 0; i < p->nsections; i++)
+		free(p->sections[i].name);
+	free(p->sections);
+	p->sections = NULL;
+	p->nsections = 0;
 	if (p->failed)
 		return p->failed;
 	if (r > 0) {
@@ -489,9 +644,19 @@ int conf_set(struct tierd_conf *c, const char *assignment, char *err, size_t err
 	return r;
 }
 
+const char *conf_model_where(const struct tierd_conf *c, const struct conf_model *m, char *buf, size_t len)
+{
+	if (m->line)
+		snprintf(buf, len, "%s:%u", c->path ? c->path : "configuration", m->line);
+	else
+		snprintf(buf, len, "command line");
+	return buf;
+}
+
 int conf_validate(const struct tierd_conf *c, char *err, size_t errlen)
 {
 	const char *name = c->path ? c->path : "configuration";
+	char where[256];
 
 	if (!c->socket_path || !*c->socket_path) {
 		snprintf(err, errlen, "%s: [daemon] socket: must not be empty", name);
@@ -514,13 +679,56 @@ int conf_validate(const struct tierd_conf *c, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: [pool] size: must be at least 2M", name);
 		return -EINVAL;
 	}
+	/* 0 would refuse every connection or drop every client with an answer
+	 * waiting: never meant.  (0 prefetches in flight or evictions by a
+	 * prefetch is a policy: no prefetching, or prefetching into free room.) */
+	if (!c->max_clients) {
+		snprintf(err, errlen, "%s: [daemon] max_clients: must be at least 1", name);
+		return -EINVAL;
+	}
+	if (!c->max_queued_bytes) {
+		snprintf(err, errlen, "%s: [daemon] max_queued_bytes: must be more than 0", name);
+		return -EINVAL;
+	}
+	if (!c->max_connections_per_uid) {
+		snprintf(err, errlen, "%s: [client] max_connections_per_uid: must be at least 1", name);
+		return -EINVAL;
+	}
 	for (size_t i = 0; i < c->nmodels; i++) {
 		const struct conf_model *m = &c->models[i];
 
-		if (!m->path) {
-			snprintf(err, errlen, "%s:%u: [model %s] path: missing (the checkpoint directory)",
-				 name, m->line, m->name);
+		if (!m->path || !*m->path) {
+			snprintf(err, errlen, "%s: [model %s] path: missing: add path = DIR, the checkpoint directory",
+				 conf_model_where(c, m, where, sizeof(where)), m->name);
 			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int conf_check_paths(const struct tierd_conf *c, char *err, size_t errlen)
+{
+	char where[256];
+
+	for (size_t i = 0; i < c->nmodels; i++) {
+		const struct conf_model *m = &c->models[i];
+		struct stat st;
+		int r;
+
+		if (!m->path)
+			continue;	/* conf_validate's to say */
+		if (stat(m->path, &st)) {
+			r = -errno;
+			snprintf(err, errlen, "%s: [model %s] path = %s: %s%s",
+				 conf_model_where(c, m, where, sizeof(where)), m->name, m->path, strerror(-r),
+				 r == -ENOENT ? " (correct the path or remove the section)" : "");
+			return r;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			snprintf(err, errlen, "%s: [model %s] path = %s: not a directory (name the checkpoint "
+				 "directory that holds model.safetensors or model.safetensors.index.json)",
+				 conf_model_where(c, m, where, sizeof(where)), m->name, m->path);
+			return -ENOTDIR;
 		}
 	}
 	return 0;
@@ -545,8 +753,13 @@ int conf_init(struct tierd_conf *c)
 	c->pool_lock = true;
 	c->queue_depth = 32;
 	c->request_size = 1u << 20;
-	c->max_pins = 4096;
 	c->max_inflight = 1024;
+	c->max_pins = 0;	/* auto */
+	c->max_prefetch_inflight = 64;
+	c->max_connections_per_uid = 64;
+	c->max_clients = 1024;
+	c->max_queued_bytes = 64u << 20;
+	c->max_evict_per_alloc = 8;
 	/* ../shared/reference/energy-model.md */
 	c->pj_hbm = 4.2;
 	c->pj_ddr = 9.2;

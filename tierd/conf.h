@@ -49,7 +49,7 @@ struct conf_model {
 	size_t nallow_uid;
 	gid_t allow_gid[CONF_MAX_IDS];
 	size_t nallow_gid;
-	unsigned line;
+	unsigned line;		/* of the [model NAME] header; 0: command line */
 };
 
 struct tierd_conf {
@@ -76,8 +76,15 @@ struct tierd_conf {
 	char *policy;			/* "lru" */
 
 	/* [client] */
-	unsigned max_pins;		/* per client */
+	unsigned max_pins;		/* per client; 0: auto, half the pool's slots */
 	unsigned max_inflight;		/* per client */
+	unsigned max_prefetch_inflight;	/* per client: its prefetches' fetches in flight */
+	unsigned max_connections_per_uid;
+	/* [daemon] */
+	unsigned max_clients;		/* connections at once, all clients */
+	uint64_t max_queued_bytes;	/* unread answers of all clients together */
+	/* [pool] */
+	unsigned max_evict_per_alloc;	/* experts one prefetch may evict for its slot */
 
 	/* [energy] pJ per bit and watts (../shared/reference/energy-model.md) */
 	double pj_hbm;
@@ -117,9 +124,17 @@ int conf_load_string(struct tierd_conf *c, const char *name, const char *text,
 int conf_set(struct tierd_conf *c, const char *assignment, char *err, size_t errlen);
 /* Cross-key checks after everything is merged. */
 int conf_validate(const struct tierd_conf *c, char *err, size_t errlen);
+/*
+ * Checks what the file system says about the configuration: every model path
+ * exists and is a directory.  Separate from conf_validate so that tools and
+ * tests can validate a configuration meant for another machine.
+ */
+int conf_check_paths(const struct tierd_conf *c, char *err, size_t errlen);
 void conf_free(struct tierd_conf *c);
 
 const struct conf_model *conf_model_find(const struct tierd_conf *c, const char *name);
+/* "file:line" of a [model] section's header, or "command line"; returns buf. */
+const char *conf_model_where(const struct tierd_conf *c, const struct conf_model *m, char *buf, size_t len);
 
 /* "4G", "512M", "4096", "1.5GiB" -> bytes.  -EINVAL / -ERANGE. */
 int conf_parse_size(const char *s, uint64_t *out);

@@ -102,6 +102,7 @@ struct engine {
 	struct engine_model *models;
 	unsigned nmodels;
 	struct engine_stats st;
+	unsigned max_evict_prefetch;	/* [pool] max_evict_per_alloc */
 	engine_fetch_fn observer;
 	void *observer_arg;
 	struct engine_zombie *zombies;	/* oldest first */
@@ -409,6 +410,7 @@ int engine_create(struct engine **out, const struct tierd_conf *conf, char *err,
 			 "registered buffers", strerror(-r),
 			 r == -ENOMEM ? ": registered buffers count against RLIMIT_MEMLOCK" : "");
 	}
+	e->max_evict_prefetch = conf->max_evict_per_alloc;
 	r = cache_create(&e->cache, conf->policy);
 	if (r < 0) {
 		snprintf(err, errlen, "engine: [cache] policy \"%s\": unknown", conf->policy ? conf->policy : "");
@@ -591,10 +593,14 @@ static bool same_model(const struct cache_entry *ce, void *arg)
 /*
  * A slot for the model: evicts the model's own least valuable expert when it
  * is over quota or the pool is full, then anyone's when the pool is full.
+ * A prefetch may evict at most max_evict_prefetch experts: a guess must not
+ * empty the pool of what clients are using (a demand acquire evicts what it
+ * needs).
  */
-static int slot_get(struct engine *e, uint32_t model, uint64_t *off)
+static int slot_get(struct engine *e, uint32_t model, enum engine_prio prio, uint64_t *off)
 {
 	const struct engine_model *m = &e->models[model];
+	unsigned evicted = 0;
 
 	for (;;) {
 		struct cache_entry *v;
@@ -602,10 +608,13 @@ static int slot_get(struct engine *e, uint32_t model, uint64_t *off)
 
 		if (r != -ENOSPC && r != -EDQUOT)
 			return r;
+		if (prio == ENGINE_PREFETCH && evicted >= e->max_evict_prefetch)
+			return r;
 		if (cache_victim(e->cache, same_model, &model, &v) < 0 &&
 		    (r == -EDQUOT || cache_victim(e->cache, NULL, NULL, &v) < 0))
 			return r;
 		evict(e, v);
+		evicted++;
 	}
 }
 
@@ -740,7 +749,7 @@ static int start_fetch(struct engine *e, const struct engine_key *key, int xi, e
 	uint64_t off;
 	int r;
 
-	r = slot_get(e, key->model, &off);
+	r = slot_get(e, key->model, prio, &off);
 	if (r < 0)
 		return r;
 	fl = calloc(1, sizeof(*fl));
@@ -771,12 +780,9 @@ static int start_fetch(struct engine *e, const struct engine_key *key, int xi, e
 	fl->owner = owner;
 	fl->start_ns = mono_ns();
 	ce->owner = fl;
-	r = fetch_job_submit(fl->job);
-	if (r < 0) {
-		/* Queued but the kernel refused the submission: it is retried on
-		 * the next engine_process, the entry stays. */
-		log_warn("engine: io_uring submit: %s", strerror(-r));
-	}
+	/* Queued: a submission the kernel refuses is retried or fails the
+	 * job through its callback, from engine_process (fetch.c). */
+	fetch_job_submit(fl->job);
 	e->st.fetches++;
 	*out = ce;
 	return 0;
@@ -827,12 +833,16 @@ int engine_acquire_for(struct engine *e, const struct engine_key *key, enum engi
 		fn(arg, 0, &info);
 		return 0;
 	}
-	e->st.misses++;
+	/* A miss is an acquire that waits for a fetch: one refused up front
+	 * (st.refused) is not. */
 	if (!ce) {
 		r = start_fetch(e, key, xi, prio, owner, &ce);
-		if (r < 0)
+		if (r < 0) {
+			e->st.refused++;
 			return r;
+		}
 	}
+	e->st.misses++;
 	/* Fetching already (perhaps as a prefetch): share it. */
 	fl = ce->owner;
 	if (fl->owner == ENGINE_OWNER_NONE && prio == ENGINE_DEMAND)
@@ -853,10 +863,19 @@ int engine_prefetch(struct engine *e, const struct engine_key *key)
 
 int engine_prefetch_for(struct engine *e, const struct engine_key *key, uint32_t owner)
 {
+	bool started;
+
+	return engine_prefetch_started(e, key, owner, &started);
+}
+
+int engine_prefetch_started(struct engine *e, const struct engine_key *key, uint32_t owner,
+			    bool *started)
+{
 	struct cache_key ck = ckey(key);
 	struct cache_entry *ce;
-	int xi = lookup_expert(e, key);
+	int xi = lookup_expert(e, key), r;
 
+	*started = false;
 	if (xi < 0)
 		return xi;
 	if (e->models[key->model].stale)
@@ -867,7 +886,9 @@ int engine_prefetch_for(struct engine *e, const struct engine_key *key, uint32_t
 		cache_touch(e->cache, ce);
 		return 0;
 	}
-	return start_fetch(e, key, xi, ENGINE_PREFETCH, owner, &ce);
+	r = start_fetch(e, key, xi, ENGINE_PREFETCH, owner, &ce);
+	*started = r == 0;
+	return r;
 }
 
 void engine_set_fetch_observer(struct engine *e, engine_fetch_fn fn, void *arg)
@@ -957,7 +978,7 @@ int engine_release(struct engine *e, const struct engine_key *key)
 	return r;
 }
 
-int engine_evict(struct engine *e, const struct engine_key *key)
+int engine_evict_check(const struct engine *e, const struct engine_key *key)
 {
 	struct cache_key ck = ckey(key);
 	struct cache_entry *ce = cache_lookup(e->cache, &ck);
@@ -966,8 +987,17 @@ int engine_evict(struct engine *e, const struct engine_key *key)
 		return -ENOENT;
 	if (ce->state != CACHE_RESIDENT || ce->pins)
 		return -EBUSY;
-	evict(e, ce);
 	return 0;
+}
+
+int engine_evict(struct engine *e, const struct engine_key *key)
+{
+	struct cache_key ck = ckey(key);
+	int r = engine_evict_check(e, key);
+
+	if (!r)
+		evict(e, cache_lookup(e->cache, &ck));
+	return r;
 }
 
 /* ---- checkpoint changes ---- */
@@ -1424,10 +1454,14 @@ const void *engine_pool_base(const struct engine *e, uint32_t pool)
 
 void engine_get_stats(const struct engine *e, struct engine_stats *st)
 {
+	struct fetch_stats fs;
+
 	*st = e->st;
 	st->pins = cache_pins(e->cache);
 	for (size_t i = 0; i < e->nzombies; i++)
 		st->pins += e->zombies[i].pins;
+	fetch_get_stats(e->fetch, &fs);
+	st->submit_errors = fs.submit_errors;
 }
 
 int engine_fetch_stats(const struct engine *e, struct fetch_stats *st)

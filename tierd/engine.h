@@ -60,6 +60,11 @@ typedef void (*engine_done_fn)(void *arg, int err, const struct engine_slot_info
 struct engine_stats {
 	/* hits/misses count acquires; fetches are reads of an expert started. */
 	uint64_t hits, misses, evictions, fetches, fetch_errors, cancelled;
+	/* Acquires refused up front because no slot could be freed (every
+	 * resident expert pinned, a quota): not counted in misses, so that
+	 * hits + misses + refused = acquires. */
+	uint64_t refused;
+	uint64_t submit_errors;		/* io_uring_submit refusals (retried or failed) */
 	uint64_t bytes_read;		/* bytes tierd read from files (aligned, as issued) */
 	uint64_t bytes_resident;
 	uint64_t pins;			/* pins held now */
@@ -130,6 +135,11 @@ int engine_acquire_for(struct engine *e, const struct engine_key *key, enum engi
 /* Fetches without pinning; no callback.  Cheap when already resident. */
 int engine_prefetch(struct engine *e, const struct engine_key *key);
 int engine_prefetch_for(struct engine *e, const struct engine_key *key, uint32_t owner);
+/* The same; *started says whether it started a fetch (the engine observer
+ * hears of its end), as opposed to finding the expert resident or on its way.
+ * A prefetch evicts at most [pool] max_evict_per_alloc experts for its slot. */
+int engine_prefetch_started(struct engine *e, const struct engine_key *key, uint32_t owner,
+			    bool *started);
 /* One observer of fetch completions (energy accounting); fn NULL: none. */
 void engine_set_fetch_observer(struct engine *e, engine_fetch_fn fn, void *arg);
 /* Drops a prefetch that is no longer wanted, if it has not started and no
@@ -138,6 +148,8 @@ int engine_cancel_prefetch(struct engine *e, const struct engine_key *key);
 int engine_release(struct engine *e, const struct engine_key *key);
 /* Operator actions.  -EBUSY when pinned or being fetched. */
 int engine_evict(struct engine *e, const struct engine_key *key);
+/* What engine_evict() would return, without evicting. */
+int engine_evict_check(const struct engine *e, const struct engine_key *key);
 
 /* A model's checkpoint state (metrics, tierctl). */
 struct engine_model_status {

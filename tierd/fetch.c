@@ -43,8 +43,13 @@ struct fetch_req {
 	uint64_t offset;
 	uint64_t length;
 	uint8_t *dst;
-	bool resubmit;
+	bool resubmit;			/* waiting in fetch.redo */
+	struct io_uring_sqe *sqe;	/* while the kernel has not taken it */
+	uint64_t seq;			/* of the SQE, in fetch.sq_prepared */
 };
+
+/* user_data of a withdrawn SQE (turned into a no-op): its CQE is dropped. */
+#define FETCH_UD_VOID UINT64_MAX
 
 struct fetch_queue {
 	struct fetch_job *head, *tail;
@@ -69,10 +74,14 @@ struct fetch {
 	struct fetch_req *reqs;		/* depth of them */
 	unsigned *free_reqs, nfree;
 	unsigned *redo, nredo;		/* requests waiting to be issued again */
-	unsigned inflight;		/* requests in the kernel */
+	unsigned inflight;		/* SQEs prepared and not reaped */
+	uint64_t sq_prepared;		/* SQEs prepared, ever */
 	unsigned njobs;
+	struct fetch_job *done;		/* failed outside fetch_process: called back there */
 	struct fetch_queue q[2];	/* by enum fetch_prio: demand first */
 	struct fetch_stats st;
+	fetch_submit_fn submit_hook;
+	void *submit_arg;
 };
 
 int fetch_create(struct fetch **out, const struct fetch_opts *o, char *err, size_t errlen)
@@ -172,13 +181,20 @@ void fetch_job_free(struct fetch_job *j)
 	free(j);
 }
 
+/* Reads the kernel has taken and not yet completed (or not reaped). */
+static unsigned in_kernel(struct fetch *f)
+{
+	return f->inflight - io_uring_sq_ready(&f->ring);
+}
+
 void fetch_destroy(struct fetch *f)
 {
 	if (!f)
 		return;
 	if (f->ring_ok) {
-		/* The kernel still writes into our buffers until these come back. */
-		while (f->inflight) {
+		/* The kernel still writes into our buffers until these come back;
+		 * SQEs it never took (a refused submission) never will. */
+		while (in_kernel(f)) {
 			struct io_uring_cqe *cqe;
 
 			if (io_uring_wait_cqe(&f->ring, &cqe) < 0)
@@ -187,6 +203,12 @@ void fetch_destroy(struct fetch *f)
 			f->inflight--;
 		}
 		io_uring_queue_exit(&f->ring);
+	}
+	while (f->done) {
+		struct fetch_job *j = f->done;
+
+		f->done = j->nxt;
+		fetch_job_free(j);
 	}
 	/* Jobs still queued or half done: drop them (each once). */
 	for (unsigned i = 0; i < f->depth && f->reqs; i++) {
@@ -415,6 +437,9 @@ static bool issue(struct fetch *f, unsigned ri)
 	}
 	sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data64(sqe, ri);
+	r->sqe = sqe;
+	r->seq = f->sq_prepared++;
+	r->resubmit = false;
 	f->inflight++;
 	f->st.requests++;
 	return true;
@@ -445,16 +470,98 @@ static bool next_request(struct fetch *f, struct fetch_job *j, struct fetch_req 
 	return true;
 }
 
-static int submit_more(struct fetch *f)
+/* A job that failed where its callback cannot run (inside submit_more,
+ * perhaps called from fetch_job_submit while the caller is mid-way): it is
+ * called back from fetch_process, which the eventfd wakes. */
+static void job_defer(struct fetch *f, struct fetch_job *j)
 {
-	bool any = false;
+	queue_remove(f, j);
+	j->nxt = f->done;
+	f->done = j;
+	if (eventfd_write(f->efd, 1))
+		log_err("fetch: waking the event loop: %s", strerror(errno));
+}
+
+static void job_fail(struct fetch_job *j, int err)
+{
+	if (!j->err)
+		j->err = err;
+}
+
+/*
+ * The kernel refused a submission and nothing will bring us back to retry it:
+ * everything not in the kernel fails with err.  SQEs it has not taken are
+ * still ours to rewrite: each becomes a no-op whose completion is dropped, so
+ * the read never lands in memory its job's owner has moved on from.
+ */
+static void fail_outside_kernel(struct fetch *f, int err)
+{
+	uint64_t taken = f->sq_prepared - io_uring_sq_ready(&f->ring);
+
+	for (unsigned ri = 0; ri < f->depth; ri++) {
+		struct fetch_req *r = &f->reqs[ri];
+		struct fetch_job *j = r->job;
+
+		if (!j || (r->seq < taken && !r->resubmit))
+			continue;
+		if (!r->resubmit) {
+			io_uring_prep_nop(r->sqe);
+			io_uring_sqe_set_data64(r->sqe, FETCH_UD_VOID);
+		}
+		r->job = NULL;
+		r->resubmit = false;
+		f->free_reqs[f->nfree++] = ri;
+		job_fail(j, err);
+		if (--j->inflight == 0)
+			job_defer(f, j);
+	}
+	f->nredo = 0;
+	for (int p = FETCH_DEMAND; p <= FETCH_PREFETCH; p++) {
+		struct fetch_job *j;
+
+		while ((j = f->q[p].head)) {
+			job_fail(j, err);
+			j->started = true;
+			queue_remove(f, j);
+			if (j->inflight == 0)
+				job_defer(f, j);
+		}
+	}
+}
+
+/*
+ * Hands the prepared SQEs to the kernel.  A refusal that completions clear
+ * (-EBUSY: the completion queue is backed up; -EAGAIN: no memory for
+ * requests) is retried on the next fetch_process while reads are in the
+ * kernel; with none there, or for any other error, nothing would come back to
+ * retry, and what is not in the kernel fails with the errno.
+ */
+static void ring_submit(struct fetch *f)
+{
 	int e;
 
+	if (!io_uring_sq_ready(&f->ring))
+		return;
+	do
+		e = f->submit_hook ? f->submit_hook(&f->ring, f->submit_arg) : io_uring_submit(&f->ring);
+	while (e == -EINTR);
+	if (e >= 0 && (!io_uring_sq_ready(&f->ring) || in_kernel(f)))
+		return;
+	f->st.submit_errors++;
+	if (e >= 0)
+		e = -EAGAIN;	/* took nothing, said nothing */
+	if ((e == -EBUSY || e == -EAGAIN) && in_kernel(f))
+		return;
+	log_err("fetch: io_uring_submit: %s; failing the reads not in the kernel", strerror(-e));
+	fail_outside_kernel(f, e);
+}
+
+static void submit_more(struct fetch *f)
+{
 	while (f->nredo) {
 		if (!issue(f, f->redo[f->nredo - 1]))
 			goto submit;
 		f->nredo--;
-		any = true;
 	}
 	for (int p = FETCH_DEMAND; p <= FETCH_PREFETCH; p++) {
 		struct fetch_job *j;
@@ -479,16 +586,13 @@ static int submit_more(struct fetch *f)
 			f->nfree--;
 			j->started = true;
 			j->inflight++;
-			any = true;
 			if (j->next >= j->count)
 				queue_remove(f, j);
 		}
 	}
 submit:
-	if (!any)
-		return 0;
-	e = io_uring_submit(&f->ring);
-	return e < 0 ? e : 0;
+	/* Also when nothing new was cut: SQEs a refused submission left. */
+	ring_submit(f);
 }
 
 int fetch_job_submit(struct fetch_job *j)
@@ -497,7 +601,8 @@ int fetch_job_submit(struct fetch_job *j)
 		return -EINVAL;
 	j->f->njobs++;
 	queue_append(j->f, j);
-	return submit_more(j->f);
+	submit_more(j->f);
+	return 0;
 }
 
 int fetch_job_cancel(struct fetch_job *j)
@@ -556,6 +661,7 @@ static bool complete(struct fetch *f, unsigned ri, int res)
 	if (res == -EAGAIN || res == -EINTR) {
 		f->st.retries++;
 		f->redo[f->nredo++] = ri;
+		r->resubmit = true;
 		return false;
 	}
 	if (res < 0) {
@@ -582,6 +688,7 @@ static bool complete(struct fetch *f, unsigned ri, int res)
 				r->dst += got;
 				r->length -= got;
 				f->redo[f->nredo++] = ri;
+				r->resubmit = true;
 				return false;
 			}
 		}
@@ -600,28 +707,46 @@ static bool complete(struct fetch *f, unsigned ri, int res)
 	return false;
 }
 
+/* Calls back the jobs job_defer set aside (each list once: a callback that
+ * queues work that fails again is called back on the next round). */
+static int run_deferred(struct fetch *f)
+{
+	struct fetch_job *j = f->done;
+	int n = 0;
+
+	f->done = NULL;
+	while (j) {
+		struct fetch_job *nxt = j->nxt;
+
+		j->nxt = NULL;
+		job_finish(f, j);
+		j = nxt;
+		n++;
+	}
+	return n;
+}
+
 int fetch_process(struct fetch *f)
 {
 	struct io_uring_cqe *cqe;
 	uint64_t v;
-	int done = 0, e;
+	int done = 0;
 
 	/* Clears the eventfd; completions are read from the ring below. */
 	if (read(f->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		return -errno;
+	done += run_deferred(f);
 	for (;;) {
 		while (io_uring_peek_cqe(&f->ring, &cqe) == 0) {
-			unsigned ri = (unsigned)io_uring_cqe_get_data64(cqe);
+			uint64_t ud = io_uring_cqe_get_data64(cqe);
 			int res = cqe->res;
 
 			io_uring_cqe_seen(&f->ring, cqe);
 			f->inflight--;
-			if (ri < f->depth && f->reqs[ri].job)
-				done += complete(f, ri, res);
+			if (ud < f->depth && f->reqs[ud].job)
+				done += complete(f, (unsigned)ud, res);
 		}
-		e = submit_more(f);
-		if (e < 0)
-			return e;
+		submit_more(f);
 		/* Callbacks may have queued more; stop when the ring is quiet. */
 		if (io_uring_cq_ready(&f->ring) == 0)
 			break;
@@ -634,11 +759,12 @@ int fetch_wait(struct fetch *f)
 	struct io_uring_cqe *cqe;
 	int e;
 
-	if (!f->inflight) {
-		e = submit_more(f);
-		if (e < 0 || !f->inflight)
-			return e;
-	}
+	if (!in_kernel(f))
+		submit_more(f);
+	/* Waiting is only for reads the kernel has: anything else would block
+	 * for good. */
+	if (f->done || !in_kernel(f))
+		return fetch_process(f);
 	e = io_uring_wait_cqe(&f->ring, &cqe);
 	if (e < 0 && e != -EINTR)
 		return e;
@@ -658,4 +784,10 @@ unsigned fetch_pending(const struct fetch *f)
 void fetch_get_stats(const struct fetch *f, struct fetch_stats *st)
 {
 	*st = f->st;
+}
+
+void fetch_set_submit_hook(struct fetch *f, fetch_submit_fn fn, void *arg)
+{
+	f->submit_hook = fn;
+	f->submit_arg = arg;
 }

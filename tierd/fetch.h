@@ -11,7 +11,10 @@
  * cancelled.  Short reads are resubmitted for the rest, except a short read
  * that ends at the end of the file (the aligned superset of a file's last
  * tensor reaches past it).  An I/O error fails the job with its errno once its
- * other requests have come back.
+ * other requests have come back.  When io_uring_submit is refused, -EBUSY or
+ * -EAGAIN with reads still in the kernel is retried after the next
+ * completion; otherwise every read not in the kernel is withdrawn and its job
+ * (and any job still queued) fails with that errno.
  *
  * Completions are signalled on an eventfd (fetch_fd) for the caller's event
  * loop; callbacks run from fetch_process().
@@ -46,6 +49,7 @@ struct fetch_stats {
 	uint64_t short_reads;		/* resubmitted for the remainder */
 	uint64_t retries;		/* -EAGAIN / -EINTR */
 	uint64_t errors;		/* reads that failed */
+	uint64_t submit_errors;		/* io_uring_submit refusals */
 	uint64_t jobs_done;
 	uint64_t jobs_failed;
 	uint64_t jobs_cancelled;
@@ -76,7 +80,9 @@ int fetch_job_create(struct fetch *f, enum fetch_prio prio, fetch_done_fn fn, vo
 /* offset, length and dst must be FETCH_ALIGN aligned: -EINVAL otherwise. */
 int fetch_job_add(struct fetch_job *j, unsigned file, uint64_t offset, uint64_t length, void *dst);
 /* Queues the job and issues what the queue depth allows.  The job belongs to
- * the engine from here; it is freed after its callback. */
+ * the engine from here; it is freed after its callback, which always comes
+ * from fetch_process or fetch_wait, never from in here.  0, or -EINVAL for a
+ * job already submitted or without extents. */
 int fetch_job_submit(struct fetch_job *j);
 /* Drops a submitted job that has not issued a read yet (no callback): -EBUSY
  * if it has, -EINVAL if it was never submitted. */
@@ -91,11 +97,17 @@ int fetch_fd(const struct fetch *f);
 /* Reaps completions, runs callbacks, issues queued work.  Returns the number
  * of jobs completed or a negative errno. */
 int fetch_process(struct fetch *f);
-/* Blocks until at least one read completes, then processes; 0 at once when
- * nothing is in flight. */
+/* Blocks until at least one read completes, then processes; does not block
+ * when the kernel has no read of ours (failed jobs are then called back). */
 int fetch_wait(struct fetch *f);
 /* Jobs queued or in flight. */
 unsigned fetch_pending(const struct fetch *f);
 void fetch_get_stats(const struct fetch *f, struct fetch_stats *st);
+
+/* Tests only: submissions go through fn instead of io_uring_submit (NULL
+ * restores it), so that the kernel's refusals can be had on demand. */
+struct io_uring;
+typedef int (*fetch_submit_fn)(struct io_uring *ring, void *arg);
+void fetch_set_submit_hook(struct fetch *f, fetch_submit_fn fn, void *arg);
 
 #endif

@@ -159,6 +159,13 @@ int loop_timer_set(struct loop_source *s, uint64_t initial_ms, uint64_t interval
 	return 0;
 }
 
+int loop_timer_stop(struct loop_source *s)
+{
+	struct itimerspec its = { 0 };
+
+	return timerfd_settime(s->fd, 0, &its, NULL) ? -errno : 0;
+}
+
 int loop_add_timer(struct loop *l, uint64_t initial_ms, uint64_t interval_ms, loop_timer_fn fn,
 		   void *arg, struct loop_source **out)
 {

@@ -33,6 +33,8 @@ int loop_modify_fd(struct loop_source *src, uint32_t events);
 int loop_add_timer(struct loop *l, uint64_t initial_ms, uint64_t interval_ms, loop_timer_fn fn,
 		   void *arg, struct loop_source **out);
 int loop_timer_set(struct loop_source *src, uint64_t initial_ms, uint64_t interval_ms);
+/* Disarms a timer until the next loop_timer_set(). */
+int loop_timer_stop(struct loop_source *src);
 /* Blocks signo for the process and delivers it through a signalfd. */
 int loop_add_signal(struct loop *l, int signo, loop_signal_fn fn, void *arg, struct loop_source **out);
 /* Unregisters; NULL is a no-op. */

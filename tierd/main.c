@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -14,20 +15,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "catalog.h"
 #include "conf.h"
 #include "engine.h"
+#include "fetch.h"
 #include "log.h"
 #include "loop.h"
 #include "server.h"
 #include "telemetry.h"
 
 #define STATUS_INTERVAL_MS	5000
+/* Descriptors besides checkpoint files and clients: stdio, epoll, io_uring,
+ * eventfds, timers, signals, the pools' memfds, metrics, probes, NVMe
+ * devices, the state file. */
+#define NOFILE_MARGIN		64
+#define NOFILE_HINT		"raise LimitNOFILE= in the unit or ulimit -n"
 
 /* The daemon's one context. */
 struct tierd {
@@ -44,6 +53,9 @@ struct tierd {
 	struct server *server;
 	struct telemetry *telemetry;	/* energy, probes, metrics exports */
 	bool systemd;			/* NOTIFY_SOCKET is set */
+	/* Prefixed to STATUS= until a reload succeeds: a refused reload must
+	 * stay visible in systemctl status, not only in the log. */
+	char status_note[640];
 };
 
 static void usage(FILE *f)
@@ -75,6 +87,8 @@ static int tierd_load_conf(const struct tierd *t, struct tierd_conf *c, char *er
 		r = conf_set(c, t->overrides[i], err, errlen);
 	if (!r)
 		r = conf_validate(c, err, errlen);
+	if (!r)
+		r = conf_check_paths(c, err, errlen);
 	if (r)
 		conf_free(c);
 	return r;
@@ -100,7 +114,110 @@ static void tierd_notify_status(const struct tierd *t, const char *extra)
 	if (!t->systemd)
 		return;
 	tierd_summary(t, status, sizeof(status));
-	sd_notifyf(0, "%sSTATUS=%s", extra ? extra : "", status);
+	sd_notifyf(0, "%sSTATUS=%s%s%s", extra ? extra : "", t->status_note,
+		   *t->status_note ? "; " : "", status);
+}
+
+/* What to do about an error the system gave for lack of descriptors; "" for
+ * any other. */
+static const char *nofile_hint(int r, const char *msg)
+{
+	/* The fetch engine's own limit of registered files is also -EMFILE but
+	 * its message does not carry strerror's text: no hint for it. */
+	if (r == -EMFILE && strstr(msg, strerror(EMFILE)))
+		return " (" NOFILE_HINT ")";
+	if (r == -ENFILE)
+		return " (the system's open file table is full: raise fs.file-max)";
+	return "";
+}
+
+/* *.safetensors files in the models' directories: what the engine keeps
+ * open (at most; an index may name fewer). */
+static rlim_t count_checkpoint_files(const struct tierd_conf *c)
+{
+	static const char suffix[] = ".safetensors";
+	rlim_t n = 0;
+
+	for (size_t i = 0; i < c->nmodels; i++) {
+		DIR *d = opendir(c->models[i].path);
+		struct dirent *de;
+
+		if (!d)
+			continue;	/* the catalog says why, with the path */
+		while ((de = readdir(d))) {
+			size_t len = strlen(de->d_name);
+
+			if (len > sizeof(suffix) - 1 && !strcmp(de->d_name + len - (sizeof(suffix) - 1), suffix))
+				n++;
+		}
+		closedir(d);
+	}
+	return n;
+}
+
+/*
+ * RLIMIT_NOFILE.  The engine registers FETCH_MAX_FILES io_uring file slots,
+ * which the kernel refuses above the soft limit, keeps every checkpoint file
+ * open, and each client is a socket.  Short of that, the soft limit is raised
+ * to the hard one (tierd polls with epoll, never select, so a high limit costs
+ * nothing).  Returns -EMFILE where even the hard limit cannot start the engine;
+ * with check_only (tierd -t) nothing is changed.
+ */
+static int tierd_nofile(const struct tierd_conf *c, bool check_only)
+{
+	rlim_t files = count_checkpoint_files(c), start, want, limit;
+	struct rlimit rl;
+
+	start = files + NOFILE_MARGIN > FETCH_MAX_FILES ? files + NOFILE_MARGIN : FETCH_MAX_FILES;
+	want = files + c->max_clients + NOFILE_MARGIN > start ? files + c->max_clients + NOFILE_MARGIN : start;
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return 0;	/* cannot happen; the engine would say */
+	if (rl.rlim_cur < want && rl.rlim_max > rl.rlim_cur && !check_only) {
+		struct rlimit raised = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+
+		if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+			log_info("open file limit raised from %llu to the hard limit %llu",
+				 (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+			rl.rlim_cur = rl.rlim_max;
+		}
+	}
+	/* tierd -t judges what the daemon will reach by raising its limit. */
+	limit = check_only ? rl.rlim_max : rl.rlim_cur;
+	if (limit >= want)
+		return 0;
+	if (limit < start) {
+		log_msg(check_only ? LOG_ERR : LOG_WARNING,
+			"open file limit %llu is below the %llu tierd needs to start (%d io_uring file slots, "
+			"%llu checkpoint files): " NOFILE_HINT, (unsigned long long)limit,
+			(unsigned long long)start, FETCH_MAX_FILES, (unsigned long long)files);
+		return check_only ? -EMFILE : 0;
+	}
+	log_warn("open file limit %llu is below the %llu this configuration needs (%llu checkpoint files + "
+		 "[daemon] max_clients %u + %d): connections beyond it are refused; " NOFILE_HINT,
+		 (unsigned long long)limit, (unsigned long long)want, (unsigned long long)files,
+		 c->max_clients, NOFILE_MARGIN);
+	return 0;
+}
+
+/* tierd -t: every model's checkpoint opens as the engine would open it. */
+static int tierd_check_models(const struct tierd_conf *c)
+{
+	char err[512], where[256];
+	int r;
+
+	for (size_t i = 0; i < c->nmodels; i++) {
+		const struct conf_model *m = &c->models[i];
+		struct catalog *cat;
+
+		r = catalog_open(&cat, m->path, m->preset, c, err, sizeof(err));
+		if (r) {
+			log_err("%s: [model %s] path = %s: %s%s", conf_model_where(c, m, where, sizeof(where)),
+				m->name, m->path, err, nofile_hint(r, err));
+			return r;
+		}
+		catalog_free(cat);
+	}
+	return 0;
 }
 
 static void on_engine(struct loop_source *src, int fd, uint32_t events, void *arg)
@@ -185,7 +302,8 @@ static void on_status(struct loop_source *src, void *arg)
 static const char *engine_keys_changed(const struct tierd_conf *a, const struct tierd_conf *b)
 {
 	if (a->pool_size != b->pool_size || a->numa_node != b->numa_node ||
-	    a->hugepages != b->hugepages || a->pool_lock != b->pool_lock)
+	    a->hugepages != b->hugepages || a->pool_lock != b->pool_lock ||
+	    a->max_evict_per_alloc != b->max_evict_per_alloc)
 		return "[pool]";
 	if (a->queue_depth != b->queue_depth || a->request_size != b->request_size)
 		return "[fetch]";
@@ -234,13 +352,17 @@ static void tierd_reload(struct tierd *t)
 	log_notice("reloading %s", t->config_path);
 	if (!c) {
 		log_err("reload: out of memory");
+		snprintf(t->status_note, sizeof(t->status_note), "reload refused: out of memory");
 		goto out;
 	}
 	if (tierd_load_conf(t, c, err, sizeof(err))) {
-		log_err("reload failed, keeping the running configuration: %s", err);
+		log_err("reload refused, keeping the running configuration: %s", err);
+		snprintf(t->status_note, sizeof(t->status_note),
+			 "reload refused, running the previous configuration: %s", err);
 		free(c);
 		goto out;
 	}
+	t->status_note[0] = '\0';
 	changed = engine_keys_changed(&t->engine_conf, c);
 	if (changed)
 		log_warn("reload: %s changed: takes effect at the next restart", changed);
@@ -337,9 +459,11 @@ static int tierd_run(struct tierd *t)
 	char err[512];
 	int listen_fd, r;
 
+	/* Before the engine opens the checkpoints and registers their files. */
+	tierd_nofile(&t->engine_conf, false);
 	r = engine_create(&t->engine, &t->engine_conf, err, sizeof(err));
 	if (r) {
-		log_err("%s", err);
+		log_err("%s%s", err, nofile_hint(r, err));
 		return r;
 	}
 	r = loop_create(&t->loop);
@@ -451,7 +575,11 @@ int main(int argc, char **argv)
 	t.conf = &t.engine_conf;
 	log_set_level(t.conf->log_level);
 	if (check_only) {
-		printf("%s: configuration ok\n", t.config_path);
+		r = tierd_check_models(t.conf);
+		if (!r)
+			r = tierd_nofile(t.conf, true);
+		if (!r)
+			printf("%s: configuration ok\n", t.config_path);
 		goto out;
 	}
 	/* Answers go out with MSG_NOSIGNAL; a stray SIGPIPE must not kill us either. */

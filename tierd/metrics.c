@@ -152,11 +152,31 @@ static void render_probes(FILE *f, const struct probes_snapshot *s, const struct
 	/* Said, not hidden: what the eBPF counters lack. */
 	family(f, "tierd_probe_missed_runs_total", "counter",
 	       "Runs of the block-layer eBPF programs the kernel skipped because one was already "
-	       "running on that CPU; the requests and bytes of those runs are missing from the "
-	       "eBPF device counters.");
+	       "running on that CPU; a skipped completion is accounted later "
+	       "(tierd_probe_lost_requests_total), a skipped issue leaves its request without a "
+	       "latency (tierd_probe_unmatched_completions_total).");
 	fprintf(f, "tierd_probe_missed_runs_total %llu\n", (unsigned long long)s->missed);
 	if (!s->ndev)
 		goto nvme;
+	family(f, "tierd_probe_lost_requests_total", "counter",
+	       "Block requests whose completion the eBPF programs did not see (the kernel did not "
+	       "run them), found finished later: from then on their requests and bytes are in the "
+	       "eBPF device counters, without a latency.");
+	for (size_t i = 0; i < s->ndev; i++)
+		fprintf(f, "tierd_probe_lost_requests_total{device=\"%s\"} %llu\n", dn->name[i],
+			(unsigned long long)s->dev[i].lost_reqs);
+	family(f, "tierd_probe_lost_bytes_total", "counter",
+	       "Bytes of the requests in tierd_probe_lost_requests_total.");
+	for (size_t i = 0; i < s->ndev; i++)
+		fprintf(f, "tierd_probe_lost_bytes_total{device=\"%s\"} %llu\n", dn->name[i],
+			(unsigned long long)s->dev[i].lost_bytes);
+	family(f, "tierd_probe_unmatched_completions_total", "counter",
+	       "Block requests completed with no issue seen by eBPF (in flight when the probes "
+	       "attached, or the kernel did not run the issue program): counted, without a "
+	       "latency.");
+	for (size_t i = 0; i < s->ndev; i++)
+		fprintf(f, "tierd_probe_unmatched_completions_total{device=\"%s\"} %llu\n",
+			dn->name[i], (unsigned long long)s->dev[i].unmatched);
 	family(f, "tierd_device_requests_total", "counter",
 	       "Block requests completed, measured by eBPF at the block layer.");
 	for (size_t i = 0; i < s->ndev; i++) {
@@ -408,6 +428,12 @@ static void render_engine(FILE *f, const struct engine_stats *st)
 		  offsetof(struct engine_stats, fetch_errors) },
 		{ "tierd_fetch_cancelled_total", "Prefetches cancelled before they ran.",
 		  offsetof(struct engine_stats, cancelled) },
+		{ "tierd_fetch_submit_errors_total",
+		  "io_uring_submit refusals: the reads were retried later or their fetches failed.",
+		  offsetof(struct engine_stats, submit_errors) },
+		{ "tierd_cache_refused_total",
+		  "Acquires refused up front: no slot could be freed (every resident expert pinned, a quota).",
+		  offsetof(struct engine_stats, refused) },
 	};
 
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
@@ -443,6 +469,46 @@ static void render_models(FILE *f, const struct metrics_model *m, size_t n)
 			put_label(f, m[i].name);
 			fprintf(f, "\"} %llu\n", (unsigned long long)v);
 		}
+	}
+}
+
+/* A client's name for a label value: quotes, backslashes and newlines escaped. */
+static void label_escaped(FILE *f, const char *s)
+{
+	for (; s && *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fputc('\\', f);
+		if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+static void render_service(FILE *f, const struct metrics_service *sv)
+{
+	family(f, "tierd_requests_refused_total", "counter",
+	       "Requests answered with an error, by reason (an errno name): access, quotas, a full pool.");
+	for (size_t i = 0; i < sv->nreasons; i++)
+		fprintf(f, "tierd_requests_refused_total{reason=\"%s\"} %llu\n", sv->reason[i],
+			(unsigned long long)sv->refused[i]);
+	family(f, "tierd_operator_pins_save_errors_total", "counter",
+	       "Operator pin changes refused because STATE_DIR/pins could not be written.");
+	fprintf(f, "tierd_operator_pins_save_errors_total %llu\n", (unsigned long long)sv->pins_save_errors);
+	family(f, "tierd_clients_dropped_total", "counter",
+	       "Clients disconnected by the daemon (unread answers, access withdrawn, protocol faults).");
+	fprintf(f, "tierd_clients_dropped_total %llu\n", (unsigned long long)sv->clients_dropped);
+	family(f, "tierd_connections_refused_total", "counter",
+	       "Connections refused at max_clients or max_connections_per_uid, or at the fd limit.");
+	fprintf(f, "tierd_connections_refused_total %llu\n", (unsigned long long)sv->connections_refused);
+	family(f, "tierd_client_pins", "gauge", "Pins each connected client holds.");
+	for (size_t i = 0; i < sv->nclients; i++) {
+		const struct metrics_client *c = &sv->clients[i];
+
+		fprintf(f, "tierd_client_pins{client=\"%u\",pid=\"%d\",uid=\"%u\",name=\"", c->id,
+			(int)c->pid, c->uid);
+		label_escaped(f, c->name);
+		fprintf(f, "\"} %llu\n", (unsigned long long)c->pins);
 	}
 }
 
@@ -500,6 +566,8 @@ int metrics_render(const struct metrics_input *in, char **text, size_t *len)
 		render_fetch_hist(f, in->fetch_latency);
 	if (in->nmodels)
 		render_models(f, in->models, in->nmodels);
+	if (in->service)
+		render_service(f, in->service);
 	if (ferror(f))
 		r = -ENOMEM;
 	if (fclose(f) && !r)

@@ -42,6 +42,27 @@ struct metrics_model {
 	uint64_t reloads;
 };
 
+/* One connected client, as the service sees it. */
+struct metrics_client {
+	uint32_t id;
+	int32_t pid;
+	uint32_t uid;
+	uint64_t pins;
+	const char *name;
+};
+
+/* The service's counters: refusals by reason (an errno name), clients. */
+struct metrics_service {
+	size_t nreasons;
+	const char *const *reason;
+	const uint64_t *refused;
+	uint64_t pins_save_errors;	/* operator pins that could not be saved */
+	uint64_t clients_dropped;
+	uint64_t connections_refused;	/* max_clients, max_connections_per_uid */
+	size_t nclients;
+	const struct metrics_client *clients;
+};
+
 /* Everything optional: NULL / 0 leaves those families out. */
 struct metrics_input {
 	const char *probes_mode;		/* "tp_btf", "raw_tp"; NULL: none */
@@ -53,6 +74,7 @@ struct metrics_input {
 	const struct metrics_hist *fetch_latency;
 	const struct metrics_model *models;
 	size_t nmodels;
+	const struct metrics_service *service;
 };
 
 /* Renders into a malloc'd NUL-terminated buffer. */

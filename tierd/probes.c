@@ -50,6 +50,8 @@ struct probes {
 	struct blkstat *blk;
 	struct nvmetrace *nvme;
 	const char *mode;
+	bool sweep;			/* blk_sweep loaded */
+	bool sweep_warned;
 	/* Busy time of each device at the last read: a busy period that is
 	 * still running is estimated, and the estimate must never go back. */
 	struct probes_last *last;
@@ -109,7 +111,7 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static int probes_blk_load(struct probes *p, const struct probes_opts *o, bool raw)
+static int probes_blk_load(struct probes *p, const struct probes_opts *o, bool raw, bool sweep)
 {
 	struct blkstat *s;
 	int r;
@@ -118,10 +120,15 @@ static int probes_blk_load(struct probes *p, const struct probes_opts *o, bool r
 	if (!s)
 		return errno ? -errno : -ENOMEM;
 	s->rodata->targ_dev = BLKSTAT_DEV(o->major, o->minor);
+	s->rodata->lost_age_ns = (uint64_t)(o->lost_after_ms ? o->lost_after_ms :
+					    PROBES_LOST_AFTER_MS) * 1000000ULL;
 	bpf_program__set_autoload(s->progs.blk_issue, !raw);
+	bpf_program__set_autoload(s->progs.blk_requeue, !raw);
 	bpf_program__set_autoload(s->progs.blk_complete, !raw);
 	bpf_program__set_autoload(s->progs.blk_issue_raw, raw);
+	bpf_program__set_autoload(s->progs.blk_requeue_raw, raw);
 	bpf_program__set_autoload(s->progs.blk_complete_raw, raw);
+	bpf_program__set_autoload(s->progs.blk_sweep, sweep);
 	r = blkstat__load(s);
 	if (!r) {
 		s->bss->attach_ns = mono_ns();
@@ -133,7 +140,32 @@ static int probes_blk_load(struct probes *p, const struct probes_opts *o, bool r
 	}
 	p->blk = s;
 	p->mode = raw ? "raw_tp" : "tp_btf";
+	p->sweep = sweep;
 	return 0;
+}
+
+/*
+ * tp_btf before raw_tp; each with blk_sweep first, which needs a kernel that
+ * runs BPF_PROG_TYPE_SYSCALL programs with bpf_probe_read_kernel (without it,
+ * an unseen completion is found only when its struct request is issued again).
+ */
+static int probes_blk_load_any(struct probes *p, const struct probes_opts *o)
+{
+	int r = -EOPNOTSUPP;
+
+	for (int raw = o->force_raw_tp ? 1 : 0; raw <= 1; raw++) {
+		r = probes_blk_load(p, o, raw, true);
+		if (!r)
+			return 0;
+		log_info("probes: %s block programs with the sweep failed (%s), trying without",
+			 raw ? "raw_tp" : "tp_btf", strerror(-r));
+		r = probes_blk_load(p, o, raw, false);
+		if (!r)
+			return 0;
+		log_info("probes: %s block programs failed (%s)", raw ? "raw_tp" : "tp_btf",
+			 strerror(-r));
+	}
+	return r;
 }
 
 static int probes_nvme_load(struct probes *p, const struct probes_opts *o)
@@ -175,11 +207,7 @@ int probes_create(struct probes **out, const struct probes_opts *o)
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	r = o->force_raw_tp ? -EOPNOTSUPP : probes_blk_load(p, o, false);
-	if (r) {
-		log_info("probes: tp_btf block programs failed (%s), trying raw_tp", strerror(-r));
-		r = probes_blk_load(p, o, true);
-	}
+	r = probes_blk_load_any(p, o);
 	if (r) {
 		log_err("probes: cannot load block programs: %s", strerror(-r));
 		goto fail;
@@ -191,7 +219,8 @@ int probes_create(struct probes **out, const struct probes_opts *o)
 		if (rn)
 			log_warn("probes: nvme tracepoints not attached: %s", strerror(-rn));
 	}
-	log_info("probes: block accounting on %s%s", p->mode,
+	log_info("probes: block accounting on %s%s%s", p->mode,
+		 p->sweep ? "" : ", unseen completions found only on reissue",
 		 p->nvme ? ", nvme tracepoints attached" : "");
 	*out = p;
 	return 0;
@@ -218,6 +247,33 @@ const char *probes_block_mode(const struct probes *p)
 bool probes_have_nvme(const struct probes *p)
 {
 	return p->nvme != NULL;
+}
+
+bool probes_have_sweep(const struct probes *p)
+{
+	return p->sweep;
+}
+
+int probes_pause_completions(struct probes *p, bool pause)
+{
+	bool raw = !strcmp(p->mode, "raw_tp");
+	struct bpf_program *prog = raw ? p->blk->progs.blk_complete_raw : p->blk->progs.blk_complete;
+	struct bpf_link **link = raw ? &p->blk->links.blk_complete_raw : &p->blk->links.blk_complete;
+	int r;
+
+	if (pause) {
+		r = *link ? bpf_link__destroy(*link) : 0;
+		*link = NULL;
+		return r;
+	}
+	if (*link)
+		return 0;
+	*link = bpf_program__attach(prog);
+	if (!*link) {
+		r = errno ? -errno : -EINVAL;
+		return r;
+	}
+	return 0;
 }
 
 static int cmp_dev(const void *a, const void *b)
@@ -281,6 +337,9 @@ static void dev_from_map(struct probes_dev *d, uint32_t dev, const struct blksta
 	memcpy(d->lat_hist, v->lat_hist, sizeof(d->lat_hist));
 	memcpy(d->gap_hist, v->gap_hist, sizeof(d->gap_hist));
 	memcpy(d->gap_sum_ns, v->gap_sum_ns, sizeof(d->gap_sum_ns));
+	d->lost_reqs = v->lost_reqs;
+	d->lost_bytes = v->lost_bytes;
+	d->unmatched = v->unmatched;
 }
 
 static int probes_read_devs(struct probes *p, struct probes_snapshot *snap)
@@ -362,15 +421,35 @@ static uint64_t prog_missed(const struct bpf_program *prog)
 	return info.recursion_misses;
 }
 
+/* Accounts the requests that finished with their completion unseen. */
+static void probes_sweep(struct probes *p)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts);
+	int r;
+
+	if (!p->sweep)
+		return;
+	r = bpf_prog_test_run_opts(bpf_program__fd(p->blk->progs.blk_sweep), &opts);
+	if (r < 0)
+		r = -errno;
+	/* Said once: telemetry reads every second. */
+	if (r && !p->sweep_warned)
+		log_warn("probes: sweep of unseen completions failed: %s", strerror(-r));
+	p->sweep_warned = r != 0;
+}
+
 int probes_read(struct probes *p, struct probes_snapshot *snap)
 {
 	int r;
 
+	probes_sweep(p);
 	memset(snap, 0, sizeof(*snap));
 	snap->mono_ns = mono_ns();
 	/* Only the loaded set has descriptors; the other adds 0. */
 	snap->missed = prog_missed(p->blk->progs.blk_issue) + prog_missed(p->blk->progs.blk_complete) +
-		       prog_missed(p->blk->progs.blk_issue_raw) + prog_missed(p->blk->progs.blk_complete_raw);
+		       prog_missed(p->blk->progs.blk_requeue) +
+		       prog_missed(p->blk->progs.blk_issue_raw) + prog_missed(p->blk->progs.blk_complete_raw) +
+		       prog_missed(p->blk->progs.blk_requeue_raw);
 	r = probes_read_devs(p, snap);
 	if (!r)
 		r = probes_read_nvme(p, snap);

@@ -33,7 +33,13 @@ struct probes_opts {
 	int nvme_ctrl;
 	/* Skip tp_btf and load the raw_tp fallback (tests). */
 	bool force_raw_tp;
+	/* A request the kernel has finished but whose completion the probes
+	 * did not see is accounted once it was issued this long ago; 0:
+	 * PROBES_LOST_AFTER_MS. */
+	uint32_t lost_after_ms;
 };
+
+#define PROBES_LOST_AFTER_MS	1000
 
 struct probes_dev {
 	uint32_t major, minor;		/* of the whole disk */
@@ -46,6 +52,10 @@ struct probes_dev {
 	uint64_t lat_hist[BLKSTAT_SLOTS];	/* log2 ns, see blkstat.h */
 	uint64_t gap_hist[BLKSTAT_SLOTS];
 	uint64_t gap_sum_ns[BLKSTAT_SLOTS];
+	/* Completions the programs did not see, accounted later (their
+	 * requests and bytes are in the counters above); see blkstat.h. */
+	uint64_t lost_reqs, lost_bytes;
+	uint64_t unmatched;		/* completions without a seen issue */
 };
 
 struct probes_nvme {
@@ -56,9 +66,9 @@ struct probes_nvme {
 struct probes_snapshot {
 	uint64_t mono_ns;		/* CLOCK_MONOTONIC when taken */
 	/* Runs of the block programs the kernel skipped because one already
-	 * ran on that CPU (a completion interrupting a completion): their
-	 * bytes are missing from the counters.  0 where the kernel does not
-	 * say (before 5.12). */
+	 * ran on that CPU (a completion interrupting a completion); a skipped
+	 * completion is accounted later, in lost_reqs.  0 where the kernel
+	 * does not say (before 5.12). */
 	uint64_t missed;
 	size_t ndev;
 	struct probes_dev *dev;
@@ -75,8 +85,16 @@ void probes_destroy(struct probes *p);
 /* "tp_btf" or "raw_tp": which block programs were attached. */
 const char *probes_block_mode(const struct probes *p);
 bool probes_have_nvme(const struct probes *p);
+/* Whether unseen completions are found within lost_after_ms of their issue
+ * (the sweep program loaded); without it only when the struct request is
+ * issued again. */
+bool probes_have_sweep(const struct probes *p);
+/* Tests only: detach (pause) or attach again the completion program, so
+ * that requests complete unseen. */
+int probes_pause_completions(struct probes *p, bool pause);
 
-/* Fills snap (free with probes_snapshot_free()).  Devices sorted by dev. */
+/* Fills snap (free with probes_snapshot_free()).  Devices sorted by dev.
+ * Accounts first the requests found finished with their completion unseen. */
 int probes_read(struct probes *p, struct probes_snapshot *snap);
 void probes_snapshot_free(struct probes_snapshot *snap);
 const struct probes_dev *probes_snapshot_dev(const struct probes_snapshot *snap,

@@ -46,6 +46,7 @@ static const char *const stat_names[TIERD_STAT_COUNT] = {
 	[TIERD_STAT_CLIENTS_DROPPED] = "clients_dropped",
 	[TIERD_STAT_REFUSED] = "refused",
 	[TIERD_STAT_RELOADS] = "reloads",
+	[TIERD_STAT_ACQUIRES_NOSPACE] = "acquires_nospace",
 };
 
 static const char *const type_names[TIERD_MSG_TYPE_MAX + 1] = {

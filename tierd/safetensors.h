@@ -6,10 +6,12 @@
  * JSON ({"name": {"dtype": "BF16", "shape": [..], "data_offsets": [b, e]},
  * "__metadata__": {"k": "v"}}), then the data area; data_offsets are relative
  * to the start of the data area.  Everything is validated before a tensor is
- * returned: header length limits, JSON syntax, types, dtype names, that the
- * shape times the dtype size equals the byte length (without overflow), that
- * every range lies inside the file and that no two ranges overlap.  Errors
- * name the file and the fault.
+ * returned, to the reference reader's rules (the safetensors crate): header
+ * length limit, strict UTF-8 and JSON, types, dtype names, that the shape
+ * times the dtype size equals the byte length (without overflow), and that
+ * the ranges tile the data area: from byte 0, no overlap, no gap, no bytes
+ * after the last tensor.  doc/README-catalog.md lists the cases.  Errors name
+ * the file and the fault.
  */
 #ifndef TIERD_SAFETENSORS_H
 #define TIERD_SAFETENSORS_H
@@ -19,8 +21,8 @@
 
 #include "catalog.h"
 
-/* Larger headers are refused (the reference implementation's limit). */
-#define ST_MAX_HEADER_LEN	(100ULL << 20)
+/* Larger headers are refused (the reference implementation's limit, decimal). */
+#define ST_MAX_HEADER_LEN	100000000ULL
 
 struct st_tensor {
 	char *name;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "smallfile.h"
 #include "telemetry.h"
@@ -36,6 +37,20 @@
 /* Tokens one report may carry: far above any real batch, and low enough that
  * the 64-bit totals (Prometheus counters) cannot be wrapped by a client. */
 #define SERVER_MAX_TOKEN_REPORT	(1ull << 32)
+#define SERVER_REFUSE_LOG_S	10		/* at most one refusal logged per this */
+#define SERVER_MAX_REFUSED_CONNS 64		/* refused connections waiting for their HELLO */
+#define SERVER_ACCEPT_RETRY_MS	200		/* accept paused at the fd limit: retry after */
+
+/* Reasons refusals are counted by (metrics label: the errno's name). */
+static const int refuse_errs[] = {
+	EACCES, EPERM, EDQUOT, ENOSPC, ENOENT, E2BIG, ERANGE, EBUSY, EIO, ENOMEM, ESTALE, 0,
+};
+static const char *const refuse_names[] = {
+	"EACCES", "EPERM", "EDQUOT", "ENOSPC", "ENOENT", "E2BIG", "ERANGE", "EBUSY", "EIO", "ENOMEM",
+	"ESTALE", "other",
+};
+#define SERVER_NREASONS (sizeof(refuse_errs) / sizeof(refuse_errs[0]))
+_Static_assert(sizeof(refuse_names) / sizeof(refuse_names[0]) == SERVER_NREASONS, "one name per errno");
 
 struct outmsg {
 	struct outmsg *next;
@@ -116,6 +131,12 @@ struct client {
 	char name[65];
 	struct pinset pins;
 	uint32_t inflight;		/* experts of this client's pending acquires */
+	/* Fetches this client's PREFETCH started that have not completed:
+	 * bounded by [client] max_prefetch_inflight. */
+	struct pinset prefetching;
+	/* Refused at accept (max_clients, max_connections_per_uid): told why
+	 * when its HELLO comes, then closed. */
+	char refuse[160];
 	struct acq_req *reqs;
 	struct warm *warms;
 	struct outmsg *out_head, *out_tail;
@@ -140,8 +161,24 @@ struct server {
 	uint64_t instance;
 	struct timespec started;
 	struct pinset opins;		/* operator pins */
-	char *pins_path;		/* STATE_DIR/pins; NULL: state_dir unusable */
-	bool pins_warned;		/* a failed save is said once */
+	char *pins_path;		/* STATE_DIR/pins; NULL: no state_dir, pins in memory only */
+	uint64_t pins_save_errors;
+	uint64_t queued_bytes;		/* answers waiting in every client's queue */
+	unsigned nrefused_conns;	/* connections waiting to be told they are refused */
+	uint64_t connections_refused;
+	struct loop_source *accept_timer;	/* re-arms accept after EMFILE */
+	bool accept_paused;
+	uint64_t accept_failures;	/* since accepting last worked */
+	struct timespec accept_logged;
+	uint64_t max_pins;		/* [client] max_pins, or what "auto" gives */
+	/* Refusals: counted by reason; logged one line per REFUSE_LOG_S, with
+	 * how many were not logged. */
+	uint64_t refused_by[SERVER_NREASONS];
+	uint64_t refused_unlogged;
+	struct timespec refuse_logged;
+	struct metrics_service ms;
+	struct metrics_client *msc;
+	size_t msc_cap;
 	struct acq_req *orphans;	/* requests of departed clients, still pending */
 	struct warm *orphan_warms;
 	uint64_t *tokens;		/* per model */
@@ -204,6 +241,25 @@ static int pinset_drop(struct pinset *ps, const struct engine_key *k)
 	return 0;
 }
 
+static int pinset_clone(struct pinset *dst, const struct pinset *src)
+{
+	*dst = *src;
+	dst->v = NULL;
+	if (!src->cap)
+		return 0;
+	dst->v = malloc(src->cap * sizeof(*dst->v));
+	if (!dst->v)
+		return -ENOMEM;
+	memcpy(dst->v, src->v, src->n * sizeof(*dst->v));
+	return 0;
+}
+
+static void pinset_free(struct pinset *ps)
+{
+	free(ps->v);
+	memset(ps, 0, sizeof(*ps));
+}
+
 static void pinset_release_all(struct pinset *ps, struct engine *e)
 {
 	for (size_t i = 0; i < ps->n; i++)
@@ -227,14 +283,20 @@ static void pinset_release_all(struct pinset *ps, struct engine *e)
  */
 #define PINS_HEADER "tierd-pins 1"
 
-static void server_pins_save(struct server *s)
+/*
+ * Writes ps as STATE_DIR/pins.  Returns 0, or a negative errno with the
+ * reason in why: the caller then leaves the pins as they were, so that what
+ * the daemon holds and what survives a restart never differ.  Every failure
+ * is logged and counted until a save succeeds.
+ */
+static int server_pins_save(struct server *s, const struct pinset *ps, char *why, size_t whylen)
 {
 	char *tmp = NULL;
 	FILE *f = NULL;
 	int fd = -1, err = 0;
 
 	if (!s->pins_path)
-		return;
+		return 0;
 	if (asprintf(&tmp, "%s.tmp", s->pins_path) < 0) {
 		tmp = NULL;
 		err = -ENOMEM;
@@ -252,10 +314,10 @@ static void server_pins_save(struct server *s)
 	}
 	fd = -1;
 	fprintf(f, "%s\n", PINS_HEADER);
-	for (size_t i = 0; i < s->opins.n; i++)
-		for (uint32_t j = 0; j < s->opins.v[i].count; j++)
-			fprintf(f, "%s %u %u\n", engine_model_name(s->engine, s->opins.v[i].key.model),
-				s->opins.v[i].key.layer, s->opins.v[i].key.expert);
+	for (size_t i = 0; i < ps->n; i++)
+		for (uint32_t j = 0; j < ps->v[i].count; j++)
+			fprintf(f, "%s %u %u\n", engine_model_name(s->engine, ps->v[i].key.model),
+				ps->v[i].key.layer, ps->v[i].key.expert);
 	/* The rename must not expose a file whose data is not on disk yet. */
 	if (fflush(f) || fsync(fileno(f))) {
 		err = -errno;
@@ -276,12 +338,13 @@ out:
 		close(fd);
 	if (err && tmp)
 		unlink(tmp);
-	if (err && !s->pins_warned)
-		log_warn("%s: %s: operator pins are kept in memory only", s->pins_path, strerror(-err));
-	else if (err)
-		log_debug("%s: %s", s->pins_path, strerror(-err));
-	s->pins_warned |= err != 0;
 	free(tmp);
+	if (err) {
+		s->pins_save_errors++;
+		snprintf(why, whylen, "cannot save operator pins to %s: %s", s->pins_path, strerror(-err));
+		log_warn("%s", why);
+	}
+	return err;
 }
 
 /* Parses one line "MODEL LAYER EXPERT" in place: -EINVAL if malformed. */
@@ -454,7 +517,7 @@ static void server_pins_load(struct server *s)
 	}
 	log_notice("%s: %u operator pins restored, %u dropped", s->pins_path, ok, dropped);
 	if (dropped)
-		server_pins_save(s);
+		server_pins_save(s, &s->opins, msg, sizeof(msg));
 	goto out;
 malformed:
 	log_err("%s: operator pins not restored", msg);
@@ -471,17 +534,21 @@ out:
 	free(text);
 }
 
-/* Finds STATE_DIR/pins and pins what it names; warns once if state_dir is
- * unusable (the pins then live in memory only). */
+/* Finds STATE_DIR/pins and pins what it names.  Without a state_dir, pins
+ * live in memory only; with one that is not writable, every pin change is
+ * refused until it is (an operator pin that silently does not survive a
+ * restart is worse than one refused). */
 static void server_pins_init(struct server *s)
 {
 	const char *dir = s->conf->state_dir;
 
-	if (!dir || !*dir || access(dir, W_OK | X_OK)) {
-		log_warn("state_dir %s: %s: operator pins will not survive a restart",
-			 dir && *dir ? dir : "(unset)", dir && *dir ? strerror(errno) : "not set");
+	if (!dir || !*dir) {
+		log_warn("state_dir not set: operator pins will not survive a restart");
 		return;
 	}
+	if (access(dir, W_OK | X_OK))
+		log_warn("state_dir %s: %s: operator pin changes are refused until it is writable",
+			 dir, strerror(errno));
 	if (asprintf(&s->pins_path, "%s/pins", dir) < 0) {
 		s->pins_path = NULL;
 		log_warn("out of memory: operator pins will not survive a restart");
@@ -493,6 +560,9 @@ static void server_pins_init(struct server *s)
 /* ---- output ---- */
 
 static void client_drop(struct client *c, const char *why);
+static void server_accept_resume(struct server *s);
+static void server_fetch_done(void *arg, const struct engine_key *key, uint32_t owner, int err,
+			      uint64_t bytes);
 
 static int client_update_events(struct client *c)
 {
@@ -528,11 +598,24 @@ static ssize_t send_packet(int fd, const void *buf, size_t len, const int *fds, 
 	return sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
+/* The client with the most unread answers: the one dropped when every
+ * client's queues together reach [daemon] max_queued_bytes. */
+static struct client *server_biggest_queue(struct server *s)
+{
+	struct client *big = NULL;
+
+	for (struct client *c = s->clients; c; c = c->next)
+		if (!big || c->out_bytes > big->out_bytes)
+			big = c;
+	return big;
+}
+
 /* Sends now if nothing waits, else queues.  The client may be dropped (its
  * queue overflowed or its socket failed): returns -ECONNRESET then, and c
  * must not be used. */
 static int client_send(struct client *c, const void *buf, long len, const int *fds, int nfds)
 {
+	struct server *s = c->srv;
 	struct outmsg *m;
 
 	if (c->dead)
@@ -553,9 +636,26 @@ static int client_send(struct client *c, const void *buf, long len, const int *f
 		}
 	}
 	if (c->out_bytes + (size_t)len > SERVER_MAX_QUEUED) {
+		s->counters[TIERD_STAT_CLIENTS_DROPPED]++;
 		client_drop(c, "output queue full: the client does not read its answers");
-		c->srv->counters[TIERD_STAT_CLIENTS_DROPPED]++;
 		return -ECONNRESET;
+	}
+	/* The bound across clients: many connections that each stay under
+	 * their own bound must not grow the daemon without limit.  The
+	 * biggest reader-who-does-not-read goes first. */
+	while (s->queued_bytes + (uint64_t)len > s->conf->max_queued_bytes) {
+		struct client *big = server_biggest_queue(s);
+		char why[160];
+
+		if (!big || !big->out_bytes)
+			big = c;
+		snprintf(why, sizeof(why), "%zu bytes of answers unread while all clients' queues reach "
+			 "[daemon] max_queued_bytes (%llu)", big->out_bytes,
+			 (unsigned long long)s->conf->max_queued_bytes);
+		s->counters[TIERD_STAT_CLIENTS_DROPPED]++;
+		client_drop(big, why);
+		if (big == c)
+			return -ECONNRESET;
 	}
 	m = malloc(sizeof(*m) + (size_t)len);
 	if (!m) {
@@ -574,6 +674,7 @@ static int client_send(struct client *c, const void *buf, long len, const int *f
 		c->out_head = m;
 	c->out_tail = m;
 	c->out_bytes += (size_t)len;
+	s->queued_bytes += (size_t)len;
 	if (client_update_events(c)) {
 		client_drop(c, "cannot watch the socket");
 		return -ECONNRESET;
@@ -597,28 +698,80 @@ static void client_flush(struct client *c)
 		if (!c->out_head)
 			c->out_tail = NULL;
 		c->out_bytes -= m->len;
+		c->srv->queued_bytes -= m->len;
 		free(m);
 	}
 	if (client_update_events(c))
 		client_drop(c, "cannot watch the socket");
 }
 
+static unsigned refuse_reason(int err)
+{
+	unsigned i;
+
+	for (i = 0; i < SERVER_NREASONS - 1; i++)
+		if (refuse_errs[i] == -err)
+			break;
+	return i;
+}
+
+/*
+ * Counts a refusal and logs it, at most one line per SERVER_REFUSE_LOG_S
+ * (a client retrying a refused request in a loop must not fill the
+ * journal): the line says how many went unlogged since the last one.
+ */
+static void server_note_refusal(struct server *s, const struct client *c, uint64_t id, int err,
+				const char *reason)
+{
+	struct timespec now;
+
+	s->refused_by[refuse_reason(err)]++;
+	s->counters[TIERD_STAT_REFUSED]++;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (s->refuse_logged.tv_sec && now.tv_sec - s->refuse_logged.tv_sec < SERVER_REFUSE_LOG_S) {
+		s->refused_unlogged++;
+		log_debug("client pid %d uid %u: request %llu refused: %s", (int)c->pid, (unsigned)c->uid,
+			  (unsigned long long)id, reason);
+		return;
+	}
+	if (s->refused_unlogged)
+		log_notice("client pid %d uid %u: request %llu refused: %s (and %llu other refusals in the "
+			   "last %lld s: see tierd_requests_refused_total)", (int)c->pid, (unsigned)c->uid,
+			   (unsigned long long)id, reason, (unsigned long long)s->refused_unlogged,
+			   (long long)(now.tv_sec - s->refuse_logged.tv_sec));
+	else
+		log_notice("client pid %d uid %u: request %llu refused: %s", (int)c->pid, (unsigned)c->uid,
+			   (unsigned long long)id, reason);
+	s->refused_unlogged = 0;
+	s->refuse_logged = now;
+}
+
 static int client_error(struct client *c, uint64_t id, int err, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+/*
+ * Answers ERROR and returns err, a negative errno (or -ECONNRESET if the
+ * client was dropped meanwhile): never 0, so that "return client_error()"
+ * stops the request it refuses.
+ */
 static int client_error(struct client *c, uint64_t id, int err, const char *fmt, ...)
 {
 	char reason[TIERD_PROTO_MAX_REASON + 1];
 	va_list ap;
+	int r;
 
+	if (err >= 0) {
+		/* A caller bug: still refuse, never carry on. */
+		log_err("internal error: refusing request %llu with errno %d", (unsigned long long)id, err);
+		err = -EIO;
+	}
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	log_info("client pid %d uid %u: request %llu refused: %s", (int)c->pid, (unsigned)c->uid,
-		 (unsigned long long)id, reason);
-	return client_send(c, c->srv->tx,
-			   tierd_proto_encode_error(c->srv->tx, sizeof(c->srv->tx), id, err, reason),
-			   NULL, 0);
+	server_note_refusal(c->srv, c, id, err, reason);
+	r = client_send(c, c->srv->tx,
+			tierd_proto_encode_error(c->srv->tx, sizeof(c->srv->tx), id, err, reason), NULL, 0);
+	return r ? r : err;
 }
 
 static int client_ok(struct client *c, uint64_t id, uint16_t flags, uint64_t v)
@@ -628,6 +781,30 @@ static int client_ok(struct client *c, uint64_t id, uint16_t flags, uint64_t v)
 	return client_send(c, c->srv->tx,
 			   tierd_proto_encode_u64(c->srv->tx, sizeof(c->srv->tx), TIERD_MSG_OK, id, v),
 			   NULL, 0);
+}
+
+/*
+ * [client] max_pins, or with "auto" (0) half of the pool's slots of the
+ * largest expert: one client can never pin the whole pool, and what it may
+ * pin still grows with the pool.
+ */
+static uint64_t server_max_pins(const struct server *s, const struct tierd_conf *conf)
+{
+	uint64_t pool = 0, slot = 0;
+
+	if (conf->max_pins)
+		return conf->max_pins;
+	for (int i = 0; i < engine_pool_count(s->engine); i++)
+		pool += engine_pool_size(s->engine, (uint32_t)i);
+	for (int i = 0; i < engine_model_count(s->engine); i++) {
+		const struct catalog *cat = engine_model_catalog(s->engine, (uint32_t)i);
+
+		if (cat->slot_bytes > slot)
+			slot = cat->slot_bytes;
+	}
+	if (!slot || pool / slot < 2)
+		return 1;
+	return pool / slot / 2;
 }
 
 /* ---- authorization ---- */
@@ -682,8 +859,9 @@ static void client_authorize(struct client *c)
 	c->operator = c->uid == 0 || c->uid == geteuid();
 }
 
-/* Validates keys against the catalog and the client's rights.  Returns 0 or
- * answers the ERROR itself (then returns its negative errno or -ECONNRESET). */
+/* Validates keys against the catalog and the client's rights.  Returns 0, or
+ * answers the ERROR itself and returns its negative errno (or -ECONNRESET):
+ * the caller must then do nothing more for the request. */
 static int client_check_keys(struct client *c, uint64_t id, const struct tierd_proto_key *keys,
 			     uint32_t n, bool need_map)
 {
@@ -698,12 +876,10 @@ static int client_check_keys(struct client *c, uint64_t id, const struct tierd_p
 			return client_error(c, id, -ENOENT, "model index %u: no such model (%d served)",
 					    k->model, nmodels);
 		if (!c->allowed[k->model]) {
-			s->counters[TIERD_STAT_REFUSED]++;
 			return client_error(c, id, -EACCES, "model %s: uid %u is not allowed to use it",
 					    engine_model_name(s->engine, k->model), (unsigned)c->uid);
 		}
 		if (need_map && !c->may_map) {
-			s->counters[TIERD_STAT_REFUSED]++;
 			return client_error(c, id, -EACCES,
 					    "the pool also holds models uid %u may not read: run a separate tierd for them",
 					    (unsigned)c->uid);
@@ -776,11 +952,47 @@ static void server_account_hbm(struct server *s, const struct client *c, const s
 				   c->id, r->ents[i].expert->bytes);
 }
 
+/*
+ * Who holds the pins of a full pool, for the ENOSPC answer: the operator's
+ * pins and the clients with the most pins (per-client counts are in the
+ * tierd_client_pins metric and `tierctl status`).
+ */
+static void server_pin_holders(const struct server *s, char *buf, size_t len)
+{
+	const struct client *top[3] = { NULL, NULL, NULL };
+	size_t off;
+	int n;
+
+	for (const struct client *c = s->clients; c; c = c->next) {
+		if (!c->pins.total)
+			continue;
+		for (int i = 0; i < 3; i++) {
+			if (!top[i] || c->pins.total > top[i]->pins.total) {
+				for (int j = 2; j > i; j--)
+					top[j] = top[j - 1];
+				top[i] = c;
+				break;
+			}
+		}
+	}
+	n = snprintf(buf, len, "the pool is full of pinned experts (%llu operator pins",
+		     (unsigned long long)s->opins.total);
+	off = n > 0 && (size_t)n < len ? (size_t)n : len;
+	for (int i = 0; i < 3 && top[i] && off < len; i++) {
+		n = snprintf(buf + off, len - off, "; pid %d uid %u \"%.32s\" holds %llu", (int)top[i]->pid,
+			     (unsigned)top[i]->uid, top[i]->name, (unsigned long long)top[i]->pins.total);
+		off = n > 0 && (size_t)n < len - off ? off + (size_t)n : len;
+	}
+	if (off < len)
+		snprintf(buf + off, len - off, "): release some, or see `tierctl status`");
+}
+
 static void req_finish(struct acq_req *r)
 {
 	struct server *s = r->srv;
 	struct client *c = r->c;
 	const struct req_ent *bad = NULL;
+	char why[320];
 
 	if (!c) {
 		req_unlink(&s->orphans, r);
@@ -795,34 +1007,58 @@ static void req_finish(struct acq_req *r)
 	if (bad) {
 		/* All or nothing: a batch answered in part would leave the client
 		 * guessing which pins it holds. */
-		const char *why = bad->err == -ESTALE ?
-				  engine_model_stale_reason(s->engine, bad->key.model) : NULL;
+		const char *stale = bad->err == -ESTALE ?
+				    engine_model_stale_reason(s->engine, bad->key.model) : NULL;
 
 		req_release_done(r);
+		if (bad->err == -ENOSPC)
+			server_pin_holders(s, why, sizeof(why));
+		else
+			snprintf(why, sizeof(why), "%s", stale ? stale : strerror(-bad->err));
 		client_error(c, r->id, bad->err, "model %s layer %u expert %u: %s",
 			     engine_model_name(s->engine, bad->key.model), bad->key.layer,
-			     bad->key.expert, why ? why : strerror(-bad->err));
+			     bad->key.expert, why);
+		free(r);
+		return;
+	}
+	if (r->kind == REQ_PIN) {
+		/* Saved first, applied after: a pin the file cannot keep is
+		 * refused, not held in memory only. */
+		struct pinset next;
+		int err = pinset_clone(&next, &s->opins);
+
+		for (uint32_t i = 0; i < r->n && !err; i++)
+			err = pinset_add(&next, &r->ents[i].key);
+		if (!err)
+			err = server_pins_save(s, &next, why, sizeof(why));
+		else
+			snprintf(why, sizeof(why), "out of memory recording pins");
+		if (err) {
+			pinset_free(&next);
+			req_release_done(r);
+			client_error(c, r->id, err, "%s: nothing pinned", why);
+		} else {
+			pinset_free(&s->opins);
+			s->opins = next;
+			client_ok(c, r->id, 0, r->n);
+		}
 		free(r);
 		return;
 	}
 	for (uint32_t i = 0; i < r->n; i++) {
-		struct pinset *ps = r->kind == REQ_ACQUIRE ? &c->pins : &s->opins;
-
-		if (pinset_add(ps, &r->ents[i].key)) {
+		if (pinset_add(&c->pins, &r->ents[i].key)) {
 			/* Keep the books right: undo what this batch added. */
 			for (uint32_t j = 0; j < i; j++)
-				pinset_drop(ps, &r->ents[j].key);
+				pinset_drop(&c->pins, &r->ents[j].key);
 			req_release_done(r);
 			client_error(c, r->id, -ENOMEM, "out of memory recording pins");
 			free(r);
 			return;
 		}
 	}
-	if (r->kind == REQ_ACQUIRE) {
+	{
 		long len = encode_acquired(s, r);
 
-		if (len != -EMSGSIZE)
-			server_account_hbm(s, c, r);
 		if (len == -EMSGSIZE) {
 			for (uint32_t i = 0; i < r->n; i++)
 				pinset_drop(&c->pins, &r->ents[i].key);
@@ -831,11 +1067,10 @@ static void req_finish(struct acq_req *r)
 				     "the answer to %u experts exceeds %u bytes: acquire fewer at once",
 				     r->n, TIERD_PROTO_MAX_MSG);
 		} else {
+			server_account_hbm(s, c, r);
+			/* Dropped on a failed send: its pins go with it. */
 			client_send(c, s->tx, len, NULL, 0);
 		}
-	} else {
-		server_pins_save(s);
-		client_ok(c, r->id, 0, r->n);
 	}
 	free(r);
 }
@@ -866,17 +1101,17 @@ static void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
 
 	if (kind == REQ_ACQUIRE) {
 		if (c->inflight + n > s->conf->max_inflight) {
-			s->counters[TIERD_STAT_REFUSED]++;
 			client_error(c, h->request_id, -EDQUOT,
 				     "%u experts in flight with this batch, [client] max_inflight is %u",
 				     c->inflight + n, s->conf->max_inflight);
 			return;
 		}
-		if (c->pins.total + c->inflight + n > s->conf->max_pins) {
-			s->counters[TIERD_STAT_REFUSED]++;
+		if (c->pins.total + c->inflight + n > s->max_pins) {
 			client_error(c, h->request_id, -EDQUOT,
-				     "would hold %llu pins, [client] max_pins is %u",
-				     (unsigned long long)(c->pins.total + c->inflight + n), s->conf->max_pins);
+				     "would hold %llu pins, [client] max_pins is %llu%s",
+				     (unsigned long long)(c->pins.total + c->inflight + n),
+				     (unsigned long long)s->max_pins,
+				     s->conf->max_pins ? "" : " (auto: half the pool's slots)");
 			return;
 		}
 	}
@@ -918,6 +1153,9 @@ static void client_release(struct client *c, const struct tierd_msg_hdr *h,
 			   const struct tierd_proto_key *keys, uint32_t n, struct pinset *ps)
 {
 	struct server *s = c->srv;
+	struct pinset next;
+	char why[320];
+	int err;
 
 	/* Check first, so that a bad batch releases nothing. */
 	for (uint32_t i = 0; i < n; i++) {
@@ -935,16 +1173,80 @@ static void client_release(struct client *c, const struct tierd_msg_hdr *h,
 			return;
 		}
 	}
+	if (ps == &s->opins) {
+		/* Operator pins: saved first, applied after (see req_finish). */
+		err = pinset_clone(&next, ps);
+		if (err) {
+			client_error(c, h->request_id, err, "out of memory: nothing unpinned");
+			return;
+		}
+		for (uint32_t i = 0; i < n; i++) {
+			struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+
+			pinset_drop(&next, &k);
+		}
+		err = server_pins_save(s, &next, why, sizeof(why));
+		if (err) {
+			pinset_free(&next);
+			client_error(c, h->request_id, err, "%s: nothing unpinned", why);
+			return;
+		}
+		pinset_free(ps);
+		*ps = next;
+	}
 	for (uint32_t i = 0; i < n; i++) {
 		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
 
-		pinset_drop(ps, &k);
+		if (ps != &s->opins)
+			pinset_drop(ps, &k);
 		engine_release(s->engine, &k);
 	}
 	s->counters[TIERD_STAT_RELEASES] += n;
-	if (ps == &s->opins)
-		server_pins_save(s);
 	client_ok(c, h->request_id, h->flags, n);
+}
+
+/*
+ * PREFETCH: fetch without pinning.  Each client may have at most [client]
+ * max_prefetch_inflight fetches of its own prefetches in flight (a batch
+ * over that is refused whole, before anything starts), and a prefetch evicts
+ * at most [pool] max_evict_per_alloc experts for its slot: a client cannot
+ * flush the pool of what others use by prefetching.  A prefetch the pool
+ * has no room for is skipped, not an error: it was a guess.
+ */
+static void client_prefetch(struct client *c, const struct tierd_msg_hdr *h,
+			    const struct tierd_proto_key *keys, uint32_t n)
+{
+	struct server *s = c->srv;
+	uint32_t skipped = 0;
+
+	if (c->prefetching.total + n > s->conf->max_prefetch_inflight) {
+		client_error(c, h->request_id, -EDQUOT,
+			     "%llu prefetches in flight with this batch, [client] max_prefetch_inflight is %u",
+			     (unsigned long long)(c->prefetching.total + n), s->conf->max_prefetch_inflight);
+		return;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+		bool started;
+		int r = engine_prefetch_started(s->engine, &k, c->id, &started);
+
+		if (r == -ENOSPC || r == -EDQUOT) {
+			skipped++;
+			continue;
+		}
+		if (r) {
+			client_error(c, h->request_id, r, "prefetch of model %s layer %u expert %u: %s "
+				     "(%u of %u started)", engine_model_name(s->engine, k.model), k.layer,
+				     k.expert, strerror(-r), i, n);
+			return;
+		}
+		if (started && pinset_add(&c->prefetching, &k)) {
+			/* Not counted against the budget: the fetch runs anyway. */
+			log_warn("client pid %d: out of memory counting prefetches", (int)c->pid);
+		}
+	}
+	s->counters[TIERD_STAT_PREFETCHES] += n - skipped;
+	client_ok(c, h->request_id, h->flags, n - skipped);
 }
 
 /* ---- warm ---- */
@@ -1149,25 +1451,34 @@ static void client_stats(struct client *c, uint64_t id)
 							      TIERD_STAT_COUNT), NULL, 0);
 }
 
+/* EVICT: all or nothing, so that an error never comes after part of the
+ * batch was carried out. */
 static void client_evict(struct client *c, const struct tierd_msg_hdr *h,
 			 const struct tierd_proto_key *keys, uint32_t n)
 {
 	struct server *s = c->srv;
-	uint32_t done = 0;
 
 	for (uint32_t i = 0; i < n; i++) {
 		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
-		int err = engine_evict(s->engine, &k);
+		int err = engine_evict_check(s->engine, &k);
 
+		for (uint32_t j = 0; j < i && !err; j++)
+			if (keys[j].model == k.model && keys[j].layer == k.layer && keys[j].expert == k.expert)
+				err = -EINVAL;
 		if (err) {
-			client_error(c, h->request_id, err, "model %s layer %u expert %u: %s (evicted %u of %u)",
+			client_error(c, h->request_id, err, "model %s layer %u expert %u: %s: nothing evicted",
 				     engine_model_name(s->engine, k.model), k.layer, k.expert,
-				     err == -EBUSY ? "pinned" : strerror(-err), done, n);
+				     err == -EBUSY ? "pinned or being fetched" : err == -ENOENT ? "not resident" :
+				     "named twice in the batch");
 			return;
 		}
-		done++;
 	}
-	client_ok(c, h->request_id, h->flags, done);
+	for (uint32_t i = 0; i < n; i++) {
+		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+
+		engine_evict(s->engine, &k);
+	}
+	client_ok(c, h->request_id, h->flags, n);
 }
 
 /* METRICS: a fresh sample (probes read, energy advanced), rendered and sent
@@ -1259,6 +1570,13 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 		client_malformed(c, &h, -EBADMSG, "request id 0 is reserved");
 		return -ECONNRESET;
 	}
+	if (c->refuse[0]) {
+		/* Refused at accept: told now, then closed. */
+		send_packet(c->fd, s->tx, (size_t)tierd_proto_encode_error(s->tx, sizeof(s->tx), h.request_id,
+									  -EUSERS, c->refuse), NULL, 0);
+		client_drop(c, c->refuse);
+		return -ECONNRESET;
+	}
 	if (!c->hello && h.type != TIERD_MSG_HELLO) {
 		client_malformed(c, &h, -EBADMSG, "the first message must be HELLO");
 		return -ECONNRESET;
@@ -1294,7 +1612,6 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 		}
 		if (h.type == TIERD_MSG_EVICT || h.type == TIERD_MSG_PIN || h.type == TIERD_MSG_UNPIN) {
 			if (!c->operator) {
-				s->counters[TIERD_STAT_REFUSED]++;
 				return client_error(c, h.request_id, -EPERM,
 						    "%s is for operators (root or the daemon's user), not uid %u",
 						    tierd_proto_type_name(h.type), (unsigned)c->uid);
@@ -1304,23 +1621,16 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 				return 0;
 			}
 		}
-		r = client_check_keys(c, h.request_id, keys, n, h.type == TIERD_MSG_ACQUIRE);
+		/* A prefetch moves experts into the pool others read from and
+		 * may evict theirs: only for clients that may read the pool. */
+		r = client_check_keys(c, h.request_id, keys, n,
+				      h.type == TIERD_MSG_ACQUIRE || h.type == TIERD_MSG_PREFETCH);
 		if (r)
-			return r == -ECONNRESET ? r : 0;
+			return r;
 		if (h.type == TIERD_MSG_EVICT) {
 			client_evict(c, &h, keys, n);
 		} else if (h.type == TIERD_MSG_PREFETCH) {
-			for (uint32_t i = 0; i < n; i++) {
-				struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
-
-				r = engine_prefetch_for(s->engine, &k, c->id);
-				if (r)
-					return client_error(c, h.request_id, r,
-							    "prefetch of layer %u expert %u: %s", k.layer,
-							    k.expert, strerror(-r));
-			}
-			s->counters[TIERD_STAT_PREFETCHES] += n;
-			return client_ok(c, h.request_id, h.flags, n);
+			client_prefetch(c, &h, keys, n);
 		} else {
 			client_acquire(c, &h, keys, n, h.type == TIERD_MSG_PIN ? REQ_PIN : REQ_ACQUIRE);
 		}
@@ -1390,7 +1700,6 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 		if (tierd_proto_decode_warm(p, h.length, &m, &why))
 			break;
 		if (!c->operator) {
-			s->counters[TIERD_STAT_REFUSED]++;
 			return client_error(c, h.request_id, -EPERM, "WARM is for operators, not uid %u",
 					    (unsigned)c->uid);
 		}
@@ -1491,7 +1800,7 @@ static void client_drop(struct client *c, const char *why)
 	if (c->dead)
 		return;
 	if (why)
-		log_info("client pid %d uid %u dropped: %s", (int)c->pid, (unsigned)c->uid, why);
+		log_notice("client pid %d uid %u dropped: %s", (int)c->pid, (unsigned)c->uid, why);
 	else
 		log_info("client pid %d uid %u disconnected", (int)c->pid, (unsigned)c->uid);
 	if (pins)
@@ -1523,10 +1832,17 @@ static void client_drop(struct client *c, const char *why)
 		struct outmsg *m = c->out_head;
 
 		c->out_head = m->next;
+		s->queued_bytes -= m->len;
 		free(m);
 	}
+	c->out_bytes = 0;
+	pinset_free(&c->prefetching);
+	if (c->refuse[0])
+		s->nrefused_conns--;
 	loop_remove(c->src);
 	close(c->fd);
+	/* An fd is free again. */
+	server_accept_resume(s);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -1537,6 +1853,56 @@ static void client_drop(struct client *c, const char *why)
 	c->dead = true;
 	c->next = s->dead;
 	s->dead = c;
+}
+
+static unsigned server_uid_connections(const struct server *s, uid_t uid)
+{
+	unsigned n = 0;
+
+	for (const struct client *c = s->clients; c; c = c->next)
+		n += c->uid == uid && !c->refuse[0];
+	return n;
+}
+
+/*
+ * At the fd limit accept fails while the connection stays in the backlog,
+ * and level-triggered epoll would wake again at once: stop watching the
+ * listener, and try again when a client goes away or after a short time.
+ * Logged at most once a minute, and once when accepting works again.
+ */
+static void server_accept_pause(struct server *s, int err)
+{
+	struct timespec now;
+
+	s->accept_failures++;
+	s->connections_refused++;
+	if (s->accept_paused)
+		return;
+	s->accept_paused = true;
+	loop_modify_fd(s->listen_src, 0);
+	loop_timer_set(s->accept_timer, SERVER_ACCEPT_RETRY_MS, SERVER_ACCEPT_RETRY_MS);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (s->accept_logged.tv_sec && now.tv_sec - s->accept_logged.tv_sec < 60)
+		return;
+	s->accept_logged = now;
+	log_warn("accept: %s: new connections wait%s (%llu failed attempts)", strerror(err),
+		 err == EMFILE || err == ENFILE ?
+		 "; raise the open files limit: LimitNOFILE= in the unit, or ulimit -n" : "",
+		 (unsigned long long)s->accept_failures);
+}
+
+static void server_accept_resume(struct server *s)
+{
+	if (!s->accept_paused)
+		return;
+	s->accept_paused = false;
+	loop_timer_stop(s->accept_timer);
+	loop_modify_fd(s->listen_src, EPOLLIN);
+}
+
+static void server_accept_retry(struct loop_source *src, void *arg)
+{
+	server_accept_resume(arg);
 }
 
 static void server_accept(struct loop_source *src, int fd, uint32_t events, void *arg)
@@ -1551,9 +1917,17 @@ static void server_accept(struct loop_source *src, int fd, uint32_t events, void
 		int cfd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (cfd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				server_accept_pause(s, errno);
+			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+				 errno != ECONNABORTED)
 				log_warn("accept: %s", strerror(errno));
 			return;
+		}
+		if (s->accept_failures) {
+			log_notice("accepting connections again, after %llu failed attempts",
+				   (unsigned long long)s->accept_failures);
+			s->accept_failures = 0;
 		}
 		if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len)) {
 			log_warn("SO_PEERCRED: %s: refusing the connection", strerror(errno));
@@ -1578,7 +1952,27 @@ static void server_accept(struct loop_source *src, int fd, uint32_t events, void
 		/* Supplementary groups count for allow_gid (Linux >= 4.13). */
 		if (!getsockopt(cfd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len))
 			c->ngroups = (int)(len / sizeof(gid_t));
+		/* Over a connection limit: the client is told why in answer to
+		 * its HELLO (an ERROR sent before it would be lost when its
+		 * HELLO meets a closed socket).  Few such wait at once. */
+		if (s->nclients - s->nrefused_conns >= s->conf->max_clients)
+			snprintf(c->refuse, sizeof(c->refuse), "tierd serves %u clients, [daemon] max_clients",
+				 s->conf->max_clients);
+		else if (server_uid_connections(s, c->uid) >= s->conf->max_connections_per_uid)
+			snprintf(c->refuse, sizeof(c->refuse),
+				 "uid %u has %u connections, [client] max_connections_per_uid", (unsigned)c->uid,
+				 s->conf->max_connections_per_uid);
+		if (c->refuse[0]) {
+			s->connections_refused++;
+			if (s->nrefused_conns >= SERVER_MAX_REFUSED_CONNS) {
+				close(cfd);
+				free(c);
+				continue;
+			}
+			s->nrefused_conns++;
+		}
 		if (loop_add_fd(s->loop, cfd, EPOLLIN, client_event, c, &c->src)) {
+			s->nrefused_conns -= c->refuse[0] != 0;
 			close(cfd);
 			free(c);
 			continue;
@@ -1756,6 +2150,14 @@ int server_create(struct server **out, struct loop *loop, struct engine *engine,
 	err = loop_add_fd(loop, s->listen_fd, EPOLLIN, server_accept, s, &s->listen_src);
 	if (err)
 		goto fail;
+	err = loop_add_timer(loop, 0, 0, server_accept_retry, s, &s->accept_timer);
+	if (!err)
+		err = loop_timer_stop(s->accept_timer);
+	if (err)
+		goto fail;
+	s->max_pins = server_max_pins(s, conf);
+	/* Always: prefetch budgets are settled when fetches end. */
+	engine_set_fetch_observer(engine, server_fetch_done, s);
 	server_pins_init(s);
 	*out = s;
 	return 0;
@@ -1768,8 +2170,9 @@ void server_destroy(struct server *s)
 {
 	if (!s)
 		return;
+	engine_set_fetch_observer(s->engine, NULL, NULL);
 	if (s->tel)
-		engine_set_fetch_observer(s->engine, NULL, NULL);
+		telemetry_set_service_source(s->tel, NULL, NULL);
 	while (s->clients)
 		client_drop(s->clients, "tierd is stopping");
 	server_reap(s);
@@ -1789,6 +2192,8 @@ void server_destroy(struct server *s)
 	}
 	pinset_release_all(&s->opins, s->engine);
 	free(s->pins_path);
+	free(s->msc);
+	loop_remove(s->accept_timer);
 	loop_remove(s->listen_src);
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
@@ -1805,12 +2210,49 @@ void server_destroy(struct server *s)
 	free(s);
 }
 
+/*
+ * A reload may take rights away.  A client that loses a model, or the right
+ * to map the pool, is dropped: its pins go, and a new connection is
+ * authorised under the new lists (it gets no pool descriptor if it may not
+ * read every model).  What a dropped process mapped before stays mapped in
+ * it until it unmaps or exits: the kernel offers no way to take a mapping
+ * back, so an operator revoking a running process's access also stops it.
+ */
 void server_set_conf(struct server *s, const struct tierd_conf *conf)
 {
+	int n = engine_model_count(s->engine);
+	bool *was = calloc((size_t)n + 1, sizeof(bool));
+	struct client *c, *next;
+
 	s->conf = conf;
-	for (struct client *c = s->clients; c; c = c->next)
-		if (c->hello)
-			client_authorize(c);
+	s->max_pins = server_max_pins(s, conf);
+	for (c = s->clients; c; c = next) {
+		bool had_map = c->may_map;
+		int lost = -1;
+
+		next = c->next;
+		if (!c->hello)
+			continue;
+		if (was)
+			memcpy(was, c->allowed, (size_t)n * sizeof(bool));
+		client_authorize(c);
+		for (int i = 0; i < n && lost < 0; i++)
+			if ((!was || was[i]) && !c->allowed[i])
+				lost = i;
+		if (lost >= 0 || (had_map && !c->may_map)) {
+			char why[TIERD_PROTO_MAX_NAME + 96];
+
+			if (lost >= 0)
+				snprintf(why, sizeof(why), "access to model %s withdrawn by a reload",
+					 engine_model_name(s->engine, (uint32_t)lost));
+			else
+				snprintf(why, sizeof(why), "pool access withdrawn by a reload");
+			s->counters[TIERD_STAT_CLIENTS_DROPPED]++;
+			/* next stays valid: a drop unlinks only c. */
+			client_drop(c, why);
+		}
+	}
+	free(was);
 }
 
 void server_get_stats(const struct server *s, uint64_t *v)
@@ -1837,6 +2279,7 @@ void server_get_stats(const struct server *s, uint64_t *v)
 	v[TIERD_STAT_OPERATOR_PINS] = s->opins.total;
 	v[TIERD_STAT_HITS] = st.hits;
 	v[TIERD_STAT_MISSES] = st.misses;
+	v[TIERD_STAT_ACQUIRES_NOSPACE] = st.refused;
 	v[TIERD_STAT_EVICTIONS] = st.evictions;
 	v[TIERD_STAT_FETCHES] = st.fetches;
 	v[TIERD_STAT_FETCH_ERRORS] = st.fetch_errors;
@@ -1877,26 +2320,61 @@ static void server_fetch_done(void *arg, const struct engine_key *key, uint32_t 
 {
 	struct server *s = arg;
 	uint32_t who = owner;
+	struct client *c = NULL;
 
+	if (who != ENGINE_OWNER_NONE) {
+		c = s->clients;
+		while (c && c->id != who)
+			c = c->next;
+	}
+	/* A prefetch of this client's has ended: room in its budget. */
+	if (c)
+		pinset_drop(&c->prefetching, key);
 	if (!s->tel || !bytes)
 		return;
 	/* Bytes read are spent even when the fetch failed.  An owner gone
 	 * since it asked is folded already: charge "departed". */
-	if (who != ENGINE_OWNER_NONE) {
-		const struct client *c = s->clients;
-
-		while (c && c->id != who)
-			c = c->next;
-		if (!c)
-			who = ENERGY_CLIENT_DEPARTED;
-	}
+	if (who != ENGINE_OWNER_NONE && !c)
+		who = ENERGY_CLIENT_DEPARTED;
 	energy_account_fetch(telemetry_energy(s->tel), engine_model_name(s->engine, key->model), who, bytes);
+}
+
+/* The service's counters for the metrics, refreshed at each render. */
+static const struct metrics_service *server_metrics(void *arg)
+{
+	struct server *s = arg;
+	size_t n = 0;
+	if (s->nclients > s->msc_cap) {
+		struct metrics_client *v = realloc(s->msc, s->nclients * sizeof(*v));
+
+		if (v) {
+			s->msc = v;
+			s->msc_cap = s->nclients;
+		}
+	}
+	for (const struct client *c = s->clients; c && n < s->msc_cap; c = c->next) {
+		if (!c->hello)
+			continue;
+		s->msc[n++] = (struct metrics_client){ c->id, (int32_t)c->pid, (uint32_t)c->uid,
+						       c->pins.total, c->name };
+	}
+	s->ms = (struct metrics_service){
+		.nreasons = SERVER_NREASONS, .reason = refuse_names, .refused = s->refused_by,
+		.pins_save_errors = s->pins_save_errors,
+		.clients_dropped = s->counters[TIERD_STAT_CLIENTS_DROPPED],
+		.connections_refused = s->connections_refused,
+		.nclients = n, .clients = s->msc,
+	};
+	return &s->ms;
 }
 
 void server_set_telemetry(struct server *s, struct telemetry *t)
 {
+	if (s->tel)
+		telemetry_set_service_source(s->tel, NULL, NULL);
 	s->tel = t;
-	engine_set_fetch_observer(s->engine, t ? server_fetch_done : NULL, s);
+	if (t)
+		telemetry_set_service_source(t, server_metrics, s);
 }
 
 void server_count_reload(struct server *s)

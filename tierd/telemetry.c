@@ -40,6 +40,8 @@ struct telemetry {
 	bool export_warned;		/* rendering or HTTP publishing failed */
 	struct metrics_model *models;	/* the engine's, as of the last refresh */
 	size_t nmodels;
+	telemetry_service_fn service_fn;
+	void *service_arg;
 };
 
 uint64_t telemetry_now_ns(void)
@@ -266,6 +268,7 @@ int telemetry_render(struct telemetry *t, char **text, size_t *len)
 	in.fetch_latency = t->fetch_latency;
 	in.models = t->models;
 	in.nmodels = t->nmodels;
+	in.service = t->service_fn ? t->service_fn(t->service_arg) : NULL;
 	r = metrics_render(&in, text, len);
 	free(nv);
 	return r;
@@ -352,6 +355,12 @@ int telemetry_refresh(struct telemetry *t, const struct engine *e, uint64_t now_
 void telemetry_set_fetch_latency(struct telemetry *t, const struct metrics_hist *h)
 {
 	t->fetch_latency = h;
+}
+
+void telemetry_set_service_source(struct telemetry *t, telemetry_service_fn fn, void *arg)
+{
+	t->service_fn = fn;
+	t->service_arg = arg;
 }
 
 uint16_t telemetry_http_port(const struct telemetry *t)

@@ -54,6 +54,11 @@ void telemetry_set_engine_stats(struct telemetry *t, const struct engine_stats *
 int telemetry_refresh(struct telemetry *t, const struct engine *e, uint64_t now_ns);
 /* Kept by pointer: the caller owns it and keeps it alive. */
 void telemetry_set_fetch_latency(struct telemetry *t, const struct metrics_hist *h);
+/* Who supplies the service's counters at each render (the server); fn NULL:
+ * none.  What fn returns must stay valid until the next call. */
+struct metrics_service;
+typedef const struct metrics_service *(*telemetry_service_fn)(void *arg);
+void telemetry_set_service_source(struct telemetry *t, telemetry_service_fn fn, void *arg);
 /* Port of the HTTP endpoint (0: off). */
 uint16_t telemetry_http_port(const struct telemetry *t);
 

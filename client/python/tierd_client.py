@@ -11,7 +11,11 @@
 
 Tensors are read-only views into tierd's shared pool: they stay valid and
 unchanged while the acquisition is held, and must not be used after
-release().  BF16 and FP8 tensors come back as uint16 / uint8 arrays (numpy has
+release().  After a daemon restart the library re-acquires held experts
+(acq.status() says whether it could); views taken before stay readable,
+over the old pool, until release(): take the tensors again for the new
+bytes.  Calls that wait for the daemon take timeout_ms (-1: no limit) and
+raise TierdError(ETIMEDOUT) when it passes.  BF16 and FP8 tensors come back as uint16 / uint8 arrays (numpy has
 no such dtypes); reinterpret them with torch.frombuffer(...).view(torch.bfloat16)
 or similar.  Errors raise OSError with the errno and the daemon's reason.
 """
@@ -64,7 +68,11 @@ _DTYPES = [
     ("BOOL", "bool"), ("U8", "uint8"), ("I8", "int8"), ("F8_E4M3", "uint8"), ("F8_E5M2", "uint8"),
     ("I16", "int16"), ("U16", "uint16"), ("F16", "float16"), ("BF16", "uint16"), ("I32", "int32"),
     ("U32", "uint32"), ("F32", "float32"), ("I64", "int64"), ("U64", "uint64"), ("F64", "float64"),
+    ("F8_E8M0", "uint8"),
 ]
+
+# TIERD_CLIENT_DEFAULT_TIMEOUT_MS of tierd-client.h
+DEFAULT_TIMEOUT_MS = 10000
 
 
 class TierdError(OSError):
@@ -84,7 +92,7 @@ def _load(path=None):
         "tierd_client_model_find": (c_int, [P, ctypes.c_char_p]),
         "tierd_client_model_info": (c_int, [P, ctypes.c_uint, ctypes.POINTER(_ModelInfo)]),
         "tierd_client_pool_count": (c_int, [P]),
-        "tierd_client_prefetch": (c_int, [P, ctypes.POINTER(_Key), c_size_t]),
+        "tierd_client_prefetch_timeout": (c_int, [P, ctypes.POINTER(_Key), c_size_t, c_int]),
         "tierd_client_acquire": (c_int, [P, ctypes.POINTER(_Key), c_size_t, c_int, ctypes.POINTER(P)]),
         "tierd_client_release": (c_int, [P, P]),
         "tierd_acquisition_count": (c_size_t, [P]),
@@ -94,10 +102,11 @@ def _load(path=None):
                                               ctypes.POINTER(ctypes.c_uint32),
                                               ctypes.POINTER(ctypes.c_float), c_size_t]),
         "tierd_client_report_tokens": (c_int, [P, ctypes.c_uint32, ctypes.c_uint64]),
-        "tierd_client_stats": (c_int, [P, ctypes.POINTER(ctypes.c_uint64), c_size_t]),
+        "tierd_client_stats_timeout": (c_int, [P, ctypes.POINTER(ctypes.c_uint64), c_size_t, c_int]),
         "tierd_client_stat_name": (ctypes.c_char_p, [ctypes.c_uint]),
         # c_void_p, not c_char_p: the text is malloc'd and must be freed.
-        "tierd_client_metrics": (c_int, [P, ctypes.POINTER(P), ctypes.POINTER(c_size_t)]),
+        "tierd_client_metrics_timeout": (c_int, [P, ctypes.POINTER(P), ctypes.POINTER(c_size_t), c_int]),
+        "tierd_dtype_name": (ctypes.c_char_p, [ctypes.c_uint32]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
@@ -206,9 +215,9 @@ class Client:
     def model_index(self, name):
         return self._check(self._lib.tierd_client_model_find(self._c, name.encode()), "model " + name)
 
-    def prefetch(self, keys):
+    def prefetch(self, keys, timeout_ms=DEFAULT_TIMEOUT_MS):
         arr, n = self._keys(keys)
-        self._check(self._lib.tierd_client_prefetch(self._c, arr, n), "prefetch")
+        self._check(self._lib.tierd_client_prefetch_timeout(self._c, arr, n, timeout_ms), "prefetch")
 
     def acquire(self, keys, timeout_ms=-1):
         arr, n = self._keys(keys)
@@ -225,15 +234,16 @@ class Client:
     def report_tokens(self, model, tokens):
         self._check(self._lib.tierd_client_report_tokens(self._c, model, tokens), "report_tokens")
 
-    def stats(self):
+    def stats(self, timeout_ms=DEFAULT_TIMEOUT_MS):
         vals = (ctypes.c_uint64 * 256)()
-        n = self._check(self._lib.tierd_client_stats(self._c, vals, 256), "stats")
+        n = self._check(self._lib.tierd_client_stats_timeout(self._c, vals, 256, timeout_ms), "stats")
         return {self._lib.tierd_client_stat_name(i).decode(): vals[i] for i in range(n)}
 
-    def metrics(self):
+    def metrics(self, timeout_ms=DEFAULT_TIMEOUT_MS):
         """The daemon's metrics now, as Prometheus exposition text (str)."""
         text, n = ctypes.c_void_p(), ctypes.c_size_t()
-        self._check(self._lib.tierd_client_metrics(self._c, ctypes.byref(text), ctypes.byref(n)), "metrics")
+        self._check(self._lib.tierd_client_metrics_timeout(self._c, ctypes.byref(text), ctypes.byref(n),
+                                                           timeout_ms), "metrics")
         try:
             return ctypes.string_at(text, n.value).decode()
         finally:

@@ -1,0 +1,680 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * White-box test of libtierd-client against a fake daemon: a child process
+ * that speaks the protocol with tierd/proto.c, so a test can kill it
+ * (restart), stop it (SIGSTOP), make it send what a broken daemon sends, or
+ * send a dtype.  The library is compiled into this program, with its
+ * timeouts shortened and its allocations routed through a failure injector.
+ *
+ * A hang is a failure: a watchdog alarm ends a test that does not return.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdalign.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "catalog.h"
+#include "safetensors.h"
+
+/* ---- the library, with failure injection ---- */
+
+static int alloc_fail_at = -1;		/* which allocation fails (counting from 0); -1: none */
+static int alloc_seen;
+
+static bool alloc_fails(void)
+{
+	return alloc_fail_at >= 0 && alloc_seen++ == alloc_fail_at;
+}
+
+static void *inj_malloc(size_t n)
+{
+	return alloc_fails() ? NULL : malloc(n);
+}
+
+static void *inj_calloc(size_t n, size_t size)
+{
+	return alloc_fails() ? NULL : calloc(n, size);
+}
+
+static char *inj_strdup(const char *s)
+{
+	return alloc_fails() ? NULL : strdup(s);
+}
+
+#define CONNECT_TIMEOUT_MS	2000
+#define REQUEST_TIMEOUT_MS	300
+#define malloc(n)		inj_malloc(n)
+#define calloc(n, size)		inj_calloc(n, size)
+#define strdup(s)		inj_strdup(s)
+#include "tierd-client.c"
+#undef malloc
+#undef calloc
+#undef strdup
+
+/* ---- the fake daemon ---- */
+
+#define F_LAYERS	2
+#define F_EXPERTS	4
+#define F_SLOT		4096u
+#define F_POOL		(F_LAYERS * F_EXPERTS * F_SLOT)
+#define WATCHDOG_S	60
+
+enum fake_mode {
+	FAKE_SERVE,		/* answers like tierd */
+	FAKE_JUNK,		/* answers ACQUIRE only with answers to other requests */
+};
+
+/* Counters the fake daemon keeps for the test (shared memory). */
+struct fake_counts {
+	atomic_uint acquired;		/* keys */
+	atomic_uint released;
+};
+
+struct fixture {
+	char dir[64];
+	char sock[128];
+	int lfd;			/* the listening socket, kept across restarts */
+	pid_t pid;			/* the current fake daemon */
+	struct fake_counts *counts;
+};
+
+static void fake_send(int fd, const void *buf, long len)
+{
+	/* A client that went away is not the daemon's failure. */
+	if (len > 0)
+		(void)!send(fd, buf, (size_t)len, MSG_NOSIGNAL);
+}
+
+static void fake_welcome(int fd, int pool, unsigned gen, uint64_t id)
+{
+	static alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
+	union {
+		char b[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct tierd_msg_welcome *w = calloc(1, sizeof(*w));
+	struct tierd_proto_buf b;
+	struct iovec iov = { .iov_base = tx };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+			     .msg_controllen = sizeof(ctl.b) };
+	struct cmsghdr *cm;
+	long len;
+
+	if (!w)
+		_exit(2);
+	w->instance = gen;
+	w->npools = 1;
+	w->pool_size[0] = F_POOL;
+	w->nmodels = 1;
+	w->models[0] = (struct tierd_proto_model){ "demo", TIERD_MODEL_F_ALLOWED, F_LAYERS, F_EXPERTS, 2,
+						   F_LAYERS * F_EXPERTS, F_SLOT };
+	tierd_proto_begin(&b, tx, sizeof(tx), TIERD_MSG_WELCOME, 0, id);
+	tierd_proto_put_welcome(&b, w);
+	len = tierd_proto_end(&b);
+	free(w);
+	if (len < 0)
+		_exit(2);
+	iov.iov_len = (size_t)len;
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &pool, sizeof(int));
+	(void)!sendmsg(fd, &mh, MSG_NOSIGNAL);
+}
+
+/* One tensor per expert, in its slot: layer * F_EXPERTS + expert. */
+static long fake_acquired(uint8_t *tx, uint64_t id, const struct tierd_proto_key *k, uint32_t n, uint32_t dtype)
+{
+	struct tierd_proto_buf b;
+
+	tierd_proto_begin(&b, tx, TIERD_PROTO_MAX_MSG, TIERD_MSG_ACQUIRED, 0, id);
+	tierd_proto_put_u32(&b, n);
+	tierd_proto_put_u32(&b, 0);
+	for (uint32_t i = 0; i < n; i++) {
+		char name[64];
+
+		tierd_proto_put_u32(&b, k[i].model);
+		tierd_proto_put_u32(&b, k[i].layer);
+		tierd_proto_put_u32(&b, k[i].expert);
+		tierd_proto_put_u32(&b, 1);
+		tierd_proto_put_u32(&b, 0);
+		tierd_proto_put_u32(&b, dtype);
+		tierd_proto_put_u64(&b, (uint64_t)(k[i].layer * F_EXPERTS + k[i].expert) * F_SLOT);
+		tierd_proto_put_u64(&b, F_SLOT);
+		tierd_proto_put_u32(&b, 1);
+		tierd_proto_put_u64(&b, F_SLOT);
+		snprintf(name, sizeof(name), "model.layers.%u.experts.%u.w", k[i].layer, k[i].expert);
+		tierd_proto_put_str(&b, name);
+	}
+	return tierd_proto_end(&b);
+}
+
+static void fake_serve(struct fixture *f, int fd, int pool, unsigned gen, enum fake_mode mode, uint32_t dtype)
+{
+	static alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG], tx[TIERD_PROTO_MAX_MSG];
+
+	for (;;) {
+		ssize_t n = recv(fd, rx, sizeof(rx), 0);
+		const struct tierd_proto_key *k;
+		struct tierd_msg_hdr h;
+		uint64_t v[TIERD_STAT_COUNT] = { 0 };
+		const uint8_t *pl = rx + sizeof(h);
+		const char *why;
+		uint32_t count = 0;
+
+		if (n <= 0)
+			return;
+		if (tierd_proto_decode_hdr(rx, (size_t)n, &h, &why))
+			_exit(3);
+		switch (h.type) {
+		case TIERD_MSG_HELLO:
+			fake_welcome(fd, pool, gen, h.request_id);
+			break;
+		case TIERD_MSG_ACQUIRE:
+			if (tierd_proto_decode_keys(pl, h.length, &k, &count, &why))
+				_exit(3);
+			atomic_fetch_add(&f->counts->acquired, count);
+			if (mode == FAKE_JUNK) {
+				/* Until the client gives up and closes. */
+				long len = tierd_proto_encode_u64(tx, sizeof(tx), TIERD_MSG_OK, h.request_id + 1000, 0);
+
+				while (send(fd, tx, (size_t)len, MSG_NOSIGNAL) == len)
+					usleep(10000);
+				break;
+			}
+			fake_send(fd, tx, fake_acquired(tx, h.request_id, k, count, dtype));
+			break;
+		case TIERD_MSG_RELEASE:
+			if (tierd_proto_decode_keys(pl, h.length, &k, &count, &why))
+				_exit(3);
+			atomic_fetch_add(&f->counts->released, count);
+			break;
+		case TIERD_MSG_PREFETCH:
+		case TIERD_MSG_EVICT:
+		case TIERD_MSG_PIN:
+		case TIERD_MSG_UNPIN:
+			if (tierd_proto_decode_keys(pl, h.length, &k, &count, &why))
+				_exit(3);
+			fake_send(fd, tx, tierd_proto_encode_u64(tx, sizeof(tx), TIERD_MSG_OK, h.request_id, count));
+			break;
+		case TIERD_MSG_STATS:
+			v[TIERD_STAT_PINS] = atomic_load(&f->counts->acquired) - atomic_load(&f->counts->released);
+			fake_send(fd, tx, tierd_proto_encode_stats(tx, sizeof(tx), h.request_id, v, TIERD_STAT_COUNT));
+			break;
+		case TIERD_MSG_WARM:
+			fake_send(fd, tx, tierd_proto_encode_progress(tx, sizeof(tx), h.request_id, 1, 2));
+			fake_send(fd, tx, tierd_proto_encode_progress(tx, sizeof(tx), h.request_id, 2, 2));
+			fake_send(fd, tx, tierd_proto_encode_u64(tx, sizeof(tx), TIERD_MSG_OK, h.request_id, 2));
+			break;
+		case TIERD_MSG_METRICS: {
+			static const char text[] = "tierd_up 1\n";
+			size_t sent;
+
+			fake_send(fd, tx, tierd_proto_encode_metrics_data(tx, sizeof(tx), h.request_id, text,
+									  sizeof(text) - 1, 0, &sent));
+			break;
+		}
+		case TIERD_MSG_ROUTING_HINT:
+		case TIERD_MSG_TOKEN_REPORT:
+			break;
+		default:
+			_exit(4);
+		}
+	}
+}
+
+/* Generation gen's pool is a memfd named tierd-test-pool-<gen>, every byte gen * 0x10. */
+static void fake_start(struct fixture *f, unsigned gen, enum fake_mode mode, uint32_t dtype)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		static uint8_t fill[F_POOL];
+		char name[32];
+		int pool;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		snprintf(name, sizeof(name), "tierd-test-pool-%u", gen);
+		pool = memfd_create(name, MFD_CLOEXEC);
+		memset(fill, (int)(gen * 0x10), sizeof(fill));
+		if (pool < 0 || pwrite(pool, fill, sizeof(fill), 0) != (ssize_t)sizeof(fill))
+			_exit(2);
+		for (;;) {
+			int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
+
+			if (fd < 0)
+				_exit(2);
+			fake_serve(f, fd, pool, gen, mode, dtype);
+			close(fd);
+		}
+	}
+	f->pid = pid;
+}
+
+static void fake_stop(struct fixture *f)
+{
+	if (f->pid > 0) {
+		kill(f->pid, SIGKILL);
+		waitpid(f->pid, NULL, 0);
+	}
+	f->pid = 0;
+}
+
+static void on_watchdog(int sig)
+{
+	static const char msg[] = "test-client: a test hung (watchdog)\n";
+
+	(void)sig;
+	(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	_exit(1);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	assert_non_null(f);
+	strcpy(f->dir, "/tmp/test-client.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->sock, sizeof(f->sock), "%s/tierd.sock", f->dir);
+	strcpy(sa.sun_path, f->sock);
+	f->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(f->lfd >= 0);
+	assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(f->lfd, 16), 0);
+	f->counts = mmap(NULL, sizeof(*f->counts), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(f->counts != MAP_FAILED);
+	signal(SIGALRM, on_watchdog);
+	alarm(WATCHDOG_S);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	alarm(0);
+	fake_stop(f);
+	close(f->lfd);
+	unlink(f->sock);
+	rmdir(f->dir);
+	munmap(f->counts, sizeof(*f->counts));
+	free(f);
+	return 0;
+}
+
+/* Whether this process maps the memfd of that name. */
+static bool mapped(const char *memfd)
+{
+	char line[512], want[64];
+	bool found = false;
+	FILE *fp = fopen("/proc/self/maps", "r");
+
+	assert_non_null(fp);
+	snprintf(want, sizeof(want), "/memfd:%s ", memfd);
+	while (!found && fgets(line, sizeof(line), fp))
+		found = strstr(line, want) != NULL;
+	fclose(fp);
+	return found;
+}
+
+static const uint8_t *tensor_data(const struct tierd_acquisition *a, size_t i)
+{
+	return tierd_acquisition_expert(a, i)->tensors[0].data;
+}
+
+struct reconnects {
+	unsigned calls, ok, lost;
+};
+
+static void on_reconnect(struct tierd_client *c, unsigned ok, unsigned lost, void *arg)
+{
+	struct reconnects *r = arg;
+
+	(void)c;
+	r->calls++;
+	r->ok += ok;
+	r->lost += lost;
+}
+
+/*
+ * A daemon restart under acquisitions: pointers taken before it stay
+ * readable after the re-acquire, and the old pool is unmapped when the last
+ * acquisition made through it is released.
+ */
+static void test_restart_keeps_old_pool(void **state)
+{
+	struct fixture *f = *state;
+	const struct tierd_key ka = { 0, 1, 2 }, kb = { 0, 0, 1 };
+	struct tierd_acquisition *a, *b;
+	struct reconnects rc = { 0 };
+	const struct tierd_tensor *old_tensors;
+	const volatile uint8_t *old_a, *old_b;
+	struct tierd_client *c;
+
+	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
+	tierd_client_set_reconnect_cb(c, on_reconnect, &rc);
+	assert_int_equal(tierd_client_acquire(c, &ka, 1, -1, &a), 0);
+	assert_int_equal(tierd_client_acquire(c, &kb, 1, -1, &b), 0);
+	old_tensors = tierd_acquisition_expert(a, 0)->tensors;
+	old_a = tensor_data(a, 0);
+	old_b = tensor_data(b, 0);
+	assert_int_equal(old_a[0], 0x10);
+	assert_int_equal(old_b[F_SLOT - 1], 0x10);
+	assert_true(mapped("tierd-test-pool-1"));
+
+	/* The daemon dies; its pool lives on in this process's mapping only. */
+	fake_stop(f);
+	fake_start(f, 2, FAKE_SERVE, ST_U8);
+	assert_int_equal(tierd_client_process(c, -1), 0);	/* reads the close */
+	assert_int_equal(tierd_acquisition_status(c, a), -ENOTCONN);
+	assert_int_equal(tierd_client_reconnect(c), 0);
+	assert_int_equal(rc.calls, 1);
+	assert_int_equal(rc.ok, 2);
+	assert_int_equal(tierd_acquisition_status(c, a), 0);
+	assert_int_equal(tierd_acquisition_status(c, b), 0);
+
+	/* Re-acquired in the new pool... */
+	assert_int_equal(tensor_data(a, 0)[0], 0x20);
+	assert_int_equal(tensor_data(b, 0)[0], 0x20);
+	/* ... and what was handed out before still reads, without a fault. */
+	assert_int_equal(old_a[0], 0x10);
+	assert_int_equal(old_a[F_SLOT - 1], 0x10);
+	assert_int_equal(old_b[0], 0x10);
+	assert_ptr_equal(old_tensors[0].data, old_a);
+	assert_true(mapped("tierd-test-pool-1"));
+	assert_true(mapped("tierd-test-pool-2"));
+
+	/* The old pool goes with the last acquisition made through it. */
+	assert_int_equal(tierd_client_release(c, a), 0);
+	assert_true(mapped("tierd-test-pool-1"));
+	assert_int_equal(old_b[0], 0x10);
+	assert_int_equal(tierd_client_release(c, b), 0);
+	assert_false(mapped("tierd-test-pool-1"));
+	assert_true(mapped("tierd-test-pool-2"));
+	tierd_client_close(c);
+	assert_false(mapped("tierd-test-pool-2"));
+}
+
+/* Every call that waits for the daemon ends on a stopped one. */
+static void test_stopped_daemon_times_out(void **state)
+{
+	struct fixture *f = *state;
+	const struct tierd_key k = { 0, 0, 0 };
+	struct tierd_client *c;
+	uint64_t v[TIERD_STAT_COUNT];
+	char why[512], *text;
+	int st, r = 0;
+
+	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
+	assert_int_equal(tierd_client_stats_timeout(c, v, TIERD_STAT_COUNT, -1), TIERD_STAT_COUNT);
+	assert_int_equal(tierd_client_metrics_timeout(c, &text, NULL, -1), 0);
+	assert_string_equal(text, "tierd_up 1\n");
+	free(text);
+	assert_int_equal(kill(f->pid, SIGSTOP), 0);
+	assert_int_equal(waitpid(f->pid, &st, WUNTRACED), f->pid);
+	assert_true(WIFSTOPPED(st));
+
+	assert_int_equal(tierd_client_stats_timeout(c, v, TIERD_STAT_COUNT, 100), -ETIMEDOUT);
+	tierd_client_last_error(c, why, sizeof(why));
+	assert_non_null(strstr(why, "no answer from tierd within 100 ms"));
+	assert_int_equal(tierd_client_prefetch_timeout(c, &k, 1, 100), -ETIMEDOUT);
+	assert_int_equal(tierd_client_evict_timeout(c, &k, 1, 100), -ETIMEDOUT);
+	assert_int_equal(tierd_client_unpin_timeout(c, &k, 1, 100), -ETIMEDOUT);
+	assert_int_equal(tierd_client_metrics_timeout(c, &text, NULL, 100), -ETIMEDOUT);
+	/* Those without a timeout argument wait REQUEST_TIMEOUT_MS (shortened here). */
+	assert_int_equal(tierd_client_stats(c, v, TIERD_STAT_COUNT), -ETIMEDOUT);
+	assert_int_equal(tierd_client_prefetch(c, &k, 1), -ETIMEDOUT);
+	assert_int_equal(tierd_client_evict(c, &k, 1), -ETIMEDOUT);
+	assert_int_equal(tierd_client_unpin(c, &k, 1), -ETIMEDOUT);
+
+	/* Requests without an answer fill the socket of a daemon that does not
+	 * read; then a send gives up and drops the connection. */
+	for (int i = 0; i < 1000000 && !r; i++)
+		r = tierd_client_report_tokens(c, 0, 1);
+	assert_int_equal(r, -ETIMEDOUT);
+	tierd_client_last_error(c, why, sizeof(why));
+	assert_non_null(strstr(why, "did not read its socket"));
+
+	/* Resumed, it is found again by the next call. */
+	assert_int_equal(kill(f->pid, SIGCONT), 0);
+	assert_int_equal(tierd_client_stats_timeout(c, v, TIERD_STAT_COUNT, -1), TIERD_STAT_COUNT);
+	tierd_client_close(c);
+}
+
+/*
+ * After a restart, a daemon that keeps sending packets that are not the
+ * answer to the re-acquire: the wait ends at its deadline (a timeout that
+ * went negative used to make poll() wait forever, with the lock held).
+ */
+static void test_reacquire_deadline(void **state)
+{
+	struct fixture *f = *state;
+	const struct tierd_key k = { 0, 1, 1 };
+	struct tierd_acquisition *a;
+	struct tierd_client *c;
+	char why[512];
+
+	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
+	assert_int_equal(tierd_client_acquire(c, &k, 1, -1, &a), 0);
+	fake_stop(f);
+	fake_start(f, 2, FAKE_JUNK, ST_U8);
+	assert_int_equal(tierd_client_process(c, -1), 0);
+	assert_int_equal(tierd_client_reconnect(c), -ETIMEDOUT);
+	tierd_client_last_error(c, why, sizeof(why));
+	assert_non_null(strstr(why, "re-acquire"));
+	/* Not lost: the next reconnection tries again. */
+	assert_int_equal(tierd_acquisition_status(c, a), -ENOTCONN);
+	assert_int_equal(tierd_client_release(c, a), 0);
+	tierd_client_close(c);
+}
+
+struct warm_state {
+	struct tierd_client *c;
+	unsigned calls;
+	uint64_t done, total;
+	int inner;
+};
+
+static void on_progress(uint64_t done, uint64_t total, void *arg)
+{
+	struct warm_state *w = arg;
+	uint64_t v[4];
+
+	w->calls++;
+	w->done = done;
+	w->total = total;
+	/* Calls back into the library, which takes the client lock. */
+	if (tierd_client_model_count(w->c) != 1 || tierd_client_stats_timeout(w->c, v, 4, -1) != 4)
+		w->inner = -1;
+}
+
+static void test_warm_progress_reenters(void **state)
+{
+	struct fixture *f = *state;
+	struct warm_state w = { 0 };
+
+	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	assert_int_equal(tierd_client_connect(&w.c, f->sock, "test-client"), 0);
+	assert_int_equal(tierd_client_warm(w.c, 0, 0, UINT32_MAX, on_progress, &w, -1), 0);
+	assert_true(w.calls >= 1);
+	assert_int_equal(w.done, 2);
+	assert_int_equal(w.total, 2);
+	assert_int_equal(w.inner, 0);
+	tierd_client_close(w.c);
+}
+
+struct async_result {
+	unsigned calls;
+	int err;
+	struct tierd_acquisition *a;
+};
+
+static void on_acquired(struct tierd_client *c, int err, struct tierd_acquisition *a, void *arg)
+{
+	struct async_result *res = arg;
+
+	(void)c;
+	res->calls++;
+	res->err = err;
+	res->a = a;
+}
+
+/* After a failure, the daemon holds no pin for this client. */
+static void assert_pins_returned(struct fixture *f, struct tierd_client *c)
+{
+	uint64_t v[TIERD_STAT_COUNT];
+
+	/* The socket keeps order: once STATS is answered, the RELEASE was read. */
+	assert_int_equal(tierd_client_stats_timeout(c, v, TIERD_STAT_COUNT, -1), TIERD_STAT_COUNT);
+	assert_int_equal(v[TIERD_STAT_PINS], 0);
+	assert_int_equal(atomic_load(&f->counts->released), atomic_load(&f->counts->acquired));
+}
+
+/*
+ * Every allocation of an asynchronous acquire's completion fails in turn:
+ * the callback gets -ENOMEM and no acquisition, the pins go back, nothing is
+ * freed twice or leaked (the sanitizers' run checks the last two).
+ */
+static void test_async_acquire_out_of_memory(void **state)
+{
+	struct fixture *f = *state;
+	const struct tierd_key k[2] = { { 0, 1, 2 }, { 0, 1, 3 } };
+	struct tierd_client *c;
+	char why[512];
+	int at;
+
+	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
+	for (at = 0;; at++) {
+		struct async_result res = { 0 };
+
+		assert_int_equal(tierd_client_acquire_async(c, k, 2, on_acquired, &res), 0);
+		alloc_seen = 0;
+		alloc_fail_at = at;
+		while (!res.calls)
+			assert_true(tierd_client_process(c, -1) >= 0);
+		alloc_fail_at = -1;
+		assert_int_equal(res.calls, 1);
+		if (!res.err) {
+			assert_non_null(res.a);
+			assert_int_equal(tensor_data(res.a, 1)[0], 0x10);
+			assert_int_equal(tierd_client_release(c, res.a), 0);
+			break;
+		}
+		assert_int_equal(res.err, -ENOMEM);
+		assert_null(res.a);
+		tierd_client_last_error(c, why, sizeof(why));
+		assert_non_null(strstr(why, "out of memory"));
+		assert_pins_returned(f, c);
+	}
+	/* The acquisition, its names, its arrays: several allocations were failed. */
+	assert_true(at >= 4);
+	assert_pins_returned(f, c);
+	tierd_client_close(c);
+}
+
+/* The same for the blocking acquire, from its first allocation on. */
+static void test_acquire_out_of_memory(void **state)
+{
+	struct fixture *f = *state;
+	const struct tierd_key k[2] = { { 0, 0, 2 }, { 0, 0, 3 } };
+	struct tierd_acquisition *a = NULL;
+	struct tierd_client *c;
+	int at, r;
+
+	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
+	for (at = 0;; at++) {
+		alloc_seen = 0;
+		alloc_fail_at = at;
+		r = tierd_client_acquire(c, k, 2, -1, &a);
+		alloc_fail_at = -1;
+		if (!r)
+			break;
+		assert_int_equal(r, -ENOMEM);
+		assert_pins_returned(f, c);
+	}
+	assert_true(at >= 6);
+	assert_int_equal(tensor_data(a, 0)[0], 0x10);
+	assert_int_equal(tierd_client_release(c, a), 0);
+	assert_pins_returned(f, c);
+	tierd_client_close(c);
+}
+
+/* The dtype codes are the daemon's enum st_dtype; F8_E8M0 was missing. */
+static void test_dtypes(void **state)
+{
+	struct fixture *f = *state;
+	const struct tierd_key k = { 0, 1, 0 };
+	const struct tierd_tensor *t;
+	struct tierd_acquisition *a;
+	struct tierd_client *c;
+
+	for (unsigned i = 0; i < ST_DTYPE_COUNT; i++) {
+		assert_string_equal(tierd_dtype_name(i), st_dtype_name((enum st_dtype)i));
+		assert_int_equal(tierd_dtype_size(i), st_dtype_size((enum st_dtype)i));
+	}
+	assert_string_equal(tierd_dtype_name(ST_DTYPE_COUNT), "unknown");
+	assert_int_equal(tierd_dtype_size(ST_DTYPE_COUNT), 0);
+
+	fake_start(f, 1, FAKE_SERVE, ST_F8_E8M0);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
+	assert_int_equal(tierd_client_acquire(c, &k, 1, -1, &a), 0);
+	t = &tierd_acquisition_expert(a, 0)->tensors[0];
+	assert_int_equal(t->dtype, TIERD_DTYPE_F8_E8M0);
+	assert_string_equal(tierd_dtype_name(t->dtype), "F8_E8M0");
+	assert_int_equal(t->length, t->shape[0] * tierd_dtype_size(t->dtype));
+	assert_int_equal(tierd_client_release(c, a), 0);
+	tierd_client_close(c);
+}
+
+_Static_assert(TIERD_DTYPE_F8_E8M0 == (int)ST_F8_E8M0, "client and daemon dtype codes");
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_restart_keeps_old_pool, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stopped_daemon_times_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reacquire_deadline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_warm_progress_reenters, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_async_acquire_out_of_memory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_acquire_out_of_memory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dtypes, setup, teardown),
+	};
+
+	/* A daemon that went away is not a reason to die. */
+	signal(SIGPIPE, SIG_IGN);
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);	/* one test, by name (a glob) */
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
