@@ -102,6 +102,10 @@ int main(int argc, char **argv)
 				   .bytes_read = 5 << 20, .bytes_resident = 3 << 20, .pins = 2 };
 	struct nvmedev_info nv;
 	struct metrics_nvme mn = { .device = "nvme0n1", .info = &nv };
+	struct metrics_model models[] = {
+		{ .name = (char *)"mixtral", .stale = true, .changes = 2, .reloads = 1 },
+		{ .name = (char *)"qwen \"moe\"", .stale = false },
+	};
 	struct probes_snapshot snap;
 	struct metrics_input in = { 0 };
 	struct energy *e = NULL;
@@ -129,6 +133,8 @@ int main(int argc, char **argv)
 		in.nnvme = 1;
 		in.engine = &st;
 		in.fetch_latency = &h;
+		in.models = models;
+		in.nmodels = sizeof(models) / sizeof(models[0]);
 		r = metrics_render(&in, &text, &len);
 	}
 	if (r) {

@@ -163,6 +163,82 @@ static int cmd_expect(int argc, char **argv)
 	return r > 0 ? 0 : 1;
 }
 
+/*
+ * read MODEL LAYER EXPERT DIR: acquires one expert of model index MODEL and
+ * writes each tensor's bytes as served into DIR/<tensor name>.  Refused:
+ * prints "refused ERRNO: why" and exits 3.
+ */
+static int cmd_read(int argc, char **argv)
+{
+	struct tierd_key k;
+	struct tierd_client *c;
+	struct tierd_acquisition *a;
+	const struct tierd_expert *e;
+	char why[512], path[4096] = "";
+	uint32_t nt;
+	int r;
+
+	if (argc != 4)
+		return 2;
+	k = (struct tierd_key){ (uint32_t)atoi(argv[0]), (uint32_t)atoi(argv[1]), (uint32_t)atoi(argv[2]) };
+	r = tierd_client_connect(&c, sock, "read");
+	if (r)
+		return die(NULL, "connect", r);
+	r = tierd_client_acquire(c, &k, 1, 60000, &a);
+	if (r) {
+		tierd_client_last_error(c, why, sizeof(why));
+		printf("refused %d: %s\n", -r, why);
+		tierd_client_close(c);
+		return 3;
+	}
+	e = tierd_acquisition_expert(a, 0);
+	nt = e->ntensors;
+	for (uint32_t t = 0; t < e->ntensors && !r; t++) {
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/%s", argv[3], e->tensors[t].name);
+		f = fopen(path, "we");
+		if (!f || fwrite(e->tensors[t].data, 1, e->tensors[t].length, f) != e->tensors[t].length)
+			r = -EIO;
+		if (f && fclose(f))
+			r = -EIO;
+	}
+	tierd_client_release(c, a);
+	tierd_client_close(c);
+	if (r)
+		return die(NULL, path, r);
+	printf("read %u tensors\n", nt);
+	return 0;
+}
+
+/* hold-until LAYER EXPERTS FILE: acquire, say "held", keep the pins until
+ * FILE exists, then check the bytes are still the demo checkpoint's. */
+static int cmd_hold_until(int argc, char **argv)
+{
+	struct tierd_client *c;
+	struct tierd_acquisition *a;
+	struct tierd_key keys[256];
+	size_t n;
+	int r;
+
+	if (argc != 3)
+		return 2;
+	n = parse_keys(argv[0], argv[1], keys, 256);
+	r = tierd_client_connect(&c, sock, "hold-until");
+	if (!r)
+		r = tierd_client_acquire(c, keys, n, 60000, &a);
+	if (r)
+		return die(c, "acquire", r);
+	printf("held\n");
+	fflush(stdout);
+	for (int i = 0; i < 1200 && access(argv[2], F_OK); i++)
+		usleep(100000);
+	r = verify(a);
+	tierd_client_release(c, a);
+	tierd_client_close(c);
+	return r ? 1 : 0;
+}
+
 /* write-pool: a child writing to the mapped pool must die of SIGSEGV. */
 static int cmd_write_pool(int argc, char **argv)
 {
@@ -540,6 +616,7 @@ int main(int argc, char **argv)
 		{ "write-pool", cmd_write_pool }, { "version", cmd_version },
 		{ "malformed", cmd_malformed }, { "async", cmd_async }, { "restart", cmd_restart },
 		{ "threads", cmd_threads }, { "slow", cmd_slow }, { "tokens", cmd_tokens },
+		{ "read", cmd_read }, { "hold-until", cmd_hold_until },
 	};
 
 	if (argc < 3) {

@@ -2,7 +2,8 @@
 /*
  * The engine on a hand-built catalog over files on the local disk: every byte
  * of every expert, shared fetches, hits, eviction with pins and quotas,
- * prefetch and cancel, refused layouts, and a fetch that fails.
+ * prefetch and cancel, refused layouts, a fetch that fails, and the file
+ * changing under the engine.
  */
 #include "config.h"
 
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -493,13 +495,16 @@ static void test_bad_layout(void **state)
 }
 
 /* The file shrinks under the engine: reads come back short before the
- * recorded end, the fetch fails with EIO and nothing is resident. */
+ * recorded end, the fetch fails with EIO and nothing is resident.  The
+ * shrinking is a change of the checkpoint: the fetch that did read all its
+ * bytes is not served either, and the model stops. */
 static void test_fetch_error(void **state)
 {
 	struct fixture *fx = *state;
 	struct engine *e = make(fx, 16 * MiB, 4, 0);
 	struct engine_key k = { 0, 3, 3 }, first = { 0, 0, 0 };
 	struct got g = { 0 }, h = { 0 };
+	struct engine_model_status ms;
 	struct engine_stats st;
 
 	assert_int_equal(truncate(fx->path, (off_t)(fx->file_size / 2)), 0);
@@ -508,13 +513,154 @@ static void test_fetch_error(void **state)
 	assert_int_equal(engine_drain(e), 0);
 	assert_int_equal(g.calls, 1);
 	assert_int_equal(g.err, -EIO);
-	assert_int_equal(h.err, 0);
-	verify(e, &h.info);
+	assert_int_equal(h.calls, 1);
+	assert_int_equal(h.err, -ESTALE);
 	engine_get_stats(e, &st);
 	assert_int_equal(st.fetch_errors, 1);
+	assert_int_equal(st.pins, 0);
+	assert_int_equal(st.bytes_resident, 0);
+	assert_int_equal(engine_release(e, &k), -ENOENT);	/* not resident */
+	assert_int_equal(engine_model_status(e, 0, &ms), 0);
+	assert_true(ms.stale);
+	engine_destroy(e);
+	fixture_reset(fx);
+}
+
+/* Writes n bytes of v at off in place, as an editor or a download resumed
+ * over the file would. */
+static void rewrite(const struct fixture *fx, uint64_t off, size_t n, uint8_t v)
+{
+	uint8_t buf[4096];
+	int fd = open(fx->path, O_WRONLY);
+
+	assert_true(fd >= 0 && n <= sizeof(buf));
+	memset(buf, v, n);
+	assert_int_equal(pwrite(fd, buf, n, (off_t)off), (ssize_t)n);
+	close(fd);
+}
+
+/* The file's times far in the past, before the engine opens it: a rewrite
+ * within the same timestamp tick as the fixture's write still shows. */
+static void age_file(const struct fixture *fx)
+{
+	struct timespec old[2] = { { 946684800, 0 }, { 946684800, 0 } };
+
+	assert_int_equal(utimensat(AT_FDCWD, fx->path, old, 0), 0);
+}
+
+/*
+ * Rewritten in place and found by the identity check: the model stops.
+ * Unpinned experts leave the pool, a pinned one keeps its old bytes for its
+ * holder, nothing more is served (-ESTALE with a reason naming the file),
+ * and the old slot goes back when the last pin does.
+ */
+static void test_stale_in_place(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e;
+	struct engine_key a = { 0, 0, 0 }, b = { 0, 0, 1 };
+	struct got ga = { 0 }, gb = { 0 }, gc = { 0 };
+	struct engine_model_status ms;
+	struct engine_stats st;
+	const char *why;
+
+	age_file(fx);
+	e = make(fx, 16 * MiB, 4, 0);
+	assert_int_equal(engine_check_files(e), 0);	/* nothing changed yet */
+	assert_int_equal(engine_acquire(e, &a, ENGINE_DEMAND, on_done, &ga), 0);
+	assert_int_equal(engine_acquire(e, &b, ENGINE_DEMAND, on_done, &gb), 0);
+	assert_int_equal(engine_drain(e), 0);
+	assert_int_equal(ga.err, 0);
+	assert_int_equal(gb.err, 0);
+	assert_int_equal(engine_release(e, &b), 0);	/* a stays pinned */
+	assert_null(engine_model_stale_reason(e, 0));
+
+	rewrite(fx, fx->experts[0].tensors[0].offset, 64, 0xee);
+	assert_int_equal(engine_check_files(e), 1);
+	assert_int_equal(engine_check_files(e), 0);	/* once per change */
+	assert_int_equal(engine_model_status(e, 0, &ms), 0);
+	assert_true(ms.stale);
+	assert_int_equal(ms.changes, 1);
+	why = engine_model_stale_reason(e, 0);
+	assert_non_null(why);
+	assert_non_null(strstr(why, fx->path));
+	assert_non_null(strstr(why, "on disk"));
+	assert_int_equal(engine_acquire(e, &a, ENGINE_DEMAND, on_done, &gc), -ESTALE);
+	assert_int_equal(engine_acquire(e, &b, ENGINE_DEMAND, on_done, &gc), -ESTALE);
+	assert_int_equal(engine_prefetch(e, &b), -ESTALE);
+	assert_int_equal(gc.calls, 0);
+	assert_int_equal(engine_evict(e, &b), -ENOENT);		/* left the pool */
+	engine_get_stats(e, &st);
 	assert_int_equal(st.pins, 1);
 	assert_int_equal(st.bytes_resident, fx->experts[0].bytes);
-	assert_int_equal(engine_release(e, &k), -ENOENT);	/* not resident */
+	/* The holder still reads the bytes it was given, all of the old file. */
+	verify(e, &ga.info);
+	assert_int_equal(engine_release(e, &a), 0);
+	assert_int_equal(engine_release(e, &a), -ENOENT);
+	engine_get_stats(e, &st);
+	assert_int_equal(st.pins, 0);
+	assert_int_equal(st.bytes_resident, 0);
+	engine_destroy(e);
+	fixture_reset(fx);
+}
+
+/*
+ * A change while fetches are queued and in flight: the queued ones are told
+ * -ESTALE at once, the ones reading are told when their reads end, none is
+ * resident, every slot goes back.
+ */
+static void test_stale_in_flight(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e = make(fx, 16 * MiB, 1, 0);
+	struct got g[LAYERS * EXPERTS];
+	struct engine_stats st;
+	int told = 0;
+
+	memset(g, 0, sizeof(g));
+	for (int i = 0; i < LAYERS * EXPERTS; i++) {
+		struct engine_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+
+		assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[i]), 0);
+	}
+	assert_int_equal(engine_model_set_stale(e, 0, fx->path, "was written"), 0);
+	for (int i = 0; i < LAYERS * EXPERTS; i++)
+		told += g[i].calls;
+	/* Depth 1: the first is reading, the others were queued. */
+	assert_int_equal(told, LAYERS * EXPERTS - 1);
+	assert_int_equal(engine_drain(e), 0);
+	for (int i = 0; i < LAYERS * EXPERTS; i++) {
+		assert_int_equal(g[i].calls, 1);
+		assert_int_equal(g[i].err, -ESTALE);
+	}
+	engine_get_stats(e, &st);
+	assert_int_equal(st.pins, 0);
+	assert_int_equal(st.bytes_resident, 0);
+	assert_int_equal(st.fetch_errors, 0);
+	engine_destroy(e);
+}
+
+/* Rewritten while an expert is being read: the check at the end of the
+ * fetch sees it, the bytes are not served and the model stops. */
+static void test_change_during_fetch(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e;
+	struct engine_key k = { 0, 3, 1 };
+	struct got g = { 0 };
+	struct engine_model_status ms;
+
+	age_file(fx);
+	e = make(fx, 16 * MiB, 4, 0);
+	assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g), 0);
+	/* Completions run from engine_drain, on this thread: after the write. */
+	rewrite(fx, fx->experts[LAYERS * EXPERTS - 1].tensors[0].offset, 16, 0x11);
+	assert_int_equal(engine_drain(e), 0);
+	assert_int_equal(g.calls, 1);
+	assert_int_equal(g.err, -ESTALE);
+	assert_int_equal(engine_model_status(e, 0, &ms), 0);
+	assert_true(ms.stale);
+	assert_int_equal(ms.changes, 1);
 	engine_destroy(e);
 	fixture_reset(fx);
 }
@@ -530,6 +676,9 @@ int main(void)
 		cmocka_unit_test(test_fetch_owner),
 		cmocka_unit_test(test_bad_layout),
 		cmocka_unit_test(test_fetch_error),
+		cmocka_unit_test(test_stale_in_place),
+		cmocka_unit_test(test_stale_in_flight),
+		cmocka_unit_test(test_change_during_fetch),
 	};
 
 	log_init("test-engine", LOG_CRIT);

@@ -21,9 +21,9 @@
 #include "safetensors.h"
 #include "smallfile.h"
 
-#define INDEX_NAME		"model.safetensors.index.json"
+#define INDEX_NAME		CATALOG_INDEX_NAME
 #define SINGLE_NAME		"model.safetensors"
-#define CONFIG_NAME		"config.json"
+#define CONFIG_NAME		CATALOG_CONFIG_NAME
 /* JSON side files are small; this bounds what a hostile one can make us allocate. */
 #define MAX_JSON_FILE		(256ULL << 20)
 #define MAX_NUMBER		(1U << 20)	/* layer and expert numbers */
@@ -923,6 +923,78 @@ void catalog_free(struct catalog *cat)
 	free(cat->preset);
 	free(cat->dir);
 	free(cat);
+}
+
+bool catalog_same_experts(const struct catalog *a, const struct catalog *b, char *why, size_t len)
+{
+	if (a->nfiles != b->nfiles) {
+		snprintf(why, len, "%u shard files, there were %u", b->nfiles, a->nfiles);
+		return false;
+	}
+	for (uint32_t f = 0; f < a->nfiles; f++) {
+		if (strcmp(a->files[f].path, b->files[f].path)) {
+			snprintf(why, len, "shard %s is new", b->files[f].path);
+			return false;
+		}
+	}
+	if (a->top_k != b->top_k) {
+		snprintf(why, len, "top_k is %u, it was %u", b->top_k, a->top_k);
+		return false;
+	}
+	if (a->nexperts != b->nexperts) {
+		snprintf(why, len, "%u experts, there were %u", b->nexperts, a->nexperts);
+		return false;
+	}
+	for (uint32_t i = 0; i < a->nexperts; i++) {
+		const struct catalog_expert *x = &a->experts[i], *y = &b->experts[i];
+
+		if (x->layer != y->layer || x->expert != y->expert || x->ntensors != y->ntensors) {
+			snprintf(why, len, "layer %u expert %u is not what it was", y->layer, y->expert);
+			return false;
+		}
+		for (uint32_t t = 0; t < x->ntensors; t++) {
+			const struct catalog_tensor *u = &x->tensors[t], *v = &y->tensors[t];
+
+			if (strcmp(u->name, v->name) || u->dtype != v->dtype || u->ndim != v->ndim ||
+			    memcmp(u->shape, v->shape, sizeof(u->shape))) {
+				snprintf(why, len, "tensor %s changed name, dtype or shape", v->name);
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+bool catalog_same_layout(const struct catalog *a, const struct catalog *b)
+{
+	char why[256];
+
+	if (!catalog_same_experts(a, b, why, sizeof(why)) || a->slot_bytes != b->slot_bytes)
+		return false;
+	for (uint32_t f = 0; f < a->nfiles; f++)
+		if (a->files[f].size != b->files[f].size)
+			return false;
+	for (uint32_t i = 0; i < a->nexperts; i++) {
+		const struct catalog_expert *x = &a->experts[i], *y = &b->experts[i];
+
+		if (x->nextents != y->nextents)
+			return false;
+		for (uint32_t t = 0; t < x->ntensors; t++) {
+			const struct catalog_tensor *u = &x->tensors[t], *v = &y->tensors[t];
+
+			if (u->file != v->file || u->offset != v->offset || u->length != v->length ||
+			    u->slot_offset != v->slot_offset)
+				return false;
+		}
+		for (uint32_t k = 0; k < x->nextents; k++) {
+			const struct catalog_extent *u = &x->extents[k], *v = &y->extents[k];
+
+			if (u->file != v->file || u->offset != v->offset || u->length != v->length ||
+			    u->slot_offset != v->slot_offset)
+				return false;
+		}
+	}
+	return true;
 }
 
 const struct catalog_expert *catalog_find(const struct catalog *cat, uint32_t layer, uint32_t expert)

@@ -20,12 +20,17 @@
 #ifndef TIERD_CATALOG_H
 #define TIERD_CATALOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "conf.h"
 
 #define CATALOG_MAX_DIMS 8
+/* Side files of a checkpoint directory that the catalog reads besides the
+ * shards (the engine watches them too: they shape the catalog). */
+#define CATALOG_INDEX_NAME	"model.safetensors.index.json"
+#define CATALOG_CONFIG_NAME	"config.json"
 /* catalog_open lays slots out for this alignment; call catalog_layout_slots for another. */
 #define CATALOG_DEFAULT_ALIGN 4096
 
@@ -129,6 +134,17 @@ int catalog_layout_slots(struct catalog *cat, uint64_t align);
  * reason" in err).  catalog_open checks every configured preset this way.
  */
 int catalog_preset_check(const char *file, const struct conf_preset *p, char *err, size_t errlen);
+
+/*
+ * Whether b holds the experts a does: the same shard files (by path), top_k,
+ * (layer, expert) list and, for each expert, tensors of the same names,
+ * dtypes and shapes.  Where they are in the files may differ.  false with the
+ * first difference in why.
+ */
+bool catalog_same_experts(const struct catalog *a, const struct catalog *b, char *why, size_t len);
+/* Whether, on top of that, every tensor and read is where it was (file
+ * sizes included): a reload then keeps the catalog it has. */
+bool catalog_same_layout(const struct catalog *a, const struct catalog *b);
 
 const char *st_dtype_name(enum st_dtype t);
 size_t st_dtype_size(enum st_dtype t);

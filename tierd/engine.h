@@ -8,6 +8,18 @@
  * Experts are addressed by (model index, layer, expert).  A completed acquire
  * holds one pin on the slot until engine_release(); a pinned slot is never
  * evicted.
+ *
+ * Checkpoint files changed on disk: the engine keeps the identity of each
+ * model's files as it opened them (device, inode, size, mtime, ctime) and
+ * of its side files (index, config.json).  A change found by inotify
+ * (engine_watch_start), by the check of a fetch's files when it completes, or
+ * by engine_check_files() makes the model stale: its unpinned experts leave
+ * the pool, its fetches in flight end in -ESTALE and are not served, acquires
+ * and prefetches of it are refused with -ESTALE, and pinned experts stay
+ * readable for the holders of the pins (old bytes, all of one version) but are
+ * never handed out again.  engine_model_reload() serves it again from the new
+ * files.  Nothing is ever served that mixes bytes read before and after a
+ * change.
  */
 #ifndef TIERD_ENGINE_H
 #define TIERD_ENGINE_H
@@ -74,6 +86,11 @@ struct engine_stats {
 typedef void (*engine_fetch_fn)(void *arg, const struct engine_key *key, uint32_t owner, int err,
 				uint64_t bytes);
 
+/* How often the daemon should call engine_check_files(): the fallback for
+ * changes inotify does not see (network file systems, overlay lower layers,
+ * the inotify watch limit). */
+#define ENGINE_CHECK_FILES_MS	5000
+
 /* Opens the pool and fetch ring and every [model] of conf. */
 int engine_create(struct engine **out, const struct tierd_conf *conf, char *err, size_t errlen);
 void engine_destroy(struct engine *e);
@@ -107,7 +124,8 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
  * (-ENOENT unknown expert, -ENOSPC nothing evictable, -EDQUOT over quota).
  * The pin is taken at once; if the fetch fails, fn gets the errno and the pin
  * is gone with the entry (no release then).  engine_release() of an expert
- * still being fetched returns -EBUSY: release after fn has run.
+ * still being fetched returns -EBUSY: release after fn has run.  -ESTALE:
+ * the model's checkpoint changed on disk (engine_model_stale_reason).
  */
 int engine_acquire(struct engine *e, const struct engine_key *key, enum engine_prio prio,
 		   engine_done_fn fn, void *arg);
@@ -132,6 +150,43 @@ int engine_release(struct engine *e, const struct engine_key *key);
 int engine_evict(struct engine *e, const struct engine_key *key);
 /* What engine_evict() would return, without evicting. */
 int engine_evict_check(const struct engine *e, const struct engine_key *key);
+
+/* A model's checkpoint state (metrics, tierctl). */
+struct engine_model_status {
+	bool stale;			/* not served until reloaded */
+	uint64_t changes;		/* times a change of its files stopped it */
+	uint64_t reloads;		/* times a reload served it again */
+};
+
+int engine_model_status(const struct engine *e, uint32_t model, struct engine_model_status *st);
+/* While stale: what changed and when, for error messages; NULL otherwise. */
+const char *engine_model_stale_reason(const struct engine *e, uint32_t model);
+
+/*
+ * Watches every model's directory and files with inotify.  Returns the fd to
+ * poll for reading (then call engine_watch_process), or a negative errno:
+ * the engine then learns of changes only from engine_check_files and from
+ * the check at the end of each fetch.  Watches that cannot be added (the
+ * watch limit) are logged; the rest stay.
+ */
+int engine_watch_start(struct engine *e);
+int engine_watch_process(struct engine *e);
+/* Compares every served model's files with what it opened; a difference
+ * makes that model stale.  Returns how many models went stale. */
+int engine_check_files(struct engine *e);
+/* Makes a model stale as if its file had changed ("what" says how). */
+int engine_model_set_stale(struct engine *e, uint32_t model, const char *file, const char *what);
+/*
+ * Serves a stale model again: opens its files anew, rebuilds its catalog
+ * (with the presets of conf; NULL: built-ins) and records their identity.
+ * The new checkpoint must hold the same experts (layer, expert, tensor
+ * names, dtypes, shapes) in the same shard files, in slots no larger than
+ * before; tensors may have moved.  Otherwise, or if a file changes again
+ * meanwhile, the model stays stale and err says why (a restart serves the
+ * new checkpoint whatever its shape).  -EALREADY when it is not stale.
+ */
+int engine_model_reload(struct engine *e, uint32_t model, const struct tierd_conf *conf,
+			char *err, size_t errlen);
 
 /* Pool regions, to hand to clients read-only. */
 int engine_pool_count(const struct engine *e);

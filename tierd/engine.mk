@@ -29,7 +29,7 @@ tests_test_cache_CFLAGS = $(TEST_CFLAGS)
 tests_test_cache_LDADD = $(TEST_LIBS)
 TESTS += tests/test-cache
 
-libtierd_la_SOURCES += tierd/engine.c
+libtierd_la_SOURCES += tierd/engine.c tierd/ckwatch.c tierd/ckwatch.h
 check_PROGRAMS += tests/test-engine
 tests_test_engine_SOURCES = tests/test-engine.c
 tests_test_engine_CFLAGS = $(TEST_CFLAGS)
@@ -56,3 +56,8 @@ tests_test_engine_demo_CFLAGS = $(TEST_CFLAGS)
 tests_test_engine_demo_LDADD = $(TEST_LIBS)
 TESTS += tests/test-engine-demo tests/engine-cli.sh
 EXTRA_DIST += tests/engine-cli.sh
+
+# Integration: checkpoint files changed under the running daemon (uses
+# tests/svc-client from client/service.mk).
+TESTS += tests/checkpoint-change.sh
+EXTRA_DIST += tests/checkpoint-change.sh

@@ -322,6 +322,44 @@ int fetch_file_open(struct fetch *f, const char *path, char *err, size_t errlen)
 	return (int)f->nfiles++;
 }
 
+int fetch_file_reopen(struct fetch *f, unsigned file, char *err, size_t errlen)
+{
+	struct fetch_file *ff;
+	struct stat sb;
+	int fd, e;
+
+	if (file >= f->nfiles) {
+		snprintf(err, errlen, "fetch: file %u: not open", file);
+		return -EBADF;
+	}
+	ff = &f->files[file];
+	fd = open(ff->path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0 && errno == EINVAL)
+		fd = open(ff->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		e = -errno;
+		snprintf(err, errlen, "%s: %s", ff->path, strerror(-e));
+		return e;
+	}
+	e = fstat(fd, &sb) ? -errno : S_ISREG(sb.st_mode) ? 0 : -EINVAL;
+	if (e) {
+		snprintf(err, errlen, "%s: %s", ff->path, e == -EINVAL ? "not a regular file" : strerror(-e));
+		close(fd);
+		return e;
+	}
+	/* The ring holds its own reference to the old file for reads in flight. */
+	e = io_uring_register_files_update(&f->ring, file, &fd, 1);
+	if (e < 0) {
+		snprintf(err, errlen, "%s: registering with io_uring: %s", ff->path, strerror(-e));
+		close(fd);
+		return e;
+	}
+	close(ff->fd);
+	ff->fd = fd;
+	ff->size = (uint64_t)sb.st_size;
+	return 0;
+}
+
 uint64_t fetch_file_size(const struct fetch *f, unsigned file)
 {
 	return file < f->nfiles ? f->files[file].size : 0;

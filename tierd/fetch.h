@@ -66,6 +66,12 @@ void fetch_destroy(struct fetch *f);
 int fetch_register_buffers(struct fetch *f, const struct iovec *iov, unsigned n);
 /* Opens a file O_DIRECT and registers it; returns its index or a negative errno. */
 int fetch_file_open(struct fetch *f, const char *path, char *err, size_t errlen);
+/*
+ * Opens the file's path again in place of the open one (the checkpoint was
+ * rewritten or replaced): reads issued from now on go to the new file, reads
+ * in flight finish on the old one, which is closed.
+ */
+int fetch_file_reopen(struct fetch *f, unsigned file, char *err, size_t errlen);
 uint64_t fetch_file_size(const struct fetch *f, unsigned file);
 int fetch_file_fd(const struct fetch *f, unsigned file);
 

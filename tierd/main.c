@@ -229,6 +229,53 @@ static void on_engine(struct loop_source *src, int fd, uint32_t events, void *ar
 		log_warn("engine: %s", strerror(-r));
 }
 
+static void on_ckwatch(struct loop_source *src, int fd, uint32_t events, void *arg)
+{
+	struct tierd *t = arg;
+	int r = engine_watch_process(t->engine);
+
+	if (r < 0)
+		log_warn("checkpoint watch: %s", strerror(-r));
+}
+
+static void on_check_files(struct loop_source *src, void *arg)
+{
+	struct tierd *t = arg;
+
+	engine_check_files(t->engine);
+}
+
+/* Checkpoint files changed on disk: inotify, and a periodic identity check
+ * for what inotify cannot see.  Without inotify tierd still runs. */
+static int tierd_watch_checkpoints(struct tierd *t)
+{
+	int fd = engine_watch_start(t->engine), r;
+
+	if (fd < 0) {
+		log_warn("checkpoint files: no inotify (%s): changes are found by a check every %d s and "
+			 "at the end of each fetch", strerror(-fd), ENGINE_CHECK_FILES_MS / 1000);
+	} else {
+		r = loop_add_fd(t->loop, fd, EPOLLIN, on_ckwatch, t, NULL);
+		if (r)
+			return r;
+	}
+	return loop_add_timer(t->loop, ENGINE_CHECK_FILES_MS, ENGINE_CHECK_FILES_MS, on_check_files, t, NULL);
+}
+
+/* Serves again the models a change of their checkpoint files stopped. */
+static void tierd_reload_models(struct tierd *t)
+{
+	char err[512];
+
+	engine_check_files(t->engine);
+	for (int i = 0; i < engine_model_count(t->engine); i++) {
+		int r = engine_model_reload(t->engine, (uint32_t)i, &t->engine_conf, err, sizeof(err));
+
+		if (r < 0 && r != -EALREADY)
+			log_err("reload: %s; not served", err);
+	}
+}
+
 static void on_telemetry(struct loop_source *src, void *arg)
 {
 	struct tierd *t = arg;
@@ -287,7 +334,8 @@ static const char *engine_keys_changed(const struct tierd_conf *a, const struct 
  * SIGHUP: re-read the configuration and apply what can change without
  * dropping resident experts (log level, client quotas, allow lists).  Keys
  * that shape the pool or the set of models need a restart: logged, not
- * applied.  A bad file keeps the running configuration.
+ * applied.  A bad file keeps the running configuration.  Models stopped by a
+ * change of their checkpoint files are reloaded either way.
  */
 static void tierd_reload(struct tierd *t)
 {
@@ -327,6 +375,7 @@ static void tierd_reload(struct tierd *t)
 	}
 	t->conf = c;
 out:
+	tierd_reload_models(t);
 	tierd_notify_status(t, "READY=1\n");
 }
 
@@ -426,6 +475,9 @@ static int tierd_run(struct tierd *t)
 			goto out_loop;
 	}
 	r = loop_add_fd(t->loop, engine_fd(t->engine), EPOLLIN, on_engine, t, NULL);
+	if (r)
+		goto out_loop;
+	r = tierd_watch_checkpoints(t);
 	if (r)
 		goto out_loop;
 	r = tierd_listen_fd(&listen_fd);

@@ -447,6 +447,31 @@ static void render_engine(FILE *f, const struct engine_stats *st)
 	fprintf(f, "tierd_pool_pins %llu\n", (unsigned long long)st->pins);
 }
 
+static void render_models(FILE *f, const struct metrics_model *m, size_t n)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fam[] = {
+		{ "tierd_model_stale", "gauge",
+		  "1 while a model is not served because its checkpoint files changed on disk, until a reload." },
+		{ "tierd_checkpoint_changes_total", "counter",
+		  "Changes of a model's checkpoint files found on disk (each stops serving it until a reload)." },
+		{ "tierd_model_reloads_total", "counter",
+		  "Reloads that served a model again after its checkpoint files changed." },
+	};
+
+	for (size_t k = 0; k < sizeof(fam) / sizeof(fam[0]); k++) {
+		family(f, fam[k].name, fam[k].type, fam[k].help);
+		for (size_t i = 0; i < n; i++) {
+			uint64_t v = k == 0 ? m[i].stale : k == 1 ? m[i].changes : m[i].reloads;
+
+			fprintf(f, "%s{model=\"", fam[k].name);
+			put_label(f, m[i].name);
+			fprintf(f, "\"} %llu\n", (unsigned long long)v);
+		}
+	}
+}
+
 static void render_service(FILE *f, const struct metrics_service *sv)
 {
 	family(f, "tierd_requests_refused_total", "counter",
@@ -527,6 +552,8 @@ int metrics_render(const struct metrics_input *in, char **text, size_t *len)
 		render_engine(f, in->engine);
 	if (in->fetch_latency)
 		render_fetch_hist(f, in->fetch_latency);
+	if (in->nmodels)
+		render_models(f, in->models, in->nmodels);
 	if (in->service)
 		render_service(f, in->service);
 	if (ferror(f))

@@ -10,6 +10,7 @@
 #ifndef TIERD_METRICS_H
 #define TIERD_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,14 @@ struct metrics_hist {
 struct metrics_nvme {
 	const char *device;		/* "nvme0n1" */
 	const struct nvmedev_info *info;
+};
+
+/* A served model's checkpoint state (engine_model_status). */
+struct metrics_model {
+	char *name;
+	bool stale;
+	uint64_t changes;
+	uint64_t reloads;
 };
 
 /* One connected client, as the service sees it. */
@@ -63,6 +72,8 @@ struct metrics_input {
 	size_t nnvme;
 	const struct engine_stats *engine;
 	const struct metrics_hist *fetch_latency;
+	const struct metrics_model *models;
+	size_t nmodels;
 	const struct metrics_service *service;
 };
 

@@ -1067,11 +1067,14 @@ static void req_finish(struct acq_req *r)
 	if (bad) {
 		/* All or nothing: a batch answered in part would leave the client
 		 * guessing which pins it holds. */
+		const char *stale = bad->err == -ESTALE ?
+				    engine_model_stale_reason(s->engine, bad->key.model) : NULL;
+
 		req_release_done(r);
 		if (bad->err == -ENOSPC)
 			server_pin_holders(s, c, why, sizeof(why));
 		else
-			snprintf(why, sizeof(why), "%s", strerror(-bad->err));
+			snprintf(why, sizeof(why), "%s", stale ? stale : strerror(-bad->err));
 		client_error(c, r->id, bad->err, "model %s layer %u expert %u: %s",
 			     engine_model_name(s->engine, bad->key.model), bad->key.layer,
 			     bad->key.expert, why);

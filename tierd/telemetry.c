@@ -38,6 +38,8 @@ struct telemetry {
 	uint64_t lat_counts[TELEMETRY_LAT_HI - TELEMETRY_LAT_LO + 2];
 	bool textfile_warned;
 	bool export_warned;		/* rendering or HTTP publishing failed */
+	struct metrics_model *models;	/* the engine's, as of the last refresh */
+	size_t nmodels;
 	telemetry_service_fn service_fn;
 	void *service_arg;
 };
@@ -151,6 +153,9 @@ void telemetry_destroy(struct telemetry *t)
 	energy_destroy(t->energy);
 	probes_snapshot_free(&t->snap);
 	probes_destroy(t->probes);
+	for (size_t i = 0; i < t->nmodels; i++)
+		free(t->models[i].name);
+	free(t->models);
 	free(t->textfile);
 	free(t);
 }
@@ -261,6 +266,8 @@ int telemetry_render(struct telemetry *t, char **text, size_t *len)
 	in.nnvme = n;
 	in.engine = t->have_engine ? &t->engine : NULL;
 	in.fetch_latency = t->fetch_latency;
+	in.models = t->models;
+	in.nmodels = t->nmodels;
 	in.service = t->service_fn ? t->service_fn(t->service_arg) : NULL;
 	r = metrics_render(&in, text, len);
 	free(nv);
@@ -300,12 +307,48 @@ void telemetry_set_engine_stats(struct telemetry *t, const struct engine_stats *
 		t->fetch_latency = &t->engine_lat;
 }
 
+/* The models' checkpoint state; names are copied once (models never go). */
+static void telemetry_set_models(struct telemetry *t, const struct engine *e)
+{
+	size_t n = (size_t)engine_model_count(e);
+
+	if (n != t->nmodels) {
+		struct metrics_model *m = calloc(n ? n : 1, sizeof(*m));
+
+		bool ok = m != NULL;
+
+		for (size_t i = 0; ok && i < n; i++)
+			ok = (m[i].name = strdup(engine_model_name(e, (uint32_t)i))) != NULL;
+		if (!ok) {
+			for (size_t i = 0; m && i < n; i++)
+				free(m[i].name);
+			free(m);
+			return;
+		}
+		for (size_t i = 0; i < t->nmodels; i++)
+			free(t->models[i].name);
+		free(t->models);
+		t->models = m;
+		t->nmodels = n;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct engine_model_status st;
+
+		if (engine_model_status(e, (uint32_t)i, &st) == 0) {
+			t->models[i].stale = st.stale;
+			t->models[i].changes = st.changes;
+			t->models[i].reloads = st.reloads;
+		}
+	}
+}
+
 int telemetry_refresh(struct telemetry *t, const struct engine *e, uint64_t now_ns)
 {
 	struct engine_stats st;
 
 	engine_get_stats(e, &st);
 	telemetry_set_engine_stats(t, &st);
+	telemetry_set_models(t, e);
 	return telemetry_tick(t, now_ns);
 }
 
