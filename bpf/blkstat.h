@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Structures shared by blkstat.bpf.c and its user side (tierd/probes.c).
+ * Structures shared by blkstat.bpf.c and its user side (tierd/telemetry/probes.c).
  *
  * Per block device (the whole disk, keyed by its kernel dev_t: major << 20 |
  * minor), counters in base units: bytes, requests, nanoseconds.  The device

@@ -1,6 +1,6 @@
 # bpf: CO-RE programs, built with clang and turned into skeletons by bpftool.
 # The objects and skeletons are build products (BUILT_SOURCES, so they exist
-# before tierd/probes.c compiles); the sources, shared headers and the
+# before tierd/telemetry/probes.c compiles); the sources, shared headers and the
 # checked-in x86_64 vmlinux.h go into the tarball.
 # -mcpu=v3: blkstat claims an entry with a compare-and-swap (kernel 5.12).
 BPF_PROG_CFLAGS = -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(BPF_ARCH) \

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Structures shared by nvmetrace.bpf.c and its user side (tierd/probes.c):
+ * Structures shared by nvmetrace.bpf.c and its user side (tierd/telemetry/probes.c):
  * per NVMe controller (keyed by its instance, the X of /dev/nvmeX) command
  * counts and the last host-initiated power-state change seen.
  */

@@ -1,9 +1,9 @@
 # service: sources and tests of this area (included by Makefile.am).
 # The Unix-socket service, its wire protocol, the event loop and main.c's glue.
 libtierd_la_SOURCES += \
-	tierd/loop.c tierd/loop.h \
-	tierd/proto.c client/tierd-proto.h \
-	tierd/server.c tierd/server.h
+	tierd/service/loop.c tierd/service/loop.h \
+	tierd/proto/proto.c tierd/proto/tierd-proto.h \
+	tierd/service/server.c tierd/service/server.h
 
 check_PROGRAMS += tests/test-proto tests/test-loop
 TESTS += tests/test-proto tests/test-loop
@@ -18,7 +18,7 @@ tests_test_loop_LDADD = $(TEST_LIBS)
 lib_LTLIBRARIES += client/libtierd-client.la
 include_HEADERS += client/tierd-client.h
 client_libtierd_client_la_SOURCES = client/tierd-client.c client/tierd-client.h \
-	tierd/proto.c client/tierd-proto.h
+	tierd/proto/proto.c tierd/proto/tierd-proto.h
 client_libtierd_client_la_CFLAGS = $(AM_CFLAGS) -pthread
 client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 1:0:1 \
 	-Wl,--version-script=$(top_srcdir)/client/libtierd-client.sym

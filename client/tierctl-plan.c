@@ -3,7 +3,7 @@
  * tierctl plan: per-token energy and latency of routed experts in HBM, DDR or
  * SSD, by batch size; and `tierctl plan select`, which picks a placement and DDR
  * cache size under capacity, latency and energy constraints.  The model is
- * tierd/plan.c; this file parses options and prints.
+ * client/plan/plan.c; this file parses options and prints.
  */
 #include "config.h"
 

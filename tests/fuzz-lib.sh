@@ -27,7 +27,7 @@ fuzz_run() {
 	fi
 	# shellcheck disable=SC2086 # cargs is meant to split into words
 	if "$clang" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-I"$builddir" -I"$srcdir/tierd" -I"$srcdir/client" "$srcdir/tests/$name.c" $cargs \
+		-I"$builddir" -I"$srcdir/tierd/proto" -I"$srcdir/tierd/store" -I"$srcdir/tierd/daemon" -I"$srcdir/client" "$srcdir/tests/$name.c" $cargs \
 		-o "$bin" >"$work/build.log" 2>&1; then
 		echo "ok 1 - build the $what fuzz target with $clang"
 	elif grep -q 'libclang_rt.fuzzer' "$work/build.log"; then

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * nvme-info PATH: prints as JSON what tierd/nvme.c reads for a file, a block
+ * nvme-info PATH: prints as JSON what tierd/telemetry/nvme.c reads for a file, a block
  * device or a controller node (/dev/nvme0): the device it maps to, the
  * controller's power state descriptors, APST, current power state and SMART
  * log.  Exit 0 also for "not NVMe" (that is an answer); 1 on errors.

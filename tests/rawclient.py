@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""A raw SOCK_SEQPACKET client of tierd's wire protocol (client/tierd-proto.h),
+"""A raw SOCK_SEQPACKET client of tierd's wire protocol (tierd/proto/tierd-proto.h),
 for tests that must send what the library never would, or count every answer
 the daemon sends.  Used by tests/adversary.sh:
 

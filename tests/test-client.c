@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * White-box test of libtierd-client against a fake daemon: a child process
- * that speaks the protocol with tierd/proto.c, so a test can kill it
+ * that speaks the protocol with tierd/proto/proto.c, so a test can kill it
  * (restart), stop it (SIGSTOP), make it send what a broken daemon sends, or
  * send a dtype.  The library is compiled into this program, with its
  * timeouts shortened and its allocations routed through a failure injector.

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests of the plan model (tierd/plan.c), model configs and hardware files. */
+/* Unit tests of the plan model (client/plan/plan.c), model configs and hardware files. */
 #include "config.h"
 
 #include <errno.h>

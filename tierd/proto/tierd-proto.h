@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The wire protocol between tierd and its clients, shared by the daemon
- * (tierd/server.c), libtierd-client and the fuzzer.
+ * (tierd/service/server.c), libtierd-client and the fuzzer.
  *
  * Transport: one AF_UNIX SOCK_SEQPACKET connection per client; one message
  * per packet, so a message is never split or merged.  Both ends are on one

@@ -1,6 +1,6 @@
 # catalog: sources and tests of this area (included by Makefile.am).
-libtierd_la_SOURCES += tierd/safetensors.c tierd/safetensors.h tierd/catalog.c \
-	tierd/demostore.c tierd/demostore.h tierd/smallfile.c tierd/smallfile.h
+libtierd_la_SOURCES += tierd/store/safetensors.c tierd/store/safetensors.h tierd/store/catalog.c \
+	tierd/store/demostore.c tierd/store/demostore.h tierd/daemon/smallfile.c tierd/daemon/smallfile.h
 client_tierctl_SOURCES += client/tierctl-catalog.c
 
 check_PROGRAMS += tests/test-safetensors tests/test-catalog

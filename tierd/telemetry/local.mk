@@ -1,10 +1,10 @@
 # energy: eBPF probes (user side), NVMe facts, the energy model, metrics export.
 libtierd_la_SOURCES += \
-	tierd/probes.c tierd/probes.h \
-	tierd/nvme.c tierd/nvme.h \
-	tierd/energy.c tierd/energy.h \
-	tierd/metrics.c tierd/metrics.h \
-	tierd/telemetry.c tierd/telemetry.h
+	tierd/telemetry/probes.c tierd/telemetry/probes.h \
+	tierd/telemetry/nvme.c tierd/telemetry/nvme.h \
+	tierd/telemetry/energy.c tierd/telemetry/energy.h \
+	tierd/telemetry/metrics.c tierd/telemetry/metrics.h \
+	tierd/telemetry/telemetry.c tierd/telemetry/telemetry.h
 # probes.c includes the skeletons, which BUILT_SOURCES makes first.
 
 # Root test: eBPF read bytes against an O_DIRECT read (CI runs as root).

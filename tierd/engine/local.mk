@@ -1,6 +1,6 @@
 # engine: sources and tests of this area (included by Makefile.am).
 # DDR pool, slot allocator, fetch engine, cache, and the engine facade.
-libtierd_la_SOURCES += tierd/slab.c tierd/slab.h
+libtierd_la_SOURCES += tierd/engine/slab.c tierd/engine/slab.h
 
 check_PROGRAMS += tests/test-slab
 tests_test_slab_SOURCES = tests/test-slab.c
@@ -8,28 +8,28 @@ tests_test_slab_CFLAGS = $(TEST_CFLAGS)
 tests_test_slab_LDADD = $(TEST_LIBS)
 TESTS += tests/test-slab
 
-libtierd_la_SOURCES += tierd/pool.c tierd/pool.h
+libtierd_la_SOURCES += tierd/engine/pool.c tierd/engine/pool.h
 check_PROGRAMS += tests/test-pool
 tests_test_pool_SOURCES = tests/test-pool.c
 tests_test_pool_CFLAGS = $(TEST_CFLAGS)
 tests_test_pool_LDADD = $(TEST_LIBS)
 TESTS += tests/test-pool
 
-libtierd_la_SOURCES += tierd/fetch.c tierd/fetch.h
+libtierd_la_SOURCES += tierd/engine/fetch.c tierd/engine/fetch.h
 check_PROGRAMS += tests/test-fetch
 tests_test_fetch_SOURCES = tests/test-fetch.c
 tests_test_fetch_CFLAGS = $(TEST_CFLAGS)
 tests_test_fetch_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fetch
 
-libtierd_la_SOURCES += tierd/cache.c tierd/cache.h
+libtierd_la_SOURCES += tierd/engine/cache.c tierd/engine/cache.h
 check_PROGRAMS += tests/test-cache
 tests_test_cache_SOURCES = tests/test-cache.c
 tests_test_cache_CFLAGS = $(TEST_CFLAGS)
 tests_test_cache_LDADD = $(TEST_LIBS)
 TESTS += tests/test-cache
 
-libtierd_la_SOURCES += tierd/engine.c tierd/ckwatch.c tierd/ckwatch.h
+libtierd_la_SOURCES += tierd/engine/engine.c tierd/store/ckwatch.c tierd/store/ckwatch.h
 check_PROGRAMS += tests/test-engine
 tests_test_engine_SOURCES = tests/test-engine.c
 tests_test_engine_CFLAGS = $(TEST_CFLAGS)
