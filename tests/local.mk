@@ -12,3 +12,9 @@ TESTS += tests/test-conf
 # tierd -t on bad configurations, the open file limit, a refused reload.
 TESTS += tests/conf-cli.sh
 EXTRA_DIST += tests/conf-cli.sh
+
+check_PROGRAMS += tests/test-reload
+tests_test_reload_SOURCES = tests/test-reload.c
+tests_test_reload_CFLAGS = $(TEST_CFLAGS)
+tests_test_reload_LDADD = $(TEST_LIBS)
+TESTS += tests/test-reload

@@ -3,6 +3,7 @@ noinst_LTLIBRARIES += libtierd.la
 libtierd_la_SOURCES = \
 	tierd/daemon/log.c tierd/daemon/log.h \
 	tierd/daemon/conf.c tierd/daemon/conf.h \
+	tierd/daemon/reload.c tierd/daemon/reload.h \
 	tierd/store/catalog.h tierd/engine/engine.h
 libtierd_la_CFLAGS = $(AM_CFLAGS) $(URING_CFLAGS) $(NUMA_CFLAGS) $(JSONC_CFLAGS) \
 	$(INIH_CFLAGS) $(SYSTEMD_CFLAGS) $(NVME_CFLAGS) $(BPF_CFLAGS) $(MHD_CFLAGS) $(XXHASH_CFLAGS)

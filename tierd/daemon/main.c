@@ -27,6 +27,7 @@
 #include "engine.h"
 #include "fetch.h"
 #include "log.h"
+#include "reload.h"
 #include "loop.h"
 #include "server.h"
 #include "telemetry.h"
@@ -284,11 +285,6 @@ static void on_telemetry(struct loop_source *src, void *arg)
 	telemetry_refresh(t->telemetry, t->engine, telemetry_now_ns());
 }
 
-static bool str_differs(const char *a, const char *b)
-{
-	return (a == NULL) != (b == NULL) || (a && strcmp(a, b));
-}
-
 static void on_watchdog(struct loop_source *src, void *arg)
 {
 	sd_notify(0, "WATCHDOG=1");
@@ -297,37 +293,6 @@ static void on_watchdog(struct loop_source *src, void *arg)
 static void on_status(struct loop_source *src, void *arg)
 {
 	tierd_notify_status(arg, NULL);
-}
-
-static const char *engine_keys_changed(const struct tierd_conf *a, const struct tierd_conf *b)
-{
-	if (a->pool_size != b->pool_size || a->numa_node != b->numa_node ||
-	    a->hugepages != b->hugepages || a->pool_lock != b->pool_lock ||
-	    a->max_evict_per_alloc != b->max_evict_per_alloc)
-		return "[pool]";
-	if (a->queue_depth != b->queue_depth || a->request_size != b->request_size)
-		return "[fetch]";
-	if (strcmp(a->policy, b->policy))
-		return "[cache] policy";
-	if (strcmp(a->socket_path, b->socket_path))
-		return "[daemon] socket";
-	if (a->nmodels != b->nmodels)
-		return "the set of [model] sections";
-	for (size_t i = 0; i < a->nmodels; i++) {
-		const struct conf_model *m = conf_model_find(b, a->models[i].name);
-
-		if (!m || strcmp(m->path, a->models[i].path))
-			return "a [model] name or path";
-	}
-	if (str_differs(a->metrics_listen, b->metrics_listen) ||
-	    str_differs(a->metrics_textfile, b->metrics_textfile))
-		return "[metrics]";
-	if (a->pj_hbm != b->pj_hbm || a->pj_ddr != b->pj_ddr || a->pj_flash != b->pj_flash ||
-	    a->ddr_static_w_per_gib != b->ddr_static_w_per_gib || a->gpu_idle_w != b->gpu_idle_w ||
-	    a->gpus != b->gpus || a->nvme_default_w != b->nvme_default_w ||
-	    a->probes != b->probes || a->nvme_refresh_s != b->nvme_refresh_s)
-		return "[energy] or [nvme]";
-	return NULL;
 }
 
 /*
@@ -340,7 +305,7 @@ static const char *engine_keys_changed(const struct tierd_conf *a, const struct 
 static void tierd_reload(struct tierd *t)
 {
 	struct tierd_conf *c = malloc(sizeof(*c));
-	const char *changed;
+	char changed[512];
 	char err[512];
 	struct timespec now;
 
@@ -363,8 +328,7 @@ static void tierd_reload(struct tierd *t)
 		goto out;
 	}
 	t->status_note[0] = '\0';
-	changed = engine_keys_changed(&t->engine_conf, c);
-	if (changed)
+	if (reload_restart_keys(&t->engine_conf, c, changed, sizeof(changed)))
 		log_warn("reload: %s changed: takes effect at the next restart", changed);
 	log_set_level(c->log_level);
 	server_set_conf(t->server, c);
