@@ -259,11 +259,20 @@ int cmd_demo_store(const struct tierctl_opts *o, int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	total = demostore_expert_bytes(&d) * d.experts * d.layers;
-	if (o->json)
-		printf("{\"dir\": \"%s\", \"preset\": \"%s\", \"layers\": %u, \"experts\": %u, \"expert_bytes\": %" PRIu64
-		       ", \"total_expert_bytes\": %" PRIu64 ", \"seconds\": %.3f}\n", argv[optind],
-		       demostore_layout_name(d.layout), d.layers, d.experts, demostore_expert_bytes(&d), total, s);
-	else
+	if (o->json) {
+		json_object *j = json_object_new_object();
+
+		/* json-c escapes the path: a directory name is any bytes. */
+		json_object_object_add(j, "dir", json_object_new_string(argv[optind]));
+		json_object_object_add(j, "preset", json_object_new_string(demostore_layout_name(d.layout)));
+		json_object_object_add(j, "layers", json_object_new_int64(d.layers));
+		json_object_object_add(j, "experts", json_object_new_int64(d.experts));
+		json_object_object_add(j, "expert_bytes", json_object_new_int64((int64_t)demostore_expert_bytes(&d)));
+		json_object_object_add(j, "total_expert_bytes", json_object_new_int64((int64_t)total));
+		json_object_object_add(j, "seconds", json_object_new_double(s));
+		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+		json_object_put(j);
+	} else
 		printf("wrote %s: %s naming, %u layers x %u experts, %" PRIu64 " bytes per expert, %.2f GiB of experts "
 		       "in %u shard(s), %.1f s\n", argv[optind], demostore_layout_name(d.layout), d.layers, d.experts,
 		       demostore_expert_bytes(&d), (double)total / (1 << 30), d.shards, s);

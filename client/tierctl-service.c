@@ -434,8 +434,14 @@ int cmd_acquire(const struct tierctl_opts *o, int argc, char **argv)
 
 	while ((opt = getopt_long(argc, argv, "H:t:", lo, NULL)) != -1) {
 		switch (opt) {
-		case 'H': hold = atof(optarg); break;
-		case 't': timeout = atoi(optarg); break;
+		case 'H':
+			if (tierctl_parse_double("--hold", optarg, 0, 86400, &hold))
+				return 2;
+			break;
+		case 't':
+			if (tierctl_parse_int("--timeout", optarg, -1, INT_MAX, &timeout))
+				return 2;
+			break;
 		default:
 			fprintf(stderr, "Usage: tierctl acquire [--hold SECONDS] [--timeout MS] MODEL LAYERS EXPERTS\n");
 			return 2;
@@ -684,7 +690,7 @@ int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
 		{ 0 }
 	};
 	const char *model = NULL;
-	int clients = 1, ops = 2000, k = 1, cpu_client = -1, cpu_daemon = -1, opt, m, r;
+	int clients = 1, ops = 2000, k = 1, cpu_client = -1, cpu_daemon = -1, opt, m, r = 0;
 	struct tierd_client *c;
 	struct tierd_acquisition *a;
 	struct tierd_model_info mi;
@@ -693,13 +699,15 @@ int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
 
 	while ((opt = getopt_long(argc, argv, "c:n:k:m:C:D:", lo, NULL)) != -1) {
 		switch (opt) {
-		case 'c': clients = atoi(optarg); break;
-		case 'n': ops = atoi(optarg); break;
-		case 'k': k = atoi(optarg); break;
+		case 'c': r = tierctl_parse_int("--clients", optarg, 1, 4096, &clients); break;
+		case 'n': r = tierctl_parse_int("--ops", optarg, 10, 100000000, &ops); break;
+		case 'k': r = tierctl_parse_int("--experts", optarg, 1, 1024, &k); break;
 		case 'm': model = optarg; break;
-		case 'C': cpu_client = atoi(optarg); break;
-		case 'D': cpu_daemon = atoi(optarg); break;
-		default:
+		case 'C': r = tierctl_parse_int("--cpu-client", optarg, -1, 4095, &cpu_client); break;
+		case 'D': r = tierctl_parse_int("--cpu-daemon", optarg, -1, 4095, &cpu_daemon); break;
+		default: r = -EINVAL; break;
+		}
+		if (r) {
 			fprintf(stderr, "Usage: tierctl bench acquire [--clients N] [--ops N] [--experts K] "
 					"[--model M] [--cpu-client CPU] [--cpu-daemon CPU]\n");
 			return 2;
@@ -746,10 +754,19 @@ int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
 		goto out;
 	}
 	if (o->json) {
-		printf("{\"clients\": %d, \"ops_per_client\": %d, \"experts_per_op\": %d, "
-		       "\"floor_p50_us\": %.2f, \"floor_p99_us\": %.2f, \"acquire_p50_us\": %.2f, "
-		       "\"acquire_p99_us\": %.2f, \"acquire_ops_s\": %.0f, \"ratio_p50\": %.2f}\n",
-		       clients, ops, k, fl.p50, fl.p99, ac.p50, ac.p99, ac.ops_s, ac.p50 / fl.p50);
+		json_object *j = json_object_new_object();
+
+		json_object_object_add(j, "clients", json_object_new_int(clients));
+		json_object_object_add(j, "ops_per_client", json_object_new_int(ops));
+		json_object_object_add(j, "experts_per_op", json_object_new_int(k));
+		json_object_object_add(j, "floor_p50_us", json_object_new_double(fl.p50));
+		json_object_object_add(j, "floor_p99_us", json_object_new_double(fl.p99));
+		json_object_object_add(j, "acquire_p50_us", json_object_new_double(ac.p50));
+		json_object_object_add(j, "acquire_p99_us", json_object_new_double(ac.p99));
+		json_object_object_add(j, "acquire_ops_s", json_object_new_double(ac.ops_s));
+		json_object_object_add(j, "ratio_p50", json_object_new_double(ac.p50 / fl.p50));
+		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+		json_object_put(j);
 	} else {
 		printf("bench acquire: %d client(s) x %d ops, %d resident expert(s) per acquire+release\n",
 		       clients, ops, k);

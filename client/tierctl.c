@@ -53,6 +53,37 @@ static const struct tierctl_cmd commands[] = {
 	{ NULL, NULL, NULL },
 };
 
+int tierctl_parse_int(const char *option, const char *s, long min, long max, int *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max || v < INT_MIN || v > INT_MAX) {
+		fprintf(stderr, "tierctl: %s \"%s\": expected a whole number from %ld to %ld\n", option, s,
+			min, max);
+		return -EINVAL;
+	}
+	*out = (int)v;
+	return 0;
+}
+
+int tierctl_parse_double(const char *option, const char *s, double min, double max, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= min && v <= max)) {
+		fprintf(stderr, "tierctl: %s \"%s\": expected a number from %g to %g\n", option, s, min, max);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: tierctl [-s SOCKET] [-c CONFIG] [--json] [--timeout MS] COMMAND [ARGS...]\n\n"
@@ -80,19 +111,10 @@ int main(int argc, char **argv)
 	log_set_prefix(0);
 	/* '+' stops at the subcommand, whose own options follow it. */
 	while ((opt = getopt_long(argc, argv, "+s:c:jt:hV", longopts, NULL)) != -1) {
-		char *end;
-		long v;
-
 		switch (opt) {
 		case 't':
-			errno = 0;
-			v = strtol(optarg, &end, 10);
-			if (errno || *end || end == optarg || v < -1 || v > INT_MAX) {
-				fprintf(stderr, "tierctl: --timeout \"%s\": expected milliseconds (-1: no limit)\n",
-					optarg);
+			if (tierctl_parse_int("--timeout", optarg, -1, INT_MAX, &o.timeout_ms))
 				return 2;
-			}
-			o.timeout_ms = (int)v;
 			break;
 		case 's': o.socket_path = optarg; break;
 		case 'c': o.config_path = optarg; break;

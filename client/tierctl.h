@@ -10,6 +10,13 @@ struct tierctl_opts {
 	int timeout_ms;			/* --timeout MS; -2: the command's default */
 };
 
+/*
+ * Command-line numbers, checked: the whole string, within [min, max].  On
+ * error prints "tierctl: OPTION "VALUE": expected ..." and returns -EINVAL.
+ */
+int tierctl_parse_int(const char *option, const char *s, long min, long max, int *out);
+int tierctl_parse_double(const char *option, const char *s, double min, double max, double *out);
+
 /* The wait for the daemon: --timeout, or the command's default (-1: none). */
 static inline int tierctl_timeout(const struct tierctl_opts *o, int dflt_ms)
 {

@@ -53,7 +53,7 @@ start_daemon() {
 }
 
 if ! command -v setpriv >/dev/null; then echo "1..0 # SKIP setpriv not installed"; exit 0; fi
-echo "1..20"
+echo "1..21"
 
 "$TIERCTL" demo-store "$tmp/demo" --layers 4 --experts 16 --hidden 64 --ffn 128 >/dev/null &&
 	"$TIERCTL" demo-store "$tmp/secret" --layers 2 --experts 4 --hidden 64 --ffn 128 >/dev/null ||
@@ -293,6 +293,16 @@ if [ $r = 1 ] && [ $r2 = 1 ] && [ "$(grep -c "timed out" "$tmp/out")" = 2 ]; the
 	ok "tierctl pin and stats on a stopped daemon end at --timeout, saying so"
 else
 	notok "tierctl --timeout (pin $r, stats $r2)"
+fi
+
+# 21: command-line numbers are checked, naming the option.
+r=0; tierctl acquire --hold abc demo 0 0 >"$tmp/out" 2>&1 || r=$?
+r2=0; tierctl bench acquire --clients 2x >>"$tmp/out" 2>&1 || r2=$?
+if [ $r = 2 ] && [ $r2 = 2 ] && grep -q -- '--hold "abc": expected a number' "$tmp/out" &&
+   grep -q -- '--clients "2x": expected a whole number' "$tmp/out"; then
+	ok "tierctl refuses malformed numbers, naming the option"
+else
+	notok "tierctl number parsing ($r, $r2)"
 fi
 
 [ $failed = 0 ]
