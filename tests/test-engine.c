@@ -322,6 +322,77 @@ static void test_evict_and_pins(void **state)
 	engine_destroy(e);
 }
 
+/*
+ * Two models in one pool of one chunk.  Another model's slots serve only
+ * once their whole span is free: while one of model a's experts is pinned,
+ * an acquire of model b is refused and evicts nothing (it used to evict every
+ * unpinned expert of a and fail all the same); a prefetch evicts at most
+ * [pool] max_evict_per_alloc (0 here); once nothing of a is pinned, b's
+ * acquire empties a's span and gets its slot, every byte right.
+ */
+static void test_evict_across_models(void **state)
+{
+	struct fixture *fx = *state;
+	struct tierd_conf conf;
+	struct engine *e = NULL;
+	struct got g[LAYERS * EXPERTS], b = { 0 };
+	struct engine_stats st;
+	char err[512] = "";
+	int slots = 0;
+	bool started;
+	struct engine_key kb = { 1, fx->experts[0].layer, fx->experts[0].expert };
+
+	assert_int_equal(conf_init(&conf), 0);
+	conf.pool_size = 2 * MiB;
+	conf.pool_lock = false;
+	conf.hugepages = CONF_HUGEPAGES_NO;
+	conf.queue_depth = 2;
+	conf.request_size = 128 * KiB;
+	conf.max_evict_per_alloc = 0;
+	if (engine_create(&e, &conf, err, sizeof(err)))
+		fail_msg("engine_create: %s", err);
+	conf_free(&conf);
+	assert_int_equal(engine_add_model(e, "a", &fx->cat, false, 0, err, sizeof(err)), 0);
+	assert_int_equal(engine_add_model(e, "b", &fx->cat, false, 0, err, sizeof(err)), 1);
+	memset(g, 0, sizeof(g));
+	for (int i = 0; i < LAYERS * EXPERTS; i++) {
+		struct engine_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+		int r = engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[i]);
+
+		if (r == -ENOSPC)
+			break;
+		assert_int_equal(r, 0);
+		slots++;
+	}
+	assert_int_equal(engine_drain(e), 0);
+	assert_true(slots >= 2);
+	/* All of a unpinned but its first expert. */
+	for (int i = 1; i < slots; i++)
+		assert_int_equal(engine_release(e, &(struct engine_key){ 0, fx->experts[i].layer,
+									    fx->experts[i].expert }), 0);
+	assert_int_equal(engine_acquire(e, &kb, ENGINE_DEMAND, on_done, &b), -ENOSPC);
+	assert_int_equal(engine_prefetch_started(e, &kb, 0, &started), -ENOSPC);
+	assert_false(started);
+	engine_get_stats(e, &st);
+	assert_int_equal(st.evictions, 0);
+	/* The acquire that found the pool full, and b's. */
+	assert_int_equal(st.refused, 2);
+	for (int i = 1; i < slots; i++)
+		assert_int_equal(engine_evict_check(e, &(struct engine_key){ 0, fx->experts[i].layer,
+									      fx->experts[i].expert }), 0);
+	/* Nothing of a pinned: the span goes whole, b gets its slot. */
+	assert_int_equal(engine_release(e, &(struct engine_key){ 0, fx->experts[0].layer,
+								    fx->experts[0].expert }), 0);
+	assert_int_equal(engine_acquire(e, &kb, ENGINE_DEMAND, on_done, &b), 0);
+	assert_int_equal(engine_drain(e), 0);
+	assert_int_equal(b.err, 0);
+	verify(e, &b.info);
+	engine_get_stats(e, &st);
+	assert_int_equal(st.evictions, (uint64_t)slots);
+	assert_int_equal(st.hits + st.misses + st.refused, (uint64_t)slots + 3);
+	engine_destroy(e);
+}
+
 static void test_quota(void **state)
 {
 	struct fixture *fx = *state;
@@ -671,6 +742,7 @@ int main(void)
 		cmocka_unit_test(test_every_byte),
 		cmocka_unit_test(test_shared_and_hit),
 		cmocka_unit_test(test_evict_and_pins),
+		cmocka_unit_test(test_evict_across_models),
 		cmocka_unit_test(test_quota),
 		cmocka_unit_test(test_prefetch_cancel),
 		cmocka_unit_test(test_fetch_owner),

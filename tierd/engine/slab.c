@@ -302,6 +302,22 @@ int slab_free(struct slab *s, int cls, uint64_t offset)
 	return 0;
 }
 
+int slab_span_of(const struct slab *s, uint64_t offset, uint64_t *start, uint64_t *end,
+		 uint32_t *used)
+{
+	const struct slab_span *sp;
+
+	if (offset / SLAB_CHUNK >= s->nchunks)
+		return -EINVAL;
+	sp = s->chunk_span[offset / SLAB_CHUNK];
+	if (!sp)
+		return -ENOENT;
+	*start = (uint64_t)sp->first * SLAB_CHUNK;
+	*end = *start + (uint64_t)sp->nchunks * SLAB_CHUNK;
+	*used = sp->nslots - sp->nfree;
+	return 0;
+}
+
 void slab_get_stats(const struct slab *s, struct slab_stats *st)
 {
 	uint64_t run = 0;

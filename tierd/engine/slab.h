@@ -47,4 +47,9 @@ int slab_free(struct slab *s, int cls, uint64_t offset);
 
 void slab_get_stats(const struct slab *s, struct slab_stats *st);
 
+/* The span holding offset: its bytes [*start, *end) and the slots in use in
+ * it.  -ENOENT if offset is in a free chunk. */
+int slab_span_of(const struct slab *s, uint64_t offset, uint64_t *start, uint64_t *end,
+		 uint32_t *used);
+
 #endif
