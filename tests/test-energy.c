@@ -195,6 +195,46 @@ static void test_tokens_and_departed_clients(void **state)
 	energy_destroy(e);
 }
 
+/* Many clients come and go: each one's entry is found again whatever the
+ * index went through (growth, removals), and the books add up. */
+static void test_many_clients(void **state)
+{
+	struct energy_params p;
+	struct energy *e;
+	uint64_t tokens = 0;
+
+	params_default(&p);
+	assert_int_equal(energy_create(&e, &p, 0, ENERGY_SOURCE_TIERD, 0), 0);
+	for (uint32_t id = 1; id <= 2000; id++) {
+		assert_int_equal(energy_account_fetch(e, id % 2 ? "odd" : "even", id, id), 0);
+		assert_int_equal(energy_account_tokens(e, NULL, id, 1), 0);
+		tokens++;
+	}
+	/* Every third leaves: folded into "departed". */
+	for (uint32_t id = 3; id <= 2000; id += 3)
+		energy_client_forget(e, id);
+	for (uint32_t id = 1; id <= 2000; id++) {
+		const struct energy_attr *c = client_id(e, id);
+
+		if (id % 3 == 0) {
+			assert_null(c);
+			continue;
+		}
+		assert_non_null(c);
+		assert_int_equal(c->fetched_bytes, id);
+		/* Found again, not added a second time. */
+		assert_int_equal(energy_account_tokens(e, NULL, id, 1), 0);
+		assert_int_equal(client_id(e, id)->tokens, 2);
+		tokens++;
+	}
+	assert_int_equal(client_id(e, ENERGY_CLIENT_DEPARTED)->tokens, 666);
+	/* 2000 - 666 clients, and "departed". */
+	assert_int_equal(energy_client_count(e), 2000 - 666 + 1);
+	assert_int_equal(energy_model_count(e), 2);
+	assert_int_equal(energy_tokens(e), tokens);
+	energy_destroy(e);
+}
+
 /* Three states: PS0 operational (busy 5 W, idle 3 W), PS3 and PS4
  * non-operational (50 mW, 5 mW).  APST: PS0 -> PS3 after 100 ms idle, PS3
  * -> PS4 after 1000 ms. */
@@ -415,6 +455,7 @@ int main(void)
 		cmocka_unit_test(test_constants_overridden),
 		cmocka_unit_test(test_attribution_proportions),
 		cmocka_unit_test(test_tokens_and_departed_clients),
+		cmocka_unit_test(test_many_clients),
 		cmocka_unit_test(test_infer_residency_from_gaps),
 		cmocka_unit_test(test_device_sample_measured),
 		cmocka_unit_test(test_first_sample_counts),

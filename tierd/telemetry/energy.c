@@ -2,9 +2,11 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "energy.h"
 
@@ -16,9 +18,16 @@ struct energy_entry {
 	uint64_t interval_bytes;	/* fetched since the last advance */
 };
 
+/*
+ * Entries in an array (the order the metrics list them), found through an
+ * open-addressing index: accounting runs for every acquire and fetch, and a
+ * walk over every client would cost as much as there are clients.
+ */
 struct energy_table {
 	struct energy_entry *v;
-	size_t n;
+	size_t n, cap;
+	uint32_t *slot;			/* position + 1 in v; 0: empty */
+	size_t nslot;			/* a power of two, at least 2 * cap */
 };
 
 struct energy_dev {
@@ -81,6 +90,37 @@ static void table_free(struct energy_table *t)
 	for (size_t i = 0; i < t->n; i++)
 		free((char *)t->v[i].a.model);
 	free(t->v);
+	free(t->slot);
+}
+
+static uint64_t key_hash(const char *model, uint32_t client)
+{
+	return model ? XXH3_64bits(model, strlen(model)) : XXH3_64bits(&client, sizeof(client));
+}
+
+static bool key_is(const struct energy_entry *x, const char *model, uint32_t client)
+{
+	return model ? x->a.model && !strcmp(x->a.model, model) : !x->a.model && x->a.client == client;
+}
+
+/* Rebuilds the index for nslot slots (after growth or a removal). */
+static int table_index(struct energy_table *t, size_t nslot)
+{
+	uint32_t *slot = calloc(nslot, sizeof(*slot));
+
+	if (!slot)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n; i++) {
+		size_t h = key_hash(t->v[i].a.model, t->v[i].a.client) & (nslot - 1);
+
+		while (slot[h])
+			h = (h + 1) & (nslot - 1);
+		slot[h] = (uint32_t)i + 1;
+	}
+	free(t->slot);
+	t->slot = slot;
+	t->nslot = nslot;
+	return 0;
 }
 
 void energy_destroy(struct energy *e)
@@ -98,19 +138,31 @@ enum energy_source energy_source(const struct energy *e)
 	return e->src;
 }
 
-/* model != NULL: the model table, keyed by name; else clients by id. */
+/* model != NULL: the model table, keyed by name; else clients by id.
+ * Adds the entry if it is not there. */
 static struct energy_entry *table_get(struct energy_table *t, const char *model, uint32_t client)
 {
 	struct energy_entry *v;
+	size_t h;
 
-	for (size_t i = 0; i < t->n; i++) {
-		if (model ? !strcmp(t->v[i].a.model, model) : t->v[i].a.client == client)
-			return &t->v[i];
-	}
-	v = realloc(t->v, (t->n + 1) * sizeof(*v));
-	if (!v)
+	if (!t->nslot && t->n && table_index(t, 4 * t->cap))
 		return NULL;
-	t->v = v;
+	if (t->nslot) {
+		for (h = key_hash(model, client) & (t->nslot - 1); t->slot[h]; h = (h + 1) & (t->nslot - 1))
+			if (key_is(&t->v[t->slot[h] - 1], model, client))
+				return &t->v[t->slot[h] - 1];
+	}
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 8;
+
+		if (cap > UINT32_MAX / 2)
+			return NULL;
+		v = realloc(t->v, cap * sizeof(*v));
+		if (!v)
+			return NULL;
+		t->v = v;
+		t->cap = cap;
+	}
 	v = &t->v[t->n];
 	memset(v, 0, sizeof(*v));
 	if (model) {
@@ -120,6 +172,17 @@ static struct energy_entry *table_get(struct energy_table *t, const char *model,
 	}
 	v->a.client = client;
 	t->n++;
+	if (t->nslot < 2 * t->cap) {
+		if (table_index(t, 4 * t->cap)) {
+			t->n--;
+			free((char *)v->a.model);
+			return NULL;
+		}
+	} else {
+		for (h = key_hash(model, client) & (t->nslot - 1); t->slot[h]; h = (h + 1) & (t->nslot - 1))
+			;
+		t->slot[h] = (uint32_t)t->n;
+	}
 	return v;
 }
 
@@ -195,7 +258,7 @@ void energy_client_forget(struct energy *e, uint32_t client)
 	if (client == ENERGY_CLIENT_DEPARTED)
 		return;
 	for (i = 0; i < t->n; i++)
-		if (t->v[i].a.client == client) {
+		if (key_is(&t->v[i], NULL, client)) {
 			gone = &t->v[i];
 			break;
 		}
@@ -214,6 +277,14 @@ void energy_client_forget(struct energy *e, uint32_t client)
 			dep->a.joules[ti][ci] += gone->a.joules[ti][ci];
 	t->v[i] = t->v[t->n - 1];
 	t->n--;
+	/* A departure is rare next to accounting: the index is rebuilt.  If
+	 * that fails the old index would point past the end: drop it and
+	 * let the next lookup rebuild it. */
+	if (table_index(t, t->nslot)) {
+		free(t->slot);
+		t->slot = NULL;
+		t->nslot = 0;
+	}
 }
 
 static struct energy_dev *dev_find(struct energy *e, uint32_t major, uint32_t minor)
