@@ -17,7 +17,10 @@ tests_test_loop_LDADD = $(TEST_LIBS)
 # libtierd-client: shared and static, exported symbols pinned by a version script.
 lib_LTLIBRARIES += client/libtierd-client.la
 include_HEADERS += client/tierd-client.h
+# tierd-client-int.h is private: listed in SOURCES, never installed.
 client_libtierd_client_la_SOURCES = client/tierd-client.c client/tierd-client.h \
+	client/tierd-client-int.h client/tierd-client-acq.c client/tierd-client-mux.c \
+	client/tierd-client-conn.c \
 	tierd/proto/proto.c tierd/proto/tierd-proto.h
 client_libtierd_client_la_CFLAGS = $(AM_CFLAGS) -pthread
 client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 1:0:1 \
@@ -26,7 +29,7 @@ EXTRA_client_libtierd_client_la_DEPENDENCIES = client/libtierd-client.sym
 EXTRA_DIST += client/libtierd-client.sym
 
 # The library against a fake daemon it can kill, stop or make misbehave
-# (white-box: the test compiles client/tierd-client.c in).
+# (white-box: the test compiles the library's four client/tierd-client*.c in).
 check_PROGRAMS += tests/test-client
 TESTS += tests/test-client
 tests_test_client_SOURCES = tests/test-client.c

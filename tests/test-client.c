@@ -68,6 +68,10 @@ static char *inj_strdup(const char *s)
 #define malloc(n)		inj_malloc(n)
 #define calloc(n, size)		inj_calloc(n, size)
 #define strdup(s)		inj_strdup(s)
+/* The library's sources, in one translation unit with this test. */
+#include "tierd-client-acq.c"
+#include "tierd-client-mux.c"
+#include "tierd-client-conn.c"
 #include "tierd-client.c"
 #undef malloc
 #undef calloc

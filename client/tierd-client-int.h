@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libtierd-client's private header: the client's state and the calls its
+ * source files make to each other.  Not installed.
+ *
+ * The internal functions are hidden from the shared library's dynamic
+ * symbol table (the version script exports only the public names as well);
+ * their tdc_ prefix keeps them out of an application's way when it links
+ * the static library, where hidden symbols are still global.
+ */
+#ifndef TIERD_CLIENT_INT_H
+#define TIERD_CLIENT_INT_H
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "tierd-client.h"
+#include "tierd-proto.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define HIDDEN __attribute__((visibility("hidden")))
+/* Overridable so that the white-box test (tests/test-client.c) need not wait. */
+#ifndef CONNECT_TIMEOUT_MS
+#define CONNECT_TIMEOUT_MS	5000
+#endif
+/* Calls without a timeout argument, and sends that find the socket full. */
+#ifndef REQUEST_TIMEOUT_MS
+#define REQUEST_TIMEOUT_MS	TIERD_CLIENT_DEFAULT_TIMEOUT_MS
+#endif
+
+_Static_assert(sizeof(struct tierd_key) == sizeof(struct tierd_proto_key), "key layout");
+
+struct mapping {
+	void *base;
+	uint64_t size;
+	unsigned refs;
+};
+
+struct pending {
+	struct pending *next;
+	uint64_t id;
+	uint16_t answer;		/* the message type that answers it (or ERROR) */
+	bool warm;			/* PROGRESS may come before the answer */
+	bool done;
+	bool abandoned;			/* the waiter timed out: clean up on arrival */
+	int err;
+	char reason[TIERD_PROTO_MAX_REASON + 1];
+	uint64_t value;
+	struct tierd_msg_acquired *acq;
+	struct tierd_msg_stats stats;
+	bool progress_new;
+	uint64_t progress_done, progress_total;
+	char *mbuf;			/* METRICS: the text so far (NUL-terminated) */
+	uint64_t mtotal, mgot;
+	size_t nkeys;			/* acquire: what was asked, to check the answer */
+	struct tierd_key *keys;
+	tierd_acquire_fn fn;		/* async acquire */
+	void *arg;
+	struct tierd_acquisition *result;
+};
+
+/* Arrays of an acquisition that a reconnection replaced, and the old
+ * daemon's pool mappings its tensors point into: the application may still
+ * hold those pointers (a GPU copy in flight, a Python memoryview), so they
+ * live until release. */
+struct retired {
+	struct retired *next;
+	struct tierd_msg_acquired *raw;
+	struct tierd_expert *experts;
+	struct tierd_tensor *tensors;
+	struct mapping *maps[TIERD_PROTO_MAX_POOLS];
+};
+
+struct tierd_acquisition {
+	struct tierd_acquisition *prev, *next;
+	int status;
+	size_t n;
+	struct tierd_key *keys;
+	char **model_names;		/* per expert: models are found again by name */
+	struct tierd_msg_acquired *raw;
+	struct tierd_expert *experts;
+	struct tierd_tensor *tensors;
+	struct mapping *maps[TIERD_PROTO_MAX_POOLS];
+	struct retired *retired;
+};
+
+struct model {
+	char *name;
+	struct tierd_proto_model info;
+};
+
+struct tierd_client {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	char *path;
+	char name[65];
+	int fd;				/* -1: broken, reconnect on next use */
+	bool reading;			/* a thread reads the socket (others wait) */
+	bool reader_blocked;		/* ... in a system call, without the lock */
+	int stale_fd;			/* broken while the reader was blocked on it */
+	uint64_t next_id;
+	uint64_t instance;
+	uint32_t nmodels;
+	struct model *models;
+	uint32_t npools;
+	struct mapping *pools[TIERD_PROTO_MAX_POOLS];
+	struct pending *pending;
+	struct pending *completed;	/* async ones whose callbacks are due */
+	struct tierd_acquisition *acqs;
+	char last_error[TIERD_PROTO_MAX_REASON + 1];
+	tierd_reconnect_fn reconnect_fn;
+	void *reconnect_arg;
+	alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG];
+	alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
+};
+
+static inline int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- tierd-client-acq.c: acquisition objects ---- */
+
+HIDDEN void tdc_mapping_unref(struct mapping *m);
+HIDDEN void tdc_acq_free(struct tierd_acquisition *a);
+HIDDEN int tdc_acq_fill(struct tierd_client *c, struct tierd_acquisition *a, struct tierd_msg_acquired *m,
+			const struct tierd_key *asked, size_t n);
+HIDDEN int tdc_acq_new(struct tierd_client *c, struct tierd_key *keys, size_t n, struct tierd_msg_acquired *m,
+		       struct tierd_acquisition **out);
+
+/* ---- tierd-client-mux.c: the request multiplexer ---- */
+
+HIDDEN void tdc_set_error(struct tierd_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+HIDDEN void tdc_pending_list_free(struct pending *p);
+HIDDEN struct pending *tdc_pending_new(struct tierd_client *c, uint16_t answer);
+HIDDEN void tdc_pending_unlink(struct tierd_client *c, struct pending *p);
+HIDDEN void tdc_conn_lost(struct tierd_client *c, const char *why);
+HIDDEN int tdc_send_locked(struct tierd_client *c, long len, int timeout_ms);
+HIDDEN void tdc_release_keys_noreply(struct tierd_client *c, const struct tierd_key *keys, size_t n);
+HIDDEN int tdc_run_completed(struct tierd_client *c);
+HIDDEN void tdc_read_round(struct tierd_client *c, int timeout_ms);
+HIDDEN int tdc_wait_pending(struct tierd_client *c, struct pending *p, int timeout_ms,
+			    tierd_progress_fn progress, void *arg);
+
+/* ---- tierd-client-conn.c: connect and reconnect ---- */
+
+HIDDEN int tdc_conn_open(struct tierd_client *c);
+HIDDEN int tdc_ensure_conn(struct tierd_client *c);
+
+#endif
