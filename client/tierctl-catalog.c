@@ -57,7 +57,7 @@ static struct json_object *expert_json(const struct catalog *cat, const struct c
 		for (uint32_t d = 0; d < t->ndim; d++)
 			json_object_array_add(sh, json_object_new_int64((int64_t)t->shape[d]));
 		json_object_object_add(j, "name", json_object_new_string(t->name));
-		json_object_object_add(j, "dtype", json_object_new_string(st_dtype_name(t->dtype)));
+		json_object_object_add(j, "dtype", json_object_new_string(tierd_dtype_name(t->dtype)));
 		json_object_object_add(j, "shape", sh);
 		json_object_object_add(j, "file", json_object_new_string(cat->files[t->file].path));
 		json_object_object_add(j, "offset", json_object_new_int64((int64_t)t->offset));
@@ -131,7 +131,7 @@ static void print_text(const struct catalog *cat, const struct catalog_expert *e
 	for (uint32_t i = 0; i < ex->ntensors; i++) {
 		const struct catalog_tensor *t = &ex->tensors[i];
 
-		printf("  %-60s %-8s ", t->name, st_dtype_name(t->dtype));
+		printf("  %-60s %-8s ", t->name, tierd_dtype_name(t->dtype));
 		shape_print(stdout, t);
 		printf(" file %u offset %" PRIu64 " length %" PRIu64 " slot+%" PRIu64 "\n", t->file, t->offset,
 		       t->length, t->slot_offset);

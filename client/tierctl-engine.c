@@ -723,7 +723,7 @@ int cmd_fetch(const struct tierctl_opts *o, int argc, char **argv)
 		const struct catalog_tensor *ct = &a.info.expert->tensors[i];
 
 		printf("  %-60s %-8s file %u offset %" PRIu64 " length %" PRIu64 " -> slot +%" PRIu64 "\n",
-		       ct->name, st_dtype_name(ct->dtype), ct->file, ct->offset, ct->length, ct->slot_offset);
+		       ct->name, tierd_dtype_name(ct->dtype), ct->file, ct->offset, ct->length, ct->slot_offset);
 	}
 	printf("read %" PRIu64 " bytes (4 KiB aligned) in %.3f ms = %.2f GB/s; flash read energy %.3f mJ "
 	       "(%.1f pJ/bit)\n", st.bytes_read, t * 1e3, (double)st.bytes_read / t / 1e9,

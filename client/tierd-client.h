@@ -55,12 +55,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tierd-dtype.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define TIERD_CLIENT_DEFAULT_SOCKET	"/run/tierd/tierd.sock"
-#define TIERD_CLIENT_MAX_DIMS		8
+#define TIERD_CLIENT_MAX_DIMS		TIERD_MAX_DIMS
 /* How long the calls without a timeout argument wait for the daemon. */
 #define TIERD_CLIENT_DEFAULT_TIMEOUT_MS	10000
 
@@ -74,14 +76,8 @@ struct tierd_key {
 	uint32_t expert;
 };
 
-/* Tensor element types (safetensors dtypes). */
-enum tierd_dtype {
-	TIERD_DTYPE_BOOL, TIERD_DTYPE_U8, TIERD_DTYPE_I8, TIERD_DTYPE_F8_E4M3,
-	TIERD_DTYPE_F8_E5M2, TIERD_DTYPE_I16, TIERD_DTYPE_U16, TIERD_DTYPE_F16,
-	TIERD_DTYPE_BF16, TIERD_DTYPE_I32, TIERD_DTYPE_U32, TIERD_DTYPE_F32,
-	TIERD_DTYPE_I64, TIERD_DTYPE_U64, TIERD_DTYPE_F64,
-	TIERD_DTYPE_F8_E8M0,		/* 8-bit power-of-two scales (MX block scales) */
-};
+/* Tensor element types: enum tierd_dtype, tierd_dtype_name(), tierd_dtype_size()
+ * (tierd-dtype.h). */
 
 struct tierd_tensor {
 	const char *name;		/* the tensor's name in the checkpoint */
@@ -224,8 +220,7 @@ typedef void (*tierd_progress_fn)(uint64_t done, uint64_t total, void *arg);
 int tierd_client_warm(struct tierd_client *c, uint32_t model, uint32_t first_layer,
 		      uint32_t last_layer, tierd_progress_fn progress, void *arg, int timeout_ms);
 
-const char *tierd_dtype_name(uint32_t dtype);
-size_t tierd_dtype_size(uint32_t dtype);
+/* tierd_dtype_name() and tierd_dtype_size(): tierd-dtype.h. */
 
 #ifdef __cplusplus
 }

@@ -81,11 +81,11 @@ static void write_st(const char *dir, const char *name, const struct tdef *ts, s
 	for (size_t i = 0; i < n; i++) {
 		struct json_object *t = json_object_new_object(), *sh = json_object_new_array(),
 				   *of = json_object_new_array();
-		enum st_dtype dt;
+		enum tierd_dtype dt;
 		uint64_t bytes;
 
 		assert_int_equal(st_dtype_parse(ts[i].dtype, &dt), 0);
-		bytes = st_dtype_size(dt);
+		bytes = tierd_dtype_size(dt);
 		for (unsigned d = 0; d < ts[i].ndim; d++) {
 			json_object_array_add(sh, json_object_new_int64((int64_t)ts[i].shape[d]));
 			bytes *= ts[i].shape[d];
@@ -254,16 +254,16 @@ static void test_demo_qwen_fp8(void **state)
 
 	demostore_opts_default(&o);
 	o.layout = DEMOSTORE_QWEN;
-	o.dtype = ST_F8_E4M3;
+	o.dtype = TIERD_DTYPE_F8_E4M3;
 	o.hidden = 256;
 	o.ffn = 200;
 	round_trip(*state, &o, "qwen-moe", 6);
 	cat = open_ok(*state, "qwen-moe", NULL);
 	assert_string_equal(cat->experts[0].tensors[1].name, "model.layers.0.mlp.experts.0.down_proj.weight_scale_inv");
-	assert_int_equal(cat->experts[0].tensors[1].dtype, ST_F32);
+	assert_int_equal(cat->experts[0].tensors[1].dtype, TIERD_DTYPE_F32);
 	assert_int_equal(cat->experts[0].tensors[1].shape[0], 2);
 	assert_int_equal(cat->experts[0].tensors[1].shape[1], 2);
-	assert_int_equal(cat->experts[0].tensors[0].dtype, ST_F8_E4M3);
+	assert_int_equal(cat->experts[0].tensors[0].dtype, TIERD_DTYPE_F8_E4M3);
 	catalog_free(cat);
 }
 

@@ -382,7 +382,7 @@ static void test_restart_keeps_old_pool(void **state)
 	const volatile uint8_t *old_a, *old_b;
 	struct tierd_client *c;
 
-	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_U8);
 	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
 	tierd_client_set_reconnect_cb(c, on_reconnect, &rc);
 	assert_int_equal(tierd_client_acquire(c, &ka, 1, -1, &a), 0);
@@ -396,7 +396,7 @@ static void test_restart_keeps_old_pool(void **state)
 
 	/* The daemon dies; its pool lives on in this process's mapping only. */
 	fake_stop(f);
-	fake_start(f, 2, FAKE_SERVE, ST_U8);
+	fake_start(f, 2, FAKE_SERVE, TIERD_DTYPE_U8);
 	assert_int_equal(tierd_client_process(c, -1), 0);	/* reads the close */
 	assert_int_equal(tierd_acquisition_status(c, a), -ENOTCONN);
 	assert_int_equal(tierd_client_reconnect(c), 0);
@@ -437,7 +437,7 @@ static void test_stopped_daemon_times_out(void **state)
 	char why[512], *text;
 	int st, r = 0;
 
-	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_U8);
 	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
 	assert_int_equal(tierd_client_stats_timeout(c, v, TIERD_STAT_COUNT, -1), TIERD_STAT_COUNT);
 	assert_int_equal(tierd_client_metrics_timeout(c, &text, NULL, -1), 0);
@@ -487,11 +487,11 @@ static void test_reacquire_deadline(void **state)
 	struct tierd_client *c;
 	char why[512];
 
-	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_U8);
 	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
 	assert_int_equal(tierd_client_acquire(c, &k, 1, -1, &a), 0);
 	fake_stop(f);
-	fake_start(f, 2, FAKE_JUNK, ST_U8);
+	fake_start(f, 2, FAKE_JUNK, TIERD_DTYPE_U8);
 	assert_int_equal(tierd_client_process(c, -1), 0);
 	assert_int_equal(tierd_client_reconnect(c), -ETIMEDOUT);
 	tierd_client_last_error(c, why, sizeof(why));
@@ -527,7 +527,7 @@ static void test_warm_progress_reenters(void **state)
 	struct fixture *f = *state;
 	struct warm_state w = { 0 };
 
-	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_U8);
 	assert_int_equal(tierd_client_connect(&w.c, f->sock, "test-client"), 0);
 	assert_int_equal(tierd_client_warm(w.c, 0, 0, UINT32_MAX, on_progress, &w, -1), 0);
 	assert_true(w.calls >= 1);
@@ -577,7 +577,7 @@ static void test_async_acquire_out_of_memory(void **state)
 	char why[512];
 	int at;
 
-	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_U8);
 	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
 	for (at = 0;; at++) {
 		struct async_result res = { 0 };
@@ -616,7 +616,7 @@ static void test_acquire_out_of_memory(void **state)
 	struct tierd_client *c;
 	int at, r;
 
-	fake_start(f, 1, FAKE_SERVE, ST_U8);
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_U8);
 	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
 	for (at = 0;; at++) {
 		alloc_seen = 0;
@@ -635,7 +635,7 @@ static void test_acquire_out_of_memory(void **state)
 	tierd_client_close(c);
 }
 
-/* The dtype codes are the daemon's enum st_dtype; F8_E8M0 was missing. */
+/* The dtype codes are the daemon's enum tierd_dtype; F8_E8M0 was missing. */
 static void test_dtypes(void **state)
 {
 	struct fixture *f = *state;
@@ -644,14 +644,14 @@ static void test_dtypes(void **state)
 	struct tierd_acquisition *a;
 	struct tierd_client *c;
 
-	for (unsigned i = 0; i < ST_DTYPE_COUNT; i++) {
-		assert_string_equal(tierd_dtype_name(i), st_dtype_name((enum st_dtype)i));
-		assert_int_equal(tierd_dtype_size(i), st_dtype_size((enum st_dtype)i));
+	for (unsigned i = 0; i < TIERD_DTYPE_COUNT; i++) {
+		assert_string_equal(tierd_dtype_name(i), tierd_dtype_name((enum tierd_dtype)i));
+		assert_int_equal(tierd_dtype_size(i), tierd_dtype_size((enum tierd_dtype)i));
 	}
-	assert_string_equal(tierd_dtype_name(ST_DTYPE_COUNT), "unknown");
-	assert_int_equal(tierd_dtype_size(ST_DTYPE_COUNT), 0);
+	assert_string_equal(tierd_dtype_name(TIERD_DTYPE_COUNT), "unknown");
+	assert_int_equal(tierd_dtype_size(TIERD_DTYPE_COUNT), 0);
 
-	fake_start(f, 1, FAKE_SERVE, ST_F8_E8M0);
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_F8_E8M0);
 	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
 	assert_int_equal(tierd_client_acquire(c, &k, 1, -1, &a), 0);
 	t = &tierd_acquisition_expert(a, 0)->tensors[0];
@@ -662,7 +662,7 @@ static void test_dtypes(void **state)
 	tierd_client_close(c);
 }
 
-_Static_assert(TIERD_DTYPE_F8_E8M0 == (int)ST_F8_E8M0, "client and daemon dtype codes");
+_Static_assert(TIERD_DTYPE_F8_E8M0 == (int)TIERD_DTYPE_F8_E8M0, "client and daemon dtype codes");
 
 int main(int argc, char **argv)
 {

@@ -170,7 +170,7 @@ static void test_qwen_fp8(void **state)
 	o.hidden = 256;
 	o.ffn = 384;
 	o.shards = 2;
-	o.dtype = ST_F8_E4M3;	/* weights plus block scales */
+	o.dtype = TIERD_DTYPE_F8_E4M3;	/* weights plus block scales */
 	o.layout = DEMOSTORE_QWEN;
 	fetch_all(&o, 64, 16);
 	fetch_all(&o, 2, 2);

@@ -70,7 +70,7 @@ static void fixture_build(struct fixture *fx)
 
 				snprintf(fx->names[n], sizeof(fx->names[n]), "l%u.e%u.w%d", ex->layer, x, t);
 				ct->name = fx->names[n];
-				ct->dtype = ST_U8;
+				ct->dtype = TIERD_DTYPE_U8;
 				ct->ndim = 1;
 				ct->shape[0] = len[t];
 				ct->offset = off;

@@ -204,7 +204,7 @@ static void test_engine_eio(void **state)
 		uint64_t off = 100 + (uint64_t)i * (SIZE - 100) / 4;
 		uint64_t end = 100 + (uint64_t)(i + 1) * (SIZE - 100) / 4;
 
-		t[i] = (struct catalog_tensor){ .name = (char *)"w", .dtype = ST_U8, .ndim = 1,
+		t[i] = (struct catalog_tensor){ .name = (char *)"w", .dtype = TIERD_DTYPE_U8, .ndim = 1,
 						.shape = { end - off }, .file = 0, .offset = off,
 						.length = end - off };
 		x[i] = (struct catalog_expert){ .layer = 0, .expert = (uint32_t)i, .ntensors = 1,

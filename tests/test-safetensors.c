@@ -71,7 +71,7 @@ static void test_good_header(void **state)
 	assert_string_equal(h->tensors[3].name, "z");
 	t = st_header_find(h, "b");
 	assert_non_null(t);
-	assert_int_equal(t->dtype, ST_BF16);
+	assert_int_equal(t->dtype, TIERD_DTYPE_BF16);
 	assert_int_equal(t->ndim, 2);
 	assert_int_equal(t->shape[1], 3);
 	assert_int_equal(t->begin, 16);
@@ -616,14 +616,14 @@ static void test_read_file(void **state)
 
 static void test_dtypes(void **state)
 {
-	enum st_dtype t;
+	enum tierd_dtype t;
 
-	for (unsigned i = 0; i < ST_DTYPE_COUNT; i++) {
-		assert_int_equal(st_dtype_parse(st_dtype_name((enum st_dtype)i), &t), 0);
+	for (unsigned i = 0; i < TIERD_DTYPE_COUNT; i++) {
+		assert_int_equal(st_dtype_parse(tierd_dtype_name((enum tierd_dtype)i), &t), 0);
 		assert_int_equal(t, i);
-		assert_true(st_dtype_size(t) >= 1 && st_dtype_size(t) <= 8);
+		assert_true(tierd_dtype_size(t) >= 1 && tierd_dtype_size(t) <= 8);
 	}
-	assert_int_equal(st_dtype_size(ST_BF16), 2);
+	assert_int_equal(tierd_dtype_size(TIERD_DTYPE_BF16), 2);
 	assert_int_equal(st_dtype_parse("F128", &t), -EINVAL);
 }
 

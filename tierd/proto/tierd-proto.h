@@ -122,7 +122,7 @@ struct tierd_msg_error {
 struct tierd_proto_tensor {
 	const char *name;
 	uint32_t pool;
-	uint32_t dtype;			/* enum st_dtype of catalog.h */
+	uint32_t dtype;			/* enum tierd_dtype of catalog.h */
 	uint64_t offset;		/* of the tensor's first byte in the pool */
 	uint64_t length;
 	uint32_t ndim;

@@ -547,7 +547,7 @@ static void shape_str(const struct catalog_tensor *t, char *buf, size_t len)
 {
 	size_t n = 0;
 
-	n += (size_t)snprintf(buf, len, "%s[", st_dtype_name(t->dtype));
+	n += (size_t)snprintf(buf, len, "%s[", tierd_dtype_name(t->dtype));
 	for (uint32_t i = 0; i < t->ndim && n < len; i++)
 		n += (size_t)snprintf(buf + n, len - n, "%s%" PRIu64, i ? "," : "", t->shape[i]);
 	if (n < len)

@@ -25,8 +25,9 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "tierd-dtype.h"
 
-#define CATALOG_MAX_DIMS 8
+#define CATALOG_MAX_DIMS TIERD_MAX_DIMS
 /* Side files of a checkpoint directory that the catalog reads besides the
  * shards (the engine watches them too: they shape the catalog). */
 #define CATALOG_INDEX_NAME	"model.safetensors.index.json"
@@ -34,15 +35,10 @@
 /* catalog_open lays slots out for this alignment; call catalog_layout_slots for another. */
 #define CATALOG_DEFAULT_ALIGN 4096
 
-enum st_dtype {
-	ST_BOOL, ST_U8, ST_I8, ST_F8_E4M3, ST_F8_E5M2, ST_I16, ST_U16, ST_F16,
-	ST_BF16, ST_I32, ST_U32, ST_F32, ST_I64, ST_U64, ST_F64, ST_F8_E8M0,
-	ST_DTYPE_COUNT,
-};
 
 struct catalog_tensor {
 	char *name;			/* full tensor name in the checkpoint */
-	enum st_dtype dtype;
+	enum tierd_dtype dtype;
 	uint32_t ndim;
 	uint64_t shape[CATALOG_MAX_DIMS];	/* of this expert's part (a slice for fused layouts) */
 	uint32_t file;			/* index into catalog.files */
@@ -146,7 +142,5 @@ bool catalog_same_experts(const struct catalog *a, const struct catalog *b, char
  * sizes included): a reload then keeps the catalog it has. */
 bool catalog_same_layout(const struct catalog *a, const struct catalog *b);
 
-const char *st_dtype_name(enum st_dtype t);
-size_t st_dtype_size(enum st_dtype t);
 
 #endif

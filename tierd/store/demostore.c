@@ -97,7 +97,7 @@ void demostore_opts_default(struct demostore_opts *o)
 {
 	*o = (struct demostore_opts){
 		.layers = 2, .experts = 4, .hidden = 64, .ffn = 96, .shards = 2, .top_k = 2,
-		.dtype = ST_BF16, .layout = DEMOSTORE_MIXTRAL,
+		.dtype = TIERD_DTYPE_BF16, .layout = DEMOSTORE_MIXTRAL,
 	};
 }
 
@@ -129,7 +129,7 @@ int demostore_layout_parse(const char *s, enum demostore_layout *out)
 
 struct spec {
 	char *name;
-	enum st_dtype dtype;
+	enum tierd_dtype dtype;
 	uint32_t ndim;
 	uint64_t shape[4];
 	uint32_t layer;
@@ -162,10 +162,10 @@ static const struct role qwen_roles[] = {
 	{ "up_proj.weight", false, false }, { "up_proj.weight_scale_inv", true, false },
 };
 
-static int specs_add(struct specs *ss, enum st_dtype dtype, uint32_t layer, uint32_t expert, uint32_t ti,
+static int specs_add(struct specs *ss, enum tierd_dtype dtype, uint32_t layer, uint32_t expert, uint32_t ti,
 		     uint32_t shard, uint32_t ndim, const uint64_t *shape, const char *fmt, ...)
 	__attribute__((format(printf, 9, 10)));
-static int specs_add(struct specs *ss, enum st_dtype dtype, uint32_t layer, uint32_t expert, uint32_t ti,
+static int specs_add(struct specs *ss, enum tierd_dtype dtype, uint32_t layer, uint32_t expert, uint32_t ti,
 		     uint32_t shard, uint32_t ndim, const uint64_t *shape, const char *fmt, ...)
 {
 	struct spec *s;
@@ -194,7 +194,7 @@ static int specs_add(struct specs *ss, enum st_dtype dtype, uint32_t layer, uint
 	s->ti = ti;
 	s->shard = shard;
 	s->ndim = ndim;
-	s->bytes = st_dtype_size(dtype);
+	s->bytes = tierd_dtype_size(dtype);
 	for (uint32_t i = 0; i < ndim; i++) {
 		s->shape[i] = shape[i];
 		s->bytes *= shape[i];
@@ -211,8 +211,8 @@ static int specs_add(struct specs *ss, enum st_dtype dtype, uint32_t layer, uint
 static int add_layer(struct specs *ss, const struct demostore_opts *o, uint32_t l, uint32_t sh)
 {
 	const uint64_t H = o->hidden, F = o->ffn, E = o->experts;
-	enum st_dtype dense = o->dtype == ST_F8_E4M3 || o->dtype == ST_F8_E5M2 ? ST_BF16 : o->dtype;
-	bool fp8 = o->dtype == ST_F8_E4M3;
+	enum tierd_dtype dense = o->dtype == TIERD_DTYPE_F8_E4M3 || o->dtype == TIERD_DTYPE_F8_E5M2 ? TIERD_DTYPE_BF16 : o->dtype;
+	bool fp8 = o->dtype == TIERD_DTYPE_F8_E4M3;
 	int r = 0;
 
 	/* Dense tensors of the layer: attention and norm, which no preset may claim. */
@@ -243,7 +243,7 @@ static int add_layer(struct specs *ss, const struct demostore_opts *o, uint32_t 
 				if (ro->scale && !fp8)
 					continue;
 				if (ro->scale)
-					r = ADD(ST_F32, l, e, ti, sh,
+					r = ADD(TIERD_DTYPE_F32, l, e, ti, sh,
 						((rows + FP8_BLOCK - 1) / FP8_BLOCK, (cols + FP8_BLOCK - 1) / FP8_BLOCK),
 						"model.layers.%u.mlp.experts.%u.%s", l, e, ro->suffix);
 				else
@@ -271,7 +271,7 @@ static int add_layer(struct specs *ss, const struct demostore_opts *o, uint32_t 
 static int build_specs(struct specs *ss, const struct demostore_opts *o)
 {
 	const uint64_t H = o->hidden, V = 256;
-	enum st_dtype dense = o->dtype == ST_F8_E4M3 || o->dtype == ST_F8_E5M2 ? ST_BF16 : o->dtype;
+	enum tierd_dtype dense = o->dtype == TIERD_DTYPE_F8_E4M3 || o->dtype == TIERD_DTYPE_F8_E5M2 ? TIERD_DTYPE_BF16 : o->dtype;
 	int r;
 
 	r = ADD(dense, 0, DENSE_EXPERT, 100, 0, (V, H), "model.embed_tokens.weight");
@@ -284,12 +284,12 @@ static int build_specs(struct specs *ss, const struct demostore_opts *o)
 
 uint64_t demostore_expert_bytes(const struct demostore_opts *o)
 {
-	uint64_t w = (uint64_t)o->hidden * o->ffn * st_dtype_size(o->dtype) * 3;
+	uint64_t w = (uint64_t)o->hidden * o->ffn * tierd_dtype_size(o->dtype) * 3;
 
-	if (o->layout == DEMOSTORE_QWEN && o->dtype == ST_F8_E4M3) {
+	if (o->layout == DEMOSTORE_QWEN && o->dtype == TIERD_DTYPE_F8_E4M3) {
 		uint64_t hb = (o->hidden + FP8_BLOCK - 1) / FP8_BLOCK, fb = (o->ffn + FP8_BLOCK - 1) / FP8_BLOCK;
 
-		w += 3 * hb * fb * st_dtype_size(ST_F32);
+		w += 3 * hb * fb * tierd_dtype_size(TIERD_DTYPE_F32);
 	}
 	return w;
 }
@@ -411,7 +411,7 @@ static int write_shard(const char *dir, const char *name, struct specs *ss, uint
 		}
 		json_object_array_add(offs, json_object_new_int64((int64_t)s->begin));
 		json_object_array_add(offs, json_object_new_int64((int64_t)pos));
-		json_object_object_add(t, "dtype", json_object_new_string(st_dtype_name(s->dtype)));
+		json_object_object_add(t, "dtype", json_object_new_string(tierd_dtype_name(s->dtype)));
 		json_object_object_add(t, "shape", shape_json(s));
 		json_object_object_add(t, "data_offsets", offs);
 		json_object_object_add(hdr, s->name, t);
@@ -505,9 +505,9 @@ static struct json_object *config_json(const struct demostore_opts *o)
 	json_object_object_add(c, o->layout == DEMOSTORE_QWEN ? "num_experts" : "num_local_experts",
 			       json_object_new_int64(o->experts));
 	json_object_object_add(c, "num_experts_per_tok", json_object_new_int64(o->top_k));
-	json_object_object_add(c, "torch_dtype", json_object_new_string(o->dtype == ST_F32 ? "float32" :
-									 o->dtype == ST_F16 ? "float16" : "bfloat16"));
-	if (o->dtype == ST_F8_E4M3) {
+	json_object_object_add(c, "torch_dtype", json_object_new_string(o->dtype == TIERD_DTYPE_F32 ? "float32" :
+									 o->dtype == TIERD_DTYPE_F16 ? "float16" : "bfloat16"));
+	if (o->dtype == TIERD_DTYPE_F8_E4M3) {
 		struct json_object *q = json_object_new_object(), *b = json_object_new_array();
 
 		json_object_array_add(b, json_object_new_int(FP8_BLOCK));
@@ -534,7 +534,7 @@ int demostore_write(const char *dir, const struct demostore_opts *o, char *err, 
 			 "and top_k <= experts");
 		return -EINVAL;
 	}
-	if (!st_dtype_size(o->dtype)) {
+	if (!tierd_dtype_size(o->dtype)) {
 		snprintf(err, errlen, "demo store: bad dtype");
 		return -EINVAL;
 	}

@@ -28,7 +28,7 @@ struct demostore_opts {
 	uint32_t ffn;		/* per expert */
 	uint32_t shards;	/* 1: a single model.safetensors without index */
 	uint32_t top_k;
-	enum st_dtype dtype;	/* of expert weights; F8_E4M3 adds FP8 block scales (qwen) */
+	enum tierd_dtype dtype;	/* of expert weights; F8_E4M3 adds FP8 block scales (qwen) */
 	enum demostore_layout layout;
 };
 

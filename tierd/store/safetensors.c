@@ -18,43 +18,11 @@
 
 #include "safetensors.h"
 
-static const struct {
-	const char *name;
-	size_t size;
-} dtypes[ST_DTYPE_COUNT] = {
-	[ST_BOOL] = { "BOOL", 1 },
-	[ST_U8] = { "U8", 1 },
-	[ST_I8] = { "I8", 1 },
-	[ST_F8_E4M3] = { "F8_E4M3", 1 },
-	[ST_F8_E5M2] = { "F8_E5M2", 1 },
-	[ST_I16] = { "I16", 2 },
-	[ST_U16] = { "U16", 2 },
-	[ST_F16] = { "F16", 2 },
-	[ST_BF16] = { "BF16", 2 },
-	[ST_I32] = { "I32", 4 },
-	[ST_U32] = { "U32", 4 },
-	[ST_F32] = { "F32", 4 },
-	[ST_I64] = { "I64", 8 },
-	[ST_U64] = { "U64", 8 },
-	[ST_F64] = { "F64", 8 },
-	[ST_F8_E8M0] = { "F8_E8M0", 1 },
-};
-
-const char *st_dtype_name(enum st_dtype t)
+int st_dtype_parse(const char *s, enum tierd_dtype *out)
 {
-	return (unsigned)t < ST_DTYPE_COUNT ? dtypes[t].name : "?";
-}
-
-size_t st_dtype_size(enum st_dtype t)
-{
-	return (unsigned)t < ST_DTYPE_COUNT ? dtypes[t].size : 0;
-}
-
-int st_dtype_parse(const char *s, enum st_dtype *out)
-{
-	for (unsigned i = 0; i < ST_DTYPE_COUNT; i++) {
-		if (!strcmp(s, dtypes[i].name)) {
-			*out = (enum st_dtype)i;
+	for (unsigned i = 0; i < TIERD_DTYPE_COUNT; i++) {
+		if (!strcmp(s, tierd_dtype_name(i))) {
+			*out = (enum tierd_dtype)i;
 			return 0;
 		}
 	}
@@ -680,10 +648,10 @@ static int tensor_decode(struct st_tensor *t, struct json_object *obj, const cha
 
 		if (get_u64(json_object_array_get_idx(v[F_SHAPE], i), &dim, &why))
 			return fail(err, errlen, file, "%s: shape[%zu] %s", label, i, why);
-		if (i < CATALOG_MAX_DIMS)
+		if (i < TIERD_MAX_DIMS)
 			t->shape[i] = dim;
 	}
-	t->ndim = n > CATALOG_MAX_DIMS ? CATALOG_MAX_DIMS + 1 : (uint32_t)n;
+	t->ndim = n > TIERD_MAX_DIMS ? TIERD_MAX_DIMS + 1 : (uint32_t)n;
 
 	if (!json_object_is_type(v[F_OFFSETS], json_type_array) || json_object_array_length(v[F_OFFSETS]) != 2)
 		return fail(err, errlen, file, "%s: data_offsets is not an array of two integers", label);
@@ -702,14 +670,14 @@ static int tensor_check(const struct st_tensor *t, const char *file, const char 
 
 	/* A limit of the catalog, not of the format (an earlier duplicate may
 	 * have more: only the entry kept is checked here). */
-	if (t->ndim > CATALOG_MAX_DIMS)
+	if (t->ndim > TIERD_MAX_DIMS)
 		return fail(err, errlen, file, "%s: shape has more than %d dimensions, the most supported",
-			    label, CATALOG_MAX_DIMS);
+			    label, TIERD_MAX_DIMS);
 	for (uint32_t i = 0; i < t->ndim; i++)
 		if (__builtin_mul_overflow(nelem, t->shape[i], &nelem))
 			return fail(err, errlen, file, "%s: shape overflows 64 bits", label);
 	/* The reference counts bits (for its sub-byte dtypes) and overflows on those. */
-	if (__builtin_mul_overflow(nelem, 8 * (uint64_t)st_dtype_size(t->dtype), &nbits))
+	if (__builtin_mul_overflow(nelem, 8 * (uint64_t)tierd_dtype_size(t->dtype), &nbits))
 		return fail(err, errlen, file, "%s: shape x dtype size overflows 64 bits", label);
 	if (t->end < t->begin)
 		return fail(err, errlen, file, "%s: data_offsets [%" PRIu64 ",%" PRIu64 ") end before begin",
@@ -721,7 +689,7 @@ static int tensor_check(const struct st_tensor *t, const char *file, const char 
 	if (t->end - t->begin != nbits / 8)
 		return fail(err, errlen, file,
 			    "%s: shape x %s size is %" PRIu64 " bytes but data_offsets [%" PRIu64 ",%" PRIu64 ") hold %" PRIu64,
-			    label, st_dtype_name(t->dtype), nbits / 8, t->begin, t->end, t->end - t->begin);
+			    label, tierd_dtype_name(t->dtype), nbits / 8, t->begin, t->end, t->end - t->begin);
 	return 0;
 }
 

@@ -19,16 +19,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "catalog.h"
+#include "tierd-dtype.h"
 
 /* Larger headers are refused (the reference implementation's limit, decimal). */
 #define ST_MAX_HEADER_LEN	100000000ULL
 
 struct st_tensor {
 	char *name;
-	enum st_dtype dtype;
+	enum tierd_dtype dtype;
 	uint32_t ndim;
-	uint64_t shape[CATALOG_MAX_DIMS];
+	uint64_t shape[TIERD_MAX_DIMS];
 	uint64_t begin;		/* byte offsets relative to the data area */
 	uint64_t end;
 };
@@ -58,7 +58,7 @@ void st_header_free(struct st_header *h);
 /* Binary search by name; NULL when absent. */
 const struct st_tensor *st_header_find(const struct st_header *h, const char *name);
 
-/* "BF16" -> ST_BF16; -EINVAL when unknown. */
-int st_dtype_parse(const char *s, enum st_dtype *out);
+/* "BF16" -> TIERD_DTYPE_BF16; -EINVAL when unknown. */
+int st_dtype_parse(const char *s, enum tierd_dtype *out);
 
 #endif
