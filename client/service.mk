@@ -2,7 +2,7 @@
 # The Unix-socket service, its wire protocol, the event loop and main.c's glue.
 libtierd_la_SOURCES += \
 	tierd/service/loop.c tierd/service/loop.h \
-	tierd/proto/proto.c tierd/proto/tierd-proto.h tierd/proto/dtype.c tierd/proto/tierd-dtype.h \
+	tierd/proto/proto.c tierd/proto/tierd-proto.h tierd/proto/dtype.c tierd/proto/tierd-types.h \
 	tierd/service/server.c tierd/service/server.h
 
 check_PROGRAMS += tests/test-proto tests/test-loop
@@ -16,12 +16,12 @@ tests_test_loop_LDADD = $(TEST_LIBS)
 
 # libtierd-client: shared and static, exported symbols pinned by a version script.
 lib_LTLIBRARIES += client/libtierd-client.la
-include_HEADERS += client/tierd-client.h tierd/proto/tierd-dtype.h
+include_HEADERS += client/tierd-client.h tierd/proto/tierd-types.h
 # tierd-client-int.h is private: listed in SOURCES, never installed.
 client_libtierd_client_la_SOURCES = client/tierd-client.c client/tierd-client.h \
 	client/tierd-client-int.h client/tierd-client-acq.c client/tierd-client-mux.c \
 	client/tierd-client-conn.c \
-	tierd/proto/proto.c tierd/proto/tierd-proto.h tierd/proto/dtype.c tierd/proto/tierd-dtype.h
+	tierd/proto/proto.c tierd/proto/tierd-proto.h tierd/proto/dtype.c tierd/proto/tierd-types.h
 client_libtierd_client_la_CFLAGS = $(AM_CFLAGS) -pthread
 client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 1:0:1 \
 	-Wl,--version-script=$(top_srcdir)/client/libtierd-client.sym

@@ -55,7 +55,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tierd-dtype.h"
+#include "tierd-types.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -69,15 +69,10 @@ extern "C" {
 struct tierd_client;
 struct tierd_acquisition;
 
-/* Same layout as the wire protocol's key. */
-struct tierd_key {
-	uint32_t model;		/* index, see tierd_client_model_find() */
-	uint32_t layer;
-	uint32_t expert;
-};
+/* struct tierd_key (model, layer, expert): tierd-types.h. */
 
 /* Tensor element types: enum tierd_dtype, tierd_dtype_name(), tierd_dtype_size()
- * (tierd-dtype.h). */
+ * (tierd-types.h). */
 
 struct tierd_tensor {
 	const char *name;		/* the tensor's name in the checkpoint */
@@ -220,7 +215,7 @@ typedef void (*tierd_progress_fn)(uint64_t done, uint64_t total, void *arg);
 int tierd_client_warm(struct tierd_client *c, uint32_t model, uint32_t first_layer,
 		      uint32_t last_layer, tierd_progress_fn progress, void *arg, int timeout_ms);
 
-/* tierd_dtype_name() and tierd_dtype_size(): tierd-dtype.h. */
+/* tierd_dtype_name() and tierd_dtype_size(): tierd-types.h. */
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The one dtype table (tierd-dtype.h), built into the daemon and the client library. */
+/* The one dtype table (tierd-types.h), built into the daemon and the client library. */
 #include "config.h"
 
-#include "tierd-dtype.h"
+#include "tierd-types.h"
 
 /* Exported from libtierd-client (its version script names tierd_dtype_*). */
 #define DTYPE_API __attribute__((visibility("default")))

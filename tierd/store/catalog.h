@@ -25,7 +25,7 @@
 #include <stdint.h>
 
 #include "conf.h"
-#include "tierd-dtype.h"
+#include "tierd-types.h"
 
 #define CATALOG_MAX_DIMS TIERD_MAX_DIMS
 /* Side files of a checkpoint directory that the catalog reads besides the

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tierd-dtype.h"
+#include "tierd-types.h"
 
 /* Larger headers are refused (the reference implementation's limit, decimal). */
 #define ST_MAX_HEADER_LEN	100000000ULL

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Tensor element types: the safetensors dtypes, numbered as they travel in
- * ACQUIRED (struct tierd_proto_tensor.dtype).  One table for the daemon (the
- * checkpoint parser, the catalog) and the client library; installed with
- * tierd-client.h, which includes it.
+ * Types the daemon and the client library share, one definition each:
+ * the expert key, and the tensor element types (the safetensors dtypes,
+ * numbered as they travel in ACQUIRED).  Installed with tierd-client.h, which
+ * includes it.
  */
-#ifndef TIERD_DTYPE_H
-#define TIERD_DTYPE_H
+#ifndef TIERD_TYPES_H
+#define TIERD_TYPES_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +14,15 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* An expert: the model's index (its position in WELCOME, see
+ * tierd_client_model_find()), the layer and the expert's number in it.  The
+ * same in the daemon, on the wire and in the client library. */
+struct tierd_key {
+	uint32_t model;
+	uint32_t layer;
+	uint32_t expert;
+};
 
 /* Dimensions of a tensor, at most. */
 #define TIERD_MAX_DIMS	8
