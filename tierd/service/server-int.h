@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Inside the service: the structures its parts share and the functions one
+ * part calls in another.  Not installed, not used outside tierd/service:
+ * server.h is the service's API.
+ *
+ *   server.c    create, destroy, set_conf, statistics, fetch observer, metrics
+ *   pinset.c    pin sets (pinset.h)
+ *   opins.c     operator pins kept in STATE_DIR/pins
+ *   outq.c      answers: the output queue and its bounds, ERROR and OK, refusals
+ *   auth.c      authorisation, and rights revoked by a reload
+ *   acquire.c   ACQUIRE, PIN, RELEASE, UNPIN, PREFETCH, EVICT
+ *   warm.c      WARM
+ *   dispatch.c  reading and dispatching requests, HELLO, STATS, METRICS, hints, tokens
+ *   conn.c      bind, accept (and its pause at the fd limit), drop, reap, per-uid accounting
+ *
+ * Everything runs on the daemon's loop thread.
+ */
+#ifndef TIERD_SERVER_INT_H
+#define TIERD_SERVER_INT_H
+
+#include <stdalign.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "metrics.h"
+#include "pinset.h"
+#include "server.h"
+
+#define SERVER_MAX_QUEUED	(4u << 20)	/* bytes of answers a client may leave unread */
+#define SERVER_MAX_GROUPS	64
+/* Reasons refusals are counted by (metrics label: the errno's name), the
+ * last "other"; refuse_errs and refuse_names are in outq.c. */
+#define SERVER_NREASONS		14
+
+struct outmsg {
+	struct outmsg *next;
+	size_t len;
+	int nfds;
+	int fds[TIERD_PROTO_MAX_POOLS];	/* engine's pool fds: not owned */
+	uint8_t data[];
+};
+
+struct client;
+
+/* What the connections of one uid hold together: bounds that a uid cannot
+ * escape by opening more connections. */
+struct uidacct {
+	uid_t uid;
+	unsigned conns;
+	uint64_t held;			/* pins + experts in pending acquires */
+	uint64_t queued;		/* bytes of unread answers */
+};
+
+enum req_kind {
+	REQ_ACQUIRE,		/* pins go to the client */
+	REQ_PIN,		/* operator pins: go to the server */
+};
+
+struct req_ent {
+	struct acq_req *req;
+	struct engine_key key;
+	int err;
+	bool done;
+	uint32_t pool;
+	uint64_t offset;
+	const struct catalog_expert *expert;
+};
+
+struct acq_req {
+	struct server *srv;
+	struct client *c;		/* NULL once the client is gone */
+	enum req_kind kind;
+	uint64_t id;
+	uint32_t n;
+	uint32_t pending;		/* completions still to come, +1 while submitting */
+	struct acq_req *next;
+	struct req_ent ents[];
+};
+
+struct warm {
+	struct server *srv;
+	struct client *c;		/* NULL once the client is gone */
+	uint64_t id;
+	uint32_t model;
+	const struct catalog *cat;
+	uint32_t next, end;		/* catalog expert indexes still to issue */
+	uint32_t inflight;
+	uint64_t done, total, failed;
+	int first_err;
+	unsigned last_pct;
+	bool pumping;			/* in warm_pump: hits complete synchronously */
+	struct warm *link;
+};
+
+struct client {
+	struct server *srv;
+	uint32_t id;			/* energy attribution; never 0 or UINT32_MAX */
+	int fd;
+	struct loop_source *src;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[SERVER_MAX_GROUPS];
+	int ngroups;
+	bool hello;
+	bool may_map;			/* allowed every model: may see the whole pool */
+	bool operator;
+	bool *allowed;			/* per engine model */
+	char name[65];
+	struct pinset pins;
+	uint32_t inflight;		/* experts of this client's pending acquires */
+	/* Fetches this client's PREFETCH started that have not completed:
+	 * bounded by [client] max_prefetch_inflight. */
+	struct pinset prefetching;
+	/* Refused at accept (max_clients, max_connections_per_uid): told why
+	 * when its HELLO comes, then closed. */
+	char refuse[160];
+	struct acq_req *reqs;
+	struct warm *warms;
+	struct outmsg *out_head, *out_tail;
+	size_t out_bytes;
+	bool want_out;
+	bool dead;			/* dropped, waiting for server_reap() */
+	struct uidacct *acct;		/* NULL only while it is set up at accept */
+	struct client *prev, *next;
+};
+
+struct server {
+	struct loop *loop;
+	struct engine *engine;
+	const struct tierd_conf *conf;
+	int listen_fd;
+	char *bound_path;		/* unlinked at destroy; NULL when systemd owns it */
+	struct loop_source *listen_src;
+	struct client *clients;
+	struct client *dead;
+	unsigned nclients;
+	uint32_t next_id;
+	struct telemetry *tel;		/* NULL: no energy accounting, no METRICS */
+	uint64_t instance;
+	struct timespec started;
+	struct pinset opins;		/* operator pins */
+	char *pins_path;		/* STATE_DIR/pins; NULL: no state_dir, pins in memory only */
+	uint64_t pins_save_errors;
+	uint64_t queued_bytes;		/* answers waiting in every client's queue */
+	unsigned nrefused_conns;	/* connections waiting to be told they are refused */
+	uint64_t connections_refused;
+	struct loop_source *accept_timer;	/* re-arms accept after EMFILE */
+	bool accept_paused;
+	uint64_t accept_failures;	/* since accepting last worked */
+	struct timespec accept_logged;
+	uint64_t max_pins;		/* [client] max_pins, or what "auto" gives */
+	struct uidacct *accts;		/* by uid; entries of uids without connections reused */
+	size_t naccts;
+	/* Refusals: counted by reason; logged one line per REFUSE_LOG_S, with
+	 * how many were not logged. */
+	uint64_t refused_by[SERVER_NREASONS];
+	uint64_t refused_unlogged;
+	struct timespec refuse_logged;
+	struct metrics_service ms;
+	struct metrics_client *msc;
+	size_t msc_cap;
+	struct acq_req *orphans;	/* requests of departed clients, still pending */
+	struct warm *orphan_warms;
+	uint64_t *tokens;		/* per model */
+	/* Routing hints per model, indexed like the catalog's experts: what the
+	 * routers chose and with what weight (statistics, and the input of a
+	 * predictive policy). */
+	struct hint_stats {
+		uint64_t *count;
+		double *weight;
+	} *hints;
+	uint64_t counters[TIERD_STAT_COUNT];
+	alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG];
+	alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
+};
+
+/* ---- outq.c ---- */
+
+extern const int refuse_errs[];
+extern const char *const refuse_names[];
+
+ssize_t send_packet(int fd, const void *buf, size_t len, const int *fds, int nfds);
+int client_send(struct client *c, const void *buf, long len, const int *fds, int nfds);
+void client_flush(struct client *c);
+unsigned refuse_reason(int err);
+int client_error(struct client *c, uint64_t id, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+int client_ok(struct client *c, uint64_t id, uint16_t flags, uint64_t v);
+
+/* ---- opins.c ---- */
+
+int server_pins_save(struct server *s, const struct pinset *ps, char *why, size_t whylen);
+void server_pins_init(struct server *s);
+
+/* ---- auth.c ---- */
+
+void client_authorize(struct client *c);
+int client_check_keys(struct client *c, uint64_t id, const struct tierd_proto_key *keys,
+		      uint32_t n, bool need_map);
+void server_reauthorize(struct server *s);
+
+/* ---- acquire.c ---- */
+
+void req_release_done(struct acq_req *r);
+void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
+		    const struct tierd_proto_key *keys, uint32_t n, enum req_kind kind);
+void client_release(struct client *c, const struct tierd_msg_hdr *h,
+		    const struct tierd_proto_key *keys, uint32_t n, struct pinset *ps);
+void client_prefetch(struct client *c, const struct tierd_msg_hdr *h,
+		     const struct tierd_proto_key *keys, uint32_t n);
+void client_evict(struct client *c, const struct tierd_msg_hdr *h,
+		  const struct tierd_proto_key *keys, uint32_t n);
+
+/* ---- warm.c ---- */
+
+void client_warm(struct client *c, const struct tierd_msg_hdr *h, const struct tierd_msg_warm *m);
+
+/* ---- dispatch.c ---- */
+
+void client_read(struct client *c);
+
+/* ---- conn.c ---- */
+
+void server_reap(struct server *s);
+void client_drop(struct client *c, const char *why);
+void server_accept(struct loop_source *src, int fd, uint32_t events, void *arg);
+void server_accept_retry(struct loop_source *src, void *arg);
+int server_bind(struct server *s, const struct tierd_conf *conf);
+
+#endif
