@@ -179,7 +179,7 @@ static int acquire_range(struct direct *d, uint32_t first, uint32_t n, struct ac
 
 	for (uint32_t i = 0; i < n; i++) {
 		const struct catalog_expert *x = &d->cat->experts[first + i];
-		struct engine_key k = { 0, x->layer, x->expert };
+		struct tierd_key k = { 0, x->layer, x->expert };
 
 		a[i] = (struct acq){ 0 };
 		r = engine_acquire(d->e, &k, ENGINE_DEMAND, on_acquired, &a[i]);
@@ -207,7 +207,7 @@ static void release_range(struct direct *d, uint32_t first, uint32_t n, bool evi
 {
 	for (uint32_t i = 0; i < n; i++) {
 		const struct catalog_expert *x = &d->cat->experts[first + i];
-		struct engine_key k = { 0, x->layer, x->expert };
+		struct tierd_key k = { 0, x->layer, x->expert };
 
 		engine_release(d->e, &k);
 		if (evict)
@@ -703,7 +703,7 @@ int cmd_fetch(const struct tierctl_opts *o, int argc, char **argv)
 		goto out;
 	drop_caches(&d);
 	t0 = now_s();
-	r = engine_acquire(d.e, &(struct engine_key){ 0, (uint32_t)layer, (uint32_t)expert }, ENGINE_DEMAND,
+	r = engine_acquire(d.e, &(struct tierd_key){ 0, (uint32_t)layer, (uint32_t)expert }, ENGINE_DEMAND,
 			   on_acquired, &a);
 	if (r == 0)
 		r = engine_drain(d.e);
@@ -733,7 +733,7 @@ int cmd_fetch(const struct tierctl_opts *o, int argc, char **argv)
 			goto out;
 		printf("every byte matches the demo-store contents\n");
 	}
-	engine_release(d.e, &(struct engine_key){ 0, (uint32_t)layer, (uint32_t)expert });
+	engine_release(d.e, &(struct tierd_key){ 0, (uint32_t)layer, (uint32_t)expert });
 	rc = 0;
 out:
 	direct_close(&d);

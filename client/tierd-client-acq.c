@@ -68,7 +68,7 @@ int tdc_acq_fill(struct tierd_client *c, struct tierd_acquisition *a, struct tie
 		return -EBADMSG;
 	}
 	for (size_t i = 0; i < n; i++) {
-		const struct tierd_proto_key *got = &m->experts[i].key;
+		const struct tierd_key *got = &m->experts[i].key;
 
 		if (got->model != asked[i].model || got->layer != asked[i].layer ||
 		    got->expert != asked[i].expert) {

@@ -156,7 +156,7 @@ static int reestablish(struct tierd_client *c, unsigned *ok, unsigned *lost)
 		if (!r) {
 			id = c->next_id++;
 			r = conn_request(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), TIERD_MSG_ACQUIRE, 0, id,
-								    (const struct tierd_proto_key *)keys,
+								    (const struct tierd_key *)keys,
 								    (uint32_t)a->n), id, &m);
 			if (c->fd < 0) {
 				free(keys);

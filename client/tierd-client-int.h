@@ -32,7 +32,6 @@
 #define REQUEST_TIMEOUT_MS	TIERD_CLIENT_DEFAULT_TIMEOUT_MS
 #endif
 
-_Static_assert(sizeof(struct tierd_key) == sizeof(struct tierd_proto_key), "key layout");
 
 struct mapping {
 	void *base;

@@ -149,7 +149,7 @@ void tdc_release_keys_noreply(struct tierd_client *c, const struct tierd_key *ke
 {
 	tdc_send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), TIERD_MSG_RELEASE,
 						   TIERD_PROTO_F_NOREPLY, c->next_id++,
-						   (const struct tierd_proto_key *)keys, (uint32_t)n),
+						   (const struct tierd_key *)keys, (uint32_t)n),
 			REQUEST_TIMEOUT_MS);
 }
 

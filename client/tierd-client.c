@@ -224,7 +224,7 @@ static int simple_request(struct tierd_client *c, uint16_t type, const struct ti
 	r = request_open(c, TIERD_MSG_OK, &p);
 	if (!r)
 		r = tdc_send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), type, 0, p->id,
-							       (const struct tierd_proto_key *)keys, (uint32_t)n),
+							       (const struct tierd_key *)keys, (uint32_t)n),
 				    timeout_ms);
 	if (!r)
 		r = tdc_wait_pending(c, p, timeout_ms, NULL, NULL);
@@ -292,7 +292,7 @@ static int acquire_send(struct tierd_client *c, const struct tierd_key *keys, si
 		memcpy(p->keys, keys, n * sizeof(*keys));
 		p->nkeys = n;
 		r = tdc_send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), TIERD_MSG_ACQUIRE, 0, p->id,
-							       (const struct tierd_proto_key *)keys, (uint32_t)n),
+							       (const struct tierd_key *)keys, (uint32_t)n),
 				    timeout_ms);
 	}
 	if (r) {
@@ -388,7 +388,7 @@ EXPORT int tierd_client_release(struct tierd_client *c, struct tierd_acquisition
 	if (!a->status && c->fd >= 0)
 		r = tdc_send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), TIERD_MSG_RELEASE,
 							       TIERD_PROTO_F_NOREPLY, c->next_id++,
-							       (const struct tierd_proto_key *)a->keys, (uint32_t)a->n),
+							       (const struct tierd_key *)a->keys, (uint32_t)a->n),
 				    REQUEST_TIMEOUT_MS);
 	/* The connection broke, or tdc_send_locked() dropped it because the daemon
 	 * stopped reading: either way the daemon drops the pins itself. */

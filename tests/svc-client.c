@@ -337,7 +337,7 @@ static int cmd_malformed(int argc, char **argv)
 {
 	struct tierd_client *good;
 	uint8_t msg[512];
-	struct tierd_proto_key k = { 0, 0, 0 };
+	struct tierd_key k = { 0, 0, 0 };
 	long n;
 	int r = tierd_client_connect(&good, sock, "good");
 

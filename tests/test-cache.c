@@ -17,7 +17,7 @@
 
 static struct cache_entry *add_resident(struct cache *c, uint32_t m, uint32_t l, uint32_t x)
 {
-	struct cache_key k = { m, l, x };
+	struct tierd_key k = { m, l, x };
 	struct cache_entry *e;
 
 	assert_int_equal(cache_add(c, &k, (uint64_t)x << 21, &e), 0);
@@ -37,7 +37,7 @@ static void test_table(void **state)
 {
 	struct cache *c;
 	struct cache_entry *e;
-	struct cache_key k;
+	struct tierd_key k;
 
 	assert_int_equal(cache_create(&c, "no-such-policy"), -EINVAL);
 	assert_int_equal(cache_create(&c, "LRU"), 0);
@@ -46,26 +46,26 @@ static void test_table(void **state)
 	for (uint32_t m = 0; m < 3; m++)
 		for (uint32_t l = 0; l < 40; l++)
 			for (uint32_t x = 0; x < 20; x++) {
-				k = (struct cache_key){ m, l, x };
+				k = (struct tierd_key){ m, l, x };
 				assert_int_equal(cache_add(c, &k, ((uint64_t)m << 32) | (l << 16) | x, &e), 0);
 			}
 	assert_int_equal(cache_count(c), 2400);
-	k = (struct cache_key){ 1, 2, 3 };
+	k = (struct tierd_key){ 1, 2, 3 };
 	assert_int_equal(cache_add(c, &k, 0, &e), -EEXIST);
 	for (uint32_t m = 0; m < 3; m++)
 		for (uint32_t l = 0; l < 40; l++)
 			for (uint32_t x = 0; x < 20; x++) {
-				k = (struct cache_key){ m, l, x };
+				k = (struct tierd_key){ m, l, x };
 				e = cache_lookup(c, &k);
 				assert_non_null(e);
 				assert_int_equal(e->slot, ((uint64_t)m << 32) | (l << 16) | x);
 				assert_int_equal(e->state, CACHE_FETCHING);
 			}
-	k = (struct cache_key){ 3, 0, 0 };
+	k = (struct tierd_key){ 3, 0, 0 };
 	assert_null(cache_lookup(c, &k));
-	k = (struct cache_key){ 0, 0, 20 };
+	k = (struct tierd_key){ 0, 0, 20 };
 	assert_null(cache_lookup(c, &k));
-	k = (struct cache_key){ 2, 39, 19 };
+	k = (struct tierd_key){ 2, 39, 19 };
 	cache_remove(c, cache_lookup(c, &k));
 	assert_null(cache_lookup(c, &k));
 	assert_int_equal(cache_count(c), 2399);

@@ -150,7 +150,7 @@ static void fake_welcome(int fd, int pool, unsigned gen, uint64_t id)
 }
 
 /* One tensor per expert, in its slot: layer * F_EXPERTS + expert. */
-static long fake_acquired(uint8_t *tx, uint64_t id, const struct tierd_proto_key *k, uint32_t n, uint32_t dtype)
+static long fake_acquired(uint8_t *tx, uint64_t id, const struct tierd_key *k, uint32_t n, uint32_t dtype)
 {
 	struct tierd_proto_buf b;
 
@@ -182,7 +182,7 @@ static void fake_serve(struct fixture *f, int fd, int pool, unsigned gen, enum f
 
 	for (;;) {
 		ssize_t n = recv(fd, rx, sizeof(rx), 0);
-		const struct tierd_proto_key *k;
+		const struct tierd_key *k;
 		struct tierd_msg_hdr h;
 		uint64_t v[TIERD_STAT_COUNT] = { 0 };
 		const uint8_t *pl = rx + sizeof(h);

@@ -96,13 +96,13 @@ static void fetch_all(const struct demostore_opts *dopts, uint64_t pool_slots, u
 		uint32_t n = cat->nexperts - first < batch ? cat->nexperts - first : batch;
 
 		for (uint32_t i = first; i < first + n; i++) {
-			struct engine_key k = { 0, cat->experts[i].layer, cat->experts[i].expert };
+			struct tierd_key k = { 0, cat->experts[i].layer, cat->experts[i].expert };
 
 			assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[i]), 0);
 		}
 		assert_int_equal(engine_drain(e), 0);
 		for (uint32_t i = first; i < first + n; i++) {
-			struct engine_key k = { 0, cat->experts[i].layer, cat->experts[i].expert };
+			struct tierd_key k = { 0, cat->experts[i].layer, cat->experts[i].expert };
 			const uint8_t *slot = (const uint8_t *)engine_pool_base(e, 0) + g[i].info.offset;
 
 			assert_int_equal(g[i].calls, 1);
@@ -132,7 +132,7 @@ static void fetch_all(const struct demostore_opts *dopts, uint64_t pool_slots, u
 		uint64_t resident = 0;
 
 		for (uint32_t i = 0; i < cat->nexperts; i++)
-			resident += engine_evict(e, &(struct engine_key){ 0, cat->experts[i].layer,
+			resident += engine_evict(e, &(struct tierd_key){ 0, cat->experts[i].layer,
 									  cat->experts[i].expert }) == 0;
 		assert_int_equal(resident + st.evictions, cat->nexperts);
 		/* The small pools below really are too small for the store. */
@@ -208,7 +208,7 @@ static void test_large_experts(void **state)
 
 static void acquire_one(struct engine *e, uint32_t layer, uint32_t expert, struct got *g)
 {
-	struct engine_key k = { 0, layer, expert };
+	struct tierd_key k = { 0, layer, expert };
 
 	memset(g, 0, sizeof(*g));
 	assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, g), 0);
@@ -228,7 +228,7 @@ static void acquire_one(struct engine *e, uint32_t layer, uint32_t expert, struc
 static void test_reload(void **state)
 {
 	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
-	struct engine_key x = { 0, 0, 0 }, y = { 0, 0, 1 };
+	struct tierd_key x = { 0, 0, 0 }, y = { 0, 0, 1 };
 	struct demostore_opts o;
 	struct engine_model_status ms;
 	struct engine_stats st;

@@ -209,13 +209,13 @@ static void test_every_byte(void **state)
 
 	memset(g, 0, sizeof(g));
 	for (int i = 0; i < LAYERS * EXPERTS; i++) {
-		struct engine_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+		struct tierd_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
 
 		assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[i]), 0);
 	}
 	assert_int_equal(engine_drain(e), 0);
 	for (int i = 0; i < LAYERS * EXPERTS; i++) {
-		struct engine_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+		struct tierd_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
 
 		assert_int_equal(g[i].calls, 1);
 		assert_int_equal(g[i].err, 0);
@@ -234,9 +234,9 @@ static void test_every_byte(void **state)
 	assert_true(st.bytes_read <= fx->file_size + LAYERS * EXPERTS * TENSORS * 2 * FETCH_ALIGN);
 	assert_int_equal(st.bytes_resident, fx->file_size - HEADER);
 	/* Unknown experts. */
-	assert_int_equal(engine_acquire(e, &(struct engine_key){ 0, 1, 0 }, ENGINE_DEMAND, on_done, g), -ENOENT);
-	assert_int_equal(engine_acquire(e, &(struct engine_key){ 1, 0, 0 }, ENGINE_DEMAND, on_done, g), -ENOENT);
-	assert_int_equal(engine_acquire(e, &(struct engine_key){ 0, 0, EXPERTS }, ENGINE_DEMAND, on_done, g), -ENOENT);
+	assert_int_equal(engine_acquire(e, &(struct tierd_key){ 0, 1, 0 }, ENGINE_DEMAND, on_done, g), -ENOENT);
+	assert_int_equal(engine_acquire(e, &(struct tierd_key){ 1, 0, 0 }, ENGINE_DEMAND, on_done, g), -ENOENT);
+	assert_int_equal(engine_acquire(e, &(struct tierd_key){ 0, 0, EXPERTS }, ENGINE_DEMAND, on_done, g), -ENOENT);
 	engine_destroy(e);
 }
 
@@ -244,7 +244,7 @@ static void test_shared_and_hit(void **state)
 {
 	struct fixture *fx = *state;
 	struct engine *e = make(fx, 16 * MiB, 4, 0);
-	struct engine_key k = { 0, 3, 2 };
+	struct tierd_key k = { 0, 3, 2 };
 	struct got a = { 0 }, b = { 0 }, c = { 0 };
 	struct engine_stats st;
 
@@ -290,7 +290,7 @@ static void test_evict_and_pins(void **state)
 	memset(g, 0, sizeof(g));
 	/* A small class packs slots into the chunk: count them. */
 	for (int i = 0; i < LAYERS * EXPERTS; i++) {
-		struct engine_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+		struct tierd_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
 		int r = engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[i]);
 
 		if (r == -ENOSPC)
@@ -304,9 +304,9 @@ static void test_evict_and_pins(void **state)
 	engine_get_stats(e, &st);
 	assert_int_equal(st.pins, (uint64_t)slots);
 	/* Release the first: it is the one evicted for the next. */
-	assert_int_equal(engine_release(e, &(struct engine_key){ 0, fx->experts[0].layer, fx->experts[0].expert }), 0);
+	assert_int_equal(engine_release(e, &(struct tierd_key){ 0, fx->experts[0].layer, fx->experts[0].expert }), 0);
 	{
-		struct engine_key k = { 0, fx->experts[slots].layer, fx->experts[slots].expert };
+		struct tierd_key k = { 0, fx->experts[slots].layer, fx->experts[slots].expert };
 
 		assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[slots]), 0);
 		assert_int_equal(engine_drain(e), 0);
@@ -340,7 +340,7 @@ static void test_evict_across_models(void **state)
 	char err[512] = "";
 	int slots = 0;
 	bool started;
-	struct engine_key kb = { 1, fx->experts[0].layer, fx->experts[0].expert };
+	struct tierd_key kb = { 1, fx->experts[0].layer, fx->experts[0].expert };
 
 	assert_int_equal(conf_init(&conf), 0);
 	conf.pool_size = 2 * MiB;
@@ -356,7 +356,7 @@ static void test_evict_across_models(void **state)
 	assert_int_equal(engine_add_model(e, "b", &fx->cat, false, 0, err, sizeof(err)), 1);
 	memset(g, 0, sizeof(g));
 	for (int i = 0; i < LAYERS * EXPERTS; i++) {
-		struct engine_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+		struct tierd_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
 		int r = engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[i]);
 
 		if (r == -ENOSPC)
@@ -368,7 +368,7 @@ static void test_evict_across_models(void **state)
 	assert_true(slots >= 2);
 	/* All of a unpinned but its first expert. */
 	for (int i = 1; i < slots; i++)
-		assert_int_equal(engine_release(e, &(struct engine_key){ 0, fx->experts[i].layer,
+		assert_int_equal(engine_release(e, &(struct tierd_key){ 0, fx->experts[i].layer,
 									    fx->experts[i].expert }), 0);
 	assert_int_equal(engine_acquire(e, &kb, ENGINE_DEMAND, on_done, &b), -ENOSPC);
 	assert_int_equal(engine_prefetch_started(e, &kb, 0, &started), -ENOSPC);
@@ -378,10 +378,10 @@ static void test_evict_across_models(void **state)
 	/* The acquire that found the pool full, and b's. */
 	assert_int_equal(st.refused, 2);
 	for (int i = 1; i < slots; i++)
-		assert_int_equal(engine_evict_check(e, &(struct engine_key){ 0, fx->experts[i].layer,
+		assert_int_equal(engine_evict_check(e, &(struct tierd_key){ 0, fx->experts[i].layer,
 									      fx->experts[i].expert }), 0);
 	/* Nothing of a pinned: the span goes whole, b gets its slot. */
-	assert_int_equal(engine_release(e, &(struct engine_key){ 0, fx->experts[0].layer,
+	assert_int_equal(engine_release(e, &(struct tierd_key){ 0, fx->experts[0].layer,
 								    fx->experts[0].expert }), 0);
 	assert_int_equal(engine_acquire(e, &kb, ENGINE_DEMAND, on_done, &b), 0);
 	assert_int_equal(engine_drain(e), 0);
@@ -402,13 +402,13 @@ static void test_quota(void **state)
 
 	memset(g, 0, sizeof(g));
 	for (int i = 0; i < 2; i++)
-		assert_int_equal(engine_acquire(e, &(struct engine_key){ 0, 0, (uint32_t)i }, ENGINE_DEMAND,
+		assert_int_equal(engine_acquire(e, &(struct tierd_key){ 0, 0, (uint32_t)i }, ENGINE_DEMAND,
 						on_done, &g[i]), 0);
-	assert_int_equal(engine_acquire(e, &(struct engine_key){ 0, 0, 2 }, ENGINE_DEMAND, on_done, &g[2]),
+	assert_int_equal(engine_acquire(e, &(struct tierd_key){ 0, 0, 2 }, ENGINE_DEMAND, on_done, &g[2]),
 			 -EDQUOT);
 	assert_int_equal(engine_drain(e), 0);
-	assert_int_equal(engine_release(e, &(struct engine_key){ 0, 0, 1 }), 0);
-	assert_int_equal(engine_acquire(e, &(struct engine_key){ 0, 0, 2 }, ENGINE_DEMAND, on_done, &g[2]), 0);
+	assert_int_equal(engine_release(e, &(struct tierd_key){ 0, 0, 1 }), 0);
+	assert_int_equal(engine_acquire(e, &(struct tierd_key){ 0, 0, 2 }, ENGINE_DEMAND, on_done, &g[2]), 0);
 	assert_int_equal(engine_drain(e), 0);
 	verify(e, &g[2].info);
 	engine_get_stats(e, &st);
@@ -421,7 +421,7 @@ static void test_prefetch_cancel(void **state)
 {
 	struct fixture *fx = *state;
 	struct engine *e = make(fx, 16 * MiB, 1, 0);
-	struct engine_key a = { 0, 0, 0 }, b = { 0, 0, 1 }, c = { 0, 0, 2 }, d = { 0, 0, 3 };
+	struct tierd_key a = { 0, 0, 0 }, b = { 0, 0, 1 }, c = { 0, 0, 2 }, d = { 0, 0, 3 };
 	struct got ga = { 0 }, gb = { 0 }, gd = { 0 }, gc = { 0 };
 	struct engine_stats st;
 	int counter = 0;
@@ -460,7 +460,7 @@ struct seen {
 	uint64_t bytes[EXPERTS], total;
 };
 
-static void on_fetch(void *arg, const struct engine_key *key, uint32_t owner, int err, uint64_t bytes)
+static void on_fetch(void *arg, const struct tierd_key *key, uint32_t owner, int err, uint64_t bytes)
 {
 	struct seen *s = arg;
 
@@ -481,7 +481,7 @@ static void test_fetch_owner(void **state)
 {
 	struct fixture *fx = *state;
 	struct engine *e = make(fx, 16 * MiB, 1, 0);
-	struct engine_key k0 = { 0, 0, 0 }, k1 = { 0, 0, 1 }, k2 = { 0, 0, 2 }, k3 = { 0, 0, 3 };
+	struct tierd_key k0 = { 0, 0, 0 }, k1 = { 0, 0, 1 }, k2 = { 0, 0, 2 }, k3 = { 0, 0, 3 };
 	struct got g[6];
 	struct engine_stats st;
 	struct seen seen = { 0 };
@@ -516,7 +516,7 @@ static void test_fetch_owner(void **state)
 	assert_int_equal(seen.calls, 4);
 	engine_set_fetch_observer(e, NULL, NULL);
 	for (int i = 0; i < 6; i++) {
-		const struct engine_key *k[] = { &k0, &k0, &k1, &k2, &k2, &k3 };
+		const struct tierd_key *k[] = { &k0, &k0, &k1, &k2, &k2, &k3 };
 
 		assert_int_equal(engine_release(e, k[i]), 0);
 	}
@@ -573,7 +573,7 @@ static void test_fetch_error(void **state)
 {
 	struct fixture *fx = *state;
 	struct engine *e = make(fx, 16 * MiB, 4, 0);
-	struct engine_key k = { 0, 3, 3 }, first = { 0, 0, 0 };
+	struct tierd_key k = { 0, 3, 3 }, first = { 0, 0, 0 };
 	struct got g = { 0 }, h = { 0 };
 	struct engine_model_status ms;
 	struct engine_stats st;
@@ -629,7 +629,7 @@ static void test_stale_in_place(void **state)
 {
 	struct fixture *fx = *state;
 	struct engine *e;
-	struct engine_key a = { 0, 0, 0 }, b = { 0, 0, 1 };
+	struct tierd_key a = { 0, 0, 0 }, b = { 0, 0, 1 };
 	struct got ga = { 0 }, gb = { 0 }, gc = { 0 };
 	struct engine_model_status ms;
 	struct engine_stats st;
@@ -690,7 +690,7 @@ static void test_stale_in_flight(void **state)
 
 	memset(g, 0, sizeof(g));
 	for (int i = 0; i < LAYERS * EXPERTS; i++) {
-		struct engine_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+		struct tierd_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
 
 		assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[i]), 0);
 	}
@@ -717,7 +717,7 @@ static void test_change_during_fetch(void **state)
 {
 	struct fixture *fx = *state;
 	struct engine *e;
-	struct engine_key k = { 0, 3, 1 };
+	struct tierd_key k = { 0, 3, 1 };
 	struct got g = { 0 };
 	struct engine_model_status ms;
 

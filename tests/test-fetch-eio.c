@@ -225,7 +225,7 @@ static void test_engine_eio(void **state)
 		fail_msg("%s", err);
 	for (int round = 0; round < 3; round++)
 		for (uint32_t i = 0; i < 4; i++) {
-			struct engine_key k = { 0, 0, i };
+			struct tierd_key k = { 0, 0, i };
 			struct got g = { 0 };
 
 			assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_acquired, &g), 0);

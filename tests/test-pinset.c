@@ -19,10 +19,10 @@
 static struct {
 	const struct engine *e;
 	unsigned n;
-	struct engine_key keys[MAX_RELEASES];
+	struct tierd_key keys[MAX_RELEASES];
 } released;
 
-int engine_release(struct engine *e, const struct engine_key *key)
+int engine_release(struct engine *e, const struct tierd_key *key)
 {
 	assert_true(released.n < MAX_RELEASES);
 	released.e = e;
@@ -30,7 +30,7 @@ int engine_release(struct engine *e, const struct engine_key *key)
 	return 0;
 }
 
-static unsigned released_of(const struct engine_key *k)
+static unsigned released_of(const struct tierd_key *k)
 {
 	unsigned n = 0;
 
@@ -40,7 +40,7 @@ static unsigned released_of(const struct engine_key *k)
 	return n;
 }
 
-static const struct engine_key k1 = { 0, 1, 2 }, k2 = { 0, 1, 3 }, k3 = { 1, 1, 2 };
+static const struct tierd_key k1 = { 0, 1, 2 }, k2 = { 0, 1, 3 }, k3 = { 1, 1, 2 };
 
 static void test_add_find(void **state)
 {
@@ -60,7 +60,7 @@ static void test_add_find(void **state)
 	assert_int_equal(p->count, 2);
 	assert_int_equal(pinset_find(&ps, &k2)->count, 1);
 	assert_int_equal(pinset_find(&ps, &k3)->count, 1);
-	assert_null(pinset_find(&ps, &(struct engine_key){ 0, 2, 2 }));
+	assert_null(pinset_find(&ps, &(struct tierd_key){ 0, 2, 2 }));
 	pinset_free(&ps);
 	assert_null(ps.v);
 	assert_int_equal(ps.n, 0);
@@ -103,14 +103,14 @@ static void test_grow_and_remove_middle(void **state)
 
 	for (uint32_t i = 0; i < N; i++)
 		for (uint32_t j = 0; j <= i % 3; j++)
-			assert_int_equal(pinset_add(&ps, &(struct engine_key){ 0, i, 7 }), 0);
+			assert_int_equal(pinset_add(&ps, &(struct tierd_key){ 0, i, 7 }), 0);
 	assert_int_equal(ps.n, N);
 	for (uint32_t i = 0; i < N; i += 2)
 		for (uint32_t j = 0; j <= i % 3; j++)
-			assert_int_equal(pinset_drop(&ps, &(struct engine_key){ 0, i, 7 }), 0);
+			assert_int_equal(pinset_drop(&ps, &(struct tierd_key){ 0, i, 7 }), 0);
 	assert_int_equal(ps.n, N / 2);
 	for (uint32_t i = 0; i < N; i++) {
-		struct pin *p = pinset_find(&ps, &(struct engine_key){ 0, i, 7 });
+		struct pin *p = pinset_find(&ps, &(struct tierd_key){ 0, i, 7 });
 
 		if (i % 2 == 0) {
 			assert_null(p);

@@ -123,8 +123,8 @@ static void test_hello(void **state)
 
 static void test_keys(void **state)
 {
-	struct tierd_proto_key keys[3] = { { 0, 1, 2 }, { 0, 1, 3 }, { 1, 0, 0 } };
-	const struct tierd_proto_key *k;
+	struct tierd_key keys[3] = { { 0, 1, 2 }, { 0, 1, 3 }, { 1, 0, 0 } };
+	const struct tierd_key *k;
 	uint32_t count;
 	const char *why;
 	long n = tierd_proto_encode_keys(buf, sizeof(buf), TIERD_MSG_ACQUIRE, 0, 5, keys, 3);
@@ -415,7 +415,7 @@ static void test_encoder_overflow(void **state)
  * watches) and a corrupted message is either still valid or refused. */
 static void test_corruption(void **state)
 {
-	struct tierd_proto_key keys[2] = { { 0, 1, 2 }, { 0, 1, 3 } };
+	struct tierd_key keys[2] = { { 0, 1, 2 }, { 0, 1, 3 } };
 	unsigned seed = 1, refused = 0, valid = 0;
 
 	for (int round = 0; round < 20000; round++) {

@@ -150,19 +150,19 @@ const char *cache_policy_name(const struct cache *c)
 	return c->policy->name;
 }
 
-static uint64_t bucket_of(const struct cache *c, const struct cache_key *k)
+static uint64_t bucket_of(const struct cache *c, const struct tierd_key *k)
 {
 	uint32_t words[3] = { k->model, k->layer, k->expert };
 
 	return XXH3_64bits(words, sizeof(words)) & (c->nbuckets - 1);
 }
 
-static bool key_eq(const struct cache_key *a, const struct cache_key *b)
+static bool key_eq(const struct tierd_key *a, const struct tierd_key *b)
 {
 	return a->model == b->model && a->layer == b->layer && a->expert == b->expert;
 }
 
-struct cache_entry *cache_lookup(const struct cache *c, const struct cache_key *k)
+struct cache_entry *cache_lookup(const struct cache *c, const struct tierd_key *k)
 {
 	for (struct cache_entry *e = c->buckets[bucket_of(c, k)]; e; e = e->hnext)
 		if (key_eq(&e->key, k))
@@ -193,7 +193,7 @@ static void grow(struct cache *c)
 	free(old);
 }
 
-int cache_add(struct cache *c, const struct cache_key *k, uint64_t slot, struct cache_entry **out)
+int cache_add(struct cache *c, const struct tierd_key *k, uint64_t slot, struct cache_entry **out)
 {
 	struct cache_entry *e;
 	uint64_t b;

@@ -14,13 +14,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-struct cache;
+#include "tierd-types.h"
 
-struct cache_key {
-	uint32_t model;
-	uint32_t layer;
-	uint32_t expert;
-};
+struct cache;
 
 enum cache_state {
 	CACHE_FETCHING,
@@ -28,7 +24,7 @@ enum cache_state {
 };
 
 struct cache_entry {
-	struct cache_key key;
+	struct tierd_key key;
 	enum cache_state state;
 	uint32_t pins;
 	uint64_t slot;			/* offset of the slot in the pool */
@@ -67,9 +63,9 @@ int cache_create(struct cache **out, const char *policy);
 void cache_destroy(struct cache *c);
 const char *cache_policy_name(const struct cache *c);
 
-struct cache_entry *cache_lookup(const struct cache *c, const struct cache_key *k);
+struct cache_entry *cache_lookup(const struct cache *c, const struct tierd_key *k);
 /* A new FETCHING entry with no pins; -EEXIST if the key is there. */
-int cache_add(struct cache *c, const struct cache_key *k, uint64_t slot, struct cache_entry **out);
+int cache_add(struct cache *c, const struct tierd_key *k, uint64_t slot, struct cache_entry **out);
 /* FETCHING -> RESIDENT: from now on the policy tracks it. */
 void cache_set_resident(struct cache *c, struct cache_entry *e);
 /* Removes and frees the entry (pins are dropped with it). */

@@ -68,7 +68,7 @@ struct engine_waiter {
 struct engine_inflight {
 	struct engine *e;
 	struct cache_entry *ce;
-	struct cache_key key;
+	struct tierd_key key;
 	uint64_t slot;
 	struct fetch_job *job;
 	struct engine_waiter *w;
@@ -87,7 +87,7 @@ struct engine_inflight {
  * never freed under it, at the price of keeping old slots longer.
  */
 struct engine_zombie {
-	struct cache_key key;
+	struct tierd_key key;
 	uint64_t slot;
 	uint64_t bytes;
 	uint32_t pins;
@@ -568,11 +568,6 @@ static int expert_index(const struct catalog *cat, uint32_t layer, uint32_t expe
 	return -ENOENT;
 }
 
-static struct cache_key ckey(const struct engine_key *k)
-{
-	return (struct cache_key){ k->model, k->layer, k->expert };
-}
-
 static void evict(struct engine *e, struct cache_entry *ce)
 {
 	const struct engine_model *m = &e->models[ce->key.model];
@@ -776,7 +771,7 @@ static void fetch_done(void *arg, int err, uint64_t bytes)
 	struct engine *e = fl->e;
 	struct cache_entry *ce = fl->ce;
 	struct engine_model *m = &e->models[fl->key.model];
-	struct engine_key key = { fl->key.model, fl->key.layer, fl->key.expert };
+	struct tierd_key key = { fl->key.model, fl->key.layer, fl->key.expert };
 	int xi = expert_index(m->cat, key.layer, key.expert);
 	const char *changed = NULL;
 	struct engine_slot_info info;
@@ -846,12 +841,12 @@ static int waiter_add(struct engine_inflight *fl, engine_done_fn fn, void *arg)
 }
 
 /* Starts fetching an expert that is not in the cache. */
-static int start_fetch(struct engine *e, const struct engine_key *key, int xi, enum engine_prio prio,
+static int start_fetch(struct engine *e, const struct tierd_key *key, int xi, enum engine_prio prio,
 		       unsigned max_evict, uint32_t owner, struct cache_entry **out)
 {
 	const struct engine_model *m = &e->models[key->model];
 	const struct catalog_expert *x = &m->cat->experts[xi];
-	struct cache_key ck = ckey(key);
+	struct tierd_key ck = *key;
 	struct engine_inflight *fl;
 	struct cache_entry *ce = NULL;
 	uint8_t *slot;
@@ -906,23 +901,23 @@ fail:
 	return r;
 }
 
-static int lookup_expert(const struct engine *e, const struct engine_key *key)
+static int lookup_expert(const struct engine *e, const struct tierd_key *key)
 {
 	const struct engine_model *m = model_get(e, key->model);
 
 	return m ? expert_index(m->cat, key->layer, key->expert) : -ENOENT;
 }
 
-int engine_acquire(struct engine *e, const struct engine_key *key, enum engine_prio prio,
+int engine_acquire(struct engine *e, const struct tierd_key *key, enum engine_prio prio,
 		   engine_done_fn fn, void *arg)
 {
 	return engine_acquire_for(e, key, prio, ENGINE_OWNER_NONE, fn, arg);
 }
 
-int engine_acquire_for(struct engine *e, const struct engine_key *key, enum engine_prio prio,
+int engine_acquire_for(struct engine *e, const struct tierd_key *key, enum engine_prio prio,
 		       uint32_t owner, engine_done_fn fn, void *arg)
 {
-	struct cache_key ck = ckey(key);
+	struct tierd_key ck = *key;
 	struct cache_entry *ce;
 	struct engine_inflight *fl;
 	int xi = lookup_expert(e, key), r;
@@ -965,22 +960,22 @@ int engine_acquire_for(struct engine *e, const struct engine_key *key, enum engi
 	return 0;
 }
 
-int engine_prefetch(struct engine *e, const struct engine_key *key)
+int engine_prefetch(struct engine *e, const struct tierd_key *key)
 {
 	return engine_prefetch_for(e, key, ENGINE_OWNER_NONE);
 }
 
-int engine_prefetch_for(struct engine *e, const struct engine_key *key, uint32_t owner)
+int engine_prefetch_for(struct engine *e, const struct tierd_key *key, uint32_t owner)
 {
 	bool started;
 
 	return engine_prefetch_started(e, key, owner, &started);
 }
 
-int engine_prefetch_started(struct engine *e, const struct engine_key *key, uint32_t owner,
+int engine_prefetch_started(struct engine *e, const struct tierd_key *key, uint32_t owner,
 			    bool *started)
 {
-	struct cache_key ck = ckey(key);
+	struct tierd_key ck = *key;
 	struct cache_entry *ce;
 	int xi = lookup_expert(e, key), r;
 
@@ -1006,9 +1001,9 @@ void engine_set_fetch_observer(struct engine *e, engine_fetch_fn fn, void *arg)
 	e->observer_arg = arg;
 }
 
-int engine_cancel_prefetch(struct engine *e, const struct engine_key *key)
+int engine_cancel_prefetch(struct engine *e, const struct tierd_key *key)
 {
-	struct cache_key ck = ckey(key);
+	struct tierd_key ck = *key;
 	struct cache_entry *ce = cache_lookup(e->cache, &ck);
 	struct engine_inflight *fl;
 	int r;
@@ -1032,13 +1027,13 @@ int engine_cancel_prefetch(struct engine *e, const struct engine_key *key)
 	return 0;
 }
 
-static bool same_key(const struct cache_key *a, const struct cache_key *b)
+static bool same_key(const struct tierd_key *a, const struct tierd_key *b)
 {
 	return a->model == b->model && a->layer == b->layer && a->expert == b->expert;
 }
 
 /* Frees the old slots of a key once no pin is left on it anywhere. */
-static void zombies_settle(struct engine *e, const struct cache_key *k, const struct cache_entry *ce)
+static void zombies_settle(struct engine *e, const struct tierd_key *k, const struct cache_entry *ce)
 {
 	uint64_t pins = ce ? ce->pins : 0;
 	size_t i = 0, j = 0;
@@ -1061,9 +1056,9 @@ static void zombies_settle(struct engine *e, const struct cache_key *k, const st
 	e->nzombies = j;
 }
 
-int engine_release(struct engine *e, const struct engine_key *key)
+int engine_release(struct engine *e, const struct tierd_key *key)
 {
-	struct cache_key ck = ckey(key);
+	struct tierd_key ck = *key;
 	struct cache_entry *ce = cache_lookup(e->cache, &ck);
 	int r;
 
@@ -1087,9 +1082,9 @@ int engine_release(struct engine *e, const struct engine_key *key)
 	return r;
 }
 
-int engine_evict_check(const struct engine *e, const struct engine_key *key)
+int engine_evict_check(const struct engine *e, const struct tierd_key *key)
 {
-	struct cache_key ck = ckey(key);
+	struct tierd_key ck = *key;
 	struct cache_entry *ce = cache_lookup(e->cache, &ck);
 
 	if (!ce)
@@ -1099,9 +1094,9 @@ int engine_evict_check(const struct engine *e, const struct engine_key *key)
 	return 0;
 }
 
-int engine_evict(struct engine *e, const struct engine_key *key)
+int engine_evict(struct engine *e, const struct tierd_key *key)
 {
-	struct cache_key ck = ckey(key);
+	struct tierd_key ck = *key;
 	int r = engine_evict_check(e, key);
 
 	if (!r)
@@ -1113,7 +1108,7 @@ int engine_evict(struct engine *e, const struct engine_key *key)
 
 struct purge {
 	uint32_t model;
-	struct cache_key *keys;
+	struct tierd_key *keys;
 	size_t n, cap;
 	bool nomem;
 	unsigned dropped, kept, failed;	/* experts evicted, kept for pins, fetches lost */
@@ -1127,7 +1122,7 @@ static void purge_collect(struct cache_entry *ce, void *arg)
 		return;
 	if (p->n == p->cap) {
 		size_t cap = p->cap ? p->cap * 2 : 64;
-		struct cache_key *k = realloc(p->keys, cap * sizeof(*k));
+		struct tierd_key *k = realloc(p->keys, cap * sizeof(*k));
 
 		if (!k) {
 			p->nomem = true;

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "catalog.h"
+#include "tierd-types.h"
 #include "conf.h"
 
 struct engine;
@@ -35,12 +36,6 @@ struct engine;
 enum engine_prio {
 	ENGINE_DEMAND,		/* a client waits: goes ahead of prefetches */
 	ENGINE_PREFETCH,
-};
-
-struct engine_key {
-	uint32_t model;
-	uint32_t layer;
-	uint32_t expert;
 };
 
 /* A resident expert: where its bytes are in the pool. */
@@ -83,7 +78,7 @@ struct engine_stats {
 
 /* Told of every fetch that ends: bytes read from the files (as issued),
  * its owner, and err (0 or a negative errno). */
-typedef void (*engine_fetch_fn)(void *arg, const struct engine_key *key, uint32_t owner, int err,
+typedef void (*engine_fetch_fn)(void *arg, const struct tierd_key *key, uint32_t owner, int err,
 				uint64_t bytes);
 
 /* How often the daemon should call engine_check_files(): the fallback for
@@ -127,29 +122,29 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
  * still being fetched returns -EBUSY: release after fn has run.  -ESTALE:
  * the model's checkpoint changed on disk (engine_model_stale_reason).
  */
-int engine_acquire(struct engine *e, const struct engine_key *key, enum engine_prio prio,
+int engine_acquire(struct engine *e, const struct tierd_key *key, enum engine_prio prio,
 		   engine_done_fn fn, void *arg);
 /* The same, naming who asks (see ENGINE_OWNER_NONE). */
-int engine_acquire_for(struct engine *e, const struct engine_key *key, enum engine_prio prio,
+int engine_acquire_for(struct engine *e, const struct tierd_key *key, enum engine_prio prio,
 		       uint32_t owner, engine_done_fn fn, void *arg);
 /* Fetches without pinning; no callback.  Cheap when already resident. */
-int engine_prefetch(struct engine *e, const struct engine_key *key);
-int engine_prefetch_for(struct engine *e, const struct engine_key *key, uint32_t owner);
+int engine_prefetch(struct engine *e, const struct tierd_key *key);
+int engine_prefetch_for(struct engine *e, const struct tierd_key *key, uint32_t owner);
 /* The same; *started says whether it started a fetch (the engine observer
  * hears of its end), as opposed to finding the expert resident or on its way.
  * A prefetch evicts at most [pool] max_evict_per_alloc experts for its slot. */
-int engine_prefetch_started(struct engine *e, const struct engine_key *key, uint32_t owner,
+int engine_prefetch_started(struct engine *e, const struct tierd_key *key, uint32_t owner,
 			    bool *started);
 /* One observer of fetch completions (energy accounting); fn NULL: none. */
 void engine_set_fetch_observer(struct engine *e, engine_fetch_fn fn, void *arg);
 /* Drops a prefetch that is no longer wanted, if it has not started and no
  * acquire waits for it: -EBUSY otherwise, -EALREADY if resident. */
-int engine_cancel_prefetch(struct engine *e, const struct engine_key *key);
-int engine_release(struct engine *e, const struct engine_key *key);
+int engine_cancel_prefetch(struct engine *e, const struct tierd_key *key);
+int engine_release(struct engine *e, const struct tierd_key *key);
 /* Operator actions.  -EBUSY when pinned or being fetched. */
-int engine_evict(struct engine *e, const struct engine_key *key);
+int engine_evict(struct engine *e, const struct tierd_key *key);
 /* What engine_evict() would return, without evicting. */
-int engine_evict_check(const struct engine *e, const struct engine_key *key);
+int engine_evict_check(const struct engine *e, const struct tierd_key *key);
 
 /* A model's checkpoint state (metrics, tierctl). */
 struct engine_model_status {

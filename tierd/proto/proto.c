@@ -16,7 +16,7 @@
 #include "tierd-proto.h"
 
 _Static_assert(sizeof(struct tierd_msg_hdr) == 24, "header layout is frozen");
-_Static_assert(sizeof(struct tierd_proto_key) == 12, "key layout");
+_Static_assert(sizeof(struct tierd_key) == 12, "key layout");
 _Static_assert(sizeof(struct tierd_proto_hint) == 8, "hint layout");
 
 static const char *const stat_names[TIERD_STAT_COUNT] = {
@@ -266,7 +266,7 @@ int tierd_proto_decode_u64(const void *payload, size_t len, uint64_t *v, const c
 	return rd_end(&r, why);
 }
 
-int tierd_proto_decode_keys(const void *payload, size_t len, const struct tierd_proto_key **keys,
+int tierd_proto_decode_keys(const void *payload, size_t len, const struct tierd_key **keys,
 			    uint32_t *count, const char **why)
 {
 	struct rd r;
@@ -281,7 +281,7 @@ int tierd_proto_decode_keys(const void *payload, size_t len, const struct tierd_
 		else if ((uintptr_t)(r.p + r.pos) % 4)
 			rd_fail(&r, "key array not aligned");
 		else {
-			*keys = (const struct tierd_proto_key *)(const void *)(r.p + r.pos);
+			*keys = (const struct tierd_key *)(const void *)(r.p + r.pos);
 			r.pos += (size_t)*count * sizeof(**keys);
 		}
 	}
@@ -540,7 +540,7 @@ int tierd_proto_validate(const void *buf, size_t len, const char **why)
 	case TIERD_MSG_EVICT:
 	case TIERD_MSG_PIN:
 	case TIERD_MSG_UNPIN: {
-		const struct tierd_proto_key *k;
+		const struct tierd_key *k;
 		uint32_t c;
 		return tierd_proto_decode_keys(p, n, &k, &c, why);
 	}
@@ -659,7 +659,7 @@ long tierd_proto_encode_hello(void *buf, size_t cap, uint64_t id, uint32_t pid, 
 }
 
 long tierd_proto_encode_keys(void *buf, size_t cap, uint16_t type, uint16_t flags, uint64_t id,
-			     const struct tierd_proto_key *keys, uint32_t count)
+			     const struct tierd_key *keys, uint32_t count)
 {
 	struct tierd_proto_buf b;
 

@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tierd-types.h"
+
 #define TIERD_PROTO_MAGIC	0x44524954u	/* "TIRD" in memory on little-endian */
 #define TIERD_PROTO_MAJOR	1
 #define TIERD_PROTO_MINOR	1	/* 1.1: METRICS, METRICS_DATA */
@@ -81,12 +83,6 @@ struct tierd_msg_hdr {
 	uint64_t request_id;		/* chosen by the client, echoed by the daemon */
 };
 
-struct tierd_proto_key {
-	uint32_t model;
-	uint32_t layer;
-	uint32_t expert;
-};
-
 /* Decoded messages.  Strings point into the message buffer (NUL-terminated
  * on the wire) or into the decoder's allocation; see each decoder. */
 struct tierd_msg_hello {
@@ -130,7 +126,7 @@ struct tierd_proto_tensor {
 };
 
 struct tierd_proto_expert {
-	struct tierd_proto_key key;
+	struct tierd_key key;
 	uint32_t ntensors;
 	struct tierd_proto_tensor *tensors;
 };
@@ -247,7 +243,7 @@ int tierd_proto_decode_error(const void *payload, size_t len, struct tierd_msg_e
 int tierd_proto_decode_u64(const void *payload, size_t len, uint64_t *v, const char **why);
 /* PREFETCH, ACQUIRE, RELEASE, EVICT, PIN, UNPIN.  *keys points into payload,
  * which must be 4-byte aligned. */
-int tierd_proto_decode_keys(const void *payload, size_t len, const struct tierd_proto_key **keys,
+int tierd_proto_decode_keys(const void *payload, size_t len, const struct tierd_key **keys,
 			    uint32_t *count, const char **why);
 /* *out is malloc'd (free it); -ENOMEM possible. */
 int tierd_proto_decode_acquired(const void *payload, size_t len, struct tierd_msg_acquired **out,
@@ -291,7 +287,7 @@ void tierd_proto_put_str(struct tierd_proto_buf *b, const char *s);
 /* Whole messages. */
 long tierd_proto_encode_hello(void *buf, size_t cap, uint64_t id, uint32_t pid, const char *name);
 long tierd_proto_encode_keys(void *buf, size_t cap, uint16_t type, uint16_t flags, uint64_t id,
-			     const struct tierd_proto_key *keys, uint32_t count);
+			     const struct tierd_key *keys, uint32_t count);
 long tierd_proto_encode_error(void *buf, size_t cap, uint64_t id, int err, const char *reason);
 long tierd_proto_encode_u64(void *buf, size_t cap, uint16_t type, uint64_t id, uint64_t v);
 long tierd_proto_encode_hint(void *buf, size_t cap, uint16_t flags, uint64_t id, uint32_t model,

@@ -226,7 +226,7 @@ static void req_done(void *arg, int err, const struct engine_slot_info *info)
 }
 
 void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
-		    const struct tierd_proto_key *keys, uint32_t n, enum req_kind kind)
+		    const struct tierd_key *keys, uint32_t n, enum req_kind kind)
 {
 	struct server *s = c->srv;
 	struct acq_req *r;
@@ -279,7 +279,7 @@ void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
 		int err;
 
 		e->req = r;
-		e->key = (struct engine_key){ keys[i].model, keys[i].layer, keys[i].expert };
+		e->key = (struct tierd_key){ keys[i].model, keys[i].layer, keys[i].expert };
 		err = engine_acquire_for(s->engine, &e->key, ENGINE_DEMAND, c->id, req_done, e);
 		if (err) {
 			e->done = true;
@@ -292,7 +292,7 @@ void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
 }
 
 void client_release(struct client *c, const struct tierd_msg_hdr *h,
-		    const struct tierd_proto_key *keys, uint32_t n, struct pinset *ps)
+		    const struct tierd_key *keys, uint32_t n, struct pinset *ps)
 {
 	struct server *s = c->srv;
 	struct pinset next;
@@ -301,7 +301,7 @@ void client_release(struct client *c, const struct tierd_msg_hdr *h,
 
 	/* Check first, so that a bad batch releases nothing. */
 	for (uint32_t i = 0; i < n; i++) {
-		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+		struct tierd_key k = { keys[i].model, keys[i].layer, keys[i].expert };
 		struct pin *p = pinset_find(ps, &k);
 		uint32_t same = 0;
 
@@ -323,7 +323,7 @@ void client_release(struct client *c, const struct tierd_msg_hdr *h,
 			return;
 		}
 		for (uint32_t i = 0; i < n; i++) {
-			struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+			struct tierd_key k = { keys[i].model, keys[i].layer, keys[i].expert };
 
 			pinset_drop(&next, &k);
 		}
@@ -337,7 +337,7 @@ void client_release(struct client *c, const struct tierd_msg_hdr *h,
 		*ps = next;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+		struct tierd_key k = { keys[i].model, keys[i].layer, keys[i].expert };
 
 		if (ps != &s->opins)
 			pinset_drop(ps, &k);
@@ -358,7 +358,7 @@ void client_release(struct client *c, const struct tierd_msg_hdr *h,
  * has no room for is skipped, not an error: it was a guess.
  */
 void client_prefetch(struct client *c, const struct tierd_msg_hdr *h,
-		     const struct tierd_proto_key *keys, uint32_t n)
+		     const struct tierd_key *keys, uint32_t n)
 {
 	struct server *s = c->srv;
 	uint32_t skipped = 0;
@@ -370,7 +370,7 @@ void client_prefetch(struct client *c, const struct tierd_msg_hdr *h,
 		return;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+		struct tierd_key k = { keys[i].model, keys[i].layer, keys[i].expert };
 		bool started;
 		int r = engine_prefetch_started(s->engine, &k, c->id, &started);
 
@@ -395,12 +395,12 @@ void client_prefetch(struct client *c, const struct tierd_msg_hdr *h,
 /* EVICT: all or nothing, so that an error never comes after part of the
  * batch was carried out. */
 void client_evict(struct client *c, const struct tierd_msg_hdr *h,
-		  const struct tierd_proto_key *keys, uint32_t n)
+		  const struct tierd_key *keys, uint32_t n)
 {
 	struct server *s = c->srv;
 
 	for (uint32_t i = 0; i < n; i++) {
-		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+		struct tierd_key k = { keys[i].model, keys[i].layer, keys[i].expert };
 		int err = engine_evict_check(s->engine, &k);
 
 		for (uint32_t j = 0; j < i && !err; j++)
@@ -415,7 +415,7 @@ void client_evict(struct client *c, const struct tierd_msg_hdr *h,
 		}
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		struct engine_key k = { keys[i].model, keys[i].layer, keys[i].expert };
+		struct tierd_key k = { keys[i].model, keys[i].layer, keys[i].expert };
 
 		engine_evict(s->engine, &k);
 	}

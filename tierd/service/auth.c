@@ -68,14 +68,14 @@ void client_authorize(struct client *c)
 /* Validates keys against the catalog and the client's rights.  Returns 0, or
  * answers the ERROR itself and returns its negative errno (or -ECONNRESET):
  * the caller must then do nothing more for the request. */
-int client_check_keys(struct client *c, uint64_t id, const struct tierd_proto_key *keys,
+int client_check_keys(struct client *c, uint64_t id, const struct tierd_key *keys,
 		      uint32_t n, bool need_map)
 {
 	struct server *s = c->srv;
 	int nmodels = engine_model_count(s->engine);
 
 	for (uint32_t i = 0; i < n; i++) {
-		const struct tierd_proto_key *k = &keys[i];
+		const struct tierd_key *k = &keys[i];
 		const struct catalog *cat;
 
 		if (k->model >= (uint32_t)nmodels)

@@ -144,7 +144,7 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 	struct server *s = c->srv;
 	struct tierd_msg_hdr h;
 	const uint8_t *p = buf + sizeof(h);
-	const struct tierd_proto_key *keys;
+	const struct tierd_key *keys;
 	const char *why = NULL;
 	uint32_t n;
 	int r;

@@ -151,7 +151,7 @@ static int server_pins_restore_one(struct server *s, const char *where, const ch
 {
 	struct pin_restore *r;
 	int idx = engine_model_index(s->engine, model);
-	struct engine_key k;
+	struct tierd_key k;
 	int err;
 
 	if (idx < 0) {
@@ -161,7 +161,7 @@ static int server_pins_restore_one(struct server *s, const char *where, const ch
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	k = (struct engine_key){ (uint32_t)idx, layer, expert };
+	k = (struct tierd_key){ (uint32_t)idx, layer, expert };
 	err = engine_acquire_for(s->engine, &k, ENGINE_DEMAND, ENGINE_OWNER_NONE, pin_restore_done, r);
 	/* Start-up is not served yet: waiting here makes the pinned experts
 	 * resident before the daemon says it is ready. */

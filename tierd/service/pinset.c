@@ -12,7 +12,7 @@
 
 #include "pinset.h"
 
-struct pin *pinset_find(struct pinset *ps, const struct engine_key *k)
+struct pin *pinset_find(struct pinset *ps, const struct tierd_key *k)
 {
 	for (size_t i = 0; i < ps->n; i++)
 		if (ps->v[i].key.model == k->model && ps->v[i].key.layer == k->layer &&
@@ -21,7 +21,7 @@ struct pin *pinset_find(struct pinset *ps, const struct engine_key *k)
 	return NULL;
 }
 
-int pinset_add(struct pinset *ps, const struct engine_key *k)
+int pinset_add(struct pinset *ps, const struct tierd_key *k)
 {
 	struct pin *p = pinset_find(ps, k);
 
@@ -45,7 +45,7 @@ int pinset_add(struct pinset *ps, const struct engine_key *k)
 }
 
 /* -ENOENT when the set holds no pin on k. */
-int pinset_drop(struct pinset *ps, const struct engine_key *k)
+int pinset_drop(struct pinset *ps, const struct tierd_key *k)
 {
 	struct pin *p = pinset_find(ps, k);
 

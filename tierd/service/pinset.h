@@ -14,7 +14,7 @@
 #include "engine.h"
 
 struct pin {
-	struct engine_key key;
+	struct tierd_key key;
 	uint32_t count;
 };
 
@@ -26,12 +26,12 @@ struct pinset {
 };
 
 /* The entry of k, or NULL; valid until the set changes. */
-struct pin *pinset_find(struct pinset *ps, const struct engine_key *k);
+struct pin *pinset_find(struct pinset *ps, const struct tierd_key *k);
 /* One more hold on k.  0 or -ENOMEM (the set unchanged). */
-int pinset_add(struct pinset *ps, const struct engine_key *k);
+int pinset_add(struct pinset *ps, const struct tierd_key *k);
 /* One hold on k fewer; its entry goes with the last.  -ENOENT when the set
  * holds no pin on k. */
-int pinset_drop(struct pinset *ps, const struct engine_key *k);
+int pinset_drop(struct pinset *ps, const struct tierd_key *k);
 /* dst becomes a copy of src (dst's old contents are not freed).  0 or
  * -ENOMEM (dst then holds nothing to free). */
 int pinset_clone(struct pinset *dst, const struct pinset *src);

@@ -62,7 +62,7 @@ enum req_kind {
 
 struct req_ent {
 	struct acq_req *req;
-	struct engine_key key;
+	struct tierd_key key;
 	int err;
 	bool done;
 	uint32_t pool;
@@ -200,7 +200,7 @@ void server_pins_init(struct server *s);
 /* ---- auth.c ---- */
 
 void client_authorize(struct client *c);
-int client_check_keys(struct client *c, uint64_t id, const struct tierd_proto_key *keys,
+int client_check_keys(struct client *c, uint64_t id, const struct tierd_key *keys,
 		      uint32_t n, bool need_map);
 void server_reauthorize(struct server *s);
 
@@ -208,13 +208,13 @@ void server_reauthorize(struct server *s);
 
 void req_release_done(struct acq_req *r);
 void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
-		    const struct tierd_proto_key *keys, uint32_t n, enum req_kind kind);
+		    const struct tierd_key *keys, uint32_t n, enum req_kind kind);
 void client_release(struct client *c, const struct tierd_msg_hdr *h,
-		    const struct tierd_proto_key *keys, uint32_t n, struct pinset *ps);
+		    const struct tierd_key *keys, uint32_t n, struct pinset *ps);
 void client_prefetch(struct client *c, const struct tierd_msg_hdr *h,
-		     const struct tierd_proto_key *keys, uint32_t n);
+		     const struct tierd_key *keys, uint32_t n);
 void client_evict(struct client *c, const struct tierd_msg_hdr *h,
-		  const struct tierd_proto_key *keys, uint32_t n);
+		  const struct tierd_key *keys, uint32_t n);
 
 /* ---- warm.c ---- */
 

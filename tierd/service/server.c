@@ -20,7 +20,7 @@
 #include "server-int.h"
 #include "telemetry.h"
 
-static void server_fetch_done(void *arg, const struct engine_key *key, uint32_t owner, int err,
+static void server_fetch_done(void *arg, const struct tierd_key *key, uint32_t owner, int err,
 			      uint64_t bytes);
 
 /*
@@ -275,7 +275,7 @@ int server_hint_stats(const struct server *s, uint32_t model, uint32_t layer, ui
 }
 
 /* Fetches end here (engine observer): bytes read from SSD for their owner. */
-static void server_fetch_done(void *arg, const struct engine_key *key, uint32_t owner, int err,
+static void server_fetch_done(void *arg, const struct tierd_key *key, uint32_t owner, int err,
 			      uint64_t bytes)
 {
 	struct server *s = arg;

@@ -41,7 +41,7 @@ static void warm_done(void *arg, int err, const struct engine_slot_info *info)
 			w->first_err = err;
 	} else {
 		x = info->expert;
-		struct engine_key k = { w->model, x->layer, x->expert };
+		struct tierd_key k = { w->model, x->layer, x->expert };
 
 		/* Warm loads, it does not hold: the pin only kept the slot while
 		 * it was read. */
@@ -62,7 +62,7 @@ static void warm_pump(struct warm *w)
 	w->pumping = true;
 	while (w->c && w->next < w->end && w->inflight < SERVER_WARM_WINDOW) {
 		const struct catalog_expert *x = &w->cat->experts[w->next++];
-		struct engine_key k = { w->model, x->layer, x->expert };
+		struct tierd_key k = { w->model, x->layer, x->expert };
 		int err;
 
 		w->inflight++;
