@@ -19,7 +19,7 @@ tests_test_loop_LDADD = $(TEST_LIBS)
 # The pin set alone: compiled in, with engine_release() counted by the test.
 tests_test_pinset_SOURCES = tests/test-pinset.c tierd/service/pinset.c tierd/service/pinset.h
 tests_test_pinset_CFLAGS = $(TEST_CFLAGS)
-tests_test_pinset_LDADD = $(CMOCKA_LIBS)
+tests_test_pinset_LDADD = $(CMOCKA_LIBS) $(XXHASH_LIBS)
 
 # libtierd-client: shared and static, exported symbols pinned by a version script.
 lib_LTLIBRARIES += client/libtierd-client.la

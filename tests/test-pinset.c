@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "pinset.h"
@@ -187,6 +188,124 @@ static void test_release_all(void **state)
 	assert_int_equal(released.n, 4);
 }
 
+/*
+ * The index against a plain model: many keys (past several growths and so
+ * index rebuilds, keys that differ in one field only, so that some share a
+ * probe run), holds added and dropped in a scrambled order, entries removed
+ * from the middle (each moving the last into its place), and after every
+ * step of a phase each key's count as the model says.
+ */
+#define MANY 3000u
+
+static struct tierd_key many_key(uint32_t i)
+{
+	/* Three shapes of key, distinct: neighbours in every field. */
+	switch (i % 3) {
+	case 0:
+		return (struct tierd_key){ 1, i / 3, 5 };
+	case 1:
+		return (struct tierd_key){ 2, 5, i / 3 };
+	}
+	return (struct tierd_key){ 3 + i / 3, 0, 0 };
+}
+
+static void check_model(struct pinset *ps, const uint32_t *want)
+{
+	uint64_t total = 0;
+	size_t n = 0;
+
+	for (uint32_t i = 0; i < MANY; i++) {
+		struct tierd_key k = many_key(i);
+		struct pin *p = pinset_find(ps, &k);
+
+		if (!want[i]) {
+			assert_null(p);
+			continue;
+		}
+		assert_non_null(p);
+		assert_int_equal(p->key.model, k.model);
+		assert_int_equal(p->key.layer, k.layer);
+		assert_int_equal(p->key.expert, k.expert);
+		assert_int_equal(p->count, want[i]);
+		total += want[i];
+		n++;
+	}
+	assert_int_equal(ps->n, n);
+	assert_int_equal(ps->total, total);
+	/* The array holds exactly the keys held, once each. */
+	for (size_t i = 0; i < ps->n; i++)
+		assert_ptr_equal(pinset_find(ps, &ps->v[i].key), &ps->v[i]);
+}
+
+static void test_many(void **state)
+{
+	static uint32_t want[MANY], kept[MANY];
+	struct pinset ps = { 0 }, copy;
+	/* A permutation of 0..MANY-1: 7 is coprime with MANY. */
+	const uint32_t step = 7;
+
+	memset(want, 0, sizeof(want));
+	for (uint32_t i = 0; i < MANY; i++) {
+		uint32_t j = i * step % MANY;
+
+		struct tierd_key k = many_key(j);
+
+		for (uint32_t h = 0; h <= j % 4; h++) {
+			assert_int_equal(pinset_add(&ps, &k), 0);
+			want[j]++;
+		}
+		if (i % 500 == 0)
+			check_model(&ps, want);
+	}
+	check_model(&ps, want);
+	assert_true(ps.cap >= MANY);
+	/* Removals from the middle: every third key, whole; one hold of
+	 * every fifth; checked along the way. */
+	for (uint32_t i = 0; i < MANY; i++) {
+		uint32_t j = (MANY - 1 - i) * step % MANY;
+		struct tierd_key k = many_key(j);
+
+		if (j % 3 == 1) {
+			while (want[j]) {
+				assert_int_equal(pinset_drop(&ps, &k), 0);
+				want[j]--;
+			}
+			assert_int_equal(pinset_drop(&ps, &k), -ENOENT);
+		} else if (j % 5 == 0) {
+			assert_int_equal(pinset_drop(&ps, &k), 0);
+			want[j]--;
+		}
+		if (i % 500 == 0)
+			check_model(&ps, want);
+	}
+	check_model(&ps, want);
+	/* A clone's index is its own: emptying the set leaves it whole. */
+	assert_int_equal(pinset_clone(&copy, &ps), 0);
+	memcpy(kept, want, sizeof(kept));
+	check_model(&copy, want);
+	for (uint32_t j = 0; j < MANY; j++) {
+		struct tierd_key k = many_key(j);
+
+		while (want[j]) {
+			assert_int_equal(pinset_drop(&ps, &k), 0);
+			want[j]--;
+		}
+	}
+	check_model(&ps, want);
+	assert_int_equal(ps.n, 0);
+	check_model(&copy, kept);
+	/* Emptied and refilled: lookups in a set that has held others. */
+	for (uint32_t j = MANY; j-- > 0;) {
+		struct tierd_key k = many_key(j);
+
+		assert_int_equal(pinset_add(&ps, &k), 0);
+		want[j]++;
+	}
+	check_model(&ps, want);
+	pinset_free(&ps);
+	pinset_free(&copy);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -195,6 +314,7 @@ int main(void)
 		cmocka_unit_test(test_grow_and_remove_middle),
 		cmocka_unit_test(test_clone),
 		cmocka_unit_test(test_release_all),
+		cmocka_unit_test(test_many),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

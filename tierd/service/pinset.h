@@ -18,11 +18,14 @@ struct pin {
 	uint32_t count;
 };
 
-/* Zeroed: empty. */
+/* Zeroed: empty.  v[0..n) in no particular order, for iteration; idx is
+ * private to pinset.c. */
 struct pinset {
 	struct pin *v;
 	size_t n, cap;
 	uint64_t total;
+	uint32_t *idx;		/* open addressing: position in v + 1, 0 empty */
+	size_t nidx;		/* slots in idx: a power of two, 2 * cap */
 };
 
 /* The entry of k, or NULL; valid until the set changes. */
