@@ -53,7 +53,7 @@ start_daemon() {
 }
 
 if ! command -v setpriv >/dev/null; then echo "1..0 # SKIP setpriv not installed"; exit 0; fi
-echo "1..21"
+echo "1..22"
 
 "$TIERCTL" demo-store "$tmp/demo" --layers 4 --experts 16 --hidden 64 --ffn 128 >/dev/null &&
 	"$TIERCTL" demo-store "$tmp/secret" --layers 2 --experts 4 --hidden 64 --ffn 128 >/dev/null ||
@@ -303,6 +303,15 @@ if [ $r = 2 ] && [ $r2 = 2 ] && grep -q -- '--hold "abc": expected a number' "$t
 	ok "tierctl refuses malformed numbers, naming the option"
 else
 	notok "tierctl number parsing ($r, $r2)"
+fi
+
+# 22: batches naming a key more than once: RELEASE and UNPIN refused whole
+# when a key is named more often than held, EVICT when one is named twice,
+# each naming the batch's first bad key.
+if $RAW "$sock" duplicates 0 3 >"$tmp/out" 2>&1; then
+	ok "RELEASE, UNPIN and EVICT batches with repeated keys: refused whole, naming the first bad key"
+else
+	notok "repeated keys in a batch"
 fi
 
 [ $failed = 0 ]

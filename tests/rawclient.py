@@ -16,9 +16,10 @@ MAGIC = 0x44524954
 MAJOR, MINOR = 1, 1
 HDR = struct.Struct("<IHHHHIQ")
 HELLO, WELCOME, ERROR, OK, PREFETCH, ACQUIRE, ACQUIRED, RELEASE = 1, 2, 3, 4, 5, 6, 7, 8
-STATS, STATS_REPLY = 11, 12
+STATS, STATS_REPLY, EVICT, PIN, UNPIN = 11, 12, 13, 14, 15
 NAMES = {1: "HELLO", 2: "WELCOME", 3: "ERROR", 4: "OK", 5: "PREFETCH", 6: "ACQUIRE",
-         7: "ACQUIRED", 8: "RELEASE", 11: "STATS", 12: "STATS_REPLY"}
+         7: "ACQUIRED", 8: "RELEASE", 11: "STATS", 12: "STATS_REPLY", 13: "EVICT", 14: "PIN",
+         15: "UNPIN"}
 
 
 def pstr(s):
@@ -109,6 +110,46 @@ def main():
         nums = [int(x) for x in args[2:]]
         keys = [tuple(nums[i:i + 3]) for i in range(0, len(nums), 3)]
         return refused_does_nothing(path, mtype, keys, args[1])
+    if case == "duplicates":
+        # duplicates MODEL LAYER: batches naming a key more than once.  A
+        # RELEASE or UNPIN is refused whole when it names a key more often
+        # than it is held, naming the batch's first such key; an EVICT
+        # naming a key twice is refused, after the keys before it are
+        # checked.  Experts 1, 2, 3, 5 and 9 of LAYER, not resident before.
+        model, layer = int(args[0]), int(args[1])
+        a, b, x, p, cold = ((model, layer, e) for e in (1, 2, 9, 3, 5))
+        c = Conn(path)
+        good = True
+
+        def expect(what, mtype, keys, want, text=None):
+            nonlocal good
+            c.keys(mtype, keys)
+            m = c.recv()
+            print(what + ":", show(m))
+            if want == "OK":
+                good = good and m[0] == OK and struct.unpack_from("<Q", m[2])[0] == len(keys)
+            elif want == "ACQUIRED":
+                good = good and m[0] == ACQUIRED
+            else:
+                good = (good and m[0] == ERROR and errno.errorcode.get(-m[2]) == want and
+                        text in m[3])
+        expect("acquire a", ACQUIRE, [a], "ACQUIRED")
+        expect("acquire a, b", ACQUIRE, [a, b], "ACQUIRED")
+        # Held: a twice, b once.  The first bad key in the batch's order
+        # is named, whatever order the keys sort in.
+        expect("release x a a a", RELEASE, [x, a, a, a], "ENOENT", "layer %d expert 9:" % layer)
+        expect("release a b a a", RELEASE, [a, b, a, a], "ENOENT", "layer %d expert 1:" % layer)
+        expect("release b a a b", RELEASE, [b, a, a, b], "ENOENT", "layer %d expert 2:" % layer)
+        # Nothing was released above: every hold is still there.
+        expect("release a b a", RELEASE, [a, b, a], "OK")
+        expect("release a", RELEASE, [a], "ENOENT", "layer %d expert 1: not pinned" % layer)
+        expect("pin p p", PIN, [p, p], "OK")
+        expect("unpin p p p", UNPIN, [p, p, p], "ENOENT", "expert 3: not pinned (operator pins)")
+        expect("unpin p p", UNPIN, [p, p], "OK")
+        expect("evict cold b b", EVICT, [cold, b, b], "ENOENT", "expert 5: not resident")
+        expect("evict b a b cold", EVICT, [b, a, b, cold], "EINVAL", "expert 2: named twice")
+        expect("evict a b", EVICT, [a, b], "OK")
+        return good
     if case == "welcome":
         # welcome: prints the pools given and the allowed flag of each model
         c = Conn(path)

@@ -15,14 +15,33 @@
 #include "server-int.h"
 #include "telemetry.h"
 
-static void req_unlink(struct acq_req **head, struct acq_req *r)
+static bool key_eq(const struct tierd_key *a, const struct tierd_key *b)
 {
-	for (struct acq_req **p = head; *p; p = &(*p)->next) {
-		if (*p == r) {
-			*p = r->next;
-			return;
-		}
-	}
+	return a->model == b->model && a->layer == b->layer && a->expert == b->expert;
+}
+
+static int key_pos_cmp(const void *pa, const void *pb)
+{
+	const struct key_pos *a = pa, *b = pb;
+
+	if (a->key.model != b->key.model)
+		return a->key.model < b->key.model ? -1 : 1;
+	if (a->key.layer != b->key.layer)
+		return a->key.layer < b->key.layer ? -1 : 1;
+	if (a->key.expert != b->key.expert)
+		return a->key.expert < b->key.expert ? -1 : 1;
+	return a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
+/* s->batch becomes the batch's keys with their positions, sorted: equal
+ * keys form runs, each led by the key's first place in the batch.  Counting
+ * duplicates so is O(n log n) where comparing every pair was O(n^2) on
+ * batches of up to TIERD_PROTO_MAX_BATCH keys. */
+static void batch_sort(struct server *s, const struct tierd_key *keys, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		s->batch[i] = (struct key_pos){ keys[i], i };
+	qsort(s->batch, n, sizeof(s->batch[0]), key_pos_cmp);
 }
 
 void req_release_done(struct acq_req *r)
@@ -85,7 +104,9 @@ static void server_pin_holders(const struct server *s, const struct client *aske
 	size_t off;
 	int n;
 
-	for (const struct client *c = s->clients; c; c = c->next) {
+	const struct client *c;
+
+	TAILQ_FOREACH(c, &s->clients, link) {
 		if (!c->pins.total)
 			continue;
 		for (int i = 0; i < 3; i++) {
@@ -122,12 +143,12 @@ static void req_finish(struct acq_req *r)
 	const struct req_ent *bad = NULL;
 	char why[320];
 
+	/* Out of its client's reqs, or of the orphans when c is gone. */
+	LIST_REMOVE(r, link);
 	if (!c) {
-		req_unlink(&s->orphans, r);
 		free(r);
 		return;
 	}
-	req_unlink(&c->reqs, r);
 	if (r->kind == REQ_ACQUIRE) {
 		c->inflight -= r->n;
 		c->acct->held -= r->n;
@@ -267,8 +288,7 @@ void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
 	r->id = h->request_id;
 	r->n = n;
 	r->pending = n + 1;
-	r->next = c->reqs;
-	c->reqs = r;
+	LIST_INSERT_HEAD(&c->reqs, r, link);
 	if (kind == REQ_ACQUIRE) {
 		c->inflight += n;
 		c->acct->held += n;
@@ -296,24 +316,28 @@ void client_release(struct client *c, const struct tierd_msg_hdr *h,
 {
 	struct server *s = c->srv;
 	struct pinset next;
+	uint32_t bad = n;
 	char why[320];
 	int err;
 
-	/* Check first, so that a bad batch releases nothing. */
-	for (uint32_t i = 0; i < n; i++) {
-		struct tierd_key k = { keys[i].model, keys[i].layer, keys[i].expert };
-		struct pin *p = pinset_find(ps, &k);
-		uint32_t same = 0;
+	/* Check first, so that a bad batch releases nothing: each key held at
+	 * least as often as the batch names it.  Runs of equal keys counted
+	 * on the sorted batch; the error names the first bad key in the
+	 * batch's order. */
+	batch_sort(s, keys, n);
+	for (uint32_t i = 0, j; i < n; i = j) {
+		const struct pin *p = pinset_find(ps, &s->batch[i].key);
 
-		for (uint32_t j = 0; j < n; j++)
-			same += keys[j].model == k.model && keys[j].layer == k.layer &&
-				keys[j].expert == k.expert;
-		if (!p || p->count < same) {
-			client_error(c, h->request_id, -ENOENT,
-				     "model %u layer %u expert %u: not pinned (%s)", k.model, k.layer,
-				     k.expert, ps == &s->opins ? "operator pins" : "by this client");
-			return;
-		}
+		for (j = i + 1; j < n && key_eq(&s->batch[j].key, &s->batch[i].key); j++)
+			;
+		if ((!p || p->count < j - i) && s->batch[i].pos < bad)
+			bad = s->batch[i].pos;
+	}
+	if (bad < n) {
+		client_error(c, h->request_id, -ENOENT, "model %u layer %u expert %u: not pinned (%s)",
+			     keys[bad].model, keys[bad].layer, keys[bad].expert,
+			     ps == &s->opins ? "operator pins" : "by this client");
+		return;
 	}
 	if (ps == &s->opins) {
 		/* Operator pins: saved first, applied after (see req_finish). */
@@ -398,14 +422,19 @@ void client_evict(struct client *c, const struct tierd_msg_hdr *h,
 		  const struct tierd_key *keys, uint32_t n)
 {
 	struct server *s = c->srv;
+	/* Which keys repeat one earlier in the batch. */
+	uint64_t again[(TIERD_PROTO_MAX_BATCH + 63) / 64] = { 0 };
 
+	batch_sort(s, keys, n);
+	for (uint32_t i = 1; i < n; i++)
+		if (key_eq(&s->batch[i].key, &s->batch[i - 1].key))
+			again[s->batch[i].pos / 64] |= 1ull << (s->batch[i].pos % 64);
 	for (uint32_t i = 0; i < n; i++) {
 		struct tierd_key k = { keys[i].model, keys[i].layer, keys[i].expert };
 		int err = engine_evict_check(s->engine, &k);
 
-		for (uint32_t j = 0; j < i && !err; j++)
-			if (keys[j].model == k.model && keys[j].layer == k.layer && keys[j].expert == k.expert)
-				err = -EINVAL;
+		if (!err && (again[i / 64] >> (i % 64) & 1))
+			err = -EINVAL;
 		if (err) {
 			client_error(c, h->request_id, err, "model %s layer %u expert %u: %s: nothing evicted",
 				     engine_model_name(s->engine, k.model), k.layer, k.expert,

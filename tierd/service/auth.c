@@ -118,11 +118,11 @@ void server_reauthorize(struct server *s)
 		 * every client not allowed everything now (fail closed). */
 		log_err("reload: out of memory: clients not allowed every model are dropped");
 	}
-	for (c = s->clients; c; c = next) {
+	for (c = TAILQ_FIRST(&s->clients); c; c = next) {
 		bool had_map = c->may_map;
 		int lost = -1;
 
-		next = c->next;
+		next = TAILQ_NEXT(c, link);
 		if (!c->hello)
 			continue;
 		if (was)

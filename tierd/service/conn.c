@@ -54,6 +54,48 @@ static struct uidacct *server_acct(struct server *s, uid_t uid)
 	return &s->accts[s->naccts++];
 }
 
+/* ---- clients by id ---- */
+
+/*
+ * The engine names the owner of each fetch it completes by client id.  Ids
+ * are handed out in sequence, so the id modulo the bucket count spreads the
+ * clients evenly without hashing.
+ */
+struct client *server_client_by_id(const struct server *s, uint32_t id)
+{
+	struct client *c;
+
+	if (!s->nbyid)
+		return NULL;
+	LIST_FOREACH(c, &s->byid[id & (s->nbyid - 1)], byid)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+/* Room for n clients at one per bucket.  Only the first table is needed:
+ * when a larger one cannot be had, the chains grow longer, still right. */
+static int server_byid_reserve(struct server *s, size_t n)
+{
+	size_t nb = s->nbyid ? s->nbyid : 64;
+	struct client_bucket *v;
+	struct client *c;
+
+	if (n <= s->nbyid)
+		return 0;
+	while (nb < n)
+		nb *= 2;
+	v = calloc(nb, sizeof(*v));
+	if (!v)
+		return s->byid ? 0 : -ENOMEM;
+	free(s->byid);
+	s->byid = v;
+	s->nbyid = nb;
+	TAILQ_FOREACH(c, &s->clients, link)
+		LIST_INSERT_HEAD(&s->byid[c->id & (nb - 1)], c, byid);
+	return 0;
+}
+
 /* ---- connections ---- */
 
 static void server_accept_resume(struct server *s);
@@ -61,10 +103,10 @@ static void server_accept_resume(struct server *s);
 /* Dropped clients are freed here, when no callback can still hold them. */
 void server_reap(struct server *s)
 {
-	while (s->dead) {
-		struct client *c = s->dead;
+	struct client *c;
 
-		s->dead = c->next;
+	while ((c = TAILQ_FIRST(&s->dead))) {
+		TAILQ_REMOVE(&s->dead, c, link);
 		free(c->allowed);
 		free(c);
 	}
@@ -101,27 +143,25 @@ void client_drop(struct client *c, const char *why)
 		energy_client_forget(telemetry_energy(s->tel), c->id);
 	/* Requests still waiting for the engine: their completions release what
 	 * they pinned; pins already obtained are released now. */
-	while (c->reqs) {
-		struct acq_req *r = c->reqs;
+	while (!LIST_EMPTY(&c->reqs)) {
+		struct acq_req *r = LIST_FIRST(&c->reqs);
 
-		c->reqs = r->next;
+		LIST_REMOVE(r, link);
 		req_release_done(r);
 		r->c = NULL;
-		r->next = s->orphans;
-		s->orphans = r;
+		LIST_INSERT_HEAD(&s->orphans, r, link);
 	}
-	while (c->warms) {
-		struct warm *w = c->warms;
+	while (!LIST_EMPTY(&c->warms)) {
+		struct warm *w = LIST_FIRST(&c->warms);
 
-		c->warms = w->link;
+		LIST_REMOVE(w, link);
 		w->c = NULL;
-		w->link = s->orphan_warms;
-		s->orphan_warms = w;
+		LIST_INSERT_HEAD(&s->orphan_warms, w, link);
 	}
-	while (c->out_head) {
-		struct outmsg *m = c->out_head;
+	while (!STAILQ_EMPTY(&c->out)) {
+		struct outmsg *m = STAILQ_FIRST(&c->out);
 
-		c->out_head = m->next;
+		STAILQ_REMOVE_HEAD(&c->out, link);
 		s->queued_bytes -= m->len;
 		c->acct->queued -= m->len;
 		free(m);
@@ -136,16 +176,11 @@ void client_drop(struct client *c, const char *why)
 	close(c->fd);
 	/* An fd is free again. */
 	server_accept_resume(s);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->clients = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	TAILQ_REMOVE(&s->clients, c, link);
+	LIST_REMOVE(c, byid);
 	s->nclients--;
 	c->dead = true;
-	c->next = s->dead;
-	s->dead = c;
+	TAILQ_INSERT_HEAD(&s->dead, c, link);
 }
 
 /*
@@ -225,10 +260,12 @@ void server_accept(struct loop_source *src, int fd, uint32_t events, void *arg)
 			continue;
 		}
 		c = calloc(1, sizeof(*c));
-		if (!c) {
+		if (!c || server_byid_reserve(s, s->nclients + 1)) {
 			close(cfd);
+			free(c);
 			continue;
 		}
+		STAILQ_INIT(&c->out);
 		c->srv = s;
 		c->fd = cfd;
 		/* 0 is "nobody in particular", UINT32_MAX "departed". */
@@ -271,9 +308,9 @@ void server_accept(struct loop_source *src, int fd, uint32_t events, void *arg)
 			if (s->nrefused_conns >= SERVER_MAX_REFUSED_CONNS) {
 				struct client *old = NULL;
 
-				for (struct client *o = s->clients; o; o = o->next)
-					if (o->refuse[0])
-						old = o;
+				TAILQ_FOREACH_REVERSE(old, &s->clients, client_list, link)
+					if (old->refuse[0])
+						break;
 				if (old)
 					client_drop(old, "refused, and no HELLO came to be told why");
 			}
@@ -286,10 +323,8 @@ void server_accept(struct loop_source *src, int fd, uint32_t events, void *arg)
 			continue;
 		}
 		c->acct->conns++;
-		c->next = s->clients;
-		if (s->clients)
-			s->clients->prev = c;
-		s->clients = c;
+		TAILQ_INSERT_HEAD(&s->clients, c, link);
+		LIST_INSERT_HEAD(&s->byid[c->id & (s->nbyid - 1)], c, byid);
 		s->nclients++;
 	}
 }

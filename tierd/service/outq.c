@@ -36,7 +36,7 @@ _Static_assert(sizeof(refuse_names) / sizeof(refuse_names[0]) == SERVER_NREASONS
 
 static int client_update_events(struct client *c)
 {
-	bool want = c->out_head != NULL;
+	bool want = !STAILQ_EMPTY(&c->out);
 
 	if (want == c->want_out)
 		return 0;
@@ -74,12 +74,12 @@ ssize_t send_packet(int fd, const void *buf, size_t len, const int *fds, int nfd
 static struct client *server_biggest_queue(struct server *s)
 {
 	struct uidacct *top = NULL;
-	struct client *big = NULL;
+	struct client *big = NULL, *c;
 
 	for (size_t i = 0; i < s->naccts; i++)
 		if (s->accts[i].conns && (!top || s->accts[i].queued > top->queued))
 			top = &s->accts[i];
-	for (struct client *c = s->clients; c; c = c->next)
+	TAILQ_FOREACH(c, &s->clients, link)
 		if (c->acct == top && (!big || c->out_bytes > big->out_bytes))
 			big = c;
 	return big;
@@ -100,7 +100,7 @@ int client_send(struct client *c, const void *buf, long len, const int *fds, int
 		client_drop(c, "internal error: answer too large");
 		return -ECONNRESET;
 	}
-	if (!c->out_head) {
+	if (STAILQ_EMPTY(&c->out)) {
 		ssize_t n = send_packet(c->fd, buf, (size_t)len, fds, nfds);
 
 		if (n == len)
@@ -137,17 +137,12 @@ int client_send(struct client *c, const void *buf, long len, const int *fds, int
 		client_drop(c, "out of memory");
 		return -ECONNRESET;
 	}
-	m->next = NULL;
 	m->len = (size_t)len;
 	m->nfds = nfds;
 	if (nfds)
 		memcpy(m->fds, fds, sizeof(int) * (size_t)nfds);
 	memcpy(m->data, buf, (size_t)len);
-	if (c->out_tail)
-		c->out_tail->next = m;
-	else
-		c->out_head = m;
-	c->out_tail = m;
+	STAILQ_INSERT_TAIL(&c->out, m, link);
 	c->out_bytes += (size_t)len;
 	c->acct->queued += (size_t)len;
 	s->queued_bytes += (size_t)len;
@@ -160,8 +155,8 @@ int client_send(struct client *c, const void *buf, long len, const int *fds, int
 
 void client_flush(struct client *c)
 {
-	while (c->out_head) {
-		struct outmsg *m = c->out_head;
+	while (!STAILQ_EMPTY(&c->out)) {
+		struct outmsg *m = STAILQ_FIRST(&c->out);
 		ssize_t n = send_packet(c->fd, m->data, m->len, m->fds, m->nfds);
 
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -170,9 +165,7 @@ void client_flush(struct client *c)
 			client_drop(c, n < 0 ? strerror(errno) : "short send");
 			return;
 		}
-		c->out_head = m->next;
-		if (!c->out_head)
-			c->out_tail = NULL;
+		STAILQ_REMOVE_HEAD(&c->out, link);
 		c->out_bytes -= m->len;
 		c->acct->queued -= m->len;
 		c->srv->queued_bytes -= m->len;

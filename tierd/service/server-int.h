@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -37,7 +38,7 @@
 #define SERVER_NREASONS		14
 
 struct outmsg {
-	struct outmsg *next;
+	STAILQ_ENTRY(outmsg) link;
 	size_t len;
 	int nfds;
 	int fds[TIERD_PROTO_MAX_POOLS];	/* engine's pool fds: not owned */
@@ -45,6 +46,12 @@ struct outmsg {
 };
 
 struct client;
+
+/* A key of a batch and its position there. */
+struct key_pos {
+	struct tierd_key key;
+	uint32_t pos;
+};
 
 /* What the connections of one uid hold together: bounds that a uid cannot
  * escape by opening more connections. */
@@ -77,7 +84,7 @@ struct acq_req {
 	uint64_t id;
 	uint32_t n;
 	uint32_t pending;		/* completions still to come, +1 while submitting */
-	struct acq_req *next;
+	LIST_ENTRY(acq_req) link;	/* in its client's reqs, or the server's orphans */
 	struct req_ent ents[];
 };
 
@@ -93,7 +100,7 @@ struct warm {
 	int first_err;
 	unsigned last_pct;
 	bool pumping;			/* in warm_pump: hits complete synchronously */
-	struct warm *link;
+	LIST_ENTRY(warm) link;		/* in its client's warms, or the server's orphan_warms */
 };
 
 struct client {
@@ -119,14 +126,15 @@ struct client {
 	/* Refused at accept (max_clients, max_connections_per_uid): told why
 	 * when its HELLO comes, then closed. */
 	char refuse[160];
-	struct acq_req *reqs;
-	struct warm *warms;
-	struct outmsg *out_head, *out_tail;
+	LIST_HEAD(, acq_req) reqs;
+	LIST_HEAD(, warm) warms;
+	STAILQ_HEAD(, outmsg) out;	/* answers the socket could not take yet */
 	size_t out_bytes;
 	bool want_out;
 	bool dead;			/* dropped, waiting for server_reap() */
 	struct uidacct *acct;		/* NULL only while it is set up at accept */
-	struct client *prev, *next;
+	TAILQ_ENTRY(client) link;	/* in the server's clients, or once dropped its dead */
+	LIST_ENTRY(client) byid;	/* in its bucket of the server's byid */
 };
 
 struct server {
@@ -136,8 +144,12 @@ struct server {
 	int listen_fd;
 	char *bound_path;		/* unlinked at destroy; NULL when systemd owns it */
 	struct loop_source *listen_src;
-	struct client *clients;
-	struct client *dead;
+	TAILQ_HEAD(client_list, client) clients;	/* the newest first */
+	struct client_list dead;
+	/* Clients by id (the engine names a fetch's owner by it): nbyid
+	 * buckets, a power of two, at least nclients. */
+	LIST_HEAD(client_bucket, client) *byid;
+	size_t nbyid;
 	unsigned nclients;
 	uint32_t next_id;
 	struct telemetry *tel;		/* NULL: no energy accounting, no METRICS */
@@ -164,8 +176,8 @@ struct server {
 	struct metrics_service ms;
 	struct metrics_client *msc;
 	size_t msc_cap;
-	struct acq_req *orphans;	/* requests of departed clients, still pending */
-	struct warm *orphan_warms;
+	LIST_HEAD(, acq_req) orphans;	/* requests of departed clients, still pending */
+	LIST_HEAD(, warm) orphan_warms;
 	uint64_t *tokens;		/* per model */
 	/* Routing hints per model, indexed like the catalog's experts: what the
 	 * routers chose and with what weight (statistics, and the input of a
@@ -175,6 +187,7 @@ struct server {
 		double *weight;
 	} *hints;
 	uint64_t counters[TIERD_STAT_COUNT];
+	struct key_pos batch[TIERD_PROTO_MAX_BATCH];	/* acquire.c: a batch sorted */
 	alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG];
 	alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
 };
@@ -230,6 +243,7 @@ void server_reap(struct server *s);
 void client_drop(struct client *c, const char *why);
 void server_accept(struct loop_source *src, int fd, uint32_t events, void *arg);
 void server_accept_retry(struct loop_source *src, void *arg);
+struct client *server_client_by_id(const struct server *s, uint32_t id);
 int server_bind(struct server *s, const struct tierd_conf *conf);
 
 #endif

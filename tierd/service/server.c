@@ -106,6 +106,8 @@ int server_create(struct server **out, struct loop *loop, struct engine *engine,
 	s->engine = engine;
 	s->conf = conf;
 	s->listen_fd = -1;
+	TAILQ_INIT(&s->clients);
+	TAILQ_INIT(&s->dead);
 	clock_gettime(CLOCK_MONOTONIC, &s->started);
 	{
 		struct timespec rt;
@@ -170,21 +172,22 @@ void server_destroy(struct server *s)
 	engine_set_fetch_observer(s->engine, NULL, NULL);
 	if (s->tel)
 		telemetry_set_service_source(s->tel, NULL, NULL);
-	while (s->clients)
-		client_drop(s->clients, "tierd is stopping");
+	while (!TAILQ_EMPTY(&s->clients))
+		client_drop(TAILQ_FIRST(&s->clients), "tierd is stopping");
 	server_reap(s);
+	free(s->byid);
 	/* Requests of departed clients whose fetches never completed: the
 	 * engine is drained (or being destroyed) by now. */
-	while (s->orphans) {
-		struct acq_req *r = s->orphans;
+	while (!LIST_EMPTY(&s->orphans)) {
+		struct acq_req *r = LIST_FIRST(&s->orphans);
 
-		s->orphans = r->next;
+		LIST_REMOVE(r, link);
 		free(r);
 	}
-	while (s->orphan_warms) {
-		struct warm *w = s->orphan_warms;
+	while (!LIST_EMPTY(&s->orphan_warms)) {
+		struct warm *w = LIST_FIRST(&s->orphan_warms);
 
-		s->orphan_warms = w->link;
+		LIST_REMOVE(w, link);
 		free(w);
 	}
 	pinset_release_all(&s->opins, s->engine);
@@ -282,11 +285,8 @@ static void server_fetch_done(void *arg, const struct tierd_key *key, uint32_t o
 	uint32_t who = owner;
 	struct client *c = NULL;
 
-	if (who != ENGINE_OWNER_NONE) {
-		c = s->clients;
-		while (c && c->id != who)
-			c = c->next;
-	}
+	if (who != ENGINE_OWNER_NONE)
+		c = server_client_by_id(s, who);
 	/* A prefetch of this client's has ended: room in its budget. */
 	if (c)
 		pinset_drop(&c->prefetching, key);
@@ -303,7 +303,9 @@ static void server_fetch_done(void *arg, const struct tierd_key *key, uint32_t o
 static const struct metrics_service *server_metrics(void *arg)
 {
 	struct server *s = arg;
+	const struct client *c;
 	size_t n = 0;
+
 	if (s->nclients > s->msc_cap) {
 		struct metrics_client *v = realloc(s->msc, s->nclients * sizeof(*v));
 
@@ -312,7 +314,9 @@ static const struct metrics_service *server_metrics(void *arg)
 			s->msc_cap = s->nclients;
 		}
 	}
-	for (const struct client *c = s->clients; c && n < s->msc_cap; c = c->next) {
+	TAILQ_FOREACH(c, &s->clients, link) {
+		if (n == s->msc_cap)
+			break;
 		if (!c->hello)
 			continue;
 		s->msc[n++] = (struct metrics_client){ c->id, (int32_t)c->pid, (uint32_t)c->uid,

@@ -17,16 +17,6 @@
 
 static void warm_pump(struct warm *w);
 
-static void warm_unlink(struct warm **head, struct warm *w)
-{
-	for (struct warm **p = head; *p; p = &(*p)->link) {
-		if (*p == w) {
-			*p = w->link;
-			return;
-		}
-	}
-}
-
 static void warm_done(void *arg, int err, const struct engine_slot_info *info)
 {
 	struct warm *w = arg;
@@ -93,18 +83,18 @@ static void warm_pump(struct warm *w)
 		return;
 	if (w->c && w->next < w->end)
 		return;
+	/* Out of its client's warms, or of the orphans when the client is
+	 * gone. */
+	LIST_REMOVE(w, link);
 	if (w->c) {
 		struct client *c = w->c;
 
-		warm_unlink(&c->warms, w);
 		if (w->failed)
 			client_error(c, w->id, w->first_err, "%llu of %llu experts could not be loaded: %s",
 				     (unsigned long long)w->failed, (unsigned long long)w->total,
 				     strerror(-w->first_err));
 		else
 			client_ok(c, w->id, 0, w->done);
-	} else {
-		warm_unlink(&s->orphan_warms, w);
 	}
 	free(w);
 }
@@ -149,8 +139,7 @@ void client_warm(struct client *c, const struct tierd_msg_hdr *h, const struct t
 		return;
 	}
 	w->total = w->end - w->next;
-	w->link = c->warms;
-	c->warms = w;
+	LIST_INSERT_HEAD(&c->warms, w, link);
 	log_info("warming model %s: %llu experts for pid %d", engine_model_name(s->engine, m->model),
 		 (unsigned long long)w->total, (int)c->pid);
 	warm_pump(w);
