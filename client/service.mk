@@ -20,6 +20,11 @@ tests_test_loop_LDADD = $(TEST_LIBS)
 tests_test_pinset_SOURCES = tests/test-pinset.c tierd/service/pinset.c tierd/service/pinset.h
 tests_test_pinset_CFLAGS = $(TEST_CFLAGS)
 tests_test_pinset_LDADD = $(CMOCKA_LIBS) $(XXHASH_LIBS)
+# Its micro-benchmark, built on demand: make tests/bench-pinset.
+EXTRA_PROGRAMS = tests/bench-pinset
+tests_bench_pinset_SOURCES = tests/bench-pinset.c tierd/service/pinset.c tierd/service/pinset.h
+tests_bench_pinset_CFLAGS = $(libtierd_la_CFLAGS)
+tests_bench_pinset_LDADD = $(XXHASH_LIBS)
 
 # libtierd-client: shared and static, exported symbols pinned by a version script.
 lib_LTLIBRARIES += client/libtierd-client.la
