@@ -3,7 +3,8 @@
  * White-box test of the server in one process: the real engine and loop in
  * the main thread, a libtierd-client in a second thread.  Checks what only
  * the server's own API shows: routing hints kept per expert, tokens per
- * model, counters, and that every pin is gone after the client closes.
+ * model, counters, and that every pin is gone after the client closes; and
+ * inside it (server-int.h), clients found by id as they come and go.
  */
 #include "config.h"
 
@@ -31,7 +32,7 @@
 #include "engine.h"
 #include "log.h"
 #include "loop.h"
-#include "server.h"
+#include "server-int.h"
 #include "tierd-client.h"
 #include "tierd-proto.h"
 
@@ -196,6 +197,76 @@ static void test_hints_tokens_and_cleanup(void **state)
 	assert_int_equal(v[TIERD_STAT_PROTOCOL_ERRORS], 0);
 }
 
+/* Runs the loop until the server has n clients; false if it does not. */
+static bool wait_clients(struct fixture *f, unsigned n)
+{
+	for (int i = 0; i < 500 && server_client_count(f->server) != n; i++)
+		loop_run_once(f->loop, 10);
+	return server_client_count(f->server) == n;
+}
+
+/*
+ * The engine names a fetch's owner by client id: every connected client is
+ * found by its id, through the table's growth past its first 64 buckets and
+ * as clients leave, and the id of one gone finds nothing.
+ */
+#define BYID_CONNS 100
+
+static void test_clients_by_id(void **state)
+{
+	struct fixture *f = *state;
+	struct server *s = f->server;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fds[BYID_CONNS];
+	uint32_t ids[BYID_CONNS], maxid = 0;
+	unsigned nids = 0, found;
+	struct client *c;
+
+	/* One uid connects them all. */
+	f->conf.max_connections_per_uid = 2 * BYID_CONNS;
+	strcpy(sa.sun_path, f->sock);
+	for (int i = 0; i < BYID_CONNS; i++) {
+		fds[i] = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+		/* Within the listen backlog: accepted as they come. */
+		if (i % 32 == 31)
+			assert_true(wait_clients(f, (unsigned)i + 1));
+	}
+	assert_true(wait_clients(f, BYID_CONNS));
+	assert_true(s->nbyid >= BYID_CONNS);
+	TAILQ_FOREACH(c, &s->clients, link) {
+		assert_ptr_equal(server_client_by_id(s, c->id), c);
+		ids[nids++] = c->id;
+		if (c->id > maxid)
+			maxid = c->id;
+	}
+	assert_int_equal(nids, BYID_CONNS);
+	assert_null(server_client_by_id(s, maxid + 1));
+	assert_null(server_client_by_id(s, 0));
+	/* Half of them leave. */
+	for (int i = 0; i < BYID_CONNS; i += 2)
+		close(fds[i]);
+	assert_true(wait_clients(f, BYID_CONNS / 2));
+	found = 0;
+	for (unsigned i = 0; i < nids; i++) {
+		c = server_client_by_id(s, ids[i]);
+		if (c) {
+			assert_int_equal(c->id, ids[i]);
+			assert_false(c->dead);
+			found++;
+		}
+	}
+	assert_int_equal(found, BYID_CONNS / 2);
+	TAILQ_FOREACH(c, &s->clients, link)
+		assert_ptr_equal(server_client_by_id(s, c->id), c);
+	for (int i = 1; i < BYID_CONNS; i += 2)
+		close(fds[i]);
+	assert_true(wait_clients(f, 0));
+	for (unsigned i = 0; i < nids; i++)
+		assert_null(server_client_by_id(s, ids[i]));
+}
+
 /* The socket path: a live daemon's is kept, a dead one's replaced, a
  * file that is not a socket refused. */
 static void test_bind(void **state)
@@ -315,6 +386,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_hints_tokens_and_cleanup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bind, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_clients_by_id, setup, teardown),
 		cmocka_unit_test(test_short_pool_refused),
 	};
 
