@@ -37,6 +37,8 @@ void tdc_pending_list_free(struct pending_list *l)
 		SLIST_REMOVE_HEAD(l, link);
 		free(p->acq);
 		free(p->keys);
+		/* A METRICS answer cut short by a timeout leaves its text here. */
+		free(p->mbuf);
 		free(p);
 	}
 }
