@@ -35,10 +35,10 @@ static void acq_free_arrays(struct tierd_acquisition *a)
 void tdc_acq_free(struct tierd_acquisition *a)
 {
 	acq_free_arrays(a);
-	while (a->retired) {
-		struct retired *r = a->retired;
+	while (!SLIST_EMPTY(&a->retired)) {
+		struct retired *r = SLIST_FIRST(&a->retired);
 
-		a->retired = r->next;
+		SLIST_REMOVE_HEAD(&a->retired, link);
 		free(r->raw);
 		free(r->experts);
 		free(r->tensors);
@@ -167,10 +167,7 @@ int tdc_acq_new(struct tierd_client *c, struct tierd_key *keys, size_t n, struct
 		free(m);
 		return r;
 	}
-	a->next = c->acqs;
-	if (c->acqs)
-		c->acqs->prev = a;
-	c->acqs = a;
+	LIST_INSERT_HEAD(&c->acqs, a, link);
 	*out = a;
 	return 0;
 }

@@ -131,7 +131,9 @@ static int conn_request(struct tierd_client *c, long len, uint64_t id, struct ti
  * -ENOTCONN, for the next try. */
 static int reestablish(struct tierd_client *c, unsigned *ok, unsigned *lost)
 {
-	for (struct tierd_acquisition *a = c->acqs; a; a = a->next) {
+	struct tierd_acquisition *a;
+
+	LIST_FOREACH(a, &c->acqs, link) {
 		struct tierd_key *keys;
 		struct tierd_msg_acquired *m = NULL;
 		uint64_t id;
@@ -181,8 +183,7 @@ static int reestablish(struct tierd_client *c, unsigned *ok, unsigned *lost)
 					old->experts = a->experts;
 					old->tensors = a->tensors;
 					memcpy(old->maps, a->maps, sizeof(old->maps));
-					old->next = a->retired;
-					a->retired = old;
+					SLIST_INSERT_HEAD(&a->retired, old, link);
 					a->raw = tmp.raw;
 					a->experts = tmp.experts;
 					a->tensors = tmp.tensors;
@@ -357,6 +358,7 @@ fail:
 /* Connected, or reconnects (lock held).  Runs the reconnect callback. */
 int tdc_ensure_conn(struct tierd_client *c)
 {
+	struct tierd_acquisition *a;
 	unsigned ok = 0, lost = 0;
 	bool had = false;
 	int r;
@@ -370,7 +372,7 @@ int tdc_ensure_conn(struct tierd_client *c)
 	r = tdc_conn_open(c);
 	if (r)
 		return r;
-	for (struct tierd_acquisition *a = c->acqs; a; a = a->next)
+	LIST_FOREACH(a, &c->acqs, link)
 		had |= a->status == -ENOTCONN;
 	if (!had)
 		return 0;

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include "tierd-client.h"
@@ -39,8 +40,12 @@ struct mapping {
 	unsigned refs;
 };
 
+/* Requests: c->pending waits for an answer, c->completed for its callback;
+ * a request is in one of the two at most (one link serves both). */
+SLIST_HEAD(pending_list, pending);
+
 struct pending {
-	struct pending *next;
+	SLIST_ENTRY(pending) link;
 	uint64_t id;
 	uint16_t answer;		/* the message type that answers it (or ERROR) */
 	bool warm;			/* PROGRESS may come before the answer */
@@ -67,7 +72,7 @@ struct pending {
  * hold those pointers (a GPU copy in flight, a Python memoryview), so they
  * live until release. */
 struct retired {
-	struct retired *next;
+	SLIST_ENTRY(retired) link;
 	struct tierd_msg_acquired *raw;
 	struct tierd_expert *experts;
 	struct tierd_tensor *tensors;
@@ -75,7 +80,7 @@ struct retired {
 };
 
 struct tierd_acquisition {
-	struct tierd_acquisition *prev, *next;
+	LIST_ENTRY(tierd_acquisition) link;	/* in c->acqs */
 	int status;
 	size_t n;
 	struct tierd_key *keys;
@@ -84,7 +89,7 @@ struct tierd_acquisition {
 	struct tierd_expert *experts;
 	struct tierd_tensor *tensors;
 	struct mapping *maps[TIERD_PROTO_MAX_POOLS];
-	struct retired *retired;
+	SLIST_HEAD(, retired) retired;
 };
 
 struct model {
@@ -107,9 +112,9 @@ struct tierd_client {
 	struct model *models;
 	uint32_t npools;
 	struct mapping *pools[TIERD_PROTO_MAX_POOLS];
-	struct pending *pending;
-	struct pending *completed;	/* async ones whose callbacks are due */
-	struct tierd_acquisition *acqs;
+	struct pending_list pending;
+	struct pending_list completed;	/* async ones whose callbacks are due */
+	LIST_HEAD(, tierd_acquisition) acqs;
 	char last_error[TIERD_PROTO_MAX_REASON + 1];
 	tierd_reconnect_fn reconnect_fn;
 	void *reconnect_arg;
@@ -137,7 +142,7 @@ HIDDEN int tdc_acq_new(struct tierd_client *c, struct tierd_key *keys, size_t n,
 /* ---- tierd-client-mux.c: the request multiplexer ---- */
 
 HIDDEN void tdc_set_error(struct tierd_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-HIDDEN void tdc_pending_list_free(struct pending *p);
+HIDDEN void tdc_pending_list_free(struct pending_list *l);
 HIDDEN struct pending *tdc_pending_new(struct tierd_client *c, uint16_t answer);
 HIDDEN void tdc_pending_unlink(struct tierd_client *c, struct pending *p);
 HIDDEN void tdc_conn_lost(struct tierd_client *c, const char *why);

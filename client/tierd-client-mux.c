@@ -29,20 +29,24 @@ void tdc_set_error(struct tierd_client *c, const char *fmt, ...)
 	va_end(ap);
 }
 
-void tdc_pending_list_free(struct pending *p)
+void tdc_pending_list_free(struct pending_list *l)
 {
-	while (p) {
-		struct pending *next = p->next;
+	while (!SLIST_EMPTY(l)) {
+		struct pending *p = SLIST_FIRST(l);
 
+		SLIST_REMOVE_HEAD(l, link);
 		free(p->acq);
 		free(p->keys);
+		/* A METRICS answer cut short by a timeout leaves its text here. */
+		free(p->mbuf);
 		free(p);
-		p = next;
 	}
 }
 
 void tdc_conn_lost(struct tierd_client *c, const char *why)
 {
+	struct tierd_acquisition *a;
+
 	if (c->fd >= 0) {
 		/* shutdown() wakes a reader blocked on the fd, which close() does
 		 * not; that reader closes it, so the number is not reused under it. */
@@ -54,10 +58,10 @@ void tdc_conn_lost(struct tierd_client *c, const char *why)
 		c->fd = -1;
 		tdc_set_error(c, "connection to tierd lost: %s", why);
 	}
-	for (struct pending **pp = &c->pending; *pp;) {
-		struct pending *p = *pp;
+	while (!SLIST_EMPTY(&c->pending)) {
+		struct pending *p = SLIST_FIRST(&c->pending);
 
-		*pp = p->next;
+		SLIST_REMOVE_HEAD(&c->pending, link);
 		p->done = true;
 		p->err = -ECONNRESET;
 		snprintf(p->reason, sizeof(p->reason), "connection to tierd lost: %s", why);
@@ -67,12 +71,11 @@ void tdc_conn_lost(struct tierd_client *c, const char *why)
 			free(p->mbuf);
 			free(p);
 		} else if (p->fn) {
-			p->next = c->completed;
-			c->completed = p;
+			SLIST_INSERT_HEAD(&c->completed, p, link);
 		}
 		/* Synchronous waiters find p->done and free p themselves. */
 	}
-	for (struct tierd_acquisition *a = c->acqs; a; a = a->next)
+	LIST_FOREACH(a, &c->acqs, link)
 		if (!a->status)
 			a->status = -ENOTCONN;
 	pthread_cond_broadcast(&c->cond);
@@ -129,16 +132,19 @@ struct pending *tdc_pending_new(struct tierd_client *c, uint16_t answer)
 		return NULL;
 	p->id = c->next_id++;
 	p->answer = answer;
-	p->next = c->pending;
-	c->pending = p;
+	SLIST_INSERT_HEAD(&c->pending, p, link);
 	return p;
 }
 
+/* p may be out of the list already (answered, or dropped with the
+ * connection): SLIST_REMOVE() alone would walk past the end looking for it. */
 void tdc_pending_unlink(struct tierd_client *c, struct pending *p)
 {
-	for (struct pending **pp = &c->pending; *pp; pp = &(*pp)->next) {
-		if (*pp == p) {
-			*pp = p->next;
+	struct pending *q;
+
+	SLIST_FOREACH(q, &c->pending, link) {
+		if (q == p) {
+			SLIST_REMOVE(&c->pending, p, pending, link);
 			return;
 		}
 	}
@@ -184,7 +190,7 @@ static void dispatch(struct tierd_client *c, const uint8_t *buf, size_t len)
 		tdc_conn_lost(c, why);
 		return;
 	}
-	for (p = c->pending; p; p = p->next)
+	SLIST_FOREACH(p, &c->pending, link)
 		if (p->id == h.request_id)
 			break;
 	if (!p) {
@@ -304,8 +310,7 @@ static void dispatch(struct tierd_client *c, const uint8_t *buf, size_t len)
 		free(p);
 	} else if (p->fn) {
 		pending_complete_async(c, p);
-		p->next = c->completed;
-		c->completed = p;
+		SLIST_INSERT_HEAD(&c->completed, p, link);
 	}
 	pthread_cond_broadcast(&c->cond);
 }
@@ -338,10 +343,10 @@ int tdc_run_completed(struct tierd_client *c)
 {
 	int count = 0;
 
-	while (c->completed) {
-		struct pending *p = c->completed;
+	while (!SLIST_EMPTY(&c->completed)) {
+		struct pending *p = SLIST_FIRST(&c->completed);
 
-		c->completed = p->next;
+		SLIST_REMOVE_HEAD(&c->completed, link);
 		if (p->err)
 			snprintf(c->last_error, sizeof(c->last_error), "%s", p->reason);
 		pthread_mutex_unlock(&c->lock);
@@ -453,7 +458,7 @@ int tdc_wait_pending(struct tierd_client *c, struct pending *p, int timeout_ms,
 			progress(d, t, arg);
 			pthread_mutex_lock(&c->lock);
 		}
-		if (c->completed && !c->reading)
+		if (!SLIST_EMPTY(&c->completed) && !c->reading)
 			tdc_run_completed(c);
 	}
 	if (p->err)

@@ -59,16 +59,14 @@ EXPORT void tierd_client_close(struct tierd_client *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
-	while (c->acqs) {
-		struct tierd_acquisition *a = c->acqs;
+	while (!LIST_EMPTY(&c->acqs)) {
+		struct tierd_acquisition *a = LIST_FIRST(&c->acqs);
 
-		c->acqs = a->next;
+		LIST_REMOVE(a, link);
 		tdc_acq_free(a);
 	}
-	tdc_pending_list_free(c->pending);
-	c->pending = NULL;
-	tdc_pending_list_free(c->completed);
-	c->completed = NULL;
+	tdc_pending_list_free(&c->pending);
+	tdc_pending_list_free(&c->completed);
 	for (uint32_t i = 0; i < c->npools; i++)
 		tdc_mapping_unref(c->pools[i]);
 	for (uint32_t i = 0; i < c->nmodels; i++)
@@ -371,12 +369,7 @@ EXPORT int tierd_client_release(struct tierd_client *c, struct tierd_acquisition
 	if (!a)
 		return 0;
 	pthread_mutex_lock(&c->lock);
-	if (a->prev)
-		a->prev->next = a->next;
-	else
-		c->acqs = a->next;
-	if (a->next)
-		a->next->prev = a->prev;
+	LIST_REMOVE(a, link);
 	/*
 	 * A broken or lost acquisition holds no pin in the current daemon.
 	 * The release needs no answer: the socket keeps order, so the daemon

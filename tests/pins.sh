@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # Operator pins survive a restart: the real daemon with a temporary state_dir,
-# tierctl pin/unpin, restarts, and a malformed pins file.  TAP output.
+# tierctl pin/unpin, restarts, malformed pins files and the upgrade from the
+# text format of version 1.  TAP output.
 set -u
 b=${top_builddir:-.}
 TIERD=$b/tierd/tierd
@@ -53,7 +54,18 @@ stop_daemon() {
 # refused as pinned (one not resident is refused as absent).
 pinned() { tierctl evict demo "$1" "$2" 2>&1 | grep -q ": pinned"; }
 
-echo "1..12"
+# The pins file as sorted "MODEL LAYER EXPERT COUNT" lines; fails unless it
+# is JSON of format tierd-pins, version 2.
+pins_lines() {
+	python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["format"] == "tierd-pins" and d["version"] == 2, d
+for p in d["pins"]:
+    print(p["model"], p["layer"], p["expert"], p["count"])' "$state/pins" | sort
+}
+
+echo "1..20"
 
 if ! "$TIERCTL" demo-store "$tmp/demo" --layers 4 --experts 16 --hidden 64 --ffn 128 >/dev/null; then
 	echo "Bail out! cannot write the demo checkpoint"
@@ -76,7 +88,7 @@ EOF
 resident=
 if start_daemon && tierctl pin demo 1 2,5 >/dev/null && [ "$(stat operator_pins)" = 2 ] &&
    resident=$(stat bytes_resident) && [ "${resident:-0}" -gt 0 ] &&
-   head -1 "$state/pins" | grep -qx "tierd-pins 1" && [ "$(grep -c '^demo 1 [25]$' "$state/pins")" = 2 ]; then
+   [ "$(pins_lines)" = "$(printf 'demo 1 2 1\ndemo 1 5 1')" ]; then
 	ok "tierctl pin: 2 operator pins, written to state_dir/pins"
 else
 	notok "pin and write state_dir/pins"; sed 's/^/# /' "$state/pins" 2>/dev/null
@@ -106,32 +118,79 @@ fi
 # A pin of a model that is no longer configured, and one out of range: dropped
 # at start, the file rewritten without them.
 stop_daemon
-printf 'gone 0 0\ndemo 9 0\n' >>"$state/pins"
-if start_daemon && [ "$(stat operator_pins)" = 1 ] && grep -q "model gone is not configured" "$log" &&
-   grep -q "layer 9 expert 0: no such expert" "$log" && ! grep -q -e gone -e 'demo 9' "$state/pins" &&
-   grep -qx "demo 1 2" "$state/pins"; then
+cat >"$state/pins" <<EOF
+{ "format": "tierd-pins", "version": 2, "pins": [
+  { "model": "demo", "layer": 1, "expert": 2, "count": 1 },
+  { "model": "gone", "layer": 0, "expert": 0, "count": 1 },
+  { "model": "demo", "layer": 9, "expert": 0 } ] }
+EOF
+if start_daemon && [ "$(stat operator_pins)" = 1 ] && grep -q "pins\[1\]: model gone is not configured" "$log" &&
+   grep -q "pins\[2\]: model demo layer 9 expert 0: no such expert" "$log" &&
+   grep -q "1 operator pins restored, 2 dropped" "$log" && [ "$(pins_lines)" = "demo 1 2 1" ]; then
 	ok "unknown model and out-of-range expert: logged, dropped, file rewritten"
 else
 	notok "stale entries dropped"; sed 's/^/# /' "$state/pins"
 fi
 
-# A malformed file: the error names file:line, the daemon starts without the
-# pins and moves the file aside.
-stop_daemon
-printf 'tierd-pins 1\ndemo 1 2\ndemo one 2\n' >"$state/pins"
-if start_daemon && [ "$(stat operator_pins)" = 0 ] && grep -q "$state/pins:3: expected" "$log" &&
-   [ -f "$state/pins.bad" ] && [ ! -e "$state/pins" ]; then
-	ok "malformed line: file:line logged, daemon starts, pins.bad kept"
-else
-	notok "malformed pins file"
-fi
+# A malformed file: the error says what is wrong and where, the daemon starts
+# without the pins and moves the file aside.
+# $1: what the case is, $2: the log line expected (grep -F), the file on stdin.
+malformed() {
+	stop_daemon
+	rm -f "$state/pins.bad"
+	cat >"$state/pins"
+	if start_daemon && [ "$(stat operator_pins)" = 0 ] && grep -qF -- "$2" "$log" &&
+	   grep -q "operator pins not restored" "$log" && [ -f "$state/pins.bad" ] && [ ! -e "$state/pins" ]; then
+		ok "$1: \"$2\" logged, daemon starts, pins.bad kept"
+	else
+		notok "$1"
+	fi
+}
+head='"format": "tierd-pins", "version": 2'
+malformed "layer of the wrong type" \
+	"$state/pins: pins[1]: key \"layer\": expected an integer from 0 to 4294967295, got string \"1\"" <<EOF
+{ $head, "pins": [ { "model": "demo", "layer": 1, "expert": 2 },
+  { "model": "demo", "layer": "1", "expert": 3 } ] }
+EOF
+malformed "a missing key" "$state/pins: pins[0]: missing key \"expert\"" <<EOF
+{ $head, "pins": [ { "model": "demo", "layer": 1 } ] }
+EOF
+malformed "a misspelt key" "$state/pins: pins[0]: unknown key \"expret\"" <<EOF
+{ $head, "pins": [ { "model": "demo", "layer": 1, "expret": 2 } ] }
+EOF
+malformed "a model name cut by a NUL" "$state/pins: pins[0]: key \"model\": expected a model name, got string \"demo\\u0000x\"" <<EOF
+{ $head, "pins": [ { "model": "demo\u0000x", "layer": 1, "expert": 2 } ] }
+EOF
+malformed "count 0" "$state/pins: pins[0]: key \"count\": expected an integer from 1 to 4294967295, got int 0" <<EOF
+{ $head, "pins": [ { "model": "demo", "layer": 1, "expert": 2, "count": 0 } ] }
+EOF
+malformed "trailing garbage" "$state/pins:2:1: not valid JSON: unexpected character at byte 99, near \"trailing\"" <<EOF
+{ $head, "pins": [ { "model": "demo", "layer": 1, "expert": 2 } ] }
+trailing
+EOF
+malformed "a cut file" "$state/pins:2:1: not valid JSON: unexpected end at byte 50: operator" <<EOF
+{ $head, "pins": [
+EOF
+malformed "another version" "$state/pins: key \"version\": expected 2 (this tierd's), got 3" <<EOF
+{ "format": "tierd-pins", "version": 3, "pins": [] }
+EOF
+malformed "format 1 with a malformed line" "$state/pins:3: expected \"MODEL LAYER EXPERT\", got \"demo one 2\"" <<EOF
+tierd-pins 1
+demo 1 2
+demo one 2
+EOF
+
+# A file of the text format 1 (the previous version's) is restored and
+# rewritten as JSON, an expert pinned twice once with count 2.
 stop_daemon
 rm -f "$state/pins.bad"
-printf 'pins v2\n' >"$state/pins"
-if start_daemon && grep -q "$state/pins:1: expected the header" "$log" && [ -f "$state/pins.bad" ]; then
-	ok "unknown header: file:line logged, daemon starts, pins.bad kept"
+printf 'tierd-pins 1\ndemo 1 2\ndemo 1 5\ndemo 1 2\n' >"$state/pins"
+if start_daemon && [ "$(stat operator_pins)" = 3 ] && pinned 1 2 && pinned 1 5 &&
+   grep -q "format 1 read: rewritten as JSON" "$log" && [ "$(pins_lines)" = "$(printf 'demo 1 2 2\ndemo 1 5 1')" ] &&
+   stop_daemon && start_daemon && [ "$(stat operator_pins)" = 3 ] && ! grep -q "format 1" "$log"; then
+	ok "format 1 upgraded: 3 pins restored, rewritten as JSON with count 2, restored from it again"
 else
-	notok "bad header"
+	notok "format 1 upgrade"; sed 's/^/# /' "$state/pins"
 fi
 
 # state_dir missing: said at start, and every pin change is refused with the

@@ -35,6 +35,7 @@
 #include "server-int.h"
 #include "tierd-client.h"
 #include "tierd-proto.h"
+#include "usage.h"
 
 struct fixture {
 	char dir[64];
@@ -43,6 +44,7 @@ struct fixture {
 	struct engine *engine;
 	struct loop *loop;
 	struct server *server;
+	struct usage *usage;		/* hints and tokens, as the daemon keeps them */
 	int done_fd;			/* the client thread signals the loop */
 	int client_err;
 };
@@ -97,6 +99,8 @@ static int setup(void **state)
 	assert_true(f->done_fd >= 0);
 	assert_int_equal(loop_add_fd(f->loop, f->done_fd, EPOLLIN, on_done, f, NULL), 0);
 	assert_int_equal(server_create(&f->server, f->loop, f->engine, &f->conf, -1), 0);
+	assert_int_equal(usage_create(&f->usage, f->engine, NULL), 0);
+	server_set_observer(f->server, usage_observer(), f->usage);
 	*state = f;
 	return 0;
 }
@@ -108,6 +112,7 @@ static int teardown(void **state)
 
 	engine_drain(f->engine);
 	server_destroy(f->server);
+	usage_destroy(f->usage);
 	loop_destroy(f->loop);
 	engine_destroy(f->engine);
 	conf_free(&f->conf);
@@ -172,17 +177,17 @@ static void test_hints_tokens_and_cleanup(void **state)
 	pthread_join(th, NULL);
 	assert_int_equal(f->client_err, 0);
 
-	assert_int_equal(server_hint_stats(f->server, 0, 1, 2, &count, &weight), 0);
+	assert_int_equal(usage_hint_stats(f->usage, 0, 1, 2, &count, &weight), 0);
 	assert_int_equal(count, 2);
 	assert_true(weight > 0.99 && weight < 1.01);
-	assert_int_equal(server_hint_stats(f->server, 0, 1, 3, &count, &weight), 0);
+	assert_int_equal(usage_hint_stats(f->usage, 0, 1, 3, &count, &weight), 0);
 	assert_int_equal(count, 1);
 	assert_true(weight > 0.24 && weight < 0.26);
-	assert_int_equal(server_hint_stats(f->server, 0, 0, 2, &count, &weight), 0);
+	assert_int_equal(usage_hint_stats(f->usage, 0, 0, 2, &count, &weight), 0);
 	assert_int_equal(count, 0);
-	assert_int_equal(server_hint_stats(f->server, 0, 1, 99, &count, &weight), -ENOENT);
-	assert_int_equal(server_hint_stats(f->server, 5, 1, 2, &count, &weight), -ENOENT);
-	assert_int_equal(server_model_tokens(f->server, 0), 17);
+	assert_int_equal(usage_hint_stats(f->usage, 0, 1, 99, &count, &weight), -ENOENT);
+	assert_int_equal(usage_hint_stats(f->usage, 5, 1, 2, &count, &weight), -ENOENT);
+	assert_int_equal(usage_model_tokens(f->usage, 0), 17);
 
 	/* The close is seen by the loop: run it until the client is gone. */
 	for (int i = 0; i < 100 && server_client_count(f->server); i++)

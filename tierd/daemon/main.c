@@ -31,6 +31,7 @@
 #include "loop.h"
 #include "server.h"
 #include "telemetry.h"
+#include "usage.h"
 
 #define STATUS_INTERVAL_MS	5000
 /* Descriptors besides checkpoint files and clients: stdio, epoll, io_uring,
@@ -53,6 +54,7 @@ struct tierd {
 	struct engine *engine;
 	struct server *server;
 	struct telemetry *telemetry;	/* energy, probes, metrics exports */
+	struct usage *usage;		/* what clients did: hints, tokens, energy */
 	bool systemd;			/* NOTIFY_SOCKET is set */
 	/* Prefixed to STATUS= until a reload succeeds: a refused reload must
 	 * stay visible in systemctl status, not only in the log. */
@@ -472,6 +474,12 @@ static int tierd_run(struct tierd *t)
 		goto out_telemetry;
 	}
 	server_set_telemetry(t->server, t->telemetry);
+	r = usage_create(&t->usage, t->engine, telemetry_energy(t->telemetry));
+	if (r) {
+		log_err("usage bookkeeping: %s", strerror(-r));
+		goto out_server;
+	}
+	server_set_observer(t->server, usage_observer(), t->usage);
 	/* The first export now, not a period later. */
 	telemetry_refresh(t->telemetry, t->engine, telemetry_now_ns());
 	if (t->systemd) {
@@ -496,6 +504,7 @@ static int tierd_run(struct tierd *t)
 	tierd_drain(t);
 out_server:
 	server_destroy(t->server);
+	usage_destroy(t->usage);
 out_telemetry:
 	telemetry_destroy(t->telemetry);
 out_loop:

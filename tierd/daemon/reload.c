@@ -90,7 +90,7 @@ unsigned reload_restart_keys(const struct tierd_conf *a, const struct tierd_conf
 		for (size_t j = 0; same && j < pa->nkv; j++)
 			same = !strcmp(pa->kv[j].key, pb->kv[j].key) && !strcmp(pa->kv[j].value, pb->kv[j].value);
 		if (!same)
-			add(&k, "[preset %s]", pa ? pa->name : pb->name);
+			add(&k, "[preset %s]", pa ? pa->name : pb ? pb->name : "?");
 	}
 	if (str_differs(a->metrics_listen, b->metrics_listen))
 		add(&k, "[metrics] listen");

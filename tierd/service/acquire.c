@@ -85,11 +85,10 @@ static long encode_acquired(struct server *s, struct acq_req *r)
 /* The bytes handed to the client: what it copies from DDR into HBM. */
 static void server_account_hbm(struct server *s, const struct client *c, const struct acq_req *r)
 {
-	if (!s->tel)
+	if (!s->obs || !s->obs->acquired)
 		return;
 	for (uint32_t i = 0; i < r->n; i++)
-		energy_account_hbm(telemetry_energy(s->tel), engine_model_name(s->engine, r->ents[i].key.model),
-				   c->id, r->ents[i].expert->bytes);
+		s->obs->acquired(s->obs_arg, c->id, r->ents[i].key.model, r->ents[i].expert->bytes);
 }
 
 /*

@@ -138,9 +138,8 @@ void client_drop(struct client *c, const char *why)
 		log_info("released %llu pins of pid %d", (unsigned long long)pins, (int)c->pid);
 	c->acct->held -= pins;
 	pinset_release_all(&c->pins, s->engine);
-	/* Its energy is kept, folded into "departed"; its id is never reused. */
-	if (s->tel)
-		energy_client_forget(telemetry_energy(s->tel), c->id);
+	if (s->obs && s->obs->client_gone)
+		s->obs->client_gone(s->obs_arg, c->id);
 	/* Requests still waiting for the engine: their completions release what
 	 * they pinned; pins already obtained are released now. */
 	while (!LIST_EMPTY(&c->reqs)) {
@@ -269,7 +268,7 @@ void server_accept(struct loop_source *src, int fd, uint32_t events, void *arg)
 		c->srv = s;
 		c->fd = cfd;
 		/* 0 is "nobody in particular", UINT32_MAX "departed". */
-		if (++s->next_id == ENERGY_CLIENT_DEPARTED)
+		if (++s->next_id == SERVER_CLIENT_DEPARTED)
 			s->next_id = 1;
 		c->id = s->next_id;
 		c->pid = cred.pid;

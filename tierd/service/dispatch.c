@@ -246,21 +246,8 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 		if (m.model >= (uint32_t)engine_model_count(s->engine) || !c->allowed[m.model])
 			return client_error(c, h.request_id, -ENOENT, "routing hint for model index %u: not usable",
 					    m.model);
-		{
-			const struct catalog *cat = engine_model_catalog(s->engine, m.model);
-			struct hint_stats *hs = &s->hints[m.model];
-
-			for (uint32_t i = 0; i < m.count; i++) {
-				const struct catalog_expert *x = catalog_find(cat, m.layer, m.hints[i].expert);
-
-				/* A hint about an expert the checkpoint lacks is the router's
-				 * business, not a protocol fault: not counted per expert. */
-				if (x && hs->count) {
-					hs->count[x - cat->experts]++;
-					hs->weight[x - cat->experts] += m.hints[i].weight;
-				}
-			}
-		}
+		if (s->obs && s->obs->hints)
+			s->obs->hints(s->obs_arg, c->id, m.model, m.layer, m.hints, m.count);
 		s->counters[TIERD_STAT_HINTS] += m.count;
 		return client_ok(c, h.request_id, h.flags, m.count);
 	}
@@ -276,11 +263,9 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 			return client_error(c, h.request_id, -ERANGE,
 					    "token report of %llu tokens: at most %llu in one report",
 					    (unsigned long long)m.tokens, SERVER_MAX_TOKEN_REPORT);
-		s->tokens[m.model] += m.tokens;
 		s->counters[TIERD_STAT_TOKENS] += m.tokens;
-		if (s->tel)
-			energy_account_tokens(telemetry_energy(s->tel), engine_model_name(s->engine, m.model),
-					      c->id, m.tokens);
+		if (s->obs && s->obs->tokens)
+			s->obs->tokens(s->obs_arg, c->id, m.model, m.tokens);
 		return client_ok(c, h.request_id, h.flags, m.tokens);
 	}
 	case TIERD_MSG_STATS:

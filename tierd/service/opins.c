@@ -7,10 +7,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <json-c/json.h>
 
 #include "log.h"
 #include "server-int.h"
@@ -18,15 +23,78 @@
 
 /*
  * STATE_DIR/pins keeps the operator pins across restarts, by model name (the
- * index of a model can change with the config):
+ * index of a model can change with the config), written and read by json-c:
  *
- *   tierd-pins 1
- *   MODEL LAYER EXPERT
+ *   {
+ *     "format": "tierd-pins",
+ *     "version": 2,
+ *     "pins": [
+ *       { "model": "demo", "layer": 1, "expert": 2, "count": 1 }, ...
+ *     ]
+ *   }
  *
- * one line per pin (an expert pinned twice appears twice).  A model name may
- * hold spaces: the last two fields are the numbers.
+ * count is how many times the expert is pinned (optional when read: 1).
+ * Unknown keys are refused, so that a misspelt one is not silently a pin
+ * of something else.  The text format of version 1 ("tierd-pins 1", then one
+ * "MODEL LAYER EXPERT" line per pin) is still read, once: the file is then
+ * rewritten as JSON.
  */
-#define PINS_HEADER "tierd-pins 1"
+#define PINS_FORMAT	"tierd-pins"
+#define PINS_VERSION	2
+#define PINS_V1_HEADER	"tierd-pins 1"
+#define PINS_MAX_FILE	(16u << 20)
+/* root object, "pins" array, entry object, value: anything deeper is wrong. */
+#define PINS_JSON_DEPTH	8
+
+static int json_add(struct json_object *o, const char *key, struct json_object *v)
+{
+	if (!v || json_object_object_add(o, key, v)) {
+		json_object_put(v);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The file's JSON for ps; NULL when out of memory. */
+static struct json_object *pins_to_json(struct server *s, const struct pinset *ps)
+{
+	struct json_object *root = json_object_new_object(), *arr = json_object_new_array();
+	int err = root ? 0 : -ENOMEM;
+
+	if (!err)
+		err = json_add(root, "format", json_object_new_string(PINS_FORMAT));
+	if (!err)
+		err = json_add(root, "version", json_object_new_int(PINS_VERSION));
+	/* json_add() gives arr to root or drops it; either way it is not ours. */
+	if (!err)
+		err = json_add(root, "pins", arr);
+	else
+		json_object_put(arr);
+	for (size_t i = 0; !err && i < ps->n; i++) {
+		const struct pin *p = &ps->v[i];
+		struct json_object *e = json_object_new_object();
+
+		err = e ? 0 : -ENOMEM;
+		if (!err)
+			err = json_add(e, "model",
+				       json_object_new_string(engine_model_name(s->engine, p->key.model)));
+		if (!err)
+			err = json_add(e, "layer", json_object_new_int64(p->key.layer));
+		if (!err)
+			err = json_add(e, "expert", json_object_new_int64(p->key.expert));
+		if (!err)
+			err = json_add(e, "count", json_object_new_int64(p->count));
+		if (!err && json_object_array_add(arr, e))
+			err = -ENOMEM;
+		if (err)
+			json_object_put(e);
+	}
+	if (err) {
+		json_object_put(root);
+		return NULL;
+	}
+	return root;
+}
 
 /*
  * Writes ps as STATE_DIR/pins.  Returns 0, or a negative errno with the
@@ -36,13 +104,19 @@
  */
 int server_pins_save(struct server *s, const struct pinset *ps, char *why, size_t whylen)
 {
+	struct json_object *root = NULL;
+	const char *json;
 	char *tmp = NULL;
 	FILE *f = NULL;
 	int fd = -1, err = 0;
 
 	if (!s->pins_path)
 		return 0;
-	if (asprintf(&tmp, "%s.tmp", s->pins_path) < 0) {
+	root = pins_to_json(s, ps);
+	json = root ? json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
+							  JSON_C_TO_STRING_SPACED |
+							  JSON_C_TO_STRING_NOSLASHESCAPE) : NULL;
+	if (!json || asprintf(&tmp, "%s.tmp", s->pins_path) < 0) {
 		tmp = NULL;
 		err = -ENOMEM;
 		goto out;
@@ -58,11 +132,8 @@ int server_pins_save(struct server *s, const struct pinset *ps, char *why, size_
 		goto out;
 	}
 	fd = -1;
-	fprintf(f, "%s\n", PINS_HEADER);
-	for (size_t i = 0; i < ps->n; i++)
-		for (uint32_t j = 0; j < ps->v[i].count; j++)
-			fprintf(f, "%s %u %u\n", engine_model_name(s->engine, ps->v[i].key.model),
-				ps->v[i].key.layer, ps->v[i].key.expert);
+	fputs(json, f);
+	fputc('\n', f);
 	/* The rename must not expose a file whose data is not on disk yet. */
 	if (fflush(f) || fsync(fileno(f))) {
 		err = -errno;
@@ -84,6 +155,7 @@ out:
 	if (err && tmp)
 		unlink(tmp);
 	free(tmp);
+	json_object_put(root);
 	if (err) {
 		s->pins_save_errors++;
 		snprintf(why, whylen, "cannot save operator pins to %s: %s", s->pins_path, strerror(-err));
@@ -92,7 +164,39 @@ out:
 	return err;
 }
 
-/* Parses one line "MODEL LAYER EXPERT" in place: -EINVAL if malformed. */
+/* One entry of the file, checked, before it is restored. */
+struct saved_pin {
+	const char *model;		/* into the file's text or its JSON tree */
+	uint32_t layer, expert, count;
+	unsigned line;			/* format 1: the entry's line */
+};
+
+struct saved_pins {
+	struct saved_pin *v;
+	size_t n;
+	bool v1;			/* the text format 1: rewrite as JSON */
+	struct json_object *root;	/* JSON: owns the model names */
+};
+
+static void saved_pins_free(struct saved_pins *sp)
+{
+	free(sp->v);
+	json_object_put(sp->root);
+	*sp = (struct saved_pins){ 0 };
+}
+
+static int __attribute__((format(printf, 3, 4))) pins_bad(char *msg, size_t msglen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, msglen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* Parses one line "MODEL LAYER EXPERT" of format 1 in place (the last two
+ * fields are the numbers): -EINVAL if malformed. */
 static int pins_parse_line(char *line, const char **model, uint32_t *layer, uint32_t *expert)
 {
 	char *num[2];
@@ -129,6 +233,189 @@ static int pins_parse_line(char *line, const char **model, uint32_t *layer, uint
 	*layer = (uint32_t)v[0];
 	*expert = (uint32_t)v[1];
 	return 0;
+}
+
+static bool pins_is_v1(const char *text)
+{
+	size_t n = strlen(PINS_V1_HEADER);
+
+	return !strncmp(text, PINS_V1_HEADER, n) && (text[n] == '\n' || !text[n]);
+}
+
+/*
+ * Reads the text format 1 (whose header pins_is_v1() found) in place: one
+ * "MODEL LAYER EXPERT" line per hold, a model name may hold spaces.  Kept for
+ * the upgrade only: without it, the first start of this version would move
+ * the pins of the previous one aside and start without them.
+ */
+static int pins_parse_v1(const char *path, char *text, struct saved_pins *sp, char *msg, size_t msglen)
+{
+	unsigned lineno = 1;
+	size_t cap = 1;
+	char *line, *next;
+
+	for (const char *c = text; *c; c++)
+		cap += *c == '\n';
+	sp->v1 = true;
+	sp->v = calloc(cap, sizeof(*sp->v));
+	if (!sp->v)
+		return -ENOMEM;
+	next = strchr(text, '\n');
+	for (line = next ? next + 1 : NULL; line && *line; line = next) {
+		struct saved_pin *p = &sp->v[sp->n];
+		char orig[81];
+
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		lineno++;
+		/* The parser cuts the line: keep what to quote. */
+		snprintf(orig, sizeof(orig), "%s", line);
+		if (pins_parse_line(line, &p->model, &p->layer, &p->expert))
+			return pins_bad(msg, msglen, "%s:%u: expected \"MODEL LAYER EXPERT\", got \"%s\"",
+					path, lineno, orig);
+		p->count = 1;
+		p->line = lineno;
+		sp->n++;
+	}
+	return 0;
+}
+
+/* Where byte off of text is, as line and column (from 1). */
+static void text_position(const char *text, size_t off, unsigned *line, unsigned *col)
+{
+	const char *bol = text;
+
+	*line = 1;
+	for (size_t i = 0; i < off; i++)
+		if (text[i] == '\n') {
+			(*line)++;
+			bol = text + i + 1;
+		}
+	*col = (unsigned)(text + off - bol) + 1;
+}
+
+/* A number key of entry i: from lo to UINT32_MAX; dflt when absent, or
+ * missing when dflt is 0. */
+static int pins_entry_u32(const char *path, size_t i, struct json_object *e, const char *key,
+			  uint32_t lo, uint32_t dflt, uint32_t *out, char *msg, size_t msglen)
+{
+	struct json_object *v = NULL;
+	int64_t x;
+
+	if (!json_object_object_get_ex(e, key, &v)) {
+		if (dflt) {
+			*out = dflt;
+			return 0;
+		}
+		return pins_bad(msg, msglen, "%s: pins[%zu]: missing key \"%s\"", path, i, key);
+	}
+	x = json_object_get_int64(v);
+	if (!json_object_is_type(v, json_type_int) || x < lo || x > UINT32_MAX)
+		return pins_bad(msg, msglen, "%s: pins[%zu]: key \"%s\": expected an integer from %u to %u, got %s %.40s",
+				path, i, key, lo, UINT32_MAX, json_type_to_name(json_object_get_type(v)),
+				json_object_to_json_string(v));
+	*out = (uint32_t)x;
+	return 0;
+}
+
+/* Checks entry i of "pins" into p. */
+static int pins_parse_entry(const char *path, size_t i, struct json_object *e, struct saved_pin *p,
+			    char *msg, size_t msglen)
+{
+	struct json_object *v = NULL;
+	int err;
+
+	if (!json_object_is_type(e, json_type_object))
+		return pins_bad(msg, msglen, "%s: pins[%zu]: expected an object, got %s", path, i,
+				json_type_to_name(json_object_get_type(e)));
+	json_object_object_foreach(e, key, val) {
+		(void)val;
+		if (strcmp(key, "model") && strcmp(key, "layer") && strcmp(key, "expert") &&
+		    strcmp(key, "count"))
+			return pins_bad(msg, msglen, "%s: pins[%zu]: unknown key \"%.40s\"", path, i, key);
+	}
+	if (!json_object_object_get_ex(e, "model", &v))
+		return pins_bad(msg, msglen, "%s: pins[%zu]: missing key \"model\"", path, i);
+	/* A \u0000 would cut the name short: it would pin another model. */
+	if (!json_object_is_type(v, json_type_string) || !json_object_get_string_len(v) ||
+	    strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v))
+		return pins_bad(msg, msglen, "%s: pins[%zu]: key \"model\": expected a model name, got %s %.40s",
+				path, i, json_type_to_name(json_object_get_type(v)), json_object_to_json_string(v));
+	p->model = json_object_get_string(v);
+	err = pins_entry_u32(path, i, e, "layer", 0, 0, &p->layer, msg, msglen);
+	if (!err)
+		err = pins_entry_u32(path, i, e, "expert", 0, 0, &p->expert, msg, msglen);
+	if (!err)
+		err = pins_entry_u32(path, i, e, "count", 1, 1, &p->count, msg, msglen);
+	return err;
+}
+
+/* Reads the JSON format (len bytes of text). */
+static int pins_parse_json(const char *path, const char *text, size_t len, struct saved_pins *sp,
+			   char *msg, size_t msglen)
+{
+	struct json_tokener *tok = json_tokener_new_ex(PINS_JSON_DEPTH);
+	struct json_object *v = NULL, *arr = NULL;
+	enum json_tokener_error je;
+	int err = 0;
+
+	if (!tok)
+		return -ENOMEM;
+	/* Strict: no comments, no single quotes, nothing after the object. */
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	sp->root = json_tokener_parse_ex(tok, text, (int)len);
+	je = json_tokener_get_error(tok);
+	if (je != json_tokener_success) {
+		size_t off = json_tokener_get_parse_end(tok);
+		int near = (int)strcspn(text + off, "\n");
+		unsigned line, col;
+
+		text_position(text, off, &line, &col);
+		near = near > 20 ? 20 : near;
+		err = pins_bad(msg, msglen, "%s:%u:%u: not valid JSON: %s at byte %zu%s%.*s%s", path, line, col,
+			       je == json_tokener_continue ? "unexpected end" : json_tokener_error_desc(je), off,
+			       near ? ", near \"" : "", near, text + off, near ? "\"" : "");
+		goto out;
+	}
+	if (!json_object_is_type(sp->root, json_type_object)) {
+		err = pins_bad(msg, msglen, "%s: expected a JSON object, got %s", path,
+			       json_type_to_name(json_object_get_type(sp->root)));
+		goto out;
+	}
+	if (!json_object_object_get_ex(sp->root, "format", &v) || !json_object_is_type(v, json_type_string) ||
+	    strcmp(json_object_get_string(v), PINS_FORMAT)) {
+		err = pins_bad(msg, msglen, "%s: key \"format\": expected \"%s\"", path, PINS_FORMAT);
+		goto out;
+	}
+	if (!json_object_object_get_ex(sp->root, "version", &v) || !json_object_is_type(v, json_type_int) ||
+	    json_object_get_int64(v) != PINS_VERSION) {
+		err = pins_bad(msg, msglen, "%s: key \"version\": expected %d (this tierd's), got %.40s", path,
+			       PINS_VERSION, v ? json_object_to_json_string(v) : "nothing");
+		goto out;
+	}
+	json_object_object_foreach(sp->root, key, val) {
+		(void)val;
+		if (strcmp(key, "format") && strcmp(key, "version") && strcmp(key, "pins")) {
+			err = pins_bad(msg, msglen, "%s: unknown key \"%.40s\"", path, key);
+			goto out;
+		}
+	}
+	if (!json_object_object_get_ex(sp->root, "pins", &arr) || !json_object_is_type(arr, json_type_array)) {
+		err = pins_bad(msg, msglen, "%s: key \"pins\": expected an array", path);
+		goto out;
+	}
+	sp->n = json_object_array_length(arr);
+	sp->v = calloc(sp->n ? sp->n : 1, sizeof(*sp->v));
+	if (!sp->v) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; !err && i < sp->n; i++)
+		err = pins_parse_entry(path, i, json_object_array_get_idx(arr, i), &sp->v[i], msg, msglen);
+out:
+	json_tokener_free(tok);
+	return err;
 }
 
 struct pin_restore {
@@ -192,76 +479,52 @@ static int server_pins_restore_one(struct server *s, const char *where, const ch
 /* Reads STATE_DIR/pins and pins what it names.  Never fails the start. */
 static void server_pins_load(struct server *s)
 {
-	char *text = NULL, *check = NULL, *line, *next, *bad = NULL;
+	struct saved_pins sp = { 0 };
+	char *text = NULL, *bad = NULL;
 	char msg[512];
 	size_t len;
-	unsigned lineno = 0, ok = 0, dropped = 0;
+	unsigned long long ok = 0, dropped = 0;
 	int err;
 
-	err = smallfile_read(s->pins_path, 16u << 20, &text, &len, msg, sizeof(msg));
+	err = smallfile_read(s->pins_path, PINS_MAX_FILE, &text, &len, msg, sizeof(msg));
 	if (err == -ENOENT)
 		return;
 	if (err) {
 		log_err("%s: operator pins not restored", msg);
 		return;
 	}
-	/* Check the whole file first (on a copy: parsing cuts the lines): a
-	 * malformed one pins nothing. */
-	check = strdup(text);
-	if (!check) {
-		log_err("%s: out of memory: operator pins not restored", s->pins_path);
+	/* The whole file is checked first: a malformed one pins nothing. */
+	if (pins_is_v1(text))
+		err = pins_parse_v1(s->pins_path, text, &sp, msg, sizeof(msg));
+	else
+		err = pins_parse_json(s->pins_path, text, len, &sp, msg, sizeof(msg));
+	if (err == -EINVAL)
+		goto malformed;
+	if (err) {
+		log_err("%s: %s: operator pins not restored", s->pins_path, strerror(-err));
 		goto out;
 	}
-	for (line = check; line && *line; line = next) {
-		const char *model;
-		uint32_t l, x;
+	for (size_t i = 0; i < sp.n; i++) {
+		const struct saved_pin *p = &sp.v[i];
+		char where[40];
 
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
-		lineno++;
-		if (lineno == 1) {
-			if (strcmp(line, PINS_HEADER)) {
-				snprintf(msg, sizeof(msg), "%s:1: expected the header \"%s\"", s->pins_path,
-					 PINS_HEADER);
-				goto malformed;
-			}
-			continue;
-		}
-		if (pins_parse_line(line, &model, &l, &x)) {
-			/* line was cut by the parser: quote the original. */
-			const char *orig = text + (line - check);
-
-			snprintf(msg, sizeof(msg), "%s:%u: expected \"MODEL LAYER EXPERT\", got \"%.*s\"",
-				 s->pins_path, lineno, (int)strcspn(orig, "\n") > 80 ? 80 : (int)strcspn(orig, "\n"),
-				 orig);
-			goto malformed;
-		}
-	}
-	if (lineno == 0) {
-		snprintf(msg, sizeof(msg), "%s:1: empty file, expected the header \"%s\"", s->pins_path,
-			 PINS_HEADER);
-		goto malformed;
-	}
-	lineno = 0;
-	for (line = text; line && *line; line = next) {
-		const char *model;
-		uint32_t l, x;
-		char where[64];
-
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
-		if (++lineno == 1 || pins_parse_line(line, &model, &l, &x))
-			continue;
-		snprintf(where, sizeof(where), "pins:%u", lineno);
-		if (server_pins_restore_one(s, where, model, l, x))
-			dropped++;
+		if (sp.v1)
+			snprintf(where, sizeof(where), "pins:%u", p->line);
 		else
+			snprintf(where, sizeof(where), "pins[%zu]", i);
+		for (uint32_t j = 0; j < p->count; j++) {
+			if (server_pins_restore_one(s, where, p->model, p->layer, p->expert)) {
+				/* The other holds of this expert would fail alike. */
+				dropped += p->count - j;
+				break;
+			}
 			ok++;
+		}
 	}
-	log_notice("%s: %u operator pins restored, %u dropped", s->pins_path, ok, dropped);
-	if (dropped)
+	log_notice("%s: %llu operator pins restored, %llu dropped", s->pins_path, ok, dropped);
+	if (sp.v1)
+		log_notice("%s: format 1 read: rewritten as JSON (version %d)", s->pins_path, PINS_VERSION);
+	if (dropped || sp.v1)
 		server_pins_save(s, &s->opins, msg, sizeof(msg));
 	goto out;
 malformed:
@@ -274,8 +537,8 @@ malformed:
 	else
 		log_warn("%s: moved aside to %s", s->pins_path, bad);
 out:
+	saved_pins_free(&sp);
 	free(bad);
-	free(check);
 	free(text);
 }
 

@@ -152,7 +152,7 @@ struct server {
 	size_t nbyid;
 	unsigned nclients;
 	uint32_t next_id;
-	struct telemetry *tel;		/* NULL: no energy accounting, no METRICS */
+	struct telemetry *tel;		/* NULL: no METRICS */
 	uint64_t instance;
 	struct timespec started;
 	struct pinset opins;		/* operator pins */
@@ -178,14 +178,8 @@ struct server {
 	size_t msc_cap;
 	LIST_HEAD(, acq_req) orphans;	/* requests of departed clients, still pending */
 	LIST_HEAD(, warm) orphan_warms;
-	uint64_t *tokens;		/* per model */
-	/* Routing hints per model, indexed like the catalog's experts: what the
-	 * routers chose and with what weight (statistics, and the input of a
-	 * predictive policy). */
-	struct hint_stats {
-		uint64_t *count;
-		double *weight;
-	} *hints;
+	const struct server_observer *obs;	/* NULL: nobody listens */
+	void *obs_arg;
 	uint64_t counters[TIERD_STAT_COUNT];
 	struct key_pos batch[TIERD_PROTO_MAX_BATCH];	/* acquire.c: a batch sorted */
 	alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG];

@@ -117,22 +117,6 @@ int server_create(struct server **out, struct loop *loop, struct engine *engine,
 		s->instance = ((uint64_t)rt.tv_sec * 1000000000ull + (uint64_t)rt.tv_nsec) ^
 			      ((uint64_t)getpid() << 48);
 	}
-	s->tokens = calloc((size_t)nmodels + 1, sizeof(*s->tokens));
-	s->hints = calloc((size_t)nmodels + 1, sizeof(*s->hints));
-	if (!s->tokens || !s->hints) {
-		err = -ENOMEM;
-		goto fail;
-	}
-	for (int i = 0; i < nmodels; i++) {
-		uint32_t n = engine_model_catalog(engine, (uint32_t)i)->nexperts;
-
-		s->hints[i].count = calloc((size_t)n + 1, sizeof(uint64_t));
-		s->hints[i].weight = calloc((size_t)n + 1, sizeof(double));
-		if (!s->hints[i].count || !s->hints[i].weight) {
-			err = -ENOMEM;
-			goto fail;
-		}
-	}
 	if (listen_fd >= 0) {
 		int fl = fcntl(listen_fd, F_GETFL);
 
@@ -202,12 +186,6 @@ void server_destroy(struct server *s)
 		unlink(s->bound_path);
 		free(s->bound_path);
 	}
-	free(s->tokens);
-	for (int i = 0; s->hints && i < engine_model_count(s->engine); i++) {
-		free(s->hints[i].count);
-		free(s->hints[i].weight);
-	}
-	free(s->hints);
 	free(s);
 }
 
@@ -255,28 +233,6 @@ unsigned server_client_count(const struct server *s)
 	return s->nclients;
 }
 
-uint64_t server_model_tokens(const struct server *s, uint32_t model)
-{
-	return model < (uint32_t)engine_model_count(s->engine) ? s->tokens[model] : 0;
-}
-
-int server_hint_stats(const struct server *s, uint32_t model, uint32_t layer, uint32_t expert,
-		      uint64_t *count, double *weight_sum)
-{
-	const struct catalog *cat;
-	const struct catalog_expert *x;
-
-	if (model >= (uint32_t)engine_model_count(s->engine))
-		return -ENOENT;
-	cat = engine_model_catalog(s->engine, model);
-	x = catalog_find(cat, layer, expert);
-	if (!x)
-		return -ENOENT;
-	*count = s->hints[model].count[x - cat->experts];
-	*weight_sum = s->hints[model].weight[x - cat->experts];
-	return 0;
-}
-
 /* Fetches end here (engine observer): bytes read from SSD for their owner. */
 static void server_fetch_done(void *arg, const struct tierd_key *key, uint32_t owner, int err,
 			      uint64_t bytes)
@@ -290,13 +246,19 @@ static void server_fetch_done(void *arg, const struct tierd_key *key, uint32_t o
 	/* A prefetch of this client's has ended: room in its budget. */
 	if (c)
 		pinset_drop(&c->prefetching, key);
-	if (!s->tel || !bytes)
+	if (!s->obs || !s->obs->fetched || !bytes)
 		return;
 	/* Bytes read are spent even when the fetch failed.  An owner gone
 	 * since it asked is folded already: charge "departed". */
 	if (who != ENGINE_OWNER_NONE && !c)
-		who = ENERGY_CLIENT_DEPARTED;
-	energy_account_fetch(telemetry_energy(s->tel), engine_model_name(s->engine, key->model), who, bytes);
+		who = SERVER_CLIENT_DEPARTED;
+	s->obs->fetched(s->obs_arg, who, key->model, bytes);
+}
+
+void server_set_observer(struct server *s, const struct server_observer *o, void *arg)
+{
+	s->obs = o;
+	s->obs_arg = arg;
 }
 
 /* The service's counters for the metrics, refreshed at each render. */

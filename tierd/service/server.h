@@ -37,20 +37,37 @@ void server_set_conf(struct server *s, const struct tierd_conf *conf);
 /* Counters of STATS_REPLY (TIERD_STAT_COUNT values). */
 void server_get_stats(const struct server *s, uint64_t *values);
 unsigned server_client_count(const struct server *s);
-/* Tokens reported by clients for a model (engine model index). */
-uint64_t server_model_tokens(const struct server *s, uint32_t model);
-/* Routing hints received for one expert: how often the routers chose it
- * and the sum of the weights they gave it.  -ENOENT if unknown. */
-int server_hint_stats(const struct server *s, uint32_t model, uint32_t layer, uint32_t expert,
-		      uint64_t *count, double *weight_sum);
 void server_count_reload(struct server *s);
-/*
- * Energy accounting and METRICS answers (NULL: off).  The server then
- * charges fetched bytes to the client that asked first (engine observer),
- * bytes of acquires to the acquiring client (HBM) and token reports, and
- * folds a client's figures into "departed" when it goes.  t must outlive
- * the server or be unset first.
- */
+/* METRICS answers and the service's metrics (NULL: off).  t must outlive
+ * the server or be unset first. */
 void server_set_telemetry(struct server *s, struct telemetry *t);
+
+/*
+ * Who hears what clients do, for bookkeeping the service itself does not
+ * keep (tierd/telemetry/usage.c: hints, tokens, energy).  Clients are named
+ * by their id; SERVER_CLIENT_NONE for work nobody in particular asked for
+ * (warm, operator pins), SERVER_CLIENT_DEPARTED for a client gone since.
+ * Every member may be NULL.
+ */
+#define SERVER_CLIENT_NONE	0u
+#define SERVER_CLIENT_DEPARTED	UINT32_MAX
+
+struct tierd_proto_hint;
+
+struct server_observer {
+	/* An expert's bytes read from SSD for client (its first asker). */
+	void (*fetched)(void *arg, uint32_t client, uint32_t model, uint64_t bytes);
+	/* An expert handed to client in an ACQUIRED: what it copies to HBM. */
+	void (*acquired)(void *arg, uint32_t client, uint32_t model, uint64_t bytes);
+	/* A ROUTING_HINT of client, as received (experts not checked). */
+	void (*hints)(void *arg, uint32_t client, uint32_t model, uint32_t layer,
+		      const struct tierd_proto_hint *h, uint32_t n);
+	void (*tokens)(void *arg, uint32_t client, uint32_t model, uint64_t n);
+	/* client disconnected: its id is never reused. */
+	void (*client_gone)(void *arg, uint32_t client);
+};
+
+/* o NULL: nobody.  o and arg must outlive the server or be unset first. */
+void server_set_observer(struct server *s, const struct server_observer *o, void *arg);
 
 #endif
