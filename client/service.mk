@@ -62,7 +62,7 @@ EXTRA_DIST += tests/service.sh
 
 # The service tried as an attacker: refusals, revocation, limits, fd limit.
 TESTS += tests/adversary.sh
-EXTRA_DIST += tests/adversary.sh tests/rawclient.py
+EXTRA_DIST += tests/adversary.sh tests/rawclient.py tests/service-lib.sh
 
 # Load: 64 client processes, a pool smaller than the working set, every byte
 # checked; the daemon's RSS and fds bounded, its counters added up.

@@ -5,52 +5,17 @@
 # daemon, and the daemon must hold up at its fd limit.  The real daemon, raw
 # protocol clients (tests/rawclient.py) of other uids through setpriv.  TAP.
 set -u
-b=${top_builddir:-.}
 s=${top_srcdir:-.}
-TIERD=$b/tierd/tierd
-TIERCTL=$b/client/tierctl
+. "$s/tests/service-lib.sh"
 if [ -z "${PYTHON:-}" ] && [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=${PYTHON:-python3}; fi
 RAW="$PY $s/tests/rawclient.py"
+svc_init adversary
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tierd-adversary.XXXXXX")
-chmod 755 "$tmp"
-sock=$tmp/tierd.sock
-conf=$tmp/tierd.conf
-log=$tmp/tierd.log
-daemon=
-n=0
-failed=0
-
-cleanup() {
-	[ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-	jobs -p | while read -r p; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() {
-	n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"
-	[ -f "$tmp/out" ] && sed 's/^/# /' "$tmp/out" | tail -20
-	[ -f "$log" ] && sed 's/^/# tierd: /' "$log" | tail -10
-}
-tierctl() { "$TIERCTL" -s "$sock" "$@"; }
-stat() { tierctl stats | awk -v k="$1" '$1 == k { print $2 }'; }
 metric() { tierctl metrics | awk -v k="$1" '$1 == k { print $2 }'; }
 # A uid allowed nothing, and one allowed the demo model.
 as_stranger() { setpriv --reuid=65533 --regid=65533 --clear-groups "$@"; }
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 
-start_daemon() {
-	"$TIERD" -c "$conf" "$@" >>"$log" 2>&1 &
-	daemon=$!
-	for _ in $(seq 100); do
-		[ -S "$sock" ] && tierctl status >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
 
 if ! command -v setpriv >/dev/null; then echo "1..0 # SKIP setpriv not installed"; exit 0; fi
 echo "1..22"

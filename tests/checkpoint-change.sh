@@ -9,34 +9,9 @@
 #  (c) model b, in another directory, is never affected.
 # Served bytes are compared with the files themselves. TAP output.
 set -u
-b=${top_builddir:-.}
-TIERD=$b/tierd/tierd
-TIERCTL=$b/client/tierctl
-CL=$b/tests/svc-client
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tierd-ckpt.XXXXXX")
-sock=$tmp/tierd.sock
-conf=$tmp/tierd.conf
-log=$tmp/tierd.log
+. "${top_srcdir:-.}/tests/service-lib.sh"
+svc_init ckpt
 prom=$tmp/metrics.prom
-daemon=
-n=0
-failed=0
-
-cleanup() {
-	[ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-	jobs -p | while read -r p; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() {
-	n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"
-	[ -f "$log" ] && sed 's/^/# tierd: /' "$log" | tail -15
-}
-check() { local what=$1; shift; if "$@" >"$tmp/out" 2>&1; then ok "$what"; else notok "$what"; sed 's/^/# /' "$tmp/out"; fi; }
 
 # Waits until the command succeeds (the daemon acts on its own time).
 until_ok() {

@@ -4,48 +4,8 @@
 # a demo checkpoint, and several client processes (tests/svc-client, tierctl).
 # TAP output.
 set -u
-b=${top_builddir:-.}
-TIERD=$b/tierd/tierd
-TIERCTL=$b/client/tierctl
-CL=$b/tests/svc-client
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/tierd-service.XXXXXX")
-# Clients of another uid must reach the socket (the allow list refuses them).
-chmod 755 "$tmp"
-sock=$tmp/tierd.sock
-conf=$tmp/tierd.conf
-log=$tmp/tierd.log
-daemon=
-n=0
-failed=0
-
-cleanup() {
-	[ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-	jobs -p | while read -r p; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() {
-	n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"
-	[ -f "$log" ] && sed 's/^/# tierd: /' "$log" | tail -15
-}
-check() { local what=$1; shift; if "$@" >"$tmp/out" 2>&1; then ok "$what"; else notok "$what"; sed 's/^/# /' "$tmp/out"; fi; }
-
-tierctl() { "$TIERCTL" -s "$sock" "$@"; }
-stat() { tierctl stats | awk -v k="$1" '$1 == k { print $2 }'; }
-
-start_daemon() {
-	"$TIERD" -c "$conf" >>"$log" 2>&1 &
-	daemon=$!
-	for _ in $(seq 100); do
-		[ -S "$sock" ] && tierctl status >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
+. "${top_srcdir:-.}/tests/service-lib.sh"
+svc_init service
 
 # Waits until a background client printed "held".
 wait_held() {
