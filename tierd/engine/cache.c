@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+/* Inlined, and the key hashed in place (struct tierd_key is three packed
+ * uint32_t): every acquire looks its key up (as in service/pinset.c). */
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include "cache.h"
@@ -152,9 +155,8 @@ const char *cache_policy_name(const struct cache *c)
 
 static uint64_t bucket_of(const struct cache *c, const struct tierd_key *k)
 {
-	uint32_t words[3] = { k->model, k->layer, k->expert };
-
-	return XXH3_64bits(words, sizeof(words)) & (c->nbuckets - 1);
+	_Static_assert(sizeof(*k) == 3 * sizeof(uint32_t), "a key is three packed words");
+	return XXH3_64bits(k, sizeof(*k)) & (c->nbuckets - 1);
 }
 
 static bool key_eq(const struct tierd_key *a, const struct tierd_key *b)
