@@ -105,9 +105,13 @@ static int cmd_verify(int argc, char **argv)
 	return 0;
 }
 
-/* hold LAYER EXPERTS SECONDS: acquire, say "held", keep the pins, verify
- * again at the end (eviction pressure must not have touched them). */
-static int cmd_hold(int argc, char **argv)
+/*
+ * hold LAYER EXPERTS SECONDS, hold-until LAYER EXPERTS FILE: acquire, say
+ * "held", keep the pins for SECONDS or until FILE exists, then verify again
+ * (eviction pressure, or a checkpoint changed on disk, must not have touched
+ * what is held).
+ */
+static int hold_and_verify(int argc, char **argv, const char *name, bool until_file)
 {
 	struct tierd_client *c;
 	struct tierd_acquisition *a;
@@ -118,18 +122,27 @@ static int cmd_hold(int argc, char **argv)
 	if (argc != 3)
 		return 2;
 	n = parse_keys(argv[0], argv[1], keys, 256);
-	r = tierd_client_connect(&c, sock, "hold");
+	r = tierd_client_connect(&c, sock, name);
 	if (!r)
 		r = tierd_client_acquire(c, keys, n, 60000, &a);
 	if (r)
 		return die(c, "acquire", r);
 	printf("held\n");
 	fflush(stdout);
-	sleep((unsigned)atoi(argv[2]));
+	if (until_file)
+		for (int i = 0; i < 1200 && access(argv[2], F_OK); i++)
+			usleep(100000);
+	else
+		sleep((unsigned)atoi(argv[2]));
 	r = verify(a);
 	tierd_client_release(c, a);
 	tierd_client_close(c);
 	return r ? 1 : 0;
+}
+
+static int cmd_hold(int argc, char **argv)
+{
+	return hold_and_verify(argc, argv, "hold", false);
 }
 
 /* expect ERRNO LAYER EXPERTS: the acquire must fail with that errno. */
@@ -211,32 +224,9 @@ static int cmd_read(int argc, char **argv)
 	return 0;
 }
 
-/* hold-until LAYER EXPERTS FILE: acquire, say "held", keep the pins until
- * FILE exists, then check the bytes are still the demo checkpoint's. */
 static int cmd_hold_until(int argc, char **argv)
 {
-	struct tierd_client *c;
-	struct tierd_acquisition *a;
-	struct tierd_key keys[256];
-	size_t n;
-	int r;
-
-	if (argc != 3)
-		return 2;
-	n = parse_keys(argv[0], argv[1], keys, 256);
-	r = tierd_client_connect(&c, sock, "hold-until");
-	if (!r)
-		r = tierd_client_acquire(c, keys, n, 60000, &a);
-	if (r)
-		return die(c, "acquire", r);
-	printf("held\n");
-	fflush(stdout);
-	for (int i = 0; i < 1200 && access(argv[2], F_OK); i++)
-		usleep(100000);
-	r = verify(a);
-	tierd_client_release(c, a);
-	tierd_client_close(c);
-	return r ? 1 : 0;
+	return hold_and_verify(argc, argv, "hold-until", true);
 }
 
 /* write-pool: a child writing to the mapped pool must die of SIGSEGV. */
