@@ -210,6 +210,19 @@ static int stats_begin(const struct tierctl_opts *o, int argc, char **argv, cons
 	return 0;
 }
 
+static void print_pins(json_object *sample, void *arg)
+{
+	bool *head = arg;
+	const char *client = tierctl_sample_label(sample, "client"), *uid = tierctl_sample_label(sample, "uid");
+
+	if (!*head) {
+		printf("  pins by client:\n");
+		*head = true;
+	}
+	printf("    %-8.0f client %s uid %s\n", tierctl_sample_value(sample), client ? client : "?",
+	       uid ? uid : "?");
+}
+
 /*
  * Who holds pins: the daemon's tierd_client_pins metric, one line per
  * connected client (a full pool's ENOSPC names the biggest holders; this
@@ -217,36 +230,13 @@ static int stats_begin(const struct tierctl_opts *o, int argc, char **argv, cons
  */
 static void print_client_pins(struct tierd_client *c)
 {
-	static const char fam[] = "tierd_client_pins{";
-	char *text = NULL, *line, *next;
-	size_t len;
+	json_object *root;
 	bool head = false;
 
-	if (tierd_client_metrics(c, &text, &len) < 0)
+	if (tierctl_metrics_fetch(c, true, &root))
 		return;
-	for (line = text; line && *line; line = next) {
-		char *labels, *end, *val;
-
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
-		if (strncmp(line, fam, sizeof(fam) - 1))
-			continue;
-		labels = line + sizeof(fam) - 1;
-		end = strrchr(labels, '}');
-		if (!end)
-			continue;
-		*end = '\0';
-		val = end + 1;
-		while (*val == ' ')
-			val++;
-		if (!head) {
-			printf("  pins by client:\n");
-			head = true;
-		}
-		printf("    %-8s %s\n", val, labels);
-	}
-	free(text);
+	tierctl_metrics_foreach(root, "tierd_client_pins", NULL, print_pins, &head);
+	json_object_put(root);
 }
 
 int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
