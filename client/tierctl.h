@@ -5,6 +5,7 @@
 
 #include <json-c/json.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 struct tierd_client;
 
@@ -20,6 +21,12 @@ struct tierctl_opts {
  * error prints "tierctl: OPTION "VALUE": expected ..." and returns -EINVAL.
  */
 int tierctl_parse_int(const char *option, const char *s, long min, long max, int *out);
+/*
+ * "N" or "FIRST-LAST" (decimal digits only, FIRST <= LAST < max): a layer or
+ * expert range.  On error prints "tierctl: WHAT "S": expected ..." and
+ * returns -EINVAL.
+ */
+int tierctl_parse_range(const char *what, const char *s, uint32_t max, uint32_t *first, uint32_t *last);
 int tierctl_parse_double(const char *option, const char *s, double min, double max, double *out);
 
 /*
