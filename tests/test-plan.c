@@ -37,6 +37,8 @@ static void assert_close(double got, double want)
  *   KV cache: 2 (k, v) x 1 head x 4 dims x 2 B = 16 B per token, x 10 tokens = 160 B
  *   router: 4 x 1 params = 8 B
  *   expert: 3 x 4 x 8 params = 96 params = 192 B
+ *   activations (2 B) in and out of each projection: q, k, v, o 4 x (4 + 4) x 2 =
+ *   64 B per token; router (4 + 1) x 2 = 10 B per token
  */
 static void tiny(struct plan_model *m, struct plan_params *p)
 {
@@ -95,31 +97,38 @@ static void test_hand_hbm(void **state)
 
 	tiny(&m, &p);
 	eval_ok(&m, &p, PLAN_TIER_HBM, 1, &r);
-	/* HBM reads 128 + 160 + 8 + 192 = 488 B at 1000 B/s: 0.488 s, above compute's
-	 * (2*64 + 4*1*4*10 + 2*4 + 2*96) = 488 FLOP at 2000 FLOP/s = 0.244 s. */
+	/* HBM reads 128 + 64 + 160 + 8 + 10 + 192 = 562 B at 1000 B/s: 0.562 s; every
+	 * kernel is HBM-bound (compute: 488 FLOP = 2*64 + 4*1*4*10 + 2*4 + 2*96 at
+	 * 2000 FLOP/s = 0.244 s).  One GPU: no all-reduce, no all-to-all. */
 	assert_close(r.flops, 488);
-	assert_close(r.bytes_read[PLAN_TIER_HBM], 488);
-	assert_close(r.latency_per_token_s, 0.488);
+	assert_close(r.bytes_read[PLAN_TIER_HBM], 562);
+	assert_close(r.latency_per_token_s, 0.562);
+	assert_close(r.time_s[PLAN_TIME_FC], 0.128 + 0.064 + 0.018);
+	assert_close(r.time_s[PLAN_TIME_ATTN], 0.160);
+	assert_close(r.time_s[PLAN_TIME_EXPERTS], 0.192);
+	assert_close(r.time_s[PLAN_TIME_ALLREDUCE] + r.time_s[PLAN_TIME_ALLTOALL], 0);
+	assert_close(r.time_s[PLAN_TIME_OFFLOAD], 0);
 	assert_int_equal(r.bound_hbm, 2);	/* the empty head stage counts as HBM-bound */
 	assert_close(r.distinct_experts, 1);
-	assert_close(r.energy_j[PLAN_PART_ATTN], 288 * 8 * PJ);
-	assert_close(r.energy_j[PLAN_PART_DENSE], 8 * 8 * PJ);
+	assert_close(r.energy_j[PLAN_PART_ATTN], 352 * 8 * PJ);
+	assert_close(r.energy_j[PLAN_PART_DENSE], 18 * 8 * PJ);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_HBM], 192 * 8 * PJ);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_SSD], 0);
 	assert_close(r.energy_j[PLAN_PART_FETCH], 0);
 	assert_close(r.energy_j[PLAN_PART_COMPUTE], 488 * PJ);
 	assert_close(r.energy_j[PLAN_PART_CACHE], 0);
-	assert_close(r.energy_j[PLAN_PART_STATIC], 0.488);
-	assert_close(r.energy_per_token_j, 0.488 + (2304 + 64 + 1536 + 488) * PJ);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 0.562);
+	assert_close(r.energy_per_token_j, 0.562 + (2816 + 144 + 1536 + 488) * PJ);
 
-	/* Batch 2: the KV cache doubles, weights are read once; per token, halved. */
+	/* Batch 2: the KV cache and activations double, weights are read once; per
+	 * token, halved.  128 + 128 + 320 + 8 + 20 + 192 B. */
 	eval_ok(&m, &p, PLAN_TIER_HBM, 2, &r);
-	assert_close(r.latency_per_token_s, 0.648);	/* 128 + 320 + 8 + 192 B */
+	assert_close(r.latency_per_token_s, 0.796);
 	assert_close(r.flops, 976);
-	assert_close(r.energy_j[PLAN_PART_ATTN], 448 * 8 * PJ / 2);
+	assert_close(r.energy_j[PLAN_PART_ATTN], 576 * 8 * PJ / 2);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_HBM], 192 * 8 * PJ / 2);
-	assert_close(r.energy_j[PLAN_PART_STATIC], 0.648 / 2);
-	assert_close(r.tokens_per_s, 2 / 0.648);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 0.796 / 2);
+	assert_close(r.tokens_per_s, 2 / 0.796);
 }
 
 static void test_hand_ssd_ddr(void **state)
@@ -129,33 +138,40 @@ static void test_hand_ssd_ddr(void **state)
 	struct plan_result r;
 
 	tiny(&m, &p);
-	/* SSD: the layer takes 0.488 s; the head stage overlaps the prefetch of the
-	 * next step's expert, 192 B over a 100 B/s link = 1.92 s. */
+	/* SSD: the layer takes 0.562 s; the head stage overlaps the prefetch of the
+	 * next step's expert, 192 B over a 100 B/s link = 1.92 s, all of it waited for. */
 	eval_ok(&m, &p, PLAN_TIER_SSD, 1, &r);
-	assert_close(r.latency_per_token_s, 0.488 + 1.92);
+	assert_close(r.latency_per_token_s, 0.562 + 1.92);
+	assert_close(r.time_s[PLAN_TIME_OFFLOAD], 1.92);
 	assert_int_equal(r.bound_offload, 1);
 	assert_close(r.bytes_read[PLAN_TIER_SSD], 192);
 	assert_close(r.hbm_write_bytes, 192);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_HBM], 0);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_SSD], 192 * 8 * 10 * PJ);
 	assert_close(r.energy_j[PLAN_PART_FETCH], 192 * 8 * 2 * PJ);
-	assert_close(r.energy_j[PLAN_PART_STATIC], 2.408);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 2.482);
 	/* Flash at a tenth of the energy. */
 	p.en.flash_scale = 0.1;
 	eval_ok(&m, &p, PLAN_TIER_SSD, 1, &r);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_SSD], 192 * 8 * 1 * PJ);
 
-	/* DDR slower than the link (50 B/s), and 1 W of DDR static power per 192 B held. */
+	/* DDR slower than the link (50 B/s), and 1 W of DDR static power per 192 B
+	 * held (none installed beside the GPU, so the pool's size is charged). */
 	tiny(&m, &p);
 	p.hw.ddr_gbps = 5e-8;
 	p.en.ddr_static_w = 1;
 	p.en.ddr_static_gb = 192e-9;
+	p.en.ddr_gb_per_gpu = 0;
 	eval_ok(&m, &p, PLAN_TIER_DDR, 1, &r);
-	assert_close(r.latency_per_token_s, 0.488 + 3.84);
+	assert_close(r.latency_per_token_s, 0.562 + 3.84);
 	assert_close(r.ddr_need_bytes, 192);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_DDR], 192 * 8 * 2 * PJ);
 	assert_close(r.energy_j[PLAN_PART_FETCH], 192 * 8 * 2 * PJ);
-	assert_close(r.energy_j[PLAN_PART_STATIC], 2 * 4.328);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 2 * 4.402);
+	/* 192 B installed beside the GPU: charged in every placement, HBM too. */
+	p.en.ddr_gb_per_gpu = 192e-9;
+	eval_ok(&m, &p, PLAN_TIER_HBM, 1, &r);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 2 * 0.562);
 }
 
 static void test_hand_cache(void **state)
