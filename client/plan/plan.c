@@ -15,6 +15,7 @@
 
 #define GB 1e9
 #define PJ 1e-12
+#define LN2 0.69314718055994530942
 
 int plan_fail(char *err, size_t errlen, int r, const char *fmt, ...)
 {
@@ -270,49 +271,15 @@ double plan_distinct_experts(unsigned experts, unsigned top_k, double batch)
 
 /*
  * The GPUs that hold routed experts and how many each holds: E spread over
- * every GPU; with fewer experts than GPUs, one each on E of them.  When E is
- * not a multiple, the busiest GPUs hold ceil(E / gpus).
+ * every GPU as evenly as they go; with fewer experts than GPUs, one each on E
+ * of them.  `big` GPUs hold per_gpu experts, the others per_gpu - 1.
  */
-static void ep_layout(unsigned experts, unsigned gpus, unsigned *holders, unsigned *per_gpu)
+static void ep_layout(unsigned experts, unsigned gpus, unsigned *holders, unsigned *per_gpu,
+		      unsigned *big)
 {
 	*holders = experts < gpus ? experts : gpus;
 	*per_gpu = *holders ? (experts + *holders - 1) / *holders : 0;
-}
-
-/* E[max of n independent counts with CDF cdf[0..m]] = sum_j (1 - F(j - 1)^n). */
-static double expected_max(const double *cdf, unsigned m, unsigned n)
-{
-	double e = 0;
-
-	for (unsigned j = 1; j <= m; j++)
-		e += -expm1(n * log(fmax(fmin(cdf[j - 1], 1), 1e-300)));
-	return e;
-}
-
-double plan_ep_max_uniform(unsigned experts, unsigned top_k, double batch, unsigned gpus)
-{
-	unsigned holders, m;
-	double p, *cdf, pmf, acc = 0, e;
-
-	if (!experts || !gpus || batch <= 0)
-		return 0;
-	ep_layout(experts, gpus, &holders, &m);
-	p = plan_distinct_experts(experts, top_k, batch) / experts;
-	if (p >= 1)
-		return m;
-	cdf = calloc(m + 1, sizeof(*cdf));
-	if (!cdf)
-		return m;	/* the pessimistic bound; m is small in practice */
-	/* Binomial(m, p) pmf by recurrence from P(0) = (1 - p)^m. */
-	pmf = exp(m * log1p(-p));
-	for (unsigned j = 0; j <= m; j++) {
-		acc += pmf;
-		cdf[j] = acc;
-		pmf *= (double)(m - j) / (j + 1) * p / (1 - p);
-	}
-	e = expected_max(cdf, m, holders);
-	free(cdf);
-	return e;
+	*big = *holders ? experts - (*per_gpu - 1) * *holders : 0;
 }
 
 static double lchoose(double n, double k)
@@ -320,11 +287,153 @@ static double lchoose(double n, double k)
 	return lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1);
 }
 
+/* Experts beyond which the exact counts below would underflow; the planner's
+ * models have at most a few hundred. */
+#define EP_EXACT_MAX 1000
+
+/*
+ * E[busiest GPU's activated experts | d activated] for d = 0 .. E, into
+ * emax[0 .. E].  The activated set is a uniformly random d-subset (uniform
+ * routing makes every expert alike, and a measured histogram of distinct
+ * counts carries no identities), so P(max <= j | d) = [x^d] prod_g
+ * (sum_{i <= j} C(m_g, i) x^i) / C(E, d): subsets with at most j on every GPU
+ * over all subsets.  Each factor is scaled by 2^-m_g so no coefficient
+ * exceeds 1.  E[max | d] = sum_{j < m} (1 - P(max <= j | d)).
+ */
+static int ep_max_given_distinct(unsigned experts, unsigned gpus, double *emax)
+{
+	unsigned holders, m, big;
+	double *poly = NULL, *tmp = NULL, *fac = NULL;
+	int ret = 0;
+
+	ep_layout(experts, gpus, &holders, &m, &big);
+	memset(emax, 0, (experts + 1) * sizeof(*emax));
+	if (!holders)
+		return 0;
+	if (experts > EP_EXACT_MAX)
+		return -ERANGE;
+	poly = calloc(experts + 1, sizeof(*poly));
+	tmp = calloc(experts + 1, sizeof(*tmp));
+	fac = calloc(m + 1, sizeof(*fac));
+	if (!poly || !tmp || !fac) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (unsigned j = 0; j < m; j++) {
+		unsigned deg = 0;
+
+		memset(poly, 0, (experts + 1) * sizeof(*poly));
+		poly[0] = 1;
+		for (unsigned g = 0; g < holders; g++) {
+			unsigned mg = g < big ? m : m - 1, top = j < mg ? j : mg;
+
+			for (unsigned i = 0; i <= top; i++)
+				fac[i] = exp(lchoose(mg, i) - mg * LN2);
+			memset(tmp, 0, (deg + top + 1) * sizeof(*tmp));
+			for (unsigned a = 0; a <= deg; a++)
+				for (unsigned i = 0; i <= top; i++)
+					tmp[a + i] += poly[a] * fac[i];
+			deg += top;
+			memcpy(poly, tmp, (deg + 1) * sizeof(*poly));
+		}
+		for (unsigned d = 0; d <= experts; d++) {
+			double all = exp(lchoose(experts, d) - experts * LN2);
+			double le = d <= deg ? fmin(poly[d] / all, 1) : 0;
+
+			emax[d] += 1 - le;
+		}
+	}
+out:
+	free(poly);
+	free(tmp);
+	free(fac);
+	return ret;
+}
+
+/*
+ * P(D = d), d = 0 .. E, for B tokens each routed to k distinct experts chosen
+ * uniformly: a chain over tokens, where a token adds i new experts to c
+ * already activated with probability C(E - c, i) C(c, k - i) / C(E, k).
+ */
+static int distinct_distribution(unsigned experts, unsigned k, unsigned batch, double *pd)
+{
+	double *next = calloc(experts + 1, sizeof(*next));
+	double *trans = calloc((size_t)(experts + 1) * (k + 1), sizeof(*trans));
+
+	if (!next || !trans) {
+		free(next);
+		free(trans);
+		return -ENOMEM;
+	}
+	for (unsigned c = 0; c <= experts; c++)
+		for (unsigned i = 0; i <= k; i++)
+			if (i <= experts - c && k - i <= c)
+				trans[(size_t)c * (k + 1) + i] = exp(lchoose(experts - c, i) +
+								     lchoose(c, k - i) -
+								     lchoose(experts, k));
+	memset(pd, 0, (experts + 1) * sizeof(*pd));
+	pd[0] = 1;
+	/* Once every expert is activated for sure, more tokens change nothing. */
+	for (unsigned b = 0; b < batch && pd[experts] < 1 - 1e-15; b++) {
+		memset(next, 0, (experts + 1) * sizeof(*next));
+		for (unsigned c = 0; c <= experts; c++) {
+			if (pd[c] == 0)
+				continue;
+			for (unsigned i = 0; i <= k && c + i <= experts; i++)
+				next[c + i] += pd[c] * trans[(size_t)c * (k + 1) + i];
+		}
+		memcpy(pd, next, (experts + 1) * sizeof(*pd));
+	}
+	free(next);
+	free(trans);
+	return 0;
+}
+
+/* The independence approximation, for more experts than the exact count handles. */
+static double ep_max_binomial(unsigned experts, unsigned gpus, double p)
+{
+	unsigned holders, m, big;
+	double e = 0, acc = 0, pmf;
+
+	ep_layout(experts, gpus, &holders, &m, &big);
+	if (p >= 1)
+		return m;
+	pmf = exp(m * log1p(-p));
+	for (unsigned j = 0; j < m; j++) {
+		acc += pmf;
+		e += -expm1(holders * log(fmax(fmin(acc, 1), 1e-300)));
+		pmf *= (double)(m - j) / (j + 1) * p / (1 - p);
+	}
+	return e;
+}
+
+double plan_ep_max_uniform(unsigned experts, unsigned top_k, double batch, unsigned gpus)
+{
+	unsigned k = top_k < experts ? top_k : experts;
+	double *pd = NULL, *emax = NULL, e = 0;
+
+	if (!experts || !gpus || !k || batch <= 0)
+		return 0;
+	pd = calloc(experts + 1, sizeof(*pd));
+	emax = calloc(experts + 1, sizeof(*emax));
+	if (!pd || !emax || distinct_distribution(experts, k, (unsigned)fmin(ceil(batch), UINT_MAX), pd) < 0 ||
+	    ep_max_given_distinct(experts, gpus, emax) < 0) {
+		e = ep_max_binomial(experts, gpus, plan_distinct_experts(experts, k, batch) / experts);
+		goto out;
+	}
+	for (unsigned d = 0; d <= experts; d++)
+		e += pd[d] * emax[d];
+out:
+	free(pd);
+	free(emax);
+	return e;
+}
+
 int plan_routing_stats(const struct plan_routing *rt, unsigned experts, unsigned gpus,
 		       double *mean_distinct, double *ep_max, char *err, size_t errlen)
 {
-	unsigned holders, m;
-	double total = 0, mean = 0, emax = 0, *cdf;
+	double total = 0, mean = 0, emax_sum = 0, *emax;
+	int r;
 
 	if (!rt || !rt->freq || !rt->n)
 		return plan_fail(err, errlen, -EINVAL, "routing: empty distribution");
@@ -343,27 +452,22 @@ int plan_routing_stats(const struct plan_routing *rt, unsigned experts, unsigned
 	}
 	if (!(total > 0))
 		return plan_fail(err, errlen, -EINVAL, "routing: all frequencies are zero");
-	ep_layout(experts, gpus, &holders, &m);
-	cdf = calloc(m + 1, sizeof(*cdf));
-	if (!cdf)
+	emax = calloc(experts + 1, sizeof(*emax));
+	if (!emax)
 		return -ENOMEM;
-	for (size_t d = 0; d < rt->n; d++) {
-		double w = rt->freq[d] / total, acc = 0;
-
-		if (!w)
-			continue;
-		mean += w * d;
-		/* d active of E, a GPU holds m: its count is hypergeometric. */
-		for (unsigned x = 0; x <= m; x++) {
-			if (x <= d && d - x <= experts - m)
-				acc += exp(lchoose(m, x) + lchoose(experts - m, d - x) - lchoose(experts, d));
-			cdf[x] = acc;
-		}
-		emax += w * expected_max(cdf, m, holders);
+	r = ep_max_given_distinct(experts, gpus, emax);
+	if (r < 0) {
+		free(emax);
+		return plan_fail(err, errlen, r, "routing: %u experts: more than the %d the exact "
+				 "count handles", experts, EP_EXACT_MAX);
 	}
-	free(cdf);
+	for (size_t d = 0; d < rt->n; d++) {
+		mean += rt->freq[d] / total * d;
+		emax_sum += rt->freq[d] / total * emax[d];
+	}
+	free(emax);
 	*mean_distinct = mean;
-	*ep_max = emax;
+	*ep_max = emax_sum;
 	return 0;
 }
 
@@ -758,7 +862,7 @@ int plan_eval_routed(const struct plan_model *m, const struct plan_params *p,
 	struct plan_sizes sz;
 	struct stage cur, next;
 	struct sys s;
-	unsigned nstages, holders, per_gpu;
+	unsigned nstages, holders, per_gpu, big;
 	int ret;
 
 	memset(r, 0, sizeof(*r));
@@ -878,7 +982,7 @@ int plan_eval_routed(const struct plan_model *m, const struct plan_params *p,
 		   (pl->frac[PLAN_TIER_SSD] > 0 ? hw->nodes * en->ssd_idle_w : 0);
 	e_step[PLAN_PART_STATIC] = static_w * step;
 
-	ep_layout(m->experts, (unsigned)s.gpus, &holders, &per_gpu);
+	ep_layout(m->experts, (unsigned)s.gpus, &holders, &per_gpu, &big);
 	r->batch = batch;
 	r->distinct_experts = s.distinct;
 	r->ep_max_experts = s.ep_max;
