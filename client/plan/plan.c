@@ -924,7 +924,9 @@ int plan_eval_routed(const struct plan_model *m, const struct plan_params *p,
 		ops = cur.t_op[PLAN_TIME_FC] + cur.t_op[PLAN_TIME_ATTN] + cur.t_op[PLAN_TIME_EXPERTS];
 		/* The fetched bytes are written into HBM: they take HBM time from the kernels. */
 		t_hbm = (cur.gpu_hbm + next.gpu_fetch) / s.hbm_bs;
-		busy = fmax(ops, t_hbm);
+		/* Rounding aside (the same bytes summed per kernel or at once), only the
+		 * fetched bytes' writes make HBM longer than the kernels. */
+		busy = t_hbm > ops * (1 + 1e-9) ? t_hbm : ops;
 		work = busy + cur.t_op[PLAN_TIME_ALLREDUCE] + cur.t_op[PLAN_TIME_ALLTOALL];
 		t_off = fmax(next.gpu_fetch / s.link_bs,
 			     fmax(next.node_off[PLAN_TIER_DDR] / s.ddr_bs,
@@ -1136,8 +1138,10 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 	if (!cand)
 		return -ENOMEM;
 	for (size_t bi = 0; bi < req->nbatches; bi++) {
-		double kv = sz.kv_bytes_per_token * p->context * req->batches[bi];
-		double hbm_free = req->hbm_bytes - sz.resident_bytes - kv;
+		/* As plan_eval: resident weights in every data-parallel group, KV copies. */
+		double tp = plan_tp(&p->hw), dp = (double)p->hw.nodes * p->hw.gpus_per_node / tp;
+		double kv = sz.kv_bytes_per_token * p->context * req->batches[bi] * kv_copies(m, tp);
+		double hbm_free = req->hbm_bytes - sz.resident_bytes * dp - kv;
 		/* HBM buffers for the fetched experts of two layers (see plan_eval). */
 		double buf = 2 * sz.expert_bytes *
 			     plan_distinct_experts(m->experts, eff_top_k(m, p), req->batches[bi]);
@@ -1147,7 +1151,7 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 			ret = plan_fail(err, errlen, -EINVAL, "select: batch size must be positive");
 			goto out;
 		}
-		min_hbm = fmin(min_hbm, sz.resident_bytes + kv + fmin(buf, sz.routed_bytes));
+		min_hbm = fmin(min_hbm, sz.resident_bytes * dp + kv + fmin(buf, sz.routed_bytes));
 		/*
 		 * A fraction h in HBM needs h routed + (1 - h) buf: all of them if they
 		 * fit, else as many as leave room for the buffers.
