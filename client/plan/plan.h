@@ -4,11 +4,15 @@
  * no I/O, no globals, so every figure can be checked by hand in a unit test.
  *
  * One decode step of a batch of B requests, each with `context` tokens in its KV
- * cache, is walked layer by layer: bytes read from each tier, FLOPs, on-chip
- * cache traffic, and time as the larger of compute, HBM and the offload transfer
- * of the next layer (prefetched one layer ahead).  Energies are per token (the
- * step's joules divided by B).  Method and defaults follow the SSD-offloading
- * energy paper (Kyung, Yun, Ahn, IEEE CAL 2025); see tierctl-plan(8).
+ * cache, is walked layer by layer on the GPU that sets the pace (tensor
+ * parallelism inside a node, data parallelism across nodes, expert parallelism
+ * over every GPU): bytes read from each tier, FLOPs, on-chip cache traffic,
+ * all-reduce and all-to-all time, and the wait for the next layer's offloaded
+ * experts (prefetched one layer ahead) where their transfer outlasts the layer.
+ * Energies are per token (the step's joules divided by B), background power
+ * counted for every device.  Method and defaults follow the SSD-offloading
+ * energy paper (Kyung, Yun, Ahn, IEEE CAL 2025) and its modeling tool; see
+ * tierctl-plan(8).
  */
 #ifndef TIERD_PLAN_H
 #define TIERD_PLAN_H
