@@ -36,7 +36,7 @@ expect_fail() {
 	fi
 }
 
-echo "1..27"
+echo "1..28"
 
 # 1-2: the table.
 "$TIERCTL" plan --model mixtral-8x7b --batch 1,32,1024 >"$tmp/table" 2>"$tmp/err"
@@ -190,3 +190,7 @@ fi
 # 24: a config.json with a NUL byte is refused, not read up to the NUL.
 printf '{}\000{"hidden_size": 1}' >"$tmp/nul.json"
 expect_fail 2 'contains a NUL byte' "config.json with a NUL byte" -- plan --model-config "$tmp/nul.json"
+
+# 28: tensor parallelism stays inside a node.
+expect_fail 2 'tp 3 must divide the 8 GPUs' "tp that does not divide a node" -- \
+	plan --model deepseek-r1 --set tp=3

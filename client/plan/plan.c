@@ -891,7 +891,7 @@ int plan_eval_routed(const struct plan_model *m, const struct plan_params *p,
 	s.ddr_bs = hw->ddr_gbps > 0 ? hw->ddr_gbps * GB : INFINITY;
 	s.ssd_bs = hw->ssd_gbps > 0 ? hw->ssd_gbps * GB : INFINITY;
 	s.k = eff_top_k(m, p);
-	if (routing && m->experts) {
+	if (routing) {
 		ret = plan_routing_stats(routing, m->experts, (unsigned)s.gpus, &s.distinct, &s.ep_max,
 					 err, errlen);
 		if (ret < 0)
