@@ -73,6 +73,7 @@ static char *inj_strdup(const char *s)
 #include "tierd-client-mux.c"
 #include "tierd-client-conn.c"
 #include "tierd-client.c"
+#include "tierd-client-numa.c"
 #undef malloc
 #undef calloc
 #undef strdup
