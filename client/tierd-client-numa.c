@@ -23,7 +23,8 @@ int tdc_pci_numa_node(const char *root, const char *addr)
 	long node;
 	char *end;
 
-	if (!addr)
+	/* Hex digits and separators only: scanf's %x would take "0x" too. */
+	if (!addr || addr[strspn(addr, "0123456789abcdefABCDEF:.")])
 		return -EINVAL;
 	/* "0000:3B:00.0" (CUDA), "00000000:3b:00.0" (nvidia-smi), "3b:00.0". */
 	if (sscanf(addr, "%x:%x:%x.%x%c", &dom, &bus, &dev, &fn, &tail) != 4) {
