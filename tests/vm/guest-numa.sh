@@ -45,10 +45,12 @@ check "a client on CPU 1 (nothing said) gets slots on node 1" numa-check $sock a
 # What node 1 fetched first stays there: node 0 is served that copy.
 check "node 0 is served node 1's copy, not a second one" numa-check $sock acquire node 0 expect 1 1 0 4
 check "per-node counters add up to the totals" numa-check $sock counters
-comment </tmp/out
+cp /tmp/out /tmp/counters
+comment </tmp/counters
 # 4 experts on node 0 and 8 on node 1; node 0 asked 4 times for node 1's.
 check "per-node residency and remote acquires as asked" sh -c \
-	"grep -q '^node 0 .* experts 4 .* local 4 remote 4\$' /tmp/out && grep -q '^node 1 .* experts 8 .* local 8 remote 0\$' /tmp/out"
+	"grep -q '^node 0 .* experts 4 .* local 4 remote 4\$' /tmp/counters &&
+	 grep -q '^node 1 .* experts 8 .* local 8 remote 0\$' /tmp/counters"
 kill $daemon
 wait $daemon 2>/dev/null
 [ $failed -eq 0 ] || tail -20 /tmp/tierd.log | comment
