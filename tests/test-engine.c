@@ -893,6 +893,49 @@ static void test_numa_pools(void **state)
 	engine_destroy(e);
 }
 
+/* Node 1's pool full of pinned experts: free room on node 0 serves the next
+ * one (remote) rather than a refusal; with no room anywhere, -ENOSPC. */
+static void test_numa_full_pool(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e = make_two_nodes(fx, 2 * MiB, 2 * MiB);
+	struct engine_pool_stats p0, p1;
+	struct got g[LAYERS * EXPERTS];
+	int placed[2] = { 0, 0 }, i;
+
+	memset(g, 0, sizeof(g));
+	engine_set_owner_pool(e, owner_node_pool, e);
+	for (i = 0; i < LAYERS * EXPERTS; i++) {
+		struct tierd_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+		int r = engine_acquire_for(e, &k, ENGINE_DEMAND, 100, on_done, &g[i]);
+
+		if (r == -ENOSPC)
+			break;
+		assert_int_equal(r, 0);
+		assert_int_equal(engine_drain(e), 0);
+		assert_int_equal(g[i].err, 0);
+		verify(e, &g[i].info);
+		placed[g[i].info.pool]++;
+	}
+	/* Both pools filled, node 1's first; then nothing is left. */
+	assert_true(placed[1] > 0 && placed[0] > 0);
+	assert_true(i < LAYERS * EXPERTS);
+	assert_int_equal(g[0].info.pool, 1);
+	assert_int_equal(engine_get_pool_stats(e, 0, &p0), 0);
+	assert_int_equal(engine_get_pool_stats(e, 1, &p1), 0);
+	assert_int_equal(p1.served_local, placed[1]);
+	assert_int_equal(p1.served_remote, placed[0]);
+	assert_int_equal(p0.served_local + p0.served_remote, 0);
+	assert_int_equal(p0.evictions + p1.evictions, 0);
+	check_pool_sums(e);
+	while (i--) {
+		struct tierd_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+
+		assert_int_equal(engine_release(e, &k), 0);
+	}
+	engine_destroy(e);
+}
+
 /* A pool too small for one expert is refused, naming its node. */
 static void test_numa_small_pool(void **state)
 {
@@ -936,6 +979,7 @@ int main(void)
 		cmocka_unit_test(test_stale_in_flight),
 		cmocka_unit_test(test_change_during_fetch),
 		cmocka_unit_test(test_numa_pools),
+		cmocka_unit_test(test_numa_full_pool),
 		cmocka_unit_test(test_numa_small_pool),
 	};
 

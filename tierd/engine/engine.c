@@ -458,6 +458,16 @@ static int start_fetch(struct engine *e, const struct tierd_key *key, int xi, en
 	int r;
 
 	r = engine_slot_get(e, key->model, pool, max_evict, &off);
+	/* The asker's pool is full of pinned experts: free room on another
+	 * node serves it, remotely, rather than a refusal; nothing there is
+	 * evicted for it. */
+	for (uint32_t p = 0; r == -ENOSPC && p < e->npools; p++) {
+		if (p == pool)
+			continue;
+		r = engine_slot_get(e, key->model, p, 0, &off);
+		if (!r)
+			pool = p;
+	}
 	if (r < 0)
 		return r;
 	fl = calloc(1, sizeof(*fl));

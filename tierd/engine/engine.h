@@ -194,8 +194,10 @@ int engine_create_topo(struct engine **out, const struct tierd_conf *conf, const
  * Pools: one per NUMA node in use ([pool] nodes), each with its own slots.
  * An expert has one copy, in the pool of the node of the owner whose
  * request fetched it (the first to ask); an owner on another node is served
- * that copy (counted as remote).  The service tells the engine an owner's
- * pool through fn (returns a pool index; anything else: pool 0).
+ * that copy (counted as remote).  When the owner's pool is full of pinned
+ * experts, free room in another pool serves (remote) before -ENOSPC.  The
+ * service tells the engine an owner's pool through fn (returns a pool
+ * index; anything else: pool 0).
  */
 typedef int (*engine_owner_pool_fn)(void *arg, uint32_t owner);
 void engine_set_owner_pool(struct engine *e, engine_owner_pool_fn fn, void *arg);
