@@ -377,6 +377,14 @@ static void test_plan(void **state)
 	assert_non_null(strstr(err, "[pool] nodes: node 2"));
 	assert_int_equal(plan_of("[pool]\nnodes = auto\n", "0:0-1;1:2-3;2:4-5;3:6-7", &p, err, sizeof(err)), 0);
 	assert_int_equal(p.n, 4);
+	{
+		char many[512] = "";
+
+		for (int i = 0; i < CONF_MAX_POOL_NODES + 1; i++)
+			snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s%d:%d", i ? ";" : "", i, i);
+		assert_int_equal(plan_of("[pool]\nnodes = auto\n", many, &p, err, sizeof(err)), -E2BIG);
+		assert_non_null(strstr(err, "list the nodes"));
+	}
 }
 
 /* On a synthetic topology a pool carries its node as a label. */

@@ -360,7 +360,13 @@ int pool_plan(struct pool_plan *plan, const struct tierd_conf *c, const struct t
 	memset(plan, 0, sizeof(*plan));
 	nodes_text(t, have, sizeof(have));
 	if (c->pool_nodes_auto) {
-		for (unsigned i = 0; i < t->nnodes && plan->n < CONF_MAX_POOL_NODES; i++)
+		if (t->nnodes > CONF_MAX_POOL_NODES) {
+			snprintf(err, errlen, "pool: [pool] nodes = auto: this machine has %u nodes with "
+				 "memory (%s), at most %d pools: list the nodes near the GPUs",
+				 t->nnodes, have, CONF_MAX_POOL_NODES);
+			return -E2BIG;
+		}
+		for (unsigned i = 0; i < t->nnodes; i++)
 			plan->node[plan->n++] = t->nodes[i].id;
 	} else if (c->npool_nodes) {
 		for (unsigned i = 0; i < c->npool_nodes; i++)
