@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,6 +242,91 @@ static void print_client_pins(struct tierd_client *c)
 	json_object_put(root);
 }
 
+/* Pools per NUMA node, from the daemon's tierd_pool_node_* metrics. */
+struct node_row {
+	int node;
+	double size, bytes, experts, fetches, local, remote;
+};
+
+struct node_rows {
+	struct node_row r[TIERD_PROTO_MAX_POOLS];
+	unsigned n;
+	size_t field;			/* offsetof the one being collected */
+};
+
+static void collect_node(json_object *sample, void *arg)
+{
+	struct node_rows *nr = arg;
+	const char *node = tierctl_sample_label(sample, "node"), *from = tierctl_sample_label(sample, "from");
+	struct node_row *row = NULL;
+	size_t field = nr->field;
+	int id;
+
+	if (!node)
+		return;
+	id = atoi(node);
+	for (unsigned i = 0; i < nr->n; i++)
+		if (nr->r[i].node == id)
+			row = &nr->r[i];
+	if (!row) {
+		if (nr->n == TIERD_PROTO_MAX_POOLS)
+			return;
+		row = &nr->r[nr->n++];
+		memset(row, 0, sizeof(*row));
+		row->node = id;
+	}
+	if (from && !strcmp(from, "remote"))
+		field = offsetof(struct node_row, remote);
+	*(double *)((char *)row + field) = tierctl_sample_value(sample);
+}
+
+static void node_pools(struct tierd_client *c, json_object *j)
+{
+	static const struct {
+		const char *metric, *key;
+		size_t off;
+	} f[] = {
+		{ "tierd_pool_node_size_bytes", "size_bytes", offsetof(struct node_row, size) },
+		{ "tierd_pool_node_resident_bytes", "resident_bytes", offsetof(struct node_row, bytes) },
+		{ "tierd_pool_node_resident_experts", "resident_experts", offsetof(struct node_row, experts) },
+		{ "tierd_pool_node_fetches_total", "fetches", offsetof(struct node_row, fetches) },
+		{ "tierd_pool_node_acquires_total", "acquires_local", offsetof(struct node_row, local) },
+	};
+	struct node_rows nr = { .n = 0 };
+	json_object *root, *arr;
+
+	if (tierctl_metrics_fetch(c, true, &root))
+		return;
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		nr.field = f[i].off;
+		tierctl_metrics_foreach(root, f[i].metric, NULL, collect_node, &nr);
+	}
+	json_object_put(root);
+	if (j) {
+		arr = json_object_new_array();
+		for (unsigned i = 0; i < nr.n; i++) {
+			json_object *o = json_object_new_object();
+
+			json_object_object_add(o, "node", json_object_new_int(nr.r[i].node));
+			for (size_t k = 0; k < sizeof(f) / sizeof(f[0]); k++)
+				json_object_object_add(o, f[k].key, json_object_new_int64(
+					(int64_t)*(const double *)((const char *)&nr.r[i] + f[k].off)));
+			json_object_object_add(o, "acquires_remote", json_object_new_int64((int64_t)nr.r[i].remote));
+			json_object_array_add(arr, o);
+		}
+		json_object_object_add(j, "nodes", arr);
+		return;
+	}
+	for (unsigned i = 0; i < nr.n; i++) {
+		printf("  node %-4d ", nr.r[i].node);
+		print_bytes(stdout, (uint64_t)nr.r[i].bytes);
+		printf(" resident (%.0f experts) of ", nr.r[i].experts);
+		print_bytes(stdout, (uint64_t)nr.r[i].size);
+		printf("; %.0f fetches; acquires %.0f local, %.0f remote\n", nr.r[i].fetches, nr.r[i].local,
+		       nr.r[i].remote);
+	}
+}
+
 int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 {
 	struct tierd_client *c;
@@ -257,6 +343,7 @@ int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 		json_object_object_add(j, "uptime_s", json_object_new_double((double)v[TIERD_STAT_UPTIME_MS] / 1000.0));
 		for (unsigned i = TIERD_STAT_CLIENTS; i <= TIERD_STAT_EVICTIONS; i++)
 			json_object_object_add(j, tierd_client_stat_name(i), json_object_new_int64((int64_t)v[i]));
+		node_pools(c, j);
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
 		json_object_put(j);
 		goto out;
@@ -268,6 +355,7 @@ int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 	printf(" resident of ");
 	print_bytes(stdout, v[TIERD_STAT_POOL_BYTES]);
 	printf(" in %llu pool(s)\n", (unsigned long long)v[TIERD_STAT_POOLS]);
+	node_pools(c, NULL);
 	printf("  clients:  %llu, pins %llu (operator %llu)\n", (unsigned long long)v[TIERD_STAT_CLIENTS],
 	       (unsigned long long)v[TIERD_STAT_PINS], (unsigned long long)v[TIERD_STAT_OPERATOR_PINS]);
 	printf("  acquires: %llu hits, %llu misses, %llu evictions\n", (unsigned long long)v[TIERD_STAT_HITS],

@@ -248,8 +248,8 @@ int tdc_conn_open(struct tierd_client *c)
 	}
 	c->fd = fd;
 	id = c->next_id++;
-	r = tdc_send_locked(c, tierd_proto_encode_hello(c->tx, sizeof(c->tx), id, (uint32_t)getpid(), c->name),
-			    CONNECT_TIMEOUT_MS);
+	r = tdc_send_locked(c, tierd_proto_encode_hello_node(c->tx, sizeof(c->tx), id, (uint32_t)getpid(),
+							     c->name, c->numa_node), CONNECT_TIMEOUT_MS);
 	if (r)
 		return r;
 	n = recv_with_fds(fd, c->rx, sizeof(c->rx), fds, &nfds, CONNECT_TIMEOUT_MS);

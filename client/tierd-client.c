@@ -19,6 +19,12 @@
 
 EXPORT int tierd_client_connect(struct tierd_client **out, const char *path, const char *name)
 {
+	return tierd_client_connect_node(out, path, name, TIERD_CLIENT_NODE_DEFAULT);
+}
+
+EXPORT int tierd_client_connect_node(struct tierd_client **out, const char *path, const char *name,
+				     int numa_node)
+{
 	struct tierd_client *c = calloc(1, sizeof(*c));
 	int r;
 
@@ -37,6 +43,8 @@ EXPORT int tierd_client_connect(struct tierd_client **out, const char *path, con
 	for (char *p = c->name; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
+	c->numa_node = numa_node == TIERD_CLIENT_NODE_DEFAULT ? tdc_numa_node_default() :
+		       numa_node < 0 ? TIERD_NODE_UNSAID : numa_node;
 	c->fd = -1;
 	c->stale_fd = -1;
 	c->next_id = 1;

@@ -110,6 +110,24 @@ struct tierd_model_info {
  * protocol; -ENOENT / -ECONNREFUSED if no daemon listens.
  */
 int tierd_client_connect(struct tierd_client **out, const char *path, const char *name);
+/*
+ * The same, saying which NUMA node the client works on (its GPU's), so that
+ * the daemon serves it from the pool on that node: numa_node >= 0, or
+ * TIERD_CLIENT_NODE_DEFAULT: $TIERD_NUMA_NODE, else the node of the PCI
+ * device $TIERD_PCI_DEVICE names, else none said (the daemon takes the node
+ * of the CPUs the process may run on), or TIERD_CLIENT_NODE_NONE.
+ * tierd_client_connect() is TIERD_CLIENT_NODE_DEFAULT.
+ */
+#define TIERD_CLIENT_NODE_DEFAULT	(-2)
+#define TIERD_CLIENT_NODE_NONE		(-1)
+int tierd_client_connect_node(struct tierd_client **out, const char *path, const char *name,
+			      int numa_node);
+/*
+ * The NUMA node of a PCI device ("0000:3b:00.0", as cudaDeviceGetPCIBusId
+ * writes it) from /sys/bus/pci/devices/ADDR/numa_node; -ENODATA when the
+ * machine does not say, -ENOENT no such device, -EINVAL not an address.
+ */
+int tierd_client_numa_node_of_pci(const char *pci_addr);
 /* Releases every acquisition, unmaps, closes; NULL is a no-op. */
 void tierd_client_close(struct tierd_client *c);
 /* Reconnects now if the connection is broken (calls do it by themselves). */

@@ -253,7 +253,7 @@ static int zombie_add(struct engine *e, const struct cache_entry *ce)
 		e->capzombies = cap;
 	}
 	e->zombies[e->nzombies++] = (struct engine_zombie){
-		.key = ce->key, .slot = ce->slot, .pins = ce->pins, .cls = m->cls,
+		.key = ce->key, .slot = ce->slot, .pool = ce->pool, .pins = ce->pins, .cls = m->cls,
 		.bytes = xi >= 0 ? m->cat->experts[xi].bytes : 0,
 	};
 	return 0;
@@ -294,7 +294,7 @@ static int model_purge(struct engine *e, uint32_t mi, struct purge *p, struct en
 		fl = ce->owner;
 		p->failed++;
 		if (fetch_job_cancel(fl->job) == 0) {
-			slab_free(e->slab, m->cls, fl->slot);
+			slab_free(engine_slab(e, fl->pool), m->cls, fl->slot);
 			LIST_INSERT_HEAD(cancelled, fl, link);
 		} else {
 			/* Reading into the slot now: it goes back when the reads end. */

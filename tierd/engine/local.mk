@@ -8,7 +8,7 @@ tests_test_slab_CFLAGS = $(TEST_CFLAGS)
 tests_test_slab_LDADD = $(TEST_LIBS)
 TESTS += tests/test-slab
 
-libtierd_la_SOURCES += tierd/engine/pool.c tierd/engine/pool.h
+libtierd_la_SOURCES += tierd/engine/pool.c tierd/engine/pool.h tierd/engine/topo.c tierd/engine/topo.h
 check_PROGRAMS += tests/test-pool
 tests_test_pool_SOURCES = tests/test-pool.c
 tests_test_pool_CFLAGS = $(TEST_CFLAGS)

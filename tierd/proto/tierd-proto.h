@@ -88,7 +88,13 @@ struct tierd_msg_hdr {
 struct tierd_msg_hello {
 	uint32_t pid;			/* informational */
 	const char *name;		/* client's name for logs, may be "" */
+	/* Appended, optional: the NUMA node the client works on (its GPU's);
+	 * TIERD_NODE_UNSAID when absent: the daemon uses its CPUs' node. */
+	int32_t numa_node;
 };
+
+#define TIERD_NODE_UNSAID	(-1)
+#define TIERD_NODE_MAX		4095
 
 #define TIERD_MODEL_F_ALLOWED	0x1u	/* this client may acquire from the model */
 
@@ -290,6 +296,9 @@ void tierd_proto_put_str(struct tierd_proto_buf *b, const char *s);
 
 /* Whole messages. */
 long tierd_proto_encode_hello(void *buf, size_t cap, uint64_t id, uint32_t pid, const char *name);
+/* With the client's NUMA node (TIERD_NODE_UNSAID: none, as above). */
+long tierd_proto_encode_hello_node(void *buf, size_t cap, uint64_t id, uint32_t pid, const char *name,
+				   int32_t numa_node);
 long tierd_proto_encode_keys(void *buf, size_t cap, uint16_t type, uint16_t flags, uint64_t id,
 			     const struct tierd_key *keys, uint32_t count);
 long tierd_proto_encode_error(void *buf, size_t cap, uint64_t id, int err, const char *reason);

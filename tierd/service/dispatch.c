@@ -45,6 +45,7 @@ static int client_welcome(struct client *c, const struct tierd_msg_hdr *h, const
 		return -ENOMEM;
 	}
 	client_authorize(c);
+	client_numa_choose(c, m->numa_node);
 	c->hello = true;
 	w->instance = s->instance;
 	w->nmodels = (uint32_t)nmodels;
@@ -69,8 +70,10 @@ static int client_welcome(struct client *c, const struct tierd_msg_hdr *h, const
 	tierd_proto_put_welcome(&b, w);
 	nfds = (int)w->npools;
 	free(w);
-	log_info("client %u: pid %d uid %u gid %u \"%s\" connected (%s)", c->id, (int)c->pid,
-		 (unsigned)c->uid, (unsigned)c->gid, c->name, c->may_map ? "pool mapped" : "no pool access");
+	log_info("client %u: pid %d uid %u gid %u \"%s\" connected (%s, NUMA node %d (%s), pool %u)",
+		 c->id, (int)c->pid, (unsigned)c->uid, (unsigned)c->gid, c->name,
+		 c->may_map ? "pool mapped" : "no pool access", c->node, client_node_how[c->node_how],
+		 c->pool);
 	return client_send(c, s->tx, tierd_proto_end(&b), fds, nfds);
 }
 

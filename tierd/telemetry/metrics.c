@@ -611,6 +611,48 @@ static void render_models(struct msink *s, const struct metrics_model *m, size_t
 	}
 }
 
+static void render_pools(struct msink *s, const struct metrics_pool *p, size_t n)
+{
+	char node[16];
+
+	family(s, "tierd_pool_node_size_bytes", "gauge", "Bytes of the DDR pool on a NUMA node.");
+	for (size_t i = 0; i < n; i++) {
+		snprintf(node, sizeof(node), "%d", p[i].node);
+		sample_u(s, "tierd_pool_node_size_bytes", p[i].size, "node", node, NULL);
+	}
+	family(s, "tierd_pool_node_resident_bytes", "gauge",
+	       "Bytes of experts resident in the pool on a NUMA node (the sum over nodes is tierd_pool_resident_bytes).");
+	for (size_t i = 0; i < n; i++) {
+		snprintf(node, sizeof(node), "%d", p[i].node);
+		sample_u(s, "tierd_pool_node_resident_bytes", p[i].st.bytes_resident, "node", node, NULL);
+	}
+	family(s, "tierd_pool_node_resident_experts", "gauge", "Experts resident in the pool on a NUMA node.");
+	for (size_t i = 0; i < n; i++) {
+		snprintf(node, sizeof(node), "%d", p[i].node);
+		sample_u(s, "tierd_pool_node_resident_experts", p[i].st.experts_resident, "node", node, NULL);
+	}
+	family(s, "tierd_pool_node_fetches_total", "counter", "Expert reads started into the pool on a NUMA node.");
+	for (size_t i = 0; i < n; i++) {
+		snprintf(node, sizeof(node), "%d", p[i].node);
+		sample_u(s, "tierd_pool_node_fetches_total", p[i].st.fetches, "node", node, NULL);
+	}
+	family(s, "tierd_pool_node_evictions_total", "counter", "Experts evicted from the pool on a NUMA node.");
+	for (size_t i = 0; i < n; i++) {
+		snprintf(node, sizeof(node), "%d", p[i].node);
+		sample_u(s, "tierd_pool_node_evictions_total", p[i].st.evictions, "node", node, NULL);
+	}
+	family(s, "tierd_pool_node_acquires_total", "counter",
+	       "Acquires by clients of a NUMA node, served from that node's pool (local) or from another's "
+	       "(remote: an expert another node fetched first).");
+	for (size_t i = 0; i < n; i++) {
+		snprintf(node, sizeof(node), "%d", p[i].node);
+		sample_u(s, "tierd_pool_node_acquires_total", p[i].st.served_local, "node", node, "from",
+			 "local", NULL);
+		sample_u(s, "tierd_pool_node_acquires_total", p[i].st.served_remote, "node", node, "from",
+			 "remote", NULL);
+	}
+}
+
 static void render_service(struct msink *s, const struct metrics_service *sv)
 {
 	char id[16], uid[16];
@@ -672,6 +714,8 @@ static void render_all(struct msink *s, const struct metrics_input *in, const st
 		render_fetch_hist(s, in->fetch_latency);
 	if (in->nmodels)
 		render_models(s, in->models, in->nmodels);
+	if (in->npools)
+		render_pools(s, in->pools, in->npools);
 	if (in->service)
 		render_service(s, in->service);
 }

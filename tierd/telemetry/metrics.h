@@ -42,6 +42,13 @@ struct metrics_model {
 	uint64_t reloads;
 };
 
+/* One pool (NUMA node in use), as the engine counts it (engine.h). */
+struct metrics_pool {
+	int node;
+	uint64_t size;
+	struct engine_pool_stats st;
+};
+
 /* One connected client, as the service sees it. */
 struct metrics_client {
 	uint32_t id;
@@ -75,6 +82,8 @@ struct metrics_input {
 	const struct metrics_model *models;
 	size_t nmodels;
 	const struct metrics_service *service;
+	const struct metrics_pool *pools;
+	size_t npools;
 };
 
 /*
