@@ -6,7 +6,8 @@ libtierd_la_SOURCES += \
 	tierd/service/server.c tierd/service/server.h tierd/service/server-int.h \
 	tierd/service/pinset.c tierd/service/pinset.h tierd/service/opins.c \
 	tierd/service/outq.c tierd/service/auth.c tierd/service/acquire.c \
-	tierd/service/warm.c tierd/service/dispatch.c tierd/service/conn.c
+	tierd/service/warm.c tierd/service/dispatch.c tierd/service/conn.c \
+	tierd/service/fastpath.c
 
 check_PROGRAMS += tests/test-proto tests/test-loop tests/test-pinset
 TESTS += tests/test-proto tests/test-loop tests/test-pinset

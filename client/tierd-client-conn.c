@@ -23,7 +23,7 @@
 static int recv_with_fds(int fd, void *buf, size_t cap, int *fds, int *nfds, int timeout_ms)
 {
 	union {
-		char b[CMSG_SPACE(sizeof(int) * TIERD_PROTO_MAX_POOLS)];
+		char b[CMSG_SPACE(sizeof(int) * TIERD_PROTO_MAX_FDS)];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = { .iov_base = buf, .iov_len = cap };
@@ -54,7 +54,7 @@ static int recv_with_fds(int fd, void *buf, size_t cap, int *fds, int *nfds, int
 				int f;
 
 				memcpy(&f, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof(int));
-				if (*nfds < (int)TIERD_PROTO_MAX_POOLS)
+				if (*nfds < (int)TIERD_PROTO_MAX_FDS)
 					fds[(*nfds)++] = f;
 				else
 					close(f);
@@ -79,7 +79,7 @@ static int conn_request(struct tierd_client *c, long len, uint64_t id, struct ti
 	if (r)
 		return r;
 	for (;;) {
-		int fds[TIERD_PROTO_MAX_POOLS], nfds = 0, n = -ETIMEDOUT;
+		int fds[TIERD_PROTO_MAX_FDS], nfds = 0, n = -ETIMEDOUT;
 		int64_t left = deadline - now_ms();
 		struct tierd_msg_hdr h;
 		const char *why;
@@ -214,7 +214,7 @@ int tdc_conn_open(struct tierd_client *c)
 	struct tierd_msg_hdr h;
 	struct model *models = NULL;
 	struct mapping *maps[TIERD_PROTO_MAX_POOLS] = { 0 };
-	int fds[TIERD_PROTO_MAX_POOLS], nfds = 0, fd, n, r;
+	int fds[TIERD_PROTO_MAX_FDS], nfds = 0, fd, n, r;
 	const char *why = NULL;
 	uint64_t id;
 
