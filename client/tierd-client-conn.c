@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libtierd-client: connect and reconnect.  HELLO/WELCOME with the pool
- * descriptors, the pool mappings, and on a reconnection the acquisitions
+ * descriptors (and the fast path's, tierd-client-fast.c), the pool
+ * mappings, and on a reconnection the acquisitions
  * of the old connection acquired again from the new daemon.
  */
 #include "config.h"
@@ -189,6 +190,8 @@ static int reestablish(struct tierd_client *c, unsigned *ok, unsigned *lost)
 					a->tensors = tmp.tensors;
 					memcpy(a->maps, tmp.maps, sizeof(a->maps));
 					memcpy(a->keys, keys, a->n * sizeof(*keys));
+					/* Pinned by the daemon now, released by RELEASE. */
+					a->fast = false;
 					m = NULL;
 				} else {
 					tdc_release_keys_noreply(c, keys, a->n);
@@ -275,7 +278,7 @@ int tdc_conn_open(struct tierd_client *c)
 		r = -ENOMEM;
 	if (!r)
 		r = tierd_proto_decode_welcome(c->rx + sizeof(h), h.length, w, &why);
-	if (!r && (int)w->npools != nfds) {
+	if (!r && (int)w->npools + ((w->fast & TIERD_WELCOME_F_FAST) ? 2 : 0) != nfds) {
 		r = -EBADMSG;
 		why = "pool descriptors missing";
 	}
@@ -324,9 +327,6 @@ int tdc_conn_open(struct tierd_client *c)
 			goto fail;
 		}
 	}
-	for (int i = 0; i < nfds; i++)
-		close(fds[i]);
-	nfds = 0;
 	for (uint32_t i = 0; i < c->nmodels; i++)
 		free(c->models[i].name);
 	free(c->models);
@@ -337,6 +337,13 @@ int tdc_conn_open(struct tierd_client *c)
 	memcpy(c->pools, maps, sizeof(maps));
 	c->npools = w->npools;
 	c->instance = w->instance;
+	c->conn_seq++;
+	tdc_fast_close(c);
+	if ((w->fast & TIERD_WELCOME_F_FAST) && c->npools)
+		tdc_fast_open(c, w, fds[w->npools], fds[w->npools + 1]);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	nfds = 0;
 	free(w);
 	return 0;
 fail:

@@ -22,23 +22,27 @@
  * Acquire (client):               Evict (daemon, one thread):
  *   g1 = gen (acquire)              gen = g + 1, odd (seq_cst)
  *   g1 odd: socket                  fence (seq_cst)
- *   read pool, offset, layout       any area's pins[i] != 0:
- *   pins[i] += 1 (seq_cst)            gen = g + 2 (release): kept
- *   fence (seq_cst)                 else: slot freed, maybe reused
- *   g2 = gen
+ *   read pool, offset, layout       p = every area's pins[i] (seq_cst)
+ *     (acquire)                     p != 0: gen = g + 2 (release), kept
+ *   pins[i] += 1 (seq_cst)          else: slot freed, maybe reused
+ *   g2 = gen (seq_cst)
  *   g2 != g1: pins[i] -= 1, socket
  * Release: pins[i] -= 1 (release).
+ * Publish (daemon): fields (relaxed) while gen is odd, then gen = g + 1,
+ * even (release).
  *
- * The two stores (a pin, an odd generation) are each followed by a full
- * fence and a load of the other's location: of two racing sides at least
- * one sees the other's store (store-load ordering, as in Dekker's
- * algorithm), so either the client sees the generation move and backs off,
- * or the daemon sees the pin and keeps the slot.  Generations only grow (64
- * bits never wrap), so a slot evicted and refilled with the same expert
- * between g1 and g2 is not mistaken for the one read.  The daemon writes an
- * entry's fields only while its generation is odd, so fields read between
- * two equal even loads are one consistent version (a seqlock).  The protocol
- * is modelled in tests/fastpath.pml and checked with spin.
+ * Each side stores to one location and then loads the other's, all
+ * seq_cst (one total order): of two racing sides at least one sees the
+ * other's store (store-load ordering, as in Dekker's algorithm), so either
+ * the client sees the generation move and backs off, or the daemon sees the
+ * pin and keeps the slot.  Generations only grow (64 bits never wrap), so
+ * a slot evicted and refilled with the same expert between g1 and g2 is not
+ * mistaken for the one read.  The daemon writes an entry's fields only
+ * while its generation is odd, after a fence; a client's acquire load that
+ * sees such a write also sees the odd generation, so fields read between
+ * two equal even loads are one consistent version (a seqlock).  The client
+ * uses no fence (ThreadSanitizer does not model them).  The protocol is
+ * modelled in tests/fastpath.pml and checked with spin.
  *
  * Accesses: every fast acquire adds one to uses[i] (relaxed); the daemon
  * sums the differences into its hit counters and the eviction policy.
