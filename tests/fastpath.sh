@@ -19,7 +19,7 @@ wait_for() {
 	return 1
 }
 
-echo "1..9"
+echo "1..11"
 
 if ! "$TIERCTL" demo-store "$tmp/demo" --layers 4 --experts 16 --hidden 64 --ffn 128 >/dev/null; then
 	echo "Bail out! cannot write the demo checkpoint"
@@ -119,6 +119,49 @@ if "$FC" garbage "$sock" >"$tmp/out" 2>&1 && grep -q dropped "$tmp/out" &&
 	ok "a garbage pin area ends its client only"
 else
 	notok "a garbage pin area ends its client only"
+fi
+
+# bench acquire: several client counts give a JSON list with the figures
+# of both paths and the floor.
+rm -f "$tmp/out"
+if tierctl --json bench acquire --ops 50 --clients 1,2 >"$tmp/out" 2>&1 &&
+   python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+keys = ("clients", "floor_p50_us", "socket_p50_us", "fast_p50_us", "fast_p99_us", "fast_ops_per_s")
+assert isinstance(d, list) and [x["clients"] for x in d] == [1, 2]
+assert all(k in x and x[k] >= 0 for x in d for k in keys)
+' "$tmp/out"; then
+	ok "bench acquire --clients 1,2 --json: a list with floor, socket and fast figures"
+else
+	notok "bench acquire --json"
+fi
+
+# 512 experts in one operation: their ACQUIRED answer would pass the
+# 128 KiB packet (E2BIG); bench acquire batches them.
+kill "$daemon"
+wait "$daemon" 2>/dev/null
+"$TIERCTL" demo-store "$tmp/wide" --layers 8 --experts 64 --hidden 16 --ffn 16 >/dev/null
+cat >"$conf" <<EOF
+[daemon]
+socket = $sock
+socket_mode = 0666
+state_dir = $tmp
+[pool]
+size = 8M
+hugepages = no
+lock = no
+[client]
+max_pins = 1024
+[model wide]
+path = $tmp/wide
+allow_uid = 0
+EOF
+rm -f "$tmp/out"
+if start_daemon && tierctl bench acquire --model wide --experts 512 --ops 10 >"$tmp/out" 2>&1; then
+	ok "bench acquire --experts 512 (answers over 128 KiB) works"
+else
+	notok "bench acquire --experts 512"
 fi
 
 [ "$failed" = 0 ]
