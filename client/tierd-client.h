@@ -126,7 +126,7 @@ void tierd_client_set_reconnect_cb(struct tierd_client *c, tierd_reconnect_fn fn
 /*
  * Acquires of resident experts go without a system call by default: the
  * library reads the daemon's residency table and pins the expert in a pin
- * area of its own, both mapped at connection (protocol 1.2); anything else
+ * area of its own, both mapped at connection (protocol 1.3); anything else
  * (a miss, an expert being evicted, the first acquire of an expert, whose
  * tensor layout the library learns then, an older daemon) goes through the
  * socket.  Either way the acquisition is the same and release gives it back.
@@ -213,6 +213,17 @@ const char *tierd_client_stat_name(unsigned i);
  */
 int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len);
 int tierd_client_metrics_timeout(struct tierd_client *c, char **text, size_t *len, int timeout_ms);
+/*
+ * The same sample in another format: TIERD_CLIENT_METRICS_TEXT (the text)
+ * or TIERD_CLIENT_METRICS_JSON ({"families": [{"name", "type", "help", "samples":
+ * [{"name", "labels": {...}, "value"}]}]}, for programs that would otherwise
+ * parse the text).  A daemon older than protocol 1.2 answers JSON with
+ * -EOPNOTSUPP.  timeout_ms < 0 waits as long as it takes.
+ */
+#define TIERD_CLIENT_METRICS_TEXT	0u
+#define TIERD_CLIENT_METRICS_JSON	1u
+int tierd_client_metrics_as(struct tierd_client *c, unsigned format, char **text, size_t *len,
+			    int timeout_ms);
 
 /* ---- operator commands (root or the daemon's user) ---- */
 

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -61,6 +62,8 @@ struct engine_waiter {
 	void *arg;
 };
 
+LIST_HEAD(engine_inflight_list, engine_inflight);
+
 /* An expert being fetched: who waits for it.  ce is NULL once the model went
  * stale: the entry is gone, the slot waits for the reads to end. */
 struct engine_inflight {
@@ -73,7 +76,7 @@ struct engine_inflight {
 	unsigned nw, capw;
 	uint32_t owner;
 	uint64_t start_ns;
-	struct engine_inflight *next;	/* on engine.detached, or cancelled until told */
+	LIST_ENTRY(engine_inflight) link;	/* on engine.detached, or cancelled until told */
 };
 
 /*
@@ -105,7 +108,7 @@ struct engine {
 	void *observer_arg;
 	struct engine_zombie *zombies;	/* oldest first */
 	size_t nzombies, capzombies;
-	struct engine_inflight *detached;	/* fetches of stale models, still reading */
+	struct engine_inflight_list detached;	/* fetches of stale models, still reading */
 	struct ckwatch *watch;
 	struct residency *res;		/* the no-system-call path; NULL: off */
 };

@@ -133,6 +133,7 @@ int engine_create(struct engine **out, const struct tierd_conf *conf, char *err,
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
+	LIST_INIT(&e->detached);
 	r = pool_create(&e->pool, &po, err, errlen);
 	if (r < 0)
 		goto fail;
@@ -216,15 +217,15 @@ static void model_free(struct engine_model *m)
 
 void engine_destroy(struct engine *e)
 {
+	struct engine_inflight *fl;
+
 	if (!e)
 		return;
 	ckwatch_destroy(e->watch);
 	/* Reads still in flight write into the pool: wait for them first. */
 	fetch_destroy(e->fetch);
-	while (e->detached) {
-		struct engine_inflight *fl = e->detached;
-
-		e->detached = fl->next;
+	while ((fl = LIST_FIRST(&e->detached))) {
+		LIST_REMOVE(fl, link);
 		free(fl->w);
 		free(fl);
 	}
@@ -292,15 +293,6 @@ const char *engine_model_name(const struct engine *e, uint32_t model)
 	return m ? m->name : NULL;
 }
 
-static void detached_unlink(struct engine *e, struct engine_inflight *fl)
-{
-	for (struct engine_inflight **p = &e->detached; *p; p = &(*p)->next) {
-		if (*p == fl) {
-			*p = fl->next;
-			return;
-		}
-	}
-}
 
 static void fetch_done(void *arg, int err, uint64_t bytes)
 {
@@ -319,7 +311,7 @@ static void fetch_done(void *arg, int err, uint64_t bytes)
 	if (ce)
 		ce->owner = NULL;
 	else
-		detached_unlink(e, fl);
+		LIST_REMOVE(fl, link);	/* on e->detached */
 	/* Read before or across a change of the checkpoint: never served. */
 	if (!err && (!ce || m->stale || xi < 0))
 		err = -ESTALE;

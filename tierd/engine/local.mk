@@ -49,7 +49,7 @@ tests_test_fetch_eio_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fetch-eio
 
 # tierctl's direct engine commands (bench fetch, fetch, demo).
-client_tierctl_SOURCES += client/tierctl-engine.c
+client_tierctl_SOURCES += client/tierctl-engine.c client/tierctl-direct.h client/tierctl-bench-fetch.c
 
 # Integration: demo checkpoints through the catalog and the engine, every byte.
 check_PROGRAMS += tests/test-engine-demo

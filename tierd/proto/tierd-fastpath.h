@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The no-system-call hit path: the shared memory the daemon and its clients
- * use beside the socket (protocol 1.2).  Both ends are on one host and built
+ * use beside the socket (protocol 1.3).  Both ends are on one host and built
  * from this header; the daemon checks nothing a client writes except through
  * the bounds below.
  *

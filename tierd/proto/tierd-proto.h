@@ -14,7 +14,7 @@
  *
  * Conversation:
  *   client HELLO -> daemon WELCOME (+ pool fds by SCM_RIGHTS, read-only;
- *                   to a 1.2 client that may map the pool, then the residency
+ *                   to a 1.3 client that may map the pool, then the residency
  *                   table's fd, read-only, and its own pin area's, read-write:
  *                   tierd-fastpath.h)
  *                   or ERROR and close (other major version, refused)
@@ -35,7 +35,8 @@
 
 #define TIERD_PROTO_MAGIC	0x44524954u	/* "TIRD" in memory on little-endian */
 #define TIERD_PROTO_MAJOR	1
-#define TIERD_PROTO_MINOR	2	/* 1.1: METRICS, METRICS_DATA; 1.2: WELCOME's fast path */
+/* 1.1: METRICS, METRICS_DATA; 1.2: METRICS as JSON; 1.3: WELCOME's fast path */
+#define TIERD_PROTO_MINOR	3
 
 /* Largest packet either side sends or accepts (fits the default socket buffer). */
 #define TIERD_PROTO_MAX_MSG	(128u * 1024u)
@@ -112,7 +113,7 @@ struct tierd_msg_welcome {
 	uint64_t pool_size[TIERD_PROTO_MAX_POOLS];
 	uint32_t nmodels;
 	struct tierd_proto_model models[TIERD_PROTO_MAX_MODELS];
-	/* 1.2, sent to 1.2 clients only: the no-system-call path. */
+	/* 1.3, sent to 1.3 clients only: the no-system-call path. */
 	uint32_t fast;			/* TIERD_WELCOME_F_FAST: two more fds */
 	uint64_t fast_table_size;
 	uint64_t fast_area_size;
@@ -215,6 +216,10 @@ struct tierd_msg_progress {
 /* METRICS formats. */
 enum tierd_metrics_format {
 	TIERD_METRICS_PROMETHEUS = 0,	/* text exposition format 0.0.4 */
+	/* 1.2: the same samples as JSON, {"families": [{"name", "type", "help",
+	 * "samples": [{"name", "labels": {...}, "value"}]}]}: what tierctl
+	 * reads, so that no client parses the text back. */
+	TIERD_METRICS_JSON = 1,
 };
 
 /* METRICS: u32 format, u32 0.  A daemon answers a format it does not know
@@ -315,7 +320,7 @@ long tierd_proto_encode_metrics_data(void *buf, size_t cap, uint64_t id, const c
  *
  * WELCOME: u64 instance, u32 npools, u32 nmodels, u64 pool_size[npools],
  *   per model: str name, u32 flags, u32 nlayers, u32 experts_per_layer,
- *   u32 top_k, u64 nexperts, u64 slot_bytes; 1.2 (to 1.2 clients): then
+ *   u32 top_k, u64 nexperts, u64 slot_bytes; 1.3 (to 1.3 clients): then
  *   u32 fast, u32 0, u64 fast_table_size, u64 fast_area_size.
  * ACQUIRED: u32 count, u32 0, per expert: u32 model, u32 layer, u32 expert,
  *   u32 ntensors, per tensor: u32 pool, u32 dtype, u64 offset, u64 length,

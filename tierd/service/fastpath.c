@@ -64,7 +64,7 @@ int client_fast_open(struct client *c, uint16_t minor, struct tierd_msg_welcome 
 	int r;
 
 	/* A client that may not map the pool reads no slot either. */
-	if (minor < 2 || !res || !c->may_map || !s->fast_timer)
+	if (minor < 3 || !res || !c->may_map || !s->fast_timer)
 		return 0;
 	r = residency_area_new(res, c->allowed, &c->fast);
 	if (r) {

@@ -240,7 +240,7 @@ void client_read(struct client *c);
 struct tierd_msg_welcome;
 int server_fast_init(struct server *s);
 void server_fast_fini(struct server *s);
-/* A 1.2 client that may map the pool gets a pin area: its fields in w and
+/* A 1.3 client that may map the pool gets a pin area: its fields in w and
  * two fds appended to fds (the table's, the area's). */
 int client_fast_open(struct client *c, uint16_t minor, struct tierd_msg_welcome *w, int *fds, int *nfds);
 void client_fast_close(struct client *c);
