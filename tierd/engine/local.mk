@@ -63,3 +63,10 @@ EXTRA_DIST += tests/engine-cli.sh
 # tests/svc-client from client/service.mk).
 TESTS += tests/checkpoint-change.sh
 EXTRA_DIST += tests/checkpoint-change.sh
+
+# The residency table and pin areas of the no-system-call acquire path.
+check_PROGRAMS += tests/test-residency
+tests_test_residency_SOURCES = tests/test-residency.c
+tests_test_residency_CFLAGS = $(TEST_CFLAGS)
+tests_test_residency_LDADD = $(TEST_LIBS)
+TESTS += tests/test-residency
