@@ -20,6 +20,7 @@
 EXPORT int tierd_client_connect(struct tierd_client **out, const char *path, const char *name)
 {
 	struct tierd_client *c = calloc(1, sizeof(*c));
+	const char *env;
 	int r;
 
 	if (!c)
@@ -44,7 +45,8 @@ EXPORT int tierd_client_connect(struct tierd_client **out, const char *path, con
 	pthread_cond_init(&c->cond, NULL);
 	/* The switch for comparisons and for doubt: every acquire through the
 	 * socket (TIERD_CLIENT_F_SOCKET). */
-	if (getenv("TIERD_NO_FASTPATH") && strcmp(getenv("TIERD_NO_FASTPATH"), "0"))
+	env = getenv("TIERD_NO_FASTPATH");
+	if (env && *env && strcmp(env, "0"))
 		c->flags |= TIERD_CLIENT_F_SOCKET;
 	SLIST_INIT(&c->layouts);
 	r = tdc_conn_open(c);
