@@ -84,6 +84,7 @@ static int cmd_engaged(int argc, char **argv)
 	struct tierd_key keys[4] = { { 0, 0, 0 }, { 0, 0, 1 }, { 0, 0, 2 }, { 0, 0, 3 } };
 	uint64_t before[64] = { 0 }, after[64] = { 0 };
 	int hits = stat_index("hits"), acq = stat_index("acquires"), req = stat_index("requests");
+	int rel = stat_index("releases");
 	struct tierd_client *c;
 	struct tierd_acquisition *a;
 	long rounds = argc > 1 ? atol(argv[1]) : 100, nfast = 0;
@@ -120,13 +121,14 @@ static int cmd_engaged(int argc, char **argv)
 		fprintf(stderr, "fastpath-client: engaged: %s\n", strerror(-r));
 		return 1;
 	}
-	printf("fast %ld of %ld; requests +%llu, hits +%llu, acquires +%llu\n", nfast, rounds,
+	printf("fast %ld of %ld; requests +%llu, hits +%llu, acquires +%llu, releases +%llu\n", nfast, rounds,
 	       (unsigned long long)(after[req] - before[req]), (unsigned long long)(after[hits] - before[hits]),
-	       (unsigned long long)(after[acq] - before[acq]));
-	/* Hits and acquires count every acquire whichever way it went; the
-	 * requests say which way: only the STATS itself, or acquire and
-	 * release each round. */
-	if (after[hits] - before[hits] != (uint64_t)rounds * 4 || after[acq] - before[acq] != (uint64_t)rounds * 4)
+	       (unsigned long long)(after[acq] - before[acq]), (unsigned long long)(after[rel] - before[rel]));
+	/* Hits, acquires and releases count every expert whichever way it
+	 * went; the requests say which way: only the STATS itself, or acquire
+	 * and release each round. */
+	if (after[hits] - before[hits] != (uint64_t)rounds * 4 || after[acq] - before[acq] != (uint64_t)rounds * 4 ||
+	    after[rel] - before[rel] != (uint64_t)rounds * 4)
 		return 1;
 	if (socket_only)
 		r = nfast == 0 && after[req] - before[req] == (uint64_t)rounds * 2 + 1 ? 0 : 1;

@@ -149,7 +149,7 @@ static void test_sweep_and_garbage(void **state)
 	struct client_view v, gv;
 	bool allowed[3] = { true, true, false }, all[3] = { true, true, true };
 	struct uses u = { 0 };
-	uint64_t pinned;
+	struct residency_sweep sw;
 	size_t done = 0;
 	char err[128];
 
@@ -160,17 +160,27 @@ static void test_sweep_and_garbage(void **state)
 	map_client(r, good, &gv);
 	/* Uses since the last sweep, wrapping. */
 	atomic_store(&gv.pins[7].uses, UINT32_MAX - 1);
-	residency_area_sweep(r, good, count_uses, &u, &pinned);
+	residency_area_sweep(r, good, count_uses, &u, &sw);
 	assert_int_equal(u.total, UINT32_MAX - 1);
 	atomic_store(&gv.pins[7].uses, 3);
 	u = (struct uses){ 0 };
-	residency_area_sweep(r, good, count_uses, &u, &pinned);
+	residency_area_sweep(r, good, count_uses, &u, &sw);
 	assert_int_equal(u.calls, 1);
 	assert_int_equal(u.total, 5);
 	assert_int_equal(u.last.model, 2);
 	assert_int_equal(u.last.layer, 0);
 	assert_int_equal(u.last.expert, 1);
-	assert_int_equal(pinned, 0);
+	assert_int_equal(sw.pinned, 0);
+	assert_int_equal(sw.releases, 5);	/* used 5 times, none held */
+	/* Two acquires, one held: one release. */
+	atomic_store(&gv.pins[7].uses, 5);
+	atomic_store(&gv.pins[7].pins, 1);
+	residency_area_sweep(r, good, count_uses, &u, &sw);
+	assert_int_equal(sw.uses, 2);
+	assert_int_equal(sw.releases, 1);
+	atomic_store(&gv.pins[7].pins, 0);
+	residency_area_sweep(r, good, count_uses, &u, &sw);
+	assert_int_equal(sw.releases, 1);
 	/* Random bytes over a whole area: only entries count, only of the
 	 * models it may use; the rest of the mapping is never read. */
 	while (done < v.asize) {
@@ -183,14 +193,14 @@ static void test_sweep_and_garbage(void **state)
 		if (!atomic_load(&v.pins[i].pins))
 			atomic_store(&v.pins[i].pins, 1);
 	u = (struct uses){ 0 };
-	residency_area_sweep(r, a, count_uses, &u, &pinned);
-	assert_int_equal(pinned, 6);	/* model 0's; model 2 not allowed */
+	residency_area_sweep(r, a, count_uses, &u, &sw);
+	assert_int_equal(sw.pinned, 6);	/* model 0's; model 2 not allowed */
 	assert_true(u.calls <= 6);
 	assert_true(residency_pinned(r, 0, 0));
 	assert_false(residency_pinned(r, 6, 2));
 	/* The other client's area is its own. */
-	residency_area_sweep(r, good, count_uses, &u, &pinned);
-	assert_int_equal(pinned, 0);
+	residency_area_sweep(r, good, count_uses, &u, &sw);
+	assert_int_equal(sw.pinned, 0);
 	residency_area_free(r, a);
 	assert_false(residency_pinned(r, 0, 0));
 	unmap_client(&v);

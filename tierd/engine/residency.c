@@ -23,6 +23,7 @@ struct residency_area {
 	int fd;
 	struct tierd_fast_pin *pins;	/* the client writes it: read with care */
 	uint32_t *seen;			/* uses at the last sweep, ours */
+	uint64_t held;			/* pins held at the last sweep */
 	const bool *allowed;
 };
 
@@ -312,24 +313,30 @@ int residency_area_fd(const struct residency_area *a)
 
 void residency_area_sweep(struct residency *r, struct residency_area *a,
 			  void (*fn)(void *arg, const struct tierd_key *key, uint32_t uses), void *arg,
-			  uint64_t *pinned)
+			  struct residency_sweep *out)
 {
-	uint64_t np = 0;
+	uint64_t np = 0, pins = 0, uses = 0;
 
 	for (uint32_t i = 0; i < r->nentries; i++) {
 		uint32_t u = atomic_load_explicit(&a->pins[i].uses, memory_order_relaxed);
 		uint32_t d = u - a->seen[i];
-		bool pin = atomic_load_explicit(&a->pins[i].pins, memory_order_relaxed) != 0;
+		uint32_t p = atomic_load_explicit(&a->pins[i].pins, memory_order_relaxed);
 		struct tierd_key k;
 
 		a->seen[i] = u;
-		if (!d && !pin)
+		if (!d && !p)
 			continue;
 		if (!entry_key(r, i, &k) || !a->allowed[k.model])
 			continue;
-		np += pin;
+		np += p != 0;
+		pins += p;
+		uses += d;
 		if (d)
 			fn(arg, &k, d);
 	}
-	*pinned = np;
+	out->pinned = np;
+	out->uses = uses;
+	/* A garbage area's numbers need not add up: never below zero. */
+	out->releases = uses + a->held > pins ? uses + a->held - pins : 0;
+	a->held = pins;
 }

@@ -59,10 +59,17 @@ void residency_area_free(struct residency *r, struct residency_area *a);
 int residency_area_fd(const struct residency_area *a);
 uint64_t residency_area_size(const struct residency *r);
 
-/* Reads an area's use counters: fn(arg, key, uses since the last sweep) for
- * each entry used; *pinned: how many entries it pins now (allowed models). */
+/* What a sweep of an area found (models the client may use only). */
+struct residency_sweep {
+	uint64_t pinned;		/* entries it pins now */
+	uint64_t uses;			/* fast acquires since the last sweep */
+	uint64_t releases;		/* fast releases since the last sweep */
+};
+
+/* Reads an area's counters: fn(arg, key, uses since the last sweep) for each
+ * entry used.  Releases are the uses less the growth of the pins held. */
 void residency_area_sweep(struct residency *r, struct residency_area *a,
 			  void (*fn)(void *arg, const struct tierd_key *key, uint32_t uses), void *arg,
-			  uint64_t *pinned);
+			  struct residency_sweep *out);
 
 #endif

@@ -81,14 +81,31 @@ int client_fast_open(struct client *c, uint16_t minor, struct tierd_msg_welcome 
 	return 0;
 }
 
+static void fast_uses(void *arg, const struct tierd_key *key, uint32_t uses);
+
+/* Its counters into the statistics; *pinned: entries it pins now. */
+static void client_fast_sweep(struct client *c, uint64_t *pinned)
+{
+	struct server *s = c->srv;
+	struct residency_sweep sw;
+
+	residency_area_sweep(engine_residency(s->engine), c->fast, fast_uses, s, &sw);
+	s->counters[TIERD_STAT_ACQUIRES] += sw.uses;
+	s->counters[TIERD_STAT_RELEASES] += sw.releases;
+	*pinned = sw.pinned;
+}
+
 void client_fast_close(struct client *c)
 {
 	struct server *s = c->srv;
 	struct residency *res = engine_residency(s->engine);
+	uint64_t pinned;
 
 	if (!c->fast)
 		return;
-	/* Its pins end with it: what only they held may go now. */
+	/* What it did since the last sweep still counts.  Its pins end with
+	 * it: what only they held may go now. */
+	client_fast_sweep(c, &pinned);
 	residency_area_free(res, c->fast);
 	c->fast = NULL;
 	if (!--s->nfast)
@@ -101,15 +118,13 @@ static void fast_uses(void *arg, const struct tierd_key *key, uint32_t uses)
 	struct server *s = arg;
 
 	engine_fast_uses(s->engine, key, uses);
-	s->counters[TIERD_STAT_ACQUIRES] += uses;
 }
 
 void server_fast_sweep(struct server *s)
 {
-	struct residency *res = engine_residency(s->engine);
 	struct client *c, *next;
 
-	if (!res || !s->nfast)
+	if (!engine_residency(s->engine) || !s->nfast)
 		return;
 	for (c = TAILQ_FIRST(&s->clients); c; c = next) {
 		uint64_t pinned;
@@ -117,7 +132,7 @@ void server_fast_sweep(struct server *s)
 		next = TAILQ_NEXT(c, link);
 		if (!c->fast)
 			continue;
-		residency_area_sweep(res, c->fast, fast_uses, s, &pinned);
+		client_fast_sweep(c, &pinned);
 		/* The socket path's bound holds here too: a client cannot keep
 		 * more of the pool from eviction through its area. */
 		if (pinned + c->pins.total > s->max_pins) {
