@@ -301,7 +301,8 @@ void residency_area_free(struct residency *r, struct residency_area *a)
 		return;
 	LIST_REMOVE(a, link);
 	munmap(a->pins, r->area_size);
-	close(a->fd);
+	if (a->fd >= 0)
+		close(a->fd);
 	free(a->seen);
 	free(a);
 }
@@ -309,6 +310,13 @@ void residency_area_free(struct residency *r, struct residency_area *a)
 int residency_area_fd(const struct residency_area *a)
 {
 	return a->fd;
+}
+
+void residency_area_close_fd(struct residency_area *a)
+{
+	if (a->fd >= 0)
+		close(a->fd);
+	a->fd = -1;
 }
 
 void residency_area_sweep(struct residency *r, struct residency_area *a,

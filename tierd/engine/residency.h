@@ -57,6 +57,8 @@ int residency_area_new(struct residency *r, const bool *allowed, struct residenc
 void residency_area_free(struct residency *r, struct residency_area *a);
 /* Its read-write descriptor (owned by the area) and size. */
 int residency_area_fd(const struct residency_area *a);
+/* Closes the descriptor once the client has it: the mapping stays. */
+void residency_area_close_fd(struct residency_area *a);
 uint64_t residency_area_size(const struct residency *r);
 
 /* What a sweep of an area found (models the client may use only). */

@@ -34,7 +34,7 @@ static int client_welcome(struct client *c, const struct tierd_msg_hdr *h, const
 	int nmodels = engine_model_count(s->engine);
 	int npools = engine_pool_count(s->engine);
 	int fds[TIERD_PROTO_MAX_FDS];
-	int nfds;
+	int nfds, r;
 
 	if (!w)
 		return -ENOMEM;
@@ -72,7 +72,10 @@ static int client_welcome(struct client *c, const struct tierd_msg_hdr *h, const
 	free(w);
 	log_info("client %u: pid %d uid %u gid %u \"%s\" connected (%s)", c->id, (int)c->pid,
 		 (unsigned)c->uid, (unsigned)c->gid, c->name, c->may_map ? "pool mapped" : "no pool access");
-	return client_send(c, s->tx, tierd_proto_end(&b), fds, nfds);
+	r = client_send(c, s->tx, tierd_proto_end(&b), fds, nfds);
+	if (!r)
+		client_fast_sent(c);
+	return r;
 }
 
 static void client_stats(struct client *c, uint64_t id)

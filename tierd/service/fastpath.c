@@ -81,6 +81,12 @@ int client_fast_open(struct client *c, uint16_t minor, struct tierd_msg_welcome 
 	return 0;
 }
 
+void client_fast_sent(struct client *c)
+{
+	if (c->fast && STAILQ_EMPTY(&c->out))
+		residency_area_close_fd(c->fast);
+}
+
 static void fast_uses(void *arg, const struct tierd_key *key, uint32_t uses);
 
 /* Its counters into the statistics; *pinned: entries it pins now. */

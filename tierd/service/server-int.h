@@ -243,6 +243,9 @@ void server_fast_fini(struct server *s);
 /* A 1.3 client that may map the pool gets a pin area: its fields in w and
  * two fds appended to fds (the table's, the area's). */
 int client_fast_open(struct client *c, uint16_t minor, struct tierd_msg_welcome *w, int *fds, int *nfds);
+/* After WELCOME: the area's descriptor is closed once it went out (one fd
+ * per client less); one still queued keeps it until the client leaves. */
+void client_fast_sent(struct client *c);
 void client_fast_close(struct client *c);
 /* Reads every area's counters into the statistics and the policy; drops
  * clients whose area pins more than max_pins experts. */
