@@ -23,7 +23,7 @@ wait_for() {
 	return 1
 }
 
-echo "1..11"
+echo "1..12"
 
 if ! "$TIERCTL" demo-store "$tmp/demo" --layers 4 --experts 16 --hidden 64 --ffn 128 >/dev/null; then
 	echo "Bail out! cannot write the demo checkpoint"
@@ -68,6 +68,27 @@ if wait_for "$tmp/hold" held && ! tierctl evict demo 1 5 >"$tmp/out" 2>&1; then
 	ok "an expert pinned through the table is not evicted"
 else
 	notok "an expert pinned through the table is not evicted"
+fi
+
+# The checkpoint touched on disk: the model goes stale, the held expert's
+# slot is kept for its fast pin (a zombie, as for socket pins) while the
+# reload below serves the model again, with a new layout version that the
+# clients of the stress learn anew.
+touch "$tmp"/demo/*.safetensors
+stale=bad
+for _ in $(seq 100); do
+	grep -q "model demo: checkpoint file .* on disk" "$log" && stale=ok && break
+	sleep 0.1
+done
+kill -HUP "$daemon"
+for _ in $(seq 100); do
+	grep -q "model demo: reloaded" "$log" && break
+	sleep 0.1
+done
+if [ $stale = ok ] && grep -q "model demo: reloaded" "$log"; then
+	ok "the model went stale under a fast pin and was reloaded"
+else
+	notok "stale and reload under a fast pin"
 fi
 
 # Two ASan processes and one ThreadSanitizer process, threads each, some
