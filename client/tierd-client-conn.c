@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libtierd-client: connect and reconnect.  HELLO/WELCOME with the pool
- * descriptors, the pool mappings, and on a reconnection the acquisitions
+ * descriptors (and the fast path's, tierd-client-fast.c), the pool
+ * mappings, and on a reconnection the acquisitions
  * of the old connection acquired again from the new daemon.
  */
 #include "config.h"
@@ -24,7 +25,7 @@
 static int recv_with_fds(int fd, void *buf, size_t cap, int *fds, int *nfds, int timeout_ms)
 {
 	union {
-		char b[CMSG_SPACE(sizeof(int) * TIERD_PROTO_MAX_POOLS)];
+		char b[CMSG_SPACE(sizeof(int) * TIERD_PROTO_MAX_FDS)];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = { .iov_base = buf, .iov_len = cap };
@@ -55,7 +56,7 @@ static int recv_with_fds(int fd, void *buf, size_t cap, int *fds, int *nfds, int
 				int f;
 
 				memcpy(&f, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof(int));
-				if (*nfds < (int)TIERD_PROTO_MAX_POOLS)
+				if (*nfds < (int)TIERD_PROTO_MAX_FDS)
 					fds[(*nfds)++] = f;
 				else
 					close(f);
@@ -80,7 +81,7 @@ static int conn_request(struct tierd_client *c, long len, uint64_t id, struct ti
 	if (r)
 		return r;
 	for (;;) {
-		int fds[TIERD_PROTO_MAX_POOLS], nfds = 0, n = -ETIMEDOUT;
+		int fds[TIERD_PROTO_MAX_FDS], nfds = 0, n = -ETIMEDOUT;
 		int64_t left = deadline - now_ms();
 		struct tierd_msg_hdr h;
 		const char *why;
@@ -190,6 +191,8 @@ static int reestablish(struct tierd_client *c, unsigned *ok, unsigned *lost)
 					a->tensors = tmp.tensors;
 					memcpy(a->maps, tmp.maps, sizeof(a->maps));
 					memcpy(a->keys, keys, a->n * sizeof(*keys));
+					/* Pinned by the daemon now, released by RELEASE. */
+					a->fast = false;
 					m = NULL;
 				} else {
 					tdc_release_keys_noreply(c, keys, a->n);
@@ -215,7 +218,7 @@ int tdc_conn_open(struct tierd_client *c)
 	struct tierd_msg_hdr h;
 	struct model *models = NULL;
 	struct mapping *maps[TIERD_PROTO_MAX_POOLS] = { 0 };
-	int fds[TIERD_PROTO_MAX_POOLS], nfds = 0, fd, n, r;
+	int fds[TIERD_PROTO_MAX_FDS], nfds = 0, fd, n, r;
 	const char *why = NULL;
 	uint64_t id;
 
@@ -291,7 +294,7 @@ int tdc_conn_open(struct tierd_client *c)
 		r = -ENOMEM;
 	if (!r)
 		r = tierd_proto_decode_welcome(c->rx + sizeof(h), h.length, w, &why);
-	if (!r && (int)w->npools != nfds) {
+	if (!r && (int)w->npools + ((w->fast & TIERD_WELCOME_F_FAST) ? 2 : 0) != nfds) {
 		r = -EBADMSG;
 		why = "pool descriptors missing";
 	}
@@ -340,9 +343,6 @@ int tdc_conn_open(struct tierd_client *c)
 			goto fail;
 		}
 	}
-	for (int i = 0; i < nfds; i++)
-		close(fds[i]);
-	nfds = 0;
 	for (uint32_t i = 0; i < c->nmodels; i++)
 		free(c->models[i].name);
 	free(c->models);
@@ -353,6 +353,13 @@ int tdc_conn_open(struct tierd_client *c)
 	memcpy(c->pools, maps, sizeof(maps));
 	c->npools = w->npools;
 	c->instance = w->instance;
+	c->conn_seq++;
+	tdc_fast_close(c);
+	if ((w->fast & TIERD_WELCOME_F_FAST) && c->npools)
+		tdc_fast_open(c, w, fds[w->npools], fds[w->npools + 1]);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	nfds = 0;
 	free(w);
 	return 0;
 fail:

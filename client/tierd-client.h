@@ -141,6 +141,22 @@ typedef void (*tierd_reconnect_fn)(struct tierd_client *c, unsigned reestablishe
 				   void *arg);
 void tierd_client_set_reconnect_cb(struct tierd_client *c, tierd_reconnect_fn fn, void *arg);
 
+/*
+ * Acquires of resident experts go without a system call by default: the
+ * library reads the daemon's residency table and pins the expert in a pin
+ * area of its own, both mapped at connection (protocol 1.3); anything else
+ * (a miss, an expert being evicted, the first acquire of an expert, whose
+ * tensor layout the library learns then, an older daemon) goes through the
+ * socket.  Either way the acquisition is the same and release gives it back.
+ * TIERD_CLIENT_F_SOCKET, or TIERD_NO_FASTPATH=1 in the environment at
+ * connect, sends every acquire through the socket.  tierd_client_acquire_async
+ * always uses the socket.
+ */
+#define TIERD_CLIENT_F_SOCKET		0x1u
+#define TIERD_CLIENT_F_ALL		TIERD_CLIENT_F_SOCKET
+void tierd_client_set_flags(struct tierd_client *c, unsigned flags);
+unsigned tierd_client_flags(struct tierd_client *c);
+
 /* ---- models and pools ---- */
 
 int tierd_client_model_count(struct tierd_client *c);

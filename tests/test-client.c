@@ -72,6 +72,7 @@ static char *inj_strdup(const char *s)
 #include "tierd-client-acq.c"
 #include "tierd-client-mux.c"
 #include "tierd-client-conn.c"
+#include "tierd-client-fast.c"
 #include "tierd-client.c"
 #include "tierd-client-numa.c"
 #undef malloc

@@ -280,10 +280,13 @@ static int model_purge(struct engine *e, uint32_t mi, struct purge *p, struct en
 		if (!ce)
 			continue;
 		if (ce->state == CACHE_RESIDENT) {
-			if (!ce->pins) {
+			if (!ce->pins && engine_fast_claim(e, ce)) {
 				engine_evict_entry(e, ce);
 				p->dropped++;
 			} else if (zombie_add(e, ce) == 0) {
+				/* Never served again; clients' pins keep the slot
+				 * as engine pins do (engine_fast_settle). */
+				engine_fast_unpublish(e, &ce->key);
 				cache_remove(e->cache, ce);
 				p->kept++;
 			} else {

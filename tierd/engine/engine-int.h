@@ -21,6 +21,7 @@
 #include "topo.h"
 
 struct ckwatch;
+struct residency;
 
 /* What a file was when the model opened it; present false: it did not exist. */
 struct engine_file_id {
@@ -124,6 +125,7 @@ struct engine {
 	size_t nzombies, capzombies;
 	struct engine_inflight_list detached;	/* fetches of stale models, still reading */
 	struct ckwatch *watch;
+	struct residency *res;		/* the no-system-call path; NULL: off */
 };
 
 static inline const struct engine_model *engine_model_get(const struct engine *e, uint32_t model)
@@ -160,6 +162,14 @@ void engine_evict_entry(struct engine *e, struct cache_entry *ce);
 /* A slot for the model in pool, evicting at most max_evict experts. */
 int engine_slot_get(struct engine *e, uint32_t model, uint32_t pool, unsigned max_evict, uint64_t *off);
 void engine_slot_info(const struct engine *e, const struct cache_entry *ce, struct engine_slot_info *info);
+/* Clients' pins through the residency table (residency.h); all no-ops
+ * while it is off.  A resident entry leaves the cache only after
+ * engine_fast_claim() succeeded, or unpublished as a zombie. */
+bool engine_fast_pinned(const struct engine *e, const struct cache_entry *ce);
+bool engine_fast_key_pinned(const struct engine *e, const struct tierd_key *k);
+bool engine_fast_claim(struct engine *e, const struct cache_entry *ce);
+void engine_fast_publish(struct engine *e, const struct cache_entry *ce);
+void engine_fast_unpublish(struct engine *e, const struct tierd_key *k);
 
 /* engine-checkpoint.c */
 int engine_check_expert(const char *name, const struct catalog *cat, const struct catalog_expert *x,

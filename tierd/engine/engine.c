@@ -20,6 +20,7 @@
 #include "fetch.h"
 #include "log.h"
 #include "pool.h"
+#include "residency.h"
 #include "slab.h"
 #include "topo.h"
 
@@ -311,6 +312,7 @@ void engine_destroy(struct engine *e)
 		model_free(&e->models[i]);
 	free(e->models);
 	free(e->zombies);
+	residency_destroy(e->res);
 	for (unsigned p = 0; p < e->npools; p++) {
 		slab_destroy(e->pools[p].slab);
 		pool_destroy(e->pools[p].pool);
@@ -418,6 +420,7 @@ static void fetch_done(void *arg, int err, uint64_t bytes)
 	} else {
 		cache_set_resident(e->cache, ce);
 		engine_account(e, fl->pool, m->cat->experts[xi].bytes, 1);
+		engine_fast_publish(e, ce);
 		engine_slot_info(e, ce, &info);
 	}
 	if (changed)
@@ -681,7 +684,7 @@ static void zombies_settle(struct engine *e, const struct tierd_key *k, const st
 	for (i = 0; i < e->nzombies; i++)
 		if (same_key(&e->zombies[i].key, k))
 			pins += e->zombies[i].pins;
-	if (pins)
+	if (pins || engine_fast_key_pinned(e, k))
 		return;
 	for (i = 0; i < e->nzombies; i++) {
 		struct engine_zombie *z = &e->zombies[i];
@@ -729,7 +732,7 @@ int engine_evict_check(const struct engine *e, const struct tierd_key *key)
 
 	if (!ce)
 		return -ENOENT;
-	if (ce->state != CACHE_RESIDENT || ce->pins)
+	if (ce->state != CACHE_RESIDENT || ce->pins || engine_fast_pinned(e, ce))
 		return -EBUSY;
 	return 0;
 }
@@ -739,8 +742,13 @@ int engine_evict(struct engine *e, const struct tierd_key *key)
 	struct tierd_key ck = *key;
 	int r = engine_evict_check(e, key);
 
-	if (!r)
-		engine_evict_entry(e, cache_lookup(e->cache, &ck));
+	if (!r) {
+		struct cache_entry *ce = cache_lookup(e->cache, &ck);
+
+		if (!engine_fast_claim(e, ce))
+			return -EBUSY;
+		engine_evict_entry(e, ce);
+	}
 	return r;
 }
 

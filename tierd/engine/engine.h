@@ -219,6 +219,20 @@ struct engine_pool_stats {
 };
 
 int engine_get_pool_stats(const struct engine *e, uint32_t pool, struct engine_pool_stats *st);
+/*
+ * The no-system-call hit path (residency.h, tierd-fastpath.h): the residency
+ * table of the models added so far, with what is resident now published.
+ * Models added later get no entries.  -EALREADY if on.
+ */
+struct residency;
+int engine_fast_enable(struct engine *e, char *err, size_t errlen);
+/* NULL while off. */
+struct residency *engine_residency(const struct engine *e);
+/* A client acquired the expert uses times through the table: hits, and a
+ * touch for the policy if it is still resident. */
+void engine_fast_uses(struct engine *e, const struct tierd_key *key, uint32_t uses);
+/* Frees the old slots of stale models that only clients' pin areas held. */
+void engine_fast_settle(struct engine *e);
 
 /* Pool regions, to hand to clients read-only. */
 int engine_pool_count(const struct engine *e);

@@ -30,7 +30,8 @@ tests_test_cache_LDADD = $(TEST_LIBS)
 TESTS += tests/test-cache
 
 libtierd_la_SOURCES += tierd/engine/engine.c tierd/engine/engine-int.h tierd/engine/engine-slots.c \
-	tierd/engine/engine-checkpoint.c tierd/store/ckwatch.c tierd/store/ckwatch.h
+	tierd/engine/engine-checkpoint.c tierd/store/ckwatch.c tierd/store/ckwatch.h \
+	tierd/engine/residency.c tierd/engine/residency.h tierd/proto/tierd-fastpath.h
 check_PROGRAMS += tests/test-engine
 tests_test_engine_SOURCES = tests/test-engine.c
 tests_test_engine_CFLAGS = $(TEST_CFLAGS)
@@ -62,3 +63,10 @@ EXTRA_DIST += tests/engine-cli.sh
 # tests/svc-client from client/service.mk).
 TESTS += tests/checkpoint-change.sh
 EXTRA_DIST += tests/checkpoint-change.sh
+
+# The residency table and pin areas of the no-system-call acquire path.
+check_PROGRAMS += tests/test-residency
+tests_test_residency_SOURCES = tests/test-residency.c
+tests_test_residency_CFLAGS = $(TEST_CFLAGS)
+tests_test_residency_LDADD = $(TEST_LIBS)
+TESTS += tests/test-residency

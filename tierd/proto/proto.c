@@ -247,6 +247,23 @@ int tierd_proto_decode_welcome(const void *payload, size_t len, struct tierd_msg
 			if (!strcmp(m->models[j].name, md->name))
 				rd_fail(&r, "two models with one name");
 	}
+	m->fast = 0;
+	m->fast_table_size = m->fast_area_size = 0;
+	if (!r.why && r.pos < r.len) {
+		uint32_t zero = 0;
+
+		rd_u32(&r, &m->fast);
+		rd_u32(&r, &zero);
+		rd_u64(&r, &m->fast_table_size);
+		rd_u64(&r, &m->fast_area_size);
+		if (!r.why && (zero || (m->fast & ~TIERD_WELCOME_F_FAST)))
+			rd_fail(&r, "reserved bits set in the fast path fields");
+		if (!r.why && (m->fast & TIERD_WELCOME_F_FAST) &&
+		    (!m->fast_table_size || m->fast_table_size % 4096 || !m->fast_area_size ||
+		     m->fast_area_size % 4096 || m->fast_table_size > (1ull << 40) ||
+		     m->fast_area_size > (1ull << 40)))
+			rd_fail(&r, "fast path table or pin area size is zero or not a multiple of 4096");
+	}
 	return rd_end(&r, why);
 }
 
@@ -819,5 +836,11 @@ void tierd_proto_put_welcome(struct tierd_proto_buf *b, const struct tierd_msg_w
 		tierd_proto_put_u32(b, m->top_k);
 		tierd_proto_put_u64(b, m->nexperts);
 		tierd_proto_put_u64(b, m->slot_bytes);
+	}
+	if (w->fast) {
+		tierd_proto_put_u32(b, w->fast);
+		tierd_proto_put_u32(b, 0);
+		tierd_proto_put_u64(b, w->fast_table_size);
+		tierd_proto_put_u64(b, w->fast_area_size);
 	}
 }

@@ -143,6 +143,9 @@ int server_create(struct server **out, struct loop *loop, struct engine *engine,
 	engine_set_fetch_observer(engine, server_fetch_done, s);
 	server_numa_init(s);
 	server_pins_init(s);
+	err = server_fast_init(s);
+	if (err)
+		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -176,6 +179,7 @@ void server_destroy(struct server *s)
 		LIST_REMOVE(w, link);
 		free(w);
 	}
+	server_fast_fini(s);
 	pinset_release_all(&s->opins, s->engine);
 	free(s->pins_path);
 	free(s->msc);
