@@ -265,13 +265,13 @@ class ExpertServer:
                 t = ex.tensors[j]
                 pool = self._pools.view(t.pool, t.data - t.offset)
                 out[suffix] = pool[t.offset:t.offset + length].view(_DT[dt]).view(shape)
-                held.data.append((ex, j, t.data))
+                held.data.append((i, j, t.pool, t.data))
             held.tensors[key[1]] = out
         if self._gpu:
             self._copy_to_gpu(held)
 
     def _copy_to_gpu(self, held):
-        for p in {ex.tensors[j].pool for ex, j, _ in held.data}:
+        for p in {pool for _, _, pool, _ in held.data}:
             self._pools.register_cuda(p)
         with torch.cuda.stream(self._stream):
             for e, ts in list(held.tensors.items()):
@@ -303,7 +303,10 @@ class ExpertServer:
             return True
         if self.client._status_raw(held.handle) != 0:
             return False
-        return all(ex.tensors[j].data == data for ex, j, data in held.data)
+        # Asked again: a reconnection gives the acquisition new expert and tensor arrays.
+        lib, h = self._lib, held.handle
+        return all(lib.tierd_acquisition_expert(h, i).contents.tensors[j].data == data
+                   for i, j, _, data in held.data)
 
     def release(self, held):
         if held.handle is None:
