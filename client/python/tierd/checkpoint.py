@@ -56,8 +56,9 @@ class Checkpoint:
         except KeyError:
             raise KeyError("%s: no tensor '%s' in the checkpoint" % (self.path, name)) from None
 
-    def read(self, name):
-        """The tensor's bytes, read from its file (through the page cache) now."""
+    def read(self, name, uncached=False):
+        """The tensor's bytes, read from its file now; uncached: and dropped from the
+        page cache after, as for a model larger than memory."""
         _, _, fpath, off, n = self.info(name)
         fd = os.open(fpath, os.O_RDONLY)
         try:
@@ -68,6 +69,8 @@ class Checkpoint:
                 if got <= 0:
                     raise OSError("%s: short read of '%s' at byte %d" % (fpath, name, off + done))
                 done += got
+            if uncached:
+                os.posix_fadvise(fd, off, n, os.POSIX_FADV_DONTNEED)
             return buf
         finally:
             os.close(fd)

@@ -365,6 +365,7 @@ class Offload:
         return self.server.client.stats()
 
     def close(self):
+        """Releases what is held and removes the hooks (the experts stay without weights)."""
         for b in self.blocks:
             if b.held is not None:
                 self.server.release(b.held)
@@ -372,7 +373,7 @@ class Offload:
         for h in self.hooks:
             h.remove()
         self.hooks = []
-        if self._own_client:
+        if self._own_client and self.server.client is not None:
             self.server.client.close()
 
 
@@ -421,26 +422,30 @@ def _selected(out, k):
 
 
 def offload(model, client=None, socket=None, model_name=None, device=None, prefetch=True,
-            gpu_cache_experts=0, top_k=None, timeout_ms=-1):
-    """Serves model's experts from tierd.  model_name: tierd's name of the checkpoint.
+            gpu_cache_experts=0, top_k=None, timeout_ms=-1, server=None):
+    """Serves model's experts from tierd.  model_name: tierd's name of the checkpoint
+    (needed when tierd serves several).  device: where the experts are used (the
+    device of the model's expert parameters by default).  server: another source
+    with ExpertServer's methods (the benchmark's file readers).
 
     The experts' parameters are dropped (their memory freed) and the hooks
     described in this module's doc installed.  Returns an Offload.
     """
-    own = client is None
+    own = client is None and server is None
     if own:
         client = tierd_client.Client(socket, name="tierd.torch")
     blocks = _find_blocks(model)
     first = next(iter(blocks[0].experts[0].parameters()))
     if device is None:
         device = first.device if first.device.type != "meta" else torch.device("cpu")
-    if model_name is None:
-        models = client.models()
-        if len(models) != 1:
-            raise ValueError("offload: tierd serves %d models, say which (model_name)" % len(models))
-        model_name = models[0]["name"]
-    server = ExpertServer(client, model_name, device=device, gpu_cache_experts=gpu_cache_experts,
-                          timeout_ms=timeout_ms)
+    if server is None:
+        if model_name is None:
+            models = client.models()
+            if len(models) != 1:
+                raise ValueError("offload: tierd serves %d models, say which (model_name)" % len(models))
+            model_name = models[0]["name"]
+        server = ExpertServer(client, model_name, device=device, gpu_cache_experts=gpu_cache_experts,
+                              timeout_ms=timeout_ms)
     cfg = getattr(model, "config", None)
     k = top_k or getattr(cfg, "num_experts_per_tok", None) or server.info["top_k"] or 2
     off = Offload(server, blocks, own)
