@@ -151,8 +151,10 @@ def main():
             ids["memory"], res["memory"] = timed(m, "memory")
             del m
 
+        # The daemon's slot size for an expert, as tierctl check computes it.
+        chk = json.loads(subprocess.run([a.tierctl, "--json", "check", ck_dir], check=True,
+                                        capture_output=True, text=True).stdout)
         sock = os.path.join(work, "tierd.sock")
-        info = None
 
         def start(pool_bytes):
             nonlocal daemon
@@ -181,8 +183,7 @@ def main():
                 daemon = None
 
         def through_tierd(name, pool_bytes):
-            nonlocal info
-            info = start(pool_bytes)
+            start(pool_bytes)
             m = Decoder.from_checkpoint(ck, experts=False)
             off = tt.offload(m, socket=sock, model_name="bench")
             timed(m, "warm-up")
@@ -192,14 +193,7 @@ def main():
             off.close()
             stop()
 
-        nexp = a.layers * a.experts
-        if a.preset == "deepseek":
-            nexp = (a.layers - 1) * a.experts
-        if "tierd" in runs or "tierd_half" in runs:
-            # The slot size, from a daemon with a small pool.
-            info = start(2 << 20)
-            stop()
-        slot = info["slot_bytes"] if info else 0
+        nexp, slot = chk["experts"], chk["slot_bytes"]
         if "tierd" in runs:
             log("tierd: experts through tierd, the pool holding every expert (%.2f GiB)" % (slot * nexp / 2**30))
             through_tierd("tierd", slot * (nexp + 2 * a.top_k))

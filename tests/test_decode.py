@@ -3,8 +3,8 @@
 
 Usage: test_decode.py WORKDIR (tests/decode.sh runs it; $TIERD, $TIERCTL name the
 binaries).  For each layout (Mixtral, Qwen2-MoE, OLMoE, DeepSeekMoE, and
-Qwen2-MoE in FP8) and for a pool holding every expert and one holding a
-quarter of them: the same token ids and bitwise the same logits, every
+Qwen2-MoE in FP8), for a pool holding every expert and one holding a
+quarter of them, and with the experts fused as transformers 5 has them: the same token ids and bitwise the same logits, every
 acquisition released.  Then daemon restarts in the middle of a decode: the
 result is the same, or a TierdError, never other values.  TAP output.
 """
@@ -120,6 +120,15 @@ try:
                       st["evictions"] > 0, "stats %s" % st)
             check("%s, %s: the router chose different experts along the decode" % (name, what),
                   st["misses"] > info["top_k"] * info["layers"], "stats %s" % st)
+        # Experts fused in [E, ...] parameters, as transformers 5 has them.
+        ref_fused = greedy(Decoder.from_checkpoint(ck, fused_experts=True), PROMPT, N)
+        model = Decoder.from_checkpoint(ck, experts=False, fused_experts=True)
+        off = tt.offload(model, socket=small.sock, model_name=name)
+        got = greedy(model, PROMPT, N)
+        off.close()
+        check("%s, fused experts (transformers 5 layout), pool at 25%%: the in-memory ids and bitwise logits"
+              % name, same(got, ref_fused) and got[0] == ref[0] and off.outstanding == 0,
+              "ids %s vs %s" % (got[0], ref_fused[0]))
         big.stop()
         small.stop()
 

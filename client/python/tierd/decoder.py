@@ -115,6 +115,27 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+class FusedExperts(nn.Module):
+    """Every expert of a layer in two parameters, as transformers 5 has them:
+    gate_up_proj [E, 2F, H] (gate rows first), down_proj [E, H, F]."""
+
+    def __init__(self, E, H, Fd):
+        super().__init__()
+        self.num_experts = E
+        self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * Fd, H))
+        self.down_proj = nn.Parameter(torch.empty(E, H, Fd))
+
+    def forward(self, x, top_k_index, top_k_weights):
+        out = torch.zeros_like(x)
+        mask = F.one_hot(top_k_index, num_classes=self.num_experts).permute(2, 1, 0)
+        for e in sorted(set(top_k_index.reshape(-1).tolist())):
+            idx, top = torch.where(mask[e])
+            gate, up = F.linear(x[top], self.gate_up_proj[e]).chunk(2, dim=-1)
+            y = F.linear(F.silu(gate) * up, self.down_proj[e]) * top_k_weights[top, idx, None]
+            out.index_add_(0, top, y.to(x.dtype))
+        return out
+
+
 class SparseMoeBlock(nn.Module):
     """Hugging Face's sparse MoE block: router, softmax, top-k, each chosen expert called once."""
 
@@ -125,8 +146,11 @@ class SparseMoeBlock(nn.Module):
         self.norm_topk_prob = True if layout == "mixtral" else bool(getattr(c, "norm_topk_prob", False))
         self.gate = nn.Linear(H, E, bias=False)
         Fe = c.moe_intermediate_size
-        self.experts = nn.ModuleList(MixtralExpert(H, Fe) if layout == "mixtral" else MLP(H, Fe)
-                                     for _ in range(E))
+        if c.fused_experts:
+            self.experts = FusedExperts(E, H, Fe)
+        else:
+            self.experts = nn.ModuleList(MixtralExpert(H, Fe) if layout == "mixtral" else MLP(H, Fe)
+                                         for _ in range(E))
         if layout == "qwen2_moe":
             self.shared_expert = MLP(H, c.shared_expert_intermediate_size)
             self.shared_expert_gate = nn.Linear(H, 1, bias=False)
@@ -140,16 +164,23 @@ class SparseMoeBlock(nn.Module):
         if self.norm_topk_prob:
             w = w / w.sum(dim=-1, keepdim=True)
         w = w.to(x.dtype)
+        if isinstance(self.experts, FusedExperts):
+            out = self.experts(x, sel, w)
+        else:
+            out = self._experts(x, sel, w)
+        if self.layout == "qwen2_moe":
+            out = out + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
+        if self.layout == "deepseek":
+            out = out + self.shared_experts(x)
+        return out
+
+    def _experts(self, x, sel, w):
         out = torch.zeros_like(x)
         mask = F.one_hot(sel, num_classes=len(self.experts)).permute(2, 1, 0)
         for e in sorted(set(sel.reshape(-1).tolist())):
             idx, top = torch.where(mask[e])
             y = self.experts[e](x[top]) * w[top, idx, None]
             out.index_add_(0, top, y.to(x.dtype))
-        if self.layout == "qwen2_moe":
-            out = out + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
-        if self.layout == "deepseek":
-            out = out + self.shared_experts(x)
         return out
 
 
@@ -184,8 +215,9 @@ class _Model(nn.Module):
 LAYOUTS = ("mixtral", "qwen2_moe", "olmoe", "deepseek")
 
 
-def _config(d):
+def _config(d, fused):
     c = types.SimpleNamespace(**d)
+    c.fused_experts = fused
     c.num_experts = d.get("num_local_experts") or d.get("num_experts") or d.get("n_routed_experts")
     c.moe_intermediate_size = d.get("moe_intermediate_size") or d["intermediate_size"]
     c.num_key_value_heads = d.get("num_key_value_heads") or d["num_attention_heads"]
@@ -203,28 +235,38 @@ def compute_dtype(config):
     return getattr(torch, dt)
 
 
+def _load_fused(ck, prefix, attr, E, dtype):
+    parts = {"gate_up_proj": (("w1", "w3"), ("gate_proj", "up_proj")), "down_proj": (("w2",), ("down_proj",))}
+    for names in parts[attr]:
+        if prefix + ".0.%s.weight" % names[0] in ck:
+            return torch.stack([torch.cat([ck.load_as("%s.%d.%s.weight" % (prefix, e, n), dtype) for n in names])
+                                for e in range(E)])
+    raise KeyError("%s: no expert tensors under %s for %s" % (ck.path, prefix, attr))
+
+
 class Decoder(nn.Module):
     """model.layers[...] as in transformers; forward(ids, pos, caches) -> logits of each position."""
 
-    def __init__(self, config, dtype=None):
+    def __init__(self, config, dtype=None, fused_experts=False):
         super().__init__()
         layout = config["model_type"]
         if layout not in LAYOUTS:
             raise ValueError("config.json: model_type '%s': the reference decoder knows %s"
                              % (layout, ", ".join(LAYOUTS)))
         self.layout = layout
-        self.config = _config(config)
+        self.config = _config(config, fused_experts)
         self.model = _Model(self.config, layout)
         self.lm_head = nn.Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
         self.dtype = dtype or compute_dtype(config)
 
     @classmethod
-    def from_checkpoint(cls, ck, experts=True, dtype=None):
+    def from_checkpoint(cls, ck, experts=True, dtype=None, fused_experts=False):
         """Every weight from the checkpoint into memory; experts=False leaves the experts'
-        parameters empty (shape and dtype only, on the meta device) for offload()."""
+        parameters empty (shape and dtype only, on the meta device) for offload().
+        fused_experts: each layer's experts in two [E, ...] parameters (transformers 5)."""
         if isinstance(ck, str):
             ck = Checkpoint(ck)
-        m = cls(ck.config, dtype)
+        m = cls(ck.config, dtype, fused_experts)
         with torch.no_grad():
             for name, p in list(m.named_parameters()):
                 mod_name, _, attr = name.rpartition(".")
@@ -233,7 +275,10 @@ class Decoder(nn.Module):
                     sub._parameters[attr] = nn.Parameter(torch.empty(p.shape, dtype=m.dtype, device="meta"),
                                                          requires_grad=False)
                     continue
-                t = ck.load_as(name, m.dtype)
+                if isinstance(sub, FusedExperts):
+                    t = _load_fused(ck, mod_name, attr, sub.num_experts, m.dtype)
+                else:
+                    t = ck.load_as(name, m.dtype)
                 if tuple(t.shape) != tuple(p.shape):
                     raise ValueError("%s: '%s' is %s, config.json makes it %s"
                                      % (ck.path, name, tuple(t.shape), tuple(p.shape)))

@@ -11,9 +11,12 @@ offload() works on models whose MoE blocks follow Hugging Face's layouts:
 a module with a router `gate` and a list `experts` of expert modules, as in
 Mixtral (block_sparse_moe.experts[i].w1/w2/w3), Qwen2-MoE and OLMoE
 (mlp.experts[i].gate_proj/up_proj/down_proj, Qwen's shared_expert left in
-place) and DeepSeekMoE (mlp.experts[i] and mlp.shared_experts).  It changes
-no model code: each expert's parameters become plain attributes that hold
-tierd's tensors while its block runs.  The router's output (a forward hook
+place) and DeepSeekMoE (mlp.experts[i] and mlp.shared_experts); or whose
+`experts` module holds fused [experts, ...] parameters indexed by expert, as
+transformers 5 does (experts.gate_up_proj[e], experts.down_proj[e]: made from
+a checkpoint's w1+w3 / gate_proj+up_proj and w2 / down_proj, or its own fused
+tensors).  It changes no model code: each expert's parameters become plain
+attributes that hold tierd's tensors while its block runs.  The router's output (a forward hook
 on `gate`) becomes one acquire of the chosen experts and a routing hint; the
 next MoE layer's router, applied to the same input, predicts its experts,
 which are prefetched.  When the block has run, the acquisition is checked
@@ -344,6 +347,27 @@ class _Block:
         self.top_k = 1
         self.params = []        # per expert: [(submodule, attribute, shape, dtype, device)]
         self.busy = False
+        self.fused = not isinstance(experts, torch.nn.ModuleList)
+        self.extra = []
+
+
+class _Slices:
+    """Stands for a fused [experts, ...] parameter: [e] is expert e's tensor from tierd."""
+
+    def __init__(self, off, b, attr, shape, dtype):
+        self.off, self.b, self.attr, self.shape, self.dtype = off, b, attr, shape, dtype
+        self.per_expert = {}
+
+    def __getitem__(self, e):
+        e = int(e)
+        w = self.per_expert.get(e)
+        if w is None:
+            # Not chosen by what the gate hook saw (a tie, grouped routing): fetch it alone.
+            held = self.off.server.acquire(self.b.layer, [e])
+            self.b.extra.append(held)
+            _set_fused(self.off, self.b, [e], held)
+            w = self.per_expert[e]
+        return w
 
 
 class Offload:
@@ -377,12 +401,18 @@ class Offload:
             self.server.client.close()
 
 
+def _is_fused(experts):
+    ps = list(experts.named_parameters(recurse=False))
+    return bool(ps) and all(p.dim() == 3 for _, p in ps)
+
+
 def _find_blocks(model):
     blocks = []
     for name, mod in model.named_modules():
         experts = getattr(mod, "experts", None)
         gate = getattr(mod, "gate", None)
-        if isinstance(experts, torch.nn.ModuleList) and isinstance(gate, torch.nn.Module):
+        if isinstance(gate, torch.nn.Module) and isinstance(experts, torch.nn.Module) and \
+                (isinstance(experts, torch.nn.ModuleList) or _is_fused(experts)):
             m = _LAYER_RE.search(name + ".")
             if m is None:
                 raise ValueError("MoE block %s: no layer number in its name" % name)
@@ -435,7 +465,7 @@ def offload(model, client=None, socket=None, model_name=None, device=None, prefe
     if own:
         client = tierd_client.Client(socket, name="tierd.torch")
     blocks = _find_blocks(model)
-    first = next(iter(blocks[0].experts[0].parameters()))
+    first = next(iter(blocks[0].experts.parameters()))
     if device is None:
         device = first.device if first.device.type != "meta" else torch.device("cpu")
     if server is None:
@@ -453,14 +483,21 @@ def offload(model, client=None, socket=None, model_name=None, device=None, prefe
     for i, b in enumerate(blocks):
         b.top_k = k
         b.next = blocks[i + 1] if i + 1 < len(blocks) else None
-        b.params = [_strip(b, e, ex) for e, ex in enumerate(b.experts)]
+        if b.fused:
+            b.params = []
+            for attr, p in list(b.experts.named_parameters(recurse=False)):
+                del b.experts._parameters[attr]
+                object.__setattr__(b.experts, attr, None)
+                b.params.append((attr, tuple(p.shape[1:]), p.dtype))
+        else:
+            b.params = [_strip(b, e, ex) for e, ex in enumerate(b.experts)]
         off.hooks.append(b.module.gate.register_forward_hook(_gate_hook(off, b)))
         off.hooks.append(b.module.register_forward_pre_hook(_block_pre_hook(off, b)))
         if _HOOK_KWARGS:
             off.hooks.append(b.module.register_forward_hook(_block_hook(off, b), with_kwargs=True))
         else:
             off.hooks.append(b.module.register_forward_hook(_block_hook(off, b)))
-        for e, ex in enumerate(b.experts):
+        for e, ex in ([] if b.fused else enumerate(b.experts)):
             off.hooks.append(ex.register_forward_pre_hook(_expert_pre_hook(off, b, e)))
     return off
 
@@ -494,7 +531,51 @@ def _set_weights(off, b, e, held):
     return True
 
 
+# A fused parameter from per-expert tensors: the names each checkpoint family
+# gives the parts, concatenated along the output dimension (gate first).
+_FUSED_PARTS = {
+    "gate_up_proj": (("w1.weight", "w3.weight"), ("gate_proj.weight", "up_proj.weight")),
+    "down_proj": (("w2.weight",), ("down_proj.weight",)),
+}
+
+
+def _fused_weight(off, b, e, ts, attr, shape, dtype):
+    cands = [(attr,)] + list(_FUSED_PARTS.get(attr, ()))
+    for parts in cands:
+        if all(p in ts for p in parts):
+            ws = []
+            for p in parts:
+                dt = off.server.dtype_name(b.layer, e, p)
+                scale = ts.get(p.replace(".weight", ".weight_scale_inv")) if dt in _FP8 else None
+                ws.append(weight_as(ts[p], dt, dtype, scale) if dt in _FP8 else
+                          (ts[p] if ts[p].dtype == dtype else ts[p].to(dtype)))
+            w = ws[0] if len(ws) == 1 else torch.cat(ws, dim=0)
+            if tuple(w.shape) == shape:
+                return w
+            if w.dim() == 2 and tuple(w.shape[::-1]) == shape:
+                return w.t()
+            raise ValueError("layer %d expert %d: '%s' from %s is %s, the model's is %s"
+                             % (b.layer, e, attr, "+".join(parts), tuple(w.shape), shape))
+    raise KeyError("layer %d expert %d: tierd has nothing for '%s' (it has %s)"
+                   % (b.layer, e, attr, ", ".join(sorted(ts))))
+
+
+def _set_fused(off, b, experts, held):
+    for attr, shape, dtype in b.params:
+        sl = getattr(b.experts, attr)
+        if not isinstance(sl, _Slices):
+            sl = _Slices(off, b, attr, shape, dtype)
+            object.__setattr__(b.experts, attr, sl)
+        for e in experts:
+            ts = off.server.tensors(held, b.layer, e)
+            sl.per_expert[e] = _fused_weight(off, b, e, ts, attr, shape, dtype)
+
+
 def _clear_weights(b):
+    if b.fused:
+        for attr, _, _ in b.params:
+            object.__setattr__(b.experts, attr, None)
+        return
     for ps in b.params:
         for _, sub, attr, _, _, _ in ps:
             object.__setattr__(sub, attr, None)
@@ -507,8 +588,11 @@ def _gate_hook(off, b):
         if b.held is not None:
             srv.release(b.held)
         b.held = srv.acquire(b.layer, experts)
-        for e in experts:
-            _set_weights(off, b, e, b.held)
+        if b.fused:
+            _set_fused(off, b, experts, b.held)
+        else:
+            for e in experts:
+                _set_weights(off, b, e, b.held)
         if weights is not None:
             srv.hint(b.layer, experts, weights)
         nxt = b.next
@@ -531,7 +615,7 @@ def _expert_pre_hook(off, b, e):
                 if not _set_weights(off, b, e, held):
                     raise RuntimeError("layer %d expert %d: not served" % (b.layer, e))
             finally:
-                b.extra = getattr(b, "extra", []) + [held]
+                b.extra.append(held)
         return None
     return hook
 
@@ -547,9 +631,9 @@ def _finish(off, b):
     """Checks and releases what the block used; False if it must run again."""
     srv = off.server
     good = True
-    for h in ([b.held] if b.held is not None else []) + getattr(b, "extra", []):
+    for h in ([b.held] if b.held is not None else []) + b.extra:
         good = srv.valid(h) and good
-    for h in ([b.held] if b.held is not None else []) + getattr(b, "extra", []):
+    for h in ([b.held] if b.held is not None else []) + b.extra:
         if not good:
             srv.invalidate_gpu(b.layer, list(h.tensors))
         srv.release(h)
