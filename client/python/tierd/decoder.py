@@ -72,8 +72,10 @@ class Attention(nn.Module):
         q = q.view(T, self.heads, self.head_dim).transpose(0, 1)
         k = k.view(T, self.kv_heads, self.head_dim).transpose(0, 1)
         v = v.view(T, self.kv_heads, self.head_dim).transpose(0, 1)
-        inv = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim))
-        f = torch.outer(torch.arange(pos, pos + T, dtype=torch.float32), inv)
+        dev = x.device
+        inv = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=dev)
+                                    / self.head_dim))
+        f = torch.outer(torch.arange(pos, pos + T, dtype=torch.float32, device=dev), inv)
         emb = torch.cat((f, f), dim=-1)
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         q = q * cos + _rotate_half(q) * sin
@@ -87,7 +89,7 @@ class Attention(nn.Module):
         k, v = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)
         att = (q @ k.transpose(1, 2)) / math.sqrt(self.head_dim)
         S = k.shape[1]
-        mask = torch.ones(T, S, dtype=torch.bool).tril(S - T)
+        mask = torch.ones(T, S, dtype=torch.bool, device=dev).tril(S - T)
         att = att.masked_fill(~mask, float("-inf"))
         att = torch.softmax(att.float(), dim=-1).to(x.dtype)
         return self.o_proj((att @ v).transpose(0, 1).reshape(T, -1))
@@ -260,10 +262,11 @@ class Decoder(nn.Module):
         self.dtype = dtype or compute_dtype(config)
 
     @classmethod
-    def from_checkpoint(cls, ck, experts=True, dtype=None, fused_experts=False):
+    def from_checkpoint(cls, ck, experts=True, dtype=None, fused_experts=False, device="cpu"):
         """Every weight from the checkpoint into memory; experts=False leaves the experts'
         parameters empty (shape and dtype only, on the meta device) for offload().
-        fused_experts: each layer's experts in two [E, ...] parameters (transformers 5)."""
+        fused_experts: each layer's experts in two [E, ...] parameters (transformers 5).
+        device: where the weights go (the experts' stay on the meta device)."""
         if isinstance(ck, str):
             ck = Checkpoint(ck)
         m = cls(ck.config, dtype, fused_experts)
@@ -282,11 +285,11 @@ class Decoder(nn.Module):
                 if tuple(t.shape) != tuple(p.shape):
                     raise ValueError("%s: '%s' is %s, config.json makes it %s"
                                      % (ck.path, name, tuple(t.shape), tuple(p.shape)))
-                sub._parameters[attr] = nn.Parameter(t.contiguous(), requires_grad=False)
+                sub._parameters[attr] = nn.Parameter(t.contiguous().to(device), requires_grad=False)
         return m.eval()
 
     def forward(self, ids, pos=0, caches=None):
-        x = self.model.embed_tokens(ids)
+        x = self.model.embed_tokens(ids.to(self.lm_head.weight.device))
         for i, layer in enumerate(self.model.layers):
             x = layer(x, pos, caches[i] if caches is not None else None)
         return self.lm_head(self.model.norm(x)).float()

@@ -349,6 +349,7 @@ class _Block:
         self.busy = False
         self.fused = not isinstance(experts, torch.nn.ModuleList)
         self.extra = []
+        self.prefetched = None  # GPU: layer L+1's experts acquired and copied during layer L
 
 
 class _Slices:
@@ -391,9 +392,10 @@ class Offload:
     def close(self):
         """Releases what is held and removes the hooks (the experts stay without weights)."""
         for b in self.blocks:
-            if b.held is not None:
-                self.server.release(b.held)
-                b.held = None
+            for h in [b.held, b.prefetched] + b.extra:
+                if h is not None:
+                    self.server.release(h)
+            b.held, b.prefetched, b.extra = None, None, []
         for h in self.hooks:
             h.remove()
         self.hooks = []
@@ -480,6 +482,7 @@ def offload(model, client=None, socket=None, model_name=None, device=None, prefe
     k = top_k or getattr(cfg, "num_experts_per_tok", None) or server.info["top_k"] or 2
     off = Offload(server, blocks, own)
     off.prefetch = prefetch
+    off.device = torch.device(device)
     for i, b in enumerate(blocks):
         b.top_k = k
         b.next = blocks[i + 1] if i + 1 < len(blocks) else None
@@ -488,7 +491,7 @@ def offload(model, client=None, socket=None, model_name=None, device=None, prefe
             for attr, p in list(b.experts.named_parameters(recurse=False)):
                 del b.experts._parameters[attr]
                 object.__setattr__(b.experts, attr, None)
-                b.params.append((attr, tuple(p.shape[1:]), p.dtype))
+                b.params.append((attr, tuple(p.shape[1:]), p.dtype, p.device))
         else:
             b.params = [_strip(b, e, ex) for e, ex in enumerate(b.experts)]
         off.hooks.append(b.module.gate.register_forward_hook(_gate_hook(off, b)))
@@ -524,6 +527,8 @@ def _set_weights(off, b, e, held):
             w = weight_as(src, dt, dtype, ts.get(pname.replace(".weight", ".weight_scale_inv")))
         else:
             w = src if src.dtype == dtype else src.to(dtype)
+        if w.device != off.device:
+            w = w.to(off.device)    # a source that hands out CPU tensors to a GPU model
         if tuple(w.shape) != shape:
             raise ValueError("layer %d expert %d: '%s' is %s in tierd, %s in the model"
                              % (b.layer, e, pname, tuple(w.shape), shape))
@@ -561,19 +566,22 @@ def _fused_weight(off, b, e, ts, attr, shape, dtype):
 
 
 def _set_fused(off, b, experts, held):
-    for attr, shape, dtype in b.params:
+    for attr, shape, dtype, device in b.params:
         sl = getattr(b.experts, attr)
         if not isinstance(sl, _Slices):
             sl = _Slices(off, b, attr, shape, dtype)
             object.__setattr__(b.experts, attr, sl)
         for e in experts:
             ts = off.server.tensors(held, b.layer, e)
-            sl.per_expert[e] = _fused_weight(off, b, e, ts, attr, shape, dtype)
+            w = _fused_weight(off, b, e, ts, attr, shape, dtype)
+            if w.device != off.device:
+                w = w.to(off.device)
+            sl.per_expert[e] = w
 
 
 def _clear_weights(b):
     if b.fused:
-        for attr, _, _ in b.params:
+        for attr, _, _, _ in b.params:
             object.__setattr__(b.experts, attr, None)
         return
     for ps in b.params:
@@ -602,6 +610,11 @@ def _gate_hook(off, b):
             with torch.no_grad():
                 pred, _ = _selected(torch.nn.functional.linear(args[0], gw), nxt.top_k)
             srv.prefetch(nxt.layer, pred)
+            if srv._gpu and nxt.prefetched is None:
+                # Start the copies of layer L+1's likely experts now, on the side
+                # stream: they overlap this layer's compute.  Released when
+                # that layer is done, long after the copies completed.
+                nxt.prefetched = srv.acquire(nxt.layer, pred)
         return None
     return hook
 
@@ -631,13 +644,14 @@ def _finish(off, b):
     """Checks and releases what the block used; False if it must run again."""
     srv = off.server
     good = True
-    for h in ([b.held] if b.held is not None else []) + b.extra:
+    used = [h for h in [b.held, b.prefetched] if h is not None] + b.extra
+    for h in used:
         good = srv.valid(h) and good
-    for h in ([b.held] if b.held is not None else []) + b.extra:
+    for h in used:
         if not good:
             srv.invalidate_gpu(b.layer, list(h.tensors))
         srv.release(h)
-    b.held, b.extra = None, []
+    b.held, b.prefetched, b.extra = None, None, []
     _clear_weights(b)
     return good
 
