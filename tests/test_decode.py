@@ -87,6 +87,17 @@ def same(a, b):
 # Experts of 384 KiB: the daemon's smallest pool (2 MiB) is a quarter of 24 of them.
 layouts = [("mixtral", "mixtral", []), ("qwen", "qwen", []), ("olmoe", "olmoe", []),
            ("deepseek", "deepseek", ["--layers", "4"]), ("qwen-fp8", "qwen", ["--dtype", "f8_e4m3", "--hidden", "512"])]
+# Every dtype the library names has a torch dtype in tierd.torch (a new one breaks this).
+names = [n for n, _ in tierd_client._DTYPES]
+check("tierd.torch maps every dtype of the binding's table to a torch dtype",
+      all(n in tt._DT for n in names), "missing %s" % [n for n in names if n not in tt._DT])
+fp8 = tt.dequant_fp8(torch.tensor([[0x38, 0x40, 0xC0, 0x01, 0x7E, 0x00]], dtype=torch.uint8))
+check("FP8 E4M3 bytes dequantise to 1, 2, -2, 2^-9, 448, 0",
+      fp8.tolist() == [[1.0, 2.0, -2.0, 2.0 ** -9, 448.0, 0.0]], fp8.tolist())
+w = torch.tensor([[0x38] * 130] * 3, dtype=torch.uint8)
+scaled = tt.dequant_fp8(w, torch.tensor([[0.5, 4.0]]))
+check("FP8 block scales apply per 128x128 block", scaled[0, 127] == 0.5 and scaled[2, 128] == 4.0)
+
 daemons = []
 try:
     for name, preset, extra in layouts:

@@ -8,6 +8,7 @@
 #      model entirely on the GPU (tests/gpu/gpu_check.py);
 #   3. contrib/bench-decode.py on the GPU, and the copy bandwidth from the pool.
 # Figures go to stdout and, as JSON, to $OUT (default: a temporary directory).
+# BENCH_ARGS: more arguments for bench-decode.py (a smaller shape to try it out).
 #
 #   tests/gpu/run.sh            run, from the source tree, with the build in $BUILD (default build/)
 #   tests/gpu/run.sh --pack     (on the build machine) copy the shared libraries tierd,
@@ -62,7 +63,8 @@ timeout 180 "$PY" "$top/tests/gpu/gpu_check.py" --tierd "$build/tierd/tierd" \
 	--tierctl "$build/client/.libs/tierctl" --work "$work" --out "$out" || rc=1
 dev=$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
 echo "# contrib/bench-decode.py --device $dev"
-timeout 240 "$PY" "$top/contrib/bench-decode.py" --device "$dev" --tokens 16 \
+# shellcheck disable=SC2086
+timeout 240 "$PY" "$top/contrib/bench-decode.py" --device "$dev" --tokens 16 ${BENCH_ARGS:-} \
 	--tierd "$build/tierd/tierd" --tierctl "$build/client/.libs/tierctl" --lib "$TIERD_CLIENT_LIB" \
 	--dir "$work/bench" --json >"$out/bench-decode.json" || rc=1
 cat "$out/bench-decode.json"

@@ -14,8 +14,6 @@ import json
 import os
 import struct
 
-import torch
-
 from .torch import from_bytes
 
 __all__ = ["Checkpoint"]

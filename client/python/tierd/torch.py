@@ -176,7 +176,7 @@ class Held:
     __slots__ = ("layer", "handle", "tensors", "data", "events")
 
     def __init__(self, layer, handle):
-        self.layer, self.handle, self.tensors, self.data, self.events = layer, handle, {}, [], []
+        self.layer, self.handle, self.tensors, self.data, self.events = layer, handle, {}, [], {}
 
 
 class ExpertServer:
@@ -282,7 +282,7 @@ class ExpertServer:
                 self.bytes_copied += sum(v.numel() * v.element_size() for v in ts.values())
                 ev = torch.cuda.Event()
                 ev.record(self._stream)
-                held.events.append(ev)
+                held.events[e] = ev
                 self._cache[(held.layer, e)] = (gpu, ev)
                 while len(self._cache) > self._cache_max:
                     self._cache.popitem(last=False)
@@ -297,7 +297,7 @@ class ExpertServer:
             torch.cuda.current_stream(self.device).wait_event(ev)
             return t
         if t is not None and self._gpu:
-            torch.cuda.current_stream(self.device).wait_event(self._cache[(layer, expert)][1])
+            torch.cuda.current_stream(self.device).wait_event(held.events[expert])
         return t
 
     def valid(self, held):
@@ -314,7 +314,7 @@ class ExpertServer:
     def release(self, held):
         if held.handle is None:
             return
-        for ev in held.events:
+        for ev in held.events.values():
             ev.synchronize()        # the copy out of the pool is done before the pin goes
         h, held.handle = held.handle, None
         held.data = []
@@ -349,6 +349,7 @@ class _Block:
         self.busy = False
         self.fused = not isinstance(experts, torch.nn.ModuleList)
         self.extra = []
+        self.set = []           # experts whose weights are set now
         self.prefetched = None  # GPU: layer L+1's experts acquired and copied during layer L
 
 
@@ -533,6 +534,7 @@ def _set_weights(off, b, e, held):
             raise ValueError("layer %d expert %d: '%s' is %s in tierd, %s in the model"
                              % (b.layer, e, pname, tuple(w.shape), shape))
         object.__setattr__(sub, attr, w)
+    b.set.append(e)
     return True
 
 
@@ -584,9 +586,10 @@ def _clear_weights(b):
         for attr, _, _, _ in b.params:
             object.__setattr__(b.experts, attr, None)
         return
-    for ps in b.params:
-        for _, sub, attr, _, _, _ in ps:
+    for e in b.set:
+        for _, sub, attr, _, _, _ in b.params[e]:
             object.__setattr__(sub, attr, None)
+    b.set = []
 
 
 def _gate_hook(off, b):
@@ -610,7 +613,7 @@ def _gate_hook(off, b):
             with torch.no_grad():
                 pred, _ = _selected(torch.nn.functional.linear(args[0], gw), nxt.top_k)
             srv.prefetch(nxt.layer, pred)
-            if srv._gpu and nxt.prefetched is None:
+            if getattr(srv, "_gpu", False) and nxt.prefetched is None:
                 # Start the copies of layer L+1's likely experts now, on the side
                 # stream: they overlap this layer's compute.  Released when
                 # that layer is done, long after the copies completed.
