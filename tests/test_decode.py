@@ -107,6 +107,10 @@ try:
         subprocess.run([TIERCTL, "demo-store", ck_dir] + args, check=True, stdout=subprocess.DEVNULL)
         ck = Checkpoint(ck_dir)
         ref = greedy(Decoder.from_checkpoint(ck), PROMPT, N)
+        lg = torch.stack(ref[1])
+        check("%s: demo-store's weights decode: finite logits that differ between tokens" % name,
+              bool(torch.isfinite(lg).all()) and float(lg.std(dim=1).min()) > 0.01
+              and not all(torch.equal(lg[0], x) for x in lg[1:]), "logits %s" % lg[:, :4].tolist())
         big = Daemon(name + "-big", {name: ck_dir}, "16M").start()
         daemons.append(big)
         with tierd_client.Client(big.sock) as c:
