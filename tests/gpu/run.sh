@@ -53,6 +53,7 @@ if ! usable; then
 	usable || { echo "Bail out! cannot build tierd here"; exit 1; }
 fi
 out=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/tierd-gpu-out.XXXXXX")}
+mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/tierd-gpu.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export TIERD_CLIENT_LIB=$build/client/.libs/libtierd-client.so.0

@@ -72,6 +72,8 @@ FP8_BLOCK = 128
 _RETRY_ERRNOS = (_errno.ECONNRESET, _errno.ENOTCONN, _errno.ENOLINK, _errno.EPIPE, _errno.ECONNREFUSED,
                  _errno.ENOENT)
 RETRIES = 3
+# Router calls during which an expert a layer chose is taken to be resident (no prefetch).
+RECENT = 4
 
 
 def torch_dtype(name):
@@ -350,6 +352,8 @@ class _Block:
         self.fused = not isinstance(experts, torch.nn.ModuleList)
         self.extra = []
         self.set = []           # experts whose weights are set now
+        self.calls = 0          # router calls so far
+        self.last = {}          # expert -> router call that last chose it
         self.prefetched = None  # GPU: layer L+1's experts acquired and copied during layer L
 
 
@@ -596,6 +600,9 @@ def _gate_hook(off, b):
     def hook(gate, args, out):
         experts, weights = _selected(out, b.top_k)
         srv = off.server
+        b.calls += 1
+        for e in experts:
+            b.last[e] = b.calls
         if b.held is not None:
             srv.release(b.held)
         b.held = srv.acquire(b.layer, experts)
@@ -612,7 +619,11 @@ def _gate_hook(off, b):
             # Pre-gating: the next layer's router on this layer's input predicts its experts.
             with torch.no_grad():
                 pred, _ = _selected(torch.nn.functional.linear(args[0], gw), nxt.top_k)
-            srv.prefetch(nxt.layer, pred)
+            # Experts the next layer used in its last few calls are most likely
+            # still in the pool: asking again would cost a round trip for nothing.
+            ask = [e for e in pred if nxt.calls - nxt.last.get(e, -RECENT) >= RECENT]
+            if ask:
+                srv.prefetch(nxt.layer, ask)
             if getattr(srv, "_gpu", False) and nxt.prefetched is None:
                 # Start the copies of layer L+1's likely experts now, on the side
                 # stream: they overlap this layer's compute.  Released when
