@@ -35,7 +35,7 @@ client_libtierd_client_la_SOURCES = client/tierd-client.c client/tierd-client.h 
 	client/tierd-client-conn.c \
 	tierd/proto/proto.c tierd/proto/tierd-proto.h tierd/proto/dtype.c tierd/proto/tierd-types.h
 client_libtierd_client_la_CFLAGS = $(AM_CFLAGS) -pthread
-client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 1:0:1 \
+client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 2:0:2 \
 	-Wl,--version-script=$(top_srcdir)/client/libtierd-client.sym
 EXTRA_client_libtierd_client_la_DEPENDENCIES = client/libtierd-client.sym
 EXTRA_DIST += client/libtierd-client.sym
@@ -49,7 +49,7 @@ tests_test_client_CFLAGS = $(TEST_CFLAGS) -pthread
 tests_test_client_LDADD = $(TEST_LIBS) -lpthread
 
 # tierctl's service commands, over libtierd-client.
-client_tierctl_SOURCES += client/tierctl-service.c
+client_tierctl_SOURCES += client/tierctl-service.c client/tierctl-metrics.c
 client_tierctl_LDADD += client/libtierd-client.la
 
 # Integration: the real daemon, a demo checkpoint, several client processes.

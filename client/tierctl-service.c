@@ -67,52 +67,54 @@ static int resolve_model(struct tierd_client *c, const char *s)
 	return -ENOENT;
 }
 
-/* "3", "0-7", "1,4,9-11", "all" -> a list within [0, max). */
-static int parse_list(const char *s, uint32_t max, uint32_t **out, size_t *n)
+/* "3", "0-7", "1,4,9-11", "all" -> a list within [0, max) (what: "layers"). */
+static int parse_list(const char *what, const char *s, uint32_t max, uint32_t **out, size_t *n)
 {
-	char *copy = strdup(s), *save = NULL, *tok;
+	char *copy = NULL, *save = NULL, *tok;
 	uint32_t *v = NULL;
 	size_t count = 0;
 	int r = 0;
 
-	if (!copy)
-		return -ENOMEM;
 	if (!strcmp(s, "all")) {
-		free(copy);
-		copy = NULL;
 		v = malloc((max ? max : 1) * sizeof(*v));
 		if (!v)
 			return -ENOMEM;
 		for (uint32_t i = 0; i < max; i++)
 			v[count++] = i;
+	} else {
+		copy = strdup(s);
+		if (!copy)
+			return -ENOMEM;
 	}
-	for (tok = copy ? strtok_r(copy, ",", &save) : NULL; tok && !r; tok = strtok_r(NULL, ",", &save)) {
-		unsigned long a, b;
-		char *end;
+	/* Empty items ("1,,2", a trailing comma) are refused, not skipped. */
+	if (copy && (!*copy || *copy == ',' || strstr(copy, ",,") || copy[strlen(copy) - 1] == ',')) {
+		fprintf(stderr, "tierctl: %s \"%s\": an empty item in the list\n", what, s);
+		r = -EINVAL;
+	}
+	for (tok = copy && !r ? strtok_r(copy, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
+		uint32_t a, b, *nv;
 
-		a = b = strtoul(tok, &end, 10);
-		if (*end == '-')
-			b = strtoul(end + 1, &end, 10);
-		if (*end || end == tok || a > b || b >= max || b - a > 1u << 20) {
-			fprintf(stderr, "tierctl: \"%s\": expected numbers or ranges below %u\n", tok, max);
+		r = tierctl_parse_range(what, tok, max, &a, &b);
+		if (!r && b - a >= 1u << 20) {
+			fprintf(stderr, "tierctl: %s \"%s\": more than 2^20 numbers\n", what, tok);
 			r = -EINVAL;
-			break;
 		}
-		uint32_t *nv = realloc(v, (count + (b - a + 1)) * sizeof(*v));
-
+		if (r)
+			break;
+		nv = realloc(v, (count + (b - a + 1)) * sizeof(*v));
 		if (!nv) {
 			r = -ENOMEM;
 			break;
 		}
 		v = nv;
-		for (unsigned long i = a; i <= b; i++)
+		for (uint64_t i = a; i <= b; i++)
 			v[count++] = (uint32_t)i;
 	}
 	free(copy);
 	if (r || !count) {
 		free(v);
 		if (!r)
-			fprintf(stderr, "tierctl: empty list\n");
+			fprintf(stderr, "tierctl: %s: empty list\n", what);
 		return r ? r : -EINVAL;
 	}
 	*out = v;
@@ -137,9 +139,9 @@ static int parse_keys(struct tierd_client *c, int argc, char **argv, struct tier
 		return m;
 	r = tierd_client_model_info(c, (unsigned)m, &mi);
 	if (!r)
-		r = parse_list(argv[1], mi.nlayers, &layers, &nl);
+		r = parse_list("layers", argv[1], mi.nlayers, &layers, &nl);
 	if (!r)
-		r = parse_list(argv[2], mi.experts_per_layer, &experts, &ne);
+		r = parse_list("experts", argv[2], mi.experts_per_layer, &experts, &ne);
 	if (!r) {
 		*keys = calloc(nl * ne, sizeof(**keys));
 		if (!*keys)
@@ -210,6 +212,19 @@ static int stats_begin(const struct tierctl_opts *o, int argc, char **argv, cons
 	return 0;
 }
 
+static void print_pins(json_object *sample, void *arg)
+{
+	bool *head = arg;
+	const char *client = tierctl_sample_label(sample, "client"), *uid = tierctl_sample_label(sample, "uid");
+
+	if (!*head) {
+		printf("  pins by client:\n");
+		*head = true;
+	}
+	printf("    %-8.0f client %s uid %s\n", tierctl_sample_value(sample), client ? client : "?",
+	       uid ? uid : "?");
+}
+
 /*
  * Who holds pins: the daemon's tierd_client_pins metric, one line per
  * connected client (a full pool's ENOSPC names the biggest holders; this
@@ -217,36 +232,13 @@ static int stats_begin(const struct tierctl_opts *o, int argc, char **argv, cons
  */
 static void print_client_pins(struct tierd_client *c)
 {
-	static const char fam[] = "tierd_client_pins{";
-	char *text = NULL, *line, *next;
-	size_t len;
+	json_object *root;
 	bool head = false;
 
-	if (tierd_client_metrics(c, &text, &len) < 0)
+	if (tierctl_metrics_fetch(c, true, &root))
 		return;
-	for (line = text; line && *line; line = next) {
-		char *labels, *end, *val;
-
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
-		if (strncmp(line, fam, sizeof(fam) - 1))
-			continue;
-		labels = line + sizeof(fam) - 1;
-		end = strrchr(labels, '}');
-		if (!end)
-			continue;
-		*end = '\0';
-		val = end + 1;
-		while (*val == ' ')
-			val++;
-		if (!head) {
-			printf("  pins by client:\n");
-			head = true;
-		}
-		printf("    %-8s %s\n", val, labels);
-	}
-	free(text);
+	tierctl_metrics_foreach(root, "tierd_client_pins", NULL, print_pins, &head);
+	json_object_put(root);
 }
 
 int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
@@ -527,19 +519,11 @@ int cmd_warm(const struct tierctl_opts *o, int argc, char **argv)
 		tierd_client_close(c);
 		return 2;
 	}
-	if (argc == 3) {
-		char *end;
-
-		first = last = (uint32_t)strtoul(argv[2], &end, 10);
-		if (*end == '-')
-			last = (uint32_t)strtoul(end + 1, &end, 10);
-		if (*end || last < first) {
-			fprintf(stderr, "tierctl: \"%s\": expected a layer or a range FIRST-LAST\n", argv[2]);
-			tierd_client_close(c);
-			return 2;
-		}
-	}
 	tierd_client_model_info(c, (unsigned)m, &mi);
+	if (argc == 3 && tierctl_parse_range("layers", argv[2], mi.nlayers, &first, &last)) {
+		tierd_client_close(c);
+		return 2;
+	}
 	r = tierd_client_warm(c, (uint32_t)m, first, last, warm_progress, &p, tierctl_timeout(o, -1));
 	if (p.tty)
 		fprintf(stderr, "\n");

@@ -492,6 +492,15 @@ EXPORT int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n
 
 EXPORT int tierd_client_metrics_timeout(struct tierd_client *c, char **text, size_t *len, int timeout_ms)
 {
+	return tierd_client_metrics_as(c, TIERD_METRICS_PROMETHEUS, text, len, timeout_ms);
+}
+
+_Static_assert(TIERD_CLIENT_METRICS_TEXT == TIERD_METRICS_PROMETHEUS &&
+	       TIERD_CLIENT_METRICS_JSON == TIERD_METRICS_JSON, "the library's names are the protocol's");
+
+EXPORT int tierd_client_metrics_as(struct tierd_client *c, unsigned format, char **text, size_t *len,
+				   int timeout_ms)
+{
 	struct pending *p;
 	int r;
 
@@ -501,8 +510,7 @@ EXPORT int tierd_client_metrics_timeout(struct tierd_client *c, char **text, siz
 	pthread_mutex_lock(&c->lock);
 	r = request_open(c, TIERD_MSG_METRICS_DATA, &p);
 	if (!r)
-		r = tdc_send_locked(c, tierd_proto_encode_metrics(c->tx, sizeof(c->tx), p->id,
-								  TIERD_METRICS_PROMETHEUS),
+		r = tdc_send_locked(c, tierd_proto_encode_metrics(c->tx, sizeof(c->tx), p->id, format),
 				    timeout_ms);
 	if (!r)
 		r = tdc_wait_pending(c, p, timeout_ms, NULL, NULL);

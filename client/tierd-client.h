@@ -197,6 +197,17 @@ const char *tierd_client_stat_name(unsigned i);
  */
 int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len);
 int tierd_client_metrics_timeout(struct tierd_client *c, char **text, size_t *len, int timeout_ms);
+/*
+ * The same sample in another format: TIERD_CLIENT_METRICS_TEXT (the text)
+ * or TIERD_CLIENT_METRICS_JSON ({"families": [{"name", "type", "help", "samples":
+ * [{"name", "labels": {...}, "value"}]}]}, for programs that would otherwise
+ * parse the text).  A daemon older than protocol 1.2 answers JSON with
+ * -EOPNOTSUPP.  timeout_ms < 0 waits as long as it takes.
+ */
+#define TIERD_CLIENT_METRICS_TEXT	0u
+#define TIERD_CLIENT_METRICS_JSON	1u
+int tierd_client_metrics_as(struct tierd_client *c, unsigned format, char **text, size_t *len,
+			    int timeout_ms);
 
 /* ---- operator commands (root or the daemon's user) ---- */
 

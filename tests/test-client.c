@@ -636,6 +636,44 @@ static void test_acquire_out_of_memory(void **state)
 }
 
 /* The dtype codes are the daemon's enum tierd_dtype; F8_E8M0 was missing. */
+/*
+ * A daemon that accepts nothing (stopped, overloaded): its listen queue
+ * fills, and connect() would wait forever.  The library gives up after its
+ * connect timeout and says why.
+ */
+static void test_connect_full_listen_queue(void **state)
+{
+	struct fixture *f = *state;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct tierd_client *c = NULL;
+	int held[64], nheld = 0;
+
+	strcpy(sa.sun_path, f->sock);
+	assert_int_equal(listen(f->lfd, 0), 0);
+	/* Fill the queue: connects that would wait say EAGAIN instead. */
+	while (nheld < 64) {
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+		assert_true(fd >= 0);
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+			assert_int_equal(errno, EAGAIN);
+			close(fd);
+			break;
+		}
+		held[nheld++] = fd;
+	}
+	assert_true(nheld < 64);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), -ETIMEDOUT);
+	assert_null(c);
+	for (int i = 0; i < nheld; i++)
+		close(held[i]);
+	/* Once the queue drains, the next try gets through to the daemon. */
+	assert_int_equal(listen(f->lfd, 16), 0);
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_U8);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
+	tierd_client_close(c);
+}
+
 static void test_dtypes(void **state)
 {
 	struct fixture *f = *state;
@@ -674,6 +712,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_async_acquire_out_of_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_acquire_out_of_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dtypes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connect_full_listen_queue, setup, teardown),
 	};
 
 	/* A daemon that went away is not a reason to die. */

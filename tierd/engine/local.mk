@@ -29,7 +29,8 @@ tests_test_cache_CFLAGS = $(TEST_CFLAGS)
 tests_test_cache_LDADD = $(TEST_LIBS)
 TESTS += tests/test-cache
 
-libtierd_la_SOURCES += tierd/engine/engine.c tierd/store/ckwatch.c tierd/store/ckwatch.h
+libtierd_la_SOURCES += tierd/engine/engine.c tierd/engine/engine-int.h tierd/engine/engine-slots.c \
+	tierd/engine/engine-checkpoint.c tierd/store/ckwatch.c tierd/store/ckwatch.h
 check_PROGRAMS += tests/test-engine
 tests_test_engine_SOURCES = tests/test-engine.c
 tests_test_engine_CFLAGS = $(TEST_CFLAGS)
@@ -47,7 +48,7 @@ tests_test_fetch_eio_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fetch-eio
 
 # tierctl's direct engine commands (bench fetch, fetch, demo).
-client_tierctl_SOURCES += client/tierctl-engine.c
+client_tierctl_SOURCES += client/tierctl-engine.c client/tierctl-direct.h client/tierctl-bench-fetch.c
 
 # Integration: demo checkpoints through the catalog and the engine, every byte.
 check_PROGRAMS += tests/test-engine-demo

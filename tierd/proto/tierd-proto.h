@@ -32,7 +32,7 @@
 
 #define TIERD_PROTO_MAGIC	0x44524954u	/* "TIRD" in memory on little-endian */
 #define TIERD_PROTO_MAJOR	1
-#define TIERD_PROTO_MINOR	1	/* 1.1: METRICS, METRICS_DATA */
+#define TIERD_PROTO_MINOR	2	/* 1.1: METRICS, METRICS_DATA; 1.2: METRICS as JSON */
 
 /* Largest packet either side sends or accepts (fits the default socket buffer). */
 #define TIERD_PROTO_MAX_MSG	(128u * 1024u)
@@ -205,6 +205,10 @@ struct tierd_msg_progress {
 /* METRICS formats. */
 enum tierd_metrics_format {
 	TIERD_METRICS_PROMETHEUS = 0,	/* text exposition format 0.0.4 */
+	/* 1.2: the same samples as JSON, {"families": [{"name", "type", "help",
+	 * "samples": [{"name", "labels": {...}, "value"}]}]}: what tierctl
+	 * reads, so that no client parses the text back. */
+	TIERD_METRICS_JSON = 1,
 };
 
 /* METRICS: u32 format, u32 0.  A daemon answers a format it does not know

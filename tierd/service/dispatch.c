@@ -94,13 +94,14 @@ static int client_metrics(struct client *c, uint64_t id, const struct tierd_msg_
 	uint64_t off = 0;
 	int r;
 
-	if (m->format != TIERD_METRICS_PROMETHEUS)
-		return client_error(c, id, -EOPNOTSUPP, "metrics format %u: unknown (0: Prometheus text)",
-				    m->format);
+	if (m->format != TIERD_METRICS_PROMETHEUS && m->format != TIERD_METRICS_JSON)
+		return client_error(c, id, -EOPNOTSUPP, "metrics format %u: unknown (0: Prometheus text, "
+				    "1: JSON)", m->format);
 	if (!s->tel)
 		return client_error(c, id, -ENOTSUP, "this tierd runs without telemetry");
 	telemetry_refresh(s->tel, s->engine, telemetry_now_ns());
-	r = telemetry_render(s->tel, &text, &len);
+	r = telemetry_render_as(s->tel, m->format == TIERD_METRICS_JSON ? METRICS_JSON : METRICS_TEXT,
+				&text, &len);
 	if (r)
 		return client_error(c, id, r, "rendering metrics: %s", strerror(-r));
 	/* The chunks are sent at once: what the socket cannot take waits in

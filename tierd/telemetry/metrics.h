@@ -77,7 +77,20 @@ struct metrics_input {
 	const struct metrics_service *service;
 };
 
+/*
+ * The two renderings of one sample set: the Prometheus text exposition, and
+ * JSON for tierctl (no text to parse back): {"families": [{"name", "type",
+ * "help", "samples": [{"name", "labels": {...}, "value"}]}]}, values as
+ * integers where the text has integers.
+ */
+enum metrics_format {
+	METRICS_TEXT,
+	METRICS_JSON,
+};
+
 /* Renders into a malloc'd NUL-terminated buffer. */
+int metrics_render_as(const struct metrics_input *in, enum metrics_format format, char **text, size_t *len);
+/* The text exposition. */
 int metrics_render(const struct metrics_input *in, char **text, size_t *len);
 
 /* "major:minor" -> "vda" through sysfs; falls back to "major:minor". */

@@ -243,6 +243,11 @@ int telemetry_tick(struct telemetry *t, uint64_t now_ns)
 
 int telemetry_render(struct telemetry *t, char **text, size_t *len)
 {
+	return telemetry_render_as(t, METRICS_TEXT, text, len);
+}
+
+int telemetry_render_as(struct telemetry *t, enum metrics_format format, char **text, size_t *len)
+{
 	struct metrics_nvme *nv = NULL;
 	struct metrics_input in = { 0 };
 	size_t n = 0;
@@ -269,7 +274,7 @@ int telemetry_render(struct telemetry *t, char **text, size_t *len)
 	in.models = t->models;
 	in.nmodels = t->nmodels;
 	in.service = t->service_fn ? t->service_fn(t->service_arg) : NULL;
-	r = metrics_render(&in, text, len);
+	r = metrics_render_as(&in, format, text, len);
 	free(nv);
 	return r;
 }
