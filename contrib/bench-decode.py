@@ -15,9 +15,10 @@ Run with no arguments after `make` (in build/ or in the source tree): it writes
 its own checkpoint (tierctl demo-store, OLMoE-like at half width: 16 layers, 64
 experts, top-8, hidden 1024, expert FFN 512, bf16) and starts its own tierd.
 memory and tierd decode once to warm up (tierd: to fill the pool with the
-working set), then --repeat times, the fastest counting; tierd_half, naive and
-lru_half start cold (an empty pool or cache, the page cache dropped) and
-decode once.  Prints the figures and the ratios the goals are about;
+working set), then in turns for --repeat rounds; tierd_half and lru_half start
+cold (a new pool or cache, the page cache dropped), in turns for --repeat
+rounds; naive runs once.  The fastest round counts: on a shared machine the
+others' load only ever slows a run down.  Prints the figures and the ratios the goals are about;
 --json prints one JSON object.  Needs root to drop the page cache.
 """
 import argparse
@@ -94,7 +95,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory (and reuse its checkpoint)")
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=2,
-                    help="timed decodes per configuration (the fastest counts; naive: one)")
+                    help="rounds of the compared pairs, taken in turns (the fastest counts; naive: one)")
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--experts", type=int, default=64)
     ap.add_argument("--top-k", type=int, default=8)
@@ -142,25 +143,12 @@ def main():
         prompt = [1, 2, 3, 4]
         res, ids = {}, {}
 
-        def timed(model, what, repeat=None):
-            # The fastest of repeat decodes: this machine may be shared, and
-            # the others' load only ever slows a run down.
-            best = None
-            for _ in range(repeat or (1 if what in ("warm-up", "naive") else a.repeat)):
-                stamps = []
-                got, _ = greedy(model, prompt, a.tokens,
-                                on_token=lambda s, t: stamps.append(time.perf_counter()))
-                tpot = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
-                log("  %-10s %8.1f ms/token  %s" % (what, tpot * 1e3, got[:8]))
-                best = tpot if best is None else min(best, tpot)
-            return got, best
-
-        if "memory" in runs:
-            log("memory: every weight in memory")
-            m = Decoder.from_checkpoint(ck, device=a.device)
-            timed(m, "warm-up")
-            ids["memory"], res["memory"] = timed(m, "memory")
-            del m
+        def timed(model, what):
+            stamps = []
+            got, _ = greedy(model, prompt, a.tokens, on_token=lambda s, t: stamps.append(time.perf_counter()))
+            tpot = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
+            log("  %-10s %8.1f ms/token  %s" % (what, tpot * 1e3, got[:8]))
+            return got, tpot
 
         # The daemon's slot size for an expert, as tierctl check computes it.
         chk = json.loads(subprocess.run([a.tierctl, "--json", "check", ck_dir], check=True,
@@ -192,29 +180,6 @@ def main():
                 daemon.send_signal(signal.SIGTERM)
                 daemon.wait()
                 daemon = None
-
-        def through_tierd(name, pool_bytes, warm):
-            start(pool_bytes)
-            m = Decoder.from_checkpoint(ck, experts=False, device=a.device)
-            off = tt.offload(m, socket=sock, model_name="bench", device=a.device)
-            if warm:
-                timed(m, "warm-up")
-            ids[name], res[name] = timed(m, name, None if warm else 1)
-            st = off.stats()
-            log("  %-10s hits %d, misses %d, evictions %d" % ("", st["hits"], st["misses"], st["evictions"]))
-            if a.device.startswith("cuda"):
-                log("  %-10s %.2f GiB copied to the GPU" % ("", off.server.bytes_copied / 2**30))
-            off.close()
-            stop()
-
-        nexp, slot = chk["experts"], chk["slot_bytes"]
-        if "tierd" in runs:
-            log("tierd: experts through tierd, the pool holding every expert (%.2f GiB)" % (slot * nexp / 2**30))
-            through_tierd("tierd", slot * (nexp + 2 * a.top_k), True)
-        half = nexp // 2
-        if "tierd_half" in runs:
-            log("tierd_half: the pool at 50%% of the experts (%d), cold" % half)
-            through_tierd("tierd_half", slot * half, False)
 
         class FileExperts:
             """Experts read from the checkpoint when used (cap 0) or through an LRU of cap experts."""
@@ -273,22 +238,79 @@ def main():
             def invalidate_gpu(self, layer, experts):
                 pass
 
-        def from_file(name, cap):
+        def from_file(cap):
             m = Decoder.from_checkpoint(ck, experts=False, device=a.device)
             src = FileExperts(cap)
-            off = tt.offload(m, server=src, device=a.device)
-            if not drop_caches():
-                log("  (cannot drop the page cache: not root?)")
-            ids[name], res[name] = timed(m, name, 1)
-            log("  %-10s misses %d (file reads)" % ("", src.misses))
-            off.close()
+            return m, tt.offload(m, server=src, device=a.device), src
+
+        def keep(name, got, tpot):
+            ids[name] = got
+            res[name] = tpot if name not in res else min(res[name], tpot)
+
+        # The pairs the goals compare run in turns, round after round, the
+        # fastest round counting: on a shared machine the others' load comes
+        # and goes, and it only ever slows a run down.
+        nexp, slot = chk["experts"], chk["slot_bytes"]
+        half = nexp // 2
+        if "memory" in runs or "tierd" in runs:
+            log("memory: every weight in memory; tierd: experts through tierd, the pool holding "
+                "every expert (%.2f GiB); warm-up, then %d rounds" % (slot * nexp / 2**30, a.repeat))
+            mem = Decoder.from_checkpoint(ck, device=a.device) if "memory" in runs else None
+            if "tierd" in runs:
+                start(slot * (nexp + 2 * a.top_k))
+                srv_model = Decoder.from_checkpoint(ck, experts=False, device=a.device)
+                off = tt.offload(srv_model, socket=sock, model_name="bench", device=a.device)
+            for rnd in range(a.repeat + 1):
+                what = "warm-up" if rnd == 0 else None
+                if mem is not None:
+                    got, tpot = timed(mem, what or "memory")
+                    if what is None:
+                        keep("memory", got, tpot)
+                if "tierd" in runs:
+                    got, tpot = timed(srv_model, what or "tierd")
+                    if what is None:
+                        keep("tierd", got, tpot)
+            if "tierd" in runs:
+                st = off.stats()
+                log("  %-10s hits %d, misses %d, evictions %d" % ("", st["hits"], st["misses"], st["evictions"]))
+                if a.device.startswith("cuda"):
+                    log("  %-10s %.2f GiB copied to the GPU" % ("", off.server.bytes_copied / 2**30))
+                off.close()
+                stop()
+                del srv_model
+            del mem
 
         if "naive" in runs:
             log("naive: every expert read from the file when used, page cache dropped")
-            from_file("naive", 0)
-        if "lru_half" in runs:
-            log("lru_half: an in-process LRU of %d experts, misses read from the file, cold" % half)
-            from_file("lru_half", half)
+            m, off, src = from_file(0)
+            if not drop_caches():
+                log("  (cannot drop the page cache: not root?)")
+            keep("naive", *timed(m, "naive"))
+            log("  %-10s misses %d (file reads)" % ("", src.misses))
+            off.close()
+
+        if "tierd_half" in runs or "lru_half" in runs:
+            log("tierd_half: the pool at 50%% of the experts (%d); lru_half: an in-process LRU of as many, "
+                "misses read from the file; each cold (a new pool or cache, page cache dropped), %d rounds"
+                % (half, a.repeat))
+            for rnd in range(a.repeat):
+                if "tierd_half" in runs:
+                    start(slot * half)
+                    m = Decoder.from_checkpoint(ck, experts=False, device=a.device)
+                    off = tt.offload(m, socket=sock, model_name="bench", device=a.device)
+                    drop_caches()
+                    keep("tierd_half", *timed(m, "tierd_half"))
+                    st = off.stats()
+                    log("  %-10s hits %d, misses %d, evictions %d"
+                        % ("", st["hits"], st["misses"], st["evictions"]))
+                    off.close()
+                    stop()
+                if "lru_half" in runs:
+                    m, off, src = from_file(half)
+                    drop_caches()
+                    keep("lru_half", *timed(m, "lru_half"))
+                    log("  %-10s misses %d (file reads)" % ("", src.misses))
+                    off.close()
     finally:
         if daemon:
             daemon.kill()
@@ -303,7 +325,8 @@ def main():
     else:
         device = "cpu: %s, %d torch threads" % (cpu_name(), torch.get_num_threads())
     out = {"device": device,
-           "tokens": a.tokens, "tokens_equal": equal, "tpot_s": res,
+           "tokens": a.tokens, "tokens_equal": equal,
+           "tpot_s": {k: res[k] for k in ("memory", "tierd", "tierd_half", "naive", "lru_half") if k in res},
            "shape": {"preset": a.preset, "layers": a.layers, "experts": a.experts, "top_k": a.top_k,
                      "hidden": a.hidden, "ffn": a.ffn, "dtype": a.dtype}}
     r = {}
@@ -319,7 +342,7 @@ def main():
     else:
         print("\n%s, %d tokens, %s" % (out["device"], a.tokens,
                                        "the same token ids in every run" if equal else "TOKEN IDS DIFFER"))
-        for k, v in res.items():
+        for k, v in out["tpot_s"].items():
             print("  %-10s %9.1f ms/token" % (k, v * 1e3))
         goals = {"tierd/memory": "<= 1.3", "naive/tierd": ">= 3", "lru_half/tierd_half": "> 1"}
         for k, v in r.items():
