@@ -66,7 +66,13 @@ step "a PyTorch MoE model decodes $tokens tokens through tierd (contrib/demo-cli
 # Debian's interpreter: python3-torch is installed for it.
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
-TIERD_CLIENT_LIB=$b/client/.libs/libtierd-client.so.0 \
+lib=$b/client/.libs/libtierd-client.so.0
+# A sanitizer build of the library needs its runtimes loaded first into the interpreter.
+preload=
+for rt in asan ubsan; do
+	if ldd "$lib" | grep -q "lib$rt"; then preload="$preload $(${CC:-gcc} -print-file-name=lib$rt.so)"; fi
+done
+LD_PRELOAD=${preload# } ASAN_OPTIONS=detect_leaks=0 TIERD_CLIENT_LIB=$lib \
 	"$py" "$top/contrib/demo-client.py" "$dir/tierd.sock" --model demo --checkpoint "$ckpt" --tokens "$tokens"
 
 step "tierctl stats"
