@@ -293,13 +293,19 @@ class ExpertServer:
     def tensors(self, held, layer, expert):
         """The tensors of expert, from held or (GPU) from the cache; None if neither has it."""
         t = held.tensors.get(expert) if held is not None else None
-        if t is None and self._gpu and (layer, expert) in self._cache:
+        if not self._gpu:
+            return t
+        ev = held.events.get(expert) if t is not None else None
+        if t is None and (layer, expert) in self._cache:
             self._cache.move_to_end((layer, expert))
             t, ev = self._cache[(layer, expert)]
-            torch.cuda.current_stream(self.device).wait_event(ev)
-            return t
-        if t is not None and self._gpu:
-            torch.cuda.current_stream(self.device).wait_event(held.events[expert])
+        if t is not None:
+            cur = torch.cuda.current_stream(self.device)
+            cur.wait_event(ev)
+            for x in t.values():
+                # Made on the side stream, used on this one: the allocator must
+                # not hand the memory out again (an eviction) before this use ends.
+                x.record_stream(cur)
         return t
 
     def valid(self, held):
