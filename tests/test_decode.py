@@ -147,6 +147,39 @@ try:
         big.stop()
         small.stop()
 
+    # ---- zero-copy tensors: dtype, shape, a fused layer's slice, FP8 bytes ----
+    for name, args in (("fused", ["--preset", "fused", "--dtype", "bf16"]),
+                       ("fp8", ["--preset", "qwen", "--dtype", "f8_e4m3", "--hidden", "256"]),
+                       ("f32", ["--preset", "mixtral", "--dtype", "f32"])):
+        ck_dir = os.path.join(work, "zc-" + name)
+        subprocess.run([TIERCTL, "demo-store", ck_dir, "--layers", "2", "--experts", "4", "--shards", "1"] + args,
+                       check=True, stdout=subprocess.DEVNULL)
+        ck = Checkpoint(ck_dir)
+        d = Daemon("zc-" + name, {name: ck_dir}, "16M").start()
+        daemons.append(d)
+        with tierd_client.Client(d.sock) as c:
+            srv = tt.ExpertServer(c, name)
+            held = srv.acquire(1, [2, 3])
+            good, why = True, []
+            for e in (2, 3):
+                for suffix, t in held.tensors[e].items():
+                    full = [n for n in ck.names() if n.startswith("model.layers.1.") and n.endswith(suffix)
+                            and (".experts.%d." % e in n or name == "fused")][0]
+                    want = ck.load(full)
+                    if name == "fused":
+                        want = want[e]
+                    same_t = (t.dtype == want.dtype and tuple(t.shape) == tuple(want.shape)
+                              and torch.equal(t.view(torch.uint8), want.contiguous().view(torch.uint8)))
+                    if not same_t:
+                        good, why = False, why + ["%s %s %s vs %s %s" % (full, t.dtype, tuple(t.shape),
+                                                                         want.dtype, tuple(want.shape))]
+            check("%s: tierd's zero-copy tensors have the checkpoint's dtype, shape and bytes%s"
+                  % (name, " (an expert's slice of the layer's tensor)" if name == "fused" else ""),
+                  good and held.tensors[2], "; ".join(why))
+            srv.release(held)
+            check("%s: released" % name, srv.outstanding == 0 and d.pins() == 0)
+        d.stop()
+
     # ---- daemon restarts in the middle of a decode (Mixtral, big pool) ----
     ck_dir = os.path.join(work, "ck-mixtral")
     ck = Checkpoint(ck_dir)
