@@ -178,6 +178,23 @@ try:
                   good and held.tensors[2], "; ".join(why))
             srv.release(held)
             check("%s: released" % name, srv.outstanding == 0 and d.pins() == 0)
+        if name == "f32":
+            # PyTorch has no read-only tensors: a write through one is a fault in the writer.
+            child = ("import sys; sys.path.insert(0, %r); import tierd_client, tierd.torch as tt\n"
+                     "c = tierd_client.Client(%r); s = tt.ExpertServer(c, %r); h = s.acquire(1, [2])\n"
+                     "next(iter(h.tensors[2].values())).add_(1.0)\nprint('wrote')\n"
+                     % (os.path.join(top, "client", "python"), d.sock, name))
+            env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:handle_segv=0")
+            r = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True)
+            with tierd_client.Client(d.sock) as c:
+                srv = tt.ExpertServer(c, name)
+                held = srv.acquire(1, [2])
+                full = "model.layers.1.block_sparse_moe.experts.2.w1.weight"
+                intact = torch.equal(held.tensors[2]["w1.weight"], ck.load(full))
+                srv.release(held)
+            check("a write through a pool tensor kills the writer with SIGSEGV; the pool is intact",
+                  r.returncode == -signal.SIGSEGV and "wrote" not in r.stdout and intact,
+                  "exit %s, %s %s" % (r.returncode, r.stdout[-200:], r.stderr[-300:]))
         d.stop()
 
     # ---- daemon restarts in the middle of a decode (Mixtral, big pool) ----
