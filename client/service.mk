@@ -101,11 +101,16 @@ endif
 # Run inside a systemd guest by the VM harness (tests/vm/).
 EXTRA_DIST += tests/vm/guest-systemd-check.sh
 
-# Python binding (ctypes over libtierd-client.so), installed beside the data.
-tierdpythondir = $(pkgdatadir)/python
+# Python client (ctypes over libtierd-client.so): the binding tierd_client and
+# the package tierd (tierd.torch, tierd.decoder, tierd.checkpoint), installed
+# where python3 finds them (configure --with-pythondir).
 dist_tierdpython_DATA = client/python/tierd_client.py
-TESTS += tests/python-client.sh
-EXTRA_DIST += tests/python-client.sh tests/test_tierd_client.py
+tierdpkgdir = $(tierdpythondir)/tierd
+dist_tierdpkg_DATA = client/python/tierd/__init__.py client/python/tierd/checkpoint.py \
+	client/python/tierd/decoder.py client/python/tierd/torch.py
+TESTS += tests/python-client.sh tests/decode.sh
+EXTRA_DIST += tests/python-client.sh tests/test_tierd_client.py tests/decode.sh tests/test_decode.py \
+	contrib/bench-decode.py tests/gpu/run.sh tests/gpu/gpu_check.py
 
 dist_man_MANS += man/tierd.8 man/tierd.conf.5 man/tierctl.8 man/libtierd-client.3
 

@@ -208,7 +208,7 @@ int cmd_demo_store(const struct tierctl_opts *o, int argc, char **argv)
 		{ 0 }
 	};
 	const char *usage = "Usage: tierctl demo-store DIR [--layers N] [--experts N] [--hidden N] [--ffn N]\n"
-			    "       [--shards N] [--top-k N] [--dtype bf16|f16|f32|f8_e4m3] [--preset mixtral|qwen|fused]\n";
+			    "       [--shards N] [--top-k N] [--dtype bf16|f16|f32|f8_e4m3] [--preset mixtral|qwen|olmoe|deepseek|fused]\n";
 	struct demostore_opts d;
 	struct timespec t0, t1;
 	char err[512], up[16];
@@ -236,7 +236,7 @@ int cmd_demo_store(const struct tierctl_opts *o, int argc, char **argv)
 			break;
 		case 'p':
 			if (demostore_layout_parse(optarg, &d.layout)) {
-				fprintf(stderr, "tierctl: --preset: expected mixtral, qwen or fused, not '%s'\n", optarg);
+				fprintf(stderr, "tierctl: --preset: expected mixtral, qwen, olmoe, deepseek or fused, not '%s'\n", optarg);
 				r = -EINVAL;
 			}
 			break;
@@ -258,7 +258,7 @@ int cmd_demo_store(const struct tierctl_opts *o, int argc, char **argv)
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	total = demostore_expert_bytes(&d) * d.experts * d.layers;
+	total = demostore_expert_bytes(&d) * d.experts * demostore_moe_layers(&d);
 	if (o->json) {
 		json_object *j = json_object_new_object();
 
@@ -274,7 +274,7 @@ int cmd_demo_store(const struct tierctl_opts *o, int argc, char **argv)
 		json_object_put(j);
 	} else
 		printf("wrote %s: %s naming, %u layers x %u experts, %" PRIu64 " bytes per expert, %.2f GiB of experts "
-		       "in %u shard(s), %.1f s\n", argv[optind], demostore_layout_name(d.layout), d.layers, d.experts,
+		       "in %u shard(s), %.1f s\n", argv[optind], demostore_layout_name(d.layout), demostore_moe_layers(&d), d.experts,
 		       demostore_expert_bytes(&d), (double)total / (1 << 30), d.shards, s);
 	return 0;
 }

@@ -1,89 +1,92 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""A stand-in for an MoE inference process: decodes tokens through tierd.
+"""An MoE model decoding tokens through tierd, next to the same model in memory.
 
-For each token and each MoE layer it picks the router's top-k experts
-(uniformly at random, seeded, as the energy model assumes), prefetches the next
-layer's choice one layer ahead, acquires the current layer's experts (pinned,
-read-only views into tierd's DDR pool), copies every byte of them out as a GPU
-copy would, checks the first bytes of 64 tensors against the checkpoint file,
-releases them, and reports the tokens it generated.  It prints what it did and what tierd counted.
+The model is the reference decoder of the Python client (tierd.decoder)
+built from the checkpoint's config.json and dense weights; its experts come
+from tierd (tierd.torch.offload: the router's choice is the acquire and the
+routing hint, the next layer's experts are prefetched).  The same greedy
+decode with every weight loaded from the checkpoint into memory gives the
+reference token ids.  For each token it prints the id, what tierd did for it
+(hits, misses, bytes read, evictions), its time and, when the daemon has
+energy telemetry, its joules.
 """
 import argparse
-import json
 import os
-import random
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "client", "python"))
+import torch  # noqa: E402
+
+import tierd.torch as tt  # noqa: E402
 import tierd_client  # noqa: E402
+from tierd.checkpoint import Checkpoint  # noqa: E402
+from tierd.decoder import Decoder, greedy  # noqa: E402
 
 
-def tensor_file_bytes(ckpt, name, n):
-    """First n bytes of a tensor, read from the checkpoint itself (reference)."""
-    index = os.path.join(ckpt, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index) as f:
-            fname = json.load(f)["weight_map"][name]
-    else:
-        fname = "model.safetensors"
-    with open(os.path.join(ckpt, fname), "rb") as f:
-        hlen = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(hlen))
-        start = header[name]["data_offsets"][0]
-        f.seek(8 + hlen + start)
-        return f.read(n)
+def joules(client):
+    """tierd's energy total, or None without telemetry."""
+    try:
+        text = client.metrics()
+    except tierd_client.TierdError:
+        return None
+    total = 0.0
+    for ln in text.splitlines():
+        if ln.startswith("tierd_energy_joules_total{") or ln.startswith("tierd_energy_other_joules_total "):
+            total += float(ln.split()[-1])
+    return total
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("socket")
-    ap.add_argument("--model", default="demo")
-    ap.add_argument("--checkpoint", help="checkpoint directory, to check bytes against")
+    ap.add_argument("--model", default="demo", help="tierd's name of the model")
+    ap.add_argument("--checkpoint", required=True, help="the checkpoint directory tierd serves")
     ap.add_argument("--tokens", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--prompt", default="tierd", help="prompt text (one token per byte)")
     a = ap.parse_args()
 
-    rng = random.Random(a.seed)
+    ck = Checkpoint(a.checkpoint)
+    prompt = list(a.prompt.encode())
+    cfg = ck.config
+    print("model: %s, %d layers x %d experts, top-%d, hidden %d; prompt %r"
+          % (cfg["model_type"], cfg["num_hidden_layers"],
+             cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts"),
+             cfg["num_experts_per_tok"], cfg["hidden_size"], a.prompt))
+
+    t0 = time.perf_counter()
+    ref_ids, _ = greedy(Decoder.from_checkpoint(ck), prompt, a.tokens)
+    print("in memory (every weight loaded from the checkpoint): %s  (%.1f s with the load)"
+          % (ref_ids, time.perf_counter() - t0))
+
+    model = Decoder.from_checkpoint(ck, experts=False)
     with tierd_client.Client(a.socket, name="demo-client") as c:
-        mi = c.model_index(a.model)
-        m = c.models()[mi]
-        layers = list(range(m["layers"]))
-        k, E = max(1, m["top_k"]), m["experts_per_layer"]
-        print(f"connected to tierd: model {m['name']}: {m['layers']} MoE layers x {E} experts, "
-              f"top-{k}, {m['slot_bytes'] / 2**20:.1f} MiB per expert slot")
-        choose = lambda: sorted(rng.sample(range(E), k))  # noqa: E731
-        acquired = checked = 0
-        bytes_seen = 0
-        t0 = time.monotonic()
-        for tok in range(a.tokens):
-            plan = [choose() for _ in layers]
-            c.prefetch([(mi, layers[0], e) for e in plan[0]])
-            for i, layer in enumerate(layers):
-                if i + 1 < len(layers):
-                    c.prefetch([(mi, layers[i + 1], e) for e in plan[i + 1]])
-                c.routing_hint(mi, layer, plan[i], [1.0 / k] * k)
-                with c.acquire([(mi, layer, e) for e in plan[i]], timeout_ms=30000) as acq:
-                    for ex in acq.experts:
-                        acquired += 1
-                        for t in ex.tensors:
-                            # Copy every byte out of the pool, as a copy to the GPU would.
-                            bytes_seen += len(bytes(t.data))
-                            if a.checkpoint and checked < 64:
-                                ref = tensor_file_bytes(a.checkpoint, t.name, 256)
-                                if bytes(t.data[:256]) != ref:
-                                    sys.exit(f"WRONG BYTES in {t.name}")
-                                checked += 1
-            c.report_tokens(mi, 1)
-        dt = time.monotonic() - t0
-        st = c.stats()
-    print(f"decoded {a.tokens} tokens: {acquired} expert acquisitions, "
-          f"{bytes_seen / 2**20:.1f} MiB read from the pool, {dt * 1e3 / a.tokens:.1f} ms/token")
-    if a.checkpoint:
-        print(f"checked {checked} tensors against the checkpoint file: all bytes equal")
-    keys = ("hits", "misses", "fetches", "evictions", "bytes_read")
-    print("tierd counters: " + ", ".join(f"{key} {st[key]}" for key in keys if key in st))
+        off = tt.offload(model, client=c, model_name=a.model)
+        keys = ("hits", "misses", "bytes_read", "evictions")
+        last = [c.stats(), joules(c), time.perf_counter()]
+        print("\nthrough tierd:\n  token  id   hits misses  MiB read  evicted      ms   joules")
+
+        def on_token(step, tok):
+            st, j, t = c.stats(), joules(c), time.perf_counter()
+            d = {k: st[k] - last[0][k] for k in keys}
+            jtxt = "%8.3f" % (j - last[1]) if j is not None and last[1] is not None else "       -"
+            print("  %5d %4d %6d %6d %9.1f %8d %7.1f %s"
+                  % (step, tok, d["hits"], d["misses"], d["bytes_read"] / 2**20, d["evictions"],
+                     (t - last[2]) * 1e3, jtxt))
+            off.report_tokens(1)
+            last[:] = [st, j, time.perf_counter()]
+
+        with torch.no_grad():
+            ids, _ = greedy(model, prompt, a.tokens, on_token=on_token)
+        off.close()
+        held = off.outstanding
+    print("\nthrough tierd: %s" % ids)
+    if ids != ref_ids:
+        sys.exit("DIFFERENT TOKENS through tierd: %s, in memory %s" % (ids, ref_ids))
+    print("the same %d token ids as the model in memory; %d acquisitions, all released (%d held)"
+          % (len(ids), off.server.acquires, held))
+    print("(token 0 comes from the prompt's pass: its row counts the prompt's %d positions)" % len(prompt))
 
 
 if __name__ == "__main__":

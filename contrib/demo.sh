@@ -1,9 +1,10 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # The demo, from a fresh Debian 12 machine, as root: installs what is needed,
-# builds tierd, writes a small MoE checkpoint, starts the daemon on it, runs an
-# inference-like client that decodes tokens through tierd, and prints what it
-# did and what it cost (bytes and joules per tier).
+# builds tierd, writes a small MoE checkpoint, starts the daemon on it, decodes
+# tokens with a PyTorch MoE model whose experts come from tierd (the same
+# token ids as the model with every weight in memory), and prints what each
+# token cost and what it all cost (bytes and joules per tier).
 #
 #   TIERD_DEMO_DIR   where the checkpoint, config and socket go (/var/tmp/tierd-demo)
 #   TIERD_DEMO_TOKENS  tokens to decode (16)
@@ -25,7 +26,8 @@ b=$top/build
 
 mkdir -p "$dir"
 ckpt=$dir/checkpoint
-if ! "$b/client/tierctl" check "$ckpt" >/dev/null 2>&1; then
+# A checkpoint from an older demo-store has no attention weights: write it again.
+if ! "$b/client/tierctl" check "$ckpt" >/dev/null 2>&1 || ! grep -q num_attention_heads "$ckpt/config.json"; then
 	step "writing a demo checkpoint: 8 MoE layers x 16 experts, top-2, 6 MiB per expert"
 	rm -rf "$ckpt"
 	"$b/client/tierctl" demo-store "$ckpt" --layers 8 --experts 16 --hidden 1024 --ffn 1024 \
@@ -60,9 +62,18 @@ for _ in $(seq 100); do [ -S "$dir/tierd.sock" ] && break; sleep 0.1; done
 # with O_DIRECT anyway).
 sync; echo 1 >/proc/sys/vm/drop_caches 2>/dev/null || true
 
-step "a client decodes $tokens tokens through tierd (contrib/demo-client.py)"
-TIERD_CLIENT_LIB=$b/client/.libs/libtierd-client.so.0 \
-	python3 "$top/contrib/demo-client.py" "$dir/tierd.sock" --checkpoint "$ckpt" --tokens "$tokens"
+step "a PyTorch MoE model decodes $tokens tokens through tierd (contrib/demo-client.py)"
+# Debian's interpreter: python3-torch is installed for it.
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
+lib=$b/client/.libs/libtierd-client.so.0
+# A sanitizer build of the library needs its runtimes loaded first into the interpreter.
+preload=
+for rt in asan ubsan; do
+	if ldd "$lib" | grep -q "lib$rt"; then preload="$preload $(${CC:-gcc} -print-file-name=lib$rt.so)"; fi
+done
+LD_PRELOAD=${preload# } ASAN_OPTIONS=detect_leaks=0 TIERD_CLIENT_LIB=$lib \
+	"$py" "$top/contrib/demo-client.py" "$dir/tierd.sock" --model demo --checkpoint "$ckpt" --tokens "$tokens"
 
 step "tierctl stats"
 "$b/client/tierctl" -s "$dir/tierd.sock" stats

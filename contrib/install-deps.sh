@@ -6,7 +6,7 @@ PKGS="build-essential autoconf automake libtool pkg-config git
 liburing-dev libnuma-dev libnvme-dev libsystemd-dev libbpf-dev bpftool clang llvm
 libclang-rt-14-dev libjson-c-dev libinih-dev libmicrohttpd-dev libcmocka-dev
 libxxhash-dev libfuse3-dev fuse3 fio prometheus qemu-system-x86 qemu-utils
-busybox-static debootstrap nvme-cli systemd python3 python3-numpy cpio
+busybox-static debootstrap nvme-cli systemd python3 python3-numpy python3-torch cpio
 kmod e2fsprogs procps psmisc iproute2 curl python3-prometheus-client spin"
 missing=""
 for p in $PKGS; do

@@ -96,6 +96,7 @@ def _load(path=None):
         "tierd_client_model_find": (c_int, [P, ctypes.c_char_p]),
         "tierd_client_model_info": (c_int, [P, ctypes.c_uint, ctypes.POINTER(_ModelInfo)]),
         "tierd_client_pool_count": (c_int, [P]),
+        "tierd_client_pool_base": (P, [P, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint64)]),
         "tierd_client_prefetch_timeout": (c_int, [P, ctypes.POINTER(_Key), c_size_t, c_int]),
         "tierd_client_acquire": (c_int, [P, ctypes.POINTER(_Key), c_size_t, c_int, ctypes.POINTER(P)]),
         "tierd_client_release": (c_int, [P, P]),
@@ -244,6 +245,29 @@ class Client:
         h = ctypes.c_void_p()
         self._check(self._lib.tierd_client_acquire(self._c, arr, n, timeout_ms, ctypes.byref(h)), "acquire")
         return Acquisition(self, h)
+
+    # The acquisition's handle alone, for callers that read the experts
+    # themselves (tierd.torch): no Expert/Tensor objects built.
+    def _acquire_raw(self, keys, timeout_ms=-1):
+        arr, n = self._keys(keys)
+        h = ctypes.c_void_p()
+        self._check(self._lib.tierd_client_acquire(self._c, arr, n, timeout_ms, ctypes.byref(h)), "acquire")
+        return h
+
+    def _release_raw(self, h):
+        self._check(self._lib.tierd_client_release(self._c, h), "release")
+
+    def _status_raw(self, h):
+        return self._lib.tierd_acquisition_status(self._c, h)
+
+    def pool_count(self):
+        return self._lib.tierd_client_pool_count(self._c)
+
+    def pool_base(self, pool):
+        """(address, size) of a pool's read-only mapping; (0, 0) if not mapped."""
+        size = ctypes.c_uint64()
+        addr = self._lib.tierd_client_pool_base(self._c, pool, ctypes.byref(size))
+        return (addr or 0), (size.value if addr else 0)
 
     def routing_hint(self, model, layer, experts, weights):
         n = len(experts)

@@ -22,6 +22,9 @@
 #define WRITE_BUF	(8U << 20)	/* large writes keep multi-GiB stores disk-bound */
 #define DENSE_EXPERT	UINT32_MAX	/* "expert" number of dense tensors' contents */
 #define FP8_BLOCK	128		/* DeepSeek-V3's weight_block_size */
+#define DEEPSEEK_DENSE_LAYERS	1	/* first_k_dense_replace: layers with a dense MLP */
+#define DEEPSEEK_SHARED	2		/* n_shared_experts */
+#define DEMO_VOCAB	256		/* tokens are bytes */
 
 /* splitmix64's finaliser: cheap, and every input bit moves every output bit. */
 static inline uint64_t mix64(uint64_t x)
@@ -39,10 +42,19 @@ static inline uint64_t seed_of(uint32_t layer, uint32_t expert, uint32_t ti)
 	return mix64(mix64(mix64(layer + 0x7465696564ULL) ^ expert) ^ ti);
 }
 
-/* Word i (bytes 8i..8i+7, little-endian) of a tensor's contents. */
+/*
+ * Word i (bytes 8i..8i+7, little-endian) of a tensor's contents.  Random bits
+ * under a mask that makes them finite numbers of modest size whatever the
+ * dtype, so a decoder can run on them: every odd byte, the high byte of a
+ * BF16/F16 element (and of an F32 one at bytes 3 and 7), is s0111 10x (BF16
+ * and F32 magnitudes 2^-7..2^-3, F16 1..1.5, E4M3 1.5..1.75); every even
+ * byte has bit 6 clear, so no FP8 byte is NaN or infinite.
+ */
+#define SANE_KEEP	0x81bf81bf81bf81bfULL
+#define SANE_SET	0x3c003c003c003c00ULL
 static inline uint64_t word_of(uint64_t seed, uint64_t i)
 {
-	return mix64(seed + i * 0x9e3779b97f4a7c15ULL);
+	return (mix64(seed + i * 0x9e3779b97f4a7c15ULL) & SANE_KEEP) | SANE_SET;
 }
 
 uint8_t demostore_byte(uint32_t layer, uint32_t expert, uint32_t tensor_index, uint64_t offset)
@@ -105,11 +117,13 @@ static const char *const layout_names[] = {
 	[DEMOSTORE_MIXTRAL] = "mixtral",
 	[DEMOSTORE_QWEN] = "qwen",
 	[DEMOSTORE_FUSED] = "fused",
+	[DEMOSTORE_OLMOE] = "olmoe",
+	[DEMOSTORE_DEEPSEEK] = "deepseek",
 };
 
 const char *demostore_layout_name(enum demostore_layout l)
 {
-	return (unsigned)l <= DEMOSTORE_FUSED ? layout_names[l] : "?";
+	return (unsigned)l <= DEMOSTORE_DEEPSEEK ? layout_names[l] : "?";
 }
 
 int demostore_layout_parse(const char *s, enum demostore_layout *out)
@@ -120,6 +134,10 @@ int demostore_layout_parse(const char *s, enum demostore_layout *out)
 		*out = DEMOSTORE_QWEN;
 	else if (!strcmp(s, "fused") || !strcmp(s, "llama4"))
 		*out = DEMOSTORE_FUSED;
+	else if (!strcmp(s, "olmoe"))
+		*out = DEMOSTORE_OLMOE;
+	else if (!strcmp(s, "deepseek"))
+		*out = DEMOSTORE_DEEPSEEK;
 	else
 		return -EINVAL;
 	return 0;
@@ -136,6 +154,7 @@ struct spec {
 	uint32_t expert;	/* DENSE_EXPERT for dense tensors */
 	uint32_t ti;		/* tensor index in the expert (content) */
 	bool fused;		/* shape[0] experts, slice e has expert e's contents */
+	bool ones;		/* a norm's weight: every element 1.0 */
 	uint32_t shard;
 	uint64_t bytes;
 	uint64_t begin;		/* data_offsets, set per shard */
@@ -208,50 +227,124 @@ static int specs_add(struct specs *ss, enum tierd_dtype dtype, uint32_t layer, u
 #define ADD(dt, l, e, ti, sh, nd_shape, ...) \
 	specs_add(ss, dt, l, e, ti, sh, NDIM nd_shape, SHAPE nd_shape, __VA_ARGS__)
 
+/* Attention shape of the demo: heads of 64 (one head below that), a quarter as many KV heads. */
+static void attn_shape(const struct demostore_opts *o, uint32_t *heads, uint32_t *kv_heads)
+{
+	*heads = o->hidden % 64 ? 1 : o->hidden / 64;
+	*kv_heads = *heads % 4 ? *heads : *heads / 4;
+}
+
+static bool is_deepseek_dense(const struct demostore_opts *o, uint32_t l)
+{
+	return o->layout == DEMOSTORE_DEEPSEEK && l < DEEPSEEK_DENSE_LAYERS;
+}
+
+/* A SwiGLU MLP (gate, up, down) of width F under prefix: a dense layer's or a shared expert's. */
+static int add_mlp(struct specs *ss, enum tierd_dtype dt, uint32_t l, uint32_t sh, uint32_t ti,
+		   uint64_t H, uint64_t F, const char *prefix)
+{
+	int r = 0;
+
+	r = r ?: ADD(dt, l, DENSE_EXPERT, ti, sh, (F, H), "model.layers.%u.%s.gate_proj.weight", l, prefix);
+	r = r ?: ADD(dt, l, DENSE_EXPERT, ti + 1, sh, (F, H), "model.layers.%u.%s.up_proj.weight", l, prefix);
+	r = r ?: ADD(dt, l, DENSE_EXPERT, ti + 2, sh, (H, F), "model.layers.%u.%s.down_proj.weight", l, prefix);
+	return r;
+}
+
+/* Mixtral's w1/w2/w3 or the gate/up/down_proj (+ FP8 scales) of the others, for expert e. */
+static int add_expert(struct specs *ss, const struct demostore_opts *o, uint32_t l, uint32_t e, uint32_t sh,
+		      const char *prefix)
+{
+	const uint64_t H = o->hidden, F = o->ffn;
+	bool fp8 = o->dtype == TIERD_DTYPE_F8_E4M3;
+	const struct role *roles = o->layout == DEMOSTORE_MIXTRAL ? mixtral_roles : qwen_roles;
+	size_t nroles = o->layout == DEMOSTORE_MIXTRAL ? 3 : sizeof(qwen_roles) / sizeof(qwen_roles[0]);
+	uint32_t ti = 0;
+	int r = 0;
+
+	for (size_t k = 0; k < nroles && !r; k++) {
+		const struct role *ro = &roles[k];
+		uint64_t rows = ro->out_hidden ? H : F, cols = ro->out_hidden ? F : H;
+
+		if (ro->scale && !fp8)
+			continue;
+		if (ro->scale)
+			r = ADD(TIERD_DTYPE_F32, l, e, ti, sh,
+				((rows + FP8_BLOCK - 1) / FP8_BLOCK, (cols + FP8_BLOCK - 1) / FP8_BLOCK),
+				"model.layers.%u.%s.experts.%u.%s", l, prefix, e, ro->suffix);
+		else
+			r = ADD(o->dtype, l, e, ti, sh, (rows, cols), "model.layers.%u.%s.experts.%u.%s",
+				l, prefix, e, ro->suffix);
+		ti++;
+	}
+	return r;
+}
+
+static void last_is_ones(struct specs *ss, int r)
+{
+	if (!r)
+		ss->v[ss->n - 1].ones = true;
+}
+
 static int add_layer(struct specs *ss, const struct demostore_opts *o, uint32_t l, uint32_t sh)
 {
 	const uint64_t H = o->hidden, F = o->ffn, E = o->experts;
 	enum tierd_dtype dense = o->dtype == TIERD_DTYPE_F8_E4M3 || o->dtype == TIERD_DTYPE_F8_E5M2 ? TIERD_DTYPE_BF16 : o->dtype;
-	bool fp8 = o->dtype == TIERD_DTYPE_F8_E4M3;
+	uint32_t heads, kv_heads;
+	uint64_t kv;
 	int r = 0;
 
-	/* Dense tensors of the layer: attention and norm, which no preset may claim. */
+	attn_shape(o, &heads, &kv_heads);
+	kv = H / heads * kv_heads;
+	/* Dense tensors of the layer: attention and norms, which no preset may claim. */
 	r = r ?: ADD(dense, l, DENSE_EXPERT, 0, sh, (H, H), "model.layers.%u.self_attn.q_proj.weight", l);
 	r = r ?: ADD(dense, l, DENSE_EXPERT, 1, sh, (H), "model.layers.%u.input_layernorm.weight", l);
+	last_is_ones(ss, r);
+	r = r ?: ADD(dense, l, DENSE_EXPERT, 4, sh, (kv, H), "model.layers.%u.self_attn.k_proj.weight", l);
+	r = r ?: ADD(dense, l, DENSE_EXPERT, 5, sh, (kv, H), "model.layers.%u.self_attn.v_proj.weight", l);
+	r = r ?: ADD(dense, l, DENSE_EXPERT, 6, sh, (H, H), "model.layers.%u.self_attn.o_proj.weight", l);
+	r = r ?: ADD(dense, l, DENSE_EXPERT, 7, sh, (H), "model.layers.%u.post_attention_layernorm.weight", l);
+	last_is_ones(ss, r);
+	if (o->layout == DEMOSTORE_QWEN) {
+		/* Qwen2's attention has biases on q, k and v. */
+		r = r ?: ADD(dense, l, DENSE_EXPERT, 8, sh, (H), "model.layers.%u.self_attn.q_proj.bias", l);
+		r = r ?: ADD(dense, l, DENSE_EXPERT, 9, sh, (kv), "model.layers.%u.self_attn.k_proj.bias", l);
+		r = r ?: ADD(dense, l, DENSE_EXPERT, 10, sh, (kv), "model.layers.%u.self_attn.v_proj.bias", l);
+	}
+	if (o->layout == DEMOSTORE_OLMOE) {
+		/* OLMoE normalises q and k over all heads. */
+		r = r ?: ADD(dense, l, DENSE_EXPERT, 8, sh, (H), "model.layers.%u.self_attn.q_norm.weight", l);
+		last_is_ones(ss, r);
+		r = r ?: ADD(dense, l, DENSE_EXPERT, 9, sh, (kv), "model.layers.%u.self_attn.k_norm.weight", l);
+		last_is_ones(ss, r);
+	}
 	switch (o->layout) {
 	case DEMOSTORE_MIXTRAL:
 		r = r ?: ADD(dense, l, DENSE_EXPERT, 2, sh, (E, H), "model.layers.%u.block_sparse_moe.gate.weight", l);
 		for (uint32_t e = 0; e < E && !r; e++)
-			for (uint32_t ti = 0; ti < 3 && !r; ti++) {
-				const struct role *ro = &mixtral_roles[ti];
-
-				r = ro->out_hidden ?
-					ADD(o->dtype, l, e, ti, sh, (H, F), "model.layers.%u.block_sparse_moe.experts.%u.%s", l, e, ro->suffix) :
-					ADD(o->dtype, l, e, ti, sh, (F, H), "model.layers.%u.block_sparse_moe.experts.%u.%s", l, e, ro->suffix);
-			}
+			r = add_expert(ss, o, l, e, sh, "block_sparse_moe");
 		break;
 	case DEMOSTORE_QWEN:
 		r = r ?: ADD(dense, l, DENSE_EXPERT, 2, sh, (E, H), "model.layers.%u.mlp.gate.weight", l);
-		r = r ?: ADD(dense, l, DENSE_EXPERT, 3, sh, (F, H), "model.layers.%u.mlp.shared_expert.gate_proj.weight", l);
-		for (uint32_t e = 0; e < E && !r; e++) {
-			uint32_t ti = 0;
-
-			for (size_t k = 0; k < sizeof(qwen_roles) / sizeof(qwen_roles[0]) && !r; k++) {
-				const struct role *ro = &qwen_roles[k];
-				uint64_t rows = ro->out_hidden ? H : F, cols = ro->out_hidden ? F : H;
-
-				if (ro->scale && !fp8)
-					continue;
-				if (ro->scale)
-					r = ADD(TIERD_DTYPE_F32, l, e, ti, sh,
-						((rows + FP8_BLOCK - 1) / FP8_BLOCK, (cols + FP8_BLOCK - 1) / FP8_BLOCK),
-						"model.layers.%u.mlp.experts.%u.%s", l, e, ro->suffix);
-				else
-					r = ADD(o->dtype, l, e, ti, sh, (rows, cols),
-						"model.layers.%u.mlp.experts.%u.%s", l, e, ro->suffix);
-				ti++;
-			}
+		r = r ?: add_mlp(ss, dense, l, sh, 11, H, F, "mlp.shared_expert");
+		r = r ?: ADD(dense, l, DENSE_EXPERT, 3, sh, (1, H), "model.layers.%u.mlp.shared_expert_gate.weight", l);
+		for (uint32_t e = 0; e < E && !r; e++)
+			r = add_expert(ss, o, l, e, sh, "mlp");
+		break;
+	case DEMOSTORE_OLMOE:
+		r = r ?: ADD(dense, l, DENSE_EXPERT, 2, sh, (E, H), "model.layers.%u.mlp.gate.weight", l);
+		for (uint32_t e = 0; e < E && !r; e++)
+			r = add_expert(ss, o, l, e, sh, "mlp");
+		break;
+	case DEMOSTORE_DEEPSEEK:
+		if (is_deepseek_dense(o, l)) {
+			r = r ?: add_mlp(ss, dense, l, sh, 11, H, 2 * F, "mlp");
+			break;
 		}
+		r = r ?: ADD(dense, l, DENSE_EXPERT, 2, sh, (E, H), "model.layers.%u.mlp.gate.weight", l);
+		r = r ?: add_mlp(ss, dense, l, sh, 11, H, F * DEEPSEEK_SHARED, "mlp.shared_experts");
+		for (uint32_t e = 0; e < E && !r; e++)
+			r = add_expert(ss, o, l, e, sh, "mlp");
 		break;
 	case DEMOSTORE_FUSED:
 		r = r ?: ADD(dense, l, DENSE_EXPERT, 2, sh, (E, H), "model.layers.%u.feed_forward.router.weight", l);
@@ -270,7 +363,7 @@ static int add_layer(struct specs *ss, const struct demostore_opts *o, uint32_t 
 
 static int build_specs(struct specs *ss, const struct demostore_opts *o)
 {
-	const uint64_t H = o->hidden, V = 256;
+	const uint64_t H = o->hidden, V = DEMO_VOCAB;
 	enum tierd_dtype dense = o->dtype == TIERD_DTYPE_F8_E4M3 || o->dtype == TIERD_DTYPE_F8_E5M2 ? TIERD_DTYPE_BF16 : o->dtype;
 	int r;
 
@@ -278,15 +371,21 @@ static int build_specs(struct specs *ss, const struct demostore_opts *o)
 	for (uint32_t l = 0; l < o->layers && !r; l++)
 		r = add_layer(ss, o, l, (uint32_t)((uint64_t)l * o->shards / o->layers));
 	r = r ?: ADD(dense, 0, DENSE_EXPERT, 101, o->shards - 1, (H), "model.norm.weight");
+	last_is_ones(ss, r);
 	r = r ?: ADD(dense, 0, DENSE_EXPERT, 102, o->shards - 1, (V, H), "lm_head.weight");
 	return r;
+}
+
+uint32_t demostore_moe_layers(const struct demostore_opts *o)
+{
+	return o->layout == DEMOSTORE_DEEPSEEK ? o->layers - DEEPSEEK_DENSE_LAYERS : o->layers;
 }
 
 uint64_t demostore_expert_bytes(const struct demostore_opts *o)
 {
 	uint64_t w = (uint64_t)o->hidden * o->ffn * tierd_dtype_size(o->dtype) * 3;
 
-	if (o->layout == DEMOSTORE_QWEN && o->dtype == TIERD_DTYPE_F8_E4M3) {
+	if (o->layout != DEMOSTORE_MIXTRAL && o->layout != DEMOSTORE_FUSED && o->dtype == TIERD_DTYPE_F8_E4M3) {
 		uint64_t hb = (o->hidden + FP8_BLOCK - 1) / FP8_BLOCK, fb = (o->ffn + FP8_BLOCK - 1) / FP8_BLOCK;
 
 		w += 3 * hb * fb * tierd_dtype_size(TIERD_DTYPE_F32);
@@ -323,6 +422,25 @@ static int writer_flush(struct writer *w)
 		done += (size_t)n;
 	}
 	w->used = 0;
+	return 0;
+}
+
+/* Appends n elements of 1.0 in dtype dt (a norm's weight). */
+static int writer_ones(struct writer *w, enum tierd_dtype dt, uint64_t n)
+{
+	/* Little-endian 1.0: BF16 0x3f80, F16 0x3c00, F32 0x3f800000. */
+	uint32_t one = dt == TIERD_DTYPE_F32 ? 0x3f800000U : dt == TIERD_DTYPE_F16 ? 0x3c00U : 0x3f80U;
+	size_t sz = tierd_dtype_size(dt);
+
+	for (uint64_t i = 0; i < n; i++) {
+		uint32_t le = htole32(one);
+		int r;
+
+		if (w->used + sz > WRITE_BUF && (r = writer_flush(w)))
+			return r;
+		memcpy(w->buf + w->used, &le, sz);
+		w->used += sz;
+	}
 	return 0;
 }
 
@@ -452,7 +570,10 @@ static int write_shard(const char *dir, const char *name, struct specs *ss, uint
 
 		if (s->shard != shard)
 			continue;
-		if (s->fused) {
+		if (s->ones && (s->dtype == TIERD_DTYPE_BF16 || s->dtype == TIERD_DTYPE_F16 ||
+				s->dtype == TIERD_DTYPE_F32)) {
+			r = writer_ones(&w, s->dtype, s->shape[0]);
+		} else if (s->fused) {
 			for (uint64_t e = 0; e < s->shape[0] && !r; e++)
 				r = writer_contents(&w, s->layer, (uint32_t)e, s->ti, s->bytes / s->shape[0]);
 		} else {
@@ -476,6 +597,12 @@ out:
 	return r;
 }
 
+static void set_int(struct json_object *c, const char *key, int64_t v)
+{
+	json_object_object_add(c, key, json_object_new_int64(v));
+}
+
+/* What the layout's Hugging Face configuration class reads, with that class's key names. */
 static struct json_object *config_json(const struct demostore_opts *o)
 {
 	struct json_object *c = json_object_new_object(), *arch = json_object_new_array();
@@ -483,28 +610,68 @@ static struct json_object *config_json(const struct demostore_opts *o)
 		[DEMOSTORE_MIXTRAL] = "MixtralForCausalLM",
 		[DEMOSTORE_QWEN] = "Qwen2MoeForCausalLM",
 		[DEMOSTORE_FUSED] = "Llama4ForCausalLM",
+		[DEMOSTORE_OLMOE] = "OlmoeForCausalLM",
+		[DEMOSTORE_DEEPSEEK] = "DeepseekForCausalLM",
 	};
 	const char *types[] = {
 		[DEMOSTORE_MIXTRAL] = "mixtral",
 		[DEMOSTORE_QWEN] = "qwen2_moe",
 		[DEMOSTORE_FUSED] = "llama4_text",
+		[DEMOSTORE_OLMOE] = "olmoe",
+		[DEMOSTORE_DEEPSEEK] = "deepseek",
 	};
+	uint32_t heads, kv_heads;
 
 	if (!c || !arch) {
 		json_object_put(c);
 		json_object_put(arch);
 		return NULL;
 	}
+	attn_shape(o, &heads, &kv_heads);
 	json_object_array_add(arch, json_object_new_string(archs[o->layout]));
 	json_object_object_add(c, "architectures", arch);
 	json_object_object_add(c, "model_type", json_object_new_string(types[o->layout]));
-	json_object_object_add(c, "hidden_size", json_object_new_int64(o->hidden));
-	json_object_object_add(c, "num_hidden_layers", json_object_new_int64(o->layers));
-	json_object_object_add(c, o->layout == DEMOSTORE_QWEN ? "moe_intermediate_size" : "intermediate_size",
-			       json_object_new_int64(o->ffn));
-	json_object_object_add(c, o->layout == DEMOSTORE_QWEN ? "num_experts" : "num_local_experts",
-			       json_object_new_int64(o->experts));
-	json_object_object_add(c, "num_experts_per_tok", json_object_new_int64(o->top_k));
+	set_int(c, "vocab_size", DEMO_VOCAB);
+	set_int(c, "hidden_size", o->hidden);
+	set_int(c, "num_hidden_layers", o->layers);
+	set_int(c, "num_attention_heads", heads);
+	set_int(c, "num_key_value_heads", kv_heads);
+	set_int(c, "max_position_embeddings", 4096);
+	json_object_object_add(c, "rms_norm_eps", json_object_new_double(1e-5));
+	json_object_object_add(c, "rope_theta", json_object_new_double(10000.0));
+	json_object_object_add(c, "tie_word_embeddings", json_object_new_boolean(0));
+	json_object_object_add(c, "hidden_act", json_object_new_string("silu"));
+	switch (o->layout) {
+	case DEMOSTORE_MIXTRAL:
+	case DEMOSTORE_FUSED:
+		set_int(c, "intermediate_size", o->ffn);
+		set_int(c, "num_local_experts", o->experts);
+		break;
+	case DEMOSTORE_QWEN:
+		set_int(c, "intermediate_size", 2 * (int64_t)o->ffn);
+		set_int(c, "moe_intermediate_size", o->ffn);
+		set_int(c, "shared_expert_intermediate_size", o->ffn);
+		set_int(c, "num_experts", o->experts);
+		set_int(c, "decoder_sparse_step", 1);
+		json_object_object_add(c, "norm_topk_prob", json_object_new_boolean(0));
+		break;
+	case DEMOSTORE_OLMOE:
+		set_int(c, "intermediate_size", o->ffn);
+		set_int(c, "num_experts", o->experts);
+		json_object_object_add(c, "norm_topk_prob", json_object_new_boolean(0));
+		break;
+	case DEMOSTORE_DEEPSEEK:
+		set_int(c, "intermediate_size", 2 * (int64_t)o->ffn);
+		set_int(c, "moe_intermediate_size", o->ffn);
+		set_int(c, "n_routed_experts", o->experts);
+		set_int(c, "n_shared_experts", DEEPSEEK_SHARED);
+		set_int(c, "first_k_dense_replace", DEEPSEEK_DENSE_LAYERS);
+		set_int(c, "moe_layer_freq", 1);
+		json_object_object_add(c, "scoring_func", json_object_new_string("softmax"));
+		json_object_object_add(c, "norm_topk_prob", json_object_new_boolean(1));
+		break;
+	}
+	set_int(c, "num_experts_per_tok", o->top_k);
 	json_object_object_add(c, "torch_dtype", json_object_new_string(o->dtype == TIERD_DTYPE_F32 ? "float32" :
 									 o->dtype == TIERD_DTYPE_F16 ? "float16" : "bfloat16"));
 	if (o->dtype == TIERD_DTYPE_F8_E4M3) {
@@ -529,9 +696,9 @@ int demostore_write(const char *dir, const struct demostore_opts *o, char *err, 
 	int r;
 
 	if (!o->layers || !o->experts || !o->hidden || !o->ffn || !o->shards || o->shards > o->layers ||
-	    o->layers > 100000 || o->experts > 65536 || o->top_k > o->experts) {
-		snprintf(err, errlen, "demo store: need layers, experts, hidden, ffn >= 1, 1 <= shards <= layers "
-			 "and top_k <= experts");
+	    o->layers > 100000 || o->experts > 65536 || o->top_k > o->experts || !demostore_moe_layers(o)) {
+		snprintf(err, errlen, "demo store: need layers, experts, hidden, ffn >= 1, 1 <= shards <= layers, "
+			 "top_k <= experts and a MoE layer (deepseek: layers >= 2)");
 		return -EINVAL;
 	}
 	if (!tierd_dtype_size(o->dtype)) {

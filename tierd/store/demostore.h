@@ -3,9 +3,12 @@
  * Demo checkpoints: small or large, but real.  demostore_write produces valid
  * safetensors shards, model.safetensors.index.json and config.json in one of
  * the MoE namings the catalog knows, plus dense tensors (embeddings,
- * attention, router, norms) that the catalog must ignore.  Every byte of an
- * expert tensor is a function of (layer, expert, tensor index, offset), so
- * tests and benchmarks can check every byte they fetch.
+ * attention, router, norms, shared experts) that the catalog must ignore.
+ * Every byte of an expert tensor is a function of (layer, expert, tensor
+ * index, offset), so tests and benchmarks can check every byte they fetch;
+ * the bytes are also finite floats of modest size in every float dtype and
+ * config.json has what a decoder needs (heads, norms, routing), so a model
+ * built from the checkpoint decodes (client/python/tierd/decoder.py).
  */
 #ifndef TIERD_DEMOSTORE_H
 #define TIERD_DEMOSTORE_H
@@ -19,6 +22,8 @@ enum demostore_layout {
 	DEMOSTORE_MIXTRAL,	/* block_sparse_moe.experts.E.w1/w2/w3.weight */
 	DEMOSTORE_QWEN,		/* mlp.experts.E.gate/up/down_proj.weight (+ weight_scale_inv with F8) */
 	DEMOSTORE_FUSED,	/* Llama 4: feed_forward.experts.gate_up_proj / down_proj */
+	DEMOSTORE_OLMOE,	/* mlp.experts.E.gate/up/down_proj, q_norm / k_norm, no shared expert */
+	DEMOSTORE_DEEPSEEK,	/* DeepSeekMoE: layer 0 dense, mlp.experts.E.* + mlp.shared_experts */
 };
 
 struct demostore_opts {
@@ -34,10 +39,12 @@ struct demostore_opts {
 
 /* Tiny defaults, fit for unit tests. */
 void demostore_opts_default(struct demostore_opts *o);
-/* "mixtral", "qwen" (or "qwen-moe"), "fused" (or "llama4"). */
+/* "mixtral", "qwen" (or "qwen-moe"), "fused" (or "llama4"), "olmoe", "deepseek". */
 int demostore_layout_parse(const char *s, enum demostore_layout *out);
 const char *demostore_layout_name(enum demostore_layout l);
 
+/* Layers with experts (DeepSeek's first layer has a dense MLP). */
+uint32_t demostore_moe_layers(const struct demostore_opts *o);
 /* Bytes per expert the options produce (as the catalog will count them). */
 uint64_t demostore_expert_bytes(const struct demostore_opts *o);
 
