@@ -380,8 +380,10 @@ int trace_v1_open(struct trace_reader *r, FILE *f, char *err, size_t errlen)
 	ret = parse_header(r, t, err, errlen);
 	/* A header without models is refused in parse_header(), which the
 	 * analyzer cannot tell through trace_bad(). */
-	if (!ret && !t->models)
-		ret = trace_bad(err, errlen, "%s: no models", r->path);
+	if (!ret && !t->models) {
+		trace_bad(err, errlen, "%s: no models", r->path);
+		ret = -EINVAL;
+	}
 	if (ret) {
 		tv1_free(t);
 		return ret;
