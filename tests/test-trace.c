@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "conf.h"
 #include "trace.h"
 
 #define SHARED_TRACE	"/../shared/traces/granite-3.0-1b-a400m.json"
@@ -556,6 +557,34 @@ static void test_open_errors(void **state)
 	assert_null(r);
 }
 
+/* [trace] in the configuration: its keys, and what validation refuses. */
+static void test_conf_trace(void **state)
+{
+	struct tierd_conf c;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(conf_init(&c), 0);
+	assert_false(c.trace_record);
+	assert_null(c.trace_file);
+	assert_int_equal(c.trace_max_size, 1ull << 30);
+	assert_int_equal(conf_load_string(&c, "t.conf", "[trace]\nrecord = yes\nfile = /var/lib/tierd/t-%t.tdt\n"
+					  "max_size = 64M\n[metrics]\ntextfile = off\n", err, sizeof(err)), 0);
+	assert_true(c.trace_record);
+	assert_string_equal(c.trace_file, "/var/lib/tierd/t-%t.tdt");
+	assert_int_equal(c.trace_max_size, 64ull << 20);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), 0);
+	assert_int_equal(conf_set(&c, "trace.file=rel.tdt", err, sizeof(err)), 0);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "[trace] file: \"rel.tdt\": must be an absolute path"));
+	assert_int_equal(conf_set(&c, "trace.file=", err, sizeof(err)), 0);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "[trace] record = yes needs [trace] file"));
+	assert_int_equal(conf_set(&c, "trace.records=yes", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "unknown key"));
+	conf_free(&c);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -582,6 +611,7 @@ int main(void)
 		cmocka_unit_test(test_v1_roundtrip_synthetic),
 		cmocka_unit_test(test_v1_writer_refusals),
 		cmocka_unit_test(test_v1_truncated_corrupt),
+		cmocka_unit_test(test_conf_trace),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -142,6 +142,7 @@ int server_create(struct server **out, struct loop *loop, struct engine *engine,
 	/* Always: prefetch budgets are settled when fetches end. */
 	engine_set_fetch_observer(engine, server_fetch_done, s);
 	server_pins_init(s);
+	server_trace_conf(s);
 	*out = s;
 	return 0;
 fail:
@@ -153,6 +154,7 @@ void server_destroy(struct server *s)
 {
 	if (!s)
 		return;
+	server_trace_destroy(s);
 	engine_set_fetch_observer(s->engine, NULL, NULL);
 	if (s->tel)
 		telemetry_set_service_source(s->tel, NULL, NULL);
@@ -194,6 +196,7 @@ void server_set_conf(struct server *s, const struct tierd_conf *conf)
 	s->conf = conf;
 	s->max_pins = server_max_pins(s, conf);
 	server_reauthorize(s);
+	server_trace_conf(s);
 }
 
 void server_get_stats(const struct server *s, uint64_t *v)
@@ -226,6 +229,7 @@ void server_get_stats(const struct server *s, uint64_t *v)
 	v[TIERD_STAT_FETCH_ERRORS] = st.fetch_errors;
 	v[TIERD_STAT_CANCELLED] = st.cancelled;
 	v[TIERD_STAT_BYTES_READ] = st.bytes_read;
+	server_trace_stats(s, v);
 }
 
 unsigned server_client_count(const struct server *s)
