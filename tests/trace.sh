@@ -72,8 +72,10 @@ else
 fi
 check "the recording holds the trace's hints and acquires, in order, with the reported tokens" \
 	"$TC" - check "$tmp/rec.tdt" "$shared"
-if [ "$(stat trace_events)" = 5064 ] && [ "$(stat trace_dropped)" = 0 ] && [ "$(stat trace_active)" = 0 ]; then
-	ok "counters: trace_events 5064, trace_dropped 0, trace_active 0"
+if [ "$(stat trace_events)" = 5064 ] && [ "$(stat trace_dropped)" = 0 ] && [ "$(stat trace_active)" = 0 ] &&
+   tierctl metrics >"$tmp/metrics" 2>&1 && grep -qx "tierd_trace_events_total 5064" "$tmp/metrics" &&
+   grep -qx "tierd_trace_events_dropped_total 0" "$tmp/metrics" && grep -qx "tierd_trace_recording 0" "$tmp/metrics"; then
+	ok "counters and metrics: 5064 trace events, 0 dropped, not recording"
 else
 	notok "counters trace_events, trace_dropped, trace_active"; tierctl stats | grep trace_ | sed 's/^/# /'
 fi

@@ -270,6 +270,7 @@ static const struct metrics_service *server_metrics(void *arg)
 {
 	struct server *s = arg;
 	const struct client *c;
+	uint64_t tv[TIERD_STAT_COUNT];
 	size_t n = 0;
 
 	if (s->nclients > s->msc_cap) {
@@ -288,12 +289,15 @@ static const struct metrics_service *server_metrics(void *arg)
 		s->msc[n++] = (struct metrics_client){ c->id, (int32_t)c->pid, (uint32_t)c->uid,
 						       c->pins.total, c->name };
 	}
+	server_trace_stats(s, tv);
 	s->ms = (struct metrics_service){
 		.nreasons = SERVER_NREASONS, .reason = refuse_names, .refused = s->refused_by,
 		.pins_save_errors = s->pins_save_errors,
 		.clients_dropped = s->counters[TIERD_STAT_CLIENTS_DROPPED],
 		.connections_refused = s->connections_refused,
 		.nclients = n, .clients = s->msc,
+		.trace_events = tv[TIERD_STAT_TRACE_EVENTS], .trace_dropped = tv[TIERD_STAT_TRACE_DROPPED],
+		.trace_active = tv[TIERD_STAT_TRACE_ACTIVE],
 	};
 	return &s->ms;
 }
