@@ -179,7 +179,9 @@ static void rec_event(struct trace_rec *r, uint64_t t, uint32_t client, uint32_t
 
 	if (!n)
 		return;
-	if (r->full || (r->max_bytes && r->committed + TRACE_V1_BLOCK_HDR + TRACE_V1_END_LEN +
+	/* Room kept for this block's header, an empty block that carries the
+	 * last drops, and the end record. */
+	if (r->full || (r->max_bytes && r->committed + 2 * TRACE_V1_BLOCK_HDR + TRACE_V1_END_LEN +
 			(r->cur ? r->cur->used : 0) + TRACE_V1_MAX_RECORD > r->max_bytes)) {
 		r->full = true;
 		goto drop;
@@ -371,13 +373,15 @@ int trace_rec_stop(struct trace_rec *r, struct trace_rec_stats *st, char *err, s
 
 	/* Drops after the last block travel in an empty one, so that the end
 	 * record's count agrees with the blocks'. */
-	if (r->pending_drops && rec_room(r) == NULL) {
-		/* Every buffer is queued: the writer frees one soon. */
-		pthread_mutex_lock(&r->mu);
-		while (!r->nfree)
-			pthread_cond_wait(&r->cv, &r->mu);
-		pthread_mutex_unlock(&r->mu);
-		rec_room(r);
+	if (r->pending_drops) {
+		rec_handoff(r);
+		while (!rec_room(r)) {
+			/* Every buffer is queued: the writer frees one soon. */
+			pthread_mutex_lock(&r->mu);
+			while (!r->nfree)
+				pthread_cond_wait(&r->cv, &r->mu);
+			pthread_mutex_unlock(&r->mu);
+		}
 	}
 	rec_handoff(r);
 	pthread_mutex_lock(&r->mu);
