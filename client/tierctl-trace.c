@@ -69,7 +69,7 @@ static int trace_request(const struct tierctl_opts *o, uint32_t op, const char *
 	const char *why = NULL;
 	int fd, ret = 1;
 	long len;
-	ssize_t n;
+	ssize_t n = 0;
 
 	if (strlen(o->socket_path) >= sizeof(sa.sun_path)) {
 		fprintf(stderr, "tierctl: %s: socket path too long\n", o->socket_path);

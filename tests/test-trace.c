@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "conf.h"
+#include "tierd-proto.h"
 #include "trace.h"
 #include "trace-rec.h"
 
@@ -739,6 +740,35 @@ static void test_rec_limit_and_shapes(void **state)
 	trace_close(rd);
 }
 
+/* TRACE on the wire: start names a file, stop none, other operations are
+ * malformed. */
+static void test_proto_trace(void **state)
+{
+	static uint8_t buf[TIERD_PROTO_MAX_MSG];
+	struct tierd_msg_trace m;
+	const char *why = NULL;
+	long n;
+
+	(void)state;
+	n = tierd_proto_encode_trace(buf, sizeof(buf), 9, TIERD_TRACE_START, "/var/tmp/t.tdt");
+	assert_true(n > 0);
+	assert_int_equal(tierd_proto_validate(buf, (size_t)n, &why), 0);
+	assert_int_equal(tierd_proto_decode_trace(buf + sizeof(struct tierd_msg_hdr), (size_t)n - sizeof(struct tierd_msg_hdr),
+						  &m, &why), 0);
+	assert_int_equal(m.op, TIERD_TRACE_START);
+	assert_string_equal(m.path, "/var/tmp/t.tdt");
+	n = tierd_proto_encode_trace(buf, sizeof(buf), 9, TIERD_TRACE_STOP, "");
+	assert_int_equal(tierd_proto_validate(buf, (size_t)n, &why), 0);
+	n = tierd_proto_encode_trace(buf, sizeof(buf), 9, TIERD_TRACE_STOP, "/x");
+	assert_int_equal(tierd_proto_validate(buf, (size_t)n, &why), -EBADMSG);
+	n = tierd_proto_encode_trace(buf, sizeof(buf), 9, TIERD_TRACE_START, "");
+	assert_int_equal(tierd_proto_validate(buf, (size_t)n, &why), -EBADMSG);
+	n = tierd_proto_encode_trace(buf, sizeof(buf), 9, 3, "/x");
+	assert_int_equal(tierd_proto_validate(buf, (size_t)n, &why), -EBADMSG);
+	assert_string_equal(why, "unknown trace operation");
+	assert_string_equal(tierd_proto_type_name(TIERD_MSG_TRACE), "TRACE");
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -768,6 +798,7 @@ int main(void)
 		cmocka_unit_test(test_conf_trace),
 		cmocka_unit_test(test_rec_never_blocks),
 		cmocka_unit_test(test_rec_limit_and_shapes),
+		cmocka_unit_test(test_proto_trace),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -462,6 +462,8 @@ int tierd_proto_decode_trace(const void *payload, size_t len, struct tierd_msg_t
 {
 	struct rd r;
 
+	m->op = 0;
+	m->path = "";
 	rd_init(&r, payload, len);
 	if (rd_u32(&r, &m->op) && m->op != TIERD_TRACE_START && m->op != TIERD_TRACE_STOP)
 		rd_fail(&r, "unknown trace operation");
