@@ -9,7 +9,7 @@ set -u
 . "${top_srcdir:-.}/tests/service-lib.sh"
 svc_init trace
 TC=$b/tests/trace-client
-shared=${top_srcdir:-.}/../shared/traces/granite-3.0-1b-a400m.json
+shared=${TIERD_SHARED_DIR:-${top_srcdir:-.}/../shared}/traces/granite-3.0-1b-a400m.json
 
 stop_daemon() {
 	kill -TERM "$daemon" && wait "$daemon"

@@ -24,3 +24,10 @@ tests_trace_client_CFLAGS = $(libtierd_la_CFLAGS)
 tests_trace_client_LDADD = client/libtierd-client.la libtierd.la
 TESTS += tests/trace.sh
 EXTRA_DIST += tests/trace.sh
+
+# Where the shared routing traces are: ../shared beside the source tree (CI
+# has it beside the clone).  Handed down to the build `make distcheck` makes,
+# whose source tree is the unpacked tarball with nothing beside it.
+TIERD_SHARED_DIR = $(abs_top_srcdir)/../shared
+AM_MAKEFLAGS = TIERD_SHARED_DIR='$(TIERD_SHARED_DIR)'
+AM_TESTS_ENVIRONMENT += TIERD_SHARED_DIR='$(TIERD_SHARED_DIR)'; export TIERD_SHARED_DIR;
