@@ -18,7 +18,7 @@ stop_daemon() {
 	return $st
 }
 
-echo "1..15"
+echo "1..16"
 
 # CI has ../shared beside the clone: without the trace this test fails.
 if [ ! -r "$shared" ]; then
@@ -114,13 +114,32 @@ EOF
 stop_daemon
 start_daemon || { echo "Bail out! tierd did not restart"; exit 1; }
 pid=$daemon
-if [ "$(stat trace_active)" = 1 ] && "$TC" "$sock" replay "$shared" >/dev/null 2>"$tmp/out" && stop_daemon &&
-   [ -f "$tmp/conf-$pid.tdt" ]; then
-	ok "[trace] record = yes: recorded into file, %p expanded, ended at SIGTERM"
+wait_inactive() {
+	for _ in $(seq 100); do
+		[ "$(stat trace_active)" = 0 ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+if [ "$(stat trace_active)" = 1 ] && "$TC" "$sock" replay "$shared" >/dev/null 2>"$tmp/out" &&
+   sed -i 's/^record = yes/record = no/' "$conf" && kill -HUP "$daemon" && wait_inactive &&
+   [ -f "$tmp/conf-$pid.tdt" ] && grep -q "conf-$pid.tdt: 5064 events recorded, 0 dropped" "$log"; then
+	ok "[trace] record = yes: recorded into file with %p expanded; a reload with record = no ends it"
 else
-	notok "[trace] record = yes"
+	notok "[trace] record = yes, then no"
 fi
 check "the configured recording holds the trace's events" "$TC" - check "$tmp/conf-$pid.tdt" "$shared"
+
+# Started again by a reload, ended by SIGTERM: a complete file.
+sed -i 's/^record = no/record = yes/; s/conf-%p.tdt/conf2-%p.tdt/' "$conf"
+kill -HUP "$daemon"
+for _ in $(seq 100); do [ "$(stat trace_active)" = 1 ] && break; sleep 0.1; done
+if [ "$(stat trace_active)" = 1 ] && "$TC" "$sock" replay "$shared" >/dev/null 2>"$tmp/out" && stop_daemon &&
+   "$TC" - check "$tmp/conf2-$pid.tdt" "$shared" >"$tmp/out" 2>&1; then
+	ok "a reload with record = yes starts a recording; SIGTERM ends it complete"
+else
+	notok "record = yes at a reload, ended by SIGTERM"
+fi
 
 # The files themselves.
 if tierctl trace info "$shared" >"$tmp/out" 2>&1 && grep -q "acquires:  3072 events" "$tmp/out" &&

@@ -80,6 +80,11 @@ static int trace_start(struct server *s, const char *path, bool from_conf, char 
 		snprintf(why, whylen, "%s: the trace file must be an absolute path", path);
 		return -EINVAL;
 	}
+	/* A trace names its models: without any it could not be read back. */
+	if (!n) {
+		snprintf(why, whylen, "no models are served: nothing to record");
+		return -ENOENT;
+	}
 	models = calloc(n ? n : 1, sizeof(*models));
 	if (!models) {
 		snprintf(why, whylen, "out of memory");
