@@ -6,7 +6,8 @@ libtierd_la_SOURCES += \
 	tierd/service/server.c tierd/service/server.h tierd/service/server-int.h \
 	tierd/service/pinset.c tierd/service/pinset.h tierd/service/opins.c \
 	tierd/service/outq.c tierd/service/auth.c tierd/service/acquire.c \
-	tierd/service/warm.c tierd/service/dispatch.c tierd/service/conn.c
+	tierd/service/warm.c tierd/service/dispatch.c tierd/service/conn.c \
+	tierd/service/numa.c
 
 check_PROGRAMS += tests/test-proto tests/test-loop tests/test-pinset
 TESTS += tests/test-proto tests/test-loop tests/test-pinset
@@ -32,10 +33,10 @@ include_HEADERS += client/tierd-client.h tierd/proto/tierd-types.h
 # tierd-client-int.h is private: listed in SOURCES, never installed.
 client_libtierd_client_la_SOURCES = client/tierd-client.c client/tierd-client.h \
 	client/tierd-client-int.h client/tierd-client-acq.c client/tierd-client-mux.c \
-	client/tierd-client-conn.c \
+	client/tierd-client-conn.c client/tierd-client-numa.c \
 	tierd/proto/proto.c tierd/proto/tierd-proto.h tierd/proto/dtype.c tierd/proto/tierd-types.h
 client_libtierd_client_la_CFLAGS = $(AM_CFLAGS) -pthread
-client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 1:0:1 \
+client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 3:0:3 \
 	-Wl,--version-script=$(top_srcdir)/client/libtierd-client.sym
 EXTRA_client_libtierd_client_la_DEPENDENCIES = client/libtierd-client.sym
 EXTRA_DIST += client/libtierd-client.sym
@@ -49,7 +50,7 @@ tests_test_client_CFLAGS = $(TEST_CFLAGS) -pthread
 tests_test_client_LDADD = $(TEST_LIBS) -lpthread
 
 # tierctl's service commands, over libtierd-client.
-client_tierctl_SOURCES += client/tierctl-service.c
+client_tierctl_SOURCES += client/tierctl-service.c client/tierctl-metrics.c
 client_tierctl_LDADD += client/libtierd-client.la
 
 # Integration: the real daemon, a demo checkpoint, several client processes.

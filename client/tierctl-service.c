@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,52 +68,54 @@ static int resolve_model(struct tierd_client *c, const char *s)
 	return -ENOENT;
 }
 
-/* "3", "0-7", "1,4,9-11", "all" -> a list within [0, max). */
-static int parse_list(const char *s, uint32_t max, uint32_t **out, size_t *n)
+/* "3", "0-7", "1,4,9-11", "all" -> a list within [0, max) (what: "layers"). */
+static int parse_list(const char *what, const char *s, uint32_t max, uint32_t **out, size_t *n)
 {
-	char *copy = strdup(s), *save = NULL, *tok;
+	char *copy = NULL, *save = NULL, *tok;
 	uint32_t *v = NULL;
 	size_t count = 0;
 	int r = 0;
 
-	if (!copy)
-		return -ENOMEM;
 	if (!strcmp(s, "all")) {
-		free(copy);
-		copy = NULL;
 		v = malloc((max ? max : 1) * sizeof(*v));
 		if (!v)
 			return -ENOMEM;
 		for (uint32_t i = 0; i < max; i++)
 			v[count++] = i;
+	} else {
+		copy = strdup(s);
+		if (!copy)
+			return -ENOMEM;
 	}
-	for (tok = copy ? strtok_r(copy, ",", &save) : NULL; tok && !r; tok = strtok_r(NULL, ",", &save)) {
-		unsigned long a, b;
-		char *end;
+	/* Empty items ("1,,2", a trailing comma) are refused, not skipped. */
+	if (copy && (!*copy || *copy == ',' || strstr(copy, ",,") || copy[strlen(copy) - 1] == ',')) {
+		fprintf(stderr, "tierctl: %s \"%s\": an empty item in the list\n", what, s);
+		r = -EINVAL;
+	}
+	for (tok = copy && !r ? strtok_r(copy, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
+		uint32_t a, b, *nv;
 
-		a = b = strtoul(tok, &end, 10);
-		if (*end == '-')
-			b = strtoul(end + 1, &end, 10);
-		if (*end || end == tok || a > b || b >= max || b - a > 1u << 20) {
-			fprintf(stderr, "tierctl: \"%s\": expected numbers or ranges below %u\n", tok, max);
+		r = tierctl_parse_range(what, tok, max, &a, &b);
+		if (!r && b - a >= 1u << 20) {
+			fprintf(stderr, "tierctl: %s \"%s\": more than 2^20 numbers\n", what, tok);
 			r = -EINVAL;
-			break;
 		}
-		uint32_t *nv = realloc(v, (count + (b - a + 1)) * sizeof(*v));
-
+		if (r)
+			break;
+		nv = realloc(v, (count + (b - a + 1)) * sizeof(*v));
 		if (!nv) {
 			r = -ENOMEM;
 			break;
 		}
 		v = nv;
-		for (unsigned long i = a; i <= b; i++)
+		for (uint64_t i = a; i <= b; i++)
 			v[count++] = (uint32_t)i;
 	}
 	free(copy);
 	if (r || !count) {
 		free(v);
 		if (!r)
-			fprintf(stderr, "tierctl: empty list\n");
+			fprintf(stderr, "tierctl: %s: empty list\n", what);
 		return r ? r : -EINVAL;
 	}
 	*out = v;
@@ -137,9 +140,9 @@ static int parse_keys(struct tierd_client *c, int argc, char **argv, struct tier
 		return m;
 	r = tierd_client_model_info(c, (unsigned)m, &mi);
 	if (!r)
-		r = parse_list(argv[1], mi.nlayers, &layers, &nl);
+		r = parse_list("layers", argv[1], mi.nlayers, &layers, &nl);
 	if (!r)
-		r = parse_list(argv[2], mi.experts_per_layer, &experts, &ne);
+		r = parse_list("experts", argv[2], mi.experts_per_layer, &experts, &ne);
 	if (!r) {
 		*keys = calloc(nl * ne, sizeof(**keys));
 		if (!*keys)
@@ -210,6 +213,19 @@ static int stats_begin(const struct tierctl_opts *o, int argc, char **argv, cons
 	return 0;
 }
 
+static void print_pins(json_object *sample, void *arg)
+{
+	bool *head = arg;
+	const char *client = tierctl_sample_label(sample, "client"), *uid = tierctl_sample_label(sample, "uid");
+
+	if (!*head) {
+		printf("  pins by client:\n");
+		*head = true;
+	}
+	printf("    %-8.0f client %s uid %s\n", tierctl_sample_value(sample), client ? client : "?",
+	       uid ? uid : "?");
+}
+
 /*
  * Who holds pins: the daemon's tierd_client_pins metric, one line per
  * connected client (a full pool's ENOSPC names the biggest holders; this
@@ -217,36 +233,98 @@ static int stats_begin(const struct tierctl_opts *o, int argc, char **argv, cons
  */
 static void print_client_pins(struct tierd_client *c)
 {
-	static const char fam[] = "tierd_client_pins{";
-	char *text = NULL, *line, *next;
-	size_t len;
+	json_object *root;
 	bool head = false;
 
-	if (tierd_client_metrics(c, &text, &len) < 0)
+	if (tierctl_metrics_fetch(c, true, &root))
 		return;
-	for (line = text; line && *line; line = next) {
-		char *labels, *end, *val;
+	tierctl_metrics_foreach(root, "tierd_client_pins", NULL, print_pins, &head);
+	json_object_put(root);
+}
 
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
-		if (strncmp(line, fam, sizeof(fam) - 1))
-			continue;
-		labels = line + sizeof(fam) - 1;
-		end = strrchr(labels, '}');
-		if (!end)
-			continue;
-		*end = '\0';
-		val = end + 1;
-		while (*val == ' ')
-			val++;
-		if (!head) {
-			printf("  pins by client:\n");
-			head = true;
-		}
-		printf("    %-8s %s\n", val, labels);
+/* Pools per NUMA node, from the daemon's tierd_pool_node_* metrics. */
+struct node_row {
+	int node;
+	double size, bytes, experts, fetches, local, remote;
+};
+
+struct node_rows {
+	struct node_row r[TIERD_PROTO_MAX_POOLS];
+	unsigned n;
+	size_t field;			/* offsetof the one being collected */
+};
+
+static void collect_node(json_object *sample, void *arg)
+{
+	struct node_rows *nr = arg;
+	const char *node = tierctl_sample_label(sample, "node"), *from = tierctl_sample_label(sample, "from");
+	struct node_row *row = NULL;
+	size_t field = nr->field;
+	int id;
+
+	if (!node)
+		return;
+	id = atoi(node);
+	for (unsigned i = 0; i < nr->n; i++)
+		if (nr->r[i].node == id)
+			row = &nr->r[i];
+	if (!row) {
+		if (nr->n == TIERD_PROTO_MAX_POOLS)
+			return;
+		row = &nr->r[nr->n++];
+		memset(row, 0, sizeof(*row));
+		row->node = id;
 	}
-	free(text);
+	if (from && !strcmp(from, "remote"))
+		field = offsetof(struct node_row, remote);
+	*(double *)((char *)row + field) = tierctl_sample_value(sample);
+}
+
+static void node_pools(struct tierd_client *c, json_object *j)
+{
+	static const struct {
+		const char *metric, *key;
+		size_t off;
+	} f[] = {
+		{ "tierd_pool_node_size_bytes", "size_bytes", offsetof(struct node_row, size) },
+		{ "tierd_pool_node_resident_bytes", "resident_bytes", offsetof(struct node_row, bytes) },
+		{ "tierd_pool_node_resident_experts", "resident_experts", offsetof(struct node_row, experts) },
+		{ "tierd_pool_node_fetches_total", "fetches", offsetof(struct node_row, fetches) },
+		{ "tierd_pool_node_acquires_total", "acquires_local", offsetof(struct node_row, local) },
+	};
+	struct node_rows nr = { .n = 0 };
+	json_object *root, *arr;
+
+	if (tierctl_metrics_fetch(c, true, &root))
+		return;
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		nr.field = f[i].off;
+		tierctl_metrics_foreach(root, f[i].metric, NULL, collect_node, &nr);
+	}
+	json_object_put(root);
+	if (j) {
+		arr = json_object_new_array();
+		for (unsigned i = 0; i < nr.n; i++) {
+			json_object *o = json_object_new_object();
+
+			json_object_object_add(o, "node", json_object_new_int(nr.r[i].node));
+			for (size_t k = 0; k < sizeof(f) / sizeof(f[0]); k++)
+				json_object_object_add(o, f[k].key, json_object_new_int64(
+					(int64_t)*(const double *)((const char *)&nr.r[i] + f[k].off)));
+			json_object_object_add(o, "acquires_remote", json_object_new_int64((int64_t)nr.r[i].remote));
+			json_object_array_add(arr, o);
+		}
+		json_object_object_add(j, "nodes", arr);
+		return;
+	}
+	for (unsigned i = 0; i < nr.n; i++) {
+		printf("  node %-4d ", nr.r[i].node);
+		print_bytes(stdout, (uint64_t)nr.r[i].bytes);
+		printf(" resident (%.0f experts) of ", nr.r[i].experts);
+		print_bytes(stdout, (uint64_t)nr.r[i].size);
+		printf("; %.0f fetches; acquires %.0f local, %.0f remote\n", nr.r[i].fetches, nr.r[i].local,
+		       nr.r[i].remote);
+	}
 }
 
 int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
@@ -265,6 +343,7 @@ int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 		json_object_object_add(j, "uptime_s", json_object_new_double((double)v[TIERD_STAT_UPTIME_MS] / 1000.0));
 		for (unsigned i = TIERD_STAT_CLIENTS; i <= TIERD_STAT_EVICTIONS; i++)
 			json_object_object_add(j, tierd_client_stat_name(i), json_object_new_int64((int64_t)v[i]));
+		node_pools(c, j);
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
 		json_object_put(j);
 		goto out;
@@ -276,6 +355,7 @@ int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 	printf(" resident of ");
 	print_bytes(stdout, v[TIERD_STAT_POOL_BYTES]);
 	printf(" in %llu pool(s)\n", (unsigned long long)v[TIERD_STAT_POOLS]);
+	node_pools(c, NULL);
 	printf("  clients:  %llu, pins %llu (operator %llu)\n", (unsigned long long)v[TIERD_STAT_CLIENTS],
 	       (unsigned long long)v[TIERD_STAT_PINS], (unsigned long long)v[TIERD_STAT_OPERATOR_PINS]);
 	printf("  acquires: %llu hits, %llu misses, %llu evictions\n", (unsigned long long)v[TIERD_STAT_HITS],
@@ -527,19 +607,11 @@ int cmd_warm(const struct tierctl_opts *o, int argc, char **argv)
 		tierd_client_close(c);
 		return 2;
 	}
-	if (argc == 3) {
-		char *end;
-
-		first = last = (uint32_t)strtoul(argv[2], &end, 10);
-		if (*end == '-')
-			last = (uint32_t)strtoul(end + 1, &end, 10);
-		if (*end || last < first) {
-			fprintf(stderr, "tierctl: \"%s\": expected a layer or a range FIRST-LAST\n", argv[2]);
-			tierd_client_close(c);
-			return 2;
-		}
-	}
 	tierd_client_model_info(c, (unsigned)m, &mi);
+	if (argc == 3 && tierctl_parse_range("layers", argv[2], mi.nlayers, &first, &last)) {
+		tierd_client_close(c);
+		return 2;
+	}
 	r = tierd_client_warm(c, (uint32_t)m, first, last, warm_progress, &p, tierctl_timeout(o, -1));
 	if (p.tty)
 		fprintf(stderr, "\n");

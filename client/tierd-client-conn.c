@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -224,16 +225,31 @@ int tdc_conn_open(struct tierd_client *c)
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+	/* A Unix connect() waits while the daemon's listen queue is full (a
+	 * daemon stopped, or not accepting): for as long as the send timeout,
+	 * which is then put back to none, since sends wait with poll(). */
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO,
+		       &(struct timeval){ CONNECT_TIMEOUT_MS / 1000, (CONNECT_TIMEOUT_MS % 1000) * 1000 },
+		       sizeof(struct timeval)) ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		r = errno == EAGAIN || errno == EINPROGRESS ? -ETIMEDOUT : -errno;
+		if (r == -ETIMEDOUT)
+			tdc_set_error(c, "%s: tierd accepted no connection within %d ms (its listen queue is "
+				      "full: stopped or overloaded)", c->path, CONNECT_TIMEOUT_MS);
+		else
+			tdc_set_error(c, "%s: %s", c->path, strerror(-r));
+		close(fd);
+		return r;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &(struct timeval){ 0, 0 }, sizeof(struct timeval))) {
 		r = -errno;
-		tdc_set_error(c, "%s: %s", c->path, strerror(-r));
 		close(fd);
 		return r;
 	}
 	c->fd = fd;
 	id = c->next_id++;
-	r = tdc_send_locked(c, tierd_proto_encode_hello(c->tx, sizeof(c->tx), id, (uint32_t)getpid(), c->name),
-			    CONNECT_TIMEOUT_MS);
+	r = tdc_send_locked(c, tierd_proto_encode_hello_node(c->tx, sizeof(c->tx), id, (uint32_t)getpid(),
+							     c->name, c->numa_node), CONNECT_TIMEOUT_MS);
 	if (r)
 		return r;
 	n = recv_with_fds(fd, c->rx, sizeof(c->rx), fds, &nfds, CONNECT_TIMEOUT_MS);

@@ -102,6 +102,7 @@ struct tierd_client {
 	pthread_cond_t cond;
 	char *path;
 	char name[65];
+	int numa_node;			/* said in HELLO; TIERD_NODE_UNSAID: not */
 	int fd;				/* -1: broken, reconnect on next use */
 	bool reading;			/* a thread reads the socket (others wait) */
 	bool reader_blocked;		/* ... in a system call, without the lock */
@@ -157,5 +158,10 @@ HIDDEN int tdc_wait_pending(struct tierd_client *c, struct pending *p, int timeo
 
 HIDDEN int tdc_conn_open(struct tierd_client *c);
 HIDDEN int tdc_ensure_conn(struct tierd_client *c);
+
+/* tierd-client-numa.c: the node of PCI device addr under root ("/sys"),
+ * and the node to say when the application names none (environment). */
+int tdc_pci_numa_node(const char *root, const char *addr);
+int tdc_numa_node_default(void);
 
 #endif

@@ -19,6 +19,12 @@
 
 EXPORT int tierd_client_connect(struct tierd_client **out, const char *path, const char *name)
 {
+	return tierd_client_connect_node(out, path, name, TIERD_CLIENT_NODE_DEFAULT);
+}
+
+EXPORT int tierd_client_connect_node(struct tierd_client **out, const char *path, const char *name,
+				     int numa_node)
+{
 	struct tierd_client *c = calloc(1, sizeof(*c));
 	int r;
 
@@ -37,6 +43,8 @@ EXPORT int tierd_client_connect(struct tierd_client **out, const char *path, con
 	for (char *p = c->name; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
+	c->numa_node = numa_node == TIERD_CLIENT_NODE_DEFAULT ? tdc_numa_node_default() :
+		       numa_node < 0 ? TIERD_NODE_UNSAID : numa_node;
 	c->fd = -1;
 	c->stale_fd = -1;
 	c->next_id = 1;
@@ -492,6 +500,15 @@ EXPORT int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n
 
 EXPORT int tierd_client_metrics_timeout(struct tierd_client *c, char **text, size_t *len, int timeout_ms)
 {
+	return tierd_client_metrics_as(c, TIERD_METRICS_PROMETHEUS, text, len, timeout_ms);
+}
+
+_Static_assert(TIERD_CLIENT_METRICS_TEXT == TIERD_METRICS_PROMETHEUS &&
+	       TIERD_CLIENT_METRICS_JSON == TIERD_METRICS_JSON, "the library's names are the protocol's");
+
+EXPORT int tierd_client_metrics_as(struct tierd_client *c, unsigned format, char **text, size_t *len,
+				   int timeout_ms)
+{
 	struct pending *p;
 	int r;
 
@@ -501,8 +518,7 @@ EXPORT int tierd_client_metrics_timeout(struct tierd_client *c, char **text, siz
 	pthread_mutex_lock(&c->lock);
 	r = request_open(c, TIERD_MSG_METRICS_DATA, &p);
 	if (!r)
-		r = tdc_send_locked(c, tierd_proto_encode_metrics(c->tx, sizeof(c->tx), p->id,
-								  TIERD_METRICS_PROMETHEUS),
+		r = tdc_send_locked(c, tierd_proto_encode_metrics(c->tx, sizeof(c->tx), p->id, format),
 				    timeout_ms);
 	if (!r)
 		r = tdc_wait_pending(c, p, timeout_ms, NULL, NULL);

@@ -100,6 +100,16 @@ static void test_hello(void **state)
 	assert_int_equal(tierd_proto_decode_hello(PAYLOAD, payload_len(n), &m, &why), 0);
 	assert_int_equal(m.pid, 1234);
 	assert_string_equal(m.name, "bench");
+	assert_int_equal(m.numa_node, TIERD_NODE_UNSAID);
+	/* The client's NUMA node, appended; unsaid, the HELLO is as before. */
+	assert_int_equal(tierd_proto_encode_hello_node(buf, sizeof(buf), 1, 1234, "bench", TIERD_NODE_UNSAID), n);
+	n = tierd_proto_encode_hello_node(buf, sizeof(buf), 1, 1234, "bench", 3);
+	expect_good(n);
+	assert_int_equal(tierd_proto_decode_hello(PAYLOAD, payload_len(n), &m, &why), 0);
+	assert_int_equal(m.numa_node, 3);
+	set_u32((size_t)n - 4, TIERD_NODE_MAX + 1);
+	expect_bad(n, "NUMA node");
+	n = tierd_proto_encode_hello(buf, sizeof(buf), 1, 1234, "bench");
 	/* The name's length runs past the end. */
 	set_u32(sizeof(struct tierd_msg_hdr) + 4, 1000);
 	expect_bad(n, "string");

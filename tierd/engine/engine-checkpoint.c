@@ -253,7 +253,7 @@ static int zombie_add(struct engine *e, const struct cache_entry *ce)
 		e->capzombies = cap;
 	}
 	e->zombies[e->nzombies++] = (struct engine_zombie){
-		.key = ce->key, .slot = ce->slot, .pins = ce->pins, .cls = m->cls,
+		.key = ce->key, .slot = ce->slot, .pool = ce->pool, .pins = ce->pins, .cls = m->cls,
 		.bytes = xi >= 0 ? m->cat->experts[xi].bytes : 0,
 	};
 	return 0;
@@ -266,7 +266,7 @@ static int zombie_add(struct engine *e, const struct cache_entry *ce)
  * started are detached and end in -ESTALE.  -ENOMEM leaves some in the
  * cache: acquires are refused anyway while stale, and a reload purges again.
  */
-static int model_purge(struct engine *e, uint32_t mi, struct purge *p, struct engine_inflight **cancelled)
+static int model_purge(struct engine *e, uint32_t mi, struct purge *p, struct engine_inflight_list *cancelled)
 {
 	const struct engine_model *m = &e->models[mi];
 	bool failed = false;
@@ -294,13 +294,11 @@ static int model_purge(struct engine *e, uint32_t mi, struct purge *p, struct en
 		fl = ce->owner;
 		p->failed++;
 		if (fetch_job_cancel(fl->job) == 0) {
-			slab_free(e->slab, m->cls, fl->slot);
-			fl->next = *cancelled;
-			*cancelled = fl;
+			slab_free(engine_slab(e, fl->pool), m->cls, fl->slot);
+			LIST_INSERT_HEAD(cancelled, fl, link);
 		} else {
 			/* Reading into the slot now: it goes back when the reads end. */
-			fl->next = e->detached;
-			e->detached = fl;
+			LIST_INSERT_HEAD(&e->detached, fl, link);
 		}
 		fl->ce = NULL;
 		cache_remove(e->cache, ce);
@@ -310,23 +308,23 @@ static int model_purge(struct engine *e, uint32_t mi, struct purge *p, struct en
 	return failed || p->nomem ? -ENOMEM : 0;
 }
 
-static void tell_cancelled(struct engine_inflight *fl)
+static void tell_cancelled(struct engine_inflight_list *cancelled)
 {
-	while (fl) {
-		struct engine_inflight *next = fl->next;
+	struct engine_inflight *fl;
 
+	while ((fl = LIST_FIRST(cancelled))) {
+		LIST_REMOVE(fl, link);
 		for (unsigned i = 0; i < fl->nw; i++)
 			fl->w[i].fn(fl->w[i].arg, -ESTALE, NULL);
 		free(fl->w);
 		free(fl);
-		fl = next;
 	}
 }
 
 void engine_model_go_stale(struct engine *e, uint32_t mi, const char *file, const char *what)
 {
 	struct engine_model *m = &e->models[mi];
-	struct engine_inflight *cancelled = NULL;
+	struct engine_inflight_list cancelled = LIST_HEAD_INITIALIZER(cancelled);
 	struct purge p = { 0 };
 	time_t now = time(NULL);
 	char when[32] = "";
@@ -348,7 +346,7 @@ void engine_model_go_stale(struct engine *e, uint32_t mi, const char *file, cons
 		 "systemctl reload tierd); %u experts dropped from the pool, %u kept for the clients "
 		 "that pin them, %u fetches not served%s", m->name, file, what, p.dropped, p.kept,
 		 p.failed, r ? " (out of memory: the rest are dropped at the reload)" : "");
-	tell_cancelled(cancelled);
+	tell_cancelled(&cancelled);
 }
 
 int engine_model_set_stale(struct engine *e, uint32_t model, const char *file, const char *what)
@@ -516,7 +514,7 @@ int engine_watch_process(struct engine *e)
 int engine_model_reload(struct engine *e, uint32_t model, const struct tierd_conf *conf,
 			char *err, size_t errlen)
 {
-	struct engine_inflight *cancelled = NULL;
+	struct engine_inflight_list cancelled = LIST_HEAD_INITIALIZER(cancelled);
 	struct engine_model *m;
 	struct catalog *cat = NULL;
 	struct purge p = { 0 };
@@ -536,7 +534,7 @@ int engine_model_reload(struct engine *e, uint32_t model, const struct tierd_con
 		return -EALREADY;
 	}
 	r = model_purge(e, model, &p, &cancelled);
-	tell_cancelled(cancelled);
+	tell_cancelled(&cancelled);
 	if (r < 0) {
 		snprintf(err, errlen, "model %s: out of memory", m->name);
 		return r;

@@ -11,11 +11,14 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 #include <time.h>
 
 #include "cache.h"
+#include "conf.h"
 #include "engine.h"
+#include "topo.h"
 
 struct ckwatch;
 
@@ -60,6 +63,8 @@ struct engine_waiter {
 	void *arg;
 };
 
+LIST_HEAD(engine_inflight_list, engine_inflight);
+
 /* An expert being fetched: who waits for it.  ce is NULL once the model went
  * stale: the entry is gone, the slot waits for the reads to end. */
 struct engine_inflight {
@@ -67,12 +72,13 @@ struct engine_inflight {
 	struct cache_entry *ce;
 	struct tierd_key key;
 	uint64_t slot;
+	uint32_t pool;
 	struct fetch_job *job;
 	struct engine_waiter *w;
 	unsigned nw, capw;
 	uint32_t owner;
 	uint64_t start_ns;
-	struct engine_inflight *next;	/* on engine.detached, or cancelled until told */
+	LIST_ENTRY(engine_inflight) link;	/* on engine.detached, or cancelled until told */
 };
 
 /*
@@ -86,14 +92,26 @@ struct engine_inflight {
 struct engine_zombie {
 	struct tierd_key key;
 	uint64_t slot;
+	uint32_t pool;
 	uint64_t bytes;
 	uint32_t pins;
 	int cls;
 };
 
-struct engine {
+/* One pool per NUMA node in use, with its own slot allocator: a model's
+ * slab class has the same index in every pool's slab. */
+struct engine_pool {
 	struct pool *pool;
 	struct slab *slab;
+	struct engine_pool_stats st;
+};
+
+struct engine {
+	struct engine_pool pools[CONF_MAX_POOL_NODES];
+	unsigned npools;
+	engine_owner_pool_fn owner_pool;	/* NULL: every owner is on pool 0 */
+	struct topo topo;		/* the pools' */
+	void *owner_pool_arg;
 	struct fetch *fetch;
 	struct cache *cache;
 	struct engine_model *models;
@@ -104,7 +122,7 @@ struct engine {
 	void *observer_arg;
 	struct engine_zombie *zombies;	/* oldest first */
 	size_t nzombies, capzombies;
-	struct engine_inflight *detached;	/* fetches of stale models, still reading */
+	struct engine_inflight_list detached;	/* fetches of stale models, still reading */
 	struct ckwatch *watch;
 };
 
@@ -113,13 +131,34 @@ static inline const struct engine_model *engine_model_get(const struct engine *e
 	return model < e->nmodels ? &e->models[model] : NULL;
 }
 
+static inline struct slab *engine_slab(const struct engine *e, uint32_t pool)
+{
+	return e->pools[pool].slab;
+}
+
+/* An expert of bytes became resident in pool (sign 1) or left it (-1). */
+static inline void engine_account(struct engine *e, uint32_t pool, uint64_t bytes, int sign)
+{
+	struct engine_pool_stats *ps = &e->pools[pool].st;
+
+	if (sign > 0) {
+		e->st.bytes_resident += bytes;
+		ps->bytes_resident += bytes;
+		ps->experts_resident++;
+	} else {
+		e->st.bytes_resident -= bytes;
+		ps->bytes_resident -= bytes;
+		ps->experts_resident--;
+	}
+}
+
 /* engine-slots.c */
 /* The catalog index of (layer, expert), or -ENOENT. */
 int engine_expert_index(const struct catalog *cat, uint32_t layer, uint32_t expert);
 /* Frees a resident, unpinned entry's slot and drops it from the cache. */
 void engine_evict_entry(struct engine *e, struct cache_entry *ce);
-/* A slot for the model, evicting at most max_evict experts. */
-int engine_slot_get(struct engine *e, uint32_t model, unsigned max_evict, uint64_t *off);
+/* A slot for the model in pool, evicting at most max_evict experts. */
+int engine_slot_get(struct engine *e, uint32_t model, uint32_t pool, unsigned max_evict, uint64_t *off);
 void engine_slot_info(const struct engine *e, const struct cache_entry *ce, struct engine_slot_info *info);
 
 /* engine-checkpoint.c */

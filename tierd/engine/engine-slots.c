@@ -40,16 +40,25 @@ void engine_evict_entry(struct engine *e, struct cache_entry *ce)
 	const struct engine_model *m = &e->models[ce->key.model];
 	int xi = engine_expert_index(m->cat, ce->key.layer, ce->key.expert);
 
-	slab_free(e->slab, m->cls, ce->slot);
+	slab_free(engine_slab(e, ce->pool), m->cls, ce->slot);
 	if (xi >= 0)
-		e->st.bytes_resident -= m->cat->experts[xi].bytes;
+		engine_account(e, ce->pool, m->cat->experts[xi].bytes, -1);
+	e->pools[ce->pool].st.evictions++;
 	cache_remove(e->cache, ce);
 	e->st.evictions++;
 }
 
+/* A slot of one pool is only freed by evicting from that pool. */
+struct same_model_arg {
+	uint32_t model;
+	uint32_t pool;
+};
+
 static bool same_model(const struct cache_entry *ce, void *arg)
 {
-	return ce->key.model == *(const uint32_t *)arg;
+	const struct same_model_arg *sm = arg;
+
+	return ce->key.model == sm->model && ce->pool == sm->pool;
 }
 
 /*
@@ -62,6 +71,7 @@ static bool same_model(const struct cache_entry *ce, void *arg)
 struct span_search {
 	struct engine *e;
 	uint32_t model;			/* the model that needs a slot */
+	uint32_t pool;			/* in this pool */
 	uint64_t blocked[ENGINE_MAX_BLOCKED];	/* span starts */
 	unsigned nblocked;
 	/* The span being counted. */
@@ -76,9 +86,9 @@ static bool other_unblocked(const struct cache_entry *ce, void *arg)
 	uint64_t start, end;
 	uint32_t used;
 
-	if (ce->key.model == ss->model)
+	if (ce->key.model == ss->model || ce->pool != ss->pool)
 		return false;
-	if (slab_span_of(ss->e->slab, ce->slot, &start, &end, &used))
+	if (slab_span_of(engine_slab(ss->e, ss->pool), ce->slot, &start, &end, &used))
 		return false;
 	for (unsigned i = 0; i < ss->nblocked; i++)
 		if (ss->blocked[i] == start)
@@ -90,7 +100,8 @@ static void count_evictable(struct cache_entry *ce, void *arg)
 {
 	struct span_search *ss = arg;
 
-	if (ce->key.model == ss->span_model && ce->slot >= ss->start && ce->slot < ss->end &&
+	if (ce->key.model == ss->span_model && ce->pool == ss->pool && ce->slot >= ss->start &&
+	    ce->slot < ss->end &&
 	    ce->state == CACHE_RESIDENT && !ce->pins)
 		ss->evictable++;
 }
@@ -98,6 +109,7 @@ static void count_evictable(struct cache_entry *ce, void *arg)
 struct span_evict {
 	struct engine *e;
 	uint32_t model;
+	uint32_t pool;
 	uint64_t start, end;
 	struct cache_entry *v[64];
 	unsigned n;
@@ -107,7 +119,8 @@ static void collect_span(struct cache_entry *ce, void *arg)
 {
 	struct span_evict *se = arg;
 
-	if (se->n < 64 && ce->key.model == se->model && ce->slot >= se->start && ce->slot < se->end &&
+	if (se->n < 64 && ce->key.model == se->model && ce->pool == se->pool && ce->slot >= se->start &&
+	    ce->slot < se->end &&
 	    ce->state == CACHE_RESIDENT && !ce->pins)
 		se->v[se->n++] = ce;
 }
@@ -116,16 +129,16 @@ static void collect_span(struct cache_entry *ce, void *arg)
  * Frees the least valuable span of another model whose every slot is
  * evictable.  Returns the experts evicted, 0 when no span can be freed.
  */
-static unsigned evict_other_span(struct engine *e, uint32_t model, unsigned max_evict)
+static unsigned evict_other_span(struct engine *e, uint32_t model, uint32_t pool, unsigned max_evict)
 {
-	struct span_search ss = { .e = e, .model = model };
+	struct span_search ss = { .e = e, .model = model, .pool = pool };
 	struct cache_entry *v;
 
 	while (!cache_victim(e->cache, other_unblocked, &ss, &v)) {
 		uint32_t used;
 		unsigned n = 0;
 
-		if (slab_span_of(e->slab, v->slot, &ss.start, &ss.end, &used))
+		if (slab_span_of(engine_slab(e, pool), v->slot, &ss.start, &ss.end, &used))
 			return 0;
 		ss.span_model = v->key.model;
 		ss.evictable = 0;
@@ -133,7 +146,7 @@ static unsigned evict_other_span(struct engine *e, uint32_t model, unsigned max_
 		if (ss.evictable == used && used <= max_evict) {
 			/* Collected in rounds of 64: evicting changes the walk. */
 			while (n < used) {
-				struct span_evict se = { e, ss.span_model, ss.start, ss.end, { 0 }, 0 };
+				struct span_evict se = { e, ss.span_model, pool, ss.start, ss.end, { 0 }, 0 };
 
 				cache_foreach(e->cache, collect_span, &se);
 				if (!se.n)
@@ -158,22 +171,23 @@ static unsigned evict_other_span(struct engine *e, uint32_t model, unsigned max_
  * may evict max_evict_prefetch, so that a guess cannot empty the pool of what
  * clients are using; an acquire (warm included) evicts what it needs.
  */
-int engine_slot_get(struct engine *e, uint32_t model, unsigned max_evict, uint64_t *off)
+int engine_slot_get(struct engine *e, uint32_t model, uint32_t pool, unsigned max_evict, uint64_t *off)
 {
 	const struct engine_model *m = &e->models[model];
+	struct same_model_arg sm = { model, pool };
 	unsigned evicted = 0;
 
 	for (;;) {
 		struct cache_entry *v;
 		unsigned n;
-		int r = slab_alloc(e->slab, m->cls, off);
+		int r = slab_alloc(engine_slab(e, pool), m->cls, off);
 
 		if (r != -ENOSPC && r != -EDQUOT)
 			return r;
 		if (evicted >= max_evict)
 			return r;
 		/* The model's own expert: its slot serves at once. */
-		if (!cache_victim(e->cache, same_model, &model, &v)) {
+		if (!cache_victim(e->cache, same_model, &sm, &v)) {
 			engine_evict_entry(e, v);
 			evicted++;
 			continue;
@@ -182,7 +196,7 @@ int engine_slot_get(struct engine *e, uint32_t model, unsigned max_evict, uint64
 			return r;
 		/* Another model's: only a whole span it can give back helps, so
 		 * nothing is evicted for an allocation that would fail anyway. */
-		n = evict_other_span(e, model, max_evict - evicted);
+		n = evict_other_span(e, model, pool, max_evict - evicted);
 		if (!n)
 			return r;
 		evicted += n;
@@ -194,7 +208,7 @@ void engine_slot_info(const struct engine *e, const struct cache_entry *ce, stru
 	const struct engine_model *m = &e->models[ce->key.model];
 	int xi = engine_expert_index(m->cat, ce->key.layer, ce->key.expert);
 
-	info->pool = 0;
+	info->pool = ce->pool;
 	info->offset = ce->slot;
 	info->expert = xi >= 0 ? &m->cat->experts[xi] : NULL;
 }

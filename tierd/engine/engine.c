@@ -21,6 +21,8 @@
 #include "log.h"
 #include "pool.h"
 #include "slab.h"
+#include "topo.h"
+
 static uint64_t mono_ns(void)
 {
 	struct timespec ts;
@@ -47,10 +49,14 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
 		snprintf(err, errlen, "model %s: no experts (or slot layout not done)", name);
 		return -EINVAL;
 	}
-	if (cat->slot_bytes > pool_size(e->pool)) {
-		snprintf(err, errlen, "model %s: an expert slot needs %llu bytes, more than the %llu-byte pool",
-			 name, (unsigned long long)cat->slot_bytes, (unsigned long long)pool_size(e->pool));
-		return -ENOSPC;
+	/* Every pool must hold any expert: a client's node picks the pool. */
+	for (unsigned p = 0; p < e->npools; p++) {
+		if (cat->slot_bytes > pool_size(e->pools[p].pool)) {
+			snprintf(err, errlen, "model %s: an expert slot needs %llu bytes, more than the "
+				 "%llu-byte pool of NUMA node %d", name, (unsigned long long)cat->slot_bytes,
+				 (unsigned long long)pool_size(e->pools[p].pool), pool_node(e->pools[p].pool));
+			return -ENOSPC;
+		}
 	}
 	m = realloc(e->models, (e->nmodels + 1) * sizeof(*m));
 	if (!m)
@@ -85,12 +91,22 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
 		if (r < 0)
 			goto fail;
 	}
-	r = slab_class_add(e->slab, cat->slot_bytes, quota);
-	if (r < 0) {
-		snprintf(err, errlen, "model %s: slot class: %s", name, strerror(-r));
-		goto fail;
+	/* Classes are added to every pool's slab in one order: one index.
+	 * The quota holds in each pool. */
+	for (unsigned p = 0; p < e->npools; p++) {
+		r = slab_class_add(e->pools[p].slab, cat->slot_bytes, quota);
+		if (r < 0) {
+			snprintf(err, errlen, "model %s: slot class: %s", name, strerror(-r));
+			goto fail;
+		}
+		if (p && r != m->cls) {
+			snprintf(err, errlen, "model %s: slot class %d in pool %u, %d in pool 0", name, r, p,
+				 m->cls);
+			r = -EPROTO;
+			goto fail;
+		}
+		m->cls = r;
 	}
-	m->cls = r;
 	m->class_bytes = cat->slot_bytes;
 	m->owned = owned;
 	log_info("engine: model %s: %u experts in %u layers, %llu-byte slots, quota %llu",
@@ -119,32 +135,92 @@ fail:
 
 int engine_create(struct engine **out, const struct tierd_conf *conf, char *err, size_t errlen)
 {
-	struct pool_opts po = {
-		.size = conf->pool_size, .numa_node = conf->numa_node,
-		.hugepages = conf->hugepages, .lock = conf->pool_lock,
-	};
+	return engine_create_topo(out, conf, NULL, err, errlen);
+}
+
+/* Every pool as fixed buffers of one table: reads into any pool use them. */
+static int register_pools(struct engine *e)
+{
+	struct iovec *all = NULL;
+	unsigned n = 0;
+	int r;
+
+	for (unsigned p = 0; p < e->npools; p++) {
+		unsigned niov;
+		const struct iovec *iov = pool_iovecs(e->pools[p].pool, &niov);
+		struct iovec *grown = realloc(all, (n + niov) * sizeof(*all));
+
+		if (!grown) {
+			free(all);
+			return -ENOMEM;
+		}
+		all = grown;
+		memcpy(all + n, iov, niov * sizeof(*iov));
+		n += niov;
+	}
+	r = fetch_register_buffers(e->fetch, all, n);
+	free(all);
+	return r;
+}
+
+static int pools_create(struct engine *e, const struct tierd_conf *conf, const struct topo *given,
+			char *err, size_t errlen)
+{
+	const struct topo *t = &e->topo;
+	struct pool_plan plan;
+	int r;
+
+	if (given)
+		e->topo = *given;
+	else {
+		r = topo_read(&e->topo, NULL, err, errlen);
+		if (r < 0)
+			return r;
+	}
+	r = pool_plan(&plan, conf, t, err, errlen);
+	if (r < 0)
+		goto out;
+	for (unsigned i = 0; i < plan.n; i++) {
+		struct pool_opts po = {
+			.size = plan.size[i], .numa_node = plan.node[i],
+			.hugepages = conf->hugepages, .lock = conf->pool_lock,
+			.unbound = t->synthetic,
+		};
+		struct engine_pool *ep = &e->pools[i];
+
+		r = pool_create(&ep->pool, &po, err, errlen);
+		if (r < 0)
+			goto out;
+		e->npools++;
+		r = slab_create(&ep->slab, pool_size(ep->pool));
+		if (r < 0) {
+			snprintf(err, errlen, "engine: slot allocator of the pool on NUMA node %d: %s",
+				 pool_node(ep->pool), strerror(-r));
+			goto out;
+		}
+	}
+out:
+	return r;
+}
+
+int engine_create_topo(struct engine **out, const struct tierd_conf *conf, const struct topo *topo,
+		       char *err, size_t errlen)
+{
 	struct fetch_opts fo = { .queue_depth = conf->queue_depth, .request_size = conf->request_size };
-	const struct iovec *iov;
 	struct engine *e;
-	unsigned niov;
 	int r;
 
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
-	r = pool_create(&e->pool, &po, err, errlen);
+	LIST_INIT(&e->detached);
+	r = pools_create(e, conf, topo, err, errlen);
 	if (r < 0)
 		goto fail;
-	r = slab_create(&e->slab, pool_size(e->pool));
-	if (r < 0) {
-		snprintf(err, errlen, "engine: slot allocator: %s", strerror(-r));
-		goto fail;
-	}
 	r = fetch_create(&e->fetch, &fo, err, errlen);
 	if (r < 0)
 		goto fail;
-	iov = pool_iovecs(e->pool, &niov);
-	r = fetch_register_buffers(e->fetch, iov, niov);
+	r = register_pools(e);
 	if (r < 0) {
 		/* Still correct without: reads then pin pages each time (slower). */
 		log_warn("engine: registering the pool with io_uring failed (%s)%s; reading without "
@@ -215,15 +291,15 @@ static void model_free(struct engine_model *m)
 
 void engine_destroy(struct engine *e)
 {
+	struct engine_inflight *fl;
+
 	if (!e)
 		return;
 	ckwatch_destroy(e->watch);
 	/* Reads still in flight write into the pool: wait for them first. */
 	fetch_destroy(e->fetch);
-	while (e->detached) {
-		struct engine_inflight *fl = e->detached;
-
-		e->detached = fl->next;
+	while ((fl = LIST_FIRST(&e->detached))) {
+		LIST_REMOVE(fl, link);
 		free(fl->w);
 		free(fl);
 	}
@@ -235,8 +311,10 @@ void engine_destroy(struct engine *e)
 		model_free(&e->models[i]);
 	free(e->models);
 	free(e->zombies);
-	slab_destroy(e->slab);
-	pool_destroy(e->pool);
+	for (unsigned p = 0; p < e->npools; p++) {
+		slab_destroy(e->pools[p].slab);
+		pool_destroy(e->pools[p].pool);
+	}
 	free(e);
 }
 
@@ -290,15 +368,6 @@ const char *engine_model_name(const struct engine *e, uint32_t model)
 	return m ? m->name : NULL;
 }
 
-static void detached_unlink(struct engine *e, struct engine_inflight *fl)
-{
-	for (struct engine_inflight **p = &e->detached; *p; p = &(*p)->next) {
-		if (*p == fl) {
-			*p = fl->next;
-			return;
-		}
-	}
-}
 
 static void fetch_done(void *arg, int err, uint64_t bytes)
 {
@@ -317,7 +386,7 @@ static void fetch_done(void *arg, int err, uint64_t bytes)
 	if (ce)
 		ce->owner = NULL;
 	else
-		detached_unlink(e, fl);
+		LIST_REMOVE(fl, link);	/* on e->detached */
 	/* Read before or across a change of the checkpoint: never served. */
 	if (!err && (!ce || m->stale || xi < 0))
 		err = -ESTALE;
@@ -343,12 +412,12 @@ static void fetch_done(void *arg, int err, uint64_t bytes)
 			log_err("engine: model %s layer %u expert %u: fetch failed: %s", m->name, key.layer,
 				key.expert, strerror(-err));
 		}
-		slab_free(e->slab, m->cls, fl->slot);
+		slab_free(engine_slab(e, fl->pool), m->cls, fl->slot);
 		if (ce)
 			cache_remove(e->cache, ce);
 	} else {
 		cache_set_resident(e->cache, ce);
-		e->st.bytes_resident += m->cat->experts[xi].bytes;
+		engine_account(e, fl->pool, m->cat->experts[xi].bytes, 1);
 		engine_slot_info(e, ce, &info);
 	}
 	if (changed)
@@ -377,7 +446,7 @@ static int waiter_add(struct engine_inflight *fl, engine_done_fn fn, void *arg)
 
 /* Starts fetching an expert that is not in the cache. */
 static int start_fetch(struct engine *e, const struct tierd_key *key, int xi, enum engine_prio prio,
-		       unsigned max_evict, uint32_t owner, struct cache_entry **out)
+		       unsigned max_evict, uint32_t owner, uint32_t pool, struct cache_entry **out)
 {
 	const struct engine_model *m = &e->models[key->model];
 	const struct catalog_expert *x = &m->cat->experts[xi];
@@ -388,7 +457,17 @@ static int start_fetch(struct engine *e, const struct tierd_key *key, int xi, en
 	uint64_t off;
 	int r;
 
-	r = engine_slot_get(e, key->model, max_evict, &off);
+	r = engine_slot_get(e, key->model, pool, max_evict, &off);
+	/* The asker's pool is full of pinned experts: free room on another
+	 * node serves it, remotely, rather than a refusal; nothing there is
+	 * evicted for it. */
+	for (uint32_t p = 0; r == -ENOSPC && p < e->npools; p++) {
+		if (p == pool)
+			continue;
+		r = engine_slot_get(e, key->model, p, 0, &off);
+		if (!r)
+			pool = p;
+	}
 	if (r < 0)
 		return r;
 	fl = calloc(1, sizeof(*fl));
@@ -399,11 +478,12 @@ static int start_fetch(struct engine *e, const struct tierd_key *key, int xi, en
 	r = cache_add(e->cache, &ck, off, &ce);
 	if (r < 0)
 		goto fail;
+	ce->pool = pool;
 	r = fetch_job_create(e->fetch, prio == ENGINE_DEMAND ? FETCH_DEMAND : FETCH_PREFETCH,
 			     fetch_done, fl, &fl->job);
 	if (r < 0)
 		goto fail;
-	slot = pool_base(e->pool) + off;
+	slot = pool_base(e->pools[pool].pool) + off;
 	for (uint32_t i = 0; i < x->nextents; i++) {
 		const struct catalog_extent *ext = &x->extents[i];
 
@@ -416,6 +496,7 @@ static int start_fetch(struct engine *e, const struct tierd_key *key, int xi, en
 	fl->ce = ce;
 	fl->key = ck;
 	fl->slot = off;
+	fl->pool = pool;
 	fl->owner = owner;
 	fl->start_ns = mono_ns();
 	ce->owner = fl;
@@ -423,6 +504,7 @@ static int start_fetch(struct engine *e, const struct tierd_key *key, int xi, en
 	 * job through its callback, from engine_process (fetch.c). */
 	fetch_job_submit(fl->job);
 	e->st.fetches++;
+	e->pools[pool].st.fetches++;
 	*out = ce;
 	return 0;
 fail:
@@ -432,8 +514,27 @@ fail:
 	}
 	if (ce)
 		cache_remove(e->cache, ce);
-	slab_free(e->slab, m->cls, off);
+	slab_free(engine_slab(e, pool), m->cls, off);
 	return r;
+}
+
+/* The pool of the node of whoever asks (engine_set_owner_pool). */
+static uint32_t owner_pool(const struct engine *e, uint32_t owner)
+{
+	int p;
+
+	if (e->npools < 2 || !e->owner_pool || owner == ENGINE_OWNER_NONE)
+		return 0;
+	p = e->owner_pool(e->owner_pool_arg, owner);
+	return p >= 0 && (unsigned)p < e->npools ? (uint32_t)p : 0;
+}
+
+static void count_served(struct engine *e, uint32_t want, const struct cache_entry *ce)
+{
+	if (ce->pool == want)
+		e->pools[want].st.served_local++;
+	else
+		e->pools[want].st.served_remote++;
 }
 
 static int lookup_expert(const struct engine *e, const struct tierd_key *key)
@@ -456,16 +557,19 @@ int engine_acquire_for(struct engine *e, const struct tierd_key *key, enum engin
 	struct cache_entry *ce;
 	struct engine_inflight *fl;
 	int xi = lookup_expert(e, key), r;
+	uint32_t want;
 
 	if (xi < 0)
 		return xi;
 	if (e->models[key->model].stale)
 		return -ESTALE;
+	want = owner_pool(e, owner);
 	ce = cache_lookup(e->cache, &ck);
 	if (ce && ce->state == CACHE_RESIDENT) {
 		struct engine_slot_info info;
 
 		e->st.hits++;
+		count_served(e, want, ce);
 		cache_pin(e->cache, ce);
 		cache_touch(e->cache, ce);
 		engine_slot_info(e, ce, &info);
@@ -475,13 +579,14 @@ int engine_acquire_for(struct engine *e, const struct tierd_key *key, enum engin
 	/* A miss is an acquire that waits for a fetch: one refused up front
 	 * (st.refused) is not. */
 	if (!ce) {
-		r = start_fetch(e, key, xi, prio, UINT_MAX, owner, &ce);
+		r = start_fetch(e, key, xi, prio, UINT_MAX, owner, want, &ce);
 		if (r < 0) {
 			e->st.refused++;
 			return r;
 		}
 	}
 	e->st.misses++;
+	count_served(e, want, ce);
 	/* Fetching already (perhaps as a prefetch): share it. */
 	fl = ce->owner;
 	if (fl->owner == ENGINE_OWNER_NONE && prio == ENGINE_DEMAND)
@@ -525,7 +630,7 @@ int engine_prefetch_started(struct engine *e, const struct tierd_key *key, uint3
 		cache_touch(e->cache, ce);
 		return 0;
 	}
-	r = start_fetch(e, key, xi, ENGINE_PREFETCH, e->max_evict_prefetch, owner, &ce);
+	r = start_fetch(e, key, xi, ENGINE_PREFETCH, e->max_evict_prefetch, owner, owner_pool(e, owner), &ce);
 	*started = r == 0;
 	return r;
 }
@@ -554,7 +659,7 @@ int engine_cancel_prefetch(struct engine *e, const struct tierd_key *key)
 	r = fetch_job_cancel(fl->job);
 	if (r < 0)
 		return r;
-	slab_free(e->slab, e->models[key->model].cls, ce->slot);
+	slab_free(engine_slab(e, ce->pool), e->models[key->model].cls, ce->slot);
 	cache_remove(e->cache, ce);
 	free(fl->w);
 	free(fl);
@@ -582,8 +687,8 @@ static void zombies_settle(struct engine *e, const struct tierd_key *k, const st
 		struct engine_zombie *z = &e->zombies[i];
 
 		if (same_key(&z->key, k)) {
-			slab_free(e->slab, z->cls, z->slot);
-			e->st.bytes_resident -= z->bytes;
+			slab_free(engine_slab(e, z->pool), z->cls, z->slot);
+			engine_account(e, z->pool, z->bytes, -1);
 			continue;
 		}
 		e->zombies[j++] = *z;
@@ -641,27 +746,59 @@ int engine_evict(struct engine *e, const struct tierd_key *key)
 
 int engine_pool_count(const struct engine *e)
 {
-	return 1;
+	return (int)e->npools;
 }
 
 int engine_pool_fd(const struct engine *e, uint32_t pool)
 {
-	return pool == 0 ? pool_fd_ro(e->pool) : -ENOENT;
+	return pool < e->npools ? pool_fd_ro(e->pools[pool].pool) : -ENOENT;
 }
 
 uint64_t engine_pool_size(const struct engine *e, uint32_t pool)
 {
-	return pool == 0 ? pool_size(e->pool) : 0;
+	return pool < e->npools ? pool_size(e->pools[pool].pool) : 0;
 }
 
 bool engine_pool_hugetlb(const struct engine *e, uint32_t pool)
 {
-	return pool == 0 && pool_hugetlb(e->pool);
+	return pool < e->npools && pool_hugetlb(e->pools[pool].pool);
 }
 
 const void *engine_pool_base(const struct engine *e, uint32_t pool)
 {
-	return pool == 0 ? pool_base(e->pool) : NULL;
+	return pool < e->npools ? pool_base(e->pools[pool].pool) : NULL;
+}
+
+int engine_pool_node(const struct engine *e, uint32_t pool)
+{
+	return pool < e->npools ? pool_node(e->pools[pool].pool) : -ENOENT;
+}
+
+int engine_pool_of_node(const struct engine *e, int node)
+{
+	for (unsigned p = 0; p < e->npools; p++)
+		if (pool_node(e->pools[p].pool) == node)
+			return (int)p;
+	return -ENOENT;
+}
+
+const struct topo *engine_topology(const struct engine *e)
+{
+	return &e->topo;
+}
+
+void engine_set_owner_pool(struct engine *e, engine_owner_pool_fn fn, void *arg)
+{
+	e->owner_pool = fn;
+	e->owner_pool_arg = arg;
+}
+
+int engine_get_pool_stats(const struct engine *e, uint32_t pool, struct engine_pool_stats *st)
+{
+	if (pool >= e->npools)
+		return -ENOENT;
+	*st = e->pools[pool].st;
+	return 0;
 }
 
 void engine_get_stats(const struct engine *e, struct engine_stats *st)

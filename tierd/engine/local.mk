@@ -8,7 +8,7 @@ tests_test_slab_CFLAGS = $(TEST_CFLAGS)
 tests_test_slab_LDADD = $(TEST_LIBS)
 TESTS += tests/test-slab
 
-libtierd_la_SOURCES += tierd/engine/pool.c tierd/engine/pool.h
+libtierd_la_SOURCES += tierd/engine/pool.c tierd/engine/pool.h tierd/engine/topo.c tierd/engine/topo.h
 check_PROGRAMS += tests/test-pool
 tests_test_pool_SOURCES = tests/test-pool.c
 tests_test_pool_CFLAGS = $(TEST_CFLAGS)
@@ -48,7 +48,7 @@ tests_test_fetch_eio_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fetch-eio
 
 # tierctl's direct engine commands (bench fetch, fetch, demo).
-client_tierctl_SOURCES += client/tierctl-engine.c
+client_tierctl_SOURCES += client/tierctl-engine.c client/tierctl-direct.h client/tierctl-bench-fetch.c
 
 # Integration: demo checkpoints through the catalog and the engine, every byte.
 check_PROGRAMS += tests/test-engine-demo

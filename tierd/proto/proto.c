@@ -210,6 +210,14 @@ int tierd_proto_decode_hello(const void *payload, size_t len, struct tierd_msg_h
 	rd_init(&r, payload, len);
 	rd_u32(&r, &m->pid);
 	rd_str(&r, &m->name, 64, true);
+	m->numa_node = TIERD_NODE_UNSAID;
+	if (!r.why && r.pos < r.len) {
+		uint32_t node = 0;
+
+		if (rd_u32(&r, &node) && node > TIERD_NODE_MAX)
+			rd_fail(&r, "NUMA node out of range");
+		m->numa_node = (int32_t)node;
+	}
 	return rd_end(&r, why);
 }
 
@@ -674,11 +682,20 @@ void tierd_proto_put_str(struct tierd_proto_buf *b, const char *s)
 
 long tierd_proto_encode_hello(void *buf, size_t cap, uint64_t id, uint32_t pid, const char *name)
 {
+	return tierd_proto_encode_hello_node(buf, cap, id, pid, name, TIERD_NODE_UNSAID);
+}
+
+long tierd_proto_encode_hello_node(void *buf, size_t cap, uint64_t id, uint32_t pid, const char *name,
+				   int32_t numa_node)
+{
 	struct tierd_proto_buf b;
 
 	tierd_proto_begin(&b, buf, cap, TIERD_MSG_HELLO, 0, id);
 	tierd_proto_put_u32(&b, pid);
 	tierd_proto_put_str(&b, name);
+	/* Only when said: a daemon before it refuses a longer HELLO. */
+	if (numa_node >= 0)
+		tierd_proto_put_u32(&b, (uint32_t)numa_node);
 	return tierd_proto_end(&b);
 }
 

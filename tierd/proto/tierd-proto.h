@@ -32,7 +32,7 @@
 
 #define TIERD_PROTO_MAGIC	0x44524954u	/* "TIRD" in memory on little-endian */
 #define TIERD_PROTO_MAJOR	1
-#define TIERD_PROTO_MINOR	2	/* 1.1: METRICS, METRICS_DATA; 1.2: TRACE */
+#define TIERD_PROTO_MINOR	3	/* 1.1: METRICS, METRICS_DATA; 1.2: METRICS as JSON; 1.3: TRACE */
 
 /* Largest packet either side sends or accepts (fits the default socket buffer). */
 #define TIERD_PROTO_MAX_MSG	(128u * 1024u)
@@ -70,7 +70,7 @@ enum tierd_msg_type {
 	TIERD_MSG_PROGRESS = 17,	/* d->c: struct tierd_msg_progress */
 	TIERD_MSG_METRICS = 18,		/* c->d: struct tierd_msg_metrics (1.1) */
 	TIERD_MSG_METRICS_DATA = 19,	/* d->c: struct tierd_msg_metrics_data (1.1) */
-	TIERD_MSG_TRACE = 20,		/* c->d, operator: struct tierd_msg_trace (1.2) */
+	TIERD_MSG_TRACE = 20,		/* c->d, operator: struct tierd_msg_trace (1.3) */
 	TIERD_MSG_TYPE_MAX = TIERD_MSG_TRACE,
 };
 
@@ -89,7 +89,13 @@ struct tierd_msg_hdr {
 struct tierd_msg_hello {
 	uint32_t pid;			/* informational */
 	const char *name;		/* client's name for logs, may be "" */
+	/* Appended, optional: the NUMA node the client works on (its GPU's);
+	 * TIERD_NODE_UNSAID when absent: the daemon uses its CPUs' node. */
+	int32_t numa_node;
 };
+
+#define TIERD_NODE_UNSAID	(-1)
+#define TIERD_NODE_MAX		4095
 
 #define TIERD_MODEL_F_ALLOWED	0x1u	/* this client may acquire from the model */
 
@@ -184,9 +190,9 @@ enum tierd_stat {
 	TIERD_STAT_REFUSED,
 	TIERD_STAT_RELOADS,
 	TIERD_STAT_ACQUIRES_NOSPACE,	/* 1.1: experts of acquires refused, no slot (not misses) */
-	TIERD_STAT_TRACE_EVENTS,	/* 1.2: events recorded into traces */
-	TIERD_STAT_TRACE_DROPPED,	/* 1.2: events a trace lost (writer behind, size limit) */
-	TIERD_STAT_TRACE_ACTIVE,	/* 1.2: 1 while a trace is recorded */
+	TIERD_STAT_TRACE_EVENTS,	/* 1.3: events recorded into traces */
+	TIERD_STAT_TRACE_DROPPED,	/* 1.3: events a trace lost (writer behind, size limit) */
+	TIERD_STAT_TRACE_ACTIVE,	/* 1.3: 1 while a trace is recorded */
 	TIERD_STAT_COUNT,
 };
 
@@ -209,6 +215,10 @@ struct tierd_msg_progress {
 /* METRICS formats. */
 enum tierd_metrics_format {
 	TIERD_METRICS_PROMETHEUS = 0,	/* text exposition format 0.0.4 */
+	/* 1.2: the same samples as JSON, {"families": [{"name", "type", "help",
+	 * "samples": [{"name", "labels": {...}, "value"}]}]}: what tierctl
+	 * reads, so that no client parses the text back. */
+	TIERD_METRICS_JSON = 1,
 };
 
 /* METRICS: u32 format, u32 0.  A daemon answers a format it does not know
@@ -304,6 +314,9 @@ void tierd_proto_put_str(struct tierd_proto_buf *b, const char *s);
 
 /* Whole messages. */
 long tierd_proto_encode_hello(void *buf, size_t cap, uint64_t id, uint32_t pid, const char *name);
+/* With the client's NUMA node (TIERD_NODE_UNSAID: none, as above). */
+long tierd_proto_encode_hello_node(void *buf, size_t cap, uint64_t id, uint32_t pid, const char *name,
+				   int32_t numa_node);
 long tierd_proto_encode_keys(void *buf, size_t cap, uint16_t type, uint16_t flags, uint64_t id,
 			     const struct tierd_key *keys, uint32_t count);
 long tierd_proto_encode_error(void *buf, size_t cap, uint64_t id, int err, const char *reason);

@@ -46,6 +46,7 @@ static int client_welcome(struct client *c, const struct tierd_msg_hdr *h, const
 		return -ENOMEM;
 	}
 	client_authorize(c);
+	client_numa_choose(c, m->numa_node);
 	c->hello = true;
 	w->instance = s->instance;
 	w->nmodels = (uint32_t)nmodels;
@@ -70,8 +71,10 @@ static int client_welcome(struct client *c, const struct tierd_msg_hdr *h, const
 	tierd_proto_put_welcome(&b, w);
 	nfds = (int)w->npools;
 	free(w);
-	log_info("client %u: pid %d uid %u gid %u \"%s\" connected (%s)", c->id, (int)c->pid,
-		 (unsigned)c->uid, (unsigned)c->gid, c->name, c->may_map ? "pool mapped" : "no pool access");
+	log_info("client %u: pid %d uid %u gid %u \"%s\" connected (%s, NUMA node %d (%s), pool %u)",
+		 c->id, (int)c->pid, (unsigned)c->uid, (unsigned)c->gid, c->name,
+		 c->may_map ? "pool mapped" : "no pool access", c->node, client_node_how[c->node_how],
+		 c->pool);
 	return client_send(c, s->tx, tierd_proto_end(&b), fds, nfds);
 }
 
@@ -95,13 +98,14 @@ static int client_metrics(struct client *c, uint64_t id, const struct tierd_msg_
 	uint64_t off = 0;
 	int r;
 
-	if (m->format != TIERD_METRICS_PROMETHEUS)
-		return client_error(c, id, -EOPNOTSUPP, "metrics format %u: unknown (0: Prometheus text)",
-				    m->format);
+	if (m->format != TIERD_METRICS_PROMETHEUS && m->format != TIERD_METRICS_JSON)
+		return client_error(c, id, -EOPNOTSUPP, "metrics format %u: unknown (0: Prometheus text, "
+				    "1: JSON)", m->format);
 	if (!s->tel)
 		return client_error(c, id, -ENOTSUP, "this tierd runs without telemetry");
 	telemetry_refresh(s->tel, s->engine, telemetry_now_ns());
-	r = telemetry_render(s->tel, &text, &len);
+	r = telemetry_render_as(s->tel, m->format == TIERD_METRICS_JSON ? METRICS_JSON : METRICS_TEXT,
+				&text, &len);
 	if (r)
 		return client_error(c, id, r, "rendering metrics: %s", strerror(-r));
 	/* The chunks are sent at once: what the socket cannot take waits in

@@ -104,6 +104,12 @@ struct warm {
 	LIST_ENTRY(warm) link;		/* in its client's warms, or the server's orphan_warms */
 };
 
+enum client_node_how {
+	CLIENT_NODE_DEFAULT,		/* unknown: pool 0 */
+	CLIENT_NODE_SAID,		/* in its HELLO */
+	CLIENT_NODE_CPUS,		/* its CPU affinity */
+};
+
 struct client {
 	struct server *srv;
 	uint32_t id;			/* energy attribution; never 0 or UINT32_MAX */
@@ -115,6 +121,10 @@ struct client {
 	gid_t groups[SERVER_MAX_GROUPS];
 	int ngroups;
 	bool hello;
+	/* numa.c: its NUMA node (-1: unknown), how it was found, its pool. */
+	int node;
+	enum client_node_how node_how;
+	uint32_t pool;
 	bool may_map;			/* allowed every model: may see the whole pool */
 	bool operator;
 	bool *allowed;			/* per engine model */
@@ -193,6 +203,15 @@ struct server {
 	alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG];
 	alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
 };
+
+/* ---- numa.c ---- */
+
+extern const char *const client_node_how[];
+
+/* Tells the engine clients' pools, when there are several. */
+void server_numa_init(struct server *s);
+/* Sets c->node, node_how and pool from its HELLO's node (or its CPUs). */
+void client_numa_choose(struct client *c, int32_t said);
 
 /* ---- outq.c ---- */
 

@@ -141,6 +141,7 @@ int server_create(struct server **out, struct loop *loop, struct engine *engine,
 	s->max_pins = server_max_pins(s, conf);
 	/* Always: prefetch budgets are settled when fetches end. */
 	engine_set_fetch_observer(engine, server_fetch_done, s);
+	server_numa_init(s);
 	server_pins_init(s);
 	server_trace_conf(s);
 	*out = s;
@@ -156,6 +157,7 @@ void server_destroy(struct server *s)
 		return;
 	server_trace_destroy(s);
 	engine_set_fetch_observer(s->engine, NULL, NULL);
+	engine_set_owner_pool(s->engine, NULL, NULL);
 	if (s->tel)
 		telemetry_set_service_source(s->tel, NULL, NULL);
 	while (!TAILQ_EMPTY(&s->clients))
