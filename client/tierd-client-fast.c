@@ -162,7 +162,8 @@ int tdc_fast_acquire(struct tierd_client *c, const struct tierd_key *keys, size_
 	struct tierd_acquisition *a;
 	size_t ntensors = 0, k = 0, i = 0;
 
-	if (!f || (c->flags & TIERD_CLIENT_F_SOCKET) || c->fd < 0 || !n || n > TIERD_PROTO_MAX_BATCH)
+	if (!f || (c->flags & TIERD_CLIENT_F_SOCKET) || c->fd < 0 || !n || n > TIERD_PROTO_MAX_BATCH ||
+	    (atomic_load_explicit(&f->hdr->flags, memory_order_acquire) & TIERD_FAST_F_SOCKET))
 		return -EAGAIN;
 	a = calloc(1, sizeof(*a));
 	if (!a)

@@ -214,6 +214,14 @@ void residency_publish(struct residency *r, uint32_t idx, uint32_t pool, uint64_
 	atomic_store_explicit(&e->gen, g + 1, memory_order_release);
 }
 
+void residency_set_socket_only(struct residency *r, bool on)
+{
+	if (on)
+		atomic_fetch_or_explicit(&r->hdr->flags, TIERD_FAST_F_SOCKET, memory_order_release);
+	else
+		atomic_fetch_and_explicit(&r->hdr->flags, ~(uint64_t)TIERD_FAST_F_SOCKET, memory_order_release);
+}
+
 void residency_unpublish(struct residency *r, uint32_t idx)
 {
 	struct tierd_fast_entry *e = &r->ent[idx];

@@ -68,15 +68,20 @@ struct tierd_fast_model {
 };
 
 #define TIERD_FAST_MODEL_F_ON	0x1u
+/* Every acquire through the socket for now: the daemon records a trace,
+ * which must see each acquire (an acquire that read the flag before it was
+ * set may still go without: a recording starts once clients see it). */
+#define TIERD_FAST_F_SOCKET	0x1u
 
-/* At offset 0 of the table; written once, before any client maps it. */
+/* At offset 0 of the table; written once, before any client maps it,
+ * except flags. */
 struct tierd_fast_hdr {
 	uint32_t magic;
 	uint32_t version;
 	uint32_t nmodels;
 	uint32_t nentries;
 	uint64_t entries_offset;	/* bytes from the table's start */
-	uint64_t reserved;
+	_Atomic uint64_t flags;		/* TIERD_FAST_F_*, read at each acquire */
 	struct tierd_fast_model models[TIERD_PROTO_MAX_MODELS];
 };
 

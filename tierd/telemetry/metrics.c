@@ -670,6 +670,14 @@ static void render_service(struct msink *s, const struct metrics_service *sv)
 	family(s, "tierd_connections_refused_total", "counter",
 	       "Connections refused at max_clients or max_connections_per_uid, or at the fd limit.");
 	sample_u(s, "tierd_connections_refused_total", sv->connections_refused, NULL);
+	family(s, "tierd_trace_events_total", "counter",
+	       "Events (acquire batches by layer, routing hints) recorded into traces.");
+	sample_u(s, "tierd_trace_events_total", sv->trace_events, NULL);
+	family(s, "tierd_trace_events_dropped_total", "counter",
+	       "Events a trace lost: its writer fell behind, its size limit, a write error.");
+	sample_u(s, "tierd_trace_events_dropped_total", sv->trace_dropped, NULL);
+	family(s, "tierd_trace_recording", "gauge", "1 while a trace is being recorded.");
+	sample_u(s, "tierd_trace_recording", sv->trace_active ? 1 : 0, NULL);
 	family(s, "tierd_client_pins", "gauge", "Pins each connected client holds.");
 	for (size_t i = 0; i < sv->nclients; i++) {
 		const struct metrics_client *c = &sv->clients[i];
