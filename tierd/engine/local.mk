@@ -30,6 +30,12 @@ tests_test_cache_CFLAGS = $(TEST_CFLAGS)
 tests_test_cache_LDADD = $(TEST_LIBS)
 TESTS += tests/test-cache
 
+check_PROGRAMS += tests/test-predict
+tests_test_predict_SOURCES = tests/test-predict.c
+tests_test_predict_CFLAGS = $(TEST_CFLAGS)
+tests_test_predict_LDADD = $(TEST_LIBS)
+TESTS += tests/test-predict
+
 libtierd_la_SOURCES += tierd/engine/engine.c tierd/engine/engine-int.h tierd/engine/engine-slots.c \
 	tierd/engine/engine-checkpoint.c tierd/store/ckwatch.c tierd/store/ckwatch.h
 check_PROGRAMS += tests/test-engine
