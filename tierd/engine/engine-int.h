@@ -16,6 +16,7 @@
 
 #include "cache.h"
 #include "engine.h"
+#include "prefetch.h"
 
 struct ckwatch;
 
@@ -53,6 +54,7 @@ struct engine_model {
 	 * the engine. */
 	struct catalog **retired;
 	unsigned nretired;
+	struct engine_placement pl;
 };
 
 struct engine_waiter {
@@ -106,6 +108,12 @@ struct engine {
 	size_t nzombies, capzombies;
 	struct engine_inflight *detached;	/* fetches of stale models, still reading */
 	struct ckwatch *watch;
+	/* The daemon's own prefetch ([cache] prefetch): its settings, and the
+	 * keys it fetched that no acquire has confirmed or refuted yet. */
+	bool ahead_on;
+	struct prefetch_conf ahead_conf;
+	struct tierd_key *ahead;
+	size_t nahead, capahead;
 };
 
 static inline const struct engine_model *engine_model_get(const struct engine *e, uint32_t model)
@@ -121,6 +129,14 @@ void engine_evict_entry(struct engine *e, struct cache_entry *ce);
 /* A slot for the model, evicting at most max_evict experts. */
 int engine_slot_get(struct engine *e, uint32_t model, unsigned max_evict, uint64_t *off);
 void engine_slot_info(const struct engine *e, const struct cache_entry *ce, struct engine_slot_info *info);
+
+/* engine-prefetch.c */
+/* A prefetched entry reached by an acquire, or leaving unused. */
+void engine_prefetch_used(struct engine *e, struct cache_entry *ce);
+void engine_prefetch_gone(struct engine *e, struct cache_entry *ce, uint64_t bytes);
+/* Tells the predictor a model's shape (from its catalog). */
+int engine_predict_model(struct engine *e, uint32_t model);
+void engine_ahead_free(struct engine *e);
 
 /* engine-checkpoint.c */
 int engine_check_expert(const char *name, const struct catalog *cat, const struct catalog_expert *x,

@@ -43,6 +43,7 @@ void engine_evict_entry(struct engine *e, struct cache_entry *ce)
 	slab_free(e->slab, m->cls, ce->slot);
 	if (xi >= 0)
 		e->st.bytes_resident -= m->cat->experts[xi].bytes;
+	engine_prefetch_gone(e, ce, xi >= 0 ? m->cat->experts[xi].bytes : 0);
 	cache_remove(e->cache, ce);
 	e->st.evictions++;
 }

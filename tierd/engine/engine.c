@@ -98,6 +98,9 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
 		 (unsigned long long)quota);
 	r = engine_model_size_mismatch(m, cat);
 	e->nmodels++;
+	/* Without a shape the predictor ignores the model: served, not predicted. */
+	if (engine_predict_model(e, e->nmodels - 1) < 0)
+		log_warn("engine: model %s: no memory for its predictor", name);
 	/* A file written while the catalog was read: what was read of it may
 	 * be neither version. */
 	if (r >= 0)
@@ -152,6 +155,11 @@ int engine_create(struct engine **out, const struct tierd_conf *conf, char *err,
 			 r == -ENOMEM ? ": registered buffers count against RLIMIT_MEMLOCK" : "");
 	}
 	e->max_evict_prefetch = conf->max_evict_per_alloc;
+	e->ahead_on = conf->prefetch;
+	e->ahead_conf = (struct prefetch_conf){
+		.depth = conf->prefetch_depth, .min_prob = conf->prefetch_min_prob,
+		.max_slots = conf->prefetch_max_slots, .max_bytes = conf->prefetch_max_bytes,
+	};
 	r = cache_create(&e->cache, conf->policy);
 	if (r < 0) {
 		snprintf(err, errlen, "engine: [cache] policy \"%s\": unknown", conf->policy ? conf->policy : "");
@@ -235,6 +243,7 @@ void engine_destroy(struct engine *e)
 		model_free(&e->models[i]);
 	free(e->models);
 	free(e->zombies);
+	engine_ahead_free(e);
 	slab_destroy(e->slab);
 	pool_destroy(e->pool);
 	free(e);
@@ -419,6 +428,10 @@ static int start_fetch(struct engine *e, const struct tierd_key *key, int xi, en
 	fl->owner = owner;
 	fl->start_ns = mono_ns();
 	ce->owner = fl;
+	if (prio == ENGINE_PREFETCH) {
+		ce->flags |= CACHE_F_PREFETCHED;
+		e->models[key->model].pl.prefetch_issued++;
+	}
 	/* Queued: a submission the kernel refuses is retried or fails the
 	 * job through its callback, from engine_process (fetch.c). */
 	fetch_job_submit(fl->job);
@@ -466,6 +479,8 @@ int engine_acquire_for(struct engine *e, const struct tierd_key *key, enum engin
 		struct engine_slot_info info;
 
 		e->st.hits++;
+		e->models[key->model].pl.hits++;
+		engine_prefetch_used(e, ce);
 		cache_pin(e->cache, ce);
 		cache_touch(e->cache, ce);
 		engine_slot_info(e, ce, &info);
@@ -482,6 +497,8 @@ int engine_acquire_for(struct engine *e, const struct tierd_key *key, enum engin
 		}
 	}
 	e->st.misses++;
+	e->models[key->model].pl.misses++;
+	engine_prefetch_used(e, ce);
 	/* Fetching already (perhaps as a prefetch): share it. */
 	fl = ce->owner;
 	if (fl->owner == ENGINE_OWNER_NONE && prio == ENGINE_DEMAND)

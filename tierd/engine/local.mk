@@ -37,7 +37,7 @@ tests_test_predict_LDADD = $(TEST_LIBS)
 TESTS += tests/test-predict
 
 libtierd_la_SOURCES += tierd/engine/engine.c tierd/engine/engine-int.h tierd/engine/engine-slots.c \
-	tierd/engine/engine-checkpoint.c tierd/store/ckwatch.c tierd/store/ckwatch.h
+	tierd/engine/engine-checkpoint.c tierd/engine/engine-prefetch.c tierd/store/ckwatch.c tierd/store/ckwatch.h
 check_PROGRAMS += tests/test-engine
 tests_test_engine_SOURCES = tests/test-engine.c
 tests_test_engine_CFLAGS = $(TEST_CFLAGS)

@@ -508,12 +508,17 @@ size_t predict_guess(struct predict *p, uint32_t model, unsigned depth, double m
 	if (!m || !m->active || m->active->lastlayer < 0 || !m->setn)
 		return 0;
 	usual = (uint32_t)ceil(m->setsum / m->setn);
-	if (depth > m->nl)
-		depth = m->nl;
-	for (unsigned d = 1; d <= depth; d++) {
+	/* Layers never seen (dense layers between MoE ones, sparse layer
+	 * numbers) are stepped over: depth counts layers that route. */
+	for (uint32_t d = 1, done = 0; d <= m->nl && done < depth; d++) {
 		uint32_t L = (uint32_t)((m->active->lastlayer + d) % m->nl);
-		const double *v = layer_probs(m, L, PREDICT_ALL);
+		const double *v;
 		size_t first = n;
+
+		if (!m->gtok[L])
+			continue;
+		done++;
+		v = layer_probs(m, L, PREDICT_ALL);
 
 		/* Selection of the usual number of the most likely, in order. */
 		for (uint32_t k = 0; k < usual && n < max; k++) {
