@@ -64,6 +64,11 @@ tests_test_replay_CFLAGS = $(TEST_CFLAGS)
 tests_test_replay_LDADD = $(TEST_LIBS)
 TESTS += tests/test-replay
 
+# Integration: the daemon's own prefetch and the placement metrics (uses
+# tests/svc-client from client/service.mk).
+TESTS += tests/placement.sh
+EXTRA_DIST += tests/placement.sh
+
 # tierctl's direct engine commands (bench fetch, fetch, demo).
 client_tierctl_SOURCES += client/tierctl-engine.c
 

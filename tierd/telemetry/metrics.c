@@ -447,6 +447,69 @@ static void render_engine(FILE *f, const struct engine_stats *st)
 	fprintf(f, "tierd_pool_pins %llu\n", (unsigned long long)st->pins);
 }
 
+/* Placement per model: counters, and the ratios operators ask for (since
+ * the daemon started; rates over a window come from the counters). */
+static void render_placement(FILE *f, const struct metrics_model *m, size_t n)
+{
+	static const struct {
+		const char *name, *help;
+		size_t off;
+	} ctr[] = {
+		{ "tierd_model_cache_hits_total", "Acquires of the model served from the DDR pool.",
+		  offsetof(struct metrics_model, hits) },
+		{ "tierd_model_cache_misses_total", "Acquires of the model that waited for a fetch.",
+		  offsetof(struct metrics_model, misses) },
+		{ "tierd_model_prefetch_issued_total", "Fetches started by a prefetch (a client's or tierd's own).",
+		  offsetof(struct metrics_model, prefetch_issued) },
+		{ "tierd_model_prefetch_ahead_total", "Of those, started by tierd's own prefetch ([cache] prefetch).",
+		  offsetof(struct metrics_model, prefetch_ahead) },
+		{ "tierd_model_prefetch_used_total", "Prefetched experts an acquire then found (resident or arriving).",
+		  offsetof(struct metrics_model, prefetch_used) },
+		{ "tierd_model_prefetch_wasted_total", "Prefetched experts evicted before any acquire used them.",
+		  offsetof(struct metrics_model, prefetch_wasted) },
+		{ "tierd_model_prefetch_wasted_bytes_total", "Bytes of prefetched experts evicted unused.",
+		  offsetof(struct metrics_model, prefetch_wasted_bytes) },
+		{ "tierd_model_prefetch_cancelled_total",
+		  "tierd's prefetches cancelled before they were read: the acquire showed them wrong.",
+		  offsetof(struct metrics_model, prefetch_cancelled) },
+	};
+
+	for (size_t k = 0; k < sizeof(ctr) / sizeof(ctr[0]); k++) {
+		family(f, ctr[k].name, "counter", ctr[k].help);
+		for (size_t i = 0; i < n; i++) {
+			fprintf(f, "%s{model=\"", ctr[k].name);
+			put_label(f, m[i].name);
+			fprintf(f, "\"} %llu\n",
+				(unsigned long long)*(const uint64_t *)((const char *)&m[i] + ctr[k].off));
+		}
+	}
+	family(f, "tierd_model_cache_hit_ratio", "gauge", "Hits / acquires of the model since start (0: none).");
+	for (size_t i = 0; i < n; i++) {
+		uint64_t acq = m[i].hits + m[i].misses;
+
+		fputs("tierd_model_cache_hit_ratio{model=\"", f);
+		put_label(f, m[i].name);
+		fprintf(f, "\"} %.6g\n", acq ? (double)m[i].hits / (double)acq : 0.0);
+	}
+	family(f, "tierd_model_prefetch_precision", "gauge",
+	       "Prefetches used / issued since start (0: none issued).");
+	for (size_t i = 0; i < n; i++) {
+		fputs("tierd_model_prefetch_precision{model=\"", f);
+		put_label(f, m[i].name);
+		fprintf(f, "\"} %.6g\n",
+			m[i].prefetch_issued ? (double)m[i].prefetch_used / (double)m[i].prefetch_issued : 0.0);
+	}
+	family(f, "tierd_model_prefetch_recall", "gauge",
+	       "Acquires a prefetch had brought in / all acquires since start (0: none).");
+	for (size_t i = 0; i < n; i++) {
+		uint64_t acq = m[i].hits + m[i].misses;
+
+		fputs("tierd_model_prefetch_recall{model=\"", f);
+		put_label(f, m[i].name);
+		fprintf(f, "\"} %.6g\n", acq ? (double)m[i].prefetch_used / (double)acq : 0.0);
+	}
+}
+
 static void render_models(FILE *f, const struct metrics_model *m, size_t n)
 {
 	static const struct {
@@ -470,6 +533,7 @@ static void render_models(FILE *f, const struct metrics_model *m, size_t n)
 			fprintf(f, "\"} %llu\n", (unsigned long long)v);
 		}
 	}
+	render_placement(f, m, n);
 }
 
 static void render_service(FILE *f, const struct metrics_service *sv)
