@@ -57,7 +57,9 @@ static void usage(FILE *f)
 		"                      [--prefetch-min-prob P] [--prefetch-slots N]\n"
 		"                      [--expert-bytes N] [--json]\n"
 		"Policies: %s (default: every one, with and without prefetch).\n"
-		"Capacity: slots over every (layer, expert) key of the model (default 50%%).\n",
+		"Capacity: slots over every (layer, expert) key of the model (default 50%%).\n"
+		"TRACE \"synthetic[:experts=N,top_k=N,layers=N,prompt=N,tokens=N,sequences=N,seed=N]\":\n"
+		"a generated workload with a real router's statistics (default 24x32, top-8).\n",
 		cache_policy_names());
 }
 
@@ -76,12 +78,89 @@ static struct rseq *seq_of(struct lab *lab, const struct trace_event *ev)
 	memset(s, 0, sizeof(*s));
 	s->client = ev->client;
 	s->seq = ev->seq;
-	if (lab->info->sequence_names && ev->client < lab->info->nsequences)
+	if (!lab->info)
+		snprintf(s->name, sizeof(s->name), "synthetic %u", ev->client);
+	else if (lab->info->sequence_names && ev->client < lab->info->nsequences)
 		snprintf(s->name, sizeof(s->name), "%s", lab->info->sequence_names[ev->client]);
 	else
 		snprintf(s->name, sizeof(s->name), "client %u seq %llu", ev->client,
 			 (unsigned long long)ev->seq);
 	return s;
+}
+
+static int add_event(struct lab *lab, const struct trace_event *ev)
+{
+	struct rseq *s = seq_of(lab, ev);
+
+	if (!s)
+		return -ENOMEM;
+	if (s->n == s->cap) {
+		size_t nc = s->cap ? s->cap * 2 : 1024;
+		struct trace_event *ne = realloc(s->ev, nc * sizeof(*ne));
+
+		if (!ne)
+			return -ENOMEM;
+		s->ev = ne;
+		s->cap = nc;
+	}
+	s->ev[s->n++] = *ev;
+	return 0;
+}
+
+/*
+ * "synthetic[:KEY=N,...]": the lab's generator (replay_synthetic) instead of
+ * a file; keys experts, top_k, layers, prompt, tokens, sequences, seed.
+ */
+static int load_synthetic(struct lab *lab, const char *spec)
+{
+	struct replay_synth sy = REPLAY_SYNTH_DEFAULT;
+	struct trace_event *ev = NULL;
+	char *copy = strdup(*spec == ':' ? spec + 1 : spec), *save = NULL;
+	size_t n = 0;
+	int ret = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		static const char *const keys[] = { "experts", "top_k", "layers", "prompt", "tokens",
+						    "sequences", "seed" };
+		uint32_t *fields[] = { &sy.nexperts, &sy.top_k, &sy.nlayers, &sy.prompt, &sy.tokens,
+				       &sy.sequences, NULL };
+		char *eq = strchr(t, '=');
+		size_t i;
+		int v;
+
+		for (i = 0; eq && i < sizeof(keys) / sizeof(keys[0]); i++)
+			if (strlen(keys[i]) == (size_t)(eq - t) && !strncmp(t, keys[i], (size_t)(eq - t)))
+				break;
+		if (!eq || i == sizeof(keys) / sizeof(keys[0])) {
+			fprintf(stderr, "tierctl replay: synthetic \"%s\": expected KEY=N with KEY one of "
+				"experts, top_k, layers, prompt, tokens, sequences, seed\n", t);
+			ret = -EINVAL;
+			goto cleanup;
+		}
+		ret = tierctl_parse_int(keys[i], eq + 1, i == 3 ? 0 : 1, 1 << 20, &v);
+		if (ret < 0)
+			goto cleanup;
+		if (fields[i])
+			*fields[i] = (uint32_t)v;
+		else
+			sy.seed = (uint64_t)v;
+	}
+	ret = replay_synthetic(&sy, &ev, &n);
+	if (ret < 0) {
+		fprintf(stderr, "tierctl replay: synthetic: top_k %u of %u experts: cannot be drawn\n",
+			sy.top_k, sy.nexperts);
+		goto cleanup;
+	}
+	lab->nlayers = sy.nlayers;
+	lab->nexperts = sy.nexperts;
+	for (size_t i = 0; i < n && ret >= 0; i++)
+		ret = add_event(lab, &ev[i]);
+cleanup:
+	free(ev);
+	free(copy);
+	return ret;
 }
 
 static int load(struct lab *lab)
@@ -91,6 +170,8 @@ static int load(struct lab *lab)
 	char err[512] = "";
 	int ret;
 
+	if (!strncmp(lab->path, "synthetic", 9) && (!lab->path[9] || lab->path[9] == ':'))
+		return load_synthetic(lab, lab->path + 9);
 	ret = trace_open(&r, lab->path, err, sizeof(err));
 	if (ret < 0) {
 		fprintf(stderr, "tierctl replay: %s\n", err[0] ? err : strerror(-ret));
@@ -100,33 +181,17 @@ static int load(struct lab *lab)
 	lab->nlayers = lab->info->nlayers;
 	lab->nexperts = lab->info->nexperts;
 	while ((ret = trace_next(r, &ev, err, sizeof(err))) > 0) {
-		struct rseq *s;
-
 		if (ev.model != 0)
 			continue;	/* the lab replays the trace's first model */
-		s = seq_of(lab, &ev);
-		if (!s) {
-			ret = -ENOMEM;
-			break;
-		}
-		if (s->n == s->cap) {
-			size_t nc = s->cap ? s->cap * 2 : 1024;
-			struct trace_event *ne = realloc(s->ev, nc * sizeof(*ne));
-
-			if (!ne) {
-				ret = -ENOMEM;
-				break;
-			}
-			s->ev = ne;
-			s->cap = nc;
-		}
 		/* Recordings need not say the shape: the keys seen give it. */
 		if (ev.layer >= lab->nlayers && !lab->info->nlayers)
 			lab->nlayers = ev.layer + 1;
 		for (uint32_t i = 0; i < ev.nexperts; i++)
 			if (ev.experts[i] >= lab->nexperts && !lab->info->nexperts)
 				lab->nexperts = ev.experts[i] + 1;
-		s->ev[s->n++] = ev;
+		ret = add_event(lab, &ev);
+		if (ret < 0)
+			break;
 	}
 	if (ret < 0) {
 		fprintf(stderr, "tierctl replay: %s\n", err[0] ? err : strerror(-ret));

@@ -29,6 +29,10 @@ struct pmodel {
 	float *xl, *xln;		/* [layer][a][b]: a at L, b at L+1; [layer][a] */
 	float *xt, *xtn;		/* [layer][a][b]: a at t, b at t+1; [layer][a] */
 	double sse[PREDICT_NEST], nsc[PREDICT_NEST];
+	/* Stacking of every estimate: logistic weights on their logits and a
+	 * bias, learned online by gradient steps on the log loss. */
+	double lw[PREDICT_NEST + 1];
+	double *est;			/* [PREDICT_NEST][expert]; NAN: unavailable */
 	double setsum, setn;		/* mean experts per layer */
 	struct pseq *active;
 	uint64_t ver;			/* bumps on every observation */
@@ -46,6 +50,12 @@ struct predict {
 	unsigned nseqs, maxseqs;
 	uint64_t clock;
 };
+
+/* The stacking's learning rate: a step per layer observed, gradient
+ * averaged over the layer's experts. */
+#ifndef PREDICT_RATE
+#define PREDICT_RATE	0.1
+#endif
 
 int predict_create(struct predict **out, unsigned max_seqs)
 {
@@ -87,6 +97,7 @@ static void model_clear(struct pmodel *m)
 	free(m->pcver);
 	free(m->pcmask);
 	free(m->tmp);
+	free(m->est);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -148,8 +159,9 @@ int predict_model(struct predict *p, uint32_t model, uint32_t nlayers, uint32_t 
 	m->pcver = calloc(nlayers, sizeof(uint64_t));
 	m->pcmask = calloc(nlayers, sizeof(unsigned));
 	m->tmp = calloc(nexperts, sizeof(double));
+	m->est = calloc((size_t)PREDICT_NEST * nexperts, sizeof(double));
 	if (!m->g || !m->gtok || !m->xl || !m->xln || !m->xt || !m->xtn || !m->pc || !m->pcver ||
-	    !m->pcmask || !m->tmp) {
+	    !m->pcmask || !m->tmp || !m->est) {
 		model_clear(m);
 		return -ENOMEM;
 	}
@@ -157,6 +169,9 @@ int predict_model(struct predict *p, uint32_t model, uint32_t nlayers, uint32_t 
 	m->ne = nexperts;
 	m->words = (nexperts + 63) / 64;
 	m->ver = 1;
+	/* Start as an average of the estimates' logits. */
+	for (int k = 0; k < PREDICT_NEST; k++)
+		m->lw[k] = 1.0 / PREDICT_NEST;
 	return 0;
 }
 
@@ -311,11 +326,62 @@ static uint64_t next_token(const struct pseq *s, uint32_t L)
 	return (int64_t)L > s->lastlayer ? s->tok : s->tok + 1;
 }
 
-/* Mixed probabilities of layer L into out[ne]; false when nothing is known. */
+static double logit(double p)
+{
+	if (p < 1e-3)
+		p = 1e-3;
+	if (p > 1 - 1e-3)
+		p = 1 - 1e-3;
+	return log(p / (1 - p));
+}
+
+/* Every estimate of layer L into m->est (NAN rows: unavailable); how many. */
+static int estimates(struct pmodel *m, const struct pseq *s, uint32_t L, uint64_t nt)
+{
+	int avail = 0;
+
+	for (int k = 0; k < PREDICT_NEST; k++) {
+		double *v = &m->est[(size_t)k * m->ne];
+
+		if (estimate(m, s, L, nt, k, v)) {
+			avail++;
+		} else {
+			for (uint32_t e = 0; e < m->ne; e++)
+				v[e] = NAN;
+		}
+	}
+	return avail;
+}
+
+/* The stacked probability of expert e from m->est. */
+static double stack(const struct pmodel *m, uint32_t e)
+{
+	double z = m->lw[PREDICT_NEST];
+
+	for (int k = 0; k < PREDICT_NEST; k++) {
+		double p = m->est[(size_t)k * m->ne + e];
+
+		if (!isnan(p))
+			z += m->lw[k] * logit(p);
+	}
+	return 1 / (1 + exp(-z));
+}
+
+/* Mixed probabilities of layer L into out[ne]; false when nothing is known.
+ * PREDICT_STACKED: the stacked estimate; otherwise the estimates in mask,
+ * average weighted by the inverse of each one's squared error. */
 static bool mix(struct pmodel *m, const struct pseq *s, uint32_t L, uint64_t nt, unsigned mask,
 		double *out)
 {
 	double wsum = 0;
+
+	if (mask == (PREDICT_ALL | PREDICT_STACKED)) {
+		if (!estimates(m, s, L, nt))
+			return false;
+		for (uint32_t e = 0; e < m->ne; e++)
+			out[e] = stack(m, e);
+		return true;
+	}
 
 	memset(out, 0, m->ne * sizeof(*out));
 	for (int k = 0; k < PREDICT_NEST; k++) {
@@ -367,19 +433,37 @@ int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t la
 		s->tok++;
 	set_bits(cur, m->words, experts, n);
 
-	/* Score each estimate on what it would have said. */
-	for (int k = 0; k < PREDICT_NEST; k++) {
-		double e2 = 0;
+	/* Score each estimate on what it would have said, and step the
+	 * stacking weights down the log loss's gradient. */
+	if (estimates(m, s, L, s->tok)) {
+		double g[PREDICT_NEST + 1] = { 0 };
 
-		if (!estimate(m, s, L, s->tok, k, m->tmp))
-			continue;
 		for (uint32_t e = 0; e < ne; e++) {
-			double d = m->tmp[e] - (bit(cur, e) ? 1.0 : 0.0);
+			double y = bit(cur, e) ? 1.0 : 0.0, d = stack(m, e) - y;
 
-			e2 += d * d;
+			for (int k = 0; k < PREDICT_NEST; k++) {
+				double pe = m->est[(size_t)k * ne + e];
+
+				if (!isnan(pe))
+					g[k] += d * logit(pe);
+			}
+			g[PREDICT_NEST] += d;
 		}
-		m->sse[k] += e2;
-		m->nsc[k] += 1;
+		for (int k = 0; k <= PREDICT_NEST; k++)
+			m->lw[k] -= PREDICT_RATE * g[k] / ne;
+		for (int k = 0; k < PREDICT_NEST; k++) {
+			double e2 = 0;
+
+			if (isnan(m->est[(size_t)k * ne]))
+				continue;
+			for (uint32_t e = 0; e < ne; e++) {
+				double d = m->est[(size_t)k * ne + e] - (bit(cur, e) ? 1.0 : 0.0);
+
+				e2 += d * d;
+			}
+			m->sse[k] += e2;
+			m->nsc[k] += 1;
+		}
 	}
 
 	/* Learn. */
@@ -518,7 +602,7 @@ size_t predict_guess(struct predict *p, uint32_t model, unsigned depth, double m
 		if (!m->gtok[L])
 			continue;
 		done++;
-		v = layer_probs(m, L, PREDICT_ALL);
+		v = layer_probs(m, L, PREDICT_ALL | PREDICT_STACKED);
 
 		/* Selection of the usual number of the most likely, in order. */
 		for (uint32_t k = 0; k < usual && n < max; k++) {

@@ -48,6 +48,12 @@ enum predict_est {
 /* Which estimates a query may use: the activation-aware policy uses the
  * sequence's own counts only, the predictive policy all of them. */
 #define PREDICT_ALL		((1u << PREDICT_NEST) - 1)
+/* With PREDICT_ALL: the stacked estimate (logistic weights on the
+ * estimates' logits, learned online) instead of their average weighted by
+ * inverse squared error.  Sharper, so the prefetch choice thresholds it;
+ * eviction ranks by the average (chosen on one shared prompt, checked on the
+ * other and on synthetic workloads: README). */
+#define PREDICT_STACKED		(1u << 16)
 #define PREDICT_ACTIVATION	((1u << PREDICT_GLOBAL) | (1u << PREDICT_SEQUENCE))
 
 /* max_seqs: sequence contexts kept (least recently active dropped). */

@@ -38,8 +38,8 @@ bool prefetch_may_displace(struct cache *c, uint32_t model, const struct predict
 {
 	struct predict *p = cache_predictor(c);
 	double vn = predict_next_use(p, victim->key.model, victim->key.layer, victim->key.expert,
-				     PREDICT_ALL);
-	double gn = predict_next_use(p, model, g->layer, g->expert, PREDICT_ALL);
+				     PREDICT_ALL | PREDICT_STACKED);
+	double gn = predict_next_use(p, model, g->layer, g->expert, PREDICT_ALL | PREDICT_STACKED);
 
 	return vn > gn;
 }

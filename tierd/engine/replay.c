@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,5 +349,130 @@ cleanup:
 		free(keys[i].steps);
 	free(keys);
 	free(idx);
+	return r;
+}
+
+/* splitmix64: small, fast, and the same sequence everywhere for a seed. */
+static uint64_t rnd(uint64_t *st)
+{
+	uint64_t z = (*st += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static double rnd01(uint64_t *st)
+{
+	return (double)(rnd(st) >> 11) / 9007199254740992.0;
+}
+
+static uint32_t rnd_below(uint64_t *st, uint32_t n)
+{
+	return (uint32_t)(rnd(st) % n);
+}
+
+static void shuffle(uint64_t *st, uint32_t *v, uint32_t n)
+{
+	for (uint32_t i = n; i > 1; i--) {
+		uint32_t j = rnd_below(st, i), t = v[i - 1];
+
+		v[i - 1] = v[j];
+		v[j] = t;
+	}
+}
+
+int replay_synthetic(const struct replay_synth *s, struct trace_event **out, size_t *n)
+{
+	uint32_t L = s->nlayers, E = s->nexperts, K = s->top_k;
+	size_t rows = (size_t)s->sequences * (s->prompt + s->tokens) * L, ne = 0;
+	uint32_t *xmap = NULL, *perm = NULL, *prev = NULL, *cur = NULL;
+	double *cdf = NULL;
+	struct trace_event *ev = NULL;
+	uint64_t st = s->seed;
+	int r = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (!L || !E || !K || K > E || K > TRACE_MAX_EXPERTS || !s->sequences || !s->tokens)
+		return -EINVAL;
+	ev = calloc(rows, sizeof(*ev));
+	xmap = calloc((size_t)L * E * 2, sizeof(*xmap));
+	perm = calloc((size_t)L * E, sizeof(*perm));
+	prev = calloc((size_t)L * K, sizeof(*prev));
+	cur = calloc((size_t)L * K, sizeof(*cur));
+	cdf = calloc(E, sizeof(*cdf));
+	if (!ev || !xmap || !perm || !prev || !cur || !cdf) {
+		r = -ENOMEM;
+		goto cleanup;
+	}
+	/* The model: which experts a choice at layer L-1 leads to at L. */
+	for (size_t i = 0; i < (size_t)L * E * 2; i++)
+		xmap[i] = rnd_below(&st, E);
+	for (uint32_t i = 0; i < E; i++)
+		cdf[i] = (i ? cdf[i - 1] : 0) + 1.0 / pow(i + 1, s->zipf);
+	for (uint32_t q = 0; q < s->sequences; q++) {
+		/* The sequence: its own popularity order at each layer. */
+		for (uint32_t l = 0; l < L; l++) {
+			for (uint32_t i = 0; i < E; i++)
+				perm[(size_t)l * E + i] = i;
+			shuffle(&st, &perm[(size_t)l * E], E);
+		}
+		for (uint32_t t = 0; t < s->prompt + s->tokens; t++)
+			for (uint32_t l = 0; l < L; l++) {
+				struct trace_event *e = &ev[ne++];
+				uint32_t *ch = &cur[(size_t)l * K];
+
+				e->client = q;
+				e->token = t < s->prompt ? t : t - s->prompt;
+				e->kind = t < s->prompt ? TRACE_HINT : TRACE_ACQUIRE;
+				e->layer = l;
+				/* This layer's last set becomes the previous token's. */
+				memcpy(&prev[(size_t)l * K], ch, K * sizeof(*ch));
+				for (uint32_t k = 0, tries = 0; k < K; tries++) {
+					double u = rnd01(&st);
+					uint32_t c;
+					bool dup = false;
+
+					if (tries > 64 * K)
+						c = rnd_below(&st, E);
+					else if (u < s->reuse && t)
+						c = prev[(size_t)l * K + rnd_below(&st, K)];
+					else if (u < s->reuse + s->follow && l)
+						c = xmap[((size_t)l * E + cur[(size_t)(l - 1) * K + rnd_below(&st, K)]) * 2 +
+							 rnd_below(&st, 2)];
+					else {
+						double x = rnd01(&st) * cdf[E - 1];
+						uint32_t lo = 0, hi = E - 1;
+
+						while (lo < hi) {
+							uint32_t mid = (lo + hi) / 2;
+
+							if (cdf[mid] < x)
+								lo = mid + 1;
+							else
+								hi = mid;
+						}
+						c = perm[(size_t)l * E + lo];
+					}
+					for (uint32_t j = 0; j < k && !dup; j++)
+						dup = ch[j] == c;
+					if (!dup)
+						ch[k++] = c;
+				}
+				e->nexperts = K;
+				memcpy(e->experts, ch, K * sizeof(*ch));
+			}
+	}
+	*out = ev;
+	*n = ne;
+	ev = NULL;
+cleanup:
+	free(ev);
+	free(xmap);
+	free(perm);
+	free(prev);
+	free(cur);
+	free(cdf);
 	return r;
 }

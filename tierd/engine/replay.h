@@ -58,6 +58,36 @@ int replay_run(const struct replay_conf *c, const struct trace_event *ev, size_t
 int replay_min(const struct trace_event *ev, size_t n, uint64_t capacity, uint64_t *misses,
 	       char *err, size_t errlen);
 
+/*
+ * A synthetic routing workload with the statistics of a real router, for
+ * shapes no recorded trace has (256 experts, top-8) and as a check that
+ * settings were not fitted to the recorded prompts.  Per sequence and layer,
+ * experts have a Zipf popularity (exponent zipf) over a random order of
+ * their own; each of a token's k choices is, with probability reuse, one of
+ * the previous token's at that layer, with probability follow, one that a
+ * choice of the layer before maps to (a fixed random map per layer, two
+ * targets per expert), else drawn by popularity.  The defaults (24 layers,
+ * 32 experts, top-8, reuse 0.1, follow 0.2, zipf 1.0) give consecutive
+ * tokens sharing about 44% of a layer's experts and a layer's 8 most used
+ * experts about half of its uses, between the shared trace's two prompts
+ * (47% and 36%, 46% and 55%).
+ */
+struct replay_synth {
+	uint32_t nlayers, nexperts, top_k;
+	uint32_t prompt, tokens;	/* prefill rows (hints), decode rows (acquires) */
+	uint32_t sequences;
+	double reuse, follow, zipf;
+	uint64_t seed;
+};
+
+#define REPLAY_SYNTH_DEFAULT \
+	{ .nlayers = 24, .nexperts = 32, .top_k = 8, .prompt = 39, .tokens = 64, .sequences = 2, \
+	  .reuse = 0.1, .follow = 0.2, .zipf = 1.0, .seed = 1 }
+
+/* The events of every sequence (client = sequence index), in order.
+ * -EINVAL for a shape that cannot be drawn (top_k > experts, zeros). */
+int replay_synthetic(const struct replay_synth *s, struct trace_event **out, size_t *n);
+
 void replay_result_add(struct replay_result *sum, const struct replay_result *r);
 
 #endif
