@@ -259,6 +259,7 @@ const struct cache_policy cache_policy_activation = {
 	.touch = recency_touch,
 	.remove = plist_remove,
 	.victim = next_use_victim,
+	.predicts = true,
 };
 
 const struct cache_policy cache_policy_predictive = {
@@ -269,4 +270,5 @@ const struct cache_policy cache_policy_predictive = {
 	.touch = recency_touch,
 	.remove = plist_remove,
 	.victim = next_use_victim,
+	.predicts = true,
 };

@@ -177,6 +177,11 @@ struct predict *cache_predictor(const struct cache *c)
 	return c->pred;
 }
 
+bool cache_predicts(const struct cache *c)
+{
+	return c->policy->predicts;
+}
+
 int cache_observe(struct cache *c, uint32_t model, uint64_t seq, uint32_t layer,
 		  const uint32_t *experts, uint32_t n, bool hint)
 {

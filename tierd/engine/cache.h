@@ -58,6 +58,8 @@ struct cache_policy {
 	void (*remove)(void *state, struct cache_entry *e);
 	struct cache_entry *(*victim)(void *state, bool (*ok)(const struct cache_entry *e, void *arg),
 				      void *arg);
+	/* Ranks by the predictor: cache_observe() must feed it. */
+	bool predicts;
 };
 
 /*
@@ -90,6 +92,9 @@ const char *cache_policy_name(const struct cache *c);
 
 /* The predictor the cache's policies read (and the engine's prefetch). */
 struct predict *cache_predictor(const struct cache *c);
+/* Whether the policy reads the predictor (else observing costs for nothing
+ * unless something else, the daemon's prefetch, reads it). */
+bool cache_predicts(const struct cache *c);
 /* What a sequence acquired (hint false) or says it will need (hint true)
  * at one layer: feeds the predictor.  -ERANGE for a model the predictor was
  * not told the shape of (predict_model), or keys outside it. */

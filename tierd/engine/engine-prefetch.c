@@ -166,6 +166,10 @@ void engine_observe(struct engine *e, uint64_t seq, const struct tierd_key *keys
 	uint32_t i = 0, models_done = 0;
 	uint32_t models[8];
 
+	/* Learning costs a few microseconds a layer (tens with 256-expert
+	 * banks): only when a policy or the prefetch reads what is learnt. */
+	if (!e->ahead_on && !cache_predicts(e->cache))
+		return;
 	while (i < n) {
 		uint32_t j = i, k = 0;
 
@@ -197,7 +201,7 @@ void engine_observe(struct engine *e, uint64_t seq, const struct tierd_key *keys
 void engine_observe_hint(struct engine *e, uint64_t seq, uint32_t model, uint32_t layer,
 			 const uint32_t *experts, uint32_t n)
 {
-	if (model < e->nmodels && !e->models[model].stale)
+	if ((e->ahead_on || cache_predicts(e->cache)) && model < e->nmodels && !e->models[model].stale)
 		(void)cache_observe(e->cache, model, seq, layer, experts, n, true);
 }
 

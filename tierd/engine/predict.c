@@ -32,7 +32,13 @@ struct pmodel {
 	/* Stacking of every estimate: logistic weights on their logits and a
 	 * bias, learned online by gradient steps on the log loss. */
 	double lw[PREDICT_NEST + 1];
-	double *est;			/* [PREDICT_NEST][expert]; NAN: unavailable */
+	double *est;			/* [PREDICT_NEST][expert] */
+	float *lg;			/* their logits */
+	bool av[PREDICT_NEST];		/* which are available */
+	/* What est holds: (layer, token, sequence) as of observation ver. */
+	uint32_t est_layer;
+	uint64_t est_tok, est_ver;
+	const struct pseq *est_seq;
 	double setsum, setn;		/* mean experts per layer */
 	struct pseq *active;
 	uint64_t ver;			/* bumps on every observation */
@@ -98,6 +104,7 @@ static void model_clear(struct pmodel *m)
 	free(m->pcmask);
 	free(m->tmp);
 	free(m->est);
+	free(m->lg);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -160,8 +167,9 @@ int predict_model(struct predict *p, uint32_t model, uint32_t nlayers, uint32_t 
 	m->pcmask = calloc(nlayers, sizeof(unsigned));
 	m->tmp = calloc(nexperts, sizeof(double));
 	m->est = calloc((size_t)PREDICT_NEST * nexperts, sizeof(double));
+	m->lg = calloc((size_t)PREDICT_NEST * nexperts, sizeof(float));
 	if (!m->g || !m->gtok || !m->xl || !m->xln || !m->xt || !m->xtn || !m->pc || !m->pcver ||
-	    !m->pcmask || !m->tmp || !m->est) {
+	    !m->pcmask || !m->tmp || !m->est || !m->lg) {
 		model_clear(m);
 		return -ENOMEM;
 	}
@@ -268,7 +276,7 @@ static bool estimate(const struct pmodel *m, const struct pseq *s, uint32_t L, u
 			if (!bit(set, a) || !n)
 				continue;
 			for (uint32_t b = 0; b < ne; b++)
-				v[b] += row[b] / n;
+				v[b] += row[b] * (1.0f / n);
 			na++;
 		}
 		break;
@@ -284,7 +292,7 @@ static bool estimate(const struct pmodel *m, const struct pseq *s, uint32_t L, u
 			if (!bit(set, a) || !n)
 				continue;
 			for (uint32_t b = 0; b < ne; b++)
-				v[b] += row[b] / n;
+				v[b] += row[b] * (1.0f / n);
 			na++;
 		}
 		break;
@@ -326,45 +334,57 @@ static uint64_t next_token(const struct pseq *s, uint32_t L)
 	return (int64_t)L > s->lastlayer ? s->tok : s->tok + 1;
 }
 
-static double logit(double p)
+/* In float: this runs for every expert of a layer at each acquire. */
+static float logit(double p)
 {
-	if (p < 1e-3)
-		p = 1e-3;
-	if (p > 1 - 1e-3)
-		p = 1 - 1e-3;
-	return log(p / (1 - p));
+	float f = (float)p;
+
+	if (f < 1e-3f)
+		f = 1e-3f;
+	if (f > 1 - 1e-3f)
+		f = 1 - 1e-3f;
+	return logf(f / (1 - f));
 }
 
-/* Every estimate of layer L into m->est (NAN rows: unavailable); how many. */
+/* Every estimate of layer L into m->est, m->lg and m->av; how many. */
 static int estimates(struct pmodel *m, const struct pseq *s, uint32_t L, uint64_t nt)
 {
 	int avail = 0;
 
+	/* The prefetch choice after one layer computed the next one's; its
+	 * observation scores the same estimates: nothing learnt in between. */
+	if (m->est_ver == m->ver && m->est_layer == L && m->est_tok == nt && m->est_seq == s) {
+		for (int k = 0; k < PREDICT_NEST; k++)
+			avail += m->av[k];
+		return avail;
+	}
+	m->est_ver = m->ver;
+	m->est_layer = L;
+	m->est_tok = nt;
+	m->est_seq = s;
 	for (int k = 0; k < PREDICT_NEST; k++) {
 		double *v = &m->est[(size_t)k * m->ne];
+		float *lg = &m->lg[(size_t)k * m->ne];
 
-		if (estimate(m, s, L, nt, k, v)) {
-			avail++;
-		} else {
-			for (uint32_t e = 0; e < m->ne; e++)
-				v[e] = NAN;
-		}
+		m->av[k] = estimate(m, s, L, nt, k, v);
+		if (!m->av[k])
+			continue;
+		avail++;
+		for (uint32_t e = 0; e < m->ne; e++)
+			lg[e] = logit(v[e]);
 	}
 	return avail;
 }
 
-/* The stacked probability of expert e from m->est. */
+/* The stacked probability of expert e from m->lg. */
 static double stack(const struct pmodel *m, uint32_t e)
 {
-	double z = m->lw[PREDICT_NEST];
+	float z = (float)m->lw[PREDICT_NEST];
 
-	for (int k = 0; k < PREDICT_NEST; k++) {
-		double p = m->est[(size_t)k * m->ne + e];
-
-		if (!isnan(p))
-			z += m->lw[k] * logit(p);
-	}
-	return 1 / (1 + exp(-z));
+	for (int k = 0; k < PREDICT_NEST; k++)
+		if (m->av[k])
+			z += (float)m->lw[k] * m->lg[(size_t)k * m->ne + e];
+	return 1 / (1 + expf(-z));
 }
 
 /* Mixed probabilities of layer L into out[ne]; false when nothing is known.
@@ -427,8 +447,10 @@ int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t la
 	if (!s)
 		return -ENOMEM;
 	s->stamp = ++p->clock;
-	if (s->lastlayer < 0)
+	if (s->lastlayer < 0) {
 		s->tok = 1;
+		m->ver++;	/* a new context, perhaps where a freed one was */
+	}
 	else if ((int64_t)L < s->lastlayer || ((int64_t)L == s->lastlayer && hint == s->lasthint))
 		s->tok++;
 	set_bits(cur, m->words, experts, n);
@@ -441,12 +463,9 @@ int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t la
 		for (uint32_t e = 0; e < ne; e++) {
 			double y = bit(cur, e) ? 1.0 : 0.0, d = stack(m, e) - y;
 
-			for (int k = 0; k < PREDICT_NEST; k++) {
-				double pe = m->est[(size_t)k * ne + e];
-
-				if (!isnan(pe))
-					g[k] += d * logit(pe);
-			}
+			for (int k = 0; k < PREDICT_NEST; k++)
+				if (m->av[k])
+					g[k] += d * m->lg[(size_t)k * ne + e];
 			g[PREDICT_NEST] += d;
 		}
 		for (int k = 0; k <= PREDICT_NEST; k++)
@@ -454,7 +473,7 @@ int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t la
 		for (int k = 0; k < PREDICT_NEST; k++) {
 			double e2 = 0;
 
-			if (isnan(m->est[(size_t)k * ne]))
+			if (!m->av[k])
 				continue;
 			for (uint32_t e = 0; e < ne; e++) {
 				double d = m->est[(size_t)k * ne + e] - (bit(cur, e) ? 1.0 : 0.0);
@@ -518,6 +537,8 @@ void predict_forget(struct predict *p, uint64_t seq)
 
 			if (m && m->active == p->seqs[i])
 				m->active = NULL;
+			if (m)
+				m->ver++;
 			seq_free(p->seqs[i]);
 			p->seqs[i] = p->seqs[--p->nseqs];
 		} else {
