@@ -62,7 +62,8 @@ check_PROGRAMS += tests/test-replay
 tests_test_replay_SOURCES = tests/test-replay.c
 tests_test_replay_CFLAGS = $(TEST_CFLAGS)
 tests_test_replay_LDADD = $(TEST_LIBS)
-TESTS += tests/test-replay
+TESTS += tests/test-replay tests/replay-cli.sh
+EXTRA_DIST += tests/replay-cli.sh
 
 # Integration: the daemon's own prefetch and the placement metrics (uses
 # tests/svc-client from client/service.mk).
