@@ -69,6 +69,34 @@ static uint64_t expert_bytes(const struct engine *e, const struct tierd_key *k)
 	return xi >= 0 ? cat->experts[xi].bytes : 0;
 }
 
+/* Oldest first: the order they were issued in. */
+static void ahead_drop(struct engine *e, size_t i)
+{
+	memmove(&e->ahead[i], &e->ahead[i + 1], (e->nahead - i - 1) * sizeof(*e->ahead));
+	e->nahead--;
+}
+
+/*
+ * Keys no acquire will settle: gone from the pool (evicted, model stale),
+ * or used already.  And when the budget is full, the oldest are no longer
+ * waited for (a client that stopped, or skips layers, must not stop the
+ * prefetch for everyone): they stay cached, counted wasted if evicted
+ * unused.
+ */
+static void ahead_prune(struct engine *e)
+{
+	for (size_t i = 0; i < e->nahead;) {
+		struct cache_entry *ce = cache_lookup(e->cache, &e->ahead[i]);
+
+		if (!ce || !(ce->flags & CACHE_F_PREFETCHED))
+			ahead_drop(e, i);
+		else
+			i++;
+	}
+	while (e->ahead_conf.max_slots && e->nahead && e->nahead >= e->ahead_conf.max_slots)
+		ahead_drop(e, 0);
+}
+
 /*
  * The daemon's prefetches of (model, layer) that this acquire settles: the
  * ones it names were right (used, counted at the acquire); the others were
@@ -90,7 +118,7 @@ static void ahead_settle(struct engine *e, uint32_t model, uint32_t layer, const
 			named = keys[j].expert == a->expert;
 		if (!named && !engine_cancel_prefetch(e, a))
 			e->models[model].pl.prefetch_cancelled++;
-		e->ahead[i] = e->ahead[--e->nahead];
+		ahead_drop(e, i);
 	}
 }
 
@@ -117,6 +145,7 @@ static void ahead_fetch(struct engine *e, uint32_t model)
 	uint64_t inflight = 0, xb = 0;
 	size_t n;
 
+	ahead_prune(e);
 	for (size_t i = 0; i < e->nahead; i++) {
 		struct cache_entry *ce = cache_lookup(e->cache, &e->ahead[i]);
 
