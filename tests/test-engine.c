@@ -142,8 +142,9 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* [cache] prefetch for the next make(). */
+/* [cache] prefetch and prefetch_max_slots (0: the default) for the next make(). */
 static bool make_prefetch;
+static unsigned make_prefetch_slots;
 
 static struct engine *make(struct fixture *fx, uint64_t pool, unsigned depth, uint64_t quota)
 {
@@ -160,6 +161,8 @@ static struct engine *make(struct fixture *fx, uint64_t pool, unsigned depth, ui
 	conf.request_size = 128 * KiB;
 	conf.prefetch = make_prefetch;
 	conf.prefetch_min_prob = 0.5;
+	if (make_prefetch_slots)
+		conf.prefetch_max_slots = make_prefetch_slots;
 	r = engine_create(&e, &conf, err, sizeof(err));
 	conf_free(&conf);
 	if (r < 0)
@@ -833,6 +836,43 @@ static void test_prefetch_ahead(void **state)
 }
 
 /*
+ * A prefetch no acquire settles must not hold the budget forever: with room
+ * for one prefetch not yet used, one evicted before its layer ran (the
+ * client skipped it) no longer counts, and the next prefetch is issued.
+ */
+static void test_prefetch_budget_moves_on(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e;
+	struct engine_placement pl;
+	struct tierd_key l3[2] = { { 0, 3, 2 }, { 0, 3, 3 } };
+	uint64_t ahead;
+
+	make_prefetch = true;
+	make_prefetch_slots = 1;
+	e = make(fx, 16 * MiB, 2, 0);
+	make_prefetch = false;
+	make_prefetch_slots = 0;
+	teach(e, 8);
+	assert_int_equal(engine_evict(e, &l3[0]), 0);
+	assert_int_equal(engine_evict(e, &l3[1]), 0);
+	assert_int_equal(engine_model_placement(e, 0, &pl), 0);
+	ahead = pl.prefetch_ahead;
+	/* Token 8 runs layer 0 (expert 0): (3, 2) fetched ahead, then evicted
+	 * unused; the client skips layer 3 and runs layer 0 again. */
+	layer_step(e, 0, 0, true);
+	assert_int_equal(engine_model_placement(e, 0, &pl), 0);
+	assert_int_equal(pl.prefetch_ahead, ahead + 1);
+	assert_int_equal(engine_evict(e, &l3[0]), 0);
+	layer_step(e, 0, 0, true);
+	assert_int_equal(engine_model_placement(e, 0, &pl), 0);
+	assert_int_equal(pl.prefetch_ahead, ahead + 2);
+	assert_int_equal(pl.prefetch_wasted, 1);
+	assert_int_equal(engine_evict_check(e, &l3[0]), 0);	/* fetched again */
+	engine_destroy(e);
+}
+
+/*
  * Prefetch never evicts a pinned expert (one in use): a pool full of pinned
  * experts gets no daemon prefetch at all, and every byte stays.
  */
@@ -898,6 +938,7 @@ int main(void)
 		cmocka_unit_test(test_prefetch_cancel),
 		cmocka_unit_test(test_prefetch_ahead),
 		cmocka_unit_test(test_prefetch_spares_pinned),
+		cmocka_unit_test(test_prefetch_budget_moves_on),
 		cmocka_unit_test(test_fetch_owner),
 		cmocka_unit_test(test_bad_layout),
 		cmocka_unit_test(test_fetch_error),
