@@ -53,6 +53,9 @@ static const struct tierctl_cmd commands[] = {
 	{ "unpin", cmd_unpin, "MODEL LAYERS EXPERTS: drop operator pins" },
 	{ "warm", cmd_warm, "MODEL [FIRST[-LAST]]: load layers into the pool, with progress" },
 
+	/* trace */
+	{ "trace", cmd_trace, "start FILE | stop: record what clients ask; info, dump, convert TRACE [OUT]" },
+
 	{ NULL, NULL, NULL },
 };
 

@@ -57,6 +57,9 @@ int cmd_evict(const struct tierctl_opts *o, int argc, char **argv);
 int cmd_pin(const struct tierctl_opts *o, int argc, char **argv);
 int cmd_unpin(const struct tierctl_opts *o, int argc, char **argv);
 int cmd_warm(const struct tierctl_opts *o, int argc, char **argv);
+/* trace */
+int cmd_trace(const struct tierctl_opts *o, int argc, char **argv);
+
 /* tierctl bench acquire, dispatched by cmd_bench (tierctl-engine.c) */
 int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv);
 

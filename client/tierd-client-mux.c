@@ -291,6 +291,7 @@ static void dispatch(struct tierd_client *c, const uint8_t *buf, size_t len)
 	case TIERD_MSG_PIN:
 	case TIERD_MSG_UNPIN:
 	case TIERD_MSG_WARM:
+	case TIERD_MSG_TRACE:
 		r = -EBADMSG;
 		why = "unexpected message type from the daemon";
 		break;

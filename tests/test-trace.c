@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,17 +20,25 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "conf.h"
+#include "tierd-proto.h"
 #include "trace.h"
+#include "trace-rec.h"
 
-#define SHARED_TRACE	"/../shared/traces/granite-3.0-1b-a400m.json"
+#define SHARED_TRACE	"/traces/granite-3.0-1b-a400m.json"
 
 static char tmpdir[] = "/tmp/test-trace-XXXXXX";
 
+/* $TIERD_SHARED_DIR (set by make check), else ../shared beside the sources. */
 static void shared_path(char *buf, size_t len)
 {
+	const char *shared = getenv("TIERD_SHARED_DIR");
 	const char *top = getenv("top_srcdir");
 
-	snprintf(buf, len, "%s" SHARED_TRACE, top ? top : "..");
+	if (shared)
+		snprintf(buf, len, "%s" SHARED_TRACE, shared);
+	else
+		snprintf(buf, len, "%s/../shared" SHARED_TRACE, top ? top : "..");
 }
 
 static const char *write_tmp(const char *name, const char *text)
@@ -556,6 +565,215 @@ static void test_open_errors(void **state)
 	assert_null(r);
 }
 
+/* [trace] in the configuration: its keys, and what validation refuses. */
+static void test_conf_trace(void **state)
+{
+	struct tierd_conf c;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(conf_init(&c), 0);
+	assert_false(c.trace_record);
+	assert_null(c.trace_file);
+	assert_int_equal(c.trace_max_size, 1ull << 30);
+	assert_int_equal(conf_load_string(&c, "t.conf", "[trace]\nrecord = yes\nfile = /var/lib/tierd/t-%t.tdt\n"
+					  "max_size = 64M\n[metrics]\ntextfile = off\n", err, sizeof(err)), 0);
+	assert_true(c.trace_record);
+	assert_string_equal(c.trace_file, "/var/lib/tierd/t-%t.tdt");
+	assert_int_equal(c.trace_max_size, 64ull << 20);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), 0);
+	assert_int_equal(conf_set(&c, "trace.file=rel.tdt", err, sizeof(err)), 0);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "[trace] file: \"rel.tdt\": must be an absolute path"));
+	assert_int_equal(conf_set(&c, "trace.file=", err, sizeof(err)), 0);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "[trace] record = yes needs [trace] file"));
+	assert_int_equal(conf_set(&c, "trace.records=yes", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "unknown key"));
+	conf_free(&c);
+}
+
+/* Copies a pipe into a file until the pipe's writer closes it. */
+struct drain {
+	int in, out;
+};
+
+static void *drain_pipe(void *arg)
+{
+	struct drain *d = arg;
+	char buf[65536];
+	ssize_t n;
+
+	while ((n = read(d->in, buf, sizeof(buf))) > 0)
+		if (write(d->out, buf, (size_t)n) != n)
+			break;
+	return NULL;
+}
+
+static const struct trace_model_desc rec_models[] = { { "m", 24, 32, 8 } };
+
+static void record_some(struct trace_rec *r, uint32_t nevents)
+{
+	for (uint32_t i = 0; i < nevents; i++) {
+		struct tierd_key keys[8];
+
+		for (uint32_t k = 0; k < 8; k++)
+			keys[k] = (struct tierd_key){ 0, i % 24, (i + k * 3) % 32 };
+		trace_rec_acquire(r, 1 + i % 3, i / 24, keys, 8);
+	}
+}
+
+/* The recorder's writer stuck on a pipe nobody reads: the loop's side
+ * never waits, drops and counts; once the pipe drains, the recording reads
+ * back with as many events and drops as counted. */
+static void test_rec_never_blocks(void **state)
+{
+	struct trace_rec *r = NULL;
+	struct trace_rec_stats st, fin;
+	struct trace_reader *rd = NULL;
+	struct trace_event ev;
+	struct drain d;
+	pthread_t th;
+	char path[600], err[512];
+	uint64_t n = 0;
+	int p[2], ret;
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	snprintf(path, sizeof(path), "%s/piped.tdt", tmpdir);
+	unlink(path);
+	d.in = p[0];
+	d.out = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(d.out >= 0);
+	if (trace_rec_start(&r, p[1], "pipe", rec_models, 1, 0, err, sizeof(err)))
+		fail_msg("%s", err);
+	/* 16 bytes an event: 6 MB, more than the buffers and the pipe hold. */
+	record_some(r, 400000);
+	trace_rec_get_stats(r, &st);
+	assert_true(st.dropped > 0);
+	assert_int_equal(st.events + st.dropped, 400000);
+	assert_int_equal(pthread_create(&th, NULL, drain_pipe, &d), 0);
+	if (trace_rec_stop(r, &fin, err, sizeof(err)))
+		fail_msg("%s", err);
+	pthread_join(th, NULL);
+	close(p[0]);
+	close(d.out);
+	assert_int_equal(fin.events, st.events);
+	assert_int_equal(fin.dropped, st.dropped);
+	if (trace_open(&rd, path, err, sizeof(err)))
+		fail_msg("%s", err);
+	while ((ret = trace_next(rd, &ev, err, sizeof(err))) == 1) {
+		assert_int_equal(ev.kind, TRACE_ACQUIRE);
+		assert_int_equal(ev.nexperts, 8);
+		assert_int_equal(ev.seq, 0);
+		n++;
+	}
+	if (ret)
+		fail_msg("%s", err);
+	assert_int_equal(n, fin.events);
+	assert_int_equal(trace_dropped(rd), fin.dropped);
+	trace_close(rd);
+}
+
+/* max_size: the file stops short of it, the rest counted as dropped; a
+ * batch's runs of layers become events, a repeated key one expert, hints
+ * out of range are left out. */
+static void test_rec_limit_and_shapes(void **state)
+{
+	struct trace_rec *r = NULL;
+	struct trace_rec_stats fin;
+	struct trace_reader *rd = NULL;
+	struct trace_event ev;
+	struct stat sb;
+	char path[600], err[512];
+	const struct tierd_key batch[] = { { 0, 3, 1 }, { 0, 3, 2 }, { 0, 3, 1 }, { 0, 4, 7 }, { 0, 3, 5 } };
+	const struct tierd_proto_hint hints[] = { { 31, 0.5f }, { 32, 0.1f }, { 31, 0.2f }, { 0, 0.2f } };
+	uint64_t n = 0;
+	int fd, ret;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/limited.tdt", tmpdir);
+	unlink(path);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	if (trace_rec_start(&r, fd, path, rec_models, 1, 100000, err, sizeof(err)))
+		fail_msg("%s", err);
+	trace_rec_acquire(r, 7, 2, batch, 5);
+	trace_rec_hint(r, 7, 3, 0, 5, hints, 4);
+	trace_rec_hint(r, 7, 3, 0, 24, hints, 4);	/* no such layer */
+	trace_rec_hint(r, 7, 3, 1, 0, hints, 4);	/* no such model */
+	record_some(r, 20000);
+	if (trace_rec_stop(r, &fin, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_true(fin.full);
+	assert_true(fin.dropped > 0);
+	assert_int_equal(fin.events + fin.dropped, 4 + 20000);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_true(sb.st_size <= 100000);
+	assert_int_equal((uint64_t)sb.st_size, fin.bytes);
+	if (trace_open(&rd, path, err, sizeof(err)))
+		fail_msg("%s", err);
+	/* layer 3 {1, 2}, layer 4 {7}, layer 3 {5}, the hint {31, 0}. */
+	assert_int_equal(trace_next(rd, &ev, err, sizeof(err)), 1);
+	assert_int_equal(ev.layer, 3);
+	assert_int_equal(ev.nexperts, 2);
+	assert_int_equal(ev.experts[1], 2);
+	assert_int_equal(ev.client, 7);
+	assert_int_equal(ev.token, 2);
+	assert_int_equal(trace_next(rd, &ev, err, sizeof(err)), 1);
+	assert_int_equal(ev.layer, 4);
+	assert_int_equal(ev.nexperts, 1);
+	assert_int_equal(trace_next(rd, &ev, err, sizeof(err)), 1);
+	assert_int_equal(ev.layer, 3);
+	assert_int_equal(ev.experts[0], 5);
+	assert_int_equal(trace_next(rd, &ev, err, sizeof(err)), 1);
+	assert_int_equal(ev.kind, TRACE_HINT);
+	assert_int_equal(ev.layer, 5);
+	assert_int_equal(ev.token, 3);
+	assert_int_equal(ev.nexperts, 2);
+	assert_int_equal(ev.experts[0], 31);
+	assert_int_equal(ev.experts[1], 0);
+	n = 4;
+	while ((ret = trace_next(rd, &ev, err, sizeof(err))) == 1)
+		n++;
+	if (ret)
+		fail_msg("%s", err);
+	/* The two hints out of range were never events. */
+	assert_int_equal(n, fin.events);
+	assert_int_equal(trace_dropped(rd), fin.dropped);
+	assert_int_equal(fin.events + fin.dropped, 4 + 20000);
+	trace_close(rd);
+}
+
+/* TRACE on the wire: start names a file, stop none, other operations are
+ * malformed. */
+static void test_proto_trace(void **state)
+{
+	static uint8_t buf[TIERD_PROTO_MAX_MSG];
+	struct tierd_msg_trace m;
+	const char *why = NULL;
+	long n;
+
+	(void)state;
+	n = tierd_proto_encode_trace(buf, sizeof(buf), 9, TIERD_TRACE_START, "/var/tmp/t.tdt");
+	assert_true(n > 0);
+	assert_int_equal(tierd_proto_validate(buf, (size_t)n, &why), 0);
+	assert_int_equal(tierd_proto_decode_trace(buf + sizeof(struct tierd_msg_hdr), (size_t)n - sizeof(struct tierd_msg_hdr),
+						  &m, &why), 0);
+	assert_int_equal(m.op, TIERD_TRACE_START);
+	assert_string_equal(m.path, "/var/tmp/t.tdt");
+	n = tierd_proto_encode_trace(buf, sizeof(buf), 9, TIERD_TRACE_STOP, "");
+	assert_int_equal(tierd_proto_validate(buf, (size_t)n, &why), 0);
+	n = tierd_proto_encode_trace(buf, sizeof(buf), 9, TIERD_TRACE_STOP, "/x");
+	assert_int_equal(tierd_proto_validate(buf, (size_t)n, &why), -EBADMSG);
+	n = tierd_proto_encode_trace(buf, sizeof(buf), 9, TIERD_TRACE_START, "");
+	assert_int_equal(tierd_proto_validate(buf, (size_t)n, &why), -EBADMSG);
+	n = tierd_proto_encode_trace(buf, sizeof(buf), 9, 3, "/x");
+	assert_int_equal(tierd_proto_validate(buf, (size_t)n, &why), -EBADMSG);
+	assert_string_equal(why, "unknown trace operation");
+	assert_string_equal(tierd_proto_type_name(TIERD_MSG_TRACE), "TRACE");
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -582,6 +800,10 @@ int main(void)
 		cmocka_unit_test(test_v1_roundtrip_synthetic),
 		cmocka_unit_test(test_v1_writer_refusals),
 		cmocka_unit_test(test_v1_truncated_corrupt),
+		cmocka_unit_test(test_conf_trace),
+		cmocka_unit_test(test_rec_never_blocks),
+		cmocka_unit_test(test_rec_limit_and_shapes),
+		cmocka_unit_test(test_proto_trace),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

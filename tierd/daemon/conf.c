@@ -557,13 +557,25 @@ static int conf_apply(struct tierd_conf *c, const char *section, const char *key
 		}
 		return set_str(&c->metrics_textfile, v);
 	}
+	if (IS("trace", "record"))
+		BOOL(c->trace_record);
+	if (IS("trace", "file")) {
+		if (!*v) {
+			free(c->trace_file);
+			c->trace_file = NULL;
+			return 0;
+		}
+		return set_str(&c->trace_file, v);
+	}
+	if (IS("trace", "max_size"))
+		SIZE(c->trace_max_size);
 	if (IS("nvme", "refresh_s"))
 		UINT(c->nvme_refresh_s, 86400);
 	if (IS("nvme", "probes"))
 		BOOL(c->probes);
 
 	static const char *const sections[] = {
-		"daemon", "pool", "fetch", "cache", "client", "energy", "metrics", "nvme",
+		"daemon", "pool", "fetch", "cache", "client", "energy", "metrics", "nvme", "trace",
 	};
 	*why = "unknown section";
 	for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
@@ -696,6 +708,16 @@ int conf_validate(const struct tierd_conf *c, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: [daemon] socket: path longer than 107 bytes", name);
 		return -ENAMETOOLONG;
 	}
+	/* The daemon's working directory is /: a relative file would land
+	 * there, not where the operator ran anything. */
+	if (c->trace_file && c->trace_file[0] != '/') {
+		snprintf(err, errlen, "%s: [trace] file: \"%.80s\": must be an absolute path", name, c->trace_file);
+		return -EINVAL;
+	}
+	if (c->trace_record && !c->trace_file) {
+		snprintf(err, errlen, "%s: [trace] record = yes needs [trace] file", name);
+		return -EINVAL;
+	}
 	if (c->queue_depth < 1) {
 		snprintf(err, errlen, "%s: [fetch] queue_depth: must be at least 1", name);
 		return -EINVAL;
@@ -804,6 +826,7 @@ int conf_init(struct tierd_conf *c)
 	c->gpu_idle_w = 70.0;
 	c->nvme_refresh_s = 60;
 	c->probes = true;
+	c->trace_max_size = 1ull << 30;
 	return 0;
 }
 
@@ -815,6 +838,7 @@ void conf_free(struct tierd_conf *c)
 	free(c->policy);
 	free(c->metrics_listen);
 	free(c->metrics_textfile);
+	free(c->trace_file);
 	for (size_t i = 0; i < c->nmodels; i++) {
 		free(c->models[i].name);
 		free(c->models[i].path);

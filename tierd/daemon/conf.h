@@ -109,6 +109,11 @@ struct tierd_conf {
 	unsigned nvme_refresh_s;
 	bool probes;			/* load eBPF probes when privileged */
 
+	/* [trace] */
+	bool trace_record;		/* record from the start */
+	char *trace_file;		/* absolute; %t, %p expanded at start; NULL: none */
+	uint64_t trace_max_size;	/* bytes; 0: no limit */
+
 	struct conf_model *models;
 	size_t nmodels;
 	struct conf_preset *presets;

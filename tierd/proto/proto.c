@@ -47,6 +47,9 @@ static const char *const stat_names[TIERD_STAT_COUNT] = {
 	[TIERD_STAT_REFUSED] = "refused",
 	[TIERD_STAT_RELOADS] = "reloads",
 	[TIERD_STAT_ACQUIRES_NOSPACE] = "acquires_nospace",
+	[TIERD_STAT_TRACE_EVENTS] = "trace_events",
+	[TIERD_STAT_TRACE_DROPPED] = "trace_dropped",
+	[TIERD_STAT_TRACE_ACTIVE] = "trace_active",
 };
 
 static const char *const type_names[TIERD_MSG_TYPE_MAX + 1] = {
@@ -59,6 +62,7 @@ static const char *const type_names[TIERD_MSG_TYPE_MAX + 1] = {
 	[TIERD_MSG_EVICT] = "EVICT", [TIERD_MSG_PIN] = "PIN", [TIERD_MSG_UNPIN] = "UNPIN",
 	[TIERD_MSG_WARM] = "WARM", [TIERD_MSG_PROGRESS] = "PROGRESS",
 	[TIERD_MSG_METRICS] = "METRICS", [TIERD_MSG_METRICS_DATA] = "METRICS_DATA",
+	[TIERD_MSG_TRACE] = "TRACE",
 };
 
 const char *tierd_proto_stat_name(unsigned i)
@@ -454,6 +458,22 @@ int tierd_proto_decode_warm(const void *payload, size_t len, struct tierd_msg_wa
 	return rd_end(&r, why);
 }
 
+int tierd_proto_decode_trace(const void *payload, size_t len, struct tierd_msg_trace *m, const char **why)
+{
+	struct rd r;
+
+	m->op = 0;
+	m->path = "";
+	rd_init(&r, payload, len);
+	if (rd_u32(&r, &m->op) && m->op != TIERD_TRACE_START && m->op != TIERD_TRACE_STOP)
+		rd_fail(&r, "unknown trace operation");
+	rd_zero_u32(&r);
+	rd_str(&r, &m->path, TIERD_PROTO_MAX_NAME, m->op == TIERD_TRACE_STOP);
+	if (!r.why && (m->op == TIERD_TRACE_STOP) != !*m->path)
+		rd_fail(&r, "a trace start names a file, a stop none");
+	return rd_end(&r, why);
+}
+
 int tierd_proto_decode_progress(const void *payload, size_t len, struct tierd_msg_progress *m,
 				const char **why)
 {
@@ -584,6 +604,10 @@ int tierd_proto_validate(const void *buf, size_t len, const char **why)
 	case TIERD_MSG_METRICS_DATA: {
 		struct tierd_msg_metrics_data m;
 		return tierd_proto_decode_metrics_data(p, n, &m, why);
+	}
+	case TIERD_MSG_TRACE: {
+		struct tierd_msg_trace m;
+		return tierd_proto_decode_trace(p, n, &m, why);
 	}
 	}
 	*why = "unknown message type";
@@ -734,6 +758,17 @@ long tierd_proto_encode_warm(void *buf, size_t cap, uint64_t id, const struct ti
 	tierd_proto_put_u32(&b, w->first_layer);
 	tierd_proto_put_u32(&b, w->last_layer);
 	tierd_proto_put_u32(&b, 0);
+	return tierd_proto_end(&b);
+}
+
+long tierd_proto_encode_trace(void *buf, size_t cap, uint64_t id, uint32_t op, const char *path)
+{
+	struct tierd_proto_buf b;
+
+	tierd_proto_begin(&b, buf, cap, TIERD_MSG_TRACE, 0, id);
+	tierd_proto_put_u32(&b, op);
+	tierd_proto_put_u32(&b, 0);
+	tierd_proto_put_str(&b, path ? path : "");
 	return tierd_proto_end(&b);
 }
 

@@ -32,7 +32,7 @@
 
 #define TIERD_PROTO_MAGIC	0x44524954u	/* "TIRD" in memory on little-endian */
 #define TIERD_PROTO_MAJOR	1
-#define TIERD_PROTO_MINOR	1	/* 1.1: METRICS, METRICS_DATA */
+#define TIERD_PROTO_MINOR	2	/* 1.1: METRICS, METRICS_DATA; 1.2: TRACE */
 
 /* Largest packet either side sends or accepts (fits the default socket buffer). */
 #define TIERD_PROTO_MAX_MSG	(128u * 1024u)
@@ -70,7 +70,8 @@ enum tierd_msg_type {
 	TIERD_MSG_PROGRESS = 17,	/* d->c: struct tierd_msg_progress */
 	TIERD_MSG_METRICS = 18,		/* c->d: struct tierd_msg_metrics (1.1) */
 	TIERD_MSG_METRICS_DATA = 19,	/* d->c: struct tierd_msg_metrics_data (1.1) */
-	TIERD_MSG_TYPE_MAX = TIERD_MSG_METRICS_DATA,
+	TIERD_MSG_TRACE = 20,		/* c->d, operator: struct tierd_msg_trace (1.2) */
+	TIERD_MSG_TYPE_MAX = TIERD_MSG_TRACE,
 };
 
 struct tierd_msg_hdr {
@@ -183,6 +184,9 @@ enum tierd_stat {
 	TIERD_STAT_REFUSED,
 	TIERD_STAT_RELOADS,
 	TIERD_STAT_ACQUIRES_NOSPACE,	/* 1.1: experts of acquires refused, no slot (not misses) */
+	TIERD_STAT_TRACE_EVENTS,	/* 1.2: events recorded into traces */
+	TIERD_STAT_TRACE_DROPPED,	/* 1.2: events a trace lost (writer behind, size limit) */
+	TIERD_STAT_TRACE_ACTIVE,	/* 1.2: 1 while a trace is recorded */
 	TIERD_STAT_COUNT,
 };
 
@@ -226,6 +230,19 @@ struct tierd_msg_metrics_data {
 	const char *data;		/* into the buffer, not NUL-terminated */
 };
 
+/* TRACE operations. */
+enum tierd_trace_op {
+	TIERD_TRACE_START = 1,		/* record into path (absolute; created, never replaced) */
+	TIERD_TRACE_STOP = 2,		/* path empty; OK carries the events recorded */
+};
+
+/* TRACE: u32 op, u32 0, str path.  Answered with OK (start: 0; stop: events
+ * recorded) or ERROR; operators only, like PIN. */
+struct tierd_msg_trace {
+	uint32_t op;			/* enum tierd_trace_op */
+	const char *path;		/* into the buffer */
+};
+
 /* Snake-case name of a counter ("bytes_read"), NULL past the known ones. */
 const char *tierd_proto_stat_name(unsigned i);
 const char *tierd_proto_type_name(unsigned type);
@@ -258,6 +275,7 @@ int tierd_proto_decode_metrics(const void *payload, size_t len, struct tierd_msg
 			       const char **why);
 int tierd_proto_decode_metrics_data(const void *payload, size_t len, struct tierd_msg_metrics_data *m,
 				    const char **why);
+int tierd_proto_decode_trace(const void *payload, size_t len, struct tierd_msg_trace *m, const char **why);
 /* Dispatches on hdr->type to the decoder above and discards the result (fuzzer,
  * tests): 0 if the whole message is valid. */
 int tierd_proto_validate(const void *buf, size_t len, const char **why);
@@ -297,6 +315,7 @@ long tierd_proto_encode_tokens(void *buf, size_t cap, uint16_t flags, uint64_t i
 long tierd_proto_encode_warm(void *buf, size_t cap, uint64_t id, const struct tierd_msg_warm *w);
 long tierd_proto_encode_progress(void *buf, size_t cap, uint64_t id, uint64_t done, uint64_t total);
 long tierd_proto_encode_stats(void *buf, size_t cap, uint64_t id, const uint64_t *values, uint32_t count);
+long tierd_proto_encode_trace(void *buf, size_t cap, uint64_t id, uint32_t op, const char *path);
 long tierd_proto_encode_metrics(void *buf, size_t cap, uint64_t id, uint32_t format);
 /* One chunk: as many bytes of text from offset as fit; *n says how many. */
 long tierd_proto_encode_metrics_data(void *buf, size_t cap, uint64_t id, const char *text, uint64_t total,

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "server-int.h"
 #include "telemetry.h"
+#include "trace-rec.h"
 
 static bool key_eq(const struct tierd_key *a, const struct tierd_key *b)
 {
@@ -292,6 +293,9 @@ void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
 		c->inflight += n;
 		c->acct->held += n;
 		s->counters[TIERD_STAT_ACQUIRES] += n;
+		if (s->rec)
+			trace_rec_acquire(s->rec, c->id, (uint32_t)(c->tokens < UINT32_MAX ? c->tokens : UINT32_MAX),
+					  keys, n);
 	}
 	for (uint32_t i = 0; i < n; i++) {
 		struct req_ent *e = &r->ents[i];

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "server-int.h"
 #include "telemetry.h"
+#include "trace-rec.h"
 
 /* Packets per client per wakeup.  One: epoll is level-triggered and comes
  * back for the rest, which costs less than the recvmsg that would find
@@ -248,6 +249,9 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 					    m.model);
 		if (s->obs && s->obs->hints)
 			s->obs->hints(s->obs_arg, c->id, m.model, m.layer, m.hints, m.count);
+		if (s->rec)
+			trace_rec_hint(s->rec, c->id, (uint32_t)(c->tokens < UINT32_MAX ? c->tokens : UINT32_MAX),
+				       m.model, m.layer, m.hints, m.count);
 		{
 			uint32_t x[256], k = 0;
 
@@ -272,6 +276,7 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 					    "token report of %llu tokens: at most %llu in one report",
 					    (unsigned long long)m.tokens, SERVER_MAX_TOKEN_REPORT);
 		s->counters[TIERD_STAT_TOKENS] += m.tokens;
+		c->tokens += m.tokens;
 		if (s->obs && s->obs->tokens)
 			s->obs->tokens(s->obs_arg, c->id, m.model, m.tokens);
 		return client_ok(c, h.request_id, h.flags, m.tokens);
@@ -300,6 +305,14 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 					    (unsigned)c->uid);
 		}
 		client_warm(c, &h, &m);
+		return 0;
+	}
+	case TIERD_MSG_TRACE: {
+		struct tierd_msg_trace m;
+
+		if (tierd_proto_decode_trace(p, h.length, &m, &why))
+			break;
+		client_trace(c, &h, &m);
 		return 0;
 	}
 	case TIERD_MSG_WELCOME:

@@ -13,6 +13,7 @@
  *   warm.c      WARM
  *   dispatch.c  reading and dispatching requests, HELLO, STATS, METRICS, hints, tokens
  *   conn.c      bind, accept (and its pause at the fd limit), drop, reap, per-uid accounting
+ *   tracing.c   traces recorded: [trace], TRACE (start, stop)
  *
  * Everything runs on the daemon's loop thread.
  */
@@ -118,6 +119,7 @@ struct client {
 	bool operator;
 	bool *allowed;			/* per engine model */
 	char name[65];
+	uint64_t tokens;		/* reported by TOKEN_REPORT: the token of its trace events */
 	struct pinset pins;
 	uint32_t inflight;		/* experts of this client's pending acquires */
 	/* Fetches this client's PREFETCH started that have not completed:
@@ -181,6 +183,12 @@ struct server {
 	const struct server_observer *obs;	/* NULL: nobody listens */
 	void *obs_arg;
 	uint64_t counters[TIERD_STAT_COUNT];
+	/* tracing.c: the recording (NULL: none), its flush timer, the counts
+	 * of recordings ended. */
+	struct trace_rec *rec;
+	struct loop_source *trace_timer;
+	bool trace_from_conf;
+	uint64_t trace_events_done, trace_dropped_done;
 	struct key_pos batch[TIERD_PROTO_MAX_BATCH];	/* acquire.c: a batch sorted */
 	alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG];
 	alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
@@ -230,6 +238,14 @@ void client_warm(struct client *c, const struct tierd_msg_hdr *h, const struct t
 /* ---- dispatch.c ---- */
 
 void client_read(struct client *c);
+
+/* ---- tracing.c ---- */
+
+/* [trace] of s->conf applied: a recording started or stopped. */
+void server_trace_conf(struct server *s);
+void server_trace_destroy(struct server *s);
+void server_trace_stats(const struct server *s, uint64_t *values);
+void client_trace(struct client *c, const struct tierd_msg_hdr *h, const struct tierd_msg_trace *m);
 
 /* ---- conn.c ---- */
 

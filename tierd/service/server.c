@@ -142,6 +142,7 @@ int server_create(struct server **out, struct loop *loop, struct engine *engine,
 	/* Always: prefetch budgets are settled when fetches end. */
 	engine_set_fetch_observer(engine, server_fetch_done, s);
 	server_pins_init(s);
+	server_trace_conf(s);
 	*out = s;
 	return 0;
 fail:
@@ -153,6 +154,7 @@ void server_destroy(struct server *s)
 {
 	if (!s)
 		return;
+	server_trace_destroy(s);
 	engine_set_fetch_observer(s->engine, NULL, NULL);
 	if (s->tel)
 		telemetry_set_service_source(s->tel, NULL, NULL);
@@ -194,6 +196,7 @@ void server_set_conf(struct server *s, const struct tierd_conf *conf)
 	s->conf = conf;
 	s->max_pins = server_max_pins(s, conf);
 	server_reauthorize(s);
+	server_trace_conf(s);
 }
 
 void server_get_stats(const struct server *s, uint64_t *v)
@@ -226,6 +229,7 @@ void server_get_stats(const struct server *s, uint64_t *v)
 	v[TIERD_STAT_FETCH_ERRORS] = st.fetch_errors;
 	v[TIERD_STAT_CANCELLED] = st.cancelled;
 	v[TIERD_STAT_BYTES_READ] = st.bytes_read;
+	server_trace_stats(s, v);
 }
 
 unsigned server_client_count(const struct server *s)
@@ -266,6 +270,7 @@ static const struct metrics_service *server_metrics(void *arg)
 {
 	struct server *s = arg;
 	const struct client *c;
+	uint64_t tv[TIERD_STAT_COUNT];
 	size_t n = 0;
 
 	if (s->nclients > s->msc_cap) {
@@ -284,12 +289,15 @@ static const struct metrics_service *server_metrics(void *arg)
 		s->msc[n++] = (struct metrics_client){ c->id, (int32_t)c->pid, (uint32_t)c->uid,
 						       c->pins.total, c->name };
 	}
+	server_trace_stats(s, tv);
 	s->ms = (struct metrics_service){
 		.nreasons = SERVER_NREASONS, .reason = refuse_names, .refused = s->refused_by,
 		.pins_save_errors = s->pins_save_errors,
 		.clients_dropped = s->counters[TIERD_STAT_CLIENTS_DROPPED],
 		.connections_refused = s->connections_refused,
 		.nclients = n, .clients = s->msc,
+		.trace_events = tv[TIERD_STAT_TRACE_EVENTS], .trace_dropped = tv[TIERD_STAT_TRACE_DROPPED],
+		.trace_active = tv[TIERD_STAT_TRACE_ACTIVE],
 	};
 	return &s->ms;
 }

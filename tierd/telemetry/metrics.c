@@ -552,6 +552,14 @@ static void render_service(FILE *f, const struct metrics_service *sv)
 	family(f, "tierd_connections_refused_total", "counter",
 	       "Connections refused at max_clients or max_connections_per_uid, or at the fd limit.");
 	fprintf(f, "tierd_connections_refused_total %llu\n", (unsigned long long)sv->connections_refused);
+	family(f, "tierd_trace_events_total", "counter",
+	       "Events (acquire batches by layer, routing hints) recorded into traces.");
+	fprintf(f, "tierd_trace_events_total %llu\n", (unsigned long long)sv->trace_events);
+	family(f, "tierd_trace_events_dropped_total", "counter",
+	       "Events a trace lost: its writer fell behind, its size limit, a write error.");
+	fprintf(f, "tierd_trace_events_dropped_total %llu\n", (unsigned long long)sv->trace_dropped);
+	family(f, "tierd_trace_recording", "gauge", "1 while a trace is being recorded.");
+	fprintf(f, "tierd_trace_recording %d\n", sv->trace_active ? 1 : 0);
 	family(f, "tierd_client_pins", "gauge", "Pins each connected client holds.");
 	for (size_t i = 0; i < sv->nclients; i++) {
 		const struct metrics_client *c = &sv->clients[i];

@@ -65,6 +65,9 @@ struct metrics_service {
 	uint64_t connections_refused;	/* max_clients, max_connections_per_uid */
 	size_t nclients;
 	const struct metrics_client *clients;
+	uint64_t trace_events;		/* events recorded into traces */
+	uint64_t trace_dropped;		/* events traces lost */
+	bool trace_active;		/* a trace is being recorded */
 };
 
 /* Everything optional: NULL / 0 leaves those families out. */
