@@ -22,7 +22,7 @@
 #include "replay.h"
 #include "trace.h"
 
-#define SHARED_TRACE	"/../shared/traces/granite-3.0-1b-a400m.json"
+#define SHARED_TRACE	"/traces/granite-3.0-1b-a400m.json"
 
 struct seqs {
 	struct trace_event *ev[8];
@@ -34,13 +34,17 @@ struct seqs {
 
 static void load_shared(struct seqs *s)
 {
-	const char *top = getenv("top_srcdir");
+	const char *shared = getenv("TIERD_SHARED_DIR"), *top = getenv("top_srcdir");
 	struct trace_reader *r = NULL;
 	struct trace_event ev;
 	char path[1024], err[512] = "";
 	int ret;
 
-	snprintf(path, sizeof(path), "%s" SHARED_TRACE, top ? top : "..");
+	/* $TIERD_SHARED_DIR (make check sets it), else ../shared beside the sources. */
+	if (shared)
+		snprintf(path, sizeof(path), "%s" SHARED_TRACE, shared);
+	else
+		snprintf(path, sizeof(path), "%s/../shared" SHARED_TRACE, top ? top : "..");
 	ret = trace_open(&r, path, err, sizeof(err));
 	if (ret < 0)
 		fail_msg("%s: %s (the shared trace must be beside the source tree)", path, err);
