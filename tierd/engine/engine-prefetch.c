@@ -19,6 +19,10 @@ int engine_predict_model(struct engine *e, uint32_t model)
 	const struct catalog *cat = e->models[model].cat;
 	uint32_t nl = 0, ne = 0;
 
+	/* Its tables take 8 x layers x experts^2 bytes (31 MiB for 60 layers
+	 * of 256): only when something reads them. */
+	if (!e->ahead_on && !cache_predicts(e->cache))
+		return 0;
 	for (uint32_t i = 0; i < cat->nexperts; i++) {
 		if (cat->experts[i].layer + 1 > nl)
 			nl = cat->experts[i].layer + 1;
