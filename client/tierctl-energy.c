@@ -438,6 +438,7 @@ int cmd_energy(const struct tierctl_opts *o, int argc, char **argv)
 
 struct top_totals {
 	uint64_t ssd_bytes, ddr_bytes, tokens, hits, misses;
+	uint64_t pf_issued, pf_used, pf_wasted_bytes;	/* all models */
 	double joules;
 };
 
@@ -478,6 +479,9 @@ static void top_totals_daemon(json_object *p, struct top_totals *x)
 	x->tokens = (uint64_t)tierctl_metrics_sum(p, "tierd_tokens_total", NULL);
 	x->hits = (uint64_t)tierctl_metrics_sum(p, "tierd_cache_hits_total", NULL);
 	x->misses = (uint64_t)tierctl_metrics_sum(p, "tierd_cache_misses_total", NULL);
+	x->pf_issued = (uint64_t)tierctl_metrics_sum(p, "tierd_model_prefetch_issued_total", NULL);
+	x->pf_used = (uint64_t)tierctl_metrics_sum(p, "tierd_model_prefetch_used_total", NULL);
+	x->pf_wasted_bytes = (uint64_t)tierctl_metrics_sum(p, "tierd_model_prefetch_wasted_bytes_total", NULL);
 	x->joules = tierctl_metrics_sum(p, "tierd_energy_joules_total", NULL);
 }
 
@@ -579,6 +583,22 @@ int cmd_top(const struct tierctl_opts *o, int argc, char **argv)
 			       100.0 * (double)(b.hits - a.hits) / (double)acq, (unsigned long long)acq);
 		else
 			printf("%-24s %12s\n", "cache hit rate", "- (no acquires)");
+		if (!t && b.pf_issued >= a.pf_issued && b.pf_used >= a.pf_used &&
+		    b.pf_wasted_bytes >= a.pf_wasted_bytes) {
+			uint64_t iss = b.pf_issued - a.pf_issued, used = b.pf_used - a.pf_used;
+
+			if (iss)
+				printf("%-24s %11.1f %%  (%llu used of %llu issued)\n", "prefetch precision",
+				       100.0 * (double)used / (double)iss, (unsigned long long)used,
+				       (unsigned long long)iss);
+			else
+				printf("%-24s %12s\n", "prefetch precision", "- (none issued)");
+			if (acq)
+				printf("%-24s %11.1f %%  (acquires a prefetch brought in)\n", "prefetch recall",
+				       100.0 * (double)used / (double)acq);
+			printf("%-24s %12.1f MB/s\n", "wasted prefetch",
+			       (double)(b.pf_wasted_bytes - a.pf_wasted_bytes) / dt / 1e6);
+		}
 		printf("%-24s %12.3f W\n", "power (model)", (b.joules - a.joules) / dt);
 		if (b.tokens > a.tokens)
 			printf("%-24s %12.6f J\n", "energy per token",

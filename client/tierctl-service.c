@@ -327,6 +327,67 @@ static void node_pools(struct tierd_client *c, json_object *j)
 	}
 }
 
+/*
+ * Placement by model, from the daemon's tierd_model_cache_* and
+ * tierd_model_prefetch_* metrics: printed, or added to j as
+ * "placement": {MODEL: {metric: value}}.  Nothing without telemetry.
+ */
+static void placement_by_model(struct tierd_client *c, json_object *j)
+{
+	static const char *const fams[] = { "tierd_model_cache_", "tierd_model_prefetch_" };
+	json_object *pl = NULL;
+	char *text = NULL, *line, *next;
+	size_t len;
+	bool head = false;
+
+	if (tierd_client_metrics(c, &text, &len) < 0)
+		return;
+	for (line = text; line && *line; line = next) {
+		char *labels, *end, *val, *model;
+		bool ours = false;
+
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		for (size_t i = 0; i < 2 && !ours; i++)
+			ours = !strncmp(line, fams[i], strlen(fams[i]));
+		labels = strstr(line, "{model=\"");
+		if (!ours || !labels)
+			continue;
+		*labels = '\0';
+		model = labels + 8;
+		end = strstr(model, "\"}");
+		if (!end)
+			continue;
+		*end = '\0';
+		val = end + 2;
+		while (*val == ' ')
+			val++;
+		if (j) {
+			json_object *m;
+
+			if (!pl)
+				pl = json_object_new_object();
+			if (!json_object_object_get_ex(pl, model, &m)) {
+				m = json_object_new_object();
+				json_object_object_add(pl, model, m);
+			}
+			/* The name without its prefix: "cache_hits_total", ... */
+			json_object_object_add(m, line + strlen("tierd_model_"),
+					       json_object_new_double(strtod(val, NULL)));
+			continue;
+		}
+		if (!head) {
+			printf("placement by model:\n");
+			head = true;
+		}
+		printf("  %-20s %-30s %s\n", model, line + strlen("tierd_model_"), val);
+	}
+	if (pl)
+		json_object_object_add(j, "placement", pl);
+	free(text);
+}
+
 int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 {
 	struct tierd_client *c;
@@ -380,11 +441,13 @@ int cmd_stats(const struct tierctl_opts *o, int argc, char **argv)
 
 		for (unsigned i = 0; i < TIERD_STAT_COUNT && tierd_client_stat_name(i); i++)
 			json_object_object_add(j, tierd_client_stat_name(i), json_object_new_int64((int64_t)v[i]));
+		placement_by_model(c, j);
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
 		json_object_put(j);
 	} else {
 		for (unsigned i = 0; i < TIERD_STAT_COUNT && tierd_client_stat_name(i); i++)
 			printf("%-18s %llu\n", tierd_client_stat_name(i), (unsigned long long)v[i]);
+		placement_by_model(c, NULL);
 	}
 	tierd_client_close(c);
 	return 0;

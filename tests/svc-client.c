@@ -596,6 +596,44 @@ static int cmd_tokens(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * chain LAYERS EXPERTS TOKENS: one sequence acquiring layer by layer as a
+ * model runs, on a deterministic chain (token t, layer l: expert
+ * (t + l) % EXPERTS of model 0), each layer verified and released before
+ * the next: what the daemon's own prefetch learns to run ahead of.
+ */
+static int cmd_chain(int argc, char **argv)
+{
+	struct tierd_client *c;
+	int layers, experts, tokens, r;
+
+	if (argc != 3)
+		return 2;
+	layers = atoi(argv[0]);
+	experts = atoi(argv[1]);
+	tokens = atoi(argv[2]);
+	if (layers < 1 || experts < 1 || tokens < 1)
+		return 2;
+	r = tierd_client_connect(&c, sock, "chain");
+	if (r)
+		return die(NULL, "connect", r);
+	for (int t = 0; t < tokens; t++)
+		for (int l = 0; l < layers; l++) {
+			struct tierd_key k = { 0, (uint32_t)l, (uint32_t)((t + l) % experts) };
+			struct tierd_acquisition *a;
+
+			r = tierd_client_acquire(c, &k, 1, 60000, &a);
+			if (r)
+				return die(c, "acquire", r);
+			r = verify(a);
+			tierd_client_release(c, a);
+			if (r)
+				return 1;
+		}
+	tierd_client_close(c);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -606,7 +644,7 @@ int main(int argc, char **argv)
 		{ "write-pool", cmd_write_pool }, { "version", cmd_version },
 		{ "malformed", cmd_malformed }, { "async", cmd_async }, { "restart", cmd_restart },
 		{ "threads", cmd_threads }, { "slow", cmd_slow }, { "tokens", cmd_tokens },
-		{ "read", cmd_read }, { "hold-until", cmd_hold_until },
+		{ "read", cmd_read }, { "hold-until", cmd_hold_until }, { "chain", cmd_chain },
 	};
 
 	if (argc < 3) {

@@ -143,6 +143,10 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* [cache] prefetch and prefetch_max_slots (0: the default) for the next make(). */
+static bool make_prefetch;
+static unsigned make_prefetch_slots;
+
 static struct engine *make(struct fixture *fx, uint64_t pool, unsigned depth, uint64_t quota)
 {
 	struct tierd_conf conf;
@@ -156,6 +160,10 @@ static struct engine *make(struct fixture *fx, uint64_t pool, unsigned depth, ui
 	conf.hugepages = CONF_HUGEPAGES_NO;
 	conf.queue_depth = depth;
 	conf.request_size = 128 * KiB;
+	conf.prefetch = make_prefetch;
+	conf.prefetch_min_prob = 0.5;
+	if (make_prefetch_slots)
+		conf.prefetch_max_slots = make_prefetch_slots;
 	r = engine_create(&e, &conf, err, sizeof(err));
 	conf_free(&conf);
 	if (r < 0)
@@ -737,6 +745,189 @@ static void test_change_during_fetch(void **state)
 	fixture_reset(fx);
 }
 
+/* One layer acquired as a client does it: acquire, wait, tell, release. */
+static void layer_step(struct engine *e, uint32_t layer, uint32_t expert, bool release)
+{
+	struct tierd_key k = { 0, layer, expert };
+	struct got g = { 0 };
+
+	assert_int_equal(engine_acquire_for(e, &k, ENGINE_DEMAND, 1, on_done, &g), 0);
+	engine_observe(e, 1, &k, 1);
+	assert_int_equal(engine_drain(e), 0);
+	assert_int_equal(g.err, 0);
+	if (release)
+		assert_int_equal(engine_release(e, &k), 0);
+}
+
+/* The fixture's layers are 0 and 3: token t uses expert t % 2 at layer 0
+ * and t % 2 + 2 at layer 3, a chain the predictor learns. */
+static void teach(struct engine *e, unsigned tokens)
+{
+	for (unsigned t = 0; t < tokens; t++) {
+		layer_step(e, 0, t % 2, true);
+		layer_step(e, 3, t % 2 + 2, true);
+	}
+}
+
+/*
+ * The daemon's own prefetch: after layer 0, the expert layer 3 will need
+ * is fetched ahead and the acquire finds it (used); a prefetch the acquire
+ * shows wrong is cancelled before it is read, its slot freed.
+ */
+static void test_prefetch_ahead(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e;
+	struct engine_placement pl;
+	struct engine_stats st;
+	struct tierd_key l3[2] = { { 0, 3, 2 }, { 0, 3, 3 } }, filler = { 0, 0, 3 };
+
+	make_prefetch = true;
+	e = make(fx, 16 * MiB, 1, 0);
+	make_prefetch = false;
+	teach(e, 8);
+	/* Layer 3's expert is fetched ahead: acquiring it is a hit. */
+	assert_int_equal(engine_evict(e, &l3[0]), 0);
+	assert_int_equal(engine_evict(e, &l3[1]), 0);
+	assert_int_equal(engine_model_placement(e, 0, &pl), 0);
+	{
+		struct engine_placement before = pl;
+
+		layer_step(e, 0, 0, true);	/* token 8: expert 0, then 2 */
+		assert_int_equal(engine_drain(e), 0);
+		assert_int_equal(engine_evict_check(e, &l3[0]), 0);	/* resident, not pinned */
+		layer_step(e, 3, 2, true);
+		assert_int_equal(engine_model_placement(e, 0, &pl), 0);
+		assert_int_equal(pl.prefetch_ahead, before.prefetch_ahead + 1);
+		assert_int_equal(pl.prefetch_used, before.prefetch_used + 1);
+		assert_int_equal(pl.hits, before.hits + 2);
+	}
+	/* Token 9 should use 1 then 3; the client takes 1 then 2.  The queue
+	 * (depth 1) is held by a client's prefetch, so the daemon's fetch of
+	 * (3, 3) waits and can be cancelled. */
+	assert_int_equal(engine_evict_check(e, &l3[1]), -ENOENT);
+	assert_int_equal(engine_evict(e, &l3[0]), 0);
+	assert_int_equal(engine_prefetch(e, &filler), 0);
+	{
+		struct tierd_key k = { 0, 0, 1 };
+		struct got g = { 0 };
+
+		assert_int_equal(engine_acquire_for(e, &k, ENGINE_DEMAND, 1, on_done, &g), 0);
+		assert_int_equal(g.calls, 1);	/* resident: a hit, no wait */
+		engine_observe(e, 1, &k, 1);
+	}
+	assert_int_equal(engine_evict_check(e, &l3[1]), -EBUSY);	/* on its way */
+	{
+		struct tierd_key k = { 0, 3, 2 };
+		struct got g = { 0 };
+
+		assert_int_equal(engine_acquire_for(e, &k, ENGINE_DEMAND, 1, on_done, &g), 0);
+		engine_observe(e, 1, &k, 1);
+		/* Gone at once, slot and all. */
+		assert_int_equal(engine_evict_check(e, &l3[1]), -ENOENT);
+		assert_int_equal(engine_drain(e), 0);
+		assert_int_equal(engine_release(e, &k), 0);
+	}
+	assert_int_equal(engine_model_placement(e, 0, &pl), 0);
+	assert_int_equal(pl.prefetch_cancelled, 1);
+	engine_get_stats(e, &st);
+	assert_int_equal(st.cancelled, 1);
+	assert_int_equal(st.pins, 1);		/* (0, 1) still held */
+	engine_destroy(e);
+}
+
+/*
+ * A prefetch no acquire settles must not hold the budget forever: with room
+ * for one prefetch not yet used, one evicted before its layer ran (the
+ * client skipped it) no longer counts, and the next prefetch is issued.
+ */
+static void test_prefetch_budget_moves_on(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e;
+	struct engine_placement pl;
+	struct tierd_key l3[2] = { { 0, 3, 2 }, { 0, 3, 3 } };
+	uint64_t ahead;
+
+	make_prefetch = true;
+	make_prefetch_slots = 1;
+	e = make(fx, 16 * MiB, 2, 0);
+	make_prefetch = false;
+	make_prefetch_slots = 0;
+	teach(e, 8);
+	assert_int_equal(engine_evict(e, &l3[0]), 0);
+	assert_int_equal(engine_evict(e, &l3[1]), 0);
+	assert_int_equal(engine_model_placement(e, 0, &pl), 0);
+	ahead = pl.prefetch_ahead;
+	/* Token 8 runs layer 0 (expert 0): (3, 2) fetched ahead, then evicted
+	 * unused; the client skips layer 3 and runs layer 0 again. */
+	layer_step(e, 0, 0, true);
+	assert_int_equal(engine_model_placement(e, 0, &pl), 0);
+	assert_int_equal(pl.prefetch_ahead, ahead + 1);
+	assert_int_equal(engine_evict(e, &l3[0]), 0);
+	layer_step(e, 0, 0, true);
+	assert_int_equal(engine_model_placement(e, 0, &pl), 0);
+	assert_int_equal(pl.prefetch_ahead, ahead + 2);
+	assert_int_equal(pl.prefetch_wasted, 1);
+	assert_int_equal(engine_evict_check(e, &l3[0]), 0);	/* fetched again */
+	engine_destroy(e);
+}
+
+/*
+ * Prefetch never evicts a pinned expert (one in use): a pool full of pinned
+ * experts gets no daemon prefetch at all, and every byte stays.
+ */
+static void test_prefetch_spares_pinned(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e;
+	struct engine_placement pl;
+	struct engine_stats st;
+	struct got g[LAYERS * EXPERTS];
+	int slots = 0;
+	uint64_t evictions;
+
+	make_prefetch = true;
+	e = make(fx, 2 * MiB, 2, 0);
+	make_prefetch = false;
+	teach(e, 4);
+	engine_get_stats(e, &st);
+	evictions = st.evictions;
+	memset(g, 0, sizeof(g));
+	/* Pin what fits, layer 0's first: the chain's next needs are not resident. */
+	for (int i = 0; i < LAYERS * EXPERTS; i++) {
+		struct tierd_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+		int r = engine_acquire(e, &k, ENGINE_DEMAND, on_done, &g[i]);
+
+		if (r == -ENOSPC)
+			break;
+		assert_int_equal(r, 0);
+		assert_int_equal(engine_drain(e), 0);
+		slots++;
+	}
+	assert_true(slots >= 1 && slots < LAYERS * EXPERTS);
+	engine_get_stats(e, &st);
+	evictions = st.evictions;
+	assert_int_equal(engine_model_placement(e, 0, &pl), 0);
+	{
+		uint64_t ahead = pl.prefetch_ahead;
+		struct tierd_key k = { 0, 0, 0 };
+
+		/* The layer is pinned already: a hit, then the daemon would fetch
+		 * layer 3 ahead, but every slot is pinned. */
+		engine_observe(e, 1, &k, 1);
+		assert_int_equal(engine_drain(e), 0);
+		assert_int_equal(engine_model_placement(e, 0, &pl), 0);
+		assert_int_equal(pl.prefetch_ahead, ahead);
+	}
+	engine_get_stats(e, &st);
+	assert_int_equal(st.evictions, evictions);
+	assert_int_equal(st.pins, (uint64_t)slots);
+	for (int i = 0; i < slots; i++)
+		verify(e, &g[i].info);
+	engine_destroy(e);
+}
+
 /* Owners 100 and up work on node 1, the rest on node 0. */
 static int owner_node_pool(void *arg, uint32_t owner)
 {
@@ -972,6 +1163,9 @@ int main(void)
 		cmocka_unit_test(test_evict_across_models),
 		cmocka_unit_test(test_quota),
 		cmocka_unit_test(test_prefetch_cancel),
+		cmocka_unit_test(test_prefetch_ahead),
+		cmocka_unit_test(test_prefetch_spares_pinned),
+		cmocka_unit_test(test_prefetch_budget_moves_on),
 		cmocka_unit_test(test_fetch_owner),
 		cmocka_unit_test(test_bad_layout),
 		cmocka_unit_test(test_fetch_error),

@@ -13,8 +13,10 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "cache.h"
 #include "conf.h"
 #include "log.h"
+#include "prefetch.h"
 
 /* inih hands the handler no line number (Debian builds it without
  * INI_HANDLER_LINENO), so the reader counts lines itself. */
@@ -560,8 +562,36 @@ static int conf_apply(struct tierd_conf *c, const char *section, const char *key
 		UINT(c->queue_depth, 4096);
 	if (IS("fetch", "request_size"))
 		SIZE(c->request_size);
-	if (IS("cache", "policy"))
+	if (IS("cache", "policy")) {
+		if (!cache_policy_find(v)) {
+			*why = "expected lru, lfu, lfru, activation or predictive";
+			return -EINVAL;
+		}
 		return set_str(&c->policy, v);
+	}
+	if (IS("cache", "prefetch"))
+		BOOL(c->prefetch);
+	if (IS("cache", "prefetch_depth")) {
+		r = parse_uint(v, 64, &u);
+		if (r || !u) {
+			*why = "expected a number of layers from 1 to 64";
+			return -EINVAL;
+		}
+		c->prefetch_depth = (unsigned)u;
+		return 0;
+	}
+	if (IS("cache", "prefetch_min_prob")) {
+		r = parse_double(v, &c->prefetch_min_prob);
+		if (r || c->prefetch_min_prob > 1) {
+			*why = "expected a probability from 0 to 1";
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (IS("cache", "prefetch_max_slots"))
+		UINT(c->prefetch_max_slots, 1u << 24);
+	if (IS("cache", "prefetch_max_bytes"))
+		SIZE(c->prefetch_max_bytes);
 	if (IS("client", "max_pins")) {
 		if (!strcasecmp(v, "auto")) {
 			c->max_pins = 0;
@@ -899,6 +929,10 @@ int conf_init(struct tierd_conf *c)
 	c->max_clients = 1024;
 	c->max_queued_bytes = 64u << 20;
 	c->max_evict_per_alloc = 8;
+	c->prefetch_depth = PREFETCH_DEFAULT_DEPTH;
+	c->prefetch_min_prob = PREFETCH_DEFAULT_MIN_PROB;
+	c->prefetch_max_slots = 64;
+	c->prefetch_max_bytes = 256u << 20;
 	/* ../shared/reference/energy-model.md */
 	c->pj_hbm = 4.2;
 	c->pj_ddr = 9.2;

@@ -86,6 +86,12 @@ struct tierd_conf {
 
 	/* [cache] */
 	char *policy;			/* "lru" */
+	/* The daemon's own prefetch of the coming layers (prefetch.h). */
+	bool prefetch;
+	unsigned prefetch_depth;	/* layers ahead */
+	double prefetch_min_prob;	/* candidates at least this likely */
+	unsigned prefetch_max_slots;	/* its prefetches not yet used, at once; 0: no limit */
+	uint64_t prefetch_max_bytes;	/* its prefetches being read; 0: no limit */
 
 	/* [client] */
 	unsigned max_pins;		/* per client; 0: auto, half the pool's slots */

@@ -19,6 +19,7 @@
 #include "conf.h"
 #include "engine.h"
 #include "topo.h"
+#include "prefetch.h"
 
 struct ckwatch;
 struct residency;
@@ -57,6 +58,7 @@ struct engine_model {
 	 * the engine. */
 	struct catalog **retired;
 	unsigned nretired;
+	struct engine_placement pl;
 };
 
 struct engine_waiter {
@@ -126,6 +128,12 @@ struct engine {
 	struct engine_inflight_list detached;	/* fetches of stale models, still reading */
 	struct ckwatch *watch;
 	struct residency *res;		/* the no-system-call path; NULL: off */
+	/* The daemon's own prefetch ([cache] prefetch): its settings, and the
+	 * keys it fetched that no acquire has confirmed or refuted yet. */
+	bool ahead_on;
+	struct prefetch_conf ahead_conf;
+	struct tierd_key *ahead;
+	size_t nahead, capahead;
 };
 
 static inline const struct engine_model *engine_model_get(const struct engine *e, uint32_t model)
@@ -154,6 +162,12 @@ static inline void engine_account(struct engine *e, uint32_t pool, uint64_t byte
 	}
 }
 
+/* engine.c: a prefetch for owner (ENGINE_OWNER_NONE: the daemon's own)
+ * into the pool of client near (its NUMA node's); that pool's index. */
+int engine_prefetch_near(struct engine *e, const struct tierd_key *key, uint32_t owner, uint32_t near,
+			 bool *started);
+int engine_pool_near(const struct engine *e, uint32_t near);
+
 /* engine-slots.c */
 /* The catalog index of (layer, expert), or -ENOENT. */
 int engine_expert_index(const struct catalog *cat, uint32_t layer, uint32_t expert);
@@ -170,6 +184,14 @@ bool engine_fast_key_pinned(const struct engine *e, const struct tierd_key *k);
 bool engine_fast_claim(struct engine *e, const struct cache_entry *ce);
 void engine_fast_publish(struct engine *e, const struct cache_entry *ce);
 void engine_fast_unpublish(struct engine *e, const struct tierd_key *k);
+
+/* engine-prefetch.c */
+/* A prefetched entry reached by an acquire, or leaving unused. */
+void engine_prefetch_used(struct engine *e, struct cache_entry *ce);
+void engine_prefetch_gone(struct engine *e, struct cache_entry *ce, uint64_t bytes);
+/* Tells the predictor a model's shape (from its catalog). */
+int engine_predict_model(struct engine *e, uint32_t model);
+void engine_ahead_free(struct engine *e);
 
 /* engine-checkpoint.c */
 int engine_check_expert(const char *name, const struct catalog *cat, const struct catalog_expert *x,

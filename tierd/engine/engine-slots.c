@@ -82,6 +82,7 @@ void engine_evict_entry(struct engine *e, struct cache_entry *ce)
 	if (xi >= 0)
 		engine_account(e, ce->pool, m->cat->experts[xi].bytes, -1);
 	e->pools[ce->pool].st.evictions++;
+	engine_prefetch_gone(e, ce, xi >= 0 ? m->cat->experts[xi].bytes : 0);
 	cache_remove(e->cache, ce);
 	e->st.evictions++;
 }

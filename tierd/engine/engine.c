@@ -115,6 +115,9 @@ int engine_add_model(struct engine *e, const char *name, struct catalog *cat, bo
 		 (unsigned long long)quota);
 	r = engine_model_size_mismatch(m, cat);
 	e->nmodels++;
+	/* Without a shape the predictor ignores the model: served, not predicted. */
+	if (engine_predict_model(e, e->nmodels - 1) < 0)
+		log_warn("engine: model %s: no memory for its predictor", name);
 	/* A file written while the catalog was read: what was read of it may
 	 * be neither version. */
 	if (r >= 0)
@@ -229,6 +232,11 @@ int engine_create_topo(struct engine **out, const struct tierd_conf *conf, const
 			 r == -ENOMEM ? ": registered buffers count against RLIMIT_MEMLOCK" : "");
 	}
 	e->max_evict_prefetch = conf->max_evict_per_alloc;
+	e->ahead_on = conf->prefetch;
+	e->ahead_conf = (struct prefetch_conf){
+		.depth = conf->prefetch_depth, .min_prob = conf->prefetch_min_prob,
+		.max_slots = conf->prefetch_max_slots, .max_bytes = conf->prefetch_max_bytes,
+	};
 	r = cache_create(&e->cache, conf->policy);
 	if (r < 0) {
 		snprintf(err, errlen, "engine: [cache] policy \"%s\": unknown", conf->policy ? conf->policy : "");
@@ -312,6 +320,7 @@ void engine_destroy(struct engine *e)
 		model_free(&e->models[i]);
 	free(e->models);
 	free(e->zombies);
+	engine_ahead_free(e);
 	residency_destroy(e->res);
 	for (unsigned p = 0; p < e->npools; p++) {
 		slab_destroy(e->pools[p].slab);
@@ -503,6 +512,10 @@ static int start_fetch(struct engine *e, const struct tierd_key *key, int xi, en
 	fl->owner = owner;
 	fl->start_ns = mono_ns();
 	ce->owner = fl;
+	if (prio == ENGINE_PREFETCH) {
+		ce->flags |= CACHE_F_PREFETCHED;
+		e->models[key->model].pl.prefetch_issued++;
+	}
 	/* Queued: a submission the kernel refuses is retried or fails the
 	 * job through its callback, from engine_process (fetch.c). */
 	fetch_job_submit(fl->job);
@@ -573,6 +586,8 @@ int engine_acquire_for(struct engine *e, const struct tierd_key *key, enum engin
 
 		e->st.hits++;
 		count_served(e, want, ce);
+		e->models[key->model].pl.hits++;
+		engine_prefetch_used(e, ce);
 		cache_pin(e->cache, ce);
 		cache_touch(e->cache, ce);
 		engine_slot_info(e, ce, &info);
@@ -590,6 +605,8 @@ int engine_acquire_for(struct engine *e, const struct tierd_key *key, enum engin
 	}
 	e->st.misses++;
 	count_served(e, want, ce);
+	e->models[key->model].pl.misses++;
+	engine_prefetch_used(e, ce);
 	/* Fetching already (perhaps as a prefetch): share it. */
 	fl = ce->owner;
 	if (fl->owner == ENGINE_OWNER_NONE && prio == ENGINE_DEMAND)
@@ -618,6 +635,17 @@ int engine_prefetch_for(struct engine *e, const struct tierd_key *key, uint32_t 
 int engine_prefetch_started(struct engine *e, const struct tierd_key *key, uint32_t owner,
 			    bool *started)
 {
+	return engine_prefetch_near(e, key, owner, owner, started);
+}
+
+int engine_pool_near(const struct engine *e, uint32_t near)
+{
+	return (int)owner_pool(e, near);
+}
+
+int engine_prefetch_near(struct engine *e, const struct tierd_key *key, uint32_t owner, uint32_t near,
+			 bool *started)
+{
 	struct tierd_key ck = *key;
 	struct cache_entry *ce;
 	int xi = lookup_expert(e, key), r;
@@ -633,7 +661,7 @@ int engine_prefetch_started(struct engine *e, const struct tierd_key *key, uint3
 		cache_touch(e->cache, ce);
 		return 0;
 	}
-	r = start_fetch(e, key, xi, ENGINE_PREFETCH, e->max_evict_prefetch, owner, owner_pool(e, owner), &ce);
+	r = start_fetch(e, key, xi, ENGINE_PREFETCH, e->max_evict_prefetch, owner, owner_pool(e, near), &ce);
 	*started = r == 0;
 	return r;
 }

@@ -146,6 +146,38 @@ int engine_evict(struct engine *e, const struct tierd_key *key);
 /* What engine_evict() would return, without evicting. */
 int engine_evict_check(const struct engine *e, const struct tierd_key *key);
 
+/*
+ * Placement, per model: how acquires were served and how prefetches (a
+ * client's and the daemon's own) fared.  A prefetched expert is used when
+ * an acquire finds it (resident or arriving), wasted when it leaves the pool
+ * unused; cancelled ones never were read.
+ */
+struct engine_placement {
+	uint64_t hits, misses;		/* acquires (as engine_stats counts them) */
+	uint64_t prefetch_issued;	/* fetches started by a prefetch */
+	uint64_t prefetch_ahead;	/* of which the daemon's own ([cache] prefetch) */
+	uint64_t prefetch_used, prefetch_wasted, prefetch_cancelled;
+	uint64_t prefetch_wasted_bytes;
+};
+
+int engine_model_placement(const struct engine *e, uint32_t model, struct engine_placement *pl);
+
+/*
+ * What a client (seq: its connection) acquired, as one batch: tells the
+ * cache's predictor, per (model, layer) run of keys, then, with [cache]
+ * prefetch, cancels the daemon's prefetches of those layers the acquire
+ * shows to be wrong (if not yet read) and fetches the likely experts of the
+ * coming layers within the prefetch budget, into the pool of the client's
+ * NUMA node.  Call after the acquires
+ * themselves, so that they go first.
+ */
+void engine_observe(struct engine *e, uint64_t seq, const struct tierd_key *keys, uint32_t n);
+/* A routing hint: the client says it will need these experts of a layer. */
+void engine_observe_hint(struct engine *e, uint64_t seq, uint32_t model, uint32_t layer,
+			 const uint32_t *experts, uint32_t n);
+/* The client went away: its sequence context goes. */
+void engine_forget(struct engine *e, uint64_t seq);
+
 /* A model's checkpoint state (metrics, tierctl). */
 struct engine_model_status {
 	bool stale;			/* not served until reloaded */

@@ -22,16 +22,23 @@ tests_test_fetch_CFLAGS = $(TEST_CFLAGS)
 tests_test_fetch_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fetch
 
-libtierd_la_SOURCES += tierd/engine/cache.c tierd/engine/cache.h
+libtierd_la_SOURCES += tierd/engine/cache.c tierd/engine/cache.h tierd/engine/cache-policies.c \
+	tierd/engine/predict.c tierd/engine/predict.h tierd/engine/prefetch.c tierd/engine/prefetch.h
 check_PROGRAMS += tests/test-cache
 tests_test_cache_SOURCES = tests/test-cache.c
 tests_test_cache_CFLAGS = $(TEST_CFLAGS)
 tests_test_cache_LDADD = $(TEST_LIBS)
 TESTS += tests/test-cache
 
+check_PROGRAMS += tests/test-predict
+tests_test_predict_SOURCES = tests/test-predict.c
+tests_test_predict_CFLAGS = $(TEST_CFLAGS)
+tests_test_predict_LDADD = $(TEST_LIBS)
+TESTS += tests/test-predict
+
 libtierd_la_SOURCES += tierd/engine/engine.c tierd/engine/engine-int.h tierd/engine/engine-slots.c \
-	tierd/engine/engine-checkpoint.c tierd/store/ckwatch.c tierd/store/ckwatch.h \
-	tierd/engine/residency.c tierd/engine/residency.h tierd/proto/tierd-fastpath.h
+	tierd/engine/engine-checkpoint.c tierd/engine/engine-prefetch.c tierd/store/ckwatch.c \
+	tierd/store/ckwatch.h tierd/engine/residency.c tierd/engine/residency.h tierd/proto/tierd-fastpath.h
 check_PROGRAMS += tests/test-engine
 tests_test_engine_SOURCES = tests/test-engine.c
 tests_test_engine_CFLAGS = $(TEST_CFLAGS)
@@ -47,6 +54,22 @@ tests_test_fetch_eio_SOURCES = tests/test-fetch-eio.c tests/fuse-eio.h
 tests_test_fetch_eio_CFLAGS = $(TEST_CFLAGS)
 tests_test_fetch_eio_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fetch-eio
+
+# The replay lab: traces through the cache, policies and prefetch (tierctl
+# replay); its test reads the shared trace from ../shared beside the source tree.
+libtierd_la_SOURCES += tierd/engine/replay.c tierd/engine/replay.h
+client_tierctl_SOURCES += client/tierctl-replay.c
+check_PROGRAMS += tests/test-replay
+tests_test_replay_SOURCES = tests/test-replay.c
+tests_test_replay_CFLAGS = $(TEST_CFLAGS)
+tests_test_replay_LDADD = $(TEST_LIBS)
+TESTS += tests/test-replay tests/replay-cli.sh
+EXTRA_DIST += tests/replay-cli.sh
+
+# Integration: the daemon's own prefetch and the placement metrics (uses
+# tests/svc-client from client/service.mk).
+TESTS += tests/placement.sh
+EXTRA_DIST += tests/placement.sh
 
 # tierctl's direct engine commands (bench fetch, fetch, demo).
 client_tierctl_SOURCES += client/tierctl-engine.c client/tierctl-direct.h client/tierctl-bench-fetch.c

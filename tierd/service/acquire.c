@@ -310,6 +310,10 @@ void client_acquire(struct client *c, const struct tierd_msg_hdr *h,
 			r->pending--;
 		}
 	}
+	/* Placement learns from what clients acquire (and prefetches ahead):
+	 * after the acquires, so that they go first. */
+	if (kind == REQ_ACQUIRE)
+		engine_observe(s->engine, c->id, keys, n);
 	if (--r->pending == 0)
 		req_finish(r);
 }

@@ -141,6 +141,7 @@ void client_drop(struct client *c, const char *why)
 	client_fast_close(c);
 	if (s->obs && s->obs->client_gone)
 		s->obs->client_gone(s->obs_arg, c->id);
+	engine_forget(s->engine, c->id);
 	/* Requests still waiting for the engine: their completions release what
 	 * they pinned; pins already obtained are released now. */
 	while (!LIST_EMPTY(&c->reqs)) {

@@ -261,6 +261,14 @@ static int client_handle(struct client *c, const uint8_t *buf, size_t len)
 		if (s->rec)
 			trace_rec_hint(s->rec, c->id, (uint32_t)(c->tokens < UINT32_MAX ? c->tokens : UINT32_MAX),
 				       m.model, m.layer, m.hints, m.count);
+		{
+			uint32_t x[256], k = 0;
+
+			/* The placement predictor learns what the client expects. */
+			for (uint32_t i = 0; i < m.count && k < 256; i++)
+				x[k++] = m.hints[i].expert;
+			engine_observe_hint(s->engine, c->id, m.model, m.layer, x, k);
+		}
 		s->counters[TIERD_STAT_HINTS] += m.count;
 		return client_ok(c, h.request_id, h.flags, m.count);
 	}

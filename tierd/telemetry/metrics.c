@@ -590,6 +590,62 @@ static void render_engine(struct msink *s, const struct engine_stats *st)
 	sample_u(s, "tierd_pool_pins", st->pins, NULL);
 }
 
+/* Placement per model: counters, and the ratios operators ask for (since
+ * the daemon started; rates over a window come from the counters). */
+static void render_placement(struct msink *s, const struct metrics_model *m, size_t n)
+{
+	static const struct {
+		const char *name, *help;
+		size_t off;
+	} ctr[] = {
+		{ "tierd_model_cache_hits_total", "Acquires of the model served from the DDR pool.",
+		  offsetof(struct metrics_model, hits) },
+		{ "tierd_model_cache_misses_total", "Acquires of the model that waited for a fetch.",
+		  offsetof(struct metrics_model, misses) },
+		{ "tierd_model_prefetch_issued_total", "Fetches started by a prefetch (a client's or tierd's own).",
+		  offsetof(struct metrics_model, prefetch_issued) },
+		{ "tierd_model_prefetch_ahead_total", "Of those, started by tierd's own prefetch ([cache] prefetch).",
+		  offsetof(struct metrics_model, prefetch_ahead) },
+		{ "tierd_model_prefetch_used_total", "Prefetched experts an acquire then found (resident or arriving).",
+		  offsetof(struct metrics_model, prefetch_used) },
+		{ "tierd_model_prefetch_wasted_total", "Prefetched experts evicted before any acquire used them.",
+		  offsetof(struct metrics_model, prefetch_wasted) },
+		{ "tierd_model_prefetch_wasted_bytes_total", "Bytes of prefetched experts evicted unused.",
+		  offsetof(struct metrics_model, prefetch_wasted_bytes) },
+		{ "tierd_model_prefetch_cancelled_total",
+		  "tierd's prefetches cancelled before they were read: the acquire showed them wrong.",
+		  offsetof(struct metrics_model, prefetch_cancelled) },
+	};
+
+	for (size_t k = 0; k < sizeof(ctr) / sizeof(ctr[0]); k++) {
+		family(s, ctr[k].name, "counter", ctr[k].help);
+		for (size_t i = 0; i < n; i++)
+			sample_u(s, ctr[k].name, *(const uint64_t *)((const char *)&m[i] + ctr[k].off), "model",
+				 m[i].name, NULL);
+	}
+	family(s, "tierd_model_cache_hit_ratio", "gauge", "Hits / acquires of the model since start (0: none).");
+	for (size_t i = 0; i < n; i++) {
+		uint64_t acq = m[i].hits + m[i].misses;
+
+		sample_d(s, "tierd_model_cache_hit_ratio", acq ? (double)m[i].hits / (double)acq : 0.0, "model",
+			 m[i].name, NULL);
+	}
+	family(s, "tierd_model_prefetch_precision", "gauge",
+	       "Prefetches used / issued since start (0: none issued).");
+	for (size_t i = 0; i < n; i++)
+		sample_d(s, "tierd_model_prefetch_precision",
+			 m[i].prefetch_issued ? (double)m[i].prefetch_used / (double)m[i].prefetch_issued : 0.0,
+			 "model", m[i].name, NULL);
+	family(s, "tierd_model_prefetch_recall", "gauge",
+	       "Acquires a prefetch had brought in / all acquires since start (0: none).");
+	for (size_t i = 0; i < n; i++) {
+		uint64_t acq = m[i].hits + m[i].misses;
+
+		sample_d(s, "tierd_model_prefetch_recall", acq ? (double)m[i].prefetch_used / (double)acq : 0.0,
+			 "model", m[i].name, NULL);
+	}
+}
+
 static void render_models(struct msink *s, const struct metrics_model *m, size_t n)
 {
 	static const struct {
@@ -609,6 +665,7 @@ static void render_models(struct msink *s, const struct metrics_model *m, size_t
 			sample_u(s, fam[k].name, k == 0 ? m[i].stale : k == 1 ? m[i].changes : m[i].reloads,
 				 "model", m[i].name, NULL);
 	}
+	render_placement(s, m, n);
 }
 
 static void render_pools(struct msink *s, const struct metrics_pool *p, size_t n)

@@ -40,6 +40,10 @@ struct metrics_model {
 	bool stale;
 	uint64_t changes;
 	uint64_t reloads;
+	/* Placement (engine_placement): acquires, and how prefetches fared. */
+	uint64_t hits, misses;
+	uint64_t prefetch_issued, prefetch_ahead, prefetch_used, prefetch_wasted, prefetch_cancelled;
+	uint64_t prefetch_wasted_bytes;
 };
 
 /* One pool (NUMA node in use), as the engine counts it (engine.h). */

@@ -348,6 +348,20 @@ static void telemetry_set_models(struct telemetry *t, const struct engine *e)
 			t->models[i].changes = st.changes;
 			t->models[i].reloads = st.reloads;
 		}
+		{
+			struct engine_placement pl;
+
+			if (engine_model_placement(e, (uint32_t)i, &pl) == 0) {
+				t->models[i].hits = pl.hits;
+				t->models[i].misses = pl.misses;
+				t->models[i].prefetch_issued = pl.prefetch_issued;
+				t->models[i].prefetch_ahead = pl.prefetch_ahead;
+				t->models[i].prefetch_used = pl.prefetch_used;
+				t->models[i].prefetch_wasted = pl.prefetch_wasted;
+				t->models[i].prefetch_cancelled = pl.prefetch_cancelled;
+				t->models[i].prefetch_wasted_bytes = pl.prefetch_wasted_bytes;
+			}
+		}
 	}
 }
 
