@@ -34,6 +34,9 @@ static const struct tierctl_cmd commands[] = {
 	/* plan */
 	{ "plan", cmd_plan, "per-token energy and latency of MoE placements; \"plan select\" picks one" },
 
+	/* replay lab */
+	{ "replay", cmd_replay, "TRACE: a routing trace through the cache policies and prefetch, vs LRU and MIN" },
+
 	/* energy */
 	{ "metrics", cmd_metrics, "print Prometheus metrics (energy, bytes, power states)" },
 	{ "energy", cmd_energy, "per-tier energy table" },

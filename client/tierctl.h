@@ -62,6 +62,9 @@ int cmd_demo(const struct tierctl_opts *o, int argc, char **argv);
 /* plan */
 int cmd_plan(const struct tierctl_opts *o, int argc, char **argv);
 
+/* replay lab */
+int cmd_replay(const struct tierctl_opts *o, int argc, char **argv);
+
 /* energy */
 int cmd_metrics(const struct tierctl_opts *o, int argc, char **argv);
 int cmd_energy(const struct tierctl_opts *o, int argc, char **argv);

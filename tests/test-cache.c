@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "cache.h"
+#include "predict.h"
 
 static struct cache_entry *add_resident(struct cache *c, uint32_t m, uint32_t l, uint32_t x)
 {
@@ -206,6 +207,146 @@ static void test_random_against_reference(void **state)
 	cache_destroy(c);
 }
 
+/* Evicts the policy's victim, as the engine does: its key. */
+static struct tierd_key evict(struct cache *c)
+{
+	struct cache_entry *v = victim(c);
+	struct tierd_key k = v->key;
+
+	cache_remove(c, v);
+	return k;
+}
+
+/* LFU: the least used goes first; ageing lets new entries overtake a count
+ * earned long ago (without it, a stays forever). */
+static void test_lfu(void **state)
+{
+	struct cache *c;
+	struct cache_entry *a, *b, *v;
+	struct tierd_key k;
+	bool a_evicted = false;
+
+	assert_int_equal(cache_create(&c, "lfu"), 0);
+	a = add_resident(c, 0, 0, 1);
+	b = add_resident(c, 0, 0, 2);
+	add_resident(c, 0, 0, 3);
+	for (int i = 0; i < 5; i++)
+		cache_touch(c, a);
+	cache_touch(c, b);
+	k = evict(c);
+	assert_int_equal(k.expert, 3);
+	/* Pinned: never, however rarely used. */
+	cache_pin(c, b);
+	assert_true(victim(c) == a);
+	assert_int_equal(cache_unpin(c, b), 0);
+	assert_true(victim(c) == b);
+	/* New experts, each used twice, then evicted in turn: the age rises. */
+	for (uint32_t x = 10; x < 30 && !a_evicted; x++) {
+		struct cache_entry *n = add_resident(c, 0, 1, x);
+
+		cache_touch(c, n);
+		cache_touch(c, n);
+		v = victim(c);
+		a_evicted = v == a;
+		cache_remove(c, v);
+	}
+	assert_true(a_evicted);
+	cache_destroy(c);
+}
+
+/* LFRU: a count decays with the accesses since: a, used often long ago,
+ * goes before b, used a little just now (LFU would keep a). */
+static void test_lfru(void **state)
+{
+	struct cache *c;
+	struct cache_entry *a, *b, *x[4];
+
+	assert_int_equal(cache_create(&c, "lfru"), 0);
+	a = add_resident(c, 0, 0, 1);
+	b = add_resident(c, 0, 0, 2);
+	for (int i = 0; i < 10; i++)
+		cache_touch(c, a);
+	for (uint32_t i = 0; i < 4; i++)
+		x[i] = add_resident(c, 0, 1, i);
+	for (int r = 0; r < 10; r++)
+		for (uint32_t i = 0; i < 4; i++)
+			cache_touch(c, x[i]);
+	for (int i = 0; i < 3; i++)
+		cache_touch(c, b);
+	for (uint32_t i = 0; i < 4; i++)
+		cache_pin(c, x[i]);
+	assert_true(victim(c) == a);
+	/* Used again, a's count outweighs b's. */
+	for (int i = 0; i < 5; i++)
+		cache_touch(c, a);
+	assert_true(victim(c) == b);
+	cache_destroy(c);
+}
+
+static void observe(struct cache *c, uint32_t layer, const uint32_t *x, uint32_t n, bool hint)
+{
+	assert_int_equal(cache_observe(c, 0, 7, layer, x, n, hint), 0);
+}
+
+/* Activation-aware: what the sequence used more stays; among equal counts,
+ * the layer that runs sooner stays. */
+static void test_activation(void **state)
+{
+	struct cache *c;
+	struct cache_entry *often, *once, *l0, *l2;
+	const uint32_t x01[2] = { 0, 1 }, x0[1] = { 0 }, x23[2] = { 2, 3 };
+
+	assert_int_equal(cache_create(&c, "activation"), 0);
+	assert_int_equal(predict_model(cache_predictor(c), 0, 4, 4), 0);
+	assert_int_equal(cache_observe(c, 0, 7, 4, x0, 1, false), -ERANGE);
+	/* A prompt: layer 1 uses expert 0 in every token, expert 1 once. */
+	for (int t = 0; t < 6; t++)
+		for (uint32_t l = 0; l < 4; l++)
+			observe(c, l, l == 1 ? (t ? x0 : x01) : x23, l == 1 && !t ? 2 : (l == 1 ? 1 : 2), true);
+	often = add_resident(c, 0, 1, 0);
+	once = add_resident(c, 0, 1, 1);
+	/* Touched last: recency does not save it. */
+	cache_touch(c, once);
+	assert_true(victim(c) == once);
+	cache_pin(c, once);
+	cache_pin(c, often);
+	/* Equal counts at layers 0 and 2 after the token ended (layer 3):
+	 * layer 0 runs next, layer 2 later, so layer 2's goes. */
+	l2 = add_resident(c, 0, 2, 2);
+	l0 = add_resident(c, 0, 0, 2);
+	cache_touch(c, l2);
+	assert_true(victim(c) == l2);
+	/* Now layer 1 ran: layer 2 is next and layer 0 furthest. */
+	observe(c, 0, x23, 2, false);
+	observe(c, 1, x0, 1, false);
+	assert_true(victim(c) == l0);
+	cache_destroy(c);
+}
+
+/* Predictive: a deterministic chain (layer L expert e, then L+1 expert e+1)
+ * is learned, and the expert the chain needs next is kept over others. */
+static void test_predictive(void **state)
+{
+	struct cache *c;
+	struct cache_entry *next, *other;
+
+	assert_int_equal(cache_create(&c, "predictive"), 0);
+	assert_int_equal(predict_model(cache_predictor(c), 0, 4, 8), 0);
+	for (uint32_t t = 0; t < 40; t++)
+		for (uint32_t l = 0; l < 4; l++) {
+			uint32_t x = (t + l) % 8;
+
+			observe(c, l, &x, 1, false);
+		}
+	/* Token 40 runs layer 0 with expert 40 % 8 = 0, then layer 1 with 1. */
+	other = add_resident(c, 0, 1, 5);
+	next = add_resident(c, 0, 1, 1);
+	cache_touch(c, other);
+	assert_true(victim(c) == other);
+	(void)next;
+	cache_destroy(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -214,6 +355,10 @@ int main(void)
 		cmocka_unit_test(test_pins),
 		cmocka_unit_test(test_filter),
 		cmocka_unit_test(test_random_against_reference),
+		cmocka_unit_test(test_lfu),
+		cmocka_unit_test(test_lfru),
+		cmocka_unit_test(test_activation),
+		cmocka_unit_test(test_predictive),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

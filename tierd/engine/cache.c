@@ -11,10 +11,12 @@
 #include <xxhash.h>
 
 #include "cache.h"
+#include "predict.h"
 
 struct cache {
 	const struct cache_policy *policy;
 	void *pstate;
+	struct predict *pred;
 	struct cache_entry **buckets;
 	uint64_t nbuckets;		/* power of two */
 	uint64_t count;
@@ -26,7 +28,7 @@ struct lru {
 	struct cache_entry *head, *tail;
 };
 
-static int lru_create(void **state)
+static int lru_create(void **state, struct predict *pred)
 {
 	*state = calloc(1, sizeof(struct lru));
 	return *state ? 0 : -ENOMEM;
@@ -96,7 +98,15 @@ const struct cache_policy cache_policy_lru = {
 	.victim = lru_victim,
 };
 
-static const struct cache_policy *const policies[] = { &cache_policy_lru };
+static const struct cache_policy *const policies[] = {
+	&cache_policy_lru, &cache_policy_lfu, &cache_policy_lfru, &cache_policy_activation,
+	&cache_policy_predictive,
+};
+
+const char *cache_policy_names(void)
+{
+	return "lru,lfu,lfru,activation,predictive";
+}
 
 const struct cache_policy *cache_policy_find(const char *name)
 {
@@ -124,8 +134,16 @@ int cache_create(struct cache **out, const char *policy)
 		free(c);
 		return -ENOMEM;
 	}
-	e = p->create(&c->pstate);
+	/* Sequence contexts: one per client sequence recently active. */
+	e = predict_create(&c->pred, 64);
 	if (e < 0) {
+		free(c->buckets);
+		free(c);
+		return e;
+	}
+	e = p->create(&c->pstate, c->pred);
+	if (e < 0) {
+		predict_destroy(c->pred);
 		free(c->buckets);
 		free(c);
 		return e;
@@ -144,6 +162,7 @@ void cache_destroy(struct cache *c)
 			free(e);
 		}
 	c->policy->destroy(c->pstate);
+	predict_destroy(c->pred);
 	free(c->buckets);
 	free(c);
 }
@@ -151,6 +170,17 @@ void cache_destroy(struct cache *c)
 const char *cache_policy_name(const struct cache *c)
 {
 	return c->policy->name;
+}
+
+struct predict *cache_predictor(const struct cache *c)
+{
+	return c->pred;
+}
+
+int cache_observe(struct cache *c, uint32_t model, uint64_t seq, uint32_t layer,
+		  const uint32_t *experts, uint32_t n, bool hint)
+{
+	return predict_observe(c->pred, model, seq, layer, experts, n, hint);
 }
 
 static uint64_t bucket_of(const struct cache *c, const struct tierd_key *k)

@@ -17,6 +17,7 @@
 #include "tierd-types.h"
 
 struct cache;
+struct predict;
 
 enum cache_state {
 	CACHE_FETCHING,
@@ -28,6 +29,7 @@ struct cache_entry {
 	enum cache_state state;
 	uint32_t pins;
 	uint64_t slot;			/* offset of the slot in the pool */
+	uint32_t flags;			/* CACHE_F_*: the engine's and the lab's */
 	void *owner;			/* the engine's per-entry data */
 	/* Policy-private links and a spare word. */
 	struct cache_entry *pprev, *pnext;
@@ -36,14 +38,20 @@ struct cache_entry {
 	struct cache_entry *hnext;
 };
 
+/* Fetched by a prefetch and not yet acquired: counted as used at its first
+ * acquire, as wasted if it leaves before. */
+#define CACHE_F_PREFETCHED	1u
+
 /*
  * An eviction policy.  The cache calls insert when an entry becomes resident,
  * touch on every hit, remove when it leaves; victim returns the entry the
  * policy would evict first among those accepted by ok (NULL if none).
+ * Policies that rank by what sequences will need read the cache's predictor
+ * (given at create), which cache_observe() feeds.
  */
 struct cache_policy {
 	const char *name;
-	int (*create)(void **state);
+	int (*create)(void **state, struct predict *pred);
 	void (*destroy)(void *state);
 	void (*insert)(void *state, struct cache_entry *e);
 	void (*touch)(void *state, struct cache_entry *e);
@@ -52,16 +60,41 @@ struct cache_policy {
 				      void *arg);
 };
 
-extern const struct cache_policy cache_policy_lru;
+/*
+ * The policies ([cache] policy = NAME):
+ * - lru: least recently used.
+ * - lfu: least frequently used, with dynamic ageing (LFU-DA: an entry's
+ *   priority is its use count plus the priority of the last victim, so that
+ *   counts earned long ago do not keep an entry forever).
+ * - lfru: uses counted with exponential decay, halving over as many
+ *   accesses as there are resident entries (one turnover of the cache).
+ * - activation: per-sequence activation counts (prompt hints and decode so
+ *   far) and layer distance: evicts the expert whose expected next use by the
+ *   active sequence is furthest (early layers of the next token are soonest).
+ * - predictive: the same ranking from the predictor's mixed estimate
+ *   (global, sequence, cross-token, cross-layer statistics learned online).
+ */
+extern const struct cache_policy cache_policy_lru, cache_policy_lfu, cache_policy_lfru,
+	cache_policy_activation, cache_policy_predictive;
 
 /* Looks a policy up by name ("lru"); NULL if unknown. */
 const struct cache_policy *cache_policy_find(const char *name);
+/* The names of every policy, comma separated (help, errors). */
+const char *cache_policy_names(void);
 
 /* -EINVAL for an unknown policy name. */
 int cache_create(struct cache **out, const char *policy);
 /* Frees every entry (their owner data is the caller's). */
 void cache_destroy(struct cache *c);
 const char *cache_policy_name(const struct cache *c);
+
+/* The predictor the cache's policies read (and the engine's prefetch). */
+struct predict *cache_predictor(const struct cache *c);
+/* What a sequence acquired (hint false) or says it will need (hint true)
+ * at one layer: feeds the predictor.  -ERANGE for a model the predictor was
+ * not told the shape of (predict_model), or keys outside it. */
+int cache_observe(struct cache *c, uint32_t model, uint64_t seq, uint32_t layer,
+		  const uint32_t *experts, uint32_t n, bool hint);
 
 struct cache_entry *cache_lookup(const struct cache *c, const struct tierd_key *k);
 /* A new FETCHING entry with no pins; -EEXIST if the key is there. */

@@ -22,12 +22,19 @@ tests_test_fetch_CFLAGS = $(TEST_CFLAGS)
 tests_test_fetch_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fetch
 
-libtierd_la_SOURCES += tierd/engine/cache.c tierd/engine/cache.h
+libtierd_la_SOURCES += tierd/engine/cache.c tierd/engine/cache.h tierd/engine/cache-policies.c \
+	tierd/engine/predict.c tierd/engine/predict.h tierd/engine/prefetch.c tierd/engine/prefetch.h
 check_PROGRAMS += tests/test-cache
 tests_test_cache_SOURCES = tests/test-cache.c
 tests_test_cache_CFLAGS = $(TEST_CFLAGS)
 tests_test_cache_LDADD = $(TEST_LIBS)
 TESTS += tests/test-cache
+
+check_PROGRAMS += tests/test-predict
+tests_test_predict_SOURCES = tests/test-predict.c
+tests_test_predict_CFLAGS = $(TEST_CFLAGS)
+tests_test_predict_LDADD = $(TEST_LIBS)
+TESTS += tests/test-predict
 
 libtierd_la_SOURCES += tierd/engine/engine.c tierd/engine/engine-int.h tierd/engine/engine-slots.c \
 	tierd/engine/engine-checkpoint.c tierd/store/ckwatch.c tierd/store/ckwatch.h
@@ -46,6 +53,16 @@ tests_test_fetch_eio_SOURCES = tests/test-fetch-eio.c tests/fuse-eio.h
 tests_test_fetch_eio_CFLAGS = $(TEST_CFLAGS)
 tests_test_fetch_eio_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fetch-eio
+
+# The replay lab: traces through the cache, policies and prefetch (tierctl
+# replay); its test reads the shared trace from ../shared beside the source tree.
+libtierd_la_SOURCES += tierd/engine/replay.c tierd/engine/replay.h
+client_tierctl_SOURCES += client/tierctl-replay.c
+check_PROGRAMS += tests/test-replay
+tests_test_replay_SOURCES = tests/test-replay.c
+tests_test_replay_CFLAGS = $(TEST_CFLAGS)
+tests_test_replay_LDADD = $(TEST_LIBS)
+TESTS += tests/test-replay
 
 # tierctl's direct engine commands (bench fetch, fetch, demo).
 client_tierctl_SOURCES += client/tierctl-engine.c

@@ -31,7 +31,11 @@ struct trace_event {
 	uint64_t t_ns;		/* since the recording started (0 in imports) */
 	uint32_t client;	/* connection id, or prompt index for imports */
 	uint64_t seq;		/* the client's sequence id (0: none given) */
-	uint32_t token;		/* token index within the sequence */
+	/* Token index within the sequence: for imports, the row's index in its
+	 * phase (prefill rows from 0, then decode rows from 0 again); for
+	 * recordings, the tokens the client had reported (TOKEN_REPORT) when it
+	 * sent the request. */
+	uint32_t token;
 	enum trace_kind kind;
 	uint32_t model;		/* index into trace_info.models */
 	uint32_t layer;
@@ -63,5 +67,9 @@ const struct trace_info *trace_info(const struct trace_reader *r);
  * 0 at the end, negative errno with err on a malformed record. */
 int trace_next(struct trace_reader *r, struct trace_event *ev, char *err, size_t errlen);
 void trace_close(struct trace_reader *r);
+/* Events a recording lost (the daemon's writer fell behind, or its size
+ * limit was reached), as its blocks say: complete once trace_next has
+ * returned 0.  0 for imports. */
+uint64_t trace_dropped(const struct trace_reader *r);
 
 #endif

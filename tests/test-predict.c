@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The predictor learns a deterministic synthetic chain exactly (layer L
+ * expert e, then L+1 expert e+1; token t+1 at layer L expert e+1), and the
+ * daemon's prefetch choice follows it without displacing what is pinned or
+ * more likely needed.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cache.h"
+#include "predict.h"
+#include "prefetch.h"
+
+#define NL	6
+#define NE	16
+#define K	2
+
+/* The chain: token t, layer l uses experts (t + l + i * 8) % NE, i < K. */
+static void chain(uint32_t t, uint32_t l, uint32_t *x)
+{
+	for (uint32_t i = 0; i < K; i++)
+		x[i] = (t + l + i * 8) % NE;
+}
+
+static bool in_chain(uint32_t t, uint32_t l, uint32_t e)
+{
+	uint32_t x[K];
+
+	chain(t, l, x);
+	for (uint32_t i = 0; i < K; i++)
+		if (x[i] == e)
+			return true;
+	return false;
+}
+
+static void test_chain_learned(void **state)
+{
+	struct predict *p;
+	uint32_t x[K];
+	double w[PREDICT_NEST];
+
+	assert_int_equal(predict_create(&p, 4), 0);
+	assert_int_equal(predict_model(p, 0, NL, NE), 0);
+	/* Nothing known yet: no guess. */
+	assert_int_equal(predict_guess(p, 0, 1, 0.5, NULL, 0), 0);
+	for (uint32_t t = 0; t < 3 * NE; t++)
+		for (uint32_t l = 0; l < NL; l++) {
+			chain(t, l, x);
+			assert_int_equal(predict_observe(p, 0, 1, l, x, K, false), 0);
+		}
+	/* From now on, before each layer runs, the guess for it is exactly
+	 * what it uses, the wrong experts near 0. */
+	for (uint32_t t = 3 * NE; t < 4 * NE; t++)
+		for (uint32_t l = 0; l < NL; l++) {
+			struct predict_guess g[8];
+			size_t n = predict_guess(p, 0, 1, 0.5, g, 8);
+
+			assert_int_equal(n, K);
+			for (size_t i = 0; i < n; i++) {
+				assert_int_equal(g[i].layer, l);
+				assert_true(in_chain(t, l, g[i].expert));
+				assert_true(g[i].p > 0.99);
+			}
+			for (uint32_t e = 0; e < NE; e++)
+				if (!in_chain(t, l, e))
+					assert_true(predict_prob(p, 0, l, e, PREDICT_ALL) < 0.01);
+			chain(t, l, x);
+			assert_int_equal(predict_observe(p, 0, 1, l, x, K, false), 0);
+		}
+	/* The exact estimates earned the weight. */
+	predict_weights(p, 0, w);
+	assert_true(w[PREDICT_XLAYER] + w[PREDICT_XTOKEN] > 0.99);
+	/* Out of shape. */
+	x[0] = NE;
+	assert_int_equal(predict_observe(p, 0, 1, 0, x, 1, false), -ERANGE);
+	assert_int_equal(predict_observe(p, 0, 1, NL, x, 0, false), -ERANGE);
+	assert_int_equal(predict_observe(p, 1, 1, 0, x, 0, false), -ERANGE);
+	/* Forgotten sequence: no position, no guess. */
+	predict_forget(p, 1);
+	assert_int_equal(predict_next_layer(p, 0, &x[0], &x[1]), -ENOENT);
+	predict_destroy(p);
+}
+
+/* Hints (a prompt) teach the same as acquires, and a hint and an acquire of
+ * the same layer belong to one token. */
+static void test_hints(void **state)
+{
+	struct predict *p;
+	uint32_t x[K], L, nl;
+
+	assert_int_equal(predict_create(&p, 4), 0);
+	assert_int_equal(predict_model(p, 0, NL, NE), 0);
+	for (uint32_t t = 0; t < 3 * NE; t++)
+		for (uint32_t l = 0; l < NL; l++) {
+			chain(t, l, x);
+			assert_int_equal(predict_observe(p, 0, 9, l, x, K, true), 0);
+			assert_int_equal(predict_observe(p, 0, 9, l, x, K, false), 0);
+		}
+	assert_int_equal(predict_next_layer(p, 0, &L, &nl), 0);
+	assert_int_equal(L, 0);
+	assert_int_equal(nl, NL);
+	for (uint32_t e = 0; e < NE; e++)
+		assert_true((predict_prob(p, 0, 0, e, PREDICT_ALL) > 0.99) == in_chain(3 * NE, 0, e));
+	predict_destroy(p);
+}
+
+/* The prefetch choice: the chain's next layer, nothing resident again, the
+ * budget held, and a guess never displaces a pinned expert. */
+static void test_prefetch_plan(void **state)
+{
+	struct prefetch_conf pc = { .depth = 2, .min_prob = 0.5 };
+	struct predict_guess g[16];
+	struct cache *c;
+	struct cache_entry *e;
+	uint32_t x[K];
+	size_t n;
+
+	assert_int_equal(cache_create(&c, "predictive"), 0);
+	assert_int_equal(predict_model(cache_predictor(c), 0, NL, NE), 0);
+	for (uint32_t t = 0; t < 3 * NE; t++)
+		for (uint32_t l = 0; l < 3; l++) {
+			chain(t, l, x);
+			assert_int_equal(cache_observe(c, 0, 1, l, x, K, false), 0);
+		}
+	/* Layer 2 of token 3*NE-1 ran: layers 3 and 4 next. */
+	n = prefetch_plan(&pc, c, 0, 0, 0, 100, g, 16);
+	assert_int_equal(n, 0);		/* layers 3 and 4 never seen: nothing known */
+	for (uint32_t t = 3 * NE; t < 4 * NE; t++)
+		for (uint32_t l = 0; l < NL; l++) {
+			chain(t, l, x);
+			assert_int_equal(cache_observe(c, 0, 1, l, x, K, false), 0);
+		}
+	n = prefetch_plan(&pc, c, 0, 0, 0, 100, g, 16);
+	assert_int_equal(n, 2 * K);
+	for (size_t i = 0; i < n; i++)
+		assert_true(in_chain(4 * NE, g[i].layer, g[i].expert) && g[i].layer == i / K);
+	/* Resident already: left out. */
+	{
+		struct tierd_key k = { 0, g[0].layer, g[0].expert };
+
+		assert_int_equal(cache_add(c, &k, 0, &e), 0);
+		cache_set_resident(c, e);
+	}
+	assert_int_equal(prefetch_plan(&pc, c, 0, 0, 0, 100, g, 16), 2 * K - 1);
+	/* Budgets: slots outstanding, bytes in flight. */
+	pc.max_slots = 3;
+	assert_int_equal(prefetch_plan(&pc, c, 0, 2, 0, 100, g, 16), 1);
+	pc.max_slots = 0;
+	pc.max_bytes = 250;
+	assert_int_equal(prefetch_plan(&pc, c, 0, 0, 100, 100, g, 16), 1);
+	pc.max_bytes = 0;
+	/* The resident chain expert is needed sooner than a guess for layer 1:
+	 * not displaced; an expert never used is. */
+	n = prefetch_plan(&pc, c, 0, 0, 0, 100, g, 16);
+	{
+		struct predict_guess later = { .layer = 1, .expert = g[0].expert, .p = 0.9 };
+		struct tierd_key k = { 0, 5, 3 };
+		struct cache_entry *cold;
+
+		assert_false(prefetch_may_displace(c, 0, &later, e));
+		assert_int_equal(cache_add(c, &k, 1, &cold), 0);
+		cache_set_resident(c, cold);
+		assert_true(prefetch_may_displace(c, 0, &g[0], cold));
+		/* Pinned: the cache never offers it, so nothing is displaced. */
+		cache_pin(c, cold);
+		cache_pin(c, e);
+		assert_int_equal(cache_victim(c, NULL, NULL, &e), -ENOSPC);
+	}
+	cache_destroy(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_chain_learned),
+		cmocka_unit_test(test_hints),
+		cmocka_unit_test(test_prefetch_plan),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,551 @@
+/* SPDX-License-Identifier: MIT */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "predict.h"
+
+/* What one sequence did so far. */
+struct pseq {
+	uint32_t model;
+	uint64_t seq;
+	uint64_t stamp;			/* last activity, for replacement */
+	uint64_t tok;			/* token counter, from 1 */
+	int64_t lastlayer;		/* -1: nothing seen */
+	bool lasthint;
+	uint32_t *cnt;			/* [layer][expert] uses in this sequence */
+	uint32_t *ntok;			/* [layer] tokens that ran it */
+	uint64_t *set;			/* [layer][words] the last set seen */
+	uint64_t *settok;		/* [layer] its token (0: none) */
+	float *ew;			/* [PREDICT_NRECENT][layer][expert] recency-weighted use */
+};
+
+struct pmodel {
+	uint32_t nl, ne, words;
+	float *g, *gtok;		/* [layer][expert], [layer] */
+	float *xl, *xln;		/* [layer][a][b]: a at L, b at L+1; [layer][a] */
+	float *xt, *xtn;		/* [layer][a][b]: a at t, b at t+1; [layer][a] */
+	double sse[PREDICT_NEST], nsc[PREDICT_NEST];
+	double setsum, setn;		/* mean experts per layer */
+	struct pseq *active;
+	uint64_t ver;			/* bumps on every observation */
+	/* Mixed probabilities per layer, valid for (ver, mask, context). */
+	double *pc;
+	uint64_t *pcver;
+	unsigned *pcmask;
+	double *tmp;			/* one estimate's vector */
+};
+
+struct predict {
+	struct pmodel *models;
+	uint32_t nmodels;
+	struct pseq **seqs;
+	unsigned nseqs, maxseqs;
+	uint64_t clock;
+};
+
+int predict_create(struct predict **out, unsigned max_seqs)
+{
+	struct predict *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	p->maxseqs = max_seqs ? max_seqs : 1;
+	p->seqs = calloc(p->maxseqs, sizeof(*p->seqs));
+	if (!p->seqs) {
+		free(p);
+		return -ENOMEM;
+	}
+	*out = p;
+	return 0;
+}
+
+static void seq_free(struct pseq *s)
+{
+	if (!s)
+		return;
+	free(s->cnt);
+	free(s->ntok);
+	free(s->set);
+	free(s->settok);
+	free(s->ew);
+	free(s);
+}
+
+static void model_clear(struct pmodel *m)
+{
+	free(m->g);
+	free(m->gtok);
+	free(m->xl);
+	free(m->xln);
+	free(m->xt);
+	free(m->xtn);
+	free(m->pc);
+	free(m->pcver);
+	free(m->pcmask);
+	free(m->tmp);
+	memset(m, 0, sizeof(*m));
+}
+
+void predict_destroy(struct predict *p)
+{
+	if (!p)
+		return;
+	for (unsigned i = 0; i < p->nseqs; i++)
+		seq_free(p->seqs[i]);
+	for (uint32_t i = 0; i < p->nmodels; i++)
+		model_clear(&p->models[i]);
+	free(p->seqs);
+	free(p->models);
+	free(p);
+}
+
+/* Drops the contexts of a model whose shape changed (their arrays are sized by it). */
+static void drop_model_seqs(struct predict *p, uint32_t model)
+{
+	for (unsigned i = 0; i < p->nseqs;)
+		if (p->seqs[i]->model == model) {
+			seq_free(p->seqs[i]);
+			p->seqs[i] = p->seqs[--p->nseqs];
+		} else {
+			i++;
+		}
+}
+
+int predict_model(struct predict *p, uint32_t model, uint32_t nlayers, uint32_t nexperts)
+{
+	struct pmodel *m;
+	size_t lx, lxx;
+
+	if (!nlayers || !nexperts || nexperts > 65536 || nlayers > 65536)
+		return -EINVAL;
+	if (model >= p->nmodels) {
+		struct pmodel *nm = realloc(p->models, (model + 1) * sizeof(*nm));
+
+		if (!nm)
+			return -ENOMEM;
+		memset(nm + p->nmodels, 0, (model + 1 - p->nmodels) * sizeof(*nm));
+		p->models = nm;
+		p->nmodels = model + 1;
+	}
+	m = &p->models[model];
+	if (m->nl == nlayers && m->ne == nexperts)
+		return 0;
+	drop_model_seqs(p, model);
+	model_clear(m);
+	lx = (size_t)nlayers * nexperts;
+	lxx = lx * nexperts;
+	m->g = calloc(lx, sizeof(float));
+	m->gtok = calloc(nlayers, sizeof(float));
+	m->xl = calloc(lxx, sizeof(float));
+	m->xln = calloc(lx, sizeof(float));
+	m->xt = calloc(lxx, sizeof(float));
+	m->xtn = calloc(lx, sizeof(float));
+	m->pc = calloc(lx, sizeof(double));
+	m->pcver = calloc(nlayers, sizeof(uint64_t));
+	m->pcmask = calloc(nlayers, sizeof(unsigned));
+	m->tmp = calloc(nexperts, sizeof(double));
+	if (!m->g || !m->gtok || !m->xl || !m->xln || !m->xt || !m->xtn || !m->pc || !m->pcver ||
+	    !m->pcmask || !m->tmp) {
+		model_clear(m);
+		return -ENOMEM;
+	}
+	m->nl = nlayers;
+	m->ne = nexperts;
+	m->words = (nexperts + 63) / 64;
+	m->ver = 1;
+	return 0;
+}
+
+static struct pmodel *model_get(struct predict *p, uint32_t model)
+{
+	return model < p->nmodels && p->models[model].nl ? &p->models[model] : NULL;
+}
+
+static struct pseq *seq_get(struct predict *p, struct pmodel *m, uint32_t model, uint64_t seq)
+{
+	struct pseq *s;
+	unsigned slot;
+
+	for (unsigned i = 0; i < p->nseqs; i++)
+		if (p->seqs[i]->model == model && p->seqs[i]->seq == seq)
+			return p->seqs[i];
+	if (p->nseqs < p->maxseqs) {
+		slot = p->nseqs++;
+	} else {
+		/* The least recently active context goes. */
+		slot = 0;
+		for (unsigned i = 1; i < p->nseqs; i++)
+			if (p->seqs[i]->stamp < p->seqs[slot]->stamp)
+				slot = i;
+		if (p->models[p->seqs[slot]->model].active == p->seqs[slot])
+			p->models[p->seqs[slot]->model].active = NULL;
+		seq_free(p->seqs[slot]);
+	}
+	p->seqs[slot] = NULL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		goto fail;
+	s->model = model;
+	s->seq = seq;
+	s->lastlayer = -1;
+	s->cnt = calloc((size_t)m->nl * m->ne, sizeof(uint32_t));
+	s->ntok = calloc(m->nl, sizeof(uint32_t));
+	s->set = calloc((size_t)m->nl * m->words, sizeof(uint64_t));
+	s->settok = calloc(m->nl, sizeof(uint64_t));
+	s->ew = calloc((size_t)PREDICT_NRECENT * m->nl * m->ne, sizeof(float));
+	if (!s->cnt || !s->ntok || !s->set || !s->settok || !s->ew)
+		goto fail;
+	p->seqs[slot] = s;
+	return s;
+fail:
+	seq_free(s);
+	p->seqs[slot] = p->seqs[--p->nseqs];
+	return NULL;
+}
+
+static bool bit(const uint64_t *w, uint32_t i)
+{
+	return w[i / 64] >> (i % 64) & 1;
+}
+
+/*
+ * One estimate of P(expert used when layer L runs in token nt) for every
+ * expert, into v.  false when it has nothing to say.
+ */
+static bool estimate(const struct pmodel *m, const struct pseq *s, uint32_t L, uint64_t nt,
+		     enum predict_est k, double *v)
+{
+	uint32_t ne = m->ne;
+	const uint64_t *set;
+	unsigned na = 0;
+
+	switch (k) {
+	case PREDICT_GLOBAL:
+		if (!m->gtok[L])
+			return false;
+		for (uint32_t e = 0; e < ne; e++)
+			v[e] = m->g[(size_t)L * ne + e] / m->gtok[L];
+		return true;
+	case PREDICT_SEQUENCE:
+		if (!s || !s->ntok[L])
+			return false;
+		/* The global frequency as one pseudo-token: a sequence that ran a
+		 * layer once does not make its choice certain. */
+		for (uint32_t e = 0; e < ne; e++) {
+			double prior = m->gtok[L] ? m->g[(size_t)L * ne + e] / m->gtok[L] : 0;
+
+			v[e] = (s->cnt[(size_t)L * ne + e] + prior) / (s->ntok[L] + 1.0);
+		}
+		return true;
+	case PREDICT_XTOKEN:
+		if (!s || !s->settok[L] || s->settok[L] >= nt)
+			return false;
+		set = &s->set[(size_t)L * m->words];
+		memset(v, 0, ne * sizeof(*v));
+		for (uint32_t a = 0; a < ne; a++) {
+			float n = m->xtn[(size_t)L * ne + a];
+			const float *row = &m->xt[((size_t)L * ne + a) * ne];
+
+			if (!bit(set, a) || !n)
+				continue;
+			for (uint32_t b = 0; b < ne; b++)
+				v[b] += row[b] / n;
+			na++;
+		}
+		break;
+	case PREDICT_XLAYER:
+		if (!s || !L || s->settok[L - 1] != nt)
+			return false;
+		set = &s->set[(size_t)(L - 1) * m->words];
+		memset(v, 0, ne * sizeof(*v));
+		for (uint32_t a = 0; a < ne; a++) {
+			float n = m->xln[(size_t)(L - 1) * ne + a];
+			const float *row = &m->xl[((size_t)(L - 1) * ne + a) * ne];
+
+			if (!bit(set, a) || !n)
+				continue;
+			for (uint32_t b = 0; b < ne; b++)
+				v[b] += row[b] / n;
+			na++;
+		}
+		break;
+	case PREDICT_RECENT1:
+	case PREDICT_RECENT2:
+	case PREDICT_RECENT4:
+	case PREDICT_RECENT8:
+		if (!s || !s->ntok[L])
+			return false;
+		{
+			const float *w = &s->ew[(((size_t)(k - PREDICT_RECENT1)) * m->nl + L) * ne];
+
+			for (uint32_t e = 0; e < ne; e++)
+				v[e] = w[e];
+		}
+		return true;
+	case PREDICT_NEST:
+		return false;
+	}
+	if (!na)
+		return false;
+	for (uint32_t e = 0; e < ne; e++)
+		v[e] /= na;
+	return true;
+}
+
+/* Mean squared error per expert so far; an estimate never scored counts as
+ * a coin toss's (0.25), so that it earns its weight. */
+static double mse(const struct pmodel *m, enum predict_est k)
+{
+	return m->nsc[k] ? m->sse[k] / (m->nsc[k] * m->ne) : 0.25;
+}
+
+/* The token in which layer L next runs for s. */
+static uint64_t next_token(const struct pseq *s, uint32_t L)
+{
+	if (s->lastlayer < 0)
+		return 1;
+	return (int64_t)L > s->lastlayer ? s->tok : s->tok + 1;
+}
+
+/* Mixed probabilities of layer L into out[ne]; false when nothing is known. */
+static bool mix(struct pmodel *m, const struct pseq *s, uint32_t L, uint64_t nt, unsigned mask,
+		double *out)
+{
+	double wsum = 0;
+
+	memset(out, 0, m->ne * sizeof(*out));
+	for (int k = 0; k < PREDICT_NEST; k++) {
+		double w;
+
+		if (!(mask & (1u << k)) || !estimate(m, s, L, nt, k, m->tmp))
+			continue;
+		w = 1.0 / (mse(m, k) + 1e-6);
+		for (uint32_t e = 0; e < m->ne; e++)
+			out[e] += w * m->tmp[e];
+		wsum += w;
+	}
+	if (!wsum)
+		return false;
+	for (uint32_t e = 0; e < m->ne; e++)
+		out[e] /= wsum;
+	return true;
+}
+
+static void set_bits(uint64_t *w, uint32_t words, const uint32_t *x, uint32_t n)
+{
+	memset(w, 0, words * sizeof(*w));
+	for (uint32_t i = 0; i < n; i++)
+		w[x[i] / 64] |= 1ull << (x[i] % 64);
+}
+
+int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t layer,
+		    const uint32_t *experts, uint32_t n, bool hint)
+{
+	struct pmodel *m = model_get(p, model);
+	uint64_t cur[1024];		/* 65536 experts: the most a model declares */
+	struct pseq *s;
+	uint32_t ne, L = layer;
+	uint64_t *set;
+
+	if (!m || layer >= m->nl)
+		return -ERANGE;
+	ne = m->ne;
+	for (uint32_t i = 0; i < n; i++)
+		if (experts[i] >= ne)
+			return -ERANGE;
+	s = seq_get(p, m, model, seq);
+	if (!s)
+		return -ENOMEM;
+	s->stamp = ++p->clock;
+	if (s->lastlayer < 0)
+		s->tok = 1;
+	else if ((int64_t)L < s->lastlayer || ((int64_t)L == s->lastlayer && hint == s->lasthint))
+		s->tok++;
+	set_bits(cur, m->words, experts, n);
+
+	/* Score each estimate on what it would have said. */
+	for (int k = 0; k < PREDICT_NEST; k++) {
+		double e2 = 0;
+
+		if (!estimate(m, s, L, s->tok, k, m->tmp))
+			continue;
+		for (uint32_t e = 0; e < ne; e++) {
+			double d = m->tmp[e] - (bit(cur, e) ? 1.0 : 0.0);
+
+			e2 += d * d;
+		}
+		m->sse[k] += e2;
+		m->nsc[k] += 1;
+	}
+
+	/* Learn. */
+	for (uint32_t i = 0; i < n; i++) {
+		m->g[(size_t)L * ne + experts[i]] += 1;
+		s->cnt[(size_t)L * ne + experts[i]]++;
+	}
+	m->gtok[L] += 1;
+	/* Recency-weighted uses, half-lives of 1, 2, 4 and 8 tokens; the first
+	 * token of a layer sets them outright (no history to weigh against). */
+	for (int h = 0; h < PREDICT_NRECENT; h++) {
+		float *w = &s->ew[((size_t)h * m->nl + L) * ne];
+		double keep = s->ntok[L] ? exp2(-1.0 / (double)(1u << h)) : 0;
+
+		for (uint32_t e = 0; e < ne; e++)
+			w[e] = (float)(w[e] * keep + (bit(cur, e) ? 1 - keep : 0));
+	}
+	s->ntok[L]++;
+	set = &s->set[(size_t)L * m->words];
+	if (s->settok[L] && s->settok[L] < s->tok)
+		for (uint32_t a = 0; a < ne; a++) {
+			if (!bit(set, a))
+				continue;
+			m->xtn[(size_t)L * ne + a] += 1;
+			for (uint32_t i = 0; i < n; i++)
+				m->xt[((size_t)L * ne + a) * ne + experts[i]] += 1;
+		}
+	if (L && s->settok[L - 1] == s->tok)
+		for (uint32_t a = 0; a < ne; a++) {
+			if (!bit(&s->set[(size_t)(L - 1) * m->words], a))
+				continue;
+			m->xln[(size_t)(L - 1) * ne + a] += 1;
+			for (uint32_t i = 0; i < n; i++)
+				m->xl[((size_t)(L - 1) * ne + a) * ne + experts[i]] += 1;
+		}
+	memcpy(set, cur, m->words * sizeof(*set));
+	s->settok[L] = s->tok;
+	m->setsum += n;
+	m->setn += 1;
+	s->lastlayer = L;
+	s->lasthint = hint;
+	m->active = s;
+	m->ver++;
+	return 0;
+}
+
+void predict_forget(struct predict *p, uint64_t seq)
+{
+	for (unsigned i = 0; i < p->nseqs;)
+		if (p->seqs[i]->seq == seq) {
+			struct pmodel *m = model_get(p, p->seqs[i]->model);
+
+			if (m && m->active == p->seqs[i])
+				m->active = NULL;
+			seq_free(p->seqs[i]);
+			p->seqs[i] = p->seqs[--p->nseqs];
+		} else {
+			i++;
+		}
+}
+
+/* The layer's mixed vector, computed once per observation and mask. */
+static const double *layer_probs(struct pmodel *m, uint32_t L, unsigned mask)
+{
+	double *v = &m->pc[(size_t)L * m->ne];
+
+	if (m->pcver[L] == m->ver && m->pcmask[L] == mask)
+		return v;
+	if (!mix(m, m->active, L, m->active ? next_token(m->active, L) : 1, mask, v))
+		memset(v, 0, m->ne * sizeof(*v));
+	m->pcver[L] = m->ver;
+	m->pcmask[L] = mask;
+	return v;
+}
+
+double predict_prob(struct predict *p, uint32_t model, uint32_t layer, uint32_t expert, unsigned mask)
+{
+	struct pmodel *m = model_get(p, model);
+
+	if (!m || layer >= m->nl || expert >= m->ne)
+		return 0;
+	return layer_probs(m, layer, mask)[expert];
+}
+
+/* Steps from the sequence's position until layer L runs (1: next). */
+static uint32_t distance(const struct pmodel *m, const struct pseq *s, uint32_t L)
+{
+	if (!s || s->lastlayer < 0)
+		return L + 1;
+	return (int64_t)L > s->lastlayer ? (uint32_t)(L - s->lastlayer)
+					 : (uint32_t)(L + m->nl - s->lastlayer);
+}
+
+double predict_next_use(struct predict *p, uint32_t model, uint32_t layer, uint32_t expert,
+			unsigned mask)
+{
+	struct pmodel *m = model_get(p, model);
+	double pr;
+
+	if (!m || layer >= m->nl || expert >= m->ne)
+		return 1e18;
+	pr = layer_probs(m, layer, mask)[expert];
+	if (pr < 1e-9)
+		pr = 1e-9;
+	return distance(m, m->active, layer) + m->nl * (1 - pr) / pr;
+}
+
+int predict_next_layer(struct predict *p, uint32_t model, uint32_t *layer, uint32_t *nlayers)
+{
+	struct pmodel *m = model_get(p, model);
+
+	if (!m || !m->active || m->active->lastlayer < 0)
+		return -ENOENT;
+	*layer = (uint32_t)((m->active->lastlayer + 1) % m->nl);
+	*nlayers = m->nl;
+	return 0;
+}
+
+size_t predict_guess(struct predict *p, uint32_t model, unsigned depth, double min_p,
+		     struct predict_guess *out, size_t max)
+{
+	struct pmodel *m = model_get(p, model);
+	size_t n = 0;
+	uint32_t usual;
+
+	if (!m || !m->active || m->active->lastlayer < 0 || !m->setn)
+		return 0;
+	usual = (uint32_t)ceil(m->setsum / m->setn);
+	if (depth > m->nl)
+		depth = m->nl;
+	for (unsigned d = 1; d <= depth; d++) {
+		uint32_t L = (uint32_t)((m->active->lastlayer + d) % m->nl);
+		const double *v = layer_probs(m, L, PREDICT_ALL);
+		size_t first = n;
+
+		/* Selection of the usual number of the most likely, in order. */
+		for (uint32_t k = 0; k < usual && n < max; k++) {
+			int64_t best = -1;
+
+			for (uint32_t e = 0; e < m->ne; e++) {
+				bool taken = false;
+
+				if (v[e] < min_p || (best >= 0 && v[e] <= v[best]))
+					continue;
+				for (size_t i = first; i < n && !taken; i++)
+					taken = out[i].expert == e;
+				if (!taken)
+					best = e;
+			}
+			if (best < 0)
+				break;
+			out[n++] = (struct predict_guess){ L, (uint32_t)best, v[best] };
+		}
+	}
+	return n;
+}
+
+void predict_weights(struct predict *p, uint32_t model, double w[PREDICT_NEST])
+{
+	struct pmodel *m = model_get(p, model);
+	double sum = 0;
+
+	for (int k = 0; k < PREDICT_NEST; k++) {
+		w[k] = m ? 1.0 / (mse(m, k) + 1e-6) : 1;
+		sum += w[k];
+	}
+	for (int k = 0; k < PREDICT_NEST; k++)
+		w[k] /= sum;
+}

@@ -1,0 +1,352 @@
+/* SPDX-License-Identifier: MIT */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "predict.h"
+#include "replay.h"
+
+struct lab {
+	const struct replay_conf *conf;
+	struct cache *cache;
+	struct replay_result *r;
+	uint64_t next_slot;
+	uint64_t outstanding;		/* prefetched, not yet used */
+};
+
+void replay_result_add(struct replay_result *sum, const struct replay_result *r)
+{
+	sum->accesses += r->accesses;
+	sum->tokens += r->tokens;
+	sum->demand_misses += r->demand_misses;
+	sum->hits += r->hits;
+	sum->prefetch_issued += r->prefetch_issued;
+	sum->prefetch_used += r->prefetch_used;
+	sum->prefetch_wasted += r->prefetch_wasted;
+	sum->fetched_experts += r->fetched_experts;
+	sum->fetched_bytes += r->fetched_bytes;
+}
+
+static void lab_evict(struct lab *lab, struct cache_entry *v)
+{
+	if (v->flags & CACHE_F_PREFETCHED) {
+		lab->r->prefetch_wasted++;
+		lab->outstanding--;
+	}
+	cache_remove(lab->cache, v);
+}
+
+/* A new resident entry, evicting the policy's victim when the budget is full. */
+static int lab_fetch(struct lab *lab, const struct tierd_key *k, struct cache_entry **out)
+{
+	struct cache_entry *e;
+	int r;
+
+	if (cache_count(lab->cache) >= lab->conf->capacity) {
+		struct cache_entry *v;
+
+		r = cache_victim(lab->cache, NULL, NULL, &v);
+		if (r < 0)
+			return r;
+		lab_evict(lab, v);
+	}
+	r = cache_add(lab->cache, k, lab->next_slot++, &e);
+	if (r < 0)
+		return r;
+	cache_set_resident(lab->cache, e);
+	lab->r->fetched_experts++;
+	lab->r->fetched_bytes += lab->conf->expert_bytes;
+	*out = e;
+	return 0;
+}
+
+/* The daemon's prefetch after an acquire (the layer still pinned). */
+static int lab_prefetch(struct lab *lab, uint32_t model)
+{
+	struct predict_guess g[64];
+	size_t n = prefetch_plan(&lab->conf->pf, lab->cache, model, lab->outstanding, 0,
+				 lab->conf->expert_bytes, g, 64);
+
+	for (size_t i = 0; i < n; i++) {
+		struct tierd_key k = { model, g[i].layer, g[i].expert };
+		struct cache_entry *e, *v;
+		int r;
+
+		if (cache_count(lab->cache) >= lab->conf->capacity) {
+			/* Guesses come most likely first: once one may not
+			 * displace the victim, the rest may not either. */
+			if (cache_victim(lab->cache, NULL, NULL, &v) < 0 ||
+			    !prefetch_may_displace(lab->cache, model, &g[i], v))
+				break;
+			lab_evict(lab, v);
+		}
+		r = cache_add(lab->cache, &k, lab->next_slot++, &e);
+		if (r < 0)
+			return r;
+		cache_set_resident(lab->cache, e);
+		e->flags |= CACHE_F_PREFETCHED;
+		lab->outstanding++;
+		lab->r->prefetch_issued++;
+		lab->r->fetched_experts++;
+		lab->r->fetched_bytes += lab->conf->expert_bytes;
+	}
+	return 0;
+}
+
+static int lab_acquire(struct lab *lab, const struct trace_event *ev, char *err, size_t errlen)
+{
+	struct cache_entry *held[TRACE_MAX_EXPERTS];
+	uint32_t nheld = 0;
+	int r = 0;
+
+	if (ev->nexperts > lab->conf->capacity) {
+		snprintf(err, errlen, "token %u layer %u: %u experts do not fit %llu slots", ev->token,
+			 ev->layer, ev->nexperts, (unsigned long long)lab->conf->capacity);
+		return -EINVAL;
+	}
+	lab->r->accesses += ev->nexperts;
+	if (ev->layer == 0)
+		lab->r->tokens++;
+	/* The layer's resident experts are pinned first, so that its misses
+	 * never evict them; then each is served in the router's order (the
+	 * order a policy sees them in). */
+	for (uint32_t i = 0; i < ev->nexperts; i++) {
+		struct tierd_key k = { ev->model, ev->layer, ev->experts[i] };
+		struct cache_entry *e = cache_lookup(lab->cache, &k);
+
+		if (!e || e->pins)
+			continue;	/* a miss (or an expert named twice) */
+		cache_pin(lab->cache, e);
+		held[nheld++] = e;
+	}
+	for (uint32_t i = 0; i < ev->nexperts; i++) {
+		struct tierd_key k = { ev->model, ev->layer, ev->experts[i] };
+		struct cache_entry *e = cache_lookup(lab->cache, &k);
+		bool twice = false;
+
+		for (uint32_t j = 0; j < i && !twice; j++)
+			twice = ev->experts[j] == ev->experts[i];
+		if (twice)
+			continue;
+		if (e) {
+			lab->r->hits++;
+			if (e->flags & CACHE_F_PREFETCHED) {
+				e->flags &= ~CACHE_F_PREFETCHED;
+				lab->r->prefetch_used++;
+				lab->outstanding--;
+			}
+			cache_touch(lab->cache, e);
+			continue;
+		}
+		r = lab_fetch(lab, &k, &e);
+		if (r < 0) {
+			snprintf(err, errlen, "token %u layer %u expert %u: no slot (%s)", ev->token,
+				 ev->layer, ev->experts[i], strerror(-r));
+			goto cleanup;
+		}
+		lab->r->demand_misses++;
+		cache_pin(lab->cache, e);
+		held[nheld++] = e;
+	}
+	/* The daemon learns from the acquire, then fetches ahead. */
+	r = cache_observe(lab->cache, ev->model, ev->seq, ev->layer, ev->experts, ev->nexperts, false);
+	if (r < 0) {
+		snprintf(err, errlen, "token %u layer %u: outside the model's %u layers of %u experts",
+			 ev->token, ev->layer, lab->conf->nlayers, lab->conf->nexperts);
+		goto cleanup;
+	}
+	if (lab->conf->prefetch)
+		r = lab_prefetch(lab, ev->model);
+cleanup:
+	for (uint32_t i = 0; i < nheld; i++)
+		cache_unpin(lab->cache, held[i]);
+	return r;
+}
+
+int replay_run(const struct replay_conf *c, const struct trace_event *ev, size_t n,
+	       struct replay_result *r, char *err, size_t errlen)
+{
+	struct lab lab = { .conf = c, .r = r };
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	ret = cache_create(&lab.cache, c->policy);
+	if (ret < 0) {
+		snprintf(err, errlen, "policy \"%s\": unknown (known: %s)", c->policy,
+			 cache_policy_names());
+		return ret;
+	}
+	ret = predict_model(cache_predictor(lab.cache), 0, c->nlayers, c->nexperts);
+	if (ret < 0) {
+		snprintf(err, errlen, "model of %u layers, %u experts: %s", c->nlayers, c->nexperts,
+			 strerror(-ret));
+		goto cleanup;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (ev[i].model != 0) {
+			snprintf(err, errlen, "event %zu: model %u (the lab replays model 0)", i,
+				 ev[i].model);
+			ret = -EINVAL;
+			goto cleanup;
+		}
+		switch (ev[i].kind) {
+		case TRACE_HINT:
+			ret = cache_observe(lab.cache, 0, ev[i].seq, ev[i].layer, ev[i].experts,
+					    ev[i].nexperts, true);
+			if (ret < 0)
+				snprintf(err, errlen, "hint token %u layer %u: outside the model's shape",
+					 ev[i].token, ev[i].layer);
+			break;
+		case TRACE_ACQUIRE:
+			ret = lab_acquire(&lab, &ev[i], err, errlen);
+			break;
+		}
+		if (ret < 0)
+			goto cleanup;
+	}
+	/* Prefetched and never used by the end: wasted too. */
+	r->prefetch_wasted += lab.outstanding;
+cleanup:
+	cache_destroy(lab.cache);
+	return ret;
+}
+
+/* MIN: next uses by acquire step, evict the resident key used furthest ahead. */
+struct min_key {
+	uint32_t layer, expert;
+	uint64_t *steps;		/* acquire steps that use it, ascending */
+	size_t nsteps, next;		/* next: index of the first step not yet passed */
+	bool resident;
+};
+
+static int min_key_of(struct min_key **keys, size_t *nkeys, size_t *cap, uint32_t layer,
+		      uint32_t expert, size_t *out)
+{
+	for (size_t i = 0; i < *nkeys; i++)
+		if ((*keys)[i].layer == layer && (*keys)[i].expert == expert) {
+			*out = i;
+			return 0;
+		}
+	if (*nkeys == *cap) {
+		size_t nc = *cap ? *cap * 2 : 256;
+		struct min_key *nk = realloc(*keys, nc * sizeof(*nk));
+
+		if (!nk)
+			return -ENOMEM;
+		*keys = nk;
+		*cap = nc;
+	}
+	(*keys)[*nkeys] = (struct min_key){ .layer = layer, .expert = expert };
+	*out = (*nkeys)++;
+	return 0;
+}
+
+int replay_min(const struct trace_event *ev, size_t n, uint64_t capacity, uint64_t *misses,
+	       char *err, size_t errlen)
+{
+	struct min_key *keys = NULL;
+	size_t nkeys = 0, cap = 0, *idx = NULL, nidx = 0;
+	uint64_t step = 0, resident = 0;
+	int r = 0;
+
+	*misses = 0;
+	/* Pass 1: every key's acquire steps.  The key of each access, in order. */
+	for (size_t i = 0; i < n; i++)
+		if (ev[i].kind == TRACE_ACQUIRE)
+			nidx += ev[i].nexperts;
+	idx = calloc(nidx ? nidx : 1, sizeof(*idx));
+	if (!idx)
+		return -ENOMEM;
+	nidx = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (ev[i].kind != TRACE_ACQUIRE)
+			continue;
+		if (ev[i].nexperts > capacity) {
+			snprintf(err, errlen, "token %u layer %u: %u experts do not fit %llu slots",
+				 ev[i].token, ev[i].layer, ev[i].nexperts, (unsigned long long)capacity);
+			r = -EINVAL;
+			goto cleanup;
+		}
+		for (uint32_t j = 0; j < ev[i].nexperts; j++) {
+			struct min_key *k;
+			size_t ki;
+
+			r = min_key_of(&keys, &nkeys, &cap, ev[i].layer, ev[i].experts[j], &ki);
+			if (r < 0)
+				goto cleanup;
+			k = &keys[ki];
+			if (!k->nsteps || k->steps[k->nsteps - 1] != step) {
+				uint64_t *ns = realloc(k->steps, (k->nsteps + 1) * sizeof(*ns));
+
+				if (!ns) {
+					r = -ENOMEM;
+					goto cleanup;
+				}
+				k->steps = ns;
+				k->steps[k->nsteps++] = step;
+			}
+			idx[nidx++] = ki;
+		}
+		step++;
+	}
+	/* Pass 2: serve each step; its keys are pinned while it is served. */
+	nidx = 0;
+	step = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (ev[i].kind != TRACE_ACQUIRE)
+			continue;
+		for (uint32_t j = 0; j < ev[i].nexperts; j++) {
+			struct min_key *k = &keys[idx[nidx + j]];
+			struct min_key *v = NULL;
+			uint64_t vnext = 0;
+
+			if (k->resident)
+				continue;
+			(*misses)++;
+			if (resident >= capacity) {
+				for (size_t x = 0; x < nkeys; x++) {
+					struct min_key *c = &keys[x];
+					uint64_t nu;
+
+					if (!c->resident)
+						continue;
+					nu = c->next < c->nsteps ? c->steps[c->next] : UINT64_MAX;
+					if (nu == step)
+						continue;	/* used by this step: pinned */
+					if (!v || nu > vnext) {
+						v = c;
+						vnext = nu;
+					}
+				}
+				if (!v) {
+					/* Unreachable: capacity holds a whole step. */
+					r = -ENOSPC;
+					goto cleanup;
+				}
+				v->resident = false;
+				resident--;
+			}
+			k->resident = true;
+			resident++;
+		}
+		/* The step is served: its keys' next use moves on. */
+		for (uint32_t j = 0; j < ev[i].nexperts; j++) {
+			struct min_key *k = &keys[idx[nidx + j]];
+
+			while (k->next < k->nsteps && k->steps[k->next] <= step)
+				k->next++;
+		}
+		nidx += ev[i].nexperts;
+		step++;
+	}
+cleanup:
+	for (size_t i = 0; i < nkeys; i++)
+		free(keys[i].steps);
+	free(keys);
+	free(idx);
+	return r;
+}
