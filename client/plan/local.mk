@@ -1,15 +1,18 @@
 # plan: sources and tests of this area (included by Makefile.am).
-# The model (plan.c) is pure; plan_model.c reads config.json with json-c;
+# The model (plan.c, plan_params.c, plan_route.c, plan_select.c) is pure;
+# plan_model.c reads config.json with json-c;
 # plan_hw.c reads hardware INI files with inih and measures this machine.
 # Not part of the daemon: its own convenience library, for tierctl and tests.
 noinst_LTLIBRARIES += libtierdplan.la
 libtierdplan_la_SOURCES = \
-	client/plan/plan.c client/plan/plan.h \
+	client/plan/plan.c client/plan/plan.h client/plan/plan-int.h \
+	client/plan/plan_params.c client/plan/plan_route.c client/plan/plan_select.c \
 	client/plan/plan_model.c client/plan/plan_model.h \
 	client/plan/plan_hw.c client/plan/plan_hw.h
 libtierdplan_la_CFLAGS = $(libtierd_la_CFLAGS)
 
-client_tierctl_SOURCES += client/tierctl-plan.c client/tierctl-plan-svg.c client/tierctl-plan.h
+client_tierctl_SOURCES += client/tierctl-plan.c client/tierctl-plan-out.c \
+	client/tierctl-plan-select.c client/tierctl-plan-svg.c client/tierctl-plan.h
 
 check_PROGRAMS += tests/test-plan
 tests_test_plan_SOURCES = tests/test-plan.c
