@@ -78,6 +78,7 @@ struct json_object *plan_cli_result_json(const struct plan_result *r, const char
 	for (int i = 0; i < PLAN_NTIMES; i++)
 		json_object_object_add(ts, plan_time_name(i), json_object_new_double(r->time_s[i]));
 	json_object_object_add(o, "time_s", ts);
+	json_object_object_add(ep, "distinct_experts", json_object_new_double(r->distinct_experts));
 	json_object_object_add(ep, "max_experts_per_gpu", json_object_new_double(r->ep_max_experts));
 	json_object_object_add(ep, "mean_experts_per_gpu", json_object_new_double(r->ep_mean_experts));
 	json_object_object_add(ep, "imbalance", json_object_new_double(
@@ -180,6 +181,7 @@ int plan_cli_run(const struct plan_cli *c0, bool json)
 	struct plan_model m;
 	struct plan_params p;
 	struct plan_result *res = NULL;
+	struct plan_cli_trace tr = { 0 };
 	struct json_object *root = NULL, *arr;
 	double hbm_cap;
 	bool any_place = false, nofit = false;
@@ -189,6 +191,8 @@ int plan_cli_run(const struct plan_cli *c0, bool json)
 	if (plan_cli_setup(&c, &m, &p) < 0)
 		return 2;
 	plan_cli_sort_batches(c.batches, &c.nbatches);
+	if (c.trace && plan_cli_trace_load(&c, &m, &p, &tr) < 0)
+		return 2;
 	for (int t = 0; t < PLAN_NTIERS; t++)
 		any_place |= c.place[t];
 	if (!any_place)
@@ -200,15 +204,18 @@ int plan_cli_run(const struct plan_cli *c0, bool json)
 	hbm_cap = p.hw.hbm_gib * GIB * p.hw.nodes * p.hw.gpus_per_node;
 
 	res = calloc(c.nbatches * PLAN_NTIERS, sizeof(*res));
-	if (!res)
-		return 1;
+	if (!res) {
+		ret = 1;
+		goto out;
+	}
 	/* All three placements are computed (the chart needs them); --placement filters the output. */
 	for (size_t i = 0; i < c.nbatches; i++) {
 		for (int t = 0; t < PLAN_NTIERS; t++) {
 			struct plan_place pl;
 
 			plan_place_all(t, &pl);
-			r = plan_eval(&m, &p, &pl, c.batches[i], &res[i * PLAN_NTIERS + t], err, sizeof(err));
+			r = plan_eval_routed(&m, &p, &pl, c.batches[i], c.trace ? &tr.routing[i] : NULL,
+					     &res[i * PLAN_NTIERS + t], err, sizeof(err));
 			if (r < 0) {
 				fprintf(stderr, "tierctl plan: %s\n", err);
 				goto out;
@@ -220,6 +227,8 @@ int plan_cli_run(const struct plan_cli *c0, bool json)
 		root = plan_cli_setup_json(&m, &p);
 		arr = json_object_new_array();
 		json_object_object_add(root, "results", arr);
+		if (c.trace)
+			json_object_object_add(root, "routing", plan_cli_trace_json(&c, &tr));
 		for (size_t i = 0; i < c.nbatches; i++) {
 			for (int t = 0; t < PLAN_NTIERS; t++) {
 				struct plan_place pl;
@@ -274,6 +283,8 @@ int plan_cli_run(const struct plan_cli *c0, bool json)
 			       b->energy_per_token_j / a->energy_per_token_j, a->batch,
 			       z->energy_per_token_j / y->energy_per_token_j, y->batch);
 		}
+		if (c.trace)
+			plan_cli_trace_print(stdout, &c, &tr, p.hw.nodes * p.hw.gpus_per_node);
 	}
 	if (c.svg && write_svg(c.svg, &m, &p, c.batches, c.nbatches, res) < 0) {
 		ret = 1;
@@ -283,5 +294,6 @@ int plan_cli_run(const struct plan_cli *c0, bool json)
 out:
 	json_object_put(root);
 	free(res);
+	plan_cli_trace_free(&tr);
 	return ret;
 }

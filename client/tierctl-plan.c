@@ -32,7 +32,7 @@ enum {
 	OPT_MODEL_CONFIG = 256, OPT_MEASURE_FILE, OPT_H2D, OPT_NODES, OPT_GPUS, OPT_FLASH,
 	OPT_TOPK, OPT_CONTEXT, OPT_SET, OPT_PLACEMENT, OPT_JSON, OPT_SVG, OPT_LIST,
 	OPT_HBM_GIB, OPT_DDR_GIB, OPT_MAX_LAT, OPT_MAX_EN, OPT_OBJECTIVE, OPT_DDR_STEPS,
-	OPT_LIMIT,
+	OPT_LIMIT, OPT_TRACE, OPT_POLICY,
 };
 
 static void usage(FILE *f)
@@ -42,9 +42,11 @@ static void usage(FILE *f)
 		"         [--hardware dgx-h100-nvl5|dgx-h100-nvl4|FILE|local] [--measure-file PATH]\n"
 		"         [--h2d-gbps X] [--nodes N] [--gpus N] [--flash-scale X] [--top-k K]\n"
 		"         [--context N] [--set key=value]... [--placement hbm,ddr,ssd] [--json] [--svg FILE]\n"
+		"         [--trace FILE]\n"
 		"       tierctl plan select (--model NAME | --model-config FILE) [--hbm-gib X] [--ddr-gib Y]\n"
-		"         [--max-latency-ms L] [--max-energy-j J] [--objective energy|latency]\n"
-		"         [--batch ...] [--ddr-steps N] [--limit N] [the options above]\n"
+		"         [--max-latency-ms L] [--max-energy-j J] [--objective energy|latency|pool]\n"
+		"         [--batch ...] [--ddr-steps N] [--limit N] [--trace FILE [--policy NAME[,NAME...]]]\n"
+		"         [the options above]\n"
 		"       tierctl plan --list\n"
 		"Batch lists: \"1,8,64\" or \"1-1024\" (powers of two).  See tierctl-plan(8).\n");
 }
@@ -128,6 +130,8 @@ static int parse_args(struct plan_cli *c, int argc, char **argv)
 		{ "objective", required_argument, NULL, OPT_OBJECTIVE },
 		{ "ddr-steps", required_argument, NULL, OPT_DDR_STEPS },
 		{ "limit", required_argument, NULL, OPT_LIMIT },
+		{ "trace", required_argument, NULL, OPT_TRACE },
+		{ "policy", required_argument, NULL, OPT_POLICY },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -204,9 +208,11 @@ static int parse_args(struct plan_cli *c, int argc, char **argv)
 				c->objective = PLAN_OBJ_ENERGY;
 			} else if (!strcmp(optarg, "latency")) {
 				c->objective = PLAN_OBJ_LATENCY;
+			} else if (!strcmp(optarg, "pool")) {
+				c->objective = PLAN_OBJ_POOL;
 			} else {
-				fprintf(stderr, "tierctl plan: --objective: expected energy or latency, got \"%s\"\n",
-					optarg);
+				fprintf(stderr, "tierctl plan: --objective: expected energy, latency or pool, "
+					"got \"%s\"\n", optarg);
 				return -EINVAL;
 			}
 			break;
@@ -224,6 +230,11 @@ static int parse_args(struct plan_cli *c, int argc, char **argv)
 			if ((r = parse_uint("--limit", optarg, &c->limit)) < 0)
 				return r;
 			break;
+		case OPT_TRACE: c->trace = optarg; break;
+		case OPT_POLICY:
+			select_only = true;
+			c->policies = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 1;
@@ -240,8 +251,13 @@ static int parse_args(struct plan_cli *c, int argc, char **argv)
 	if (c->list)
 		return 0;
 	if (select_only && !c->select) {
-		fprintf(stderr, "tierctl plan: --hbm-gib, --ddr-gib, --max-*, --objective, --ddr-steps "
-			"and --limit belong to \"tierctl plan select\"\n");
+		fprintf(stderr, "tierctl plan: --hbm-gib, --ddr-gib, --max-*, --objective, --ddr-steps, "
+			"--limit and --policy belong to \"tierctl plan select\"\n");
+		return -EINVAL;
+	}
+	if (c->policies && !c->trace) {
+		fprintf(stderr, "tierctl plan select: --policy goes with --trace (the hit rates are "
+			"measured per policy)\n");
 		return -EINVAL;
 	}
 	if (!!c->model == !!c->model_config) {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "plan.h"
+#include "plan_trace.h"
 
 #define MAX_BATCHES 64
 #define MAX_SETS 64
@@ -36,12 +37,34 @@ struct plan_cli {
 	bool json;
 	const char *svg;
 	bool list;
+	const char *trace;		/* --trace: measured routing */
 	/* select */
 	double hbm_gib, ddr_gib;	/* < 0: from the hardware */
 	double max_latency_ms, max_energy_j;
 	enum plan_objective objective;
 	unsigned ddr_steps;
 	unsigned limit;
+	const char *policies;		/* --policy: comma separated; NULL: every one */
+};
+
+/* Routing measured in --trace, by batch size (tierctl-plan-trace.c). */
+struct plan_cli_trace_batch {
+	struct plan_trace_batch info;
+	double distinct, ep_max;		/* measured */
+	double distinct_uniform, ep_max_uniform;
+};
+
+struct plan_cli_trace {
+	struct plan_trace *t;
+	size_t nbatches;			/* the command line's, sorted */
+	double *freq;				/* [nbatches][experts + 1] */
+	struct plan_routing *routing;		/* [nbatches] */
+	struct plan_cli_trace_batch *by_batch;	/* [nbatches] */
+	/* select: hit-rate curves, [nbatches][npolicies], at pool sizes pool[] */
+	char **policies;
+	size_t npolicies;
+	double *pool, *hits;
+	struct plan_hit_curve *curves;
 };
 
 /*
@@ -60,6 +83,17 @@ struct json_object *plan_cli_result_json(const struct plan_result *r, const char
 /* The two commands; their exit status (0, 1 on a system error, 2 on bad input). */
 int plan_cli_run(const struct plan_cli *c, bool json);
 int plan_cli_select(const struct plan_cli *c);
+
+/* Reads --trace and measures its routing for c's batches (sorted); checks the
+ * trace against the model.  Prints what is wrong. */
+int plan_cli_trace_load(const struct plan_cli *c, const struct plan_model *m,
+			const struct plan_params *p, struct plan_cli_trace *tr);
+/* The hit-rate curves of --policy (or every policy), at pool sizes k / steps. */
+int plan_cli_trace_curves(const struct plan_cli *c, struct plan_cli_trace *tr, unsigned steps);
+void plan_cli_trace_print(FILE *f, const struct plan_cli *c, const struct plan_cli_trace *tr,
+			  unsigned gpus);
+struct json_object *plan_cli_trace_json(const struct plan_cli *c, const struct plan_cli_trace *tr);
+void plan_cli_trace_free(struct plan_cli_trace *tr);
 
 struct plan_chart {
 	const char *title;

@@ -383,6 +383,9 @@ static int place_check(const struct plan_place *pl, char *err, size_t errlen)
 	}
 	if (fabs(sum - 1) > 1e-9)
 		return plan_fail(err, errlen, -EINVAL, "placement: fractions sum to %g, not 1", sum);
+	if (!(pl->ddr_pool >= 0) || pl->ddr_pool > 1)
+		return plan_fail(err, errlen, -EINVAL, "placement: DDR pool of %g of the routed experts, "
+				 "not in [0, 1]", pl->ddr_pool);
 	return 0;
 }
 
@@ -505,8 +508,13 @@ int plan_eval_routed(const struct plan_model *m, const struct plan_params *p,
 		r->comm_bytes_per_gpu += cur.comm_bytes;
 	}
 
-	r->ddr_need_bytes = sz.routed_bytes * pl->frac[PLAN_TIER_DDR];
-	r->ssd_need_bytes = sz.routed_bytes * pl->frac[PLAN_TIER_SSD];
+	if (pl->ddr_pool > 0) {		/* a cache: NVMe holds what HBM does not */
+		r->ddr_need_bytes = sz.routed_bytes * pl->ddr_pool;
+		r->ssd_need_bytes = sz.routed_bytes * (1 - pl->frac[PLAN_TIER_HBM]);
+	} else {
+		r->ddr_need_bytes = sz.routed_bytes * pl->frac[PLAN_TIER_DDR];
+		r->ssd_need_bytes = sz.routed_bytes * pl->frac[PLAN_TIER_SSD];
+	}
 	/*
 	 * Every data-parallel group holds the resident weights; the KV cache is
 	 * copied across a group where heads share it (MLA) or are fewer than its

@@ -223,6 +223,16 @@ int plan_routing_stats(const struct plan_routing *rt, unsigned experts, unsigned
 		emax_sum += rt->freq[d] / total * emax[d];
 	}
 	free(emax);
+	if (rt->ep_max > 0) {
+		unsigned holders, per_gpu, big;
+
+		plan_ep_layout(experts, gpus, &holders, &per_gpu, &big);
+		if (!isfinite(rt->ep_max) || rt->ep_max > per_gpu || rt->ep_max > mean + 1e-9)
+			return plan_fail(err, errlen, -EINVAL, "routing: busiest GPU with %g experts, "
+					 "more than a GPU holds (%u) or the layer activates (%g)",
+					 rt->ep_max, per_gpu, mean);
+		emax_sum = rt->ep_max;
+	}
 	*mean_distinct = mean;
 	*ep_max = emax_sum;
 	return 0;

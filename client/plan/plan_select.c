@@ -21,8 +21,30 @@ static double objective_of(const struct plan_candidate *c, enum plan_objective o
 		return c->r.energy_per_token_j;
 	case PLAN_OBJ_LATENCY:
 		return c->r.latency_per_token_s;
+	case PLAN_OBJ_POOL:
+		return c->r.ddr_need_bytes;
 	}
 	return 0;
+}
+
+/* The curve's hit rate at pool size x (linear between its points, from 0 at
+ * an empty pool; its last beyond); NaN where it could not run. */
+static double curve_hit(const struct plan_hit_curve *c, double x)
+{
+	double x0 = 0, y0 = 0;
+
+	if (x <= 0)
+		return 0;
+	for (size_t i = 0; i < c->n; i++) {
+		if (x <= c->pool[i] + 1e-12) {
+			if (x >= c->pool[i] - 1e-12)
+				return c->hit[i];
+			return y0 + (c->hit[i] - y0) * (x - x0) / (c->pool[i] - x0);
+		}
+		x0 = c->pool[i];
+		y0 = c->hit[i];
+	}
+	return c->n ? c->hit[c->n - 1] : NAN;
 }
 
 static int cand_cmp(const struct plan_candidate *a, const struct plan_candidate *b,
@@ -60,7 +82,7 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 		char *err, size_t errlen)
 {
 	struct plan_candidate *cand = NULL, closest = { 0 };
-	size_t ncand = 0, cap, fits = 0;
+	size_t ncand = 0, cap, fits = 0, nc;
 	double closest_score = INFINITY, min_hbm = INFINITY;
 	unsigned steps = req->ddr_steps ? req->ddr_steps : 10;
 	struct plan_sizes sz;
@@ -78,7 +100,10 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 		return plan_fail(err, errlen, -EINVAL, "select: capacities and ceilings must not be negative");
 	plan_sizes_get(m, p, &sz);
 
-	cap = req->nbatches * (steps + 2);
+	if (req->curves && !req->ncurves)
+		return plan_fail(err, errlen, -EINVAL, "select: hit-rate curves given, but no policy");
+	nc = req->curves ? req->ncurves : 1;
+	cap = req->nbatches * (steps + 2) * nc;
 	cand = calloc(cap, sizeof(*cand));
 	if (!cand)
 		return -ENOMEM;
@@ -88,14 +113,21 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 		double kv = sz.kv_bytes_per_token * p->context * req->batches[bi] * plan_kv_copies(m, tp);
 		double hbm_free = req->hbm_bytes - sz.resident_bytes * dp - kv;
 		/* HBM buffers for the fetched experts of two layers (see plan_eval). */
-		double buf = 2 * sz.expert_bytes *
-			     plan_distinct_experts(m->experts, plan_eff_top_k(m, p), req->batches[bi]);
-		double h, rest, dmax;
+		double distinct = plan_distinct_experts(m->experts, plan_eff_top_k(m, p), req->batches[bi]);
+		const struct plan_routing *rt = req->routing ? &req->routing[bi] : NULL;
+		double buf, h, rest, dmax, ep_max;
 
 		if (!req->batches[bi]) {
 			ret = plan_fail(err, errlen, -EINVAL, "select: batch size must be positive");
 			goto out;
 		}
+		if (rt) {
+			ret = plan_routing_stats(rt, m->experts, p->hw.nodes * p->hw.gpus_per_node,
+						 &distinct, &ep_max, err, errlen);
+			if (ret < 0)
+				goto out;
+		}
+		buf = 2 * sz.expert_bytes * distinct;
 		min_hbm = fmin(min_hbm, sz.resident_bytes * dp + kv + fmin(buf, sz.routed_bytes));
 		/*
 		 * A fraction h in HBM needs h routed + (1 - h) buf: all of them if they
@@ -109,9 +141,12 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 			h = (hbm_free - buf) / (sz.routed_bytes - buf);
 		rest = 1 - h;
 		dmax = sz.routed_bytes > 0 ? fmin(rest, req->ddr_bytes / sz.routed_bytes) : 0;
-		/* DDR cache sizes 0, 1/steps, ... of the routed bytes, and the largest that fits. */
-		for (unsigned s = 0; s <= steps + 1; s++) {
+		/* DDR cache sizes 0, 1/steps, ... of the routed bytes, and the largest that
+		 * fits; with curves, each size under each policy. */
+		for (size_t sj = 0; sj < (steps + 2) * nc; sj++) {
 			struct plan_candidate c = { .batch = req->batches[bi] };
+			unsigned s = (unsigned)(sj / nc);
+			size_t j = sj % nc;
 			double d, score;
 
 			if (s <= steps) {
@@ -124,9 +159,22 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 					continue;	/* already tried */
 			}
 			c.place.frac[PLAN_TIER_HBM] = h;
-			c.place.frac[PLAN_TIER_DDR] = d;
-			c.place.frac[PLAN_TIER_SSD] = fmax(0, 1 - h - d);
-			ret = plan_eval(m, p, &c.place, c.batch, &c.r, err, errlen);
+			if (req->curves) {
+				const struct plan_hit_curve *cv = &req->curves[bi * req->ncurves + j];
+				double hit = rest > 0 ? curve_hit(cv, d / rest) : 0;
+
+				/* Without a pool the policy does not matter: listed once. */
+				if ((d <= 0 && j) || isnan(hit))
+					continue;
+				c.policy = cv->policy;
+				c.place.frac[PLAN_TIER_DDR] = rest * hit;
+				c.place.frac[PLAN_TIER_SSD] = fmax(0, rest * (1 - hit));
+				c.place.ddr_pool = d;
+			} else {
+				c.place.frac[PLAN_TIER_DDR] = d;
+				c.place.frac[PLAN_TIER_SSD] = fmax(0, 1 - h - d);
+			}
+			ret = plan_eval_routed(m, p, &c.place, c.batch, rt, &c.r, err, errlen);
 			if (ret < 0)
 				goto out;
 			fits++;
