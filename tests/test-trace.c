@@ -227,6 +227,320 @@ static void test_json_small(void **state)
 	trace_close(r);
 }
 
+
+/* Every event of a reader, for comparisons. */
+struct evlist {
+	struct trace_event *ev;
+	size_t n;
+};
+
+static void read_all_events(const char *path, struct evlist *l)
+{
+	struct trace_reader *r = NULL;
+	size_t cap = 1024;
+	char err[512];
+	int ret;
+
+	if (trace_open(&r, path, err, sizeof(err)))
+		fail_msg("%s", err);
+
+	l->ev = malloc(cap * sizeof(*l->ev));
+	l->n = 0;
+	for (;;) {
+		if (l->n == cap) {
+			cap *= 2;
+			l->ev = realloc(l->ev, cap * sizeof(*l->ev));
+		}
+		assert_non_null(l->ev);
+		ret = trace_next(r, &l->ev[l->n], err, sizeof(err));
+		if (ret < 0)
+			fail_msg("%s", err);
+		if (!ret)
+			break;
+		l->n++;
+	}
+	trace_close(r);
+}
+
+static void assert_same_events(const struct evlist *a, const struct evlist *b)
+{
+	assert_int_equal(a->n, b->n);
+	for (size_t i = 0; i < a->n; i++) {
+		const struct trace_event *x = &a->ev[i], *y = &b->ev[i];
+
+		assert_int_equal(x->t_ns, y->t_ns);
+		assert_int_equal(x->client, y->client);
+		assert_int_equal(x->seq, y->seq);
+		assert_int_equal(x->token, y->token);
+		assert_int_equal(x->kind, y->kind);
+		assert_int_equal(x->model, y->model);
+		assert_int_equal(x->layer, y->layer);
+		assert_int_equal(x->nexperts, y->nexperts);
+		assert_memory_equal(x->experts, y->experts, x->nexperts * sizeof(uint32_t));
+	}
+}
+
+/* Converts the trace at in into tierd-trace-v1 at out (as tierctl trace
+ * convert does). */
+static void convert(const char *in, const char *out)
+{
+	struct trace_reader *r = NULL;
+	struct trace_writer *w = NULL;
+	struct trace_event ev;
+	const struct trace_info *i;
+	char err[512];
+	int ret;
+
+	if (trace_open(&r, in, err, sizeof(err)))
+		fail_msg("%s", err);
+	i = trace_info(r);
+	if (trace_writer_create(&w, out, i->model_desc, i->nmodels, i->sequences, i->nsequences, err, sizeof(err)))
+		fail_msg("%s", err);
+	while ((ret = trace_next(r, &ev, err, sizeof(err))) == 1)
+		if (trace_writer_add(w, &ev, err, sizeof(err)))
+			fail_msg("%s", err);
+	if (ret)
+		fail_msg("%s", err);
+	trace_close(r);
+	if (trace_writer_close(w, err, sizeof(err)))
+		fail_msg("%s", err);
+}
+
+static char v1_shared[600];
+
+/* The shared trace through tierd-trace-v1 and back: the same events, the
+ * same model and prompts, in a smaller file. */
+static void test_v1_roundtrip_shared(void **state)
+{
+	struct trace_reader *r = NULL;
+	struct evlist a, b;
+	char path[4096], err[512];
+	struct stat sa, sb;
+
+	(void)state;
+	shared_path(path, sizeof(path));
+	snprintf(v1_shared, sizeof(v1_shared), "%s/shared.tdt", tmpdir);
+	unlink(v1_shared);
+	convert(path, v1_shared);
+	read_all_events(path, &a);
+	read_all_events(v1_shared, &b);
+	assert_int_equal(b.n, 5064);
+	assert_same_events(&a, &b);
+	if (trace_open(&r, v1_shared, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_string_equal(trace_info(r)->format, "tierd-trace-v1");
+	assert_string_equal(trace_info(r)->models[0], "granite-3.0-1b-a400m-instruct (f16 dense Mobius)");
+	assert_int_equal(trace_info(r)->nlayers, 24);
+	assert_int_equal(trace_info(r)->nexperts, 32);
+	assert_int_equal(trace_info(r)->top_k, 8);
+	assert_int_equal(trace_info(r)->nsequences, 2);
+	assert_string_equal(trace_info(r)->sequence_names[1], "code");
+	assert_int_equal(trace_info(r)->sequences[1].client, 1);
+	assert_int_equal(trace_info(r)->sequences[1].seq, 2);
+	trace_close(r);
+	assert_int_equal(stat(path, &sa), 0);
+	assert_int_equal(stat(v1_shared, &sb), 0);
+	/* 16 bytes a top-8 event of 32 experts: some 2/3 of the JSON. */
+	assert_true(sb.st_size < sa.st_size * 3 / 4);
+	free(a.ev);
+	free(b.ev);
+}
+
+/* Synthetic events: several models, large ids and times, clients, many
+ * blocks: what is written is what is read. */
+static void test_v1_roundtrip_synthetic(void **state)
+{
+	static const struct trace_model_desc models[] = {
+		{ "small", 4, 8, 2 }, { "deepseek-like", 61, 256, 8 }, { "unknown-shape", 0, 0, 0 },
+	};
+	struct trace_writer *w = NULL;
+	struct trace_event ev;
+	struct evlist want = { NULL, 0 }, got;
+	char path[600], err[512];
+	uint64_t t = 0, x = 12345;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/synthetic.tdt", tmpdir);
+	unlink(path);
+	if (trace_writer_create(&w, path, models, 3, NULL, 0, err, sizeof(err)))
+		fail_msg("%s", err);
+	want.ev = calloc(20000, sizeof(*want.ev));
+	assert_non_null(want.ev);
+	for (size_t i = 0; i < 20000; i++) {
+		memset(&ev, 0, sizeof(ev));
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		t += (x >> 40) % 20000;
+		ev.t_ns = t;
+		ev.model = (uint32_t)(i % 3);
+		ev.client = (uint32_t)(x >> 33) % 7 + (i % 100 == 0 ? UINT32_MAX - 7 : 0);
+		ev.seq = i % 5 == 0 ? UINT64_MAX - i : 0;
+		ev.token = (uint32_t)(i / 61);
+		ev.kind = i % 4 ? TRACE_ACQUIRE : TRACE_HINT;
+		ev.layer = ev.model == 0 ? (uint32_t)i % 4 : ev.model == 1 ? (uint32_t)i % 61 : (uint32_t)i * 977;
+		ev.nexperts = ev.model == 0 ? 2 : ev.model == 1 ? 8 : TRACE_MAX_EXPERTS;
+		for (uint32_t k = 0; k < ev.nexperts; k++)
+			ev.experts[k] = ev.model == 0 ? (k + (uint32_t)i) % 8 :
+					ev.model == 1 ? (k * 31 + (uint32_t)i) % 256 : UINT32_MAX - k;
+		want.ev[want.n++] = ev;
+		if (trace_writer_add(w, &ev, err, sizeof(err)))
+			fail_msg("%s", err);
+	}
+	if (trace_writer_close(w, err, sizeof(err)))
+		fail_msg("%s", err);
+	read_all_events(path, &got);
+	assert_same_events(&want, &got);
+	free(want.ev);
+	free(got.ev);
+}
+
+/* The writer refuses bad events, naming them, and never replaces a file or
+ * follows a link. */
+static void test_v1_writer_refusals(void **state)
+{
+	static const struct trace_model_desc models[] = { { "m", 2, 4, 2 } };
+	struct trace_writer *w = NULL;
+	struct trace_event ev = { .kind = TRACE_ACQUIRE, .nexperts = 2, .experts = { 0, 1 }, .t_ns = 10 };
+	char path[600], link[600], err[512];
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/w.tdt", tmpdir);
+	snprintf(link, sizeof(link), "%s/w-link.tdt", tmpdir);
+	unlink(path);
+	unlink(link);
+	if (trace_writer_create(&w, path, models, 1, NULL, 0, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(trace_writer_add(w, &ev, err, sizeof(err)), 0);
+	ev.experts[1] = 4;
+	assert_int_equal(trace_writer_add(w, &ev, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "model m layer 0 expert 4"));
+	ev.experts[1] = 0;
+	assert_int_equal(trace_writer_add(w, &ev, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "named twice"));
+	ev.experts[1] = 1;
+	ev.layer = 2;
+	assert_int_equal(trace_writer_add(w, &ev, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "layer 2"));
+	ev.layer = 0;
+	ev.model = 1;
+	assert_int_equal(trace_writer_add(w, &ev, err, sizeof(err)), -EINVAL);
+	ev.model = 0;
+	ev.t_ns = 9;
+	assert_int_equal(trace_writer_add(w, &ev, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "time order"));
+	if (trace_writer_close(w, err, sizeof(err)))
+		fail_msg("%s", err);
+	/* An existing file stays as it is. */
+	assert_int_equal(trace_writer_create(&w, path, models, 1, NULL, 0, err, sizeof(err)), -EEXIST);
+	assert_non_null(strstr(err, path));
+	assert_int_equal(symlink("elsewhere", link), 0);
+	assert_int_equal(trace_writer_create(&w, link, models, 1, NULL, 0, err, sizeof(err)), -EEXIST);
+	assert_null(w);
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *b;
+	long n;
+
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	n = ftell(f);
+	rewind(f);
+	b = malloc((size_t)n + 1);
+	assert_non_null(b);
+	assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	*len = (size_t)n;
+	return b;
+}
+
+static void spit(const char *path, const uint8_t *b, size_t len)
+{
+	FILE *f;
+
+	unlink(path);
+	f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(b, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+/* Reads the whole trace at path: 0, or the first error (in err). */
+static int read_through(const char *path, char *err, size_t errlen)
+{
+	struct trace_reader *r = NULL;
+	struct trace_event ev;
+	int ret = trace_open(&r, path, err, errlen);
+
+	if (ret)
+		return ret;
+	while ((ret = trace_next(r, &ev, err, errlen)) == 1)
+		;
+	trace_close(r);
+	return ret;
+}
+
+/* Cut anywhere, or one byte changed anywhere: refused with an error that
+ * names a byte offset, never read as a shorter or different trace. */
+static void test_v1_truncated_corrupt(void **state)
+{
+	char path[600], err[512], want[64];
+	size_t len;
+	uint8_t *b;
+
+	(void)state;
+	if (!v1_shared[0])
+		test_v1_roundtrip_shared(state);
+	b = slurp(v1_shared, &len);
+	snprintf(path, sizeof(path), "%s/cut.tdt", tmpdir);
+	for (size_t cut = 0; cut < len; cut += cut < 200 ? 1 : 97) {
+		int ret;
+
+		spit(path, b, cut);
+		ret = read_through(path, err, sizeof(err));
+		if (ret != -EINVAL)
+			fail_msg("cut at %zu: %d %s", cut, ret, err);
+		if (cut >= 8 && !strstr(err, "byte offset"))
+			fail_msg("cut at %zu: \"%s\" names no offset", cut, err);
+	}
+	/* Cut at the end record: the message says so, with its offset. */
+	spit(path, b, len - 32);
+	assert_int_equal(read_through(path, err, sizeof(err)), -EINVAL);
+	snprintf(want, sizeof(want), "byte offset %zu without its end record", len - 32);
+	if (!strstr(err, want))
+		fail_msg("\"%s\" lacks \"%s\"", err, want);
+	for (size_t at = 0; at < len; at += at < 300 ? 1 : 89) {
+		int ret;
+
+		b[at] ^= 0x10;
+		spit(path, b, len);
+		b[at] ^= 0x10;
+		ret = read_through(path, err, sizeof(err));
+		if (ret != -EINVAL)
+			fail_msg("byte %zu changed: %d %s", at, ret, err);
+		/* A changed magic makes it no trace at all. */
+		if (!strstr(err, at < 8 ? "unknown format" : "byte offset"))
+			fail_msg("byte %zu changed: \"%s\" names no offset", at, err);
+	}
+	/* Bytes after the end, a version from the future. */
+	spit(path, b, len);
+	{
+		FILE *f = fopen(path, "ab");
+
+		assert_non_null(f);
+		fputc('x', f);
+		fclose(f);
+	}
+	assert_int_equal(read_through(path, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "after the end record"));
+	b[8] = 2;
+	spit(path, b, len);
+	assert_int_equal(read_through(path, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "byte offset 8: tierd-trace version 2"));
+	free(b);
+}
+
 static void test_open_errors(void **state)
 {
 	struct trace_reader *r = NULL;
@@ -264,6 +578,10 @@ int main(void)
 		cmocka_unit_test(test_json_malformed),
 		cmocka_unit_test(test_json_small),
 		cmocka_unit_test(test_open_errors),
+		cmocka_unit_test(test_v1_roundtrip_shared),
+		cmocka_unit_test(test_v1_roundtrip_synthetic),
+		cmocka_unit_test(test_v1_writer_refusals),
+		cmocka_unit_test(test_v1_truncated_corrupt),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -7,6 +7,7 @@
 #define TIERD_TRACE_INT_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -29,6 +30,10 @@ struct trace_reader {
 
 /* Formats err and returns -EINVAL: a malformed trace. */
 int trace_bad(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Whether ids[0..n) names an id twice: true with it in *dup.  O(n log n):
+ * events carry up to TRACE_MAX_EXPERTS ids. */
+bool trace_ids_dup(const uint32_t *ids, uint32_t n, uint32_t *dup);
 
 /* Each format's open: f is at offset 0 and becomes the reader's (closed on
  * failure too); r->path is set, the rest is the opener's. */

@@ -42,6 +42,8 @@ struct tj {
 	struct tj_prompt *prompts;
 	uint32_t nprompts;
 	const char **names;	/* info.sequence_names */
+	struct trace_seq_desc *seqs;	/* info.sequences */
+	struct trace_model_desc desc;	/* info.model_desc */
 	uint32_t nlayers, nexperts, top_k;
 	/* Where trace_next is: prompt, token (prefill rows then decode rows), layer. */
 	uint32_t p, t, l;
@@ -241,7 +243,8 @@ static int parse_root(struct tj *j, const char *path, struct json_object *root, 
 	j->nprompts = (uint32_t)json_object_object_length(prompts);
 	j->prompts = calloc(j->nprompts ? j->nprompts : 1, sizeof(*j->prompts));
 	j->names = calloc(j->nprompts ? j->nprompts : 1, sizeof(*j->names));
-	if (!j->prompts || !j->names) {
+	j->seqs = calloc(j->nprompts ? j->nprompts : 1, sizeof(*j->seqs));
+	if (!j->prompts || !j->names || !j->seqs) {
 		snprintf(err, errlen, "%s: out of memory", path);
 		return -ENOMEM;
 	}
@@ -252,6 +255,7 @@ static int parse_root(struct tj *j, const char *path, struct json_object *root, 
 		if (r)
 			return r;
 		j->names[i] = j->prompts[i].name;
+		j->seqs[i] = (struct trace_seq_desc){ i, (uint64_t)i + 1, j->prompts[i].name };
 		i++;
 	}
 	return 0;
@@ -300,6 +304,7 @@ static void tj_free(struct tj *j)
 	}
 	free(j->prompts);
 	free(j->names);
+	free(j->seqs);
 	free(j->model);
 	free(j);
 }
@@ -368,6 +373,9 @@ int trace_json_open(struct trace_reader *r, FILE *f, char *err, size_t errlen)
 	r->info.top_k = j->top_k;
 	r->info.nsequences = j->nprompts;
 	r->info.sequence_names = j->names;
+	r->info.sequences = j->seqs;
+	j->desc = (struct trace_model_desc){ j->model, j->nlayers, j->nexperts, j->top_k };
+	r->info.model_desc = &j->desc;
 	j = NULL;
 out:
 	json_object_put(root);

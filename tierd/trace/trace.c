@@ -28,6 +28,37 @@ int trace_bad(char *err, size_t errlen, const char *fmt, ...)
 	return -EINVAL;
 }
 
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+bool trace_ids_dup(const uint32_t *ids, uint32_t n, uint32_t *dup)
+{
+	uint32_t s[TRACE_MAX_EXPERTS];
+
+	/* Top-k of 8 or 16: comparing pairs costs less than sorting. */
+	if (n <= 16 || n > TRACE_MAX_EXPERTS) {
+		for (uint32_t i = 1; i < n; i++)
+			for (uint32_t k = 0; k < i; k++)
+				if (ids[k] == ids[i]) {
+					*dup = ids[i];
+					return true;
+				}
+		return false;
+	}
+	memcpy(s, ids, n * sizeof(s[0]));
+	qsort(s, n, sizeof(s[0]), u32_cmp);
+	for (uint32_t i = 1; i < n; i++)
+		if (s[i] == s[i - 1]) {
+			*dup = s[i];
+			return true;
+		}
+	return false;
+}
+
 int trace_open(struct trace_reader **out, const char *path, char *err, size_t errlen)
 {
 	struct trace_reader *r = NULL;
@@ -70,7 +101,7 @@ int trace_open(struct trace_reader **out, const char *path, char *err, size_t er
 		goto out;
 	}
 	fclose(f);
-	ret = trace_bad(err, errlen, "%s: neither a tierd-trace-v1 recording (magic \"%.7s\") nor a routing "
+	ret = trace_bad(err, errlen, "%s: neither a tierd-trace-v1 recording (magic \"%.8s\") nor a routing "
 			"trace in JSON (an object): unknown format", path, TRACE_V1_MAGIC);
 out:
 	if (ret) {

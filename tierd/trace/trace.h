@@ -43,6 +43,19 @@ struct trace_event {
 	uint32_t experts[TRACE_MAX_EXPERTS];
 };
 
+/* A model as a trace knows it: 0 for what is unknown. */
+struct trace_model_desc {
+	const char *name;
+	uint32_t nlayers, nexperts, top_k;
+};
+
+/* A named sequence: a prompt of an import. */
+struct trace_seq_desc {
+	uint32_t client;
+	uint64_t seq;
+	const char *name;
+};
+
 /* What a trace holds, known once it is opened. */
 struct trace_info {
 	const char *format;	/* "tierd-trace-v1" or "routing-json" */
@@ -51,6 +64,9 @@ struct trace_info {
 	uint32_t nlayers, nexperts, top_k;	/* of model 0; 0 when unknown */
 	uint32_t nsequences;	/* prompts, or distinct (client, seq), when known */
 	const char *const *sequence_names;	/* prompt names; NULL for recordings */
+	/* Added after the first version, so at the end: */
+	const struct trace_model_desc *model_desc;	/* nmodels entries */
+	const struct trace_seq_desc *sequences;	/* nsequences entries; NULL for recordings */
 };
 
 struct trace_reader;
@@ -71,5 +87,26 @@ void trace_close(struct trace_reader *r);
  * limit was reached), as its blocks say: complete once trace_next has
  * returned 0.  0 for imports. */
 uint64_t trace_dropped(const struct trace_reader *r);
+
+/*
+ * Writes tierd-trace-v1 (doc/trace-format.md): the file is created, never
+ * replaced (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0640), events are buffered and
+ * written in checksummed blocks, and trace_writer_close() writes the end
+ * record that tells a complete recording from a cut one.  Events must come
+ * in time order (t_ns never decreasing), name a model of the table, a layer
+ * and experts below its counts (where known), 1 to TRACE_MAX_EXPERTS
+ * distinct experts; anything else is -EINVAL.  Errors name the path.
+ */
+struct trace_writer;
+
+int trace_writer_create(struct trace_writer **out, const char *path, const struct trace_model_desc *models,
+			uint32_t nmodels, const struct trace_seq_desc *seqs, uint32_t nseqs, char *err,
+			size_t errlen);
+int trace_writer_add(struct trace_writer *w, const struct trace_event *ev, char *err, size_t errlen);
+/* Writes what is buffered and the end record, closes; 0 when every byte
+ * reached the file (fsync'd).  Frees w whatever happens. */
+int trace_writer_close(struct trace_writer *w, char *err, size_t errlen);
+/* Closes and deletes the file (a conversion that failed half way). */
+void trace_writer_abort(struct trace_writer *w);
 
 #endif
