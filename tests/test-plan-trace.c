@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The planner's measured routing (client/plan/plan_trace.c): distinct
- * experts per batch and the busiest GPU from small traces counted by hand,
+ * experts per batch and the busiest GPU from small traces counted by hand
+ * (the shared JSON layout and a recording in tierd's own format),
  * the shared routing trace (read from ../shared beside the source tree: its
  * absence is a failure), hit-rate curves through the replay lab against the
  * trace's LRU reference, malformed traces refused with the reader's message,
@@ -114,6 +115,57 @@ static void test_hand_histogram(void **state)
 	/* Too few bins for the experts. */
 	assert_int_equal(plan_trace_distinct(t, 1, 2, freq, 4, &info, err, sizeof(err)), -EINVAL);
 	plan_trace_free(t);
+}
+
+/*
+ * The same routing as `hand`, recorded by the daemon (tierd-trace-v1): two
+ * clients interleaved in time, token indices as reported, one layer's set
+ * split over two acquires, and a second model that is not counted.
+ */
+static void test_recording(void **state)
+{
+	static const struct trace_model_desc models[] = {
+		{ .name = "hand", .nlayers = 2, .nexperts = 4, .top_k = 2 },
+		{ .name = "other", .nlayers = 1, .nexperts = 2, .top_k = 1 },
+	};
+	/* client, seq, token, model, layer, experts */
+	static const struct { uint32_t c, s, tok, m, l, n, e[2]; } rec[] = {
+		{ 1, 7, 5, 0, 0, 1, { 0 } }, { 1, 7, 5, 0, 0, 1, { 1 } }, { 2, 9, 0, 0, 0, 2, { 0, 1 } },
+		{ 1, 7, 5, 0, 1, 2, { 1, 0 } }, { 2, 9, 0, 0, 1, 2, { 2, 3 } }, { 3, 1, 0, 1, 0, 1, { 1 } },
+		{ 2, 9, 1, 0, 0, 2, { 0, 2 } }, { 1, 7, 6, 0, 0, 2, { 2, 3 } }, { 1, 7, 6, 0, 1, 2, { 0, 1 } },
+		{ 2, 9, 1, 0, 1, 2, { 1, 3 } },
+	};
+	char path[512], err[512] = "";
+	struct trace_writer *w = NULL;
+	struct plan_trace *t;
+	struct plan_trace_batch info;
+	double freq[5];
+
+	snprintf(path, sizeof(path), "%s/rec.trace", tmpdir);
+	if (trace_writer_create(&w, path, models, 2, NULL, 0, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	for (size_t i = 0; i < sizeof(rec) / sizeof(rec[0]); i++) {
+		struct trace_event ev = {
+			.t_ns = 1000 * i, .client = rec[i].c, .seq = rec[i].s, .token = rec[i].tok,
+			.kind = TRACE_ACQUIRE, .model = rec[i].m, .layer = rec[i].l, .nexperts = rec[i].n,
+		};
+
+		memcpy(ev.experts, rec[i].e, sizeof(rec[i].e));
+		if (trace_writer_add(w, &ev, err, sizeof(err)) < 0)
+			fail_msg("%s", err);
+	}
+	if (trace_writer_close(w, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	t = load_ok(path);
+	assert_string_equal(plan_trace_shape(t)->format, "tierd-trace-v1");
+	assert_int_equal(plan_trace_shape(t)->nseqs, 2);
+	assert_int_equal(plan_trace_shape(t)->nrows, 4);
+	assert_int_equal(plan_trace_distinct(t, 1, 2, freq, 5, &info, err, sizeof(err)), 0);
+	assert_true(freq[2] == 8 && fabs(info.ep_max - 14.0 / 8) < 1e-12);
+	assert_int_equal(plan_trace_distinct(t, 2, 2, freq, 5, &info, err, sizeof(err)), 0);
+	assert_true(freq[0] == 0 && freq[1] == 0 && freq[2] == 2 && freq[3] == 4 && freq[4] == 2);
+	plan_trace_free(t);
+	unlink(path);
 }
 
 /*
@@ -347,6 +399,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hand_histogram),
+		cmocka_unit_test(test_recording),
 		cmocka_unit_test(test_hand_hit_curve),
 		cmocka_unit_test(test_hit_curve_too_small),
 		cmocka_unit_test(test_malformed),
