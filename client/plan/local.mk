@@ -18,11 +18,14 @@ client_tierctl_SOURCES += client/tierctl-plan.c client/tierctl-plan-out.c \
 	client/tierctl-plan-select.c client/tierctl-plan-trace.c client/tierctl-plan-svg.c \
 	client/tierctl-plan.h
 
-check_PROGRAMS += tests/test-plan
-tests_test_plan_SOURCES = tests/test-plan.c
+check_PROGRAMS += tests/test-plan tests/test-plan-input
+tests_test_plan_SOURCES = tests/test-plan.c tests/plan-test-util.h
 tests_test_plan_CFLAGS = $(TEST_CFLAGS)
 tests_test_plan_LDADD = libtierdplan.la $(TEST_LIBS)
-TESTS += tests/test-plan
+tests_test_plan_input_SOURCES = tests/test-plan-input.c tests/plan-test-util.h
+tests_test_plan_input_CFLAGS = $(TEST_CFLAGS)
+tests_test_plan_input_LDADD = libtierdplan.la $(TEST_LIBS)
+TESTS += tests/test-plan tests/test-plan-input
 
 # The measured routing and hit rates: links the daemon's trace reader and cache.
 check_PROGRAMS += tests/test-plan-trace
