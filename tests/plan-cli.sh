@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Runs the real `tierctl plan`: the table, --json (parsed by python3), --svg
 # (well-formed XML), `plan select` and its config snippet, what-if flags, and
-# the errors of bad input.  TAP output.
+# the errors of bad input; --trace with the shared routing trace (../shared
+# beside the source tree: its absence is a failure).  TAP output.
 set -u
 builddir=${top_builddir:-.}
 TIERCTL="$builddir/client/tierctl"
@@ -36,7 +37,7 @@ expect_fail() {
 	fi
 }
 
-echo "1..28"
+echo "1..36"
 
 # 1-2: the table.
 "$TIERCTL" plan --model mixtral-8x7b --batch 1,32,1024 >"$tmp/table" 2>"$tmp/err"
@@ -194,3 +195,58 @@ expect_fail 2 'contains a NUL byte' "config.json with a NUL byte" -- plan --mode
 # 28: tensor parallelism stays inside a node.
 expect_fail 2 'tp 3 must divide the 8 GPUs' "tp that does not divide a node" -- \
 	plan --model deepseek-r1 --set tp=3
+
+# 29-36: --trace: routing measured in the shared trace, and select choosing
+# the DDR pool and cache policy from the replay lab's hit rates.
+trace="${top_srcdir:-..}/../shared/traces/granite-3.0-1b-a400m.json"
+echo "# $trace: missing" >"$tmp/err"
+check "the shared routing trace is there (../shared beside the source tree)" test -r "$trace"
+"$TIERCTL" plan --model granite-3.0-1b-a400m --trace "$trace" --batch 1,8,64 >"$tmp/tr" 2>"$tmp/err"
+check "--trace prints measured against uniform routing" sh -c \
+	"grep -q '^Routing measured in' '$tmp/tr' && grep -Eq '^ +8 \| +[0-9.]+ +28\.80 ' '$tmp/tr'"
+"$TIERCTL" plan --model granite-3.0-1b-a400m --trace "$trace" --batch 1,8,64 --placement ssd --json \
+	>"$tmp/tr.json" 2>"$tmp/err"
+"$TIERCTL" plan --model granite-3.0-1b-a400m --batch 1,8,64 --placement ssd --json \
+	>"$tmp/un.json" 2>>"$tmp/err"
+check "--trace --json: fewer distinct experts than uniform at batch 8, used by the model" python3 -c "
+import json, sys
+t = json.load(open(sys.argv[1])); u = json.load(open(sys.argv[2]))
+b = {x['batch']: x for x in t['routing']['by_batch']}
+assert t['routing']['sequences'] == 2 and t['routing']['decode_rows'] == 128
+assert b[1]['distinct_measured'] == 8 and b[1]['histogram'][8] == b[1]['samples']
+assert b[8]['distinct_measured'] < b[8]['distinct_uniform'] and b[8]['distinct_ratio'] < 0.95
+assert b[8]['busiest_gpu_measured'] <= b[8]['busiest_gpu_uniform'] <= 4
+r = {x['batch']: x for x in t['results']}; q = {x['batch']: x for x in u['results']}
+assert abs(r[8]['expert_parallel']['distinct_experts'] - b[8]['distinct_measured']) < 1e-9
+assert r[8]['energy_per_token_j'] < q[8]['energy_per_token_j']
+" "$tmp/tr.json" "$tmp/un.json"
+expect_fail 2 'applies only to the model it was recorded from' "--trace of another model" -- \
+	plan --model mixtral-8x7b --trace "$trace"
+printf '{"model": "m", "num_layers": 1,' >"$tmp/bad-trace.json"
+expect_fail 2 "$tmp/bad-trace.json:1:" "a malformed trace is refused with the reader's error" -- \
+	plan --model granite-3.0-1b-a400m --trace "$tmp/bad-trace.json"
+
+# A tighter latency ceiling needs fewer misses: a larger pool (NVMe at 20 GB/s).
+sel_pool() {
+	"$TIERCTL" plan select --model granite-3.0-1b-a400m --trace "$trace" --batch 8 --hbm-gib 1 \
+		--policy lru,lfu --objective pool "$@" --json 2>>"$tmp/err" |
+		python3 -c "import json, sys; print(json.load(sys.stdin)['chosen']['capacity_bytes']['ddr'])"
+}
+: >"$tmp/err"
+p_none=$(sel_pool --set ssd_gbps=20) p_loose=$(sel_pool --set ssd_gbps=20 --max-latency-ms 50)
+p_tight=$(sel_pool --set ssd_gbps=20 --max-latency-ms 5)
+echo "# DDR pool bytes: no ceiling $p_none, 50 ms $p_loose, 5 ms $p_tight" >>"$tmp/err"
+check "select --trace: a tighter latency budget picks a larger pool" python3 -c "
+import sys; a, b, c = map(float, sys.argv[1:]); assert a < b < c, (a, b, c)" "$p_none" "$p_loose" "$p_tight"
+: >"$tmp/err"
+e_loose=$(sel_pool --max-energy-j 0.3) e_tight=$(sel_pool --max-energy-j 0.15)
+echo "# DDR pool bytes: 0.3 J $e_loose, 0.15 J $e_tight" >>"$tmp/err"
+check "select --trace: a tighter energy budget picks a larger pool" python3 -c "
+import sys; a, b = map(float, sys.argv[1:]); assert a < b, (a, b)" "$e_loose" "$e_tight"
+
+"$TIERCTL" plan select --model granite-3.0-1b-a400m --trace "$trace" --batch 8 --hbm-gib 1 \
+	--policy lfu --max-energy-j 0.15 --objective pool >"$tmp/sel-tr" 2>"$tmp/err"
+sed -n '/^# tierd.conf/,$p' "$tmp/sel-tr" | sed "s|^path = .*|path = $tmp/ckpt|" >"$tmp/snippet-tr.conf"
+check "select --trace prints [pool] size and [cache] policy, and tierd -t accepts them" sh -c \
+	"grep -q '^policy = lfu' '$tmp/snippet-tr.conf' && grep -q '^size = [0-9]*M' '$tmp/snippet-tr.conf' &&
+	 '$builddir/tierd/tierd' -t -c '$tmp/snippet-tr.conf' >>'$tmp/err' 2>&1"

@@ -136,9 +136,16 @@ struct plan_params {
 	double bytes_per_param;		/* 0: the model's */
 };
 
-/* Fraction of the routed experts on each tier; sums to 1. */
+/*
+ * Fraction of the routed experts' reads served by each tier; sums to 1.  As a
+ * static placement, also the fraction each tier holds.  A DDR pool that
+ * caches (plan select --trace) holds ddr_pool of the routed bytes and serves
+ * frac[DDR] of the reads (its measured hit rate); NVMe then holds every
+ * expert not in HBM.
+ */
 struct plan_place {
 	double frac[PLAN_NTIERS];
+	double ddr_pool;		/* 0: a static placement */
 };
 
 struct plan_result {
@@ -215,6 +222,9 @@ double plan_ep_max_uniform(unsigned experts, unsigned top_k, double batch, unsig
 struct plan_routing {
 	const double *freq;
 	size_t n;			/* at most experts + 1 */
+	/* Measured busiest GPU's activated experts, with the real identities
+	 * (plan_trace_distinct); 0: from freq, as above. */
+	double ep_max;
 };
 
 /* Mean distinct experts and expected busiest-GPU count of a measured distribution. */
@@ -243,6 +253,15 @@ double plan_result_weight_j(const struct plan_result *r);
 enum plan_objective {
 	PLAN_OBJ_ENERGY,
 	PLAN_OBJ_LATENCY,
+	PLAN_OBJ_POOL,		/* the smallest DDR pool that meets the ceilings */
+};
+
+/* A DDR cache's measured hit rate by its size (the replay lab's curve). */
+struct plan_hit_curve {
+	const char *policy;		/* tierd's [cache] policy it was measured with */
+	const double *pool;		/* ascending: pool size, fraction of all routed experts */
+	const double *hit;		/* fraction of fetches it serves; NaN: cannot run */
+	size_t n;
 };
 
 struct plan_select_req {
@@ -254,10 +273,18 @@ struct plan_select_req {
 	const unsigned *batches;
 	size_t nbatches;
 	unsigned ddr_steps;		/* DDR cache sizes tried: k/ddr_steps of the routed bytes */
+	/* Measured routing for batches[i] (NULL: uniform), and the DDR cache's
+	 * hit rate for batches[i] under each of ncurves policies, at
+	 * curves[i * ncurves + j] (NULL: the pool serves the fraction of the
+	 * offloaded experts it holds). */
+	const struct plan_routing *routing;
+	const struct plan_hit_curve *curves;
+	size_t ncurves;
 };
 
 struct plan_candidate {
 	unsigned batch;
+	const char *policy;		/* the curve's, when measured; NULL otherwise */
 	struct plan_place place;
 	struct plan_result r;
 };
@@ -266,7 +293,10 @@ struct plan_candidate {
  * Lists the feasible (batch, placement) pairs, best first by the objective, in
  * *out (free() it).  Routed experts fill the HBM left after resident weights and
  * KV cache (HBM is never the worse tier), then DDR caches a fraction of the rest
- * (hit rate = that fraction under uniform routing), the remainder stays on SSD.
+ * (hit rate = that fraction under uniform routing, or the measured curve's at
+ * that size), the remainder stays on SSD.  With curves, a pool of d of the
+ * routed bytes beside h in HBM hits as the curve at d / (1 - h): the HBM
+ * experts taken as a random share, not the hottest.
  * -ENOSPC when nothing fits, -ERANGE when nothing meets the ceilings; err says
  * which constraint and what the closest candidate achieves.
  */

@@ -50,12 +50,18 @@ static const struct builtin builtins[] = {
 		 .bytes_per_param = 2, .attn = PLAN_ATTN_GQA, .heads = 64, .kv_heads = 8,
 		 .head_dim = 128, .dense_ffn = 28672, .moe_step = 1 },
 	  .nodes = 1, .gpus_per_node = 8 },
+	/* The shared routing trace's model (plan --trace): one node of 8 GPUs, so
+	 * that expert parallelism spreads its 32 experts 4 to a GPU. */
+	{ .m = { .name = "granite-3.0-1b-a400m", .layers = 24, .hidden = 1024, .vocab = 49155,
+		 .bytes_per_param = 2, .attn = PLAN_ATTN_GQA, .heads = 16, .kv_heads = 8,
+		 .head_dim = 64, .experts = 32, .top_k = 8, .expert_ffn = 512, .moe_step = 1 },
+	  .nodes = 1, .gpus_per_node = 8 },
 };
 
 #define NBUILTINS (sizeof(builtins) / sizeof(builtins[0]))
 
 static const char *const builtin_names[] = {
-	"mixtral-8x7b", "deepseek-r1", "llama4-maverick", "llama3.3-70b", NULL,
+	"mixtral-8x7b", "deepseek-r1", "llama4-maverick", "llama3.3-70b", "granite-3.0-1b-a400m", NULL,
 };
 
 const char *const *plan_model_builtin_names(void)
@@ -78,7 +84,7 @@ int plan_model_builtin(const char *name, struct plan_model *m, unsigned *nodes,
 	}
 	return plan_fail(err, errlen, -ENOENT,
 		    "unknown model \"%s\" (built-in: mixtral-8x7b, deepseek-r1, llama4-maverick, "
-		    "llama3.3-70b; or --model-config config.json)", name);
+		    "llama3.3-70b, granite-3.0-1b-a400m; or --model-config config.json)", name);
 }
 
 struct jctx {
