@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The metrics: one sample set (probes, energy, NVMe, engine, service)
- * rendered as the Prometheus text exposition or as JSON; metrics-export.c
- * serves and writes the text.
+ * rendered as the Prometheus text exposition or as JSON through the sink of
+ * metrics-sink.c; metrics-export.c serves and writes the text.
  */
 #include "config.h"
 
@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics-int.h"
 #include "metrics.h"
 
 /* log2 slots exported as histogram buckets: 2^10 ns (about 1 us) up to
@@ -40,127 +41,6 @@ void metrics_device_name(uint32_t major, uint32_t minor, char *buf, size_t len)
 	snprintf(buf, len, "%u:%u", major, minor);
 }
 
-/*
- * One sample set, two renderings: the Prometheus text exposition and JSON
- * (what tierctl reads: the same samples, no text to parse back).  The
- * render functions below name families and samples; the sink writes them.
- */
-struct msink {
-	FILE *f;			/* text; NULL when rendering JSON */
-	json_object *fams;		/* JSON: the families, in order */
-	json_object *samples;		/* JSON: the current family's samples */
-	bool nomem;
-};
-
-/* Label values escape backslash, double quote and newline. */
-static void put_label(FILE *f, const char *v)
-{
-	for (; *v; v++) {
-		if (*v == '\\' || *v == '"')
-			fputc('\\', f);
-		if (*v == '\n') {
-			fputs("\\n", f);
-			continue;
-		}
-		fputc(*v, f);
-	}
-}
-
-static void family(struct msink *s, const char *name, const char *type, const char *help)
-{
-	json_object *fam;
-
-	if (s->f) {
-		fprintf(s->f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-		return;
-	}
-	fam = json_object_new_object();
-	s->samples = json_object_new_array();
-	if (!fam || !s->samples || json_object_object_add(fam, "name", json_object_new_string(name)) ||
-	    json_object_object_add(fam, "type", json_object_new_string(type)) ||
-	    json_object_object_add(fam, "help", json_object_new_string(help)) ||
-	    json_object_object_add(fam, "samples", s->samples) || json_object_array_add(s->fams, fam)) {
-		s->nomem = true;
-		json_object_put(fam);
-		s->samples = NULL;
-	}
-}
-
-/* A sample: name, value, then label name/value pairs ending with NULL.
- * Integers stay integers (counters of bytes pass 2^53 in JSON doubles). */
-enum mval { MV_INT, MV_DOUBLE };
-
-static void vsample(struct msink *s, const char *name, enum mval t, int64_t i, double d, va_list ap)
-{
-	json_object *x, *labels;
-	const char *k, *sep = "{";
-
-	if (s->f) {
-		fputs(name, s->f);
-		while ((k = va_arg(ap, const char *))) {
-			fprintf(s->f, "%s%s=\"", sep, k);
-			put_label(s->f, va_arg(ap, const char *));
-			fputc('"', s->f);
-			sep = ",";
-		}
-		if (*sep == ',')
-			fputc('}', s->f);
-		if (t == MV_INT)
-			fprintf(s->f, " %lld\n", (long long)i);
-		else
-			fprintf(s->f, " %.9g\n", d);
-		return;
-	}
-	if (!s->samples)
-		return;			/* the family could not be added */
-	x = json_object_new_object();
-	labels = json_object_new_object();
-	if (!x || !labels) {
-		json_object_put(x);
-		json_object_put(labels);
-		s->nomem = true;
-		return;
-	}
-	while ((k = va_arg(ap, const char *)))
-		if (json_object_object_add(labels, k, json_object_new_string(va_arg(ap, const char *))))
-			s->nomem = true;
-	if (json_object_object_add(x, "name", json_object_new_string(name)) ||
-	    json_object_object_add(x, "labels", labels) ||
-	    json_object_object_add(x, "value", t == MV_INT ? json_object_new_int64(i) : json_object_new_double(d)) ||
-	    json_object_array_add(s->samples, x)) {
-		s->nomem = true;
-		json_object_put(x);
-	}
-}
-
-static void sample_u(struct msink *s, const char *name, uint64_t v, ...)
-{
-	va_list ap;
-
-	va_start(ap, v);
-	/* Counters never reach 2^63; clamped, not wrapped, if one did. */
-	vsample(s, name, MV_INT, v > INT64_MAX ? INT64_MAX : (int64_t)v, 0, ap);
-	va_end(ap);
-}
-
-static void sample_i(struct msink *s, const char *name, int64_t v, ...)
-{
-	va_list ap;
-
-	va_start(ap, v);
-	vsample(s, name, MV_INT, v, 0, ap);
-	va_end(ap);
-}
-
-static void sample_d(struct msink *s, const char *name, double v, ...)
-{
-	va_list ap;
-
-	va_start(ap, v);
-	vsample(s, name, MV_DOUBLE, 0, v, ap);
-	va_end(ap);
-}
-
 static void client_label(char *buf, size_t len, uint32_t id)
 {
 	if (id == ENERGY_CLIENT_NONE)
@@ -169,34 +49,6 @@ static void client_label(char *buf, size_t len, uint32_t id)
 		snprintf(buf, len, "departed");
 	else
 		snprintf(buf, len, "%u", id);
-}
-
-/* The buckets, sum and count of a histogram; key/value: one label or NULL. */
-static void hist_tail(struct msink *s, const char *name, const char *key, const char *value,
-		      const double *le, const uint64_t *cum, unsigned n, double sum_s)
-{
-	char bucket[128], sum[128], count[128], les[32];
-
-	snprintf(bucket, sizeof(bucket), "%s_bucket", name);
-	snprintf(sum, sizeof(sum), "%s_sum", name);
-	snprintf(count, sizeof(count), "%s_count", name);
-	for (unsigned i = 0; i <= n; i++) {
-		if (i < n)
-			snprintf(les, sizeof(les), "%.9g", le[i]);
-		else
-			snprintf(les, sizeof(les), "+Inf");
-		if (key)
-			sample_u(s, bucket, cum[i], key, value, "le", les, NULL);
-		else
-			sample_u(s, bucket, cum[i], "le", les, NULL);
-	}
-	if (key) {
-		sample_d(s, sum, sum_s, key, value, NULL);
-		sample_u(s, count, cum[n], key, value, NULL);
-	} else {
-		sample_d(s, sum, sum_s, NULL);
-		sample_u(s, count, cum[n], NULL);
-	}
 }
 
 /* Histogram from log2 ns slots, with one label (key="value"). */
@@ -217,7 +69,7 @@ static void log2_hist(struct msink *s, const char *name, const char *key, const 
 	for (unsigned i = SLOT_HI + 1; i < BLKSTAT_SLOTS; i++)
 		c += slots[i];
 	cum[n] = c;
-	hist_tail(s, name, key, value, le, cum, n, sum_s);
+	ms_hist_tail(s, name, key, value, le, cum, n, sum_s);
 }
 
 struct devnames {
@@ -227,10 +79,10 @@ struct devnames {
 
 static void render_info(struct msink *s, const struct metrics_input *in)
 {
-	family(s, "tierd_info", "gauge",
+	ms_family(s, "tierd_info", "gauge",
 	       "tierd build and how it measures: probes (tp_btf, raw_tp, none) and the source of "
 	       "the SSD tier's bytes (ebpf, or tierd's own accounting).");
-	sample_u(s, "tierd_info", 1, "version", PACKAGE_VERSION, "probes",
+	ms_sample_u(s, "tierd_info", 1, "version", PACKAGE_VERSION, "probes",
 		 in->probes_mode ? in->probes_mode : "none", "energy_source",
 		 in->energy ? energy_source_name(energy_source(in->energy)) : (in->probes_mode ? "ebpf" : "tierd"),
 		 NULL);
@@ -239,13 +91,13 @@ static void render_info(struct msink *s, const struct metrics_input *in)
 static void bytes_line(struct msink *s, const char *tier, const char *device, const char *dir,
 		       const char *source, uint64_t v)
 {
-	sample_u(s, "tierd_bytes_total", v, "tier", tier, "device", device, "direction", dir, "source", source,
+	ms_sample_u(s, "tierd_bytes_total", v, "tier", tier, "device", device, "direction", dir, "source", source,
 		 NULL);
 }
 
 static void render_bytes(struct msink *s, const struct metrics_input *in, const struct devnames *dn)
 {
-	family(s, "tierd_bytes_total", "counter",
+	ms_family(s, "tierd_bytes_total", "counter",
 	       "Bytes moved, by tier, device, direction and source: ebpf (block layer, every "
 	       "process), tierd (what tierd itself read or handed out), smart (the device's SMART "
 	       "data units, 512000 bytes each).");
@@ -280,7 +132,7 @@ static void per_device(struct msink *s, const struct probes_snapshot *ps, const 
 		       const char *name, size_t off)
 {
 	for (size_t i = 0; i < ps->ndev; i++)
-		sample_u(s, name, *(const uint64_t *)((const char *)&ps->dev[i] + off), "device", dn->name[i],
+		ms_sample_u(s, name, *(const uint64_t *)((const char *)&ps->dev[i] + off), "device", dn->name[i],
 			 NULL);
 }
 
@@ -289,52 +141,52 @@ static void render_probes(struct msink *s, const struct probes_snapshot *ps, con
 	char ctl[32];
 
 	/* Said, not hidden: what the eBPF counters lack. */
-	family(s, "tierd_probe_missed_runs_total", "counter",
+	ms_family(s, "tierd_probe_missed_runs_total", "counter",
 	       "Runs of the block-layer eBPF programs the kernel skipped because one was already "
 	       "running on that CPU; a skipped completion is accounted later "
 	       "(tierd_probe_lost_requests_total), a skipped issue leaves its request without a "
 	       "latency (tierd_probe_unmatched_completions_total).");
-	sample_u(s, "tierd_probe_missed_runs_total", ps->missed, NULL);
+	ms_sample_u(s, "tierd_probe_missed_runs_total", ps->missed, NULL);
 	if (!ps->ndev)
 		goto nvme;
-	family(s, "tierd_probe_lost_requests_total", "counter",
+	ms_family(s, "tierd_probe_lost_requests_total", "counter",
 	       "Block requests whose completion the eBPF programs did not see (the kernel did not "
 	       "run them), found finished later: from then on their requests and bytes are in the "
 	       "eBPF device counters, without a latency.");
 	per_device(s, ps, dn, "tierd_probe_lost_requests_total", offsetof(struct probes_dev, lost_reqs));
-	family(s, "tierd_probe_lost_bytes_total", "counter",
+	ms_family(s, "tierd_probe_lost_bytes_total", "counter",
 	       "Bytes of the requests in tierd_probe_lost_requests_total.");
 	per_device(s, ps, dn, "tierd_probe_lost_bytes_total", offsetof(struct probes_dev, lost_bytes));
-	family(s, "tierd_probe_unmatched_completions_total", "counter",
+	ms_family(s, "tierd_probe_unmatched_completions_total", "counter",
 	       "Block requests completed with no issue seen by eBPF (in flight when the probes "
 	       "attached, or the kernel did not run the issue program): counted, without a "
 	       "latency.");
 	per_device(s, ps, dn, "tierd_probe_unmatched_completions_total", offsetof(struct probes_dev, unmatched));
-	family(s, "tierd_device_requests_total", "counter",
+	ms_family(s, "tierd_device_requests_total", "counter",
 	       "Block requests completed, measured by eBPF at the block layer.");
 	for (size_t i = 0; i < ps->ndev; i++) {
-		sample_u(s, "tierd_device_requests_total", ps->dev[i].read_reqs, "device", dn->name[i],
+		ms_sample_u(s, "tierd_device_requests_total", ps->dev[i].read_reqs, "device", dn->name[i],
 			 "direction", "read", NULL);
-		sample_u(s, "tierd_device_requests_total", ps->dev[i].write_reqs, "device", dn->name[i],
+		ms_sample_u(s, "tierd_device_requests_total", ps->dev[i].write_reqs, "device", dn->name[i],
 			 "direction", "write", NULL);
-		sample_u(s, "tierd_device_requests_total", ps->dev[i].other_reqs, "device", dn->name[i],
+		ms_sample_u(s, "tierd_device_requests_total", ps->dev[i].other_reqs, "device", dn->name[i],
 			 "direction", "other", NULL);
 	}
-	family(s, "tierd_device_busy_seconds_total", "counter",
+	ms_family(s, "tierd_device_busy_seconds_total", "counter",
 	       "Time with at least one request in flight, measured by eBPF.");
 	for (size_t i = 0; i < ps->ndev; i++)
-		sample_d(s, "tierd_device_busy_seconds_total", (double)ps->dev[i].busy_ns / 1e9, "device",
+		ms_sample_d(s, "tierd_device_busy_seconds_total", (double)ps->dev[i].busy_ns / 1e9, "device",
 			 dn->name[i], NULL);
-	family(s, "tierd_device_inflight_requests", "gauge", "Requests in flight now.");
+	ms_family(s, "tierd_device_inflight_requests", "gauge", "Requests in flight now.");
 	for (size_t i = 0; i < ps->ndev; i++)
-		sample_i(s, "tierd_device_inflight_requests", ps->dev[i].inflight > 0 ? ps->dev[i].inflight : 0,
+		ms_sample_i(s, "tierd_device_inflight_requests", ps->dev[i].inflight > 0 ? ps->dev[i].inflight : 0,
 			 "device", dn->name[i], NULL);
-	family(s, "tierd_device_request_duration_seconds", "histogram",
+	ms_family(s, "tierd_device_request_duration_seconds", "histogram",
 	       "Block request latency, issue to completion, measured by eBPF.");
 	for (size_t i = 0; i < ps->ndev; i++)
 		log2_hist(s, "tierd_device_request_duration_seconds", "device", dn->name[i],
 			  ps->dev[i].lat_hist, (double)ps->dev[i].lat_sum_ns / 1e9);
-	family(s, "tierd_device_idle_gap_seconds", "histogram",
+	ms_family(s, "tierd_device_idle_gap_seconds", "histogram",
 	       "Idle gaps between busy periods of the device, measured by eBPF; the input of the "
 	       "power-state inference.");
 	for (size_t i = 0; i < ps->ndev; i++) {
@@ -347,35 +199,35 @@ static void render_probes(struct msink *s, const struct probes_snapshot *ps, con
 nvme:
 	if (!ps->nnvme)
 		return;
-	family(s, "tierd_nvme_commands_total", "counter",
+	ms_family(s, "tierd_nvme_commands_total", "counter",
 	       "NVMe commands set up by the driver, by controller and queue (nvme tracepoints).");
 	for (size_t i = 0; i < ps->nnvme; i++) {
 		snprintf(ctl, sizeof(ctl), "nvme%u", ps->nvme[i].instance);
-		sample_u(s, "tierd_nvme_commands_total", ps->nvme[i].c.admin_cmds, "controller", ctl, "queue",
+		ms_sample_u(s, "tierd_nvme_commands_total", ps->nvme[i].c.admin_cmds, "controller", ctl, "queue",
 			 "admin", NULL);
-		sample_u(s, "tierd_nvme_commands_total", ps->nvme[i].c.io_cmds, "controller", ctl, "queue", "io",
+		ms_sample_u(s, "tierd_nvme_commands_total", ps->nvme[i].c.io_cmds, "controller", ctl, "queue", "io",
 			 NULL);
 	}
-	family(s, "tierd_nvme_command_errors_total", "counter",
+	ms_family(s, "tierd_nvme_command_errors_total", "counter",
 	       "NVMe commands completed with a non-zero status.");
 	for (size_t i = 0; i < ps->nnvme; i++) {
 		snprintf(ctl, sizeof(ctl), "nvme%u", ps->nvme[i].instance);
-		sample_u(s, "tierd_nvme_command_errors_total", ps->nvme[i].c.errors, "controller", ctl, NULL);
+		ms_sample_u(s, "tierd_nvme_command_errors_total", ps->nvme[i].c.errors, "controller", ctl, NULL);
 	}
-	family(s, "tierd_nvme_set_features_total", "counter",
+	ms_family(s, "tierd_nvme_set_features_total", "counter",
 	       "Host-initiated power changes seen: Set Features power management (02h) and APST (0Ch).");
 	for (size_t i = 0; i < ps->nnvme; i++) {
 		snprintf(ctl, sizeof(ctl), "nvme%u", ps->nvme[i].instance);
-		sample_u(s, "tierd_nvme_set_features_total", ps->nvme[i].c.set_power_mgmt, "controller", ctl,
+		ms_sample_u(s, "tierd_nvme_set_features_total", ps->nvme[i].c.set_power_mgmt, "controller", ctl,
 			 "feature", "power_management", NULL);
-		sample_u(s, "tierd_nvme_set_features_total", ps->nvme[i].c.set_apst, "controller", ctl,
+		ms_sample_u(s, "tierd_nvme_set_features_total", ps->nvme[i].c.set_apst, "controller", ctl,
 			 "feature", "apst", NULL);
 	}
-	family(s, "tierd_nvme_requested_power_state", "gauge",
+	ms_family(s, "tierd_nvme_requested_power_state", "gauge",
 	       "Power state the host last requested with Set Features 02h (-1: none seen).");
 	for (size_t i = 0; i < ps->nnvme; i++) {
 		snprintf(ctl, sizeof(ctl), "nvme%u", ps->nvme[i].instance);
-		sample_i(s, "tierd_nvme_requested_power_state",
+		ms_sample_i(s, "tierd_nvme_requested_power_state",
 			 ps->nvme[i].c.set_power_mgmt ? (int64_t)ps->nvme[i].c.last_ps : -1, "controller", ctl, NULL);
 	}
 }
@@ -395,21 +247,21 @@ static void per_state(struct msink *s, const struct metrics_nvme *nv, size_t n, 
 			snprintf(st, sizeof(st), "ps%u", k);
 			switch (which) {
 			case PS_MAX_W:
-				sample_d(s, name, p->max_w, "device", nv[i].device, "state", st, NULL);
+				ms_sample_d(s, name, p->max_w, "device", nv[i].device, "state", st, NULL);
 				break;
 			case PS_IDLE_W:
 				if (p->idle_w >= 0)
-					sample_d(s, name, p->idle_w, "device", nv[i].device, "state", st, NULL);
+					ms_sample_d(s, name, p->idle_w, "device", nv[i].device, "state", st, NULL);
 				break;
 			case PS_ACTIVE_W:
 				if (p->active_w >= 0)
-					sample_d(s, name, p->active_w, "device", nv[i].device, "state", st, NULL);
+					ms_sample_d(s, name, p->active_w, "device", nv[i].device, "state", st, NULL);
 				break;
 			case PS_EXIT_S:
-				sample_d(s, name, p->exit_lat_us / 1e6, "device", nv[i].device, "state", st, NULL);
+				ms_sample_d(s, name, p->exit_lat_us / 1e6, "device", nv[i].device, "state", st, NULL);
 				break;
 			case PS_OPERATIONAL:
-				sample_i(s, name, !p->nonop, "device", nv[i].device, "state", st, NULL);
+				ms_sample_i(s, name, !p->nonop, "device", nv[i].device, "state", st, NULL);
 				break;
 			}
 		}
@@ -419,45 +271,45 @@ static void render_nvme_info(struct msink *s, const struct metrics_nvme *nv, siz
 {
 	if (!n)
 		return;
-	family(s, "tierd_nvme_power_state_max_watts", "gauge",
+	ms_family(s, "tierd_nvme_power_state_max_watts", "gauge",
 	       "Maximum power of each power state (Identify Controller descriptor, MP and MXPS).");
 	per_state(s, nv, n, "tierd_nvme_power_state_max_watts", PS_MAX_W);
-	family(s, "tierd_nvme_power_state_idle_watts", "gauge",
+	ms_family(s, "tierd_nvme_power_state_idle_watts", "gauge",
 	       "Idle power of each power state, where the descriptor reports it (IDLP, IPS).");
 	per_state(s, nv, n, "tierd_nvme_power_state_idle_watts", PS_IDLE_W);
-	family(s, "tierd_nvme_power_state_active_watts", "gauge",
+	ms_family(s, "tierd_nvme_power_state_active_watts", "gauge",
 	       "Active power of each power state, where the descriptor reports it (ACTP, APWS).");
 	per_state(s, nv, n, "tierd_nvme_power_state_active_watts", PS_ACTIVE_W);
-	family(s, "tierd_nvme_power_state_exit_latency_seconds", "gauge",
+	ms_family(s, "tierd_nvme_power_state_exit_latency_seconds", "gauge",
 	       "Exit latency of each power state (EXLAT).");
 	per_state(s, nv, n, "tierd_nvme_power_state_exit_latency_seconds", PS_EXIT_S);
-	family(s, "tierd_nvme_power_state_operational", "gauge",
+	ms_family(s, "tierd_nvme_power_state_operational", "gauge",
 	       "1 for operational power states, 0 for non-operational ones (NOPS).");
 	per_state(s, nv, n, "tierd_nvme_power_state_operational", PS_OPERATIONAL);
-	family(s, "tierd_nvme_current_power_state", "gauge",
+	ms_family(s, "tierd_nvme_current_power_state", "gauge",
 	       "Power state reported by Get Features 02h at the last refresh (-1: unknown).");
 	for (size_t i = 0; i < n; i++)
-		sample_i(s, "tierd_nvme_current_power_state", nv[i].info->cur_ps, "device", nv[i].device, NULL);
-	family(s, "tierd_nvme_apst_enabled", "gauge",
+		ms_sample_i(s, "tierd_nvme_current_power_state", nv[i].info->cur_ps, "device", nv[i].device, NULL);
+	ms_family(s, "tierd_nvme_apst_enabled", "gauge",
 	       "1 when autonomous power state transitions are on (Get Features 0Ch).");
 	for (size_t i = 0; i < n; i++)
-		sample_i(s, "tierd_nvme_apst_enabled", nv[i].info->apst_enabled, "device", nv[i].device, NULL);
-	family(s, "tierd_nvme_temperature_celsius", "gauge",
+		ms_sample_i(s, "tierd_nvme_apst_enabled", nv[i].info->apst_enabled, "device", nv[i].device, NULL);
+	ms_family(s, "tierd_nvme_temperature_celsius", "gauge",
 	       "Composite temperature from the SMART / health log at the last refresh.");
 	for (size_t i = 0; i < n; i++)
 		if (nv[i].info->have_smart)
-			sample_d(s, "tierd_nvme_temperature_celsius", nv[i].info->temperature_c, "device",
+			ms_sample_d(s, "tierd_nvme_temperature_celsius", nv[i].info->temperature_c, "device",
 				 nv[i].device, NULL);
-	family(s, "tierd_nvme_power_on_seconds_total", "counter",
+	ms_family(s, "tierd_nvme_power_on_seconds_total", "counter",
 	       "Power-on time from the SMART / health log (reported in hours).");
 	for (size_t i = 0; i < n; i++)
 		if (nv[i].info->have_smart)
-			sample_u(s, "tierd_nvme_power_on_seconds_total", nv[i].info->power_on_hours * 3600ULL,
+			ms_sample_u(s, "tierd_nvme_power_on_seconds_total", nv[i].info->power_on_hours * 3600ULL,
 				 "device", nv[i].device, NULL);
-	family(s, "tierd_nvme_smart_refreshes_total", "counter",
+	ms_family(s, "tierd_nvme_smart_refreshes_total", "counter",
 	       "SMART log reads; skipped while the device is idle so as not to wake it.");
 	for (size_t i = 0; i < n; i++)
-		sample_u(s, "tierd_nvme_smart_refreshes_total", nv[i].info->refreshes, "device", nv[i].device,
+		ms_sample_u(s, "tierd_nvme_smart_refreshes_total", nv[i].info->refreshes, "device", nv[i].device,
 			 NULL);
 }
 
@@ -466,7 +318,7 @@ static void render_attr(struct msink *s, const char *name, const char *key, cons
 {
 	for (int t = 0; t < ENERGY_TIERS; t++)
 		for (int c = 0; c < ENERGY_COMPONENTS; c++)
-			sample_d(s, name, a->joules[t][c], key, value, "tier", energy_tier_name((enum energy_tier)t),
+			ms_sample_d(s, name, a->joules[t][c], key, value, "tier", energy_tier_name((enum energy_tier)t),
 				 "component", energy_component_name((enum energy_component)c), NULL);
 }
 
@@ -474,61 +326,61 @@ static void render_energy(struct msink *s, const struct energy *e)
 {
 	char cl[32];
 
-	family(s, "tierd_energy_joules_total", "counter",
+	ms_family(s, "tierd_energy_joules_total", "counter",
 	       "Energy by tier and component: dynamic = bytes x energy per bit of the path, static "
 	       "= power x time (NVMe part from inferred power-state residency).");
 	for (int t = 0; t < ENERGY_TIERS; t++)
 		for (int c = 0; c < ENERGY_COMPONENTS; c++)
-			sample_d(s, "tierd_energy_joules_total",
+			ms_sample_d(s, "tierd_energy_joules_total",
 				 energy_joules(e, (enum energy_tier)t, (enum energy_component)c), "tier",
 				 energy_tier_name((enum energy_tier)t), "component",
 				 energy_component_name((enum energy_component)c), NULL);
-	family(s, "tierd_energy_other_joules_total", "counter",
+	ms_family(s, "tierd_energy_other_joules_total", "counter",
 	       "Dynamic SSD energy of device reads that tierd did not cause (eBPF bytes beyond tierd's).");
-	sample_d(s, "tierd_energy_other_joules_total", energy_other_joules(e), NULL);
-	family(s, "tierd_other_bytes_total", "counter",
+	ms_sample_d(s, "tierd_energy_other_joules_total", energy_other_joules(e), NULL);
+	ms_family(s, "tierd_other_bytes_total", "counter",
 	       "Device read bytes that tierd did not cause.");
-	sample_u(s, "tierd_other_bytes_total", energy_other_bytes(e), NULL);
-	family(s, "tierd_energy_unattributed_joules_total", "counter",
+	ms_sample_u(s, "tierd_other_bytes_total", energy_other_bytes(e), NULL);
+	ms_family(s, "tierd_energy_unattributed_joules_total", "counter",
 	       "Static energy spent before tierd fetched anything for anyone.");
-	sample_d(s, "tierd_energy_unattributed_joules_total", energy_unattributed_joules(e), NULL);
+	ms_sample_d(s, "tierd_energy_unattributed_joules_total", energy_unattributed_joules(e), NULL);
 
-	family(s, "tierd_model_energy_joules_total", "counter",
+	ms_family(s, "tierd_model_energy_joules_total", "counter",
 	       "Energy attributed to each model, in proportion to the bytes tierd fetched for it.");
 	for (size_t i = 0; i < energy_model_count(e); i++)
 		render_attr(s, "tierd_model_energy_joules_total", "model", energy_model_at(e, i)->model,
 			    energy_model_at(e, i));
-	family(s, "tierd_model_fetched_bytes_total", "counter", "Bytes tierd fetched from SSD per model.");
+	ms_family(s, "tierd_model_fetched_bytes_total", "counter", "Bytes tierd fetched from SSD per model.");
 	for (size_t i = 0; i < energy_model_count(e); i++)
-		sample_u(s, "tierd_model_fetched_bytes_total", energy_model_at(e, i)->fetched_bytes, "model",
+		ms_sample_u(s, "tierd_model_fetched_bytes_total", energy_model_at(e, i)->fetched_bytes, "model",
 			 energy_model_at(e, i)->model, NULL);
-	family(s, "tierd_model_tokens_total", "counter", "Tokens clients reported per model.");
+	ms_family(s, "tierd_model_tokens_total", "counter", "Tokens clients reported per model.");
 	for (size_t i = 0; i < energy_model_count(e); i++)
-		sample_u(s, "tierd_model_tokens_total", energy_model_at(e, i)->tokens, "model",
+		ms_sample_u(s, "tierd_model_tokens_total", energy_model_at(e, i)->tokens, "model",
 			 energy_model_at(e, i)->model, NULL);
-	family(s, "tierd_client_energy_joules_total", "counter",
+	ms_family(s, "tierd_client_energy_joules_total", "counter",
 	       "Energy attributed to each client (none: prefetches; departed: clients gone).");
 	for (size_t i = 0; i < energy_client_count(e); i++) {
 		client_label(cl, sizeof(cl), energy_client_at(e, i)->client);
 		render_attr(s, "tierd_client_energy_joules_total", "client", cl, energy_client_at(e, i));
 	}
-	family(s, "tierd_client_fetched_bytes_total", "counter", "Bytes tierd fetched from SSD per client.");
+	ms_family(s, "tierd_client_fetched_bytes_total", "counter", "Bytes tierd fetched from SSD per client.");
 	for (size_t i = 0; i < energy_client_count(e); i++) {
 		client_label(cl, sizeof(cl), energy_client_at(e, i)->client);
-		sample_u(s, "tierd_client_fetched_bytes_total", energy_client_at(e, i)->fetched_bytes, "client",
+		ms_sample_u(s, "tierd_client_fetched_bytes_total", energy_client_at(e, i)->fetched_bytes, "client",
 			 cl, NULL);
 	}
-	family(s, "tierd_client_tokens_total", "counter", "Tokens each client reported.");
+	ms_family(s, "tierd_client_tokens_total", "counter", "Tokens each client reported.");
 	for (size_t i = 0; i < energy_client_count(e); i++) {
 		client_label(cl, sizeof(cl), energy_client_at(e, i)->client);
-		sample_u(s, "tierd_client_tokens_total", energy_client_at(e, i)->tokens, "client", cl, NULL);
+		ms_sample_u(s, "tierd_client_tokens_total", energy_client_at(e, i)->tokens, "client", cl, NULL);
 	}
-	family(s, "tierd_tokens_total", "counter", "Tokens reported by all clients.");
-	sample_u(s, "tierd_tokens_total", energy_tokens(e), NULL);
+	ms_family(s, "tierd_tokens_total", "counter", "Tokens reported by all clients.");
+	ms_sample_u(s, "tierd_tokens_total", energy_tokens(e), NULL);
 
 	if (!energy_device_count(e))
 		return;
-	family(s, "tierd_nvme_power_state_seconds_total", "counter",
+	ms_family(s, "tierd_nvme_power_state_seconds_total", "counter",
 	       "Time in each NVMe power state, INFERRED (not measured): busy time in the operational "
 	       "state, idle gaps measured by eBPF walked through the APST table.");
 	for (size_t i = 0; i < energy_device_count(e); i++) {
@@ -537,19 +389,19 @@ static void render_energy(struct msink *s, const struct energy *e)
 
 		for (unsigned k = 0; k < d->nps; k++) {
 			snprintf(st, sizeof(st), "ps%u", k);
-			sample_d(s, "tierd_nvme_power_state_seconds_total", d->state_s[k], "device", d->name,
+			ms_sample_d(s, "tierd_nvme_power_state_seconds_total", d->state_s[k], "device", d->name,
 				 "state", st, NULL);
 		}
 	}
-	family(s, "tierd_device_energy_joules_total", "counter",
+	ms_family(s, "tierd_device_energy_joules_total", "counter",
 	       "Energy of each checkpoint device: dynamic from measured reads, static from inferred "
 	       "power-state residency.");
 	for (size_t i = 0; i < energy_device_count(e); i++) {
 		const struct energy_device *d = energy_device_at(e, i);
 
-		sample_d(s, "tierd_device_energy_joules_total", d->dynamic_j, "device", d->name, "component",
+		ms_sample_d(s, "tierd_device_energy_joules_total", d->dynamic_j, "device", d->name, "component",
 			 "dynamic", NULL);
-		sample_d(s, "tierd_device_energy_joules_total", d->static_j, "device", d->name, "component",
+		ms_sample_d(s, "tierd_device_energy_joules_total", d->static_j, "device", d->name, "component",
 			 "static", NULL);
 	}
 }
@@ -581,13 +433,13 @@ static void render_engine(struct msink *s, const struct engine_stats *st)
 	};
 
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
-		family(s, c[i].name, "counter", c[i].help);
-		sample_u(s, c[i].name, *(const uint64_t *)((const char *)st + c[i].off), NULL);
+		ms_family(s, c[i].name, "counter", c[i].help);
+		ms_sample_u(s, c[i].name, *(const uint64_t *)((const char *)st + c[i].off), NULL);
 	}
-	family(s, "tierd_pool_resident_bytes", "gauge", "Bytes of experts resident in the DDR pool.");
-	sample_u(s, "tierd_pool_resident_bytes", st->bytes_resident, NULL);
-	family(s, "tierd_pool_pins", "gauge", "Pins held by clients on pool slots.");
-	sample_u(s, "tierd_pool_pins", st->pins, NULL);
+	ms_family(s, "tierd_pool_resident_bytes", "gauge", "Bytes of experts resident in the DDR pool.");
+	ms_sample_u(s, "tierd_pool_resident_bytes", st->bytes_resident, NULL);
+	ms_family(s, "tierd_pool_pins", "gauge", "Pins held by clients on pool slots.");
+	ms_sample_u(s, "tierd_pool_pins", st->pins, NULL);
 }
 
 /* Placement per model: counters, and the ratios operators ask for (since
@@ -618,30 +470,30 @@ static void render_placement(struct msink *s, const struct metrics_model *m, siz
 	};
 
 	for (size_t k = 0; k < sizeof(ctr) / sizeof(ctr[0]); k++) {
-		family(s, ctr[k].name, "counter", ctr[k].help);
+		ms_family(s, ctr[k].name, "counter", ctr[k].help);
 		for (size_t i = 0; i < n; i++)
-			sample_u(s, ctr[k].name, *(const uint64_t *)((const char *)&m[i] + ctr[k].off), "model",
+			ms_sample_u(s, ctr[k].name, *(const uint64_t *)((const char *)&m[i] + ctr[k].off), "model",
 				 m[i].name, NULL);
 	}
-	family(s, "tierd_model_cache_hit_ratio", "gauge", "Hits / acquires of the model since start (0: none).");
+	ms_family(s, "tierd_model_cache_hit_ratio", "gauge", "Hits / acquires of the model since start (0: none).");
 	for (size_t i = 0; i < n; i++) {
 		uint64_t acq = m[i].hits + m[i].misses;
 
-		sample_d(s, "tierd_model_cache_hit_ratio", acq ? (double)m[i].hits / (double)acq : 0.0, "model",
+		ms_sample_d(s, "tierd_model_cache_hit_ratio", acq ? (double)m[i].hits / (double)acq : 0.0, "model",
 			 m[i].name, NULL);
 	}
-	family(s, "tierd_model_prefetch_precision", "gauge",
+	ms_family(s, "tierd_model_prefetch_precision", "gauge",
 	       "Prefetches used / issued since start (0: none issued).");
 	for (size_t i = 0; i < n; i++)
-		sample_d(s, "tierd_model_prefetch_precision",
+		ms_sample_d(s, "tierd_model_prefetch_precision",
 			 m[i].prefetch_issued ? (double)m[i].prefetch_used / (double)m[i].prefetch_issued : 0.0,
 			 "model", m[i].name, NULL);
-	family(s, "tierd_model_prefetch_recall", "gauge",
+	ms_family(s, "tierd_model_prefetch_recall", "gauge",
 	       "Acquires a prefetch had brought in / all acquires since start (0: none).");
 	for (size_t i = 0; i < n; i++) {
 		uint64_t acq = m[i].hits + m[i].misses;
 
-		sample_d(s, "tierd_model_prefetch_recall", acq ? (double)m[i].prefetch_used / (double)acq : 0.0,
+		ms_sample_d(s, "tierd_model_prefetch_recall", acq ? (double)m[i].prefetch_used / (double)acq : 0.0,
 			 "model", m[i].name, NULL);
 	}
 }
@@ -660,9 +512,9 @@ static void render_models(struct msink *s, const struct metrics_model *m, size_t
 	};
 
 	for (size_t k = 0; k < sizeof(fam) / sizeof(fam[0]); k++) {
-		family(s, fam[k].name, fam[k].type, fam[k].help);
+		ms_family(s, fam[k].name, fam[k].type, fam[k].help);
 		for (size_t i = 0; i < n; i++)
-			sample_u(s, fam[k].name, k == 0 ? m[i].stale : k == 1 ? m[i].changes : m[i].reloads,
+			ms_sample_u(s, fam[k].name, k == 0 ? m[i].stale : k == 1 ? m[i].changes : m[i].reloads,
 				 "model", m[i].name, NULL);
 	}
 	render_placement(s, m, n);
@@ -672,40 +524,40 @@ static void render_pools(struct msink *s, const struct metrics_pool *p, size_t n
 {
 	char node[16];
 
-	family(s, "tierd_pool_node_size_bytes", "gauge", "Bytes of the DDR pool on a NUMA node.");
+	ms_family(s, "tierd_pool_node_size_bytes", "gauge", "Bytes of the DDR pool on a NUMA node.");
 	for (size_t i = 0; i < n; i++) {
 		snprintf(node, sizeof(node), "%d", p[i].node);
-		sample_u(s, "tierd_pool_node_size_bytes", p[i].size, "node", node, NULL);
+		ms_sample_u(s, "tierd_pool_node_size_bytes", p[i].size, "node", node, NULL);
 	}
-	family(s, "tierd_pool_node_resident_bytes", "gauge",
+	ms_family(s, "tierd_pool_node_resident_bytes", "gauge",
 	       "Bytes of experts resident in the pool on a NUMA node (the sum over nodes is tierd_pool_resident_bytes).");
 	for (size_t i = 0; i < n; i++) {
 		snprintf(node, sizeof(node), "%d", p[i].node);
-		sample_u(s, "tierd_pool_node_resident_bytes", p[i].st.bytes_resident, "node", node, NULL);
+		ms_sample_u(s, "tierd_pool_node_resident_bytes", p[i].st.bytes_resident, "node", node, NULL);
 	}
-	family(s, "tierd_pool_node_resident_experts", "gauge", "Experts resident in the pool on a NUMA node.");
+	ms_family(s, "tierd_pool_node_resident_experts", "gauge", "Experts resident in the pool on a NUMA node.");
 	for (size_t i = 0; i < n; i++) {
 		snprintf(node, sizeof(node), "%d", p[i].node);
-		sample_u(s, "tierd_pool_node_resident_experts", p[i].st.experts_resident, "node", node, NULL);
+		ms_sample_u(s, "tierd_pool_node_resident_experts", p[i].st.experts_resident, "node", node, NULL);
 	}
-	family(s, "tierd_pool_node_fetches_total", "counter", "Expert reads started into the pool on a NUMA node.");
+	ms_family(s, "tierd_pool_node_fetches_total", "counter", "Expert reads started into the pool on a NUMA node.");
 	for (size_t i = 0; i < n; i++) {
 		snprintf(node, sizeof(node), "%d", p[i].node);
-		sample_u(s, "tierd_pool_node_fetches_total", p[i].st.fetches, "node", node, NULL);
+		ms_sample_u(s, "tierd_pool_node_fetches_total", p[i].st.fetches, "node", node, NULL);
 	}
-	family(s, "tierd_pool_node_evictions_total", "counter", "Experts evicted from the pool on a NUMA node.");
+	ms_family(s, "tierd_pool_node_evictions_total", "counter", "Experts evicted from the pool on a NUMA node.");
 	for (size_t i = 0; i < n; i++) {
 		snprintf(node, sizeof(node), "%d", p[i].node);
-		sample_u(s, "tierd_pool_node_evictions_total", p[i].st.evictions, "node", node, NULL);
+		ms_sample_u(s, "tierd_pool_node_evictions_total", p[i].st.evictions, "node", node, NULL);
 	}
-	family(s, "tierd_pool_node_acquires_total", "counter",
+	ms_family(s, "tierd_pool_node_acquires_total", "counter",
 	       "Acquires by clients of a NUMA node, served from that node's pool (local) or from another's "
 	       "(remote: an expert another node fetched first).");
 	for (size_t i = 0; i < n; i++) {
 		snprintf(node, sizeof(node), "%d", p[i].node);
-		sample_u(s, "tierd_pool_node_acquires_total", p[i].st.served_local, "node", node, "from",
+		ms_sample_u(s, "tierd_pool_node_acquires_total", p[i].st.served_local, "node", node, "from",
 			 "local", NULL);
-		sample_u(s, "tierd_pool_node_acquires_total", p[i].st.served_remote, "node", node, "from",
+		ms_sample_u(s, "tierd_pool_node_acquires_total", p[i].st.served_remote, "node", node, "from",
 			 "remote", NULL);
 	}
 }
@@ -714,28 +566,28 @@ static void render_service(struct msink *s, const struct metrics_service *sv)
 {
 	char id[16], uid[16];
 
-	family(s, "tierd_requests_refused_total", "counter",
+	ms_family(s, "tierd_requests_refused_total", "counter",
 	       "Requests answered with an error, by reason (an errno name): access, quotas, a full pool.");
 	for (size_t i = 0; i < sv->nreasons; i++)
-		sample_u(s, "tierd_requests_refused_total", sv->refused[i], "reason", sv->reason[i], NULL);
-	family(s, "tierd_operator_pins_save_errors_total", "counter",
+		ms_sample_u(s, "tierd_requests_refused_total", sv->refused[i], "reason", sv->reason[i], NULL);
+	ms_family(s, "tierd_operator_pins_save_errors_total", "counter",
 	       "Operator pin changes refused because STATE_DIR/pins could not be written.");
-	sample_u(s, "tierd_operator_pins_save_errors_total", sv->pins_save_errors, NULL);
-	family(s, "tierd_clients_dropped_total", "counter",
+	ms_sample_u(s, "tierd_operator_pins_save_errors_total", sv->pins_save_errors, NULL);
+	ms_family(s, "tierd_clients_dropped_total", "counter",
 	       "Clients disconnected by the daemon (unread answers, access withdrawn, protocol faults).");
-	sample_u(s, "tierd_clients_dropped_total", sv->clients_dropped, NULL);
-	family(s, "tierd_connections_refused_total", "counter",
+	ms_sample_u(s, "tierd_clients_dropped_total", sv->clients_dropped, NULL);
+	ms_family(s, "tierd_connections_refused_total", "counter",
 	       "Connections refused at max_clients or max_connections_per_uid, or at the fd limit.");
-	sample_u(s, "tierd_connections_refused_total", sv->connections_refused, NULL);
-	family(s, "tierd_trace_events_total", "counter",
+	ms_sample_u(s, "tierd_connections_refused_total", sv->connections_refused, NULL);
+	ms_family(s, "tierd_trace_events_total", "counter",
 	       "Events (acquire batches by layer, routing hints) recorded into traces.");
-	sample_u(s, "tierd_trace_events_total", sv->trace_events, NULL);
-	family(s, "tierd_trace_events_dropped_total", "counter",
+	ms_sample_u(s, "tierd_trace_events_total", sv->trace_events, NULL);
+	ms_family(s, "tierd_trace_events_dropped_total", "counter",
 	       "Events a trace lost: its writer fell behind, its size limit, a write error.");
-	sample_u(s, "tierd_trace_events_dropped_total", sv->trace_dropped, NULL);
-	family(s, "tierd_trace_recording", "gauge", "1 while a trace is being recorded.");
-	sample_u(s, "tierd_trace_recording", sv->trace_active ? 1 : 0, NULL);
-	family(s, "tierd_client_pins", "gauge", "Pins each connected client holds.");
+	ms_sample_u(s, "tierd_trace_events_dropped_total", sv->trace_dropped, NULL);
+	ms_family(s, "tierd_trace_recording", "gauge", "1 while a trace is being recorded.");
+	ms_sample_u(s, "tierd_trace_recording", sv->trace_active ? 1 : 0, NULL);
+	ms_family(s, "tierd_client_pins", "gauge", "Pins each connected client holds.");
 	for (size_t i = 0; i < sv->nclients; i++) {
 		const struct metrics_client *c = &sv->clients[i];
 
@@ -744,7 +596,7 @@ static void render_service(struct msink *s, const struct metrics_service *sv)
 		 * for every reader of the metrics. */
 		snprintf(id, sizeof(id), "%u", c->id);
 		snprintf(uid, sizeof(uid), "%u", c->uid);
-		sample_u(s, "tierd_client_pins", c->pins, "client", id, "uid", uid, NULL);
+		ms_sample_u(s, "tierd_client_pins", c->pins, "client", id, "uid", uid, NULL);
 	}
 }
 
@@ -752,7 +604,7 @@ static void render_fetch_hist(struct msink *s, const struct metrics_hist *h)
 {
 	uint64_t *cum = calloc(h->n + 1, sizeof(*cum)), c = 0;
 
-	family(s, "tierd_fetch_duration_seconds", "histogram",
+	ms_family(s, "tierd_fetch_duration_seconds", "histogram",
 	       "Expert fetch latency, request to data resident in the pool.");
 	if (!cum) {
 		s->nomem = true;
@@ -760,7 +612,7 @@ static void render_fetch_hist(struct msink *s, const struct metrics_hist *h)
 	}
 	for (unsigned i = 0; i <= h->n; i++)
 		cum[i] = c += h->counts[i];
-	hist_tail(s, "tierd_fetch_duration_seconds", NULL, NULL, h->le, cum, h->n, h->sum);
+	ms_hist_tail(s, "tierd_fetch_duration_seconds", NULL, NULL, h->le, cum, h->n, h->sum);
 	free(cum);
 }
 
