@@ -300,9 +300,14 @@ int engine_fast_enable(struct engine *e, char *err, size_t errlen)
 	}
 	r = residency_create(&e->res, rm, e->nmodels, err, errlen);
 	free(rm);
-	if (!r)
-		cache_foreach(e->cache, publish_resident, e);
-	return r;
+	if (r)
+		return r;
+	cache_foreach(e->cache, publish_resident, e);
+	/* Acquires through the table reach the daemon only as use counts, not
+	 * in order: what learns from their order needs them all. */
+	if (e->ahead_on || cache_predicts(e->cache))
+		residency_set_socket_only(e->res, RESIDENCY_SOCKET_LEARNING, true);
+	return 0;
 }
 
 struct residency *engine_residency(const struct engine *e)
@@ -316,8 +321,12 @@ void engine_fast_uses(struct engine *e, const struct tierd_key *key, uint32_t us
 	struct cache_entry *ce = cache_lookup(e->cache, &ck);
 
 	e->st.hits += uses;
-	if (ce && ce->state == CACHE_RESIDENT)
+	if (key->model < e->nmodels)
+		e->models[key->model].pl.hits += uses;
+	if (ce && ce->state == CACHE_RESIDENT) {
+		engine_prefetch_used(e, ce);
 		cache_touch(e->cache, ce);
+	}
 }
 
 void engine_fast_settle(struct engine *e)

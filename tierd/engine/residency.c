@@ -35,6 +35,7 @@ struct residency {
 	uint32_t nentries;
 	uint64_t area_size;
 	LIST_HEAD(, residency_area) areas;
+	unsigned socket_why;		/* RESIDENCY_SOCKET_*: why acquires take the socket */
 };
 
 static uint64_t page_round(uint64_t n)
@@ -214,9 +215,10 @@ void residency_publish(struct residency *r, uint32_t idx, uint32_t pool, uint64_
 	atomic_store_explicit(&e->gen, g + 1, memory_order_release);
 }
 
-void residency_set_socket_only(struct residency *r, bool on)
+void residency_set_socket_only(struct residency *r, unsigned why, bool on)
 {
-	if (on)
+	r->socket_why = on ? r->socket_why | why : r->socket_why & ~why;
+	if (r->socket_why)
 		atomic_fetch_or_explicit(&r->hdr->flags, TIERD_FAST_F_SOCKET, memory_order_release);
 	else
 		atomic_fetch_and_explicit(&r->hdr->flags, ~(uint64_t)TIERD_FAST_F_SOCKET, memory_order_release);

@@ -42,9 +42,15 @@ int residency_index(const struct residency *r, const struct tierd_key *k);
 void residency_publish(struct residency *r, uint32_t idx, uint32_t pool, uint64_t offset, uint32_t layout);
 /* No new fast acquire of it (pins already taken stay). */
 void residency_unpublish(struct residency *r, uint32_t idx);
-/* Asks every client to acquire through the socket (on) or lets them use the
- * table again (a trace recording needs to see each acquire). */
-void residency_set_socket_only(struct residency *r, bool on);
+/*
+ * Asks every client to acquire through the socket (on) or lets them use the
+ * table again once no reason is left.  What must see each acquire, in
+ * order: a trace being recorded, and placement that learns from the order
+ * of acquires (the daemon's prefetch, the predicting policies).
+ */
+#define RESIDENCY_SOCKET_TRACE		0x1u
+#define RESIDENCY_SOCKET_LEARNING	0x2u
+void residency_set_socket_only(struct residency *r, unsigned why, bool on);
 /* Whether an area of a client allowed the model pins the entry now. */
 bool residency_pinned(const struct residency *r, uint32_t idx, uint32_t model);
 /*

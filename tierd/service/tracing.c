@@ -121,7 +121,7 @@ static int trace_start(struct server *s, const char *path, bool from_conf, char 
 	s->trace_from_conf = from_conf;
 	/* Acquires through the residency table would not be recorded. */
 	if (engine_residency(s->engine))
-		residency_set_socket_only(engine_residency(s->engine), true);
+		residency_set_socket_only(engine_residency(s->engine), RESIDENCY_SOCKET_TRACE, true);
 	log_notice("recording a trace into %s%s (acquires go through the socket meanwhile)", path,
 		   from_conf ? " ([trace] record)" : "");
 	return 0;
@@ -138,7 +138,7 @@ static int trace_stop(struct server *s, uint64_t *events, char *why, size_t whyl
 	err = trace_rec_stop(s->rec, &st, why, whylen);
 	s->rec = NULL;
 	if (engine_residency(s->engine))
-		residency_set_socket_only(engine_residency(s->engine), false);
+		residency_set_socket_only(engine_residency(s->engine), RESIDENCY_SOCKET_TRACE, false);
 	if (s->trace_timer)
 		loop_timer_stop(s->trace_timer);
 	s->trace_events_done += st.events;
