@@ -28,6 +28,7 @@ struct cache_entry {
 	enum cache_state state;
 	uint32_t pins;
 	uint64_t slot;			/* offset of the slot in the pool */
+	uint64_t resident_ns;		/* CLOCK_MONOTONIC when it became resident */
 	void *owner;			/* the engine's per-entry data */
 	/* Policy-private links and a spare word. */
 	struct cache_entry *pprev, *pnext;

@@ -119,6 +119,9 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+/* Decimal bounds, so that alerting rules can name a bucket (le="10"). */
+const double engine_evict_age_le[ENGINE_EVICT_AGE_BUCKETS] = { 1, 10, 60, 600, 3600 };
+
 static unsigned lat_slot(uint64_t ns)
 {
 	unsigned s = ns < 2 ? 0 : 63u - (unsigned)__builtin_clzll(ns);
@@ -572,7 +575,13 @@ static void evict(struct engine *e, struct cache_entry *ce)
 {
 	const struct engine_model *m = &e->models[ce->key.model];
 	int xi = expert_index(m->cat, ce->key.layer, ce->key.expert);
+	uint64_t age = mono_ns() - ce->resident_ns;
+	unsigned b = 0;
 
+	while (b < ENGINE_EVICT_AGE_BUCKETS && (double)age > engine_evict_age_le[b] * 1e9)
+		b++;
+	e->st.evict_age_hist[b]++;
+	e->st.evict_age_ns_sum += age;
 	slab_free(e->slab, m->cls, ce->slot);
 	if (xi >= 0)
 		e->st.bytes_resident -= m->cat->experts[xi].bytes;
@@ -813,6 +822,7 @@ static void fetch_done(void *arg, int err, uint64_t bytes)
 			cache_remove(e->cache, ce);
 	} else {
 		cache_set_resident(e->cache, ce);
+		ce->resident_ns = mono_ns();
 		e->st.bytes_resident += m->cat->experts[xi].bytes;
 		slot_info(e, ce, &info);
 	}

@@ -435,12 +435,26 @@ static void render_engine(FILE *f, const struct engine_stats *st)
 		  "Acquires refused up front: no slot could be freed (every resident expert pinned, a quota).",
 		  offsetof(struct engine_stats, refused) },
 	};
+	uint64_t cum;
 
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
 		family(f, c[i].name, "counter", c[i].help);
 		fprintf(f, "%s %llu\n", c[i].name,
 			(unsigned long long)*(const uint64_t *)((const char *)st + c[i].off));
 	}
+	family(f, "tierd_cache_eviction_age_seconds", "histogram",
+	       "Evicted experts by how long they had been resident: evictions in the lowest "
+	       "buckets are experts fetched moments before, a pool too small for its working set.");
+	cum = 0;
+	for (unsigned i = 0; i < ENGINE_EVICT_AGE_BUCKETS; i++) {
+		cum += st->evict_age_hist[i];
+		fprintf(f, "tierd_cache_eviction_age_seconds_bucket{le=\"%g\"} %llu\n",
+			engine_evict_age_le[i], (unsigned long long)cum);
+	}
+	cum += st->evict_age_hist[ENGINE_EVICT_AGE_BUCKETS];
+	fprintf(f, "tierd_cache_eviction_age_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+	fprintf(f, "tierd_cache_eviction_age_seconds_sum %.9g\n", (double)st->evict_age_ns_sum / 1e9);
+	fprintf(f, "tierd_cache_eviction_age_seconds_count %llu\n", (unsigned long long)cum);
 	family(f, "tierd_pool_resident_bytes", "gauge", "Bytes of experts resident in the DDR pool.");
 	fprintf(f, "tierd_pool_resident_bytes %llu\n", (unsigned long long)st->bytes_resident);
 	family(f, "tierd_pool_pins", "gauge", "Pins held by clients on pool slots.");
