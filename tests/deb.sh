@@ -61,7 +61,7 @@ done
 # 3: lintian, no errors; what it still warns of is printed (README.md
 # lists each and why).
 changes=$tmp/tierd_${ver}_$arch.changes
-if lintian --fail-on error --no-tag-display-limit "$changes" >"$tmp/lintian.out" 2>&1; then
+if lintian --fail-on error --tag-display-limit 0 "$changes" >"$tmp/lintian.out" 2>&1; then
 	ok "lintian: no errors ($(grep -c '^W: ' "$tmp/lintian.out") warnings)"
 else
 	notok "lintian: no errors"
@@ -132,6 +132,6 @@ else
 fi
 
 if [ $failed = 0 ] || [ -f "$(deb tierd "$arch")" ]; then
-	mkdir -p "$debs" && cp "$tmp"/*.deb "$debs/"
+	mkdir -p "$debs" && find "$tmp" -maxdepth 1 -name "*.deb" ! -name "*-dbgsym_*" -exec cp -t "$debs/" {} +
 fi
 [ $failed = 0 ]
