@@ -101,7 +101,7 @@ else
 fi
 if has "$(deb python3-tierd all)" usr/lib/python3/dist-packages/tierd_client.py &&
 	mkdir -p "$tmp/py" && dpkg-deb -x "$(deb python3-tierd all)" "$tmp/py" &&
-	PYTHONPATH=$tmp/py/usr/lib/python3/dist-packages python3 -c 'import tierd_client' 2>&1 | comment &&
+	PYTHONPATH=$tmp/py/usr/lib/python3/dist-packages /usr/bin/python3 -c 'import tierd_client' 2>&1 | comment &&
 	[ "${PIPESTATUS[0]}" = 0 ]; then
 	ok "python3-tierd: tierd_client in python3's path, imports"
 else
