@@ -26,7 +26,7 @@ for t in dpkg-buildpackage dh lintian git; do
 	command -v "$t" >/dev/null 2>&1 || skip_all "$t not installed (contrib/install-deps.sh)"
 done
 [ -f "$top_srcdir/debian/control" ] || skip_all "no debian/ in this tree (a release tarball)"
-[ "$(git -C "$top_srcdir" rev-parse --show-toplevel 2>/dev/null)" = "$top_srcdir" ] ||
+[ "$(git -C "$top_srcdir" rev-parse --show-toplevel 2>/dev/null)" = "$(cd "$top_srcdir" && pwd -P)" ] ||
 	skip_all "$top_srcdir is not a git checkout"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tierd-deb.XXXXXX")
@@ -61,7 +61,7 @@ done
 # 3: lintian, no errors; what it still warns of is printed (README.md
 # lists each and why).
 changes=$tmp/tierd_${ver}_$arch.changes
-if lintian --fail-on error --tag-display-limit 0 "$changes" >"$tmp/lintian.out" 2>&1; then
+if lintian --fail-on error --tag-display-limit 0 "$changes" </dev/null >"$tmp/lintian.out" 2>&1; then
 	ok "lintian: no errors ($(grep -c '^W: ' "$tmp/lintian.out") warnings)"
 else
 	notok "lintian: no errors"
