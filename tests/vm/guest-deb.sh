@@ -45,12 +45,18 @@ else
 	notok "system user tierd exists (${ent:-none})"
 fi
 
-# 3: nothing started or enabled before the operator configures a model.
-if [ "$(systemctl is-enabled tierd.socket 2>&1)" = disabled ] &&
+# 3: the NVMe controller readable by the tierd group (debian/tierd.udev), so
+# that the daemon can read power states and SMART; nothing started or
+# enabled before the operator configures a model.
+i=0
+while [ "$(stat -c %G /dev/nvme0)" != tierd ] && [ $i -lt 10 ]; do sleep 0.5; i=$((i + 1)); done
+nvme_perm=$(stat -c %G:%a /dev/nvme0 2>&1)
+ or enabled before the operator configures a model.
+if [ "$(systemctl is-enabled tierd.socket 2>&1)" = disabled ] && [ "$nvme_perm" = tierd:640 ] &&
 	! systemctl is-active --quiet tierd.socket && ! systemctl is-active --quiet tierd.service; then
-	ok "installed, not enabled, not started"
+	ok "installed, not enabled, not started; /dev/nvme0 group tierd, mode 0640"
 else
-	notok "installed, not enabled, not started ($(systemctl is-enabled tierd.socket 2>&1), $(systemctl is-active tierd.socket tierd.service | tr '\n' ' '))"
+	notok "installed, not enabled, not started; /dev/nvme0 group tierd, mode 0640 ($nvme_perm, $(systemctl is-enabled tierd.socket 2>&1), $(systemctl is-active tierd.socket tierd.service | tr '\n' ' '))"
 fi
 
 stamp "installed"
@@ -115,11 +121,13 @@ dash_missing() {
 	[ -z "$missing" ]
 }
 i=0
-while ! dash_missing && [ $i -lt 30 ]; do sleep 1; i=$((i + 1)); done
+while ! dash_missing && [ $i -lt 5 ]; do sleep 2; i=$((i + 1)); done
 if [ -z "$missing" ]; then
 	ok "every metric the Grafana dashboard names is exported ($(grep -c '^# TYPE' /tmp/metrics) families)"
 else
 	notok "every metric the Grafana dashboard names is exported (missing:$missing)"
+	ls -l /dev/nvme0 /dev/nvme0n1 2>&1 | sed 's/^/# /'
+	journal | grep -i 'nvme\|smart\|probe' | tail -8 | sed 's/^/# tierd: /'
 fi
 
 stamp "metrics checked"
@@ -154,11 +162,14 @@ systemctl is-active --quiet tierd.service && gone="$gone tierd.service-active"
 systemctl is-active --quiet tierd.socket && gone="$gone tierd.socket-active"
 [ -e $SOCK ] && gone="$gone $SOCK"
 [ -e /run/tierd ] && gone="$gone /run/tierd"
+i=0
+while [ "$(stat -c %G:%a /dev/nvme0)" != root:600 ] && [ $i -lt 10 ]; do sleep 0.5; i=$((i + 1)); done
+[ "$(stat -c %G:%a /dev/nvme0)" = root:600 ] || gone="$gone /dev/nvme0-group-$(stat -c %G:%a /dev/nvme0)"
 [ -n "$(systemctl list-unit-files 'tierd.*' --no-legend 2>/dev/null)" ] && gone="$gone unit-files"
 if [ -z "$gone" ]; then
-	ok "after purge: units stopped and gone, no socket, no /run/tierd"
+	ok "after purge: units stopped and gone, no socket, no /run/tierd, /dev/nvme0 root's again"
 else
-	notok "after purge: units stopped and gone, no socket, no /run/tierd (left:$gone)"
+	notok "after purge: units stopped and gone, no socket, no /run/tierd, /dev/nvme0 root's again (left:$gone)"
 fi
 left=""
 for f in /usr/sbin/tierd /usr/bin/tierctl /lib/systemd/system/tierd.service /lib/systemd/system/tierd.socket \
