@@ -81,10 +81,10 @@ multi=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
 if has "$(deb tierd "$arch")" usr/sbin/tierd usr/bin/tierctl lib/systemd/system/tierd.service \
 	lib/systemd/system/tierd.socket usr/lib/sysusers.d/tierd.conf etc/tierd/tierd.conf \
 	usr/share/man/man8/tierd.8.gz usr/share/man/man5/tierd.conf.5.gz usr/share/man/man8/tierctl.8.gz \
-	usr/share/doc/tierd/examples/tierd.conf; then
-	ok "tierd: daemon, tierctl, units, sysusers.d user, configuration, man pages, example"
+	usr/share/doc/tierd/examples/tierd.conf lib/udev/rules.d/60-tierd.rules; then
+	ok "tierd: daemon, tierctl, units, sysusers.d user, udev rule, configuration, man pages, example"
 else
-	notok "tierd: daemon, tierctl, units, sysusers.d user, configuration, man pages, example"
+	notok "tierd: daemon, tierctl, units, sysusers.d user, udev rule, configuration, man pages, example"
 fi
 if has "$(deb libtierd-client0 "$arch")" "usr/lib/$multi/libtierd-client.so.0" &&
 	! grep -q '\.so -> \|include/' "$tmp/list"; then

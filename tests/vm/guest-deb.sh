@@ -51,7 +51,6 @@ fi
 i=0
 while [ "$(stat -c %G /dev/nvme0)" != tierd ] && [ $i -lt 10 ]; do sleep 0.5; i=$((i + 1)); done
 nvme_perm=$(stat -c %G:%a /dev/nvme0 2>&1)
- or enabled before the operator configures a model.
 if [ "$(systemctl is-enabled tierd.socket 2>&1)" = disabled ] && [ "$nvme_perm" = tierd:640 ] &&
 	! systemctl is-active --quiet tierd.socket && ! systemctl is-active --quiet tierd.service; then
 	ok "installed, not enabled, not started; /dev/nvme0 group tierd, mode 0640"
