@@ -6,7 +6,8 @@ libtierd_la_SOURCES += \
 	tierd/service/server.c tierd/service/server.h tierd/service/server-int.h \
 	tierd/service/pinset.c tierd/service/pinset.h tierd/service/opins.c \
 	tierd/service/outq.c tierd/service/auth.c tierd/service/acquire.c \
-	tierd/service/warm.c tierd/service/dispatch.c tierd/service/conn.c
+	tierd/service/warm.c tierd/service/dispatch.c tierd/service/conn.c \
+	tierd/service/numa.c tierd/service/fastpath.c
 
 check_PROGRAMS += tests/test-proto tests/test-loop tests/test-pinset
 TESTS += tests/test-proto tests/test-loop tests/test-pinset
@@ -32,10 +33,11 @@ include_HEADERS += client/tierd-client.h tierd/proto/tierd-types.h
 # tierd-client-int.h is private: listed in SOURCES, never installed.
 client_libtierd_client_la_SOURCES = client/tierd-client.c client/tierd-client.h \
 	client/tierd-client-int.h client/tierd-client-acq.c client/tierd-client-mux.c \
-	client/tierd-client-conn.c \
+	client/tierd-client-conn.c client/tierd-client-numa.c client/tierd-client-fast.c \
+	tierd/proto/tierd-fastpath.h \
 	tierd/proto/proto.c tierd/proto/tierd-proto.h tierd/proto/dtype.c tierd/proto/tierd-types.h
 client_libtierd_client_la_CFLAGS = $(AM_CFLAGS) -pthread
-client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 1:0:1 \
+client_libtierd_client_la_LDFLAGS = $(AM_LDFLAGS) -pthread -version-info 2:0:2 \
 	-Wl,--version-script=$(top_srcdir)/client/libtierd-client.sym
 EXTRA_client_libtierd_client_la_DEPENDENCIES = client/libtierd-client.sym
 EXTRA_DIST += client/libtierd-client.sym
@@ -49,7 +51,7 @@ tests_test_client_CFLAGS = $(TEST_CFLAGS) -pthread
 tests_test_client_LDADD = $(TEST_LIBS) -lpthread
 
 # tierctl's service commands, over libtierd-client.
-client_tierctl_SOURCES += client/tierctl-service.c
+client_tierctl_SOURCES += client/tierctl-service.c client/tierctl-metrics.c
 client_tierctl_LDADD += client/libtierd-client.la
 
 # Integration: the real daemon, a demo checkpoint, several client processes.
@@ -113,3 +115,20 @@ TESTS += tests/test-server
 tests_test_server_SOURCES = tests/test-server.c
 tests_test_server_CFLAGS = $(TEST_CFLAGS) -pthread
 tests_test_server_LDADD = client/libtierd-client.la $(TEST_LIBS) -lpthread
+
+# The no-system-call acquire path: white-box clients of the real daemon
+# (the library's sources compiled in), built again with ThreadSanitizer on
+# its own (its flags replace the suite's sanitizers for this program only),
+# and the protocol's Promela model checked with spin.
+check_PROGRAMS += tests/fastpath-client tests/fastpath-client-tsan
+tests_fastpath_client_SOURCES = tests/fastpath-client.c
+tests_fastpath_client_CFLAGS = $(libtierd_la_CFLAGS) -pthread
+tests_fastpath_client_LDADD = libtierd.la -lpthread
+tests_fastpath_client_tsan_SOURCES = tests/fastpath-client.c tierd/proto/proto.c tierd/proto/dtype.c \
+	tierd/store/demostore.c tierd/daemon/log.c
+tests_fastpath_client_tsan_CFLAGS = -std=gnu11 $(WARN_CFLAGS) $(JSONC_CFLAGS) -pthread \
+	-fsanitize=thread -O1 -g -fno-omit-frame-pointer
+tests_fastpath_client_tsan_LDFLAGS = -fsanitize=thread
+tests_fastpath_client_tsan_LDADD = $(JSONC_LIBS) -lpthread
+TESTS += tests/fastpath.sh tests/fastpath-model.sh
+EXTRA_DIST += tests/fastpath.sh tests/fastpath-model.sh tests/fastpath.pml

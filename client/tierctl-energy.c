@@ -38,117 +38,6 @@ static const struct option energy_longopts[] = {
 
 /* ---- the daemon's metrics ---- */
 
-/* One sample of the exposition: name, the text inside {} and the value. */
-struct prom_sample {
-	char *name;
-	char *labels;
-	double v;
-};
-
-struct prom {
-	char *text;			/* owned, cut into names and labels */
-	struct prom_sample *v;
-	size_t n;
-};
-
-static void prom_free(struct prom *p)
-{
-	free(p->text);
-	free(p->v);
-	memset(p, 0, sizeof(*p));
-}
-
-/* Parses what tierd renders (one sample a line, no timestamps needed). */
-static int prom_parse(struct prom *p, char *text)
-{
-	size_t cap = 0;
-
-	memset(p, 0, sizeof(*p));
-	p->text = text;
-	for (char *line = text, *next; line && *line; line = next) {
-		char *sp, *end;
-		struct prom_sample x = { line, (char *)"", 0 };
-
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = 0;
-		if (*line == '#' || !*line)
-			continue;
-		if ((sp = strchr(line, '{'))) {
-			char *close = strrchr(sp, '}');
-
-			if (!close)
-				continue;
-			*sp = 0;
-			*close = 0;
-			x.labels = sp + 1;
-			sp = close + 1;
-		} else if ((sp = strchr(line, ' '))) {
-			*sp++ = 0;
-		} else {
-			continue;
-		}
-		x.v = strtod(sp, &end);
-		if (end == sp)
-			continue;
-		if (p->n == cap) {
-			struct prom_sample *v = realloc(p->v, (cap = cap ? cap * 2 : 256) * sizeof(*v));
-
-			if (!v)
-				return -ENOMEM;
-			p->v = v;
-		}
-		p->v[p->n++] = x;
-	}
-	return 0;
-}
-
-/* Does the label set hold key="value"? */
-static bool prom_has(const char *labels, const char *kv)
-{
-	size_t n = strlen(kv);
-
-	for (const char *q = strstr(labels, kv); q; q = strstr(q + 1, kv))
-		if ((q == labels || q[-1] == ',') && (q[n] == ',' || !q[n]))
-			return true;
-	return false;
-}
-
-/* Copies the (unescaped) value of key, or "". */
-static void prom_label(const char *labels, const char *key, char *buf, size_t len)
-{
-	size_t k = strlen(key), o = 0;
-
-	buf[0] = 0;
-	for (const char *q = strstr(labels, key); q; q = strstr(q + 1, key)) {
-		if ((q != labels && q[-1] != ',') || q[k] != '=' || q[k + 1] != '"')
-			continue;
-		for (q += k + 2; *q && *q != '"' && o + 1 < len; q++) {
-			if (*q == '\\' && q[1])
-				q++;
-			buf[o++] = *q;
-		}
-		buf[o] = 0;
-		return;
-	}
-}
-
-/* Sum of a family's samples holding every key="value" of match (NULL-ended). */
-static double prom_sum(const struct prom *p, const char *name, const char *const *match)
-{
-	double sum = 0;
-
-	for (size_t i = 0; i < p->n; i++) {
-		bool ok = !strcmp(p->v[i].name, name);
-
-		for (size_t m = 0; ok && match && match[m]; m++)
-			ok = prom_has(p->v[i].labels, match[m]);
-		if (ok)
-			sum += p->v[i].v;
-	}
-	return sum;
-}
-
 static int daemon_connect(const struct tierctl_opts *o, struct tierd_client **c)
 {
 	int r = tierd_client_connect(c, o->socket_path, "tierctl");
@@ -172,26 +61,16 @@ static int daemon_metrics(struct tierd_client *c, char **text, size_t *len)
 	return r;
 }
 
-/* Connects, asks once, closes. */
-static int daemon_scrape(const struct tierctl_opts *o, struct prom *p, char **raw, size_t *len)
+/* Connects, asks once, closes: the text (raw) or the samples (root). */
+static int daemon_scrape(const struct tierctl_opts *o, json_object **root, char **raw, size_t *len)
 {
 	struct tierd_client *c;
-	char *text;
 	int r = daemon_connect(o, &c);
 
 	if (r)
 		return r;
-	r = daemon_metrics(c, &text, len);
+	r = raw ? daemon_metrics(c, raw, len) : tierctl_metrics_fetch(c, false, root);
 	tierd_client_close(c);
-	if (r)
-		return r;
-	if (raw) {
-		*raw = text;
-		return 0;
-	}
-	r = prom_parse(p, text);
-	if (r)
-		prom_free(p);
 	return r;
 }
 
@@ -386,55 +265,69 @@ struct attr_row {
 	double joules, bytes, tokens;
 };
 
-static int attr_rows(const struct prom *p, const char *key, const char *prefix, struct attr_row **out,
+struct attr_acc {
+	const char *key;
+	int field;			/* 0 joules, 1 bytes, 2 tokens */
+	struct attr_row *v;
+	size_t n;
+	int err;
+};
+
+static void attr_add(json_object *sample, void *arg)
+{
+	struct attr_acc *a = arg;
+	const char *k = tierctl_sample_label(sample, a->key);
+	size_t j;
+
+	if (!k || a->err)
+		return;
+	for (j = 0; j < a->n && strcmp(a->v[j].key, k); j++)
+		;
+	if (j == a->n) {
+		struct attr_row *nv = realloc(a->v, (a->n + 1) * sizeof(*nv));
+
+		if (!nv) {
+			a->err = -ENOMEM;
+			return;
+		}
+		a->v = nv;
+		memset(&a->v[j], 0, sizeof(a->v[j]));
+		snprintf(a->v[j].key, sizeof(a->v[j].key), "%s", k);
+		a->n++;
+	}
+	*(a->field == 0 ? &a->v[j].joules : a->field == 1 ? &a->v[j].bytes : &a->v[j].tokens) +=
+		tierctl_sample_value(sample);
+}
+
+/* Rows of tierd_PREFIX_{energy_joules,fetched_bytes,tokens}_total by label key. */
+static int attr_rows(json_object *root, const char *key, const char *prefix, struct attr_row **out,
 		     size_t *n)
 {
-	char fam[3][96];
-	struct attr_row *v = NULL;
+	static const char *const fam[] = { "energy_joules_total", "fetched_bytes_total", "tokens_total" };
+	struct attr_acc a = { .key = key };
+	char name[96];
 
-	*n = 0;
-	snprintf(fam[0], sizeof(fam[0]), "tierd_%s_energy_joules_total", prefix);
-	snprintf(fam[1], sizeof(fam[1]), "tierd_%s_fetched_bytes_total", prefix);
-	snprintf(fam[2], sizeof(fam[2]), "tierd_%s_tokens_total", prefix);
-	for (size_t i = 0; i < p->n; i++) {
-		int f = !strcmp(p->v[i].name, fam[0]) ? 0 : !strcmp(p->v[i].name, fam[1]) ? 1 :
-			!strcmp(p->v[i].name, fam[2]) ? 2 : -1;
-		char k[256];
-		size_t j;
-
-		if (f < 0)
-			continue;
-		prom_label(p->v[i].labels, key, k, sizeof(k));
-		for (j = 0; j < *n && strcmp(v[j].key, k); j++)
-			;
-		if (j == *n) {
-			struct attr_row *nv = realloc(v, (*n + 1) * sizeof(*v));
-
-			if (!nv) {
-				free(v);
-				return -ENOMEM;
-			}
-			v = nv;
-			memset(&v[j], 0, sizeof(v[j]));
-			snprintf(v[j].key, sizeof(v[j].key), "%s", k);
-			(*n)++;
-		}
-		*(f == 0 ? &v[j].joules : f == 1 ? &v[j].bytes : &v[j].tokens) += p->v[i].v;
+	for (int f = 0; f < 3; f++) {
+		snprintf(name, sizeof(name), "tierd_%s_%s", prefix, fam[f]);
+		a.field = f;
+		tierctl_metrics_foreach(root, name, NULL, attr_add, &a);
 	}
-	*out = v;
+	if (a.err) {
+		free(a.v);
+		return a.err;
+	}
+	*out = a.v;
+	*n = a.n;
 	return 0;
 }
 
 static const char *const tier_names[] = { "hbm", "ddr", "ssd" };
 
-static double tier_j(const struct prom *p, const char *tier, const char *component)
+static double tier_j(json_object *root, const char *tier, const char *component)
 {
-	char t[32], c[32];
-	const char *m[] = { t, component ? c : NULL, NULL };
+	const char *m[] = { "tier", tier, component ? "component" : NULL, component, NULL };
 
-	snprintf(t, sizeof(t), "tier=\"%s\"", tier);
-	snprintf(c, sizeof(c), "component=\"%s\"", component ? component : "");
-	return prom_sum(p, "tierd_energy_joules_total", m);
+	return tierctl_metrics_sum(root, "tierd_energy_joules_total", m);
 }
 
 static json_object *attr_json(const struct attr_row *v, size_t n, const char *key)
@@ -465,22 +358,27 @@ static void attr_print(const char *title, const struct attr_row *v, size_t n)
 	}
 }
 
+static void info_source(json_object *sample, void *arg)
+{
+	const char *v = tierctl_sample_label(sample, "energy_source");
+
+	snprintf(arg, 32, "%s", v ? v : "");
+}
+
 static int energy_daemon(const struct tierctl_opts *o)
 {
 	struct attr_row *models = NULL, *clients = NULL;
 	size_t nm = 0, nc = 0;
-	struct prom p;
+	json_object *p = NULL;
 	char src[32] = "";
 	int r;
 
 	if (daemon_scrape(o, &p, NULL, NULL))
 		return 1;
-	for (size_t i = 0; i < p.n; i++)
-		if (!strcmp(p.v[i].name, "tierd_info"))
-			prom_label(p.v[i].labels, "energy_source", src, sizeof(src));
-	r = attr_rows(&p, "model", "model", &models, &nm);
+	tierctl_metrics_foreach(p, "tierd_info", NULL, info_source, src);
+	r = attr_rows(p, "model", "model", &models, &nm);
 	if (!r)
-		r = attr_rows(&p, "client", "client", &clients, &nc);
+		r = attr_rows(p, "client", "client", &clients, &nc);
 	if (r) {
 		fprintf(stderr, "tierctl: %s\n", strerror(-r));
 		goto out;
@@ -491,18 +389,18 @@ static int energy_daemon(const struct tierctl_opts *o)
 		for (size_t i = 0; i < 3; i++) {
 			json_object *x = json_object_new_object();
 
-			json_object_object_add(x, "dynamic_j", json_object_new_double(tier_j(&p, tier_names[i], "dynamic")));
-			json_object_object_add(x, "static_j", json_object_new_double(tier_j(&p, tier_names[i], "static")));
+			json_object_object_add(x, "dynamic_j", json_object_new_double(tier_j(p, tier_names[i], "dynamic")));
+			json_object_object_add(x, "static_j", json_object_new_double(tier_j(p, tier_names[i], "static")));
 			json_object_object_add(tiers, tier_names[i], x);
 		}
 		json_object_object_add(root, "source", json_object_new_string(src));
 		json_object_object_add(root, "tiers", tiers);
 		json_object_object_add(root, "other_j",
-				       json_object_new_double(prom_sum(&p, "tierd_energy_other_joules_total", NULL)));
+				       json_object_new_double(tierctl_metrics_sum(p, "tierd_energy_other_joules_total", NULL)));
 		json_object_object_add(root, "other_bytes",
-				       json_object_new_int64((int64_t)prom_sum(&p, "tierd_other_bytes_total", NULL)));
+				       json_object_new_int64((int64_t)tierctl_metrics_sum(p, "tierd_other_bytes_total", NULL)));
 		json_object_object_add(root, "tokens",
-				       json_object_new_int64((int64_t)prom_sum(&p, "tierd_tokens_total", NULL)));
+				       json_object_new_int64((int64_t)tierctl_metrics_sum(p, "tierd_tokens_total", NULL)));
 		json_object_object_add(root, "models", attr_json(models, nm, "model"));
 		json_object_object_add(root, "clients", attr_json(clients, nc, "client"));
 		puts(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY));
@@ -512,19 +410,19 @@ static int energy_daemon(const struct tierctl_opts *o)
 	printf("energy since tierd started (SSD bytes from %s)\n", *src ? src : "?");
 	printf("%-6s %14s %14s %14s\n", "tier", "dynamic J", "static J", "total J");
 	for (size_t i = 0; i < 3; i++)
-		printf("%-6s %14.6g %14.6g %14.6g\n", tier_names[i], tier_j(&p, tier_names[i], "dynamic"),
-		       tier_j(&p, tier_names[i], "static"), tier_j(&p, tier_names[i], NULL));
+		printf("%-6s %14.6g %14.6g %14.6g\n", tier_names[i], tier_j(p, tier_names[i], "dynamic"),
+		       tier_j(p, tier_names[i], "static"), tier_j(p, tier_names[i], NULL));
 	printf("other: %.0f device bytes tierd did not read, %.6g J; unattributed static %.6g J\n",
-	       prom_sum(&p, "tierd_other_bytes_total", NULL), prom_sum(&p, "tierd_energy_other_joules_total", NULL),
-	       prom_sum(&p, "tierd_energy_unattributed_joules_total", NULL));
-	printf("tokens: %.0f\n\n", prom_sum(&p, "tierd_tokens_total", NULL));
+	       tierctl_metrics_sum(p, "tierd_other_bytes_total", NULL), tierctl_metrics_sum(p, "tierd_energy_other_joules_total", NULL),
+	       tierctl_metrics_sum(p, "tierd_energy_unattributed_joules_total", NULL));
+	printf("tokens: %.0f\n\n", tierctl_metrics_sum(p, "tierd_tokens_total", NULL));
 	attr_print("model", models, nm);
 	putchar('\n');
 	attr_print("client", clients, nc);
 out:
 	free(models);
 	free(clients);
-	prom_free(&p);
+	json_object_put(p);
 	return r ? 1 : 0;
 }
 
@@ -560,29 +458,33 @@ static void top_totals_local(struct telemetry *t, struct top_totals *x)
 		x->joules += tier_total(e, (enum energy_tier)i);
 }
 
-static void top_totals_daemon(const struct prom *p, struct top_totals *x)
+static void found(json_object *sample, void *arg)
 {
-	static const char *const ebpf[] = { "tier=\"ssd\"", "source=\"ebpf\"", NULL };
-	static const char *const tierd_ssd[] = { "tier=\"ssd\"", "source=\"tierd\"", NULL };
-	static const char *const ddr[] = { "tier=\"ddr\"", "source=\"tierd\"", NULL };
+	(void)sample;
+	*(bool *)arg = true;
+}
+
+static void top_totals_daemon(json_object *p, struct top_totals *x)
+{
+	static const char *const ebpf[] = { "tier", "ssd", "source", "ebpf", NULL };
+	static const char *const tierd_ssd[] = { "tier", "ssd", "source", "tierd", NULL };
+	static const char *const ddr[] = { "tier", "ddr", "source", "tierd", NULL };
+	static const char *const any_ebpf[] = { "source", "ebpf", NULL };
 	bool have_ebpf = false;
 
-	for (size_t i = 0; i < p->n && !have_ebpf; i++)
-		have_ebpf = !strcmp(p->v[i].name, "tierd_bytes_total") && prom_has(p->v[i].labels, "source=\"ebpf\"");
-	x->ssd_bytes = (uint64_t)prom_sum(p, "tierd_bytes_total", have_ebpf ? ebpf : tierd_ssd);
-	x->ddr_bytes = (uint64_t)prom_sum(p, "tierd_bytes_total", ddr);
-	x->tokens = (uint64_t)prom_sum(p, "tierd_tokens_total", NULL);
-	x->hits = (uint64_t)prom_sum(p, "tierd_cache_hits_total", NULL);
-	x->misses = (uint64_t)prom_sum(p, "tierd_cache_misses_total", NULL);
-	x->joules = prom_sum(p, "tierd_energy_joules_total", NULL);
+	tierctl_metrics_foreach(p, "tierd_bytes_total", any_ebpf, found, &have_ebpf);
+	x->ssd_bytes = (uint64_t)tierctl_metrics_sum(p, "tierd_bytes_total", have_ebpf ? ebpf : tierd_ssd);
+	x->ddr_bytes = (uint64_t)tierctl_metrics_sum(p, "tierd_bytes_total", ddr);
+	x->tokens = (uint64_t)tierctl_metrics_sum(p, "tierd_tokens_total", NULL);
+	x->hits = (uint64_t)tierctl_metrics_sum(p, "tierd_cache_hits_total", NULL);
+	x->misses = (uint64_t)tierctl_metrics_sum(p, "tierd_cache_misses_total", NULL);
+	x->joules = tierctl_metrics_sum(p, "tierd_energy_joules_total", NULL);
 }
 
 /* Samples the daemon (c) or the local telemetry (t) into x. */
 static int top_sample(struct tierd_client *c, struct telemetry *t, struct top_totals *x)
 {
-	struct prom p;
-	char *text;
-	size_t len;
+	json_object *p;
 	int r;
 
 	memset(x, 0, sizeof(*x));
@@ -591,14 +493,12 @@ static int top_sample(struct tierd_client *c, struct telemetry *t, struct top_to
 		top_totals_local(t, x);
 		return 0;
 	}
-	r = daemon_metrics(c, &text, &len);
+	r = tierctl_metrics_fetch(c, false, &p);
 	if (r)
 		return r;
-	r = prom_parse(&p, text);
-	if (!r)
-		top_totals_daemon(&p, x);
-	prom_free(&p);
-	return r;
+	top_totals_daemon(p, x);
+	json_object_put(p);
+	return 0;
 }
 
 int cmd_top(const struct tierctl_opts *o, int argc, char **argv)

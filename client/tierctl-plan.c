@@ -418,12 +418,17 @@ static const char *const part_short[PLAN_NPARTS] = {
 	"attn+kv", "dense", "exp-hbm", "exp-ddr", "exp-ssd", "fetch", "compute", "cache", "static",
 };
 
+static const char *const time_short[PLAN_NTIMES] = {
+	"fc", "attn", "exp", "ar", "a2a", "wait",
+};
+
 static struct json_object *result_json(const struct plan_result *r, const char *placement,
 				       const struct plan_place *pl, double hbm_cap)
 {
 	struct json_object *o = json_object_new_object(), *b = json_object_new_object();
 	struct json_object *fr = json_object_new_object(), *by = json_object_new_object();
 	struct json_object *need = json_object_new_object(), *bound = json_object_new_object();
+	struct json_object *ts = json_object_new_object(), *ep = json_object_new_object();
 
 	json_object_object_add(o, "batch", json_object_new_int64(r->batch));
 	json_object_object_add(o, "placement", json_object_new_string(placement));
@@ -443,6 +448,16 @@ static struct json_object *result_json(const struct plan_result *r, const char *
 	json_object_object_add(o, "bytes_per_step", by);
 	json_object_object_add(o, "flops_per_step", json_object_new_double(r->flops));
 	json_object_object_add(o, "distinct_experts_per_layer", json_object_new_double(r->distinct_experts));
+	for (int i = 0; i < PLAN_NTIMES; i++)
+		json_object_object_add(ts, plan_time_name(i), json_object_new_double(r->time_s[i]));
+	json_object_object_add(o, "time_s", ts);
+	json_object_object_add(ep, "max_experts_per_gpu", json_object_new_double(r->ep_max_experts));
+	json_object_object_add(ep, "mean_experts_per_gpu", json_object_new_double(r->ep_mean_experts));
+	json_object_object_add(ep, "imbalance", json_object_new_double(
+		r->ep_mean_experts > 0 ? r->ep_max_experts / r->ep_mean_experts : 0));
+	json_object_object_add(ep, "max_over_all_active", json_object_new_double(r->ep_max_over_all));
+	json_object_object_add(o, "expert_parallel", ep);
+	json_object_object_add(o, "comm_bytes_per_gpu", json_object_new_double(r->comm_bytes_per_gpu));
 	json_object_object_add(bound, "compute", json_object_new_int(r->bound_compute));
 	json_object_object_add(bound, "hbm", json_object_new_int(r->bound_hbm));
 	json_object_object_add(bound, "offload", json_object_new_int(r->bound_offload));
@@ -481,6 +496,12 @@ static struct json_object *setup_json(const struct plan_model *m, const struct p
 	json_object_object_add(hw, "link_gbps", json_object_new_double(p->hw.link_gbps));
 	json_object_object_add(hw, "ddr_gbps", json_object_new_double(p->hw.ddr_gbps));
 	json_object_object_add(hw, "ssd_gbps", json_object_new_double(p->hw.ssd_gbps));
+	json_object_object_add(hw, "tp", json_object_new_int(plan_tp(&p->hw)));
+	json_object_object_add(hw, "nvlink_gbps", json_object_new_double(p->hw.nvlink_gbps));
+	json_object_object_add(hw, "nvlink_lat_us", json_object_new_double(p->hw.nvlink_lat_us));
+	json_object_object_add(hw, "ib_gbps", json_object_new_double(p->hw.ib_gbps));
+	json_object_object_add(hw, "ib_lat_us", json_object_new_double(p->hw.ib_lat_us));
+	json_object_object_add(hw, "act_bytes", json_object_new_double(p->hw.act_bytes));
 	json_object_object_add(o, "hardware", hw);
 	json_object_object_add(en, "pj_hbm", json_object_new_double(p->en.pj_hbm));
 	json_object_object_add(en, "pj_ddr", json_object_new_double(p->en.pj_ddr));
@@ -492,8 +513,11 @@ static struct json_object *setup_json(const struct plan_model *m, const struct p
 	json_object_object_add(en, "gpu_idle_w", json_object_new_double(p->en.gpu_idle_w));
 	json_object_object_add(en, "ddr_static_w", json_object_new_double(p->en.ddr_static_w));
 	json_object_object_add(en, "ddr_static_gb", json_object_new_double(p->en.ddr_static_gb));
+	json_object_object_add(en, "ddr_gb_per_gpu", json_object_new_double(p->en.ddr_gb_per_gpu));
+	json_object_object_add(en, "ssd_idle_w", json_object_new_double(p->en.ssd_idle_w));
 	json_object_object_add(o, "energy", en);
 	json_object_object_add(o, "context", json_object_new_int(p->context));
+	json_object_object_add(o, "mla_kv_reads", json_object_new_int(p->mla_kv_reads));
 	return o;
 }
 
@@ -608,7 +632,10 @@ static int run_plan(const struct plan_cli *c0, bool json)
 		printf("\n%5s %-5s %10s %9s %9s |", "batch", "place", "J/token", "ms/token", "tok/s");
 		for (int i = 0; i < PLAN_NPARTS; i++)
 			printf(" %8s", part_short[i]);
-		printf("  (mJ/token)  bound c/h/o\n");
+		printf("  (mJ/token) |");
+		for (int i = 0; i < PLAN_NTIMES; i++)
+			printf(" %6s", time_short[i]);
+		printf("  (ms/step) | ep-max  bound c/h/o\n");
 		for (size_t i = 0; i < c.nbatches; i++) {
 			for (int t = 0; t < PLAN_NTIERS; t++) {
 				const struct plan_result *x = &res[i * PLAN_NTIERS + t];
@@ -622,8 +649,11 @@ static int run_plan(const struct plan_cli *c0, bool json)
 				       x->tokens_per_s);
 				for (int k = 0; k < PLAN_NPARTS; k++)
 					printf(" %8.3f", x->energy_j[k] * 1e3);
-				printf("  %12s %u/%u/%u\n", "", x->bound_compute, x->bound_hbm,
-				       x->bound_offload);
+				printf("  %10s |", "");
+				for (int k = 0; k < PLAN_NTIMES; k++)
+					printf(" %6.2f", x->time_s[k] * 1e3);
+				printf("  %9s | %6.2f  %u/%u/%u\n", "", x->ep_max_experts, x->bound_compute,
+				       x->bound_hbm, x->bound_offload);
 			}
 		}
 		if (nofit)

@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,52 +68,54 @@ static int resolve_model(struct tierd_client *c, const char *s)
 	return -ENOENT;
 }
 
-/* "3", "0-7", "1,4,9-11", "all" -> a list within [0, max). */
-static int parse_list(const char *s, uint32_t max, uint32_t **out, size_t *n)
+/* "3", "0-7", "1,4,9-11", "all" -> a list within [0, max) (what: "layers"). */
+static int parse_list(const char *what, const char *s, uint32_t max, uint32_t **out, size_t *n)
 {
-	char *copy = strdup(s), *save = NULL, *tok;
+	char *copy = NULL, *save = NULL, *tok;
 	uint32_t *v = NULL;
 	size_t count = 0;
 	int r = 0;
 
-	if (!copy)
-		return -ENOMEM;
 	if (!strcmp(s, "all")) {
-		free(copy);
-		copy = NULL;
 		v = malloc((max ? max : 1) * sizeof(*v));
 		if (!v)
 			return -ENOMEM;
 		for (uint32_t i = 0; i < max; i++)
 			v[count++] = i;
+	} else {
+		copy = strdup(s);
+		if (!copy)
+			return -ENOMEM;
 	}
-	for (tok = copy ? strtok_r(copy, ",", &save) : NULL; tok && !r; tok = strtok_r(NULL, ",", &save)) {
-		unsigned long a, b;
-		char *end;
+	/* Empty items ("1,,2", a trailing comma) are refused, not skipped. */
+	if (copy && (!*copy || *copy == ',' || strstr(copy, ",,") || copy[strlen(copy) - 1] == ',')) {
+		fprintf(stderr, "tierctl: %s \"%s\": an empty item in the list\n", what, s);
+		r = -EINVAL;
+	}
+	for (tok = copy && !r ? strtok_r(copy, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
+		uint32_t a, b, *nv;
 
-		a = b = strtoul(tok, &end, 10);
-		if (*end == '-')
-			b = strtoul(end + 1, &end, 10);
-		if (*end || end == tok || a > b || b >= max || b - a > 1u << 20) {
-			fprintf(stderr, "tierctl: \"%s\": expected numbers or ranges below %u\n", tok, max);
+		r = tierctl_parse_range(what, tok, max, &a, &b);
+		if (!r && b - a >= 1u << 20) {
+			fprintf(stderr, "tierctl: %s \"%s\": more than 2^20 numbers\n", what, tok);
 			r = -EINVAL;
-			break;
 		}
-		uint32_t *nv = realloc(v, (count + (b - a + 1)) * sizeof(*v));
-
+		if (r)
+			break;
+		nv = realloc(v, (count + (b - a + 1)) * sizeof(*v));
 		if (!nv) {
 			r = -ENOMEM;
 			break;
 		}
 		v = nv;
-		for (unsigned long i = a; i <= b; i++)
+		for (uint64_t i = a; i <= b; i++)
 			v[count++] = (uint32_t)i;
 	}
 	free(copy);
 	if (r || !count) {
 		free(v);
 		if (!r)
-			fprintf(stderr, "tierctl: empty list\n");
+			fprintf(stderr, "tierctl: %s: empty list\n", what);
 		return r ? r : -EINVAL;
 	}
 	*out = v;
@@ -137,9 +140,9 @@ static int parse_keys(struct tierd_client *c, int argc, char **argv, struct tier
 		return m;
 	r = tierd_client_model_info(c, (unsigned)m, &mi);
 	if (!r)
-		r = parse_list(argv[1], mi.nlayers, &layers, &nl);
+		r = parse_list("layers", argv[1], mi.nlayers, &layers, &nl);
 	if (!r)
-		r = parse_list(argv[2], mi.experts_per_layer, &experts, &ne);
+		r = parse_list("experts", argv[2], mi.experts_per_layer, &experts, &ne);
 	if (!r) {
 		*keys = calloc(nl * ne, sizeof(**keys));
 		if (!*keys)
@@ -210,6 +213,19 @@ static int stats_begin(const struct tierctl_opts *o, int argc, char **argv, cons
 	return 0;
 }
 
+static void print_pins(json_object *sample, void *arg)
+{
+	bool *head = arg;
+	const char *client = tierctl_sample_label(sample, "client"), *uid = tierctl_sample_label(sample, "uid");
+
+	if (!*head) {
+		printf("  pins by client:\n");
+		*head = true;
+	}
+	printf("    %-8.0f client %s uid %s\n", tierctl_sample_value(sample), client ? client : "?",
+	       uid ? uid : "?");
+}
+
 /*
  * Who holds pins: the daemon's tierd_client_pins metric, one line per
  * connected client (a full pool's ENOSPC names the biggest holders; this
@@ -217,36 +233,98 @@ static int stats_begin(const struct tierctl_opts *o, int argc, char **argv, cons
  */
 static void print_client_pins(struct tierd_client *c)
 {
-	static const char fam[] = "tierd_client_pins{";
-	char *text = NULL, *line, *next;
-	size_t len;
+	json_object *root;
 	bool head = false;
 
-	if (tierd_client_metrics(c, &text, &len) < 0)
+	if (tierctl_metrics_fetch(c, true, &root))
 		return;
-	for (line = text; line && *line; line = next) {
-		char *labels, *end, *val;
+	tierctl_metrics_foreach(root, "tierd_client_pins", NULL, print_pins, &head);
+	json_object_put(root);
+}
 
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
-		if (strncmp(line, fam, sizeof(fam) - 1))
-			continue;
-		labels = line + sizeof(fam) - 1;
-		end = strrchr(labels, '}');
-		if (!end)
-			continue;
-		*end = '\0';
-		val = end + 1;
-		while (*val == ' ')
-			val++;
-		if (!head) {
-			printf("  pins by client:\n");
-			head = true;
-		}
-		printf("    %-8s %s\n", val, labels);
+/* Pools per NUMA node, from the daemon's tierd_pool_node_* metrics. */
+struct node_row {
+	int node;
+	double size, bytes, experts, fetches, local, remote;
+};
+
+struct node_rows {
+	struct node_row r[TIERD_PROTO_MAX_POOLS];
+	unsigned n;
+	size_t field;			/* offsetof the one being collected */
+};
+
+static void collect_node(json_object *sample, void *arg)
+{
+	struct node_rows *nr = arg;
+	const char *node = tierctl_sample_label(sample, "node"), *from = tierctl_sample_label(sample, "from");
+	struct node_row *row = NULL;
+	size_t field = nr->field;
+	int id;
+
+	if (!node)
+		return;
+	id = atoi(node);
+	for (unsigned i = 0; i < nr->n; i++)
+		if (nr->r[i].node == id)
+			row = &nr->r[i];
+	if (!row) {
+		if (nr->n == TIERD_PROTO_MAX_POOLS)
+			return;
+		row = &nr->r[nr->n++];
+		memset(row, 0, sizeof(*row));
+		row->node = id;
 	}
-	free(text);
+	if (from && !strcmp(from, "remote"))
+		field = offsetof(struct node_row, remote);
+	*(double *)((char *)row + field) = tierctl_sample_value(sample);
+}
+
+static void node_pools(struct tierd_client *c, json_object *j)
+{
+	static const struct {
+		const char *metric, *key;
+		size_t off;
+	} f[] = {
+		{ "tierd_pool_node_size_bytes", "size_bytes", offsetof(struct node_row, size) },
+		{ "tierd_pool_node_resident_bytes", "resident_bytes", offsetof(struct node_row, bytes) },
+		{ "tierd_pool_node_resident_experts", "resident_experts", offsetof(struct node_row, experts) },
+		{ "tierd_pool_node_fetches_total", "fetches", offsetof(struct node_row, fetches) },
+		{ "tierd_pool_node_acquires_total", "acquires_local", offsetof(struct node_row, local) },
+	};
+	struct node_rows nr = { .n = 0 };
+	json_object *root, *arr;
+
+	if (tierctl_metrics_fetch(c, true, &root))
+		return;
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		nr.field = f[i].off;
+		tierctl_metrics_foreach(root, f[i].metric, NULL, collect_node, &nr);
+	}
+	json_object_put(root);
+	if (j) {
+		arr = json_object_new_array();
+		for (unsigned i = 0; i < nr.n; i++) {
+			json_object *o = json_object_new_object();
+
+			json_object_object_add(o, "node", json_object_new_int(nr.r[i].node));
+			for (size_t k = 0; k < sizeof(f) / sizeof(f[0]); k++)
+				json_object_object_add(o, f[k].key, json_object_new_int64(
+					(int64_t)*(const double *)((const char *)&nr.r[i] + f[k].off)));
+			json_object_object_add(o, "acquires_remote", json_object_new_int64((int64_t)nr.r[i].remote));
+			json_object_array_add(arr, o);
+		}
+		json_object_object_add(j, "nodes", arr);
+		return;
+	}
+	for (unsigned i = 0; i < nr.n; i++) {
+		printf("  node %-4d ", nr.r[i].node);
+		print_bytes(stdout, (uint64_t)nr.r[i].bytes);
+		printf(" resident (%.0f experts) of ", nr.r[i].experts);
+		print_bytes(stdout, (uint64_t)nr.r[i].size);
+		printf("; %.0f fetches; acquires %.0f local, %.0f remote\n", nr.r[i].fetches, nr.r[i].local,
+		       nr.r[i].remote);
+	}
 }
 
 int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
@@ -265,6 +343,7 @@ int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 		json_object_object_add(j, "uptime_s", json_object_new_double((double)v[TIERD_STAT_UPTIME_MS] / 1000.0));
 		for (unsigned i = TIERD_STAT_CLIENTS; i <= TIERD_STAT_EVICTIONS; i++)
 			json_object_object_add(j, tierd_client_stat_name(i), json_object_new_int64((int64_t)v[i]));
+		node_pools(c, j);
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
 		json_object_put(j);
 		goto out;
@@ -276,6 +355,7 @@ int cmd_status(const struct tierctl_opts *o, int argc, char **argv)
 	printf(" resident of ");
 	print_bytes(stdout, v[TIERD_STAT_POOL_BYTES]);
 	printf(" in %llu pool(s)\n", (unsigned long long)v[TIERD_STAT_POOLS]);
+	node_pools(c, NULL);
 	printf("  clients:  %llu, pins %llu (operator %llu)\n", (unsigned long long)v[TIERD_STAT_CLIENTS],
 	       (unsigned long long)v[TIERD_STAT_PINS], (unsigned long long)v[TIERD_STAT_OPERATOR_PINS]);
 	printf("  acquires: %llu hits, %llu misses, %llu evictions\n", (unsigned long long)v[TIERD_STAT_HITS],
@@ -527,19 +607,11 @@ int cmd_warm(const struct tierctl_opts *o, int argc, char **argv)
 		tierd_client_close(c);
 		return 2;
 	}
-	if (argc == 3) {
-		char *end;
-
-		first = last = (uint32_t)strtoul(argv[2], &end, 10);
-		if (*end == '-')
-			last = (uint32_t)strtoul(end + 1, &end, 10);
-		if (*end || last < first) {
-			fprintf(stderr, "tierctl: \"%s\": expected a layer or a range FIRST-LAST\n", argv[2]);
-			tierd_client_close(c);
-			return 2;
-		}
-	}
 	tierd_client_model_info(c, (unsigned)m, &mi);
+	if (argc == 3 && tierctl_parse_range("layers", argv[2], mi.nlayers, &first, &last)) {
+		tierd_client_close(c);
+		return 2;
+	}
 	r = tierd_client_warm(c, (uint32_t)m, first, last, warm_progress, &p, tierctl_timeout(o, -1));
 	if (p.tty)
 		fprintf(stderr, "\n");
@@ -573,8 +645,19 @@ static void pin_cpu(int cpu)
 		perror("sched_setaffinity");
 }
 
-/* Bare SOCK_SEQPACKET ping-pong of a 48-byte message: the floor. */
-static int floor_child(double *lat, int ops, int cpu_client, int cpu_echo)
+/* Clients connected and ready, in memory shared with them: the timed
+ * loops start together, whatever connecting took. */
+static int *bench_ready, bench_clients;
+
+static void bench_start_together(void)
+{
+	__atomic_add_fetch(bench_ready, 1, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(bench_ready, __ATOMIC_SEQ_CST) < bench_clients)
+		sched_yield();
+}
+
+/* Bare SOCK_SEQPACKET ping-pong of a 48-byte message. */
+static int floor_child(double *lat, int ops, int cpu_client, int cpu_echo, double *span)
 {
 	int sv[2];
 	char msg[48] = { 0 };
@@ -595,6 +678,8 @@ static int floor_child(double *lat, int ops, int cpu_client, int cpu_echo)
 	}
 	close(sv[1]);
 	pin_cpu(cpu_client);
+	bench_start_together();
+	span[0] = now_s();
 	for (int i = 0; i < ops; i++) {
 		double t = now_s();
 
@@ -602,29 +687,117 @@ static int floor_child(double *lat, int ops, int cpu_client, int cpu_echo)
 			return -EIO;
 		lat[i] = now_s() - t;
 	}
+	span[1] = now_s();
 	close(sv[0]);
 	waitpid(echo, NULL, 0);
 	return 0;
 }
 
-static int acquire_child(const struct tierctl_opts *o, double *lat, int ops, const struct tierd_key *keys,
-			 size_t k, int cpu)
+enum bench_kind {
+	BENCH_PINGPONG,		/* bare SOCK_SEQPACKET ping-pong */
+	BENCH_FLOOR,		/* bare memory read of the experts, no protocol */
+	BENCH_SOCKET,		/* acquire+release through the socket */
+	BENCH_FAST,		/* acquire+release through the residency table */
+};
+
+/*
+ * The experts of one operation, in as many acquisitions as the daemon's
+ * answers need: an ACQUIRED packet carries at most TIERD_PROTO_MAX_MSG
+ * bytes, which a few hundred experts of many tensors pass (-E2BIG).
+ */
+struct bench_op {
+	const struct tierd_key *keys;
+	size_t k, chunk;
+	struct tierd_acquisition *a[TIERD_PROTO_MAX_BATCH];
+};
+
+static int bench_acquire(struct tierd_client *c, struct bench_op *op)
 {
+	size_t n = 0;
+	int r = 0;
+
+	for (size_t i = 0; i < op->k && !r; i += op->chunk, n++)
+		r = tierd_client_acquire(c, op->keys + i, op->k - i < op->chunk ? op->k - i : op->chunk, -1,
+					 &op->a[n]);
+	if (r)
+		while (n-- > 1)
+			tierd_client_release(c, op->a[n - 1]);
+	return r;
+}
+
+static int bench_release(struct tierd_client *c, struct bench_op *op)
+{
+	int r = 0;
+
+	for (size_t i = 0, n = 0; i < op->k; i += op->chunk, n++) {
+		int e = tierd_client_release(c, op->a[n]);
+
+		r = r ? r : e;
+	}
+	return r;
+}
+
+/* Finds the largest batch (halving from all of them) the daemon answers. */
+static int bench_chunk(struct tierd_client *c, struct bench_op *op)
+{
+	int r;
+
+	for (op->chunk = op->k;; op->chunk = (op->chunk + 1) / 2) {
+		r = bench_acquire(c, op);
+		if (r != -E2BIG || op->chunk == 1)
+			break;
+	}
+	return r ? r : bench_release(c, op);
+}
+
+static volatile uint64_t bench_sink;
+
+static int acquire_child(const struct tierctl_opts *o, double *lat, int ops, const struct tierd_key *keys,
+			 size_t k, size_t chunk, enum bench_kind kind, int cpu, double *span)
+{
+	struct bench_op op = { .keys = keys, .k = k, .chunk = chunk }, held = op;
 	struct tierd_client *c;
 	int r = tierd_client_connect(&c, o->socket_path, "bench");
 
-	if (r)
+	if (r) {
+		bench_start_together();	/* the others must not wait for this one */
 		return r;
+	}
 	pin_cpu(cpu);
+	if (kind == BENCH_SOCKET)
+		tierd_client_set_flags(c, TIERD_CLIENT_F_SOCKET);
+	/* Once untimed: the library learns each expert's layout from a socket
+	 * answer; the floor reads through pointers of an acquisition held. */
+	r = bench_acquire(c, &held);
+	if (!r && kind != BENCH_FLOOR) {
+		r = bench_release(c, &held);
+		held.k = 0;
+	}
+	bench_start_together();
+	span[0] = now_s();
 	for (int i = 0; i < ops && !r; i++) {
-		struct tierd_acquisition *a;
 		double t = now_s();
 
-		r = tierd_client_acquire(c, keys, k, -1, &a);
-		if (!r)
-			r = tierd_client_release(c, a);
+		if (kind == BENCH_FLOOR) {
+			uint64_t sum = 0;
+
+			for (size_t x = 0, n = 0; x < k; x += chunk, n++)
+				for (size_t j = 0; j < tierd_acquisition_count(held.a[n]); j++) {
+					const struct tierd_expert *e = tierd_acquisition_expert(held.a[n], j);
+
+					sum += *(const volatile uint8_t *)e->tensors[0].data;
+				}
+			bench_sink = sum;
+		} else {
+			r = bench_acquire(c, &op);
+			if (!r)
+				r = bench_release(c, &op);
+		}
 		lat[i] = now_s() - t;
 	}
+	span[1] = now_s();
+	if (held.k)
+		bench_release(c, &held);
 	tierd_client_close(c);
 	return r;
 }
@@ -633,18 +806,23 @@ struct bench_result {
 	double p50, p99, ops_s;
 };
 
-/* Runs 'clients' processes doing 'ops' each; kind 0: floor, 1: acquire. */
-static int bench_run(const struct tierctl_opts *o, int kind, int clients, int ops, const struct tierd_key *keys,
-		     size_t k, int cpu_client, int cpu_daemon, struct bench_result *res)
+/* Runs 'clients' processes doing 'ops' each. */
+static int bench_run(const struct tierctl_opts *o, enum bench_kind kind, int clients, int ops,
+		     const struct tierd_key *keys, size_t k, size_t chunk, int cpu_client, int cpu_daemon,
+		     struct bench_result *res)
 {
 	size_t total = (size_t)clients * (size_t)ops;
-	double *lat = mmap(NULL, total * sizeof(double), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	double t0, wall;
+	/* Each client's latencies, then each one's first and last timestamps. */
+	size_t bytes = (total + 2 * (size_t)clients + 1) * sizeof(double);
+	double *lat = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	double *span, first = 0, last = 0;
 	int failed = 0;
 
 	if (lat == MAP_FAILED)
 		return -errno;
-	t0 = now_s();
+	span = lat + total;
+	bench_ready = (int *)(span + 2 * clients);
+	bench_clients = clients;
 	for (int i = 0; i < clients; i++) {
 		pid_t pid = fork();
 
@@ -653,8 +831,10 @@ static int bench_run(const struct tierctl_opts *o, int kind, int clients, int op
 			break;
 		}
 		if (pid == 0) {
-			int r = kind ? acquire_child(o, lat + (size_t)i * (size_t)ops, ops, keys, k, cpu_client)
-				     : floor_child(lat + (size_t)i * (size_t)ops, ops, cpu_client, cpu_daemon);
+			double *mine = lat + (size_t)i * (size_t)ops;
+			int r = kind == BENCH_PINGPONG ? floor_child(mine, ops, cpu_client, cpu_daemon, &span[2 * i])
+						       : acquire_child(o, mine, ops, keys, k, chunk, kind, cpu_client,
+								       &span[2 * i]);
 
 			if (r)
 				fprintf(stderr, "tierctl: bench client %d: %s\n", i, strerror(-r));
@@ -667,15 +847,53 @@ static int bench_run(const struct tierctl_opts *o, int kind, int clients, int op
 		if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
 			failed = 1;
 	}
-	wall = now_s() - t0;
 	if (!failed) {
+		/* Throughput over the timed loops only, from the first start to
+		 * the last end: connecting and learning are not counted. */
+		for (int i = 0; i < clients; i++) {
+			if (!i || span[2 * i] < first)
+				first = span[2 * i];
+			if (!i || span[2 * i + 1] > last)
+				last = span[2 * i + 1];
+		}
 		qsort(lat, total, sizeof(double), cmp_double);
 		res->p50 = lat[total / 2] * 1e6;
 		res->p99 = lat[(size_t)((double)total * 0.99)] * 1e6;
-		res->ops_s = (double)total / wall;
+		res->ops_s = last > first ? (double)total / (last - first) : 0;
 	}
-	munmap(lat, total * sizeof(double));
+	munmap(lat, bytes);
 	return failed ? -EIO : 0;
+}
+
+/* "1,2,64": the client counts, each checked like one number. */
+static int parse_clients(const char *arg, int *counts, int *n)
+{
+	char buf[256], *save = NULL;
+
+	if (strlen(arg) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, arg);
+	*n = 0;
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (*n == 16) {
+			fprintf(stderr, "tierctl: --clients: at most 16 counts\n");
+			return -EINVAL;
+		}
+		if (tierctl_parse_int("--clients", t, 1, 4096, &counts[(*n)++]))
+			return -EINVAL;
+	}
+	return *n ? 0 : tierctl_parse_int("--clients", arg, 1, 4096, &counts[0]);
+}
+
+static uint64_t stat_of(struct tierd_client *c, const char *name)
+{
+	uint64_t v[64] = { 0 };
+	int n = tierd_client_stats(c, v, 64);
+
+	for (int i = 0; i < n && tierd_client_stat_name((unsigned)i); i++)
+		if (!strcmp(tierd_client_stat_name((unsigned)i), name))
+			return v[i];
+	return 0;
 }
 
 int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
@@ -690,32 +908,29 @@ int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
 		{ 0 }
 	};
 	const char *model = NULL;
-	int clients = 1, ops = 2000, k = 1, cpu_client = -1, cpu_daemon = -1, opt, m, r = 0;
+	int counts[16] = { 1 }, ncounts = 1;
+	int ops = 2000, k = 1, cpu_client = -1, cpu_daemon = -1, opt, m, r = 0;
 	struct tierd_client *c;
-	struct tierd_acquisition *a;
 	struct tierd_model_info mi;
 	struct tierd_key *keys;
-	struct bench_result fl = { 0 }, ac = { 0 };
+	struct bench_op op = { 0 };
+	json_object *list = NULL;
 
 	while ((opt = getopt_long(argc, argv, "c:n:k:m:C:D:", lo, NULL)) != -1) {
 		switch (opt) {
-		case 'c': r = tierctl_parse_int("--clients", optarg, 1, 4096, &clients); break;
+		case 'c': r = parse_clients(optarg, counts, &ncounts); break;
 		case 'n': r = tierctl_parse_int("--ops", optarg, 10, 100000000, &ops); break;
-		case 'k': r = tierctl_parse_int("--experts", optarg, 1, 1024, &k); break;
+		case 'k': r = tierctl_parse_int("--experts", optarg, 1, TIERD_PROTO_MAX_BATCH, &k); break;
 		case 'm': model = optarg; break;
 		case 'C': r = tierctl_parse_int("--cpu-client", optarg, -1, 4095, &cpu_client); break;
 		case 'D': r = tierctl_parse_int("--cpu-daemon", optarg, -1, 4095, &cpu_daemon); break;
 		default: r = -EINVAL; break;
 		}
 		if (r) {
-			fprintf(stderr, "Usage: tierctl bench acquire [--clients N] [--ops N] [--experts K] "
+			fprintf(stderr, "Usage: tierctl bench acquire [--clients N[,N...]] [--ops N] [--experts K] "
 					"[--model M] [--cpu-client CPU] [--cpu-daemon CPU]\n");
 			return 2;
 		}
-	}
-	if (clients < 1 || ops < 10 || k < 1 || k > 1024) {
-		fprintf(stderr, "tierctl: bench acquire: clients >= 1, ops >= 10, 1 <= experts <= 1024\n");
-		return 2;
 	}
 	if (svc_connect(o, &c))
 		return 1;
@@ -724,6 +939,12 @@ int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
 		fprintf(stderr, "tierctl: no model to benchmark\n");
 		tierd_client_close(c);
 		return 1;
+	}
+	if ((uint64_t)k > (uint64_t)mi.nlayers * mi.experts_per_layer) {
+		fprintf(stderr, "tierctl: bench acquire: --experts %d: model %s has %llu experts\n", k, mi.name,
+			(unsigned long long)mi.nlayers * mi.experts_per_layer);
+		tierd_client_close(c);
+		return 2;
 	}
 	keys = calloc((size_t)k, sizeof(*keys));
 	if (!keys) {
@@ -734,47 +955,82 @@ int cmd_bench_acquire(const struct tierctl_opts *o, int argc, char **argv)
 	for (int i = 0; i < k; i++)
 		keys[i] = (struct tierd_key){ (uint32_t)m, (uint32_t)i / mi.experts_per_layer % mi.nlayers,
 					      (uint32_t)i % mi.experts_per_layer };
-	/* Make them resident first: the bench measures the hit path. */
-	r = tierd_client_acquire(c, keys, (size_t)k, -1, &a);
+	/* Make them resident first (the bench measures the hit path), in
+	 * batches whose answers fit a packet. */
+	op.keys = keys;
+	op.k = (size_t)k;
+	r = bench_chunk(c, &op);
 	if (r) {
 		r = svc_fail(c, "bench acquire", r);
 		goto out;
 	}
-	r = tierd_client_release(c, a);
-	if (r) {
-		r = svc_fail(c, "bench acquire: release", r);
-		goto out;
-	}
-	r = bench_run(o, 0, clients, ops, NULL, 0, cpu_client, cpu_daemon, &fl);
-	if (!r)
-		r = bench_run(o, 1, clients, ops, keys, (size_t)k, cpu_client, cpu_daemon, &ac);
-	if (r) {
-		fprintf(stderr, "tierctl: bench acquire failed\n");
-		r = 1;
-		goto out;
-	}
-	if (o->json) {
-		json_object *j = json_object_new_object();
+	if (o->json && ncounts > 1)
+		list = json_object_new_array();
+	for (int ci = 0; ci < ncounts; ci++) {
+		struct bench_result pp = { 0 }, fl = { 0 }, so = { 0 }, fa = { 0 };
+		int clients = counts[ci];
+		uint64_t req0, req1;
 
-		json_object_object_add(j, "clients", json_object_new_int(clients));
-		json_object_object_add(j, "ops_per_client", json_object_new_int(ops));
-		json_object_object_add(j, "experts_per_op", json_object_new_int(k));
-		json_object_object_add(j, "floor_p50_us", json_object_new_double(fl.p50));
-		json_object_object_add(j, "floor_p99_us", json_object_new_double(fl.p99));
-		json_object_object_add(j, "acquire_p50_us", json_object_new_double(ac.p50));
-		json_object_object_add(j, "acquire_p99_us", json_object_new_double(ac.p99));
-		json_object_object_add(j, "acquire_ops_s", json_object_new_double(ac.ops_s));
-		json_object_object_add(j, "ratio_p50", json_object_new_double(ac.p50 / fl.p50));
-		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
-		json_object_put(j);
-	} else {
-		printf("bench acquire: %d client(s) x %d ops, %d resident expert(s) per acquire+release\n",
-		       clients, ops, k);
-		printf("  floor (SOCK_SEQPACKET ping-pong): p50 %8.1f us  p99 %8.1f us  %9.0f round trips/s\n",
-		       fl.p50, fl.p99, fl.ops_s);
-		printf("  acquire+release:                  p50 %8.1f us  p99 %8.1f us  %9.0f ops/s\n",
-		       ac.p50, ac.p99, ac.ops_s);
-		printf("  p50 ratio to the floor: %.2f (target <= 1.5)\n", ac.p50 / fl.p50);
+		r = bench_run(o, BENCH_PINGPONG, clients, ops, NULL, 0, 0, cpu_client, cpu_daemon, &pp);
+		if (!r)
+			r = bench_run(o, BENCH_FLOOR, clients, ops, keys, (size_t)k, op.chunk, cpu_client, cpu_daemon, &fl);
+		if (!r)
+			r = bench_run(o, BENCH_SOCKET, clients, ops, keys, (size_t)k, op.chunk, cpu_client, cpu_daemon,
+				      &so);
+		req0 = stat_of(c, "requests");
+		if (!r)
+			r = bench_run(o, BENCH_FAST, clients, ops, keys, (size_t)k, op.chunk, cpu_client, cpu_daemon,
+				      &fa);
+		req1 = stat_of(c, "requests");
+		if (r) {
+			fprintf(stderr, "tierctl: bench acquire failed\n");
+			r = 1;
+			goto out;
+		}
+		if (o->json) {
+			json_object *j = json_object_new_object();
+
+			json_object_object_add(j, "clients", json_object_new_int(clients));
+			json_object_object_add(j, "ops_per_client", json_object_new_int(ops));
+			json_object_object_add(j, "experts_per_op", json_object_new_int(k));
+			json_object_object_add(j, "acquires_per_op",
+					       json_object_new_int((int)(((size_t)k + op.chunk - 1) / op.chunk)));
+			json_object_object_add(j, "floor_p50_us", json_object_new_double(fl.p50));
+			json_object_object_add(j, "floor_p99_us", json_object_new_double(fl.p99));
+			json_object_object_add(j, "pingpong_p50_us", json_object_new_double(pp.p50));
+			json_object_object_add(j, "pingpong_p99_us", json_object_new_double(pp.p99));
+			json_object_object_add(j, "socket_p50_us", json_object_new_double(so.p50));
+			json_object_object_add(j, "socket_p99_us", json_object_new_double(so.p99));
+			json_object_object_add(j, "socket_ops_per_s", json_object_new_double(so.ops_s));
+			json_object_object_add(j, "fast_p50_us", json_object_new_double(fa.p50));
+			json_object_object_add(j, "fast_p99_us", json_object_new_double(fa.p99));
+			json_object_object_add(j, "fast_ops_per_s", json_object_new_double(fa.ops_s));
+			/* The fast run's requests: connections and their first,
+			 * learning acquire; more means misses went to the socket. */
+			json_object_object_add(j, "fast_run_requests", json_object_new_int64((int64_t)(req1 - req0 - 1)));
+			if (list) {
+				json_object_array_add(list, j);
+			} else {
+				printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+				json_object_put(j);
+			}
+		} else {
+			printf("bench acquire: %d client(s) x %d ops, %d resident expert(s) per acquire+release\n",
+			       clients, ops, k);
+			printf("  floor (memory read):           p50 %8.2f us  p99 %8.2f us  %10.0f ops/s\n",
+			       fl.p50, fl.p99, fl.ops_s);
+			printf("  SOCK_SEQPACKET ping-pong:      p50 %8.2f us  p99 %8.2f us  %10.0f round trips/s\n",
+			       pp.p50, pp.p99, pp.ops_s);
+			printf("  acquire+release, socket:       p50 %8.2f us  p99 %8.2f us  %10.0f ops/s\n",
+			       so.p50, so.p99, so.ops_s);
+			printf("  acquire+release, no syscall:   p50 %8.2f us  p99 %8.2f us  %10.0f ops/s "
+			       "(%llu requests in that run)\n", fa.p50, fa.p99, fa.ops_s,
+			       (unsigned long long)(req1 - req0 - 1));
+		}
+	}
+	if (list) {
+		printf("%s\n", json_object_to_json_string_ext(list, JSON_C_TO_STRING_PLAIN));
+		json_object_put(list);
 	}
 	r = 0;
 out:

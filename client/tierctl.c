@@ -2,6 +2,7 @@
 /* tierctl: the operator's and debugger's tool.  Dispatches to subcommands. */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -52,6 +53,37 @@ static const struct tierctl_cmd commands[] = {
 
 	{ NULL, NULL, NULL },
 };
+
+/* Decimal digits only (no sign, no blank), at most UINT32_MAX. */
+static const char *parse_u32_digits(const char *s, uint32_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return NULL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || v > UINT32_MAX)
+		return NULL;
+	*out = (uint32_t)v;
+	return end;
+}
+
+int tierctl_parse_range(const char *what, const char *s, uint32_t max, uint32_t *first, uint32_t *last)
+{
+	const char *end = parse_u32_digits(s, first);
+
+	*last = *first;
+	if (end && *end == '-')
+		end = parse_u32_digits(end + 1, last);
+	if (!end || *end || *last < *first || *last >= max) {
+		fprintf(stderr, "tierctl: %s \"%s\": expected a number or a range FIRST-LAST below %u\n", what, s,
+			max);
+		return -EINVAL;
+	}
+	return 0;
+}
 
 int tierctl_parse_int(const char *option, const char *s, long min, long max, int *out)
 {

@@ -3,6 +3,12 @@
 #ifndef TIERCTL_H
 #define TIERCTL_H
 
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct tierd_client;
+
 struct tierctl_opts {
 	const char *socket_path;	/* -s SOCKET */
 	const char *config_path;	/* -c CONFIG, for commands that open the engine */
@@ -15,7 +21,25 @@ struct tierctl_opts {
  * error prints "tierctl: OPTION "VALUE": expected ..." and returns -EINVAL.
  */
 int tierctl_parse_int(const char *option, const char *s, long min, long max, int *out);
+/*
+ * "N" or "FIRST-LAST" (decimal digits only, FIRST <= LAST < max): a layer or
+ * expert range.  On error prints "tierctl: WHAT "S": expected ..." and
+ * returns -EINVAL.
+ */
+int tierctl_parse_range(const char *what, const char *s, uint32_t max, uint32_t *first, uint32_t *last);
 int tierctl_parse_double(const char *option, const char *s, double min, double max, double *out);
+
+/*
+ * The daemon's metrics sampled now, as JSON (tierctl-metrics.c): samples are
+ * found by name and by label pairs (match: "key", "value", ..., NULL).
+ * Errors are printed unless quiet; *root is json_object_put() by the caller.
+ */
+int tierctl_metrics_fetch(struct tierd_client *c, bool quiet, json_object **root);
+void tierctl_metrics_foreach(json_object *root, const char *name, const char *const *match,
+			     void (*fn)(json_object *sample, void *arg), void *arg);
+double tierctl_metrics_sum(json_object *root, const char *name, const char *const *match);
+const char *tierctl_sample_label(json_object *sample, const char *key);
+double tierctl_sample_value(json_object *sample);
 
 /* The wait for the daemon: --timeout, or the command's default (-1: none). */
 static inline int tierctl_timeout(const struct tierctl_opts *o, int dflt_ms)

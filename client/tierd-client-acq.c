@@ -50,6 +50,7 @@ void tdc_acq_free(struct tierd_acquisition *a)
 		free(a->model_names ? a->model_names[i] : NULL);
 	free(a->model_names);
 	free(a->keys);
+	free(a->fidx);
 	free(a);
 }
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libtierd-client: connect and reconnect.  HELLO/WELCOME with the pool
- * descriptors, the pool mappings, and on a reconnection the acquisitions
+ * descriptors (and the fast path's, tierd-client-fast.c), the pool
+ * mappings, and on a reconnection the acquisitions
  * of the old connection acquired again from the new daemon.
  */
 #include "config.h"
@@ -15,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -23,7 +25,7 @@
 static int recv_with_fds(int fd, void *buf, size_t cap, int *fds, int *nfds, int timeout_ms)
 {
 	union {
-		char b[CMSG_SPACE(sizeof(int) * TIERD_PROTO_MAX_POOLS)];
+		char b[CMSG_SPACE(sizeof(int) * TIERD_PROTO_MAX_FDS)];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = { .iov_base = buf, .iov_len = cap };
@@ -54,7 +56,7 @@ static int recv_with_fds(int fd, void *buf, size_t cap, int *fds, int *nfds, int
 				int f;
 
 				memcpy(&f, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof(int));
-				if (*nfds < (int)TIERD_PROTO_MAX_POOLS)
+				if (*nfds < (int)TIERD_PROTO_MAX_FDS)
 					fds[(*nfds)++] = f;
 				else
 					close(f);
@@ -79,7 +81,7 @@ static int conn_request(struct tierd_client *c, long len, uint64_t id, struct ti
 	if (r)
 		return r;
 	for (;;) {
-		int fds[TIERD_PROTO_MAX_POOLS], nfds = 0, n = -ETIMEDOUT;
+		int fds[TIERD_PROTO_MAX_FDS], nfds = 0, n = -ETIMEDOUT;
 		int64_t left = deadline - now_ms();
 		struct tierd_msg_hdr h;
 		const char *why;
@@ -189,6 +191,8 @@ static int reestablish(struct tierd_client *c, unsigned *ok, unsigned *lost)
 					a->tensors = tmp.tensors;
 					memcpy(a->maps, tmp.maps, sizeof(a->maps));
 					memcpy(a->keys, keys, a->n * sizeof(*keys));
+					/* Pinned by the daemon now, released by RELEASE. */
+					a->fast = false;
 					m = NULL;
 				} else {
 					tdc_release_keys_noreply(c, keys, a->n);
@@ -214,7 +218,7 @@ int tdc_conn_open(struct tierd_client *c)
 	struct tierd_msg_hdr h;
 	struct model *models = NULL;
 	struct mapping *maps[TIERD_PROTO_MAX_POOLS] = { 0 };
-	int fds[TIERD_PROTO_MAX_POOLS], nfds = 0, fd, n, r;
+	int fds[TIERD_PROTO_MAX_FDS], nfds = 0, fd, n, r;
 	const char *why = NULL;
 	uint64_t id;
 
@@ -224,16 +228,31 @@ int tdc_conn_open(struct tierd_client *c)
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+	/* A Unix connect() waits while the daemon's listen queue is full (a
+	 * daemon stopped, or not accepting): for as long as the send timeout,
+	 * which is then put back to none, since sends wait with poll(). */
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO,
+		       &(struct timeval){ CONNECT_TIMEOUT_MS / 1000, (CONNECT_TIMEOUT_MS % 1000) * 1000 },
+		       sizeof(struct timeval)) ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		r = errno == EAGAIN || errno == EINPROGRESS ? -ETIMEDOUT : -errno;
+		if (r == -ETIMEDOUT)
+			tdc_set_error(c, "%s: tierd accepted no connection within %d ms (its listen queue is "
+				      "full: stopped or overloaded)", c->path, CONNECT_TIMEOUT_MS);
+		else
+			tdc_set_error(c, "%s: %s", c->path, strerror(-r));
+		close(fd);
+		return r;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &(struct timeval){ 0, 0 }, sizeof(struct timeval))) {
 		r = -errno;
-		tdc_set_error(c, "%s: %s", c->path, strerror(-r));
 		close(fd);
 		return r;
 	}
 	c->fd = fd;
 	id = c->next_id++;
-	r = tdc_send_locked(c, tierd_proto_encode_hello(c->tx, sizeof(c->tx), id, (uint32_t)getpid(), c->name),
-			    CONNECT_TIMEOUT_MS);
+	r = tdc_send_locked(c, tierd_proto_encode_hello_node(c->tx, sizeof(c->tx), id, (uint32_t)getpid(),
+							     c->name, c->numa_node), CONNECT_TIMEOUT_MS);
 	if (r)
 		return r;
 	n = recv_with_fds(fd, c->rx, sizeof(c->rx), fds, &nfds, CONNECT_TIMEOUT_MS);
@@ -275,7 +294,7 @@ int tdc_conn_open(struct tierd_client *c)
 		r = -ENOMEM;
 	if (!r)
 		r = tierd_proto_decode_welcome(c->rx + sizeof(h), h.length, w, &why);
-	if (!r && (int)w->npools != nfds) {
+	if (!r && (int)w->npools + ((w->fast & TIERD_WELCOME_F_FAST) ? 2 : 0) != nfds) {
 		r = -EBADMSG;
 		why = "pool descriptors missing";
 	}
@@ -324,9 +343,6 @@ int tdc_conn_open(struct tierd_client *c)
 			goto fail;
 		}
 	}
-	for (int i = 0; i < nfds; i++)
-		close(fds[i]);
-	nfds = 0;
 	for (uint32_t i = 0; i < c->nmodels; i++)
 		free(c->models[i].name);
 	free(c->models);
@@ -337,6 +353,13 @@ int tdc_conn_open(struct tierd_client *c)
 	memcpy(c->pools, maps, sizeof(maps));
 	c->npools = w->npools;
 	c->instance = w->instance;
+	c->conn_seq++;
+	tdc_fast_close(c);
+	if ((w->fast & TIERD_WELCOME_F_FAST) && c->npools)
+		tdc_fast_open(c, w, fds[w->npools], fds[w->npools + 1]);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	nfds = 0;
 	free(w);
 	return 0;
 fail:

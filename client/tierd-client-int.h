@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "tierd-client.h"
+#include "tierd-fastpath.h"
 #include "tierd-proto.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -90,6 +91,35 @@ struct tierd_acquisition {
 	struct tierd_tensor *tensors;
 	struct mapping *maps[TIERD_PROTO_MAX_POOLS];
 	SLIST_HEAD(, retired) retired;
+	/* Acquired through the residency table: pins in the pin area of
+	 * connection fast_seq (entries fidx), no daemon pin. */
+	bool fast;
+	uint64_t fast_seq;
+	uint32_t *fidx;
+};
+
+/* An expert's tensors as a socket ACQUIRED laid them out, offsets relative
+ * to its slot: what a fast acquire of it hands out.  Kept until the client
+ * closes (acquisitions point at the names). */
+struct fast_layout {
+	SLIST_ENTRY(fast_layout) link;	/* in c->layouts */
+	uint32_t layout;		/* the table's layout version it holds for */
+	uint32_t ntensors;
+	uint64_t span;			/* bytes from the slot's start it covers */
+	struct tierd_tensor tensors[];	/* data NULL, offset from the slot */
+};
+
+/* The mappings of one connection's fast path (tierd-client-fast.c). */
+struct fastpath {
+	uint64_t seq;			/* which connection */
+	const struct tierd_fast_hdr *hdr;
+	uint64_t table_size;
+	const struct tierd_fast_entry *ent;
+	uint32_t nentries;
+	struct tierd_fast_pin *pins;
+	uint64_t area_size;
+	struct tierd_fast_model models[TIERD_PROTO_MAX_MODELS];	/* copied, checked */
+	struct fast_layout **lay;	/* per entry, NULL: learn it from a socket acquire */
 };
 
 struct model {
@@ -102,6 +132,7 @@ struct tierd_client {
 	pthread_cond_t cond;
 	char *path;
 	char name[65];
+	int numa_node;			/* said in HELLO; TIERD_NODE_UNSAID: not */
 	int fd;				/* -1: broken, reconnect on next use */
 	bool reading;			/* a thread reads the socket (others wait) */
 	bool reader_blocked;		/* ... in a system call, without the lock */
@@ -118,6 +149,10 @@ struct tierd_client {
 	char last_error[TIERD_PROTO_MAX_REASON + 1];
 	tierd_reconnect_fn reconnect_fn;
 	void *reconnect_arg;
+	unsigned flags;			/* TIERD_CLIENT_F_* */
+	struct fastpath *fast;		/* NULL: socket only */
+	uint64_t conn_seq;
+	SLIST_HEAD(, fast_layout) layouts;
 	alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG];
 	alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
 };
@@ -153,9 +188,28 @@ HIDDEN void tdc_read_round(struct tierd_client *c, int timeout_ms);
 HIDDEN int tdc_wait_pending(struct tierd_client *c, struct pending *p, int timeout_ms,
 			    tierd_progress_fn progress, void *arg);
 
+/* ---- tierd-client-fast.c: acquire without a system call ---- */
+
+/* Maps what WELCOME handed over (lock held); on any doubt the fast path
+ * stays off for this connection and 0 is returned. */
+HIDDEN int tdc_fast_open(struct tierd_client *c, const struct tierd_msg_welcome *w, int table_fd, int area_fd);
+HIDDEN void tdc_fast_close(struct tierd_client *c);
+/* 0 with *out, or -EAGAIN: take the socket. */
+HIDDEN int tdc_fast_acquire(struct tierd_client *c, const struct tierd_key *keys, size_t n,
+			    struct tierd_acquisition **out);
+/* After a socket acquire: learns the layouts the fast path lacks. */
+HIDDEN void tdc_fast_learn(struct tierd_client *c, const struct tierd_acquisition *a);
+/* Drops a fast acquisition's pins (if its connection is the current one). */
+HIDDEN void tdc_fast_release(struct tierd_client *c, struct tierd_acquisition *a);
+
 /* ---- tierd-client-conn.c: connect and reconnect ---- */
 
 HIDDEN int tdc_conn_open(struct tierd_client *c);
 HIDDEN int tdc_ensure_conn(struct tierd_client *c);
+
+/* tierd-client-numa.c: the node of PCI device addr under root ("/sys"),
+ * and the node to say when the application names none (environment). */
+int tdc_pci_numa_node(const char *root, const char *addr);
+int tdc_numa_node_default(void);
 
 #endif

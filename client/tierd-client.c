@@ -19,7 +19,14 @@
 
 EXPORT int tierd_client_connect(struct tierd_client **out, const char *path, const char *name)
 {
+	return tierd_client_connect_node(out, path, name, TIERD_CLIENT_NODE_DEFAULT);
+}
+
+EXPORT int tierd_client_connect_node(struct tierd_client **out, const char *path, const char *name,
+				     int numa_node)
+{
 	struct tierd_client *c = calloc(1, sizeof(*c));
+	const char *env;
 	int r;
 
 	if (!c)
@@ -37,11 +44,19 @@ EXPORT int tierd_client_connect(struct tierd_client **out, const char *path, con
 	for (char *p = c->name; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
+	c->numa_node = numa_node == TIERD_CLIENT_NODE_DEFAULT ? tdc_numa_node_default() :
+		       numa_node < 0 ? TIERD_NODE_UNSAID : numa_node;
 	c->fd = -1;
 	c->stale_fd = -1;
 	c->next_id = 1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
+	/* The switch for comparisons and for doubt: every acquire through the
+	 * socket (TIERD_CLIENT_F_SOCKET). */
+	env = getenv("TIERD_NO_FASTPATH");
+	if (env && *env && strcmp(env, "0"))
+		c->flags |= TIERD_CLIENT_F_SOCKET;
+	SLIST_INIT(&c->layouts);
 	r = tdc_conn_open(c);
 	if (r) {
 		tierd_client_close(c);
@@ -67,6 +82,13 @@ EXPORT void tierd_client_close(struct tierd_client *c)
 	}
 	tdc_pending_list_free(&c->pending);
 	tdc_pending_list_free(&c->completed);
+	tdc_fast_close(c);
+	while (!SLIST_EMPTY(&c->layouts)) {
+		struct fast_layout *l = SLIST_FIRST(&c->layouts);
+
+		SLIST_REMOVE_HEAD(&c->layouts, link);
+		free(l);
+	}
 	for (uint32_t i = 0; i < c->npools; i++)
 		tdc_mapping_unref(c->pools[i]);
 	for (uint32_t i = 0; i < c->nmodels; i++)
@@ -93,6 +115,23 @@ EXPORT void tierd_client_last_error(struct tierd_client *c, char *buf, size_t le
 	pthread_mutex_lock(&c->lock);
 	snprintf(buf, len, "%s", c->last_error);
 	pthread_mutex_unlock(&c->lock);
+}
+
+EXPORT void tierd_client_set_flags(struct tierd_client *c, unsigned flags)
+{
+	pthread_mutex_lock(&c->lock);
+	c->flags = flags & TIERD_CLIENT_F_ALL;
+	pthread_mutex_unlock(&c->lock);
+}
+
+EXPORT unsigned tierd_client_flags(struct tierd_client *c)
+{
+	unsigned f;
+
+	pthread_mutex_lock(&c->lock);
+	f = c->flags;
+	pthread_mutex_unlock(&c->lock);
+	return f;
 }
 
 EXPORT void tierd_client_set_reconnect_cb(struct tierd_client *c, tierd_reconnect_fn fn, void *arg)
@@ -309,6 +348,11 @@ EXPORT int tierd_client_acquire(struct tierd_client *c, const struct tierd_key *
 	int r;
 
 	pthread_mutex_lock(&c->lock);
+	if (!tdc_fast_acquire(c, keys, n, &a)) {
+		*out = a;
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
 	r = acquire_send(c, keys, n, timeout_ms, &p);
 	if (r)
 		goto out;
@@ -323,6 +367,8 @@ EXPORT int tierd_client_acquire(struct tierd_client *c, const struct tierd_key *
 		p->acq = NULL;
 	}
 	request_close(c, p);
+	if (!r)
+		tdc_fast_learn(c, a);
 	if (!r)
 		*out = a;
 out:
@@ -378,7 +424,9 @@ EXPORT int tierd_client_release(struct tierd_client *c, struct tierd_acquisition
 	 * in last_error when it arrives.  This keeps acquire+release at one
 	 * round trip.
 	 */
-	if (!a->status && c->fd >= 0)
+	if (a->fast)
+		tdc_fast_release(c, a);
+	else if (!a->status && c->fd >= 0)
 		r = tdc_send_locked(c, tierd_proto_encode_keys(c->tx, sizeof(c->tx), TIERD_MSG_RELEASE,
 							       TIERD_PROTO_F_NOREPLY, c->next_id++,
 							       (const struct tierd_key *)a->keys, (uint32_t)a->n),
@@ -492,6 +540,15 @@ EXPORT int tierd_client_stats(struct tierd_client *c, uint64_t *values, size_t n
 
 EXPORT int tierd_client_metrics_timeout(struct tierd_client *c, char **text, size_t *len, int timeout_ms)
 {
+	return tierd_client_metrics_as(c, TIERD_METRICS_PROMETHEUS, text, len, timeout_ms);
+}
+
+_Static_assert(TIERD_CLIENT_METRICS_TEXT == TIERD_METRICS_PROMETHEUS &&
+	       TIERD_CLIENT_METRICS_JSON == TIERD_METRICS_JSON, "the library's names are the protocol's");
+
+EXPORT int tierd_client_metrics_as(struct tierd_client *c, unsigned format, char **text, size_t *len,
+				   int timeout_ms)
+{
 	struct pending *p;
 	int r;
 
@@ -501,8 +558,7 @@ EXPORT int tierd_client_metrics_timeout(struct tierd_client *c, char **text, siz
 	pthread_mutex_lock(&c->lock);
 	r = request_open(c, TIERD_MSG_METRICS_DATA, &p);
 	if (!r)
-		r = tdc_send_locked(c, tierd_proto_encode_metrics(c->tx, sizeof(c->tx), p->id,
-								  TIERD_METRICS_PROMETHEUS),
+		r = tdc_send_locked(c, tierd_proto_encode_metrics(c->tx, sizeof(c->tx), p->id, format),
 				    timeout_ms);
 	if (!r)
 		r = tdc_wait_pending(c, p, timeout_ms, NULL, NULL);

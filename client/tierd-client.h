@@ -110,6 +110,24 @@ struct tierd_model_info {
  * protocol; -ENOENT / -ECONNREFUSED if no daemon listens.
  */
 int tierd_client_connect(struct tierd_client **out, const char *path, const char *name);
+/*
+ * The same, saying which NUMA node the client works on (its GPU's), so that
+ * the daemon serves it from the pool on that node: numa_node >= 0, or
+ * TIERD_CLIENT_NODE_DEFAULT: $TIERD_NUMA_NODE, else the node of the PCI
+ * device $TIERD_PCI_DEVICE names, else none said (the daemon takes the node
+ * of the CPUs the process may run on), or TIERD_CLIENT_NODE_NONE.
+ * tierd_client_connect() is TIERD_CLIENT_NODE_DEFAULT.
+ */
+#define TIERD_CLIENT_NODE_DEFAULT	(-2)
+#define TIERD_CLIENT_NODE_NONE		(-1)
+int tierd_client_connect_node(struct tierd_client **out, const char *path, const char *name,
+			      int numa_node);
+/*
+ * The NUMA node of a PCI device ("0000:3b:00.0", as cudaDeviceGetPCIBusId
+ * writes it) from /sys/bus/pci/devices/ADDR/numa_node; -ENODATA when the
+ * machine does not say, -ENOENT no such device, -EINVAL not an address.
+ */
+int tierd_client_numa_node_of_pci(const char *pci_addr);
 /* Releases every acquisition, unmaps, closes; NULL is a no-op. */
 void tierd_client_close(struct tierd_client *c);
 /* Reconnects now if the connection is broken (calls do it by themselves). */
@@ -122,6 +140,22 @@ void tierd_client_last_error(struct tierd_client *c, char *buf, size_t len);
 typedef void (*tierd_reconnect_fn)(struct tierd_client *c, unsigned reestablished, unsigned lost,
 				   void *arg);
 void tierd_client_set_reconnect_cb(struct tierd_client *c, tierd_reconnect_fn fn, void *arg);
+
+/*
+ * Acquires of resident experts go without a system call by default: the
+ * library reads the daemon's residency table and pins the expert in a pin
+ * area of its own, both mapped at connection (protocol 1.3); anything else
+ * (a miss, an expert being evicted, the first acquire of an expert, whose
+ * tensor layout the library learns then, an older daemon) goes through the
+ * socket.  Either way the acquisition is the same and release gives it back.
+ * TIERD_CLIENT_F_SOCKET, or TIERD_NO_FASTPATH=1 in the environment at
+ * connect, sends every acquire through the socket.  tierd_client_acquire_async
+ * always uses the socket.
+ */
+#define TIERD_CLIENT_F_SOCKET		0x1u
+#define TIERD_CLIENT_F_ALL		TIERD_CLIENT_F_SOCKET
+void tierd_client_set_flags(struct tierd_client *c, unsigned flags);
+unsigned tierd_client_flags(struct tierd_client *c);
 
 /* ---- models and pools ---- */
 
@@ -197,6 +231,17 @@ const char *tierd_client_stat_name(unsigned i);
  */
 int tierd_client_metrics(struct tierd_client *c, char **text, size_t *len);
 int tierd_client_metrics_timeout(struct tierd_client *c, char **text, size_t *len, int timeout_ms);
+/*
+ * The same sample in another format: TIERD_CLIENT_METRICS_TEXT (the text)
+ * or TIERD_CLIENT_METRICS_JSON ({"families": [{"name", "type", "help", "samples":
+ * [{"name", "labels": {...}, "value"}]}]}, for programs that would otherwise
+ * parse the text).  A daemon older than protocol 1.2 answers JSON with
+ * -EOPNOTSUPP.  timeout_ms < 0 waits as long as it takes.
+ */
+#define TIERD_CLIENT_METRICS_TEXT	0u
+#define TIERD_CLIENT_METRICS_JSON	1u
+int tierd_client_metrics_as(struct tierd_client *c, unsigned format, char **text, size_t *len,
+			    int timeout_ms);
 
 /* ---- operator commands (root or the daemon's user) ---- */
 

@@ -125,7 +125,7 @@ else
 	notok "ENOSPC (misses $misses -> $(stat misses))"; sed 's/^/# /' "$tmp/full"
 fi
 if tierctl metrics | grep -q '^tierd_client_pins{client="[0-9]*",uid="0"} [1-9]' &&
-   tierctl status | grep -A3 "pins by client" | grep -q 'uid="0"'; then
+   tierctl status | grep -A3 "pins by client" | grep -Eq '^ +[1-9][0-9]* +client [0-9]+ uid 0$'; then
 	ok "per-client pins are exported (tierd_client_pins) and listed by tierctl status"
 else
 	notok "tierd_client_pins"

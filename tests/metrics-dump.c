@@ -106,22 +106,25 @@ int main(int argc, char **argv)
 	struct metrics_model models[] = {
 		{ .name = (char *)"mixtral", .stale = true, .changes = 2, .reloads = 1 },
 		{ .name = (char *)"qwen \"moe\"", .stale = false },
+		/* What a hand-written reader of the text gets wrong. */
+		{ .name = (char *)"a,tier=\"ssd\"\\x", .stale = false, .changes = 7 },
 	};
 	struct probes_snapshot snap;
 	struct metrics_input in = { 0 };
 	struct energy *e = NULL;
 	const char *textfile = NULL;
-	int serve = 0, opt, r;
+	int serve = 0, json = 0, opt, r;
 	char *text = NULL;
 	size_t len = 0;
 
 	log_init("metrics-dump", LOG_WARNING);
-	while ((opt = getopt(argc, argv, "st:")) != -1) {
+	while ((opt = getopt(argc, argv, "jst:")) != -1) {
 		switch (opt) {
+		case 'j': json = 1; break;
 		case 's': serve = 1; break;
 		case 't': textfile = optarg; break;
 		default:
-			fprintf(stderr, "Usage: metrics-dump [-s] [-t PATH]\n");
+			fprintf(stderr, "Usage: metrics-dump [-j] [-s] [-t PATH]\n");
 			return 2;
 		}
 	}
@@ -136,7 +139,7 @@ int main(int argc, char **argv)
 		in.fetch_latency = &h;
 		in.models = models;
 		in.nmodels = sizeof(models) / sizeof(models[0]);
-		r = metrics_render(&in, &text, &len);
+		r = metrics_render_as(&in, json ? METRICS_JSON : METRICS_TEXT, &text, &len);
 	}
 	if (r) {
 		fprintf(stderr, "metrics-dump: %s\n", strerror(-r));

@@ -11,7 +11,9 @@ n=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 notok() { n=$((n + 1)); echo "not ok $n - $1"; }
 skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
-echo 1..7
+echo 1..8
+# Debian's interpreter: python3-prometheus-client (contrib/install-deps.sh) is for it.
+if [ -z "${PYTHON:-}" ] && [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=${PYTHON:-python3}; fi
 
 "$dump" >"$tmp/m.txt" && ok "render synthetic snapshot" || notok "render synthetic snapshot"
 
@@ -36,6 +38,37 @@ done
 grep -q 'source="smart"' "$tmp/m.txt" || missing="$missing smart-bytes"
 grep -q '^# HELP tierd_nvme_power_state_seconds_total .*INFERRED' "$tmp/m.txt" || missing="$missing inferred-help"
 [ -z "$missing" ] && ok "all families present" || { echo "# missing:$missing"; notok "all families present"; }
+
+# The JSON rendering (what tierctl reads) holds the same samples as the
+# text, read back with the Prometheus project's own Python parser, label
+# escapes included (a model named a,tier="ssd"\x).
+if "$dump" -j >"$tmp/m.json" && "$PY" - "$tmp/m.txt" "$tmp/m.json" <<'PY'
+import json, math, sys
+from prometheus_client.parser import text_string_to_metric_families
+
+def key(name, labels):
+    return (name, tuple(sorted(labels.items())))
+
+text = {}
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in fam.samples:
+        text[key(s.name, s.labels)] = s.value
+js = {}
+for fam in json.load(open(sys.argv[2]))["families"]:
+    for s in fam["samples"]:
+        k = key(s["name"], s["labels"])
+        assert k not in js, "duplicate sample %r" % (k,)
+        js[k] = s["value"]
+assert set(text) == set(js), "only in text: %s; only in JSON: %s" % (
+    sorted(set(text) - set(js))[:5], sorted(set(js) - set(text))[:5])
+for k, v in text.items():
+    assert math.isclose(v, js[k], rel_tol=1e-8), "%r: text %r, JSON %r" % (k, v, js[k])
+weird = [k for k in js if ("model", 'a,tier="ssd"\\x') in k[1]]
+assert len(weird) == 3, weird
+print("# %d samples equal" % len(js))
+PY
+then ok "JSON rendering: the same samples as the text"
+else notok "JSON rendering: the same samples as the text"; fi
 
 # HTTP on an ephemeral loopback port.
 if ! command -v curl >/dev/null; then

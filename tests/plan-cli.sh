@@ -36,7 +36,7 @@ expect_fail() {
 	fi
 }
 
-echo "1..24"
+echo "1..28"
 
 # 1-2: the table.
 "$TIERCTL" plan --model mixtral-8x7b --batch 1,32,1024 >"$tmp/table" 2>"$tmp/err"
@@ -64,6 +64,34 @@ r1 = e[(1, "ssd")] / e[(1, "hbm")]
 r1024 = e[(1024, "ssd")] / e[(1024, "hbm")]
 assert r1 > 5 and r1024 < r1, (r1, r1024)
 ' "$tmp/json"
+
+# 5a-5c: where the step's time goes: components that sum to the step, the
+# expert-parallel imbalance, and the same columns in the table.
+check "--json time_s sums to the step and expert_parallel is there" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["hardware"]["tp"] == 4 and d["hardware"]["nvlink_gbps"] > 0, d["hardware"]
+for r in d["results"]:
+    t = r["time_s"]
+    assert set(t) == {"fc", "attention", "experts", "allreduce", "alltoall", "offload_wait"}, t
+    assert abs(sum(t.values()) - r["latency_per_token_s"]) < 1e-9 * r["latency_per_token_s"], r
+    assert t["allreduce"] > 0 and t["alltoall"] == 0, t   # one node, tp over all 4 GPUs
+    ep = r["expert_parallel"]
+    assert 1 <= ep["max_experts_per_gpu"] <= 2 + 1e-9 and ep["imbalance"] >= 1 - 1e-9, ep
+    if r["placement"] == "hbm":
+        assert t["offload_wait"] == 0, t
+    if r["placement"] == "ssd" and r["batch"] == 1:
+        assert t["offload_wait"] > t["experts"], t
+' "$tmp/json"
+"$TIERCTL" --json plan --model deepseek-r1 --batch 64 --placement hbm >"$tmp/json3" 2>"$tmp/err"
+check "DeepSeek-R1 over 4 nodes dispatches over InfiniBand" python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+assert r["time_s"]["alltoall"] > 0 and r["comm_bytes_per_gpu"] > 0, r
+assert r["expert_parallel"]["max_experts_per_gpu"] > r["expert_parallel"]["mean_experts_per_gpu"], r
+' "$tmp/json3"
+check "the table shows the time components and the busiest GPU" sh -c "
+grep -q 'fc   attn    exp     ar    a2a   wait' '$tmp/table' && grep -q 'ep-max' '$tmp/table'"
 
 # 6: --json after the subcommand too, with a placement filter.
 "$TIERCTL" plan --model deepseek-r1 --batch 8 --placement ssd --json >"$tmp/json2" 2>"$tmp/err"
@@ -162,3 +190,7 @@ fi
 # 24: a config.json with a NUL byte is refused, not read up to the NUL.
 printf '{}\000{"hidden_size": 1}' >"$tmp/nul.json"
 expect_fail 2 'contains a NUL byte' "config.json with a NUL byte" -- plan --model-config "$tmp/nul.json"
+
+# 28: tensor parallelism stays inside a node.
+expect_fail 2 'tp 3 must divide the 8 GPUs' "tp that does not divide a node" -- \
+	plan --model deepseek-r1 --set tp=3

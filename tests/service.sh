@@ -24,7 +24,7 @@ wait_stat() {
 	return 1
 }
 
-echo "1..21"
+echo "1..22"
 
 if ! "$TIERCTL" demo-store "$tmp/demo" --layers 4 --experts 16 --hidden 64 --ffn 128 >/dev/null; then
 	echo "Bail out! cannot write the demo checkpoint"
@@ -122,6 +122,23 @@ check "non-blocking acquire through the fd and a completion callback" "$CL" "$so
 check "the pool mapping cannot be made writable and a write to it faults" "$CL" "$sock" write-pool
 # 4 threads x 2 pins: exactly the quota of the connection.
 check "4 threads of one process share a client, bytes verified" "$CL" "$sock" threads 4 50
+# Layer and expert lists: digits and ranges only, within the model; each bad
+# one is a usage error naming the list, and nothing is sent.
+bad=""
+for args in "prefetch demo 0- 1" "prefetch demo 1,,2 1" "prefetch demo 0, 1" "prefetch demo -1 1" \
+	    "prefetch demo 0 +1" "prefetch demo 0 4294967297" "prefetch demo 4 1" "prefetch demo 0 16" \
+	    "prefetch demo 3-1 0" "warm demo 4294967296" "warm demo 2-" "warm demo 2-9" "warm demo x"; do
+	# shellcheck disable=SC2086
+	tierctl $args >"$tmp/list" 2>&1
+	rc=$?
+	{ [ $rc -eq 2 ] && grep -Eq '^tierctl: (layers|experts) ".*": ' "$tmp/list"; } || bad="$bad [$args: rc $rc $(head -1 "$tmp/list")]"
+done
+if [ -z "$bad" ] && tierctl prefetch demo 0,2-3 all >/dev/null 2>&1; then
+	ok "layer and expert lists: bad ones are usage errors that name the list"
+else
+	notok "layer and expert lists:$bad"
+fi
+
 if tierctl warm demo 2-3 >"$tmp/warm" 2>&1 && grep -q "warmed model demo layers 2-3" "$tmp/warm"; then
 	ok "tierctl warm loads layers and reports completion"
 else

@@ -72,7 +72,9 @@ static char *inj_strdup(const char *s)
 #include "tierd-client-acq.c"
 #include "tierd-client-mux.c"
 #include "tierd-client-conn.c"
+#include "tierd-client-fast.c"
 #include "tierd-client.c"
+#include "tierd-client-numa.c"
 #undef malloc
 #undef calloc
 #undef strdup
@@ -94,6 +96,7 @@ enum fake_mode {
 struct fake_counts {
 	atomic_uint acquired;		/* keys */
 	atomic_uint released;
+	atomic_int hello_node;		/* the NUMA node the last HELLO said */
 };
 
 struct fixture {
@@ -194,9 +197,15 @@ static void fake_serve(struct fixture *f, int fd, int pool, unsigned gen, enum f
 		if (tierd_proto_decode_hdr(rx, (size_t)n, &h, &why))
 			_exit(3);
 		switch (h.type) {
-		case TIERD_MSG_HELLO:
+		case TIERD_MSG_HELLO: {
+			struct tierd_msg_hello hm;
+
+			if (tierd_proto_decode_hello(pl, h.length, &hm, &why))
+				_exit(3);
+			atomic_store(&f->counts->hello_node, hm.numa_node);
 			fake_welcome(fd, pool, gen, h.request_id);
 			break;
+		}
 		case TIERD_MSG_ACQUIRE:
 			if (tierd_proto_decode_keys(pl, h.length, &k, &count, &why))
 				_exit(3);
@@ -636,6 +645,44 @@ static void test_acquire_out_of_memory(void **state)
 }
 
 /* The dtype codes are the daemon's enum tierd_dtype; F8_E8M0 was missing. */
+/*
+ * A daemon that accepts nothing (stopped, overloaded): its listen queue
+ * fills, and connect() would wait forever.  The library gives up after its
+ * connect timeout and says why.
+ */
+static void test_connect_full_listen_queue(void **state)
+{
+	struct fixture *f = *state;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct tierd_client *c = NULL;
+	int held[64], nheld = 0;
+
+	strcpy(sa.sun_path, f->sock);
+	assert_int_equal(listen(f->lfd, 0), 0);
+	/* Fill the queue: connects that would wait say EAGAIN instead. */
+	while (nheld < 64) {
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+		assert_true(fd >= 0);
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+			assert_int_equal(errno, EAGAIN);
+			close(fd);
+			break;
+		}
+		held[nheld++] = fd;
+	}
+	assert_true(nheld < 64);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), -ETIMEDOUT);
+	assert_null(c);
+	for (int i = 0; i < nheld; i++)
+		close(held[i]);
+	/* Once the queue drains, the next try gets through to the daemon. */
+	assert_int_equal(listen(f->lfd, 16), 0);
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_U8);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
+	tierd_client_close(c);
+}
+
 static void test_dtypes(void **state)
 {
 	struct fixture *f = *state;
@@ -664,6 +711,58 @@ static void test_dtypes(void **state)
 
 _Static_assert(TIERD_DTYPE_F8_E8M0 == (int)TIERD_DTYPE_F8_E8M0, "client and daemon dtype codes");
 
+static void put_node(const char *root, const char *dev, const char *text)
+{
+	char path[512];
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "mkdir -p '%s/bus/pci/devices/%s'", root, dev);
+	assert_int_equal(system(path), 0);
+	snprintf(path, sizeof(path), "%s/bus/pci/devices/%s/numa_node", root, dev);
+	fp = fopen(path, "we");
+	assert_non_null(fp);
+	fputs(text, fp);
+	fclose(fp);
+}
+
+/* A GPU's node from a synthetic sysfs, in the spellings CUDA and
+ * nvidia-smi give its address; and the node said in HELLO. */
+static void test_numa_node(void **state)
+{
+	struct fixture *f = *state;
+	struct tierd_client *c;
+	char root[512];
+
+	snprintf(root, sizeof(root), "%s/sys", f->dir);
+	put_node(root, "0000:3b:00.0", "1\n");
+	put_node(root, "0000:17:00.0", "-1\n");
+	assert_int_equal(tdc_pci_numa_node(root, "0000:3B:00.0"), 1);
+	assert_int_equal(tdc_pci_numa_node(root, "00000000:3b:00.0"), 1);
+	assert_int_equal(tdc_pci_numa_node(root, "3b:00.0"), 1);
+	assert_int_equal(tdc_pci_numa_node(root, "0000:17:00.0"), -ENODATA);
+	assert_int_equal(tdc_pci_numa_node(root, "0000:18:00.0"), -ENOENT);
+	assert_int_equal(tdc_pci_numa_node(root, "gpu0"), -EINVAL);
+	assert_int_equal(tdc_pci_numa_node(root, "0000:3b:00.0x"), -EINVAL);
+
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_U8);
+	assert_int_equal(tierd_client_connect_node(&c, f->sock, "numa", 1), 0);
+	assert_int_equal(atomic_load(&f->counts->hello_node), 1);
+	tierd_client_close(c);
+	setenv("TIERD_NUMA_NODE", "2", 1);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "numa"), 0);
+	assert_int_equal(atomic_load(&f->counts->hello_node), 2);
+	tierd_client_close(c);
+	assert_int_equal(tierd_client_connect_node(&c, f->sock, "numa", TIERD_CLIENT_NODE_NONE), 0);
+	assert_int_equal(atomic_load(&f->counts->hello_node), TIERD_NODE_UNSAID);
+	tierd_client_close(c);
+	unsetenv("TIERD_NUMA_NODE");
+	assert_int_equal(tierd_client_connect(&c, f->sock, "numa"), 0);
+	assert_int_equal(atomic_load(&f->counts->hello_node), TIERD_NODE_UNSAID);
+	tierd_client_close(c);
+	snprintf(root, sizeof(root), "rm -rf '%s/sys'", f->dir);
+	assert_int_equal(system(root), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -674,6 +773,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_async_acquire_out_of_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_acquire_out_of_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dtypes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_numa_node, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connect_full_listen_queue, setup, teardown),
 	};
 
 	/* A daemon that went away is not a reason to die. */

@@ -108,6 +108,69 @@ static void test_validate(void **state)
 	conf_free(&c);
 }
 
+static void expect_invalid(const char *text, const char *needle)
+{
+	struct tierd_conf c;
+	char err[256] = "";
+
+	assert_int_equal(conf_init(&c), 0);
+	assert_int_equal(conf_load_string(&c, "n.conf", text, err, sizeof(err)), 0);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), -EINVAL);
+	if (!strstr(err, needle))
+		fail_msg("error \"%s\" does not contain \"%s\"", err, needle);
+	conf_free(&c);
+}
+
+/* [pool] nodes and a size per node; the one-pool keys keep their meaning. */
+static void test_pool_nodes(void **state)
+{
+	struct tierd_conf c;
+	char err[256] = "";
+
+	assert_int_equal(conf_init(&c), 0);
+	assert_int_equal(c.npool_nodes, 0);
+	assert_false(c.pool_nodes_auto);
+	assert_int_equal(c.npool_sizes, 0);
+	assert_int_equal(conf_load_string(&c, "n.conf", "[pool]\nnodes = 0, 1\nsize = 0:64G,1:32G\n",
+					  err, sizeof(err)), 0);
+	assert_int_equal(c.npool_nodes, 2);
+	assert_int_equal(c.pool_nodes[0], 0);
+	assert_int_equal(c.pool_nodes[1], 1);
+	assert_int_equal(c.npool_sizes, 2);
+	assert_int_equal(c.pool_size_node[1], 1);
+	assert_int_equal(c.pool_size_bytes[0], 64ULL << 30);
+	assert_int_equal(c.pool_size_bytes[1], 32ULL << 30);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), 0);
+	/* A plain size after the list: one size for every node again. */
+	assert_int_equal(conf_set(&c, "pool.size=8G", err, sizeof(err)), 0);
+	assert_int_equal(c.npool_sizes, 0);
+	assert_int_equal(c.pool_size, 8ULL << 30);
+	assert_int_equal(conf_set(&c, "pool.nodes=auto", err, sizeof(err)), 0);
+	assert_true(c.pool_nodes_auto);
+	assert_int_equal(c.npool_nodes, 0);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), 0);
+	conf_free(&c);
+
+	/* The configuration of one pool on one node. */
+	assert_int_equal(conf_init(&c), 0);
+	assert_int_equal(conf_load_string(&c, "n.conf", "[pool]\nnuma_node = 1\nsize = 4G\n", err, sizeof(err)), 0);
+	assert_int_equal(c.numa_node, 1);
+	assert_int_equal(c.npool_nodes, 0);
+	assert_int_equal(conf_validate(&c, err, sizeof(err)), 0);
+	conf_free(&c);
+
+	expect_error("[pool]\nnodes = 0,0\n", "bad.conf:2: [pool] nodes");
+	expect_error("[pool]\nnodes = zero\n", "[pool] nodes");
+	expect_error("[pool]\nnodes = 4096\n", "[pool] nodes");
+	expect_error("[pool]\nsize = 0:1G,0:2G\n", "[pool] size");
+	expect_error("[pool]\nsize = 0:lots\n", "[pool] size");
+	expect_error("[pool]\nsize = 1G,1:2G\n", "[pool] size");
+	expect_invalid("[pool]\nnodes = 0,1\nsize = 0:1G\n", "no size for node 1");
+	expect_invalid("[pool]\nnodes = 0\nsize = 0:1G,2:1G\n", "node 2 is not in [pool] nodes");
+	expect_invalid("[pool]\nsize = 0:1M\n", "node 0: must be at least 2M");
+	expect_invalid("[pool]\nnuma_node = 0\nnodes = 0,1\n", "[pool] numa_node");
+}
+
 static void test_sizes(void **state)
 {
 	uint64_t v;
@@ -342,6 +405,7 @@ int main(void)
 		cmocka_unit_test(test_file_overrides_defaults),
 		cmocka_unit_test(test_errors_name_line_and_key),
 		cmocka_unit_test(test_validate),
+		cmocka_unit_test(test_pool_nodes),
 		cmocka_unit_test(test_sizes),
 		cmocka_unit_test(test_energy_keys),
 		cmocka_unit_test(test_socket_mode),

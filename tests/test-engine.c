@@ -26,6 +26,7 @@
 #include "engine.h"
 #include "fetch.h"
 #include "log.h"
+#include "topo.h"
 
 #define KiB (1ULL << 10)
 #define MiB (1ULL << 20)
@@ -752,6 +753,232 @@ static void test_change_during_fetch(void **state)
 	fixture_reset(fx);
 }
 
+/* Owners 100 and up work on node 1, the rest on node 0. */
+static int owner_node_pool(void *arg, uint32_t owner)
+{
+	return engine_pool_of_node(arg, owner >= 100 ? 1 : 0);
+}
+
+static struct engine *make_two_nodes(struct fixture *fx, uint64_t size0, uint64_t size1)
+{
+	struct tierd_conf conf;
+	struct engine *e = NULL;
+	struct topo t;
+	char err[512] = "";
+	int r;
+
+	assert_int_equal(topo_parse(&t, "0:0-1;1:2-3", err, sizeof(err)), 0);
+	assert_int_equal(conf_init(&conf), 0);
+	conf.pool_lock = false;
+	conf.hugepages = CONF_HUGEPAGES_NO;
+	conf.queue_depth = 4;
+	conf.request_size = 128 * KiB;
+	conf.npool_nodes = 2;
+	conf.pool_nodes[0] = 0;
+	conf.pool_nodes[1] = 1;
+	conf.npool_sizes = 2;
+	conf.pool_size_node[0] = 0;
+	conf.pool_size_bytes[0] = size0;
+	conf.pool_size_node[1] = 1;
+	conf.pool_size_bytes[1] = size1;
+	r = engine_create_topo(&e, &conf, &t, err, sizeof(err));
+	conf_free(&conf);
+	if (r < 0)
+		fail_msg("engine_create_topo: %s", err);
+	r = engine_add_model(e, "hand", &fx->cat, false, 0, err, sizeof(err));
+	if (r < 0)
+		fail_msg("engine_add_model: %s", err);
+	return e;
+}
+
+static void check_pool_sums(const struct engine *e)
+{
+	struct engine_pool_stats ps;
+	struct engine_stats st;
+	uint64_t bytes = 0, fetches = 0, served = 0, evictions = 0;
+
+	engine_get_stats(e, &st);
+	for (int p = 0; p < engine_pool_count(e); p++) {
+		assert_int_equal(engine_get_pool_stats(e, (uint32_t)p, &ps), 0);
+		bytes += ps.bytes_resident;
+		fetches += ps.fetches;
+		served += ps.served_local + ps.served_remote;
+		evictions += ps.evictions;
+	}
+	assert_int_equal(bytes, st.bytes_resident);
+	assert_int_equal(fetches, st.fetches);
+	assert_int_equal(served, st.hits + st.misses);
+	assert_int_equal(evictions, st.evictions);
+	assert_int_equal(engine_get_pool_stats(e, (uint32_t)engine_pool_count(e), &ps), -ENOENT);
+}
+
+/*
+ * Two pools on a synthetic two-node machine: a fetch lands in the pool of the
+ * node of the owner that asked first; an owner on the other node is served
+ * that copy (remote); eviction for a slot in one pool never touches the
+ * other; the counters per pool add up to the engine's.
+ */
+static void test_numa_pools(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e = make_two_nodes(fx, 8 * MiB, 2 * MiB);
+	struct tierd_key k0 = { 0, 0, 0 }, k1 = { 0, 0, 1 };
+	struct engine_pool_stats p0, p1;
+	struct got g[4];
+
+	memset(g, 0, sizeof(g));
+	assert_int_equal(engine_pool_count(e), 2);
+	assert_int_equal(engine_pool_node(e, 0), 0);
+	assert_int_equal(engine_pool_node(e, 1), 1);
+	assert_int_equal(engine_pool_size(e, 0), 8 * MiB);
+	assert_int_equal(engine_pool_size(e, 1), 2 * MiB);
+	assert_int_equal(engine_pool_of_node(e, 1), 1);
+	assert_int_equal(engine_pool_of_node(e, 2), -ENOENT);
+	assert_ptr_not_equal(engine_pool_base(e, 0), engine_pool_base(e, 1));
+	engine_set_owner_pool(e, owner_node_pool, e);
+
+	assert_int_equal(engine_acquire_for(e, &k0, ENGINE_DEMAND, 101, on_done, &g[0]), 0);
+	assert_int_equal(engine_acquire_for(e, &k1, ENGINE_DEMAND, 7, on_done, &g[1]), 0);
+	assert_int_equal(engine_drain(e), 0);
+	assert_int_equal(g[0].err, 0);
+	assert_int_equal(g[0].info.pool, 1);
+	assert_int_equal(g[1].info.pool, 0);
+	verify(e, &g[0].info);
+	verify(e, &g[1].info);
+	/* Node 0 asks for what node 1 fetched: the one copy, remote. */
+	assert_int_equal(engine_acquire_for(e, &k0, ENGINE_DEMAND, 8, on_done, &g[2]), 0);
+	assert_int_equal(g[2].calls, 1);
+	assert_int_equal(g[2].info.pool, 1);
+	assert_int_equal(g[2].info.offset, g[0].info.offset);
+	assert_int_equal(engine_get_pool_stats(e, 0, &p0), 0);
+	assert_int_equal(engine_get_pool_stats(e, 1, &p1), 0);
+	assert_int_equal(p0.served_local, 1);
+	assert_int_equal(p0.served_remote, 1);
+	assert_int_equal(p1.served_local, 1);
+	assert_int_equal(p1.served_remote, 0);
+	assert_int_equal(p1.bytes_resident, fx->experts[0].bytes);
+	assert_int_equal(p0.bytes_resident, fx->experts[1].bytes);
+	assert_int_equal(p1.experts_resident, 1);
+	check_pool_sums(e);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(engine_release(e, i == 1 ? &k1 : &k0), 0);
+
+	/* Node 1 reads every expert of layer 3 (and k0 again): its 2 MiB pool
+	 * holds fewer than that, so it evicts, only from its own pool. */
+	for (uint32_t x = 0; x < EXPERTS; x++) {
+		struct tierd_key k = { 0, 3, x };
+		struct got gg = { 0 };
+
+		assert_int_equal(engine_acquire_for(e, &k, ENGINE_DEMAND, 100 + x, on_done, &gg), 0);
+		assert_int_equal(engine_drain(e), 0);
+		assert_int_equal(gg.err, 0);
+		assert_int_equal(gg.info.pool, 1);
+		verify(e, &gg.info);
+		assert_int_equal(engine_release(e, &k), 0);
+	}
+	assert_int_equal(engine_get_pool_stats(e, 0, &p0), 0);
+	assert_int_equal(engine_get_pool_stats(e, 1, &p1), 0);
+	assert_true(p1.evictions > 0);
+	assert_int_equal(p0.evictions, 0);
+	assert_int_equal(engine_evict_check(e, &k1), 0);	/* still resident in pool 0 */
+	check_pool_sums(e);
+
+	/* A prefetch lands in the pool of whoever asked for it. */
+	{
+		struct tierd_key k = { 0, 0, 2 };
+		struct got gg = { 0 };
+
+		assert_int_equal(engine_prefetch_for(e, &k, 150), 0);
+		assert_int_equal(engine_drain(e), 0);
+		assert_int_equal(engine_acquire_for(e, &k, ENGINE_DEMAND, 3, on_done, &gg), 0);
+		assert_int_equal(gg.info.pool, 1);
+		assert_int_equal(engine_release(e, &k), 0);
+	}
+	/* Whoever the engine is not told about is on pool 0. */
+	engine_set_owner_pool(e, NULL, NULL);
+	{
+		struct tierd_key k = { 0, 0, 3 };
+		struct got gg = { 0 };
+
+		assert_int_equal(engine_acquire_for(e, &k, ENGINE_DEMAND, 199, on_done, &gg), 0);
+		assert_int_equal(engine_drain(e), 0);
+		assert_int_equal(gg.info.pool, 0);
+		assert_int_equal(engine_release(e, &k), 0);
+	}
+	check_pool_sums(e);
+	engine_destroy(e);
+}
+
+/* Node 1's pool full of pinned experts: free room on node 0 serves the next
+ * one (remote) rather than a refusal; with no room anywhere, -ENOSPC. */
+static void test_numa_full_pool(void **state)
+{
+	struct fixture *fx = *state;
+	struct engine *e = make_two_nodes(fx, 2 * MiB, 2 * MiB);
+	struct engine_pool_stats p0, p1;
+	struct got g[LAYERS * EXPERTS];
+	int placed[2] = { 0, 0 }, i;
+
+	memset(g, 0, sizeof(g));
+	engine_set_owner_pool(e, owner_node_pool, e);
+	for (i = 0; i < LAYERS * EXPERTS; i++) {
+		struct tierd_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+		int r = engine_acquire_for(e, &k, ENGINE_DEMAND, 100, on_done, &g[i]);
+
+		if (r == -ENOSPC)
+			break;
+		assert_int_equal(r, 0);
+		assert_int_equal(engine_drain(e), 0);
+		assert_int_equal(g[i].err, 0);
+		verify(e, &g[i].info);
+		placed[g[i].info.pool]++;
+	}
+	/* Both pools filled, node 1's first; then nothing is left. */
+	assert_true(placed[1] > 0 && placed[0] > 0);
+	assert_true(i < LAYERS * EXPERTS);
+	assert_int_equal(g[0].info.pool, 1);
+	assert_int_equal(engine_get_pool_stats(e, 0, &p0), 0);
+	assert_int_equal(engine_get_pool_stats(e, 1, &p1), 0);
+	assert_int_equal(p1.served_local, placed[1]);
+	assert_int_equal(p1.served_remote, placed[0]);
+	assert_int_equal(p0.served_local + p0.served_remote, 0);
+	assert_int_equal(p0.evictions + p1.evictions, 0);
+	check_pool_sums(e);
+	while (i--) {
+		struct tierd_key k = { 0, fx->experts[i].layer, fx->experts[i].expert };
+
+		assert_int_equal(engine_release(e, &k), 0);
+	}
+	engine_destroy(e);
+}
+
+/* A pool too small for one expert is refused, naming its node. */
+static void test_numa_small_pool(void **state)
+{
+	struct fixture *fx = *state;
+	struct tierd_conf conf;
+	struct engine *e = NULL;
+	struct topo t;
+	char err[512] = "";
+	struct catalog_expert *big = &fx->experts[0];
+	uint64_t saved = fx->cat.slot_bytes;
+
+	assert_int_equal(topo_parse(&t, "0:0;1:1", err, sizeof(err)), 0);
+	assert_int_equal(conf_init(&conf), 0);
+	conf.pool_lock = false;
+	conf.hugepages = CONF_HUGEPAGES_NO;
+	conf.pool_nodes_auto = true;
+	conf.pool_size = 2 * MiB;
+	assert_int_equal(engine_create_topo(&e, &conf, &t, err, sizeof(err)), 0);
+	conf_free(&conf);
+	(void)big;
+	fx->cat.slot_bytes = 3 * MiB;
+	assert_int_equal(engine_add_model(e, "hand", &fx->cat, false, 0, err, sizeof(err)), -ENOSPC);
+	assert_non_null(strstr(err, "NUMA node 0"));
+	fx->cat.slot_bytes = saved;
+	engine_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -767,6 +994,9 @@ int main(void)
 		cmocka_unit_test(test_stale_in_place),
 		cmocka_unit_test(test_stale_in_flight),
 		cmocka_unit_test(test_change_during_fetch),
+		cmocka_unit_test(test_numa_pools),
+		cmocka_unit_test(test_numa_full_pool),
+		cmocka_unit_test(test_numa_small_pool),
 	};
 
 	log_init("test-engine", LOG_CRIT);

@@ -37,6 +37,8 @@ static void assert_close(double got, double want)
  *   KV cache: 2 (k, v) x 1 head x 4 dims x 2 B = 16 B per token, x 10 tokens = 160 B
  *   router: 4 x 1 params = 8 B
  *   expert: 3 x 4 x 8 params = 96 params = 192 B
+ *   activations (2 B) in and out of each projection: q, k, v, o 4 x (4 + 4) x 2 =
+ *   64 B per token; router (4 + 1) x 2 = 10 B per token
  */
 static void tiny(struct plan_model *m, struct plan_params *p)
 {
@@ -95,31 +97,38 @@ static void test_hand_hbm(void **state)
 
 	tiny(&m, &p);
 	eval_ok(&m, &p, PLAN_TIER_HBM, 1, &r);
-	/* HBM reads 128 + 160 + 8 + 192 = 488 B at 1000 B/s: 0.488 s, above compute's
-	 * (2*64 + 4*1*4*10 + 2*4 + 2*96) = 488 FLOP at 2000 FLOP/s = 0.244 s. */
+	/* HBM reads 128 + 64 + 160 + 8 + 10 + 192 = 562 B at 1000 B/s: 0.562 s; every
+	 * kernel is HBM-bound (compute: 488 FLOP = 2*64 + 4*1*4*10 + 2*4 + 2*96 at
+	 * 2000 FLOP/s = 0.244 s).  One GPU: no all-reduce, no all-to-all. */
 	assert_close(r.flops, 488);
-	assert_close(r.bytes_read[PLAN_TIER_HBM], 488);
-	assert_close(r.latency_per_token_s, 0.488);
+	assert_close(r.bytes_read[PLAN_TIER_HBM], 562);
+	assert_close(r.latency_per_token_s, 0.562);
+	assert_close(r.time_s[PLAN_TIME_FC], 0.128 + 0.064 + 0.018);
+	assert_close(r.time_s[PLAN_TIME_ATTN], 0.160);
+	assert_close(r.time_s[PLAN_TIME_EXPERTS], 0.192);
+	assert_close(r.time_s[PLAN_TIME_ALLREDUCE] + r.time_s[PLAN_TIME_ALLTOALL], 0);
+	assert_close(r.time_s[PLAN_TIME_OFFLOAD], 0);
 	assert_int_equal(r.bound_hbm, 2);	/* the empty head stage counts as HBM-bound */
 	assert_close(r.distinct_experts, 1);
-	assert_close(r.energy_j[PLAN_PART_ATTN], 288 * 8 * PJ);
-	assert_close(r.energy_j[PLAN_PART_DENSE], 8 * 8 * PJ);
+	assert_close(r.energy_j[PLAN_PART_ATTN], 352 * 8 * PJ);
+	assert_close(r.energy_j[PLAN_PART_DENSE], 18 * 8 * PJ);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_HBM], 192 * 8 * PJ);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_SSD], 0);
 	assert_close(r.energy_j[PLAN_PART_FETCH], 0);
 	assert_close(r.energy_j[PLAN_PART_COMPUTE], 488 * PJ);
 	assert_close(r.energy_j[PLAN_PART_CACHE], 0);
-	assert_close(r.energy_j[PLAN_PART_STATIC], 0.488);
-	assert_close(r.energy_per_token_j, 0.488 + (2304 + 64 + 1536 + 488) * PJ);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 0.562);
+	assert_close(r.energy_per_token_j, 0.562 + (2816 + 144 + 1536 + 488) * PJ);
 
-	/* Batch 2: the KV cache doubles, weights are read once; per token, halved. */
+	/* Batch 2: the KV cache and activations double, weights are read once; per
+	 * token, halved.  128 + 128 + 320 + 8 + 20 + 192 B. */
 	eval_ok(&m, &p, PLAN_TIER_HBM, 2, &r);
-	assert_close(r.latency_per_token_s, 0.648);	/* 128 + 320 + 8 + 192 B */
+	assert_close(r.latency_per_token_s, 0.796);
 	assert_close(r.flops, 976);
-	assert_close(r.energy_j[PLAN_PART_ATTN], 448 * 8 * PJ / 2);
+	assert_close(r.energy_j[PLAN_PART_ATTN], 576 * 8 * PJ / 2);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_HBM], 192 * 8 * PJ / 2);
-	assert_close(r.energy_j[PLAN_PART_STATIC], 0.648 / 2);
-	assert_close(r.tokens_per_s, 2 / 0.648);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 0.796 / 2);
+	assert_close(r.tokens_per_s, 2 / 0.796);
 }
 
 static void test_hand_ssd_ddr(void **state)
@@ -129,33 +138,40 @@ static void test_hand_ssd_ddr(void **state)
 	struct plan_result r;
 
 	tiny(&m, &p);
-	/* SSD: the layer takes 0.488 s; the head stage overlaps the prefetch of the
-	 * next step's expert, 192 B over a 100 B/s link = 1.92 s. */
+	/* SSD: the layer takes 0.562 s; the head stage overlaps the prefetch of the
+	 * next step's expert, 192 B over a 100 B/s link = 1.92 s, all of it waited for. */
 	eval_ok(&m, &p, PLAN_TIER_SSD, 1, &r);
-	assert_close(r.latency_per_token_s, 0.488 + 1.92);
+	assert_close(r.latency_per_token_s, 0.562 + 1.92);
+	assert_close(r.time_s[PLAN_TIME_OFFLOAD], 1.92);
 	assert_int_equal(r.bound_offload, 1);
 	assert_close(r.bytes_read[PLAN_TIER_SSD], 192);
 	assert_close(r.hbm_write_bytes, 192);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_HBM], 0);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_SSD], 192 * 8 * 10 * PJ);
 	assert_close(r.energy_j[PLAN_PART_FETCH], 192 * 8 * 2 * PJ);
-	assert_close(r.energy_j[PLAN_PART_STATIC], 2.408);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 2.482);
 	/* Flash at a tenth of the energy. */
 	p.en.flash_scale = 0.1;
 	eval_ok(&m, &p, PLAN_TIER_SSD, 1, &r);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_SSD], 192 * 8 * 1 * PJ);
 
-	/* DDR slower than the link (50 B/s), and 1 W of DDR static power per 192 B held. */
+	/* DDR slower than the link (50 B/s), and 1 W of DDR static power per 192 B
+	 * held (none installed beside the GPU, so the pool's size is charged). */
 	tiny(&m, &p);
 	p.hw.ddr_gbps = 5e-8;
 	p.en.ddr_static_w = 1;
 	p.en.ddr_static_gb = 192e-9;
+	p.en.ddr_gb_per_gpu = 0;
 	eval_ok(&m, &p, PLAN_TIER_DDR, 1, &r);
-	assert_close(r.latency_per_token_s, 0.488 + 3.84);
+	assert_close(r.latency_per_token_s, 0.562 + 3.84);
 	assert_close(r.ddr_need_bytes, 192);
 	assert_close(r.energy_j[PLAN_PART_EXPERT_DDR], 192 * 8 * 2 * PJ);
 	assert_close(r.energy_j[PLAN_PART_FETCH], 192 * 8 * 2 * PJ);
-	assert_close(r.energy_j[PLAN_PART_STATIC], 2 * 4.328);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 2 * 4.402);
+	/* 192 B installed beside the GPU: charged in every placement, HBM too. */
+	p.en.ddr_gb_per_gpu = 192e-9;
+	eval_ok(&m, &p, PLAN_TIER_HBM, 1, &r);
+	assert_close(r.energy_j[PLAN_PART_STATIC], 2 * 0.562);
 }
 
 static void test_hand_cache(void **state)
@@ -368,6 +384,379 @@ static void test_paper_shape(void **state)
 	plan_sizes_get(&m, &p, &sz);
 	assert_close(sz.expert_bytes, 251658240);
 	assert_int_equal(sz.moe_layers, 24);
+}
+
+/* Expert e of E on GPU g, laid out as plan.c does: `big` GPUs hold m, the rest m - 1. */
+static unsigned gpu_of(unsigned e, unsigned experts, unsigned gpus)
+{
+	unsigned holders = experts < gpus ? experts : gpus;
+	unsigned m = (experts + holders - 1) / holders, big = experts - (m - 1) * holders;
+
+	return e < big * m ? e / m : big + (e - big * m) / (m - 1);
+}
+
+static unsigned busiest(const unsigned char *used, unsigned experts, unsigned gpus)
+{
+	unsigned count[1024] = { 0 }, max = 0;
+
+	for (unsigned e = 0; e < experts; e++)
+		if (used[e] && ++count[gpu_of(e, experts, gpus)] > max)
+			max = count[gpu_of(e, experts, gpus)];
+	return max;
+}
+
+/*
+ * The expected activated experts on the busiest GPU under uniform routing
+ * (what a layer of an expert-parallel system waits for) against a seeded
+ * Monte-Carlo of the same routing and layout; tolerance as mc_check.
+ */
+static void ep_mc_check(unsigned experts, unsigned k, unsigned batch, unsigned gpus,
+			unsigned trials, uint64_t seed)
+{
+	unsigned char used[512], chosen[512];
+	double sum = 0, sum2 = 0, mean, se, want;
+
+	assert_true(experts <= sizeof(used));
+	for (unsigned t = 0; t < trials; t++) {
+		unsigned mx;
+
+		memset(used, 0, experts);
+		for (unsigned b = 0; b < batch; b++) {
+			memset(chosen, 0, experts);
+			for (unsigned j = 0; j < k; j++) {
+				unsigned e;
+
+				do
+					e = rng_below(&seed, experts);
+				while (chosen[e]);
+				chosen[e] = used[e] = 1;
+			}
+		}
+		mx = busiest(used, experts, gpus);
+		sum += mx;
+		sum2 += (double)mx * mx;
+	}
+	mean = sum / trials;
+	se = sqrt(fmax(0, (sum2 - sum * mean) / (trials - 1)) / trials);
+	want = plan_ep_max_uniform(experts, k, batch, gpus);
+	if (fabs(mean - want) > 5 * se + 1e-3)
+		fail_msg("E=%u k=%u B=%u GPUs=%u: Monte-Carlo busiest GPU %.5f vs model %.5f (5 se = %.5f)",
+			 experts, k, batch, gpus, mean, want, 5 * se);
+}
+
+static void test_ep_max_monte_carlo(void **state)
+{
+	static const unsigned mixtral_b[] = { 1, 2, 3, 8 };
+	static const unsigned r1_b[] = { 1, 4, 16, 64 };
+	static const unsigned llama4_b[] = { 1, 2, 3, 4, 32 };
+
+	for (size_t i = 0; i < sizeof(mixtral_b) / sizeof(mixtral_b[0]); i++)
+		ep_mc_check(8, 2, mixtral_b[i], 4, 20000, 300 + i);
+	for (size_t i = 0; i < sizeof(r1_b) / sizeof(r1_b[0]); i++)
+		ep_mc_check(256, 8, r1_b[i], 32, 3000, 400 + i);
+	for (size_t i = 0; i < sizeof(llama4_b) / sizeof(llama4_b[0]); i++)
+		ep_mc_check(128, 1, llama4_b[i], 8, 5000, 500 + i);
+	/* Uneven layouts: 10 experts on 4 GPUs (3, 3, 2, 2); fewer experts than GPUs. */
+	ep_mc_check(10, 2, 3, 4, 20000, 600);
+	ep_mc_check(6, 2, 2, 8, 20000, 601);
+	/* By hand: Mixtral, one token: its 2 experts share a GPU with probability 1/7. */
+	assert_true(fabs(plan_ep_max_uniform(8, 2, 1, 4) - 8.0 / 7) < 1e-9);
+	/* Every expert active: all of a GPU's; one GPU: the distinct count itself. */
+	assert_true(fabs(plan_ep_max_uniform(256, 8, 4096, 32) - 8) < 1e-9);
+	assert_true(fabs(plan_ep_max_uniform(64, 8, 7, 1) - plan_distinct_experts(64, 8, 7)) < 1e-9);
+	assert_true(plan_ep_max_uniform(0, 0, 4, 8) == 0);
+}
+
+/* A seeded sample from freq[0 .. n-1] (weights), then a random d-subset: the busiest GPU's mean. */
+static double hist_mc(const double *freq, size_t n, unsigned experts, unsigned gpus, unsigned trials,
+		      uint64_t seed, double *se)
+{
+	unsigned char used[512];
+	double total = 0, sum = 0, sum2 = 0, mean;
+
+	for (size_t d = 0; d < n; d++)
+		total += freq[d];
+	for (unsigned t = 0; t < trials; t++) {
+		double u = (double)(rng_next(&seed) >> 11) / 9007199254740992.0 * total, acc = 0;
+		size_t d = 0;
+		unsigned mx;
+
+		while (d + 1 < n && (acc += freq[d]) <= u)
+			d++;
+		memset(used, 0, experts);
+		for (unsigned got = 0; got < d;) {
+			unsigned e = rng_below(&seed, experts);
+
+			if (!used[e]) {
+				used[e] = 1;
+				got++;
+			}
+		}
+		mx = busiest(used, experts, gpus);
+		sum += mx;
+		sum2 += (double)mx * mx;
+	}
+	mean = sum / trials;
+	*se = sqrt(fmax(0, (sum2 - sum * mean) / (trials - 1)) / trials);
+	return mean;
+}
+
+/*
+ * The entry point for measured routing (a trace's histogram of distinct
+ * experts per batch and layer): exact cases by hand, a synthetic skewed
+ * distribution against a Monte-Carlo, the uniform case reproduced from its
+ * own distribution, plan_eval_routed, and malformed input.
+ */
+static void test_routing_histogram(void **state)
+{
+	static const double two[] = { 0, 0, 1 };
+	double freq[257], mean, emax, se, mc;
+	struct plan_routing rt = { .freq = two, .n = 3 };
+	struct plan_model m;
+	struct plan_params p;
+	struct plan_place pl;
+	struct plan_result uni, skew;
+	char err[256];
+
+	/* Two experts of Mixtral's 8 on 4 GPUs share one with probability 1/7. */
+	assert_int_equal(plan_routing_stats(&rt, 8, 4, &mean, &emax, err, sizeof(err)), 0);
+	assert_close(mean, 2);
+	assert_true(fabs(emax - 8.0 / 7) < 1e-12);
+	/* All active: every GPU has all of its 8. */
+	memset(freq, 0, sizeof(freq));
+	freq[256] = 3;
+	rt = (struct plan_routing){ .freq = freq, .n = 257 };
+	assert_int_equal(plan_routing_stats(&rt, 256, 32, &mean, &emax, err, sizeof(err)), 0);
+	assert_close(mean, 256);
+	assert_true(fabs(emax - 8) < 1e-9);
+
+	/* Skewed: most batches activate few experts (hot experts), a tail many. */
+	for (size_t d = 0; d <= 256; d++)
+		freq[d] = d >= 8 ? exp(-(double)(d - 8) / 20) : 0;
+	assert_int_equal(plan_routing_stats(&rt, 256, 32, &mean, &emax, err, sizeof(err)), 0);
+	mc = hist_mc(freq, 257, 256, 32, 4000, 700, &se);
+	if (fabs(mc - emax) > 5 * se + 1e-3)
+		fail_msg("skewed histogram: Monte-Carlo %.5f vs model %.5f (5 se %.5f)", mc, emax, 5 * se);
+
+	/* The uniform distribution of distinct counts, measured by simulation,
+	 * gives back the uniform formula's figures. */
+	{
+		uint64_t seed = 800;
+		unsigned char used[256], chosen[256];
+
+		memset(freq, 0, sizeof(freq));
+		for (unsigned t = 0; t < 20000; t++) {
+			unsigned distinct = 0;
+
+			memset(used, 0, sizeof(used));
+			for (unsigned b = 0; b < 16; b++) {
+				memset(chosen, 0, sizeof(chosen));
+				for (unsigned j = 0; j < 8; j++) {
+					unsigned e;
+
+					do
+						e = rng_below(&seed, 256);
+					while (chosen[e]);
+					chosen[e] = 1;
+					distinct += !used[e];
+					used[e] = 1;
+				}
+			}
+			freq[distinct]++;
+		}
+		assert_int_equal(plan_routing_stats(&rt, 256, 32, &mean, &emax, err, sizeof(err)), 0);
+		assert_true(fabs(mean - plan_distinct_experts(256, 8, 16)) < 0.05);
+		assert_true(fabs(emax - plan_ep_max_uniform(256, 8, 16, 32)) < 0.02);
+	}
+
+	/* plan_eval_routed: DeepSeek-R1 at batch 64 whose batches activate only 16
+	 * distinct experts per layer read 16 experts' bytes, not ~222. */
+	plan_params_default(&p);
+	assert_int_equal(plan_model_builtin("deepseek-r1", &m, &p.hw.nodes, &p.hw.gpus_per_node, NULL, 0), 0);
+	plan_place_all(PLAN_TIER_SSD, &pl);
+	memset(freq, 0, sizeof(freq));
+	freq[16] = 1;
+	assert_int_equal(plan_eval_routed(&m, &p, &pl, 64, &rt, &skew, err, sizeof(err)), 0);
+	assert_int_equal(plan_eval_routed(&m, &p, &pl, 64, NULL, &uni, err, sizeof(err)), 0);
+	assert_close(skew.distinct_experts, 16);
+	assert_close(skew.bytes_read[PLAN_TIER_SSD], 16.0 * 88080384 * 58);
+	assert_true(uni.distinct_experts > 200);
+	assert_true(skew.ep_max_experts < uni.ep_max_experts);
+	assert_true(skew.latency_per_token_s < uni.latency_per_token_s);
+	assert_true(skew.energy_per_token_j < uni.energy_per_token_j / 5);
+
+	/* Malformed: too many experts, negative or non-finite weights, all zero, empty. */
+	rt.n = 258;
+	assert_int_equal(plan_routing_stats(&rt, 256, 32, &mean, &emax, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "257 distinct experts"));
+	rt.n = 257;
+	freq[3] = -1;
+	assert_int_equal(plan_routing_stats(&rt, 256, 32, &mean, &emax, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "3 distinct"));
+	freq[3] = NAN;
+	assert_int_equal(plan_routing_stats(&rt, 256, 32, &mean, &emax, err, sizeof(err)), -EINVAL);
+	memset(freq, 0, sizeof(freq));
+	assert_int_equal(plan_routing_stats(&rt, 256, 32, &mean, &emax, err, sizeof(err)), -EINVAL);
+	rt.n = 0;
+	assert_int_equal(plan_routing_stats(&rt, 256, 32, &mean, &emax, err, sizeof(err)), -EINVAL);
+	assert_int_equal(plan_eval_routed(&m, &p, &pl, 64, &rt, &skew, err, sizeof(err)), -EINVAL);
+}
+
+static void paper_eval(const char *model, const char *hw, unsigned batch, enum plan_tier t,
+		       double flash_scale, double ddr_gb_per_gpu, struct plan_result *r)
+{
+	struct plan_model m;
+	struct plan_params p;
+	unsigned nodes, gpus;
+
+	plan_params_default(&p);
+	assert_int_equal(plan_model_builtin(model, &m, &nodes, &gpus, NULL, 0), 0);
+	assert_int_equal(plan_hw_builtin(hw, &p.hw, NULL, 0), 0);
+	p.hw.nodes = nodes;
+	p.hw.gpus_per_node = gpus;
+	p.en.flash_scale = flash_scale;
+	p.en.ddr_gb_per_gpu = ddr_gb_per_gpu;
+	eval_ok(&m, &p, t, batch, r);
+}
+
+static void assert_within(const char *what, double got, double want, double rel)
+{
+	if (!(fabs(got - want) <= rel * want))
+		fail_msg("%s: %.4g, the paper's %.4g (+-%.0f%%)", what, got, want, rel * 100);
+}
+
+static double ssd_hbm(const char *model, const char *hw, unsigned batch)
+{
+	struct plan_result h, s;
+
+	paper_eval(model, hw, batch, PLAN_TIER_HBM, 1, 256, &h);
+	paper_eval(model, hw, batch, PLAN_TIER_SSD, 1, 256, &s);
+	return s.energy_per_token_j / h.energy_per_token_j;
+}
+
+static double penalty(const char *model, const char *hw, unsigned batch)
+{
+	struct plan_result h, s;
+
+	paper_eval(model, hw, batch, PLAN_TIER_HBM, 1, 256, &h);
+	paper_eval(model, hw, batch, PLAN_TIER_SSD, 1, 256, &s);
+	return s.latency_per_token_s / h.latency_per_token_s;
+}
+
+/*
+ * The published figures of the SSD-offloading paper this model must land
+ * near (+-25 %: the model is not fitted to them), and the direction of every
+ * trend it reports.
+ */
+static void test_paper_figures(void **state)
+{
+	static const char *const models[] = { "mixtral-8x7b", "deepseek-r1" };
+	struct plan_result h, d, s, l3, l4;
+	double ssd_access;
+
+	/* DeepSeek-R1, batch 1024, 4 nodes x 8 GPUs, NVLink 5 offload links. */
+	paper_eval("deepseek-r1", "dgx-h100-nvl5", 1024, PLAN_TIER_HBM, 1, 256, &h);
+	paper_eval("deepseek-r1", "dgx-h100-nvl5", 1024, PLAN_TIER_DDR, 1, 256, &d);
+	paper_eval("deepseek-r1", "dgx-h100-nvl5", 1024, PLAN_TIER_SSD, 1, 256, &s);
+	assert_within("R1 b1024 SSD/HBM", s.energy_per_token_j / h.energy_per_token_j, 4.9, 0.25);
+	assert_within("R1 b1024 SSD/DDR", s.energy_per_token_j / d.energy_per_token_j, 3.1, 0.25);
+	/* SSD access: the Flash read and the HBM write of what it delivers. */
+	ssd_access = (s.energy_j[PLAN_PART_EXPERT_SSD] + s.energy_j[PLAN_PART_FETCH] / 2) /
+		     s.energy_per_token_j;
+	assert_within("R1 b1024 SSD access share", ssd_access, 0.80, 0.25);
+	assert_within("R1 b1024 routed experts' share of the HBM baseline",
+		      h.energy_j[PLAN_PART_EXPERT_HBM] / h.energy_per_token_j, 0.15, 0.25);
+	/* Latency penalties as low as 1.25x (R1) and 1.32x (Mixtral) with NVLink 5. */
+	assert_within("R1 b1024 NVLink 5 penalty", penalty("deepseek-r1", "dgx-h100-nvl5", 1024), 1.25, 0.25);
+	assert_within("Mixtral b1024 NVLink 5 penalty", penalty("mixtral-8x7b", "dgx-h100-nvl5", 1024),
+		      1.32, 0.25);
+	/* The compute of a layer hides the next layer's load at batch 1024 with NVLink 5. */
+	assert_true(s.bound_offload <= 1);
+
+	for (size_t i = 0; i < 2; i++) {
+		double prev = INFINITY;
+
+		/* SSD/HBM falls with batch once the batch activates every expert. */
+		for (unsigned b = 64; b <= 1024; b *= 2) {
+			double x = ssd_hbm(models[i], "dgx-h100-nvl5", b);
+
+			if (!(x < prev))
+				fail_msg("%s: SSD/HBM %.3f at batch %u, not below %.3f at half", models[i],
+					 x, b, prev);
+			prev = x;
+		}
+		/* The latency penalty falls with link speed, at every batch. */
+		for (unsigned b = 1; b <= 1024; b *= 4)
+			if (!(penalty(models[i], "dgx-h100-nvl5", b) < penalty(models[i], "dgx-h100-nvl4", b)))
+				fail_msg("%s batch %u: NVLink 5 penalty not below NVLink 4's", models[i], b);
+	}
+	assert_true(ssd_hbm("mixtral-8x7b", "dgx-h100-nvl5", 1024) <
+		    ssd_hbm("mixtral-8x7b", "dgx-h100-nvl5", 1));
+
+	/*
+	 * The what-if (Figure 6): one node of 8 GPUs, no CPU memory.  Llama 4
+	 * Maverick on SSD costs more per token than Llama 3.3 70B in HBM at
+	 * today's Flash energy; with a tenth of it, less at batch 1 and 2 only.
+	 */
+	for (unsigned b = 1; b <= 4; b++) {
+		paper_eval("llama3.3-70b", "dgx-h100-nvl5", b, PLAN_TIER_HBM, 1, 0, &l3);
+		paper_eval("llama4-maverick", "dgx-h100-nvl5", b, PLAN_TIER_SSD, 1, 0, &l4);
+		if (!(l4.energy_per_token_j > l3.energy_per_token_j))
+			fail_msg("batch %u: Llama 4 on SSD %.3f J below Llama 3.3 in HBM %.3f J at Flash x1",
+				 b, l4.energy_per_token_j, l3.energy_per_token_j);
+		paper_eval("llama4-maverick", "dgx-h100-nvl5", b, PLAN_TIER_SSD, 0.1, 0, &l4);
+		if ((l4.energy_per_token_j < l3.energy_per_token_j) != (b < 3))
+			fail_msg("batch %u: Llama 4 on SSD at Flash x0.1 %.3f J vs Llama 3.3 %.3f J", b,
+				 l4.energy_per_token_j, l3.energy_per_token_j);
+	}
+}
+
+/*
+ * Communication by hand: two nodes of two GPUs, tp 2, 4 experts top-1 (one on
+ * each GPU), batch 4 (2 requests per node), hidden 4, BF16 activations.
+ */
+static void test_comm_hand(void **state)
+{
+	struct plan_model m;
+	struct plan_params p;
+	struct plan_result r;
+	double msg = 2 * 4 * 2.0;	/* 2 tokens x 4 x 2 B */
+	double ar, a2a;
+
+	tiny(&m, &p);
+	m.experts = 4;
+	p.hw.nodes = 2;
+	p.hw.gpus_per_node = 2;
+	p.hw.nvlink_gbps = 1e-6;	/* 1000 B/s */
+	p.hw.nvlink_lat_us = 1e6;	/* 1 s per hop */
+	p.hw.ib_gbps = 1e-7;		/* 100 B/s */
+	p.hw.ib_lat_us = 2e6;		/* 2 s */
+	eval_ok(&m, &p, PLAN_TIER_HBM, 4, &r);
+	/* Ring all-reduce over 2 GPUs: 2 hops of 1 s + (msg / 2) / 1000 B/s; after
+	 * the output projection and after the experts. */
+	ar = 2 * (1 + msg / 2 / 1000);
+	assert_close(r.time_s[PLAN_TIME_ALLREDUCE], 2 * ar);
+	/* Dispatch and combine: 2 tokens x top-1 x half the experts on the other
+	 * node, 4 x 2 B each, sent half by each GPU of the group, over InfiniBand. */
+	a2a = 2 * (2.0 * 1 * 0.5 * 4 * 2 / 2 / 100 + 2);
+	assert_close(r.time_s[PLAN_TIME_ALLTOALL], a2a);
+	assert_close(r.comm_bytes_per_gpu, 2 * 2 * msg / 2 + 2 * (2.0 * 0.5 * 4 * 2 / 2));
+	/* tp 1 on the same system: no all-reduce, the other 3 GPUs' experts reached
+	 * over NVLink (1 of 4) and InfiniBand (2 of 4); the slower sets the time. */
+	p.hw.tp = 1;
+	eval_ok(&m, &p, PLAN_TIER_HBM, 4, &r);
+	assert_close(r.time_s[PLAN_TIME_ALLREDUCE], 0);
+	assert_close(r.time_s[PLAN_TIME_ALLTOALL], 2 * (fmax(1.0 * 0.25 * 8 / 1000, 1.0 * 0.5 * 8 / 100) + 2));
+	/* tp must divide a node. */
+	p.hw.tp = 3;
+	{
+		struct plan_place pl;
+		char err[256];
+
+		plan_place_all(PLAN_TIER_HBM, &pl);
+		assert_int_equal(plan_eval(&m, &p, &pl, 4, &r, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "tp 3"));
+	}
 }
 
 static const char mixtral_json[] =
@@ -707,6 +1096,10 @@ int main(void)
 		cmocka_unit_test(test_monotonic_batch),
 		cmocka_unit_test(test_monotonic_flash),
 		cmocka_unit_test(test_paper_shape),
+		cmocka_unit_test(test_ep_max_monte_carlo),
+		cmocka_unit_test(test_routing_histogram),
+		cmocka_unit_test(test_paper_figures),
+		cmocka_unit_test(test_comm_hand),
 		cmocka_unit_test(test_config_json),
 		cmocka_unit_test(test_config_json_bad),
 		cmocka_unit_test(test_bad_inputs),

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* DDR pool: memfd region, read-only descriptor, seals, hugetlb, mlock errors. */
+/* DDR pool: memfd region, read-only descriptor, seals, hugetlb, mlock errors;
+ * the NUMA topology (a synthetic sysfs) and the pools a configuration asks for. */
 #include "config.h"
 
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +27,7 @@
 
 #include "log.h"
 #include "pool.h"
+#include "topo.h"
 
 #define MiB (1ULL << 20)
 
@@ -248,6 +251,155 @@ static void test_lock_limit(void **state)
 	}
 }
 
+static void put_file(const char *dir, const char *name, const char *text)
+{
+	char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "we");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void test_topo_sysfs(void **state)
+{
+	char root[] = "/tmp/test-pool-sysfs.XXXXXX", path[4096], err[256] = "";
+	struct topo t;
+	cpu_set_t set;
+
+	assert_non_null(mkdtemp(root));
+	/* Two nodes with memory and CPUs, a third with CPUs and no memory, a
+	 * fourth with memory and no CPUs (CXL). */
+	put_file(root, "has_memory", "0-1,3\n");
+	for (int n = 0; n < 4; n++) {
+		snprintf(path, sizeof(path), "%s/node%d", root, n);
+		assert_int_equal(mkdir(path, 0755), 0);
+	}
+	put_file(root, "node0/cpulist", "0-3,8-11\n");
+	put_file(root, "node1/cpulist", "4-7,12-15\n");
+	put_file(root, "node2/cpulist", "16-17\n");
+	put_file(root, "node3/cpulist", "\n");
+	assert_int_equal(topo_read(&t, root, err, sizeof(err)), 0);
+	assert_true(t.synthetic);
+	assert_int_equal(t.nnodes, 3);
+	assert_true(topo_has_node(&t, 0) && topo_has_node(&t, 1) && topo_has_node(&t, 3));
+	assert_false(topo_has_node(&t, 2));
+	assert_int_equal(CPU_COUNT(&t.nodes[0].cpus), 8);
+	assert_true(CPU_ISSET(12, &t.nodes[1].cpus));
+	assert_int_equal(CPU_COUNT(&t.nodes[2].cpus), 0);
+	assert_int_equal(topo_parse_cpulist("5-6", &set), 0);
+	assert_int_equal(topo_node_of_cpus(&t, &set), 1);
+	/* A tie: the lower node. */
+	assert_int_equal(topo_parse_cpulist("3,4", &set), 0);
+	assert_int_equal(topo_node_of_cpus(&t, &set), 0);
+	assert_int_equal(topo_parse_cpulist("0,4-5", &set), 0);
+	assert_int_equal(topo_node_of_cpus(&t, &set), 1);
+	assert_int_equal(topo_parse_cpulist("16", &set), 0);
+	assert_int_equal(topo_node_of_cpus(&t, &set), -ENOENT);
+	/* Malformed files are named. */
+	put_file(root, "node1/cpulist", "4-x\n");
+	assert_int_equal(topo_read(&t, root, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "node1/cpulist"));
+	put_file(root, "has_memory", "\n");
+	assert_int_equal(topo_read(&t, root, err, sizeof(err)), -ENODEV);
+	/* No node directory at all: a kernel without NUMA, one node. */
+	snprintf(path, sizeof(path), "%s/none", root);
+	assert_int_equal(topo_read(&t, path, err, sizeof(err)), 0);
+	assert_int_equal(t.nnodes, 1);
+	assert_int_equal(t.nodes[0].id, 0);
+	assert_int_equal(topo_node_of_cpus(&t, &set), 0);
+	snprintf(path, sizeof(path), "rm -rf '%s'", root);
+	assert_int_equal(system(path), 0);
+
+	assert_int_equal(topo_parse_cpulist("3-1", &set), -EINVAL);
+	assert_int_equal(topo_parse_cpulist("1,,2", &set), -EINVAL);
+	assert_int_equal(topo_parse(&t, "1:4-7;0:0-3", err, sizeof(err)), 0);
+	assert_int_equal(t.nodes[0].id, 0);	/* sorted */
+	assert_int_equal(topo_parse(&t, "0:0-3;0:4", err, sizeof(err)), -EINVAL);
+	assert_int_equal(topo_parse(&t, "0", err, sizeof(err)), -EINVAL);
+}
+
+static int plan_of(const char *conf_text, const char *topo, struct pool_plan *plan, char *err, size_t errlen)
+{
+	struct tierd_conf c;
+	struct topo t;
+	int r;
+
+	assert_int_equal(conf_init(&c), 0);
+	assert_int_equal(conf_load_string(&c, "p.conf", conf_text, err, errlen), 0);
+	assert_int_equal(conf_validate(&c, err, errlen), 0);
+	assert_int_equal(topo_parse(&t, topo, err, errlen), 0);
+	r = pool_plan(plan, &c, &t, err, errlen);
+	conf_free(&c);
+	return r;
+}
+
+static void test_plan(void **state)
+{
+	const char *two = "0:0-3;1:4-7";
+	struct pool_plan p;
+	char err[256] = "";
+
+	/* One pool, as before: the first node of a synthetic machine. */
+	assert_int_equal(plan_of("[pool]\nsize = 4G\n", two, &p, err, sizeof(err)), 0);
+	assert_int_equal(p.n, 1);
+	assert_int_equal(p.node[0], 0);
+	assert_int_equal(p.size[0], 4ULL << 30);
+	assert_int_equal(plan_of("[pool]\nnuma_node = 1\n", two, &p, err, sizeof(err)), 0);
+	assert_int_equal(p.n, 1);
+	assert_int_equal(p.node[0], 1);
+	assert_int_equal(plan_of("[pool]\nnuma_node = 2\n", two, &p, err, sizeof(err)), -ENODEV);
+	assert_non_null(strstr(err, "[pool] numa_node 2"));
+	assert_non_null(strstr(err, "has 0,1"));
+	/* Every node, one size each. */
+	assert_int_equal(plan_of("[pool]\nnodes = auto\nsize = 2G\n", two, &p, err, sizeof(err)), 0);
+	assert_int_equal(p.n, 2);
+	assert_int_equal(p.node[1], 1);
+	assert_int_equal(p.size[0], 2ULL << 30);
+	assert_int_equal(p.size[1], 2ULL << 30);
+	assert_int_equal(plan_of("[pool]\nnodes = auto\nsize = 0:2G,1:1G\n", two, &p, err, sizeof(err)), 0);
+	assert_int_equal(p.size[0], 2ULL << 30);
+	assert_int_equal(p.size[1], 1ULL << 30);
+	/* auto on a machine with a node the sizes forget. */
+	assert_int_equal(plan_of("[pool]\nnodes = auto\nsize = 0:2G\n", two, &p, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "no size for node 1"));
+	/* The nodes named by the sizes alone. */
+	assert_int_equal(plan_of("[pool]\nsize = 1:3G\n", two, &p, err, sizeof(err)), 0);
+	assert_int_equal(p.n, 1);
+	assert_int_equal(p.node[0], 1);
+	assert_int_equal(p.size[0], 3ULL << 30);
+	assert_int_equal(plan_of("[pool]\nnodes = 1,0\n", two, &p, err, sizeof(err)), 0);
+	assert_int_equal(p.n, 2);
+	assert_int_equal(p.node[0], 1);
+	assert_int_equal(plan_of("[pool]\nnodes = 0,2\n", two, &p, err, sizeof(err)), -ENODEV);
+	assert_non_null(strstr(err, "[pool] nodes: node 2"));
+	assert_int_equal(plan_of("[pool]\nnodes = auto\n", "0:0-1;1:2-3;2:4-5;3:6-7", &p, err, sizeof(err)), 0);
+	assert_int_equal(p.n, 4);
+	{
+		char many[512] = "";
+
+		for (int i = 0; i < CONF_MAX_POOL_NODES + 1; i++)
+			snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s%d:%d", i ? ";" : "", i, i);
+		assert_int_equal(plan_of("[pool]\nnodes = auto\n", many, &p, err, sizeof(err)), -E2BIG);
+		assert_non_null(strstr(err, "list the nodes"));
+	}
+}
+
+/* On a synthetic topology a pool carries its node as a label. */
+static void test_unbound(void **state)
+{
+	struct pool_opts o = { .size = 2 * MiB, .numa_node = 5, .hugepages = CONF_HUGEPAGES_NO,
+			       .unbound = true };
+	struct pool *p = NULL;
+	char err[256] = "";
+
+	assert_int_equal(pool_create(&p, &o, err, sizeof(err)), 0);
+	assert_int_equal(pool_node(p), 5);
+	pool_destroy(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -257,6 +409,9 @@ int main(void)
 		cmocka_unit_test(test_bad_options),
 		cmocka_unit_test(test_hugetlb),
 		cmocka_unit_test(test_lock_limit),
+		cmocka_unit_test(test_topo_sysfs),
+		cmocka_unit_test(test_plan),
+		cmocka_unit_test(test_unbound),
 	};
 
 	log_init("test-pool", LOG_WARNING);

@@ -100,6 +100,16 @@ static void test_hello(void **state)
 	assert_int_equal(tierd_proto_decode_hello(PAYLOAD, payload_len(n), &m, &why), 0);
 	assert_int_equal(m.pid, 1234);
 	assert_string_equal(m.name, "bench");
+	assert_int_equal(m.numa_node, TIERD_NODE_UNSAID);
+	/* The client's NUMA node, appended; unsaid, the HELLO is as before. */
+	assert_int_equal(tierd_proto_encode_hello_node(buf, sizeof(buf), 1, 1234, "bench", TIERD_NODE_UNSAID), n);
+	n = tierd_proto_encode_hello_node(buf, sizeof(buf), 1, 1234, "bench", 3);
+	expect_good(n);
+	assert_int_equal(tierd_proto_decode_hello(PAYLOAD, payload_len(n), &m, &why), 0);
+	assert_int_equal(m.numa_node, 3);
+	set_u32((size_t)n - 4, TIERD_NODE_MAX + 1);
+	expect_bad(n, "NUMA node");
+	n = tierd_proto_encode_hello(buf, sizeof(buf), 1, 1234, "bench");
 	/* The name's length runs past the end. */
 	set_u32(sizeof(struct tierd_msg_hdr) + 4, 1000);
 	expect_bad(n, "string");
@@ -210,6 +220,49 @@ static void test_welcome(void **state)
 	expect_bad(n, "pool size");
 	n = make_welcome("olmoe");
 	expect_bad(n - 8, "length");
+}
+
+/* 1.3: the fast path's fields after the models, to 1.3 clients only. */
+static void test_welcome_fast(void **state)
+{
+	struct tierd_msg_welcome *w = calloc(1, sizeof(*w));
+	struct tierd_proto_buf b;
+	const char *why;
+	size_t end;
+	long n;
+
+	w->instance = 7;
+	w->nmodels = 1;
+	w->models[0] = (struct tierd_proto_model){ "mixtral", TIERD_MODEL_F_ALLOWED, 32, 8, 2, 256, 4096 };
+	w->fast = TIERD_WELCOME_F_FAST;
+	w->fast_table_size = 3 * 4096;
+	w->fast_area_size = 4096;
+	tierd_proto_begin(&b, buf, sizeof(buf), TIERD_MSG_WELCOME, 0, 1);
+	tierd_proto_put_welcome(&b, w);
+	n = tierd_proto_end(&b);
+	expect_good(n);
+	memset(w, 0xff, sizeof(*w));
+	assert_int_equal(tierd_proto_decode_welcome(PAYLOAD, payload_len(n), w, &why), 0);
+	assert_int_equal(w->fast, TIERD_WELCOME_F_FAST);
+	assert_int_equal(w->fast_table_size, 3 * 4096);
+	assert_int_equal(w->fast_area_size, 4096);
+	end = (size_t)n - 24;
+	set_u32(end, 0x2);
+	expect_bad(n, "reserved bits");
+	set_u32(end, TIERD_WELCOME_F_FAST);
+	set_u32(end + 4, 1);
+	expect_bad(n, "reserved bits");
+	set_u32(end + 4, 0);
+	set_u32(end + 8, 4097);
+	expect_bad(n, "multiple of 4096");
+	set_u32(end + 8, 4096);
+	set_u32(end + 16, 0);
+	expect_bad(n, "multiple of 4096");
+	/* Without the fields (a 1.2 daemon, a 1.2 client): no fast path. */
+	n = make_welcome("olmoe");
+	assert_int_equal(tierd_proto_decode_welcome(PAYLOAD, payload_len(n), w, &why), 0);
+	assert_int_equal(w->fast, 0);
+	free(w);
 }
 
 static void test_error(void **state)
@@ -455,6 +508,7 @@ int main(void)
 		cmocka_unit_test(test_hello),
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_welcome),
+		cmocka_unit_test(test_welcome_fast),
 		cmocka_unit_test(test_error),
 		cmocka_unit_test(test_acquired),
 		cmocka_unit_test(test_hint_tokens),

@@ -65,6 +65,17 @@ static void test_restart_keys(void **state)
 	load(&b, "[pool]\nsize = 64M\n[client]\nmax_pins = 8\n");
 	assert_int_equal(reload_restart_keys(&a, &b, buf, sizeof(buf)), 1);
 	assert_string_equal(buf, "[model demo] removed");
+	conf_free(&b);
+	/* Pools per NUMA node: the nodes, and a size per node at one total. */
+	load(&b, "[daemon]\nlog_level = info\n[pool]\nsize = 64M\nnodes = auto\n[client]\nmax_pins = 8\n"
+		 "[model demo]\npath = /srv/demo\nallow_uid = 1000\n");
+	assert_int_equal(reload_restart_keys(&a, &b, buf, sizeof(buf)), 1);
+	assert_string_equal(buf, "[pool] nodes");
+	conf_free(&b);
+	load(&b, "[daemon]\nlog_level = info\n[pool]\nsize = 0:64M\n[client]\nmax_pins = 8\n"
+		 "[model demo]\npath = /srv/demo\nallow_uid = 1000\n");
+	assert_int_equal(reload_restart_keys(&a, &b, buf, sizeof(buf)), 1);
+	assert_string_equal(buf, "[pool] size");
 	conf_free(&a);
 	conf_free(&b);
 }

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdalign.h>
 #include <stdarg.h>
@@ -34,6 +35,7 @@
 #include "loop.h"
 #include "server-int.h"
 #include "tierd-client.h"
+#include "topo.h"
 #include "tierd-proto.h"
 #include "usage.h"
 
@@ -63,6 +65,9 @@ static void on_done(struct loop_source *src, int fd, uint32_t events, void *arg)
 	loop_quit(f->loop, 0);
 }
 
+/* Set by setup_numa: a synthetic machine for the engine's pools. */
+static const char *setup_topo;
+
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
@@ -91,8 +96,16 @@ static int setup(void **state)
 	assert_int_equal(conf_set(&f->conf, "client.max_pins=8", err, sizeof(err)), 0);
 	assert_int_equal(conf_set(&f->conf, "pool.hugepages=no", err, sizeof(err)), 0);
 	assert_int_equal(conf_set(&f->conf, "pool.lock=no", err, sizeof(err)), 0);
-	if (engine_create(&f->engine, &f->conf, err, sizeof(err)))
+	if (setup_topo) {
+		struct topo t;
+
+		assert_int_equal(topo_parse(&t, setup_topo, err, sizeof(err)), 0);
+		assert_int_equal(conf_set(&f->conf, "pool.nodes=auto", err, sizeof(err)), 0);
+		if (engine_create_topo(&f->engine, &f->conf, &t, err, sizeof(err)))
+			fail_msg("engine: %s", err);
+	} else if (engine_create(&f->engine, &f->conf, err, sizeof(err))) {
 		fail_msg("engine: %s", err);
+	}
 	assert_int_equal(loop_create(&f->loop), 0);
 	assert_int_equal(loop_add_fd(f->loop, engine_fd(f->engine), EPOLLIN, on_engine, f->engine, NULL), 0);
 	f->done_fd = eventfd(0, EFD_CLOEXEC);
@@ -386,6 +399,94 @@ static void test_short_pool_refused(void **state)
 	rmdir(dir);
 }
 
+static int setup_numa(void **state)
+{
+	int r;
+
+	setup_topo = "0:0;1:1";
+	r = setup(state);
+	setup_topo = NULL;
+	return r;
+}
+
+/* The pool of every tensor of expert (0, layer, expert), for a client that
+ * says node (or TIERD_CLIENT_NODE_NONE); -1 on failure or pools mixed. */
+struct numa_ask {
+	struct fixture *f;
+	int node;
+	uint32_t layer, expert;
+	int pool;
+};
+
+static void *numa_client(void *arg)
+{
+	struct numa_ask *q = arg;
+	const struct tierd_key k = { 0, q->layer, q->expert };
+	struct tierd_client *c;
+	struct tierd_acquisition *a;
+	uint64_t one = 1;
+
+	q->pool = -1;
+	if (!tierd_client_connect_node(&c, q->f->sock, "numa", q->node)) {
+		if (!tierd_client_acquire(c, &k, 1, 10000, &a)) {
+			const struct tierd_expert *x = tierd_acquisition_expert(a, 0);
+
+			q->pool = (int)x->tensors[0].pool;
+			for (uint32_t t = 1; t < x->ntensors; t++)
+				if ((int)x->tensors[t].pool != q->pool)
+					q->pool = -1;
+			tierd_client_release(c, a);
+		}
+		tierd_client_close(c);
+	}
+	(void)!write(q->f->done_fd, &one, sizeof(one));
+	return NULL;
+}
+
+static int numa_pool(struct fixture *f, int node, uint32_t layer, uint32_t expert)
+{
+	struct numa_ask q = { f, node, layer, expert, -1 };
+	pthread_t th;
+
+	assert_int_equal(pthread_create(&th, NULL, numa_client, &q), 0);
+	assert_int_equal(loop_run(f->loop), 0);
+	pthread_join(th, NULL);
+	return q.pool;
+}
+
+/*
+ * Pools per node on a synthetic two-node machine (CPU 0 on node 0, CPU 1 on
+ * node 1): a client is served from the pool of the node it says, else of the
+ * CPUs its process may run on (the daemon reads the affinity of the peer's
+ * pid: here the loop's thread), and a node without a pool gets pool 0.
+ */
+static void test_numa_node_choice(void **state)
+{
+	struct fixture *f = *state;
+	cpu_set_t all, one;
+
+	assert_int_equal(engine_pool_count(f->engine), 2);
+	assert_int_equal(numa_pool(f, 1, 0, 0), 1);
+	assert_int_equal(numa_pool(f, 0, 0, 1), 0);
+	assert_int_equal(numa_pool(f, 7, 0, 2), 0);
+	/* First asker owns: node 0 is served node 1's copy. */
+	assert_int_equal(numa_pool(f, 0, 0, 0), 1);
+	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
+	if (!CPU_ISSET(1, &all)) {
+		skip();
+		return;
+	}
+	CPU_ZERO(&one);
+	CPU_SET(1, &one);
+	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	assert_int_equal(numa_pool(f, TIERD_CLIENT_NODE_NONE, 1, 0), 1);
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	assert_int_equal(numa_pool(f, TIERD_CLIENT_NODE_NONE, 1, 1), 0);
+	assert_int_equal(sched_setaffinity(0, sizeof(all), &all), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -393,6 +494,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bind, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clients_by_id, setup, teardown),
 		cmocka_unit_test(test_short_pool_refused),
+		cmocka_unit_test_setup_teardown(test_numa_node_choice, setup_numa, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

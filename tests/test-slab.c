@@ -278,6 +278,37 @@ static void test_big_after_small(void **state)
 	slab_destroy(s);
 }
 
+/*
+ * Classes added while spans of earlier ones are in use (a model added after
+ * others served): the earlier classes' lists of spans with free slots stay
+ * intact (ASan sees any pointer into a moved class table).
+ */
+static void test_classes_added_later(void **state)
+{
+	struct slab *s;
+	uint64_t a[3], b;
+	int c0, c;
+
+	(void)state;
+	assert_int_equal(slab_create(&s, 256 * MiB), 0);
+	c0 = slab_class_add(s, 100 * 1024, 0);
+	assert_true(c0 >= 0);
+	assert_int_equal(slab_alloc(s, c0, &a[0]), 0);	/* a span with free slots */
+	for (int i = 0; i < 20; i++) {
+		c = slab_class_add(s, (uint64_t)(i + 1) * 4096 + 8192, 0);
+		assert_true(c > c0);
+		assert_int_equal(slab_alloc(s, c, &b), 0);
+	}
+	assert_int_equal(slab_alloc(s, c0, &a[1]), 0);
+	assert_int_equal(slab_alloc(s, c0, &a[2]), 0);
+	assert_true(a[1] != a[0] && a[2] != a[1] && a[2] != a[0]);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(slab_free(s, c0, a[i]), 0);
+	assert_int_equal(slab_alloc(s, c0, &a[0]), 0);
+	assert_int_equal(slab_free(s, c0, a[0]), 0);
+	slab_destroy(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -288,6 +319,7 @@ int main(void)
 		cmocka_unit_test(test_alternating_sizes),
 		cmocka_unit_test(test_churn),
 		cmocka_unit_test(test_big_after_small),
+		cmocka_unit_test(test_classes_added_later),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

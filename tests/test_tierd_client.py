@@ -70,6 +70,25 @@ with tierd_client.Client(sock, name="pytest") as c:
     tokens = [ln for ln in text.splitlines() if ln.startswith("tierd_tokens_total")]
     check("metrics() returns the Prometheus text, with the tokens reported",
           text.startswith("# HELP") and tokens and sum(float(ln.split()[-1]) for ln in tokens) >= 42)
+    # The no-system-call path by default: after a first acquire (the library
+    # learns the layout), acquire+release sends nothing; the switch sends
+    # both.  Hits count either way.
+    key = [(m, 1, 3)]
+    c.acquire(key).release()
+    check("the fast path is on by default", c.fastpath)
+    for fast in (True, False):
+        c.fastpath = fast
+        before = c.stats()
+        for _ in range(20):
+            with c.acquire(key) as a:
+                ok = bytes(a.experts[0].tensors[0].data) == file_tensor_bytes(a.experts[0].tensors[0].name)
+        after = c.stats()
+        check("acquire+release %s: requests +%d, hits +20, bytes right" % (
+              "without a system call" if fast else "through the socket (fastpath = False)",
+              after["requests"] - before["requests"]),
+              ok and after["hits"] - before["hits"] == 20 and
+              after["requests"] - before["requests"] == (1 if fast else 41))
+    c.fastpath = True
     try:
         c.acquire([(m, 999, 0)])
         check("an unknown expert raises TierdError naming it", False)

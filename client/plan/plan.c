@@ -15,6 +15,7 @@
 
 #define GB 1e9
 #define PJ 1e-12
+#define LN2 0.69314718055994530942
 
 int plan_fail(char *err, size_t errlen, int r, const char *fmt, ...)
 {
@@ -26,6 +27,11 @@ int plan_fail(char *err, size_t errlen, int r, const char *fmt, ...)
 		va_end(ap);
 	}
 	return r;
+}
+
+unsigned plan_tp(const struct plan_hw *hw)
+{
+	return hw->tp ? hw->tp : hw->gpus_per_node;
 }
 
 void plan_params_default(struct plan_params *p)
@@ -41,6 +47,18 @@ void plan_params_default(struct plan_params *p)
 	p->hw.ddr_gbps = 0;		/* the paper: CPU memory keeps up with the links */
 	p->hw.ssd_gbps = 0;		/* likewise the SSDs */
 	p->hw.ddr_gib = 2048;		/* DGX H100: 2 TB of system memory */
+	/*
+	 * Interconnect of the paper's modeling tool (the Duplex simulator's H100
+	 * system): NVLink 4.0 between GPUs, 450 GB/s and 0.8 us per transfer, even
+	 * when the offload links are NVLink 5.0; one ConnectX-7 InfiniBand port
+	 * per GPU (8 per node), 50 GB/s and 130 ns.
+	 */
+	p->hw.tp = 0;
+	p->hw.nvlink_gbps = 450;
+	p->hw.nvlink_lat_us = 0.8;
+	p->hw.ib_gbps = 50;
+	p->hw.ib_lat_us = 0.13;
+	p->hw.act_bytes = 2;		/* BF16 activations, as the paper */
 	p->en.pj_hbm = 4.2;
 	p->en.pj_ddr = 9.2;
 	p->en.pj_flash = 102.4;
@@ -51,9 +69,13 @@ void plan_params_default(struct plan_params *p)
 	p->en.gpu_idle_w = 70;
 	p->en.ddr_static_w = 57;
 	p->en.ddr_static_gb = 256;
+	p->en.ddr_gb_per_gpu = 256;	/* the paper: each GPU has its own 256 GB of DDR5 */
 	p->en.ssd_idle_w = 0;
 	p->en.tile = 128;
 	p->context = 1024;
+	/* The paper's tool runs MLA unfused (use_flash_mla off): the latent is read
+	 * once as keys for the scores and once as values. */
+	p->mla_kv_reads = 2;
 }
 
 enum key_type { KEY_DOUBLE, KEY_UINT };
@@ -82,6 +104,12 @@ static const struct plan_key keys[] = {
 	{ "ddr_gbps", "hardware", KEY_DOUBLE, HW(ddr_gbps), 0, 1e6, false },
 	{ "ssd_gbps", "hardware", KEY_DOUBLE, HW(ssd_gbps), 0, 1e6, false },
 	{ "ddr_gib", "hardware", KEY_DOUBLE, HW(ddr_gib), 0, 1e9, false },
+	{ "tp", "hardware", KEY_UINT, HW(tp), 0, 1024, false },
+	{ "nvlink_gbps", "hardware", KEY_DOUBLE, HW(nvlink_gbps), 0, 1e6, true },
+	{ "nvlink_lat_us", "hardware", KEY_DOUBLE, HW(nvlink_lat_us), 0, 1e6, false },
+	{ "ib_gbps", "hardware", KEY_DOUBLE, HW(ib_gbps), 0, 1e6, true },
+	{ "ib_lat_us", "hardware", KEY_DOUBLE, HW(ib_lat_us), 0, 1e6, false },
+	{ "act_bytes", "hardware", KEY_DOUBLE, HW(act_bytes), 0, 64, true },
 	{ "pj_hbm", "energy", KEY_DOUBLE, EN(pj_hbm), 0, 1e6, false },
 	{ "pj_ddr", "energy", KEY_DOUBLE, EN(pj_ddr), 0, 1e6, false },
 	{ "pj_flash", "energy", KEY_DOUBLE, EN(pj_flash), 0, 1e6, false },
@@ -92,11 +120,13 @@ static const struct plan_key keys[] = {
 	{ "gpu_idle_w", "energy", KEY_DOUBLE, EN(gpu_idle_w), 0, 1e6, false },
 	{ "ddr_static_w", "energy", KEY_DOUBLE, EN(ddr_static_w), 0, 1e6, false },
 	{ "ddr_static_gb", "energy", KEY_DOUBLE, EN(ddr_static_gb), 0, 1e9, true },
+	{ "ddr_gb_per_gpu", "energy", KEY_DOUBLE, EN(ddr_gb_per_gpu), 0, 1e9, false },
 	{ "ssd_idle_w", "energy", KEY_DOUBLE, EN(ssd_idle_w), 0, 1e6, false },
 	{ "tile", "energy", KEY_UINT, EN(tile), 1, 1 << 20, false },
 	{ "context", "model", KEY_UINT, PP(context), 0, 1 << 30, false },
 	{ "top_k", "model", KEY_UINT, PP(top_k), 0, 1 << 20, false },
 	{ "bytes_per_param", "model", KEY_DOUBLE, PP(bytes_per_param), 0, 64, false },
+	{ "mla_kv_reads", "model", KEY_UINT, PP(mla_kv_reads), 1, 16, false },
 };
 
 const char *plan_key_name(size_t i)
@@ -212,6 +242,18 @@ int plan_params_check(const struct plan_params *p, char *err, size_t errlen)
 		return plan_fail(err, errlen, -EINVAL, "energy: ddr_static_gb and tile must be positive");
 	if (!(p->bytes_per_param >= 0))
 		return plan_fail(err, errlen, -EINVAL, "bytes_per_param must not be negative");
+	if (h->tp && (h->tp > h->gpus_per_node || h->gpus_per_node % h->tp))
+		return plan_fail(err, errlen, -EINVAL,
+			    "hardware: tp %u must divide the %u GPUs of a node (tensor parallelism stays "
+			    "inside a node)", h->tp, h->gpus_per_node);
+	if (!(h->nvlink_gbps > 0) || !(h->ib_gbps > 0) || !(h->act_bytes > 0) ||
+	    !(h->nvlink_lat_us >= 0) || !(h->ib_lat_us >= 0))
+		return plan_fail(err, errlen, -EINVAL,
+			    "hardware: nvlink_gbps, ib_gbps and act_bytes must be positive, latencies not negative");
+	if (!(e->ddr_gb_per_gpu >= 0))
+		return plan_fail(err, errlen, -EINVAL, "energy: ddr_gb_per_gpu must not be negative");
+	if (!p->mla_kv_reads)
+		return plan_fail(err, errlen, -EINVAL, "mla_kv_reads must be at least 1");
 	return 0;
 }
 
@@ -225,6 +267,208 @@ double plan_distinct_experts(unsigned experts, unsigned top_k, double batch)
 		return e;
 	/* log1p/expm1 keep precision when k/E is tiny or B is large. */
 	return -e * expm1(batch * log1p(-(double)top_k / e));
+}
+
+/*
+ * The GPUs that hold routed experts and how many each holds: E spread over
+ * every GPU as evenly as they go; with fewer experts than GPUs, one each on E
+ * of them.  `big` GPUs hold per_gpu experts, the others per_gpu - 1.
+ */
+static void ep_layout(unsigned experts, unsigned gpus, unsigned *holders, unsigned *per_gpu,
+		      unsigned *big)
+{
+	*holders = experts < gpus ? experts : gpus;
+	*per_gpu = *holders ? (experts + *holders - 1) / *holders : 0;
+	*big = *holders ? experts - (*per_gpu - 1) * *holders : 0;
+}
+
+static double lchoose(double n, double k)
+{
+	return lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1);
+}
+
+/* Experts beyond which the exact counts below would underflow; the planner's
+ * models have at most a few hundred. */
+#define EP_EXACT_MAX 1000
+
+/*
+ * E[busiest GPU's activated experts | d activated] for d = 0 .. E, into
+ * emax[0 .. E].  The activated set is a uniformly random d-subset (uniform
+ * routing makes every expert alike, and a measured histogram of distinct
+ * counts carries no identities), so P(max <= j | d) = [x^d] prod_g
+ * (sum_{i <= j} C(m_g, i) x^i) / C(E, d): subsets with at most j on every GPU
+ * over all subsets.  Each factor is scaled by 2^-m_g so no coefficient
+ * exceeds 1.  E[max | d] = sum_{j < m} (1 - P(max <= j | d)).
+ */
+static int ep_max_given_distinct(unsigned experts, unsigned gpus, double *emax)
+{
+	unsigned holders, m, big;
+	double *poly = NULL, *tmp = NULL, *fac = NULL;
+	int ret = 0;
+
+	ep_layout(experts, gpus, &holders, &m, &big);
+	memset(emax, 0, (experts + 1) * sizeof(*emax));
+	if (!holders)
+		return 0;
+	if (experts > EP_EXACT_MAX)
+		return -ERANGE;
+	poly = calloc(experts + 1, sizeof(*poly));
+	tmp = calloc(experts + 1, sizeof(*tmp));
+	fac = calloc(m + 1, sizeof(*fac));
+	if (!poly || !tmp || !fac) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (unsigned j = 0; j < m; j++) {
+		unsigned deg = 0;
+
+		memset(poly, 0, (experts + 1) * sizeof(*poly));
+		poly[0] = 1;
+		for (unsigned g = 0; g < holders; g++) {
+			unsigned mg = g < big ? m : m - 1, top = j < mg ? j : mg;
+
+			for (unsigned i = 0; i <= top; i++)
+				fac[i] = exp(lchoose(mg, i) - mg * LN2);
+			memset(tmp, 0, (deg + top + 1) * sizeof(*tmp));
+			for (unsigned a = 0; a <= deg; a++)
+				for (unsigned i = 0; i <= top; i++)
+					tmp[a + i] += poly[a] * fac[i];
+			deg += top;
+			memcpy(poly, tmp, (deg + 1) * sizeof(*poly));
+		}
+		for (unsigned d = 0; d <= experts; d++) {
+			double all = exp(lchoose(experts, d) - experts * LN2);
+			double le = d <= deg ? fmin(poly[d] / all, 1) : 0;
+
+			emax[d] += 1 - le;
+		}
+	}
+out:
+	free(poly);
+	free(tmp);
+	free(fac);
+	return ret;
+}
+
+/*
+ * P(D = d), d = 0 .. E, for B tokens each routed to k distinct experts chosen
+ * uniformly: a chain over tokens, where a token adds i new experts to c
+ * already activated with probability C(E - c, i) C(c, k - i) / C(E, k).
+ */
+static int distinct_distribution(unsigned experts, unsigned k, unsigned batch, double *pd)
+{
+	double *next = calloc(experts + 1, sizeof(*next));
+	double *trans = calloc((size_t)(experts + 1) * (k + 1), sizeof(*trans));
+
+	if (!next || !trans) {
+		free(next);
+		free(trans);
+		return -ENOMEM;
+	}
+	for (unsigned c = 0; c <= experts; c++)
+		for (unsigned i = 0; i <= k; i++)
+			if (i <= experts - c && k - i <= c)
+				trans[(size_t)c * (k + 1) + i] = exp(lchoose(experts - c, i) +
+								     lchoose(c, k - i) -
+								     lchoose(experts, k));
+	memset(pd, 0, (experts + 1) * sizeof(*pd));
+	pd[0] = 1;
+	/* Once every expert is activated for sure, more tokens change nothing. */
+	for (unsigned b = 0; b < batch && pd[experts] < 1 - 1e-15; b++) {
+		memset(next, 0, (experts + 1) * sizeof(*next));
+		for (unsigned c = 0; c <= experts; c++) {
+			if (pd[c] == 0)
+				continue;
+			for (unsigned i = 0; i <= k && c + i <= experts; i++)
+				next[c + i] += pd[c] * trans[(size_t)c * (k + 1) + i];
+		}
+		memcpy(pd, next, (experts + 1) * sizeof(*pd));
+	}
+	free(next);
+	free(trans);
+	return 0;
+}
+
+/* The independence approximation, for more experts than the exact count handles. */
+static double ep_max_binomial(unsigned experts, unsigned gpus, double p)
+{
+	unsigned holders, m, big;
+	double e = 0, acc = 0, pmf;
+
+	ep_layout(experts, gpus, &holders, &m, &big);
+	if (p >= 1)
+		return m;
+	pmf = exp(m * log1p(-p));
+	for (unsigned j = 0; j < m; j++) {
+		acc += pmf;
+		e += -expm1(holders * log(fmax(fmin(acc, 1), 1e-300)));
+		pmf *= (double)(m - j) / (j + 1) * p / (1 - p);
+	}
+	return e;
+}
+
+double plan_ep_max_uniform(unsigned experts, unsigned top_k, double batch, unsigned gpus)
+{
+	unsigned k = top_k < experts ? top_k : experts;
+	double *pd = NULL, *emax = NULL, e = 0;
+
+	if (!experts || !gpus || !k || batch <= 0)
+		return 0;
+	pd = calloc(experts + 1, sizeof(*pd));
+	emax = calloc(experts + 1, sizeof(*emax));
+	if (!pd || !emax || distinct_distribution(experts, k, (unsigned)fmin(ceil(batch), UINT_MAX), pd) < 0 ||
+	    ep_max_given_distinct(experts, gpus, emax) < 0) {
+		e = ep_max_binomial(experts, gpus, plan_distinct_experts(experts, k, batch) / experts);
+		goto out;
+	}
+	for (unsigned d = 0; d <= experts; d++)
+		e += pd[d] * emax[d];
+out:
+	free(pd);
+	free(emax);
+	return e;
+}
+
+int plan_routing_stats(const struct plan_routing *rt, unsigned experts, unsigned gpus,
+		       double *mean_distinct, double *ep_max, char *err, size_t errlen)
+{
+	double total = 0, mean = 0, emax_sum = 0, *emax;
+	int r;
+
+	if (!rt || !rt->freq || !rt->n)
+		return plan_fail(err, errlen, -EINVAL, "routing: empty distribution");
+	if (!experts || !gpus)
+		return plan_fail(err, errlen, -EINVAL, "routing: a dense model has no experts to route");
+	if (rt->n > (size_t)experts + 1)
+		return plan_fail(err, errlen, -EINVAL,
+			    "routing: %zu distinct experts measured, but a layer has only %u",
+			    rt->n - 1, experts);
+	for (size_t d = 0; d < rt->n; d++) {
+		if (!(rt->freq[d] >= 0) || !isfinite(rt->freq[d]))
+			return plan_fail(err, errlen, -EINVAL,
+				    "routing: frequency of %zu distinct experts is %g, not a finite "
+				    "non-negative number", d, rt->freq[d]);
+		total += rt->freq[d];
+	}
+	if (!(total > 0))
+		return plan_fail(err, errlen, -EINVAL, "routing: all frequencies are zero");
+	emax = calloc(experts + 1, sizeof(*emax));
+	if (!emax)
+		return -ENOMEM;
+	r = ep_max_given_distinct(experts, gpus, emax);
+	if (r < 0) {
+		free(emax);
+		return plan_fail(err, errlen, r, "routing: %u experts: more than the %d the exact "
+				 "count handles", experts, EP_EXACT_MAX);
+	}
+	for (size_t d = 0; d < rt->n; d++) {
+		mean += rt->freq[d] / total * d;
+		emax_sum += rt->freq[d] / total * emax[d];
+	}
+	free(emax);
+	*mean_distinct = mean;
+	*ep_max = emax_sum;
+	return 0;
 }
 
 static bool layer_is_moe(const struct plan_model *m, unsigned i)
@@ -357,72 +601,207 @@ static double gemm_traffic(double m_rows, double k, double n, double bpp, unsign
 	return bpp * (ceil(m_rows / tile) * k * n + ceil(n / tile) * m_rows * k + m_rows * n);
 }
 
-/* Work of one layer (or of the LM head) for one step. */
+/* The layout of the system for one step: parallelism degrees and rates. */
+struct sys {
+	double gpus;		/* all of them */
+	double per_node;
+	double tp;		/* tensor-parallel degree (inside a node) */
+	double dp;		/* data-parallel groups: gpus / tp */
+	double groups;		/* groups with at least one request: min(batch, dp) */
+	double bn;		/* requests of the busiest group: ceil(batch / dp) */
+	double b;		/* the batch */
+	double act;		/* bytes per activation element */
+	double flops_s, hbm_bs, link_bs;	/* per GPU */
+	double ddr_bs, ssd_bs;	/* per node */
+	unsigned k;
+	double distinct;	/* expected distinct experts per MoE layer, whole batch */
+	double ep_max;		/* expected activated experts on the busiest GPU */
+};
+
+/*
+ * Work of one layer (or of the LM head) for one step.  The first group of
+ * fields is one GPU on the critical path: the step waits for the slowest GPU
+ * at every all-reduce and all-to-all, so the GPU with the most activated
+ * experts sets the pace.  The second is the whole system, for energy.
+ */
 struct stage {
-	double hbm_read;	/* bytes */
+	double t_op[PLAN_NTIMES];	/* seconds per operation class, each op max(FLOPs, HBM) */
+	double gpu_hbm;			/* bytes the busiest GPU reads */
+	double gpu_flops;
+	double gpu_fetch;		/* this layer's offloaded expert bytes into the busiest GPU */
+	double node_off[PLAN_NTIERS];	/* this layer's routed bytes per node, by home tier */
+	double comm_bytes;		/* sent by one GPU */
+
+	double hbm_read;		/* bytes */
 	double off[PLAN_NTIERS];	/* routed bytes by home tier */
 	double flops;
-	double cache;		/* on-chip bytes */
+	double cache;			/* on-chip bytes */
 	double attn_bytes, dense_bytes;
 };
 
-static void stage_layer(const struct plan_model *m, const struct plan_params *p,
-			const struct plan_place *pl, unsigned i, double b, double distinct,
-			unsigned k, struct stage *st)
+/* One kernel on one GPU: as long as the larger of its compute and its HBM traffic. */
+static void op(const struct sys *s, struct stage *st, enum plan_time cls, double flops, double bytes)
 {
-	double bpp = eff_bpp(m, p), h = m->hidden;
-	unsigned tile = p->en.tile;
+	st->t_op[cls] += fmax(flops / s->flops_s, bytes / s->hbm_bs);
+	st->gpu_hbm += bytes;
+	st->gpu_flops += flops;
+}
+
+/*
+ * Ring all-reduce of the activations of a data-parallel group over its tp
+ * GPUs (NVLink): 2 (tp - 1) steps, each moving 1/tp of the message; as the
+ * paper's tool (Duplex, AllReduce).
+ */
+static void allreduce(const struct plan_model *m, const struct plan_params *p, const struct sys *s,
+		      struct stage *st)
+{
+	double msg = s->bn * m->hidden * p->hw.act_bytes, hops = 2 * (s->tp - 1);
+
+	if (s->tp <= 1 || msg <= 0)
+		return;
+	st->t_op[PLAN_TIME_ALLREDUCE] += hops * (p->hw.nvlink_lat_us * 1e-6 +
+						 msg / s->tp / (p->hw.nvlink_gbps * GB));
+	st->comm_bytes += hops * msg / s->tp;
+}
+
+/*
+ * Expert-parallel dispatch (tokens to the GPUs holding their experts) and
+ * combine (results back), each an all-to-all.  After the tensor-parallel
+ * all-reduce every GPU of a group holds the group's tokens, so tokens for
+ * experts inside the group need no transfer; each GPU sends 1/tp of the rest,
+ * over NVLink to other groups of its node and over InfiniBand to other nodes
+ * (both at once; the slower sets the time).
+ */
+static void alltoall(const struct plan_model *m, const struct plan_params *p, const struct sys *s,
+		     struct stage *st)
+{
+	double out = s->gpus - s->tp, intra, inter, t;
+	double bytes = s->bn * s->k * m->hidden * p->hw.act_bytes / s->tp;
+
+	if (out <= 0 || s->bn <= 0)
+		return;
+	intra = bytes * (s->per_node - s->tp) / s->gpus;
+	inter = bytes * (s->gpus - s->per_node) / s->gpus;
+	t = fmax(intra / (p->hw.nvlink_gbps * GB), inter / (p->hw.ib_gbps * GB)) +
+	    (inter > 0 ? p->hw.ib_lat_us : p->hw.nvlink_lat_us) * 1e-6;
+	st->t_op[PLAN_TIME_ALLTOALL] += 2 * t;	/* dispatch and combine */
+	st->comm_bytes += 2 * (intra + inter);
+}
+
+/* KV cache bytes one GPU reads per request per layer, and how many GPUs hold a copy. */
+static double kv_gpu_bytes(const struct plan_model *m, const struct plan_params *p, double tp)
+{
+	double bpp = eff_bpp(m, p), ctx = p->context;
+
+	switch (m->attn) {
+	case PLAN_ATTN_GQA:
+		/* KV heads split over the group; fewer heads than GPUs are replicated. */
+		return ctx * 2.0 * m->head_dim * fmax((double)m->kv_heads / tp, 1) * bpp;
+	case PLAN_ATTN_MLA:
+		/* Every head reads the one latent: each GPU of the group reads all of it. */
+		return ctx * kv_elems(m) * bpp * p->mla_kv_reads;
+	}
+	return 0;
+}
+
+/* Copies of the KV cache across a tensor-parallel group (capacity). */
+static double kv_copies(const struct plan_model *m, double tp)
+{
+	switch (m->attn) {
+	case PLAN_ATTN_GQA:
+		return fmax(tp / m->kv_heads, 1);
+	case PLAN_ATTN_MLA:
+		return tp;
+	}
+	return 1;
+}
+
+/*
+ * A weight split over the tp GPUs of each group (by output columns, or by
+ * input rows for the second matrix of a pair), read by every group.
+ */
+static void split_linear(const struct plan_params *p, const struct sys *s, struct stage *st,
+			 enum plan_time cls, double in, double out, bool by_rows, double bpp,
+			 double *sys_bytes)
+{
+	/* Activations in and out cross HBM too: at large batch a visible share. */
+	double act = s->bn * (by_rows ? in / s->tp + out : in + out / s->tp) * s->act;
+
+	op(s, st, cls, 2 * s->bn * in * out / s->tp, in * out / s->tp * bpp + act);
+	st->flops += 2 * s->b * in * out;
+	*sys_bytes += act * s->groups * s->tp;
+	st->cache += s->groups * s->tp * (by_rows ? gemm_traffic(s->bn, in / s->tp, out, bpp, p->en.tile) :
+				gemm_traffic(s->bn, in, out / s->tp, bpp, p->en.tile));
+	*sys_bytes += in * out * bpp * s->groups;
+}
+
+/* Gate and up split by columns, down by rows: one all-reduce at the end. */
+static void split_ffn(const struct plan_params *p, const struct sys *s, struct stage *st,
+		      double h, double f, double bpp, double *sys_bytes)
+{
+	split_linear(p, s, st, PLAN_TIME_FC, h, f, false, bpp, sys_bytes);
+	split_linear(p, s, st, PLAN_TIME_FC, h, f, false, bpp, sys_bytes);
+	split_linear(p, s, st, PLAN_TIME_FC, f, h, true, bpp, sys_bytes);
+}
+
+static void stage_layer(const struct plan_model *m, const struct plan_params *p,
+			const struct plan_place *pl, const struct sys *s, unsigned i, double b,
+			struct stage *st)
+{
+	double bpp = eff_bpp(m, p), h = m->hidden, k = s->k;
 	struct linear l[6];
 	size_t nl = attn_linears(m, l);
-	double ctx = p->context, kv = kv_elems(m) * bpp * ctx * b;
+	double kv = kv_gpu_bytes(m, p, s->tp);
 
 	memset(st, 0, sizeof(*st));
-	st->attn_bytes = attn_params(m) * bpp + kv;
-	for (size_t j = 0; j < nl; j++) {
-		st->flops += 2 * b * l[j].in * l[j].out;
-		st->cache += gemm_traffic(b, l[j].in, l[j].out, bpp, tile);
-	}
-	st->flops += b * ctx * attn_ctx_flops(m);
-	st->cache += kv;	/* the KV cache crosses L2 and L1 once */
+	for (size_t j = 0; j < nl; j++)
+		split_linear(p, s, st, PLAN_TIME_FC, l[j].in, l[j].out, j + 1 == nl, bpp,
+			     &st->attn_bytes);
+	allreduce(m, p, s, st);		/* after the output projection */
+	op(s, st, PLAN_TIME_ATTN, s->bn * p->context * attn_ctx_flops(m) / s->tp, kv * s->bn);
+	st->flops += b * p->context * attn_ctx_flops(m);
+	st->attn_bytes += kv * b * s->tp;
+	st->cache += kv * b * s->tp;	/* the KV cache crosses L2 and L1 once per read */
 	if (layer_is_moe(m, i)) {
 		double eb = ffn_params(h, m->expert_ffn) * bpp;
-		double used = distinct * eb;
-		double rows = distinct > 0 ? b * k / distinct : 0;	/* tokens per activated expert */
+		double used = s->distinct * eb;
+		double rows = s->distinct > 0 ? b * k / s->distinct : 0;	/* tokens per activated expert */
 
-		st->dense_bytes = (h * m->experts + m->shared_experts * ffn_params(h, m->shared_ffn)) * bpp;
-		st->flops += 2 * b * h * m->experts;
-		st->cache += gemm_traffic(b, h, m->experts, bpp, tile);
-		for (unsigned s = 0; s < m->shared_experts; s++) {
-			st->flops += 2 * b * ffn_params(h, m->shared_ffn);
-			st->cache += 2 * gemm_traffic(b, h, m->shared_ffn, bpp, tile) +
-				     gemm_traffic(b, m->shared_ffn, h, bpp, tile);
+		split_linear(p, s, st, PLAN_TIME_FC, h, m->experts, false, bpp, &st->dense_bytes);
+		for (unsigned x = 0; x < m->shared_experts; x++) {
+			split_ffn(p, s, st, h, m->shared_ffn, bpp, &st->dense_bytes);
+			allreduce(m, p, s, st);
 		}
+		alltoall(m, p, s, st);
+		/* The busiest GPU computes its experts on their tokens. */
+		op(s, st, PLAN_TIME_EXPERTS, 2 * rows * ffn_params(h, m->expert_ffn) * s->ep_max,
+		   s->ep_max * eb);
+		st->gpu_fetch = s->ep_max * eb * (1 - pl->frac[PLAN_TIER_HBM]);
+		allreduce(m, p, s, st);		/* sums the group's expert outputs */
 		st->flops += 2 * b * k * ffn_params(h, m->expert_ffn);
-		st->cache += distinct * (2 * gemm_traffic(rows, h, m->expert_ffn, bpp, tile) +
-					 gemm_traffic(rows, m->expert_ffn, h, bpp, tile));
-		for (int t = 0; t < PLAN_NTIERS; t++)
+		st->cache += s->distinct * (2 * gemm_traffic(rows, h, m->expert_ffn, bpp, p->en.tile) +
+					    gemm_traffic(rows, m->expert_ffn, h, bpp, p->en.tile));
+		for (int t = 0; t < PLAN_NTIERS; t++) {
 			st->off[t] = used * pl->frac[t];
+			st->node_off[t] = st->off[t] * s->per_node / s->gpus;
+		}
 		/* Fetched experts are read from HBM like resident ones. */
 		st->hbm_read = st->attn_bytes + st->dense_bytes + used;
 	} else {
-		st->dense_bytes = ffn_params(h, m->dense_ffn) * bpp;
-		st->flops += 2 * b * ffn_params(h, m->dense_ffn);
-		st->cache += 2 * gemm_traffic(b, h, m->dense_ffn, bpp, tile) +
-			     gemm_traffic(b, m->dense_ffn, h, bpp, tile);
+		split_ffn(p, s, st, h, m->dense_ffn, bpp, &st->dense_bytes);
+		allreduce(m, p, s, st);
 		st->hbm_read = st->attn_bytes + st->dense_bytes;
 	}
 }
 
-static void stage_head(const struct plan_model *m, const struct plan_params *p, double b,
+static void stage_head(const struct plan_model *m, const struct plan_params *p, const struct sys *s,
 		       struct stage *st)
 {
-	double bpp = eff_bpp(m, p);
-
 	memset(st, 0, sizeof(*st));
-	st->dense_bytes = (double)m->vocab * m->hidden * bpp;
+	if (m->vocab)
+		split_linear(p, s, st, PLAN_TIME_FC, m->hidden, m->vocab, false, eff_bpp(m, p),
+			     &st->dense_bytes);
 	st->hbm_read = st->dense_bytes;
-	st->flops = 2 * b * m->vocab * m->hidden;
-	st->cache = gemm_traffic(b, m->hidden, m->vocab, bpp, p->en.tile);
 }
 
 static double offload_bytes(const struct stage *st)
@@ -468,14 +847,22 @@ int plan_eval(const struct plan_model *m, const struct plan_params *p,
 	      const struct plan_place *pl, unsigned batch, struct plan_result *r,
 	      char *err, size_t errlen)
 {
+	return plan_eval_routed(m, p, pl, batch, NULL, r, err, errlen);
+}
+
+int plan_eval_routed(const struct plan_model *m, const struct plan_params *p,
+		     const struct plan_place *pl, unsigned batch,
+		     const struct plan_routing *routing, struct plan_result *r,
+		     char *err, size_t errlen)
+{
 	const struct plan_hw *hw = &p->hw;
 	const struct plan_energy *en = &p->en;
-	double gpus, flops_s, hbm_bs, link_bs, ddr_bs, ssd_bs, b = batch;
-	double e_step[PLAN_NPARTS] = { 0 };
-	double distinct, static_w, step = 0;
+	double b = batch, e_step[PLAN_NPARTS] = { 0 };
+	double static_w, ddr_installed, step = 0;
 	struct plan_sizes sz;
 	struct stage cur, next;
-	unsigned k, nstages;
+	struct sys s;
+	unsigned nstages, holders, per_gpu, big;
 	int ret;
 
 	memset(r, 0, sizeof(*r));
@@ -488,43 +875,70 @@ int plan_eval(const struct plan_model *m, const struct plan_params *p,
 	if (!batch)
 		return plan_fail(err, errlen, -EINVAL, "batch size must be positive");
 
-	gpus = (double)hw->nodes * hw->gpus_per_node;
-	flops_s = gpus * hw->gpu_tflops * 1e12;
-	hbm_bs = gpus * hw->hbm_gbps * GB;
-	link_bs = gpus * hw->link_gbps * GB;
-	ddr_bs = hw->ddr_gbps > 0 ? hw->nodes * hw->ddr_gbps * GB : link_bs;
-	ssd_bs = hw->ssd_gbps > 0 ? hw->nodes * hw->ssd_gbps * GB : link_bs;
-	k = eff_top_k(m, p);
-	distinct = plan_distinct_experts(m->experts, k, b);
+	memset(&s, 0, sizeof(s));
+	s.per_node = hw->gpus_per_node;
+	s.gpus = (double)hw->nodes * hw->gpus_per_node;
+	s.tp = plan_tp(hw);
+	s.dp = s.gpus / s.tp;
+	s.groups = fmin(b, s.dp);
+	s.bn = ceil(b / s.dp);
+	s.b = b;
+	s.act = hw->act_bytes;
+	s.flops_s = hw->gpu_tflops * 1e12;
+	s.hbm_bs = hw->hbm_gbps * GB;
+	s.link_bs = hw->link_gbps * GB;
+	/* The node's DDR or SSD read rate caps its GPUs' links together; 0: the links set the pace. */
+	s.ddr_bs = hw->ddr_gbps > 0 ? hw->ddr_gbps * GB : INFINITY;
+	s.ssd_bs = hw->ssd_gbps > 0 ? hw->ssd_gbps * GB : INFINITY;
+	s.k = eff_top_k(m, p);
+	if (routing) {
+		ret = plan_routing_stats(routing, m->experts, (unsigned)s.gpus, &s.distinct, &s.ep_max,
+					 err, errlen);
+		if (ret < 0)
+			return ret;
+	} else {
+		s.distinct = plan_distinct_experts(m->experts, s.k, b);
+		s.ep_max = plan_ep_max_uniform(m->experts, s.k, b, (unsigned)s.gpus);
+	}
 	plan_sizes_get(m, p, &sz);
 
 	/*
-	 * Stage i's time overlaps the transfer of stage i+1's offloaded experts
+	 * Stage i's work overlaps the transfer of stage i+1's offloaded experts
 	 * (prefetch one layer ahead); the step repeats, so the first layer's
 	 * experts arrive during the previous step's last stage (the LM head).
+	 * Where the transfer is longer, the stage waits for it: the MoE time is
+	 * the transfer less what the rest of the layer hides.
 	 */
 	nstages = m->layers + 1;
-	stage_layer(m, p, pl, 0, b, distinct, k, &next);
+	stage_layer(m, p, pl, &s, 0, b, &next);
 	for (unsigned i = 0; i < nstages; i++) {
-		double t_compute, t_hbm, t_off, t;
+		double ops = 0, t_hbm, t_off, busy, work, t;
 		unsigned ni = (i + 1) % nstages;
 
 		cur = next;
 		if (ni < m->layers)
-			stage_layer(m, p, pl, ni, b, distinct, k, &next);
+			stage_layer(m, p, pl, &s, ni, b, &next);
 		else
-			stage_head(m, p, b, &next);
+			stage_head(m, p, &s, &next);
 
-		t_compute = cur.flops / flops_s;
-		/* The fetched bytes are written into HBM: they take HBM time from compute. */
-		t_hbm = (cur.hbm_read + offload_bytes(&next)) / hbm_bs;
-		t_off = fmax(offload_bytes(&next) / link_bs,
-			     fmax(next.off[PLAN_TIER_DDR] / ddr_bs, next.off[PLAN_TIER_SSD] / ssd_bs));
-		t = fmax(t_compute, fmax(t_hbm, t_off));
+		ops = cur.t_op[PLAN_TIME_FC] + cur.t_op[PLAN_TIME_ATTN] + cur.t_op[PLAN_TIME_EXPERTS];
+		/* The fetched bytes are written into HBM: they take HBM time from the kernels. */
+		t_hbm = (cur.gpu_hbm + next.gpu_fetch) / s.hbm_bs;
+		/* Rounding aside (the same bytes summed per kernel or at once), only the
+		 * fetched bytes' writes make HBM longer than the kernels. */
+		busy = t_hbm > ops * (1 + 1e-9) ? t_hbm : ops;
+		work = busy + cur.t_op[PLAN_TIME_ALLREDUCE] + cur.t_op[PLAN_TIME_ALLTOALL];
+		t_off = fmax(next.gpu_fetch / s.link_bs,
+			     fmax(next.node_off[PLAN_TIER_DDR] / s.ddr_bs,
+				  next.node_off[PLAN_TIER_SSD] / s.ssd_bs));
+		t = fmax(work, t_off);
 		step += t;
-		if (t == t_off && t_off > 0)
+		for (int c = 0; c < PLAN_NTIMES; c++)
+			r->time_s[c] += cur.t_op[c];
+		r->time_s[PLAN_TIME_OFFLOAD] += (busy - ops) + (t - work);
+		if (t_off > work)
 			r->bound_offload++;
-		else if (t == t_hbm)
+		else if (cur.gpu_hbm / s.hbm_bs >= cur.gpu_flops / s.flops_s)
 			r->bound_hbm++;
 		else
 			r->bound_compute++;
@@ -545,21 +959,37 @@ int plan_eval(const struct plan_model *m, const struct plan_params *p,
 		r->hbm_write_bytes += offload_bytes(&cur);
 		r->flops += cur.flops;
 		r->cache_bytes += cur.cache;
+		r->comm_bytes_per_gpu += cur.comm_bytes;
 	}
 
 	r->ddr_need_bytes = sz.routed_bytes * pl->frac[PLAN_TIER_DDR];
 	r->ssd_need_bytes = sz.routed_bytes * pl->frac[PLAN_TIER_SSD];
-	/* Fetched experts need HBM buffers for two layers: the one computing, the one arriving. */
-	r->hbm_need_bytes = sz.resident_bytes + sz.routed_bytes * pl->frac[PLAN_TIER_HBM] +
-			    sz.kv_bytes_per_token * p->context * b +
-			    2 * distinct * sz.expert_bytes * (1 - pl->frac[PLAN_TIER_HBM]);
-	static_w = gpus * en->gpu_idle_w +
-		   en->ddr_static_w * r->ddr_need_bytes / (en->ddr_static_gb * GB) +
+	/*
+	 * Every data-parallel group holds the resident weights; the KV cache is
+	 * copied across a group where heads share it (MLA) or are fewer than its
+	 * GPUs.  Fetched experts need HBM buffers for two layers: the one
+	 * computing, the one arriving.
+	 */
+	r->hbm_need_bytes = sz.resident_bytes * s.dp + sz.routed_bytes * pl->frac[PLAN_TIER_HBM] +
+			    sz.kv_bytes_per_token * p->context * b * kv_copies(m, s.tp) +
+			    2 * s.distinct * sz.expert_bytes * (1 - pl->frac[PLAN_TIER_HBM]);
+	/*
+	 * Background power of every device for the whole step, as the paper: GPU
+	 * idle (HBM included) and the DDR installed beside each GPU, in every
+	 * placement (a pool larger than that is charged for its size).
+	 */
+	ddr_installed = s.gpus * en->ddr_gb_per_gpu * GB;
+	static_w = s.gpus * en->gpu_idle_w +
+		   en->ddr_static_w * fmax(ddr_installed, r->ddr_need_bytes) / (en->ddr_static_gb * GB) +
 		   (pl->frac[PLAN_TIER_SSD] > 0 ? hw->nodes * en->ssd_idle_w : 0);
 	e_step[PLAN_PART_STATIC] = static_w * step;
 
+	ep_layout(m->experts, (unsigned)s.gpus, &holders, &per_gpu, &big);
 	r->batch = batch;
-	r->distinct_experts = distinct;
+	r->distinct_experts = s.distinct;
+	r->ep_max_experts = s.ep_max;
+	r->ep_mean_experts = holders ? s.distinct / holders : 0;
+	r->ep_max_over_all = per_gpu ? s.ep_max / per_gpu : 0;
 	r->latency_per_token_s = step;
 	r->tokens_per_s = b / step;
 	for (int i = 0; i < PLAN_NPARTS; i++) {
@@ -609,6 +1039,25 @@ const char *plan_part_name(enum plan_part part)
 		return "onchip_cache";
 	case PLAN_PART_STATIC:
 		return "static";
+	}
+	return "?";
+}
+
+const char *plan_time_name(enum plan_time t)
+{
+	switch (t) {
+	case PLAN_TIME_FC:
+		return "fc";
+	case PLAN_TIME_ATTN:
+		return "attention";
+	case PLAN_TIME_EXPERTS:
+		return "experts";
+	case PLAN_TIME_ALLREDUCE:
+		return "allreduce";
+	case PLAN_TIME_ALLTOALL:
+		return "alltoall";
+	case PLAN_TIME_OFFLOAD:
+		return "offload_wait";
 	}
 	return "?";
 }
@@ -689,8 +1138,10 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 	if (!cand)
 		return -ENOMEM;
 	for (size_t bi = 0; bi < req->nbatches; bi++) {
-		double kv = sz.kv_bytes_per_token * p->context * req->batches[bi];
-		double hbm_free = req->hbm_bytes - sz.resident_bytes - kv;
+		/* As plan_eval: resident weights in every data-parallel group, KV copies. */
+		double tp = plan_tp(&p->hw), dp = (double)p->hw.nodes * p->hw.gpus_per_node / tp;
+		double kv = sz.kv_bytes_per_token * p->context * req->batches[bi] * kv_copies(m, tp);
+		double hbm_free = req->hbm_bytes - sz.resident_bytes * dp - kv;
 		/* HBM buffers for the fetched experts of two layers (see plan_eval). */
 		double buf = 2 * sz.expert_bytes *
 			     plan_distinct_experts(m->experts, eff_top_k(m, p), req->batches[bi]);
@@ -700,7 +1151,7 @@ int plan_select(const struct plan_model *m, const struct plan_params *p,
 			ret = plan_fail(err, errlen, -EINVAL, "select: batch size must be positive");
 			goto out;
 		}
-		min_hbm = fmin(min_hbm, sz.resident_bytes + kv + fmin(buf, sz.routed_bytes));
+		min_hbm = fmin(min_hbm, sz.resident_bytes * dp + kv + fmin(buf, sz.routed_bytes));
 		/*
 		 * A fraction h in HBM needs h routed + (1 - h) buf: all of them if they
 		 * fit, else as many as leave room for the buffers.

@@ -4,11 +4,15 @@
  * no I/O, no globals, so every figure can be checked by hand in a unit test.
  *
  * One decode step of a batch of B requests, each with `context` tokens in its KV
- * cache, is walked layer by layer: bytes read from each tier, FLOPs, on-chip
- * cache traffic, and time as the larger of compute, HBM and the offload transfer
- * of the next layer (prefetched one layer ahead).  Energies are per token (the
- * step's joules divided by B).  Method and defaults follow the SSD-offloading
- * energy paper (Kyung, Yun, Ahn, IEEE CAL 2025); see tierctl-plan(8).
+ * cache, is walked layer by layer on the GPU that sets the pace (tensor
+ * parallelism inside a node, data parallelism across nodes, expert parallelism
+ * over every GPU): bytes read from each tier, FLOPs, on-chip cache traffic,
+ * all-reduce and all-to-all time, and the wait for the next layer's offloaded
+ * experts (prefetched one layer ahead) where their transfer outlasts the layer.
+ * Energies are per token (the step's joules divided by B), background power
+ * counted for every device.  Method and defaults follow the SSD-offloading
+ * energy paper (Kyung, Yun, Ahn, IEEE CAL 2025) and its modeling tool; see
+ * tierctl-plan(8).
  */
 #ifndef TIERD_PLAN_H
 #define TIERD_PLAN_H
@@ -42,6 +46,17 @@ enum plan_part {
 };
 #define PLAN_NPARTS 9
 
+/* Where the step's time goes, on the critical path (the busiest GPU). */
+enum plan_time {
+	PLAN_TIME_FC,		/* projections, dense FFN, shared experts, router, LM head */
+	PLAN_TIME_ATTN,		/* KV cache reads and attention scores */
+	PLAN_TIME_EXPERTS,	/* routed experts on the GPU with the most activated */
+	PLAN_TIME_ALLREDUCE,	/* tensor-parallel all-reduce inside a node (NVLink) */
+	PLAN_TIME_ALLTOALL,	/* expert-parallel dispatch and combine (NVLink, InfiniBand) */
+	PLAN_TIME_OFFLOAD,	/* waiting for the next layer's experts, and their HBM writes */
+};
+#define PLAN_NTIMES 6
+
 struct plan_model {
 	char name[64];
 	unsigned layers;
@@ -71,11 +86,17 @@ struct plan_model {
 	unsigned moe_phase;
 };
 
-/* The system, whole: per-GPU figures are multiplied by the GPU count. */
+/*
+ * The system.  Weights other than routed experts are split by tensor
+ * parallelism over `tp` GPUs of a node and replicated over the nodes (data
+ * parallelism: each node serves batch / nodes requests); routed experts are
+ * spread over every GPU (expert parallelism).
+ */
 struct plan_hw {
 	char name[64];
 	unsigned nodes;
 	unsigned gpus_per_node;
+	unsigned tp;			/* tensor-parallel degree inside a node; 0: gpus_per_node */
 	double gpu_tflops;		/* dense BF16, per GPU */
 	double hbm_gbps;		/* per GPU */
 	double hbm_gib;			/* per GPU */
@@ -83,6 +104,11 @@ struct plan_hw {
 	double ddr_gbps;		/* DDR read per node feeding the links; 0: as fast as the links */
 	double ssd_gbps;		/* Flash read per node; 0: as fast as the links */
 	double ddr_gib;			/* installed per node (default capacity for select) */
+	double nvlink_gbps;		/* GPU-to-GPU NVLink per GPU and direction (all-reduce, all-to-all) */
+	double nvlink_lat_us;		/* per transfer (ring hop) */
+	double ib_gbps;			/* InfiniBand per GPU (one port each) and direction */
+	double ib_lat_us;
+	double act_bytes;		/* bytes per activation element on the wire (BF16: 2) */
 };
 
 struct plan_energy {
@@ -94,8 +120,9 @@ struct plan_energy {
 	double pj_l2;			/* pJ/b */
 	double pj_flop;			/* pJ per FLOP (2 per MAC) */
 	double gpu_idle_w;		/* per GPU, includes its HBM */
-	double ddr_static_w;		/* W per ddr_static_gb of DDR holding experts */
+	double ddr_static_w;		/* W per ddr_static_gb of installed DDR */
 	double ddr_static_gb;
+	double ddr_gb_per_gpu;		/* DDR installed per GPU, charged static power in every placement */
 	double ssd_idle_w;		/* per node, when experts live on SSD */
 	unsigned tile;			/* output tile edge of the matmuls (cache model) */
 };
@@ -104,6 +131,7 @@ struct plan_params {
 	struct plan_hw hw;
 	struct plan_energy en;
 	unsigned context;		/* tokens in each request's KV cache */
+	unsigned mla_kv_reads;		/* MLA: reads of the latent cache per step (2: scores, then values) */
 	unsigned top_k;			/* 0: the model's */
 	double bytes_per_param;		/* 0: the model's */
 };
@@ -124,6 +152,14 @@ struct plan_result {
 	double flops;			/* per step */
 	double cache_bytes;		/* per step, on-chip traffic */
 	double distinct_experts;	/* expected, per MoE layer */
+	double time_s[PLAN_NTIMES];	/* per step; sums to latency_per_token_s */
+	/* Expert parallelism, per MoE layer: activated experts on the busiest GPU
+	 * (expected maximum over GPUs), on the average GPU, and the paper's
+	 * imbalance ratio (busiest over all of a GPU's experts activated). */
+	double ep_max_experts;
+	double ep_mean_experts;
+	double ep_max_over_all;
+	double comm_bytes_per_gpu;	/* per step, sent by one GPU (all-reduce, dispatch, combine) */
 	/* Layers whose time is set by compute, HBM, or the offload transfer. */
 	unsigned bound_compute, bound_hbm, bound_offload;
 	/* Capacity the placement needs, whole system. */
@@ -142,6 +178,9 @@ struct plan_sizes {
 	unsigned moe_layers;
 };
 
+/* The tensor-parallel degree in effect: tp, or every GPU of a node when 0. */
+unsigned plan_tp(const struct plan_hw *hw);
+
 /* Paper defaults: DGX H100 with NVLink 5 offload links, energies of the reference. */
 void plan_params_default(struct plan_params *p);
 /* "pj_flash" = "51.2" etc.; -ENOENT for an unknown key, -EINVAL/-ERANGE with err. */
@@ -158,15 +197,46 @@ int plan_sizes_get(const struct plan_model *m, const struct plan_params *p, stru
 /* E * (1 - (1 - k/E)^B): expected distinct experts B uniform tokens activate. */
 double plan_distinct_experts(unsigned experts, unsigned top_k, double batch);
 
+/*
+ * Expected number of activated experts on the busiest of `gpus` GPUs that hold
+ * `experts` experts evenly, when B tokens route uniformly (top-k of E each):
+ * each expert is active with probability p = 1 - (1 - k/E)^B, a GPU's count is
+ * Binomial(E/gpus, p), and E[max] = sum_j (1 - F(j - 1)^gpus), the GPUs taken
+ * as independent (checked against a Monte-Carlo in tests/test-plan.c).
+ */
+double plan_ep_max_uniform(unsigned experts, unsigned top_k, double batch, unsigned gpus);
+
+/*
+ * Measured routing instead of the uniform formula: freq[d] is how often
+ * (any non-negative weights; normalised here) one layer of one batch activated
+ * d distinct experts, d = 0 .. n - 1.  Given d, the activated experts are taken
+ * as a random d-subset, so a GPU's count is hypergeometric.
+ */
+struct plan_routing {
+	const double *freq;
+	size_t n;			/* at most experts + 1 */
+};
+
+/* Mean distinct experts and expected busiest-GPU count of a measured distribution. */
+int plan_routing_stats(const struct plan_routing *rt, unsigned experts, unsigned gpus,
+		       double *mean_distinct, double *ep_max, char *err, size_t errlen);
+
 /* One decode step.  -EINVAL (with err) when an input is out of range. */
 int plan_eval(const struct plan_model *m, const struct plan_params *p,
 	      const struct plan_place *place, unsigned batch, struct plan_result *r,
 	      char *err, size_t errlen);
+/* The same with a measured distribution of distinct experts for this batch size
+ * (NULL: uniform routing, as plan_eval). */
+int plan_eval_routed(const struct plan_model *m, const struct plan_params *p,
+		     const struct plan_place *place, unsigned batch,
+		     const struct plan_routing *routing, struct plan_result *r,
+		     char *err, size_t errlen);
 
 /* The three placements of the paper. */
 void plan_place_all(enum plan_tier t, struct plan_place *place);
 const char *plan_tier_name(enum plan_tier t);
 const char *plan_part_name(enum plan_part part);
+const char *plan_time_name(enum plan_time t);
 /* Sum of the weight components (attention KV excluded): the part batching amortises. */
 double plan_result_weight_j(const struct plan_result *r);
 

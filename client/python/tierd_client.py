@@ -18,6 +18,9 @@ bytes.  Calls that wait for the daemon take timeout_ms (-1: no limit) and
 raise TierdError(ETIMEDOUT) when it passes.  BF16 and FP8 tensors come back as uint16 / uint8 arrays (numpy has
 no such dtypes); reinterpret them with torch.frombuffer(...).view(torch.bfloat16)
 or similar.  Errors raise OSError with the errno and the daemon's reason.
+Acquires of resident experts go without a system call through the library's
+shared residency table; Client(..., fastpath=False), c.fastpath = False or
+TIERD_NO_FASTPATH=1 send them all through the socket.
 """
 import ctypes
 import ctypes.util
@@ -28,6 +31,7 @@ import weakref
 __all__ = ["Client", "Acquisition", "Expert", "Tensor", "TierdError"]
 
 _MAX_DIMS = 8
+_F_SOCKET = 0x1     # TIERD_CLIENT_F_SOCKET
 
 
 class _Key(ctypes.Structure):
@@ -107,6 +111,8 @@ def _load(path=None):
         # c_void_p, not c_char_p: the text is malloc'd and must be freed.
         "tierd_client_metrics_timeout": (c_int, [P, ctypes.POINTER(P), ctypes.POINTER(c_size_t), c_int]),
         "tierd_dtype_name": (ctypes.c_char_p, [ctypes.c_uint32]),
+        "tierd_client_set_flags": (None, [P, ctypes.c_uint]),
+        "tierd_client_flags": (ctypes.c_uint, [P]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
@@ -177,7 +183,7 @@ class Acquisition:
 class Client:
     """A connection to tierd.  path None: $TIERD_SOCKET or /run/tierd/tierd.sock."""
 
-    def __init__(self, path=None, name="python", library=None):
+    def __init__(self, path=None, name="python", library=None, fastpath=True):
         self._lib = _load(library)
         self._live = weakref.WeakSet()
         self._c = ctypes.c_void_p()
@@ -186,6 +192,20 @@ class Client:
         if r < 0:
             self._c = None
             raise TierdError(-r, "cannot connect to tierd: " + os.strerror(-r))
+        if not fastpath:
+            self.fastpath = False
+
+    @property
+    def fastpath(self):
+        """Whether acquires of resident experts may go without a system call
+        (the library's default; TIERD_NO_FASTPATH=1 in the environment turns
+        it off).  Set False to send every acquire through the socket."""
+        return not self._lib.tierd_client_flags(self._c) & _F_SOCKET
+
+    @fastpath.setter
+    def fastpath(self, on):
+        f = self._lib.tierd_client_flags(self._c)
+        self._lib.tierd_client_set_flags(self._c, (f & ~_F_SOCKET) if on else (f | _F_SOCKET))
 
     def _check(self, r, what):
         if r < 0:

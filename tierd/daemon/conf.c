@@ -362,6 +362,81 @@ static int preset_add_kv(struct conf_preset *p, const char *key, const char *val
 	return 0;
 }
 
+static bool node_listed(const int *ids, unsigned n, int id)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (ids[i] == id)
+			return true;
+	return false;
+}
+
+/* "0:64G,1:32G" */
+static int parse_node_sizes(struct tierd_conf *c, const char *v)
+{
+	char buf[512], *save = NULL, *tok;
+	unsigned n = 0;
+
+	if (strlen(v) >= sizeof(buf))
+		return -ERANGE;
+	strcpy(buf, v);
+	for (tok = strtok_r(buf, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		char *colon = strchr(tok, ':');
+		unsigned long long id;
+		uint64_t size;
+		int r;
+
+		if (!colon)
+			return -EINVAL;
+		*colon = '\0';
+		r = parse_uint(tok, CONF_MAX_NODE_ID, &id);
+		if (r)
+			return r;
+		r = conf_parse_size(colon + 1, &size);
+		if (r)
+			return r;
+		if (n == CONF_MAX_POOL_NODES || node_listed(c->pool_size_node, n, (int)id))
+			return -EINVAL;
+		c->pool_size_node[n] = (int)id;
+		c->pool_size_bytes[n] = size;
+		n++;
+	}
+	if (!n)
+		return -EINVAL;
+	c->npool_sizes = n;
+	return 0;
+}
+
+/* "auto" or "0,1" */
+static int parse_nodes(struct tierd_conf *c, const char *v)
+{
+	char buf[512], *save = NULL, *tok;
+	unsigned n = 0;
+
+	if (!strcasecmp(v, "auto")) {
+		c->pool_nodes_auto = true;
+		c->npool_nodes = 0;
+		return 0;
+	}
+	if (strlen(v) >= sizeof(buf))
+		return -ERANGE;
+	strcpy(buf, v);
+	for (tok = strtok_r(buf, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		unsigned long long id;
+		int r = parse_uint(tok, CONF_MAX_NODE_ID, &id);
+
+		if (r)
+			return r;
+		if (n == CONF_MAX_POOL_NODES || node_listed(c->pool_nodes, n, (int)id))
+			return -EINVAL;
+		c->pool_nodes[n++] = (int)id;
+	}
+	if (!n)
+		return -EINVAL;
+	c->npool_nodes = n;
+	c->pool_nodes_auto = false;
+	return 0;
+}
+
 /* Returns 0, or a negative errno with *why set to a static reason. */
 static int conf_apply(struct tierd_conf *c, const char *section, const char *key,
 		      const char *v, unsigned line, const char **why)
@@ -442,8 +517,23 @@ static int conf_apply(struct tierd_conf *c, const char *section, const char *key
 	}
 	if (IS("daemon", "drain_timeout_ms"))
 		UINT(c->drain_timeout_ms, 3600000);
-	if (IS("pool", "size"))
+	if (IS("pool", "size")) {
+		if (strchr(v, ':')) {
+			r = parse_node_sizes(c, v);
+			if (r)
+				*why = "expected NODE:SIZE pairs separated by commas, such as 0:64G,1:32G, "
+				       "each node once";
+			return r;
+		}
+		c->npool_sizes = 0;
 		SIZE(c->pool_size);
+	}
+	if (IS("pool", "nodes")) {
+		r = parse_nodes(c, v);
+		if (r)
+			*why = "expected auto or node numbers separated by commas, such as 0,1, each once";
+		return r;
+	}
 	if (IS("pool", "numa_node")) {
 		if (!strcmp(v, "-1") || !strcasecmp(v, "auto")) {
 			c->numa_node = -1;
@@ -677,6 +767,31 @@ int conf_validate(const struct tierd_conf *c, char *err, size_t errlen)
 	}
 	if (c->pool_size < (2u << 20)) {
 		snprintf(err, errlen, "%s: [pool] size: must be at least 2M", name);
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < c->npool_sizes; i++) {
+		if (c->pool_size_bytes[i] < (2u << 20)) {
+			snprintf(err, errlen, "%s: [pool] size: node %d: must be at least 2M", name,
+				 c->pool_size_node[i]);
+			return -EINVAL;
+		}
+		/* A size for a node without a pool is a typo, not a wish. */
+		if (c->npool_nodes && !node_listed(c->pool_nodes, c->npool_nodes, c->pool_size_node[i])) {
+			snprintf(err, errlen, "%s: [pool] size: node %d is not in [pool] nodes", name,
+				 c->pool_size_node[i]);
+			return -EINVAL;
+		}
+	}
+	for (unsigned i = 0; c->npool_sizes && i < c->npool_nodes; i++) {
+		if (!node_listed(c->pool_size_node, c->npool_sizes, c->pool_nodes[i])) {
+			snprintf(err, errlen, "%s: [pool] size: no size for node %d of [pool] nodes "
+				 "(give NODE:SIZE for each, or one size for all)", name, c->pool_nodes[i]);
+			return -EINVAL;
+		}
+	}
+	if (c->numa_node >= 0 && (c->npool_nodes || c->pool_nodes_auto || c->npool_sizes)) {
+		snprintf(err, errlen, "%s: [pool] numa_node: set together with [pool] nodes or a size per "
+			 "node: keep one (numa_node = N is nodes = N)", name);
 		return -EINVAL;
 	}
 	/* 0 would refuse every connection or drop every client with an answer

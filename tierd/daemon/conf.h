@@ -17,6 +17,9 @@
 #define TIERD_DEFAULT_CONFIG	"/etc/tierd/tierd.conf"
 #define TIERD_DEFAULT_SOCKET	"/run/tierd/tierd.sock"
 #define CONF_MAX_IDS		32
+/* Pools: one per NUMA node in use, at most this many (the protocol's bound). */
+#define CONF_MAX_POOL_NODES	16
+#define CONF_MAX_NODE_ID	4095
 
 enum conf_hugepages {
 	CONF_HUGEPAGES_AUTO,	/* hugetlb if the pool has pages, else THP-aligned */
@@ -65,6 +68,15 @@ struct tierd_conf {
 	/* [pool] */
 	uint64_t pool_size;		/* bytes per NUMA node in use */
 	int numa_node;			/* -1: node of the current CPU */
+	/* [pool] nodes: the nodes with a pool; none and not auto: one pool on
+	 * numa_node (or on the nodes [pool] size names, when it names any). */
+	int pool_nodes[CONF_MAX_POOL_NODES];
+	unsigned npool_nodes;
+	bool pool_nodes_auto;		/* every node of the machine with memory */
+	/* [pool] size = NODE:SIZE,...: bytes of the pool of each node named */
+	int pool_size_node[CONF_MAX_POOL_NODES];
+	uint64_t pool_size_bytes[CONF_MAX_POOL_NODES];
+	unsigned npool_sizes;
 	enum conf_hugepages hugepages;
 	bool pool_lock;			/* mlock the pool */
 

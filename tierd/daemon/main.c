@@ -159,19 +159,20 @@ static rlim_t count_checkpoint_files(const struct tierd_conf *c)
 }
 
 /*
- * RLIMIT_NOFILE.  The engine registers FETCH_MAX_FILES io_uring file slots,
- * which the kernel refuses above the soft limit, keeps every checkpoint file
- * open, and each client is a socket.  Short of that, the soft limit is raised
+ * RLIMIT_NOFILE.  The engine keeps every checkpoint file open, and registers
+ * io_uring file slots for them (FETCH_MAX_FILES, or the soft limit where
+ * lower: the kernel refuses more); each client is a socket.  Short of that, the soft limit is raised
  * to the hard one (tierd polls with epoll, never select, so a high limit costs
- * nothing).  Returns -EMFILE where even the hard limit cannot start the engine;
- * with check_only (tierd -t) nothing is changed.
+ * nothing).  Returns -EMFILE where even the hard limit leaves too few for the
+ * checkpoint files and a few clients: the daemon does not start; with
+ * check_only (tierd -t) nothing is changed.
  */
 static int tierd_nofile(const struct tierd_conf *c, bool check_only)
 {
 	rlim_t files = count_checkpoint_files(c), start, want, limit;
 	struct rlimit rl;
 
-	start = files + NOFILE_MARGIN > FETCH_MAX_FILES ? files + NOFILE_MARGIN : FETCH_MAX_FILES;
+	start = files + NOFILE_MARGIN;
 	want = files + c->max_clients + NOFILE_MARGIN > start ? files + c->max_clients + NOFILE_MARGIN : start;
 	if (getrlimit(RLIMIT_NOFILE, &rl))
 		return 0;	/* cannot happen; the engine would say */
@@ -189,11 +190,11 @@ static int tierd_nofile(const struct tierd_conf *c, bool check_only)
 	if (limit >= want)
 		return 0;
 	if (limit < start) {
-		log_msg(check_only ? LOG_ERR : LOG_WARNING,
-			"open file limit %llu is below the %llu tierd needs to start (%d io_uring file slots, "
-			"%llu checkpoint files): " NOFILE_HINT, (unsigned long long)limit,
-			(unsigned long long)start, FETCH_MAX_FILES, (unsigned long long)files);
-		return check_only ? -EMFILE : 0;
+		log_msg(LOG_ERR,
+			"open file limit %llu is below the %llu tierd needs to start (%llu checkpoint files and "
+			"%d for the rest): " NOFILE_HINT, (unsigned long long)limit,
+			(unsigned long long)start, (unsigned long long)files, NOFILE_MARGIN);
+		return -EMFILE;
 	}
 	log_warn("open file limit %llu is below the %llu this configuration needs (%llu checkpoint files + "
 		 "[daemon] max_clients %u + %d): connections beyond it are refused; " NOFILE_HINT,
@@ -426,7 +427,9 @@ static int tierd_run(struct tierd *t)
 	int listen_fd, r;
 
 	/* Before the engine opens the checkpoints and registers their files. */
-	tierd_nofile(&t->engine_conf, false);
+	r = tierd_nofile(&t->engine_conf, false);
+	if (r)
+		return r;
 	r = engine_create(&t->engine, &t->engine_conf, err, sizeof(err));
 	if (r) {
 		log_err("%s%s", err, nofile_hint(r, err));

@@ -49,10 +49,15 @@ unsigned reload_restart_keys(const struct tierd_conf *a, const struct tierd_conf
 
 	if (len)
 		buf[0] = '\0';
-	if (a->pool_size != b->pool_size)
+	if (a->pool_size != b->pool_size || a->npool_sizes != b->npool_sizes ||
+	    memcmp(a->pool_size_node, b->pool_size_node, sizeof(a->pool_size_node)) ||
+	    memcmp(a->pool_size_bytes, b->pool_size_bytes, sizeof(a->pool_size_bytes)))
 		add(&k, "[pool] size");
 	if (a->numa_node != b->numa_node)
 		add(&k, "[pool] numa_node");
+	if (a->pool_nodes_auto != b->pool_nodes_auto || a->npool_nodes != b->npool_nodes ||
+	    memcmp(a->pool_nodes, b->pool_nodes, sizeof(a->pool_nodes)))
+		add(&k, "[pool] nodes");
 	if (a->hugepages != b->hugepages)
 		add(&k, "[pool] hugepages");
 	if (a->pool_lock != b->pool_lock)

@@ -29,6 +29,7 @@ struct cache_entry {
 	uint32_t pins;
 	uint64_t slot;			/* offset of the slot in the pool */
 	uint64_t resident_ns;		/* CLOCK_MONOTONIC when it became resident */
+	uint32_t pool;			/* which pool (engine.h); the engine sets it */
 	void *owner;			/* the engine's per-entry data */
 	/* Policy-private links and a spare word. */
 	struct cache_entry *pprev, *pnext;

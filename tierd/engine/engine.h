@@ -190,6 +190,57 @@ int engine_model_set_stale(struct engine *e, uint32_t model, const char *file, c
 int engine_model_reload(struct engine *e, uint32_t model, const struct tierd_conf *conf,
 			char *err, size_t errlen);
 
+struct topo;
+
+/* The same on a given topology (topo.h; NULL: this machine's): tests give a
+ * synthetic one, whose pools are labelled with their node but not bound. */
+int engine_create_topo(struct engine **out, const struct tierd_conf *conf, const struct topo *topo,
+		       char *err, size_t errlen);
+
+/*
+ * Pools: one per NUMA node in use ([pool] nodes), each with its own slots.
+ * An expert has one copy, in the pool of the node of the owner whose
+ * request fetched it (the first to ask); an owner on another node is served
+ * that copy (counted as remote).  When the owner's pool is full of pinned
+ * experts, free room in another pool serves (remote) before -ENOSPC.  The
+ * service tells the engine an owner's pool through fn (returns a pool
+ * index; anything else: pool 0).
+ */
+typedef int (*engine_owner_pool_fn)(void *arg, uint32_t owner);
+void engine_set_owner_pool(struct engine *e, engine_owner_pool_fn fn, void *arg);
+/* The pool on node, or -ENOENT. */
+int engine_pool_of_node(const struct engine *e, int node);
+int engine_pool_node(const struct engine *e, uint32_t pool);
+/* The topology the pools were made on (synthetic in tests). */
+const struct topo *engine_topology(const struct engine *e);
+
+/* Per pool (NUMA node).  Requests are counted on the pool of the owner who
+ * asked: local when served from that pool, remote from another's. */
+struct engine_pool_stats {
+	uint64_t bytes_resident;
+	uint64_t experts_resident;
+	uint64_t fetches;		/* reads started into this pool */
+	uint64_t evictions;
+	uint64_t served_local;		/* acquires answered from this pool */
+	uint64_t served_remote;		/* acquires answered from another node's pool */
+};
+
+int engine_get_pool_stats(const struct engine *e, uint32_t pool, struct engine_pool_stats *st);
+/*
+ * The no-system-call hit path (residency.h, tierd-fastpath.h): the residency
+ * table of the models added so far, with what is resident now published.
+ * Models added later get no entries.  -EALREADY if on.
+ */
+struct residency;
+int engine_fast_enable(struct engine *e, char *err, size_t errlen);
+/* NULL while off. */
+struct residency *engine_residency(const struct engine *e);
+/* A client acquired the expert uses times through the table: hits, and a
+ * touch for the policy if it is still resident. */
+void engine_fast_uses(struct engine *e, const struct tierd_key *key, uint32_t uses);
+/* Frees the old slots of stale models that only clients' pin areas held. */
+void engine_fast_settle(struct engine *e);
+
 /* Pool regions, to hand to clients read-only. */
 int engine_pool_count(const struct engine *e);
 int engine_pool_fd(const struct engine *e, uint32_t pool);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -71,6 +72,7 @@ struct fetch {
 	unsigned nbufs;
 	struct fetch_file *files;
 	unsigned nfiles;
+	unsigned max_files;		/* io_uring file slots registered */
 	struct fetch_req *reqs;		/* depth of them */
 	unsigned *free_reqs, nfree;
 	unsigned *redo, nredo;		/* requests waiting to be issued again */
@@ -83,6 +85,16 @@ struct fetch {
 	fetch_submit_fn submit_hook;
 	void *submit_arg;
 };
+
+unsigned fetch_file_slots(void)
+{
+	struct rlimit rl;
+
+	/* The kernel refuses a file table larger than the soft limit. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= FETCH_MAX_FILES)
+		return FETCH_MAX_FILES;
+	return rl.rlim_cur ? (unsigned)rl.rlim_cur : 1;
+}
 
 int fetch_create(struct fetch **out, const struct fetch_opts *o, char *err, size_t errlen)
 {
@@ -104,7 +116,8 @@ int fetch_create(struct fetch **out, const struct fetch_opts *o, char *err, size
 	f->reqs = calloc(f->depth, sizeof(*f->reqs));
 	f->free_reqs = calloc(f->depth, sizeof(*f->free_reqs));
 	f->redo = calloc(f->depth, sizeof(*f->redo));
-	f->files = calloc(FETCH_MAX_FILES, sizeof(*f->files));
+	f->max_files = fetch_file_slots();
+	f->files = calloc(f->max_files, sizeof(*f->files));
 	if (!f->reqs || !f->free_reqs || !f->redo || !f->files) {
 		e = -ENOMEM;
 		goto fail;
@@ -118,9 +131,9 @@ int fetch_create(struct fetch **out, const struct fetch_opts *o, char *err, size
 		goto fail;
 	}
 	f->ring_ok = true;
-	e = io_uring_register_files_sparse(&f->ring, FETCH_MAX_FILES);
+	e = io_uring_register_files_sparse(&f->ring, f->max_files);
 	if (e < 0) {
-		snprintf(err, errlen, "fetch: registering %d file slots: %s", FETCH_MAX_FILES, strerror(-e));
+		snprintf(err, errlen, "fetch: registering %u file slots: %s", f->max_files, strerror(-e));
 		goto fail;
 	}
 	f->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -279,8 +292,9 @@ int fetch_file_open(struct fetch *f, const char *path, char *err, size_t errlen)
 	struct stat sb;
 	int fd, e;
 
-	if (f->nfiles >= FETCH_MAX_FILES) {
-		snprintf(err, errlen, "%s: more than %d checkpoint files open", path, FETCH_MAX_FILES);
+	if (f->nfiles >= f->max_files) {
+		snprintf(err, errlen, "%s: more than %u checkpoint files open%s", path, f->max_files,
+			 f->max_files < FETCH_MAX_FILES ? " (the open file limit: raise LimitNOFILE= or ulimit -n)" : "");
 		return -EMFILE;
 	}
 	fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);

@@ -28,6 +28,9 @@
 
 #define FETCH_ALIGN	4096ULL
 #define FETCH_MAX_FILES	4096
+/* io_uring file slots a fetch engine registers: FETCH_MAX_FILES, or the
+ * open file limit (RLIMIT_NOFILE) where lower; as many checkpoint files. */
+unsigned fetch_file_slots(void);
 
 struct fetch;
 struct fetch_job;

@@ -8,7 +8,7 @@ tests_test_slab_CFLAGS = $(TEST_CFLAGS)
 tests_test_slab_LDADD = $(TEST_LIBS)
 TESTS += tests/test-slab
 
-libtierd_la_SOURCES += tierd/engine/pool.c tierd/engine/pool.h
+libtierd_la_SOURCES += tierd/engine/pool.c tierd/engine/pool.h tierd/engine/topo.c tierd/engine/topo.h
 check_PROGRAMS += tests/test-pool
 tests_test_pool_SOURCES = tests/test-pool.c
 tests_test_pool_CFLAGS = $(TEST_CFLAGS)
@@ -29,7 +29,9 @@ tests_test_cache_CFLAGS = $(TEST_CFLAGS)
 tests_test_cache_LDADD = $(TEST_LIBS)
 TESTS += tests/test-cache
 
-libtierd_la_SOURCES += tierd/engine/engine.c tierd/store/ckwatch.c tierd/store/ckwatch.h
+libtierd_la_SOURCES += tierd/engine/engine.c tierd/engine/engine-int.h tierd/engine/engine-slots.c \
+	tierd/engine/engine-checkpoint.c tierd/store/ckwatch.c tierd/store/ckwatch.h \
+	tierd/engine/residency.c tierd/engine/residency.h tierd/proto/tierd-fastpath.h
 check_PROGRAMS += tests/test-engine
 tests_test_engine_SOURCES = tests/test-engine.c
 tests_test_engine_CFLAGS = $(TEST_CFLAGS)
@@ -47,7 +49,7 @@ tests_test_fetch_eio_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fetch-eio
 
 # tierctl's direct engine commands (bench fetch, fetch, demo).
-client_tierctl_SOURCES += client/tierctl-engine.c
+client_tierctl_SOURCES += client/tierctl-engine.c client/tierctl-direct.h client/tierctl-bench-fetch.c
 
 # Integration: demo checkpoints through the catalog and the engine, every byte.
 check_PROGRAMS += tests/test-engine-demo
@@ -61,3 +63,10 @@ EXTRA_DIST += tests/engine-cli.sh
 # tests/svc-client from client/service.mk).
 TESTS += tests/checkpoint-change.sh
 EXTRA_DIST += tests/checkpoint-change.sh
+
+# The residency table and pin areas of the no-system-call acquire path.
+check_PROGRAMS += tests/test-residency
+tests_test_residency_SOURCES = tests/test-residency.c
+tests_test_residency_CFLAGS = $(TEST_CFLAGS)
+tests_test_residency_LDADD = $(TEST_LIBS)
+TESTS += tests/test-residency

@@ -236,7 +236,7 @@ int pool_create(struct pool **out, const struct pool_opts *o, char *err, size_t 
 		return -ENOMEM;
 	p->fd = p->fd_ro = -1;
 	p->size = (o->size + HUGE_2M - 1) & ~(HUGE_2M - 1);
-	e = resolve_node(o->numa_node, err, errlen);
+	e = o->unbound ? (o->numa_node < 0 ? 0 : o->numa_node) : resolve_node(o->numa_node, err, errlen);
 	if (e < 0)
 		goto fail;
 	p->node = e;
@@ -282,7 +282,7 @@ int pool_create(struct pool **out, const struct pool_opts *o, char *err, size_t 
 		goto fail;
 	}
 	/* Policy first: pages are placed when first touched. */
-	e = bind_node(p, err, errlen);
+	e = o->unbound ? 0 : bind_node(p, err, errlen);
 	if (e < 0)
 		goto fail;
 	e = fault_in(p, err, errlen);
@@ -325,6 +325,85 @@ int pool_create(struct pool **out, const struct pool_opts *o, char *err, size_t 
 fail:
 	pool_destroy(p);
 	return e;
+}
+
+static void nodes_text(const struct topo *t, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; i < t->nnodes && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%d", i ? "," : "", t->nodes[i].id);
+}
+
+static bool node_listed_size(const struct tierd_conf *c, int node)
+{
+	for (unsigned i = 0; i < c->npool_sizes; i++)
+		if (c->pool_size_node[i] == node)
+			return true;
+	return false;
+}
+
+static uint64_t node_size(const struct tierd_conf *c, int node)
+{
+	for (unsigned i = 0; i < c->npool_sizes; i++)
+		if (c->pool_size_node[i] == node)
+			return c->pool_size_bytes[i];
+	return c->pool_size;
+}
+
+int pool_plan(struct pool_plan *plan, const struct tierd_conf *c, const struct topo *t,
+	      char *err, size_t errlen)
+{
+	char have[256];
+
+	memset(plan, 0, sizeof(*plan));
+	nodes_text(t, have, sizeof(have));
+	if (c->pool_nodes_auto) {
+		if (t->nnodes > CONF_MAX_POOL_NODES) {
+			snprintf(err, errlen, "pool: [pool] nodes = auto: this machine has %u nodes with "
+				 "memory (%s), at most %d pools: list the nodes near the GPUs",
+				 t->nnodes, have, CONF_MAX_POOL_NODES);
+			return -E2BIG;
+		}
+		for (unsigned i = 0; i < t->nnodes; i++)
+			plan->node[plan->n++] = t->nodes[i].id;
+	} else if (c->npool_nodes) {
+		for (unsigned i = 0; i < c->npool_nodes; i++)
+			plan->node[plan->n++] = c->pool_nodes[i];
+	} else if (c->npool_sizes) {
+		for (unsigned i = 0; i < c->npool_sizes; i++)
+			plan->node[plan->n++] = c->pool_size_node[i];
+	} else {
+		/* The configuration of one pool keeps its meaning. */
+		plan->n = 1;
+		plan->node[0] = c->numa_node;
+		if (c->numa_node < 0 && t->synthetic)
+			plan->node[0] = t->nodes[0].id;
+		if (plan->node[0] >= 0 && !topo_has_node(t, plan->node[0])) {
+			snprintf(err, errlen, "pool: [pool] numa_node %d: no such node with memory (this "
+				 "machine has %s)", plan->node[0], have);
+			return -ENODEV;
+		}
+		plan->size[0] = c->pool_size;
+		return 0;
+	}
+	for (unsigned i = 0; i < plan->n; i++) {
+		if (!topo_has_node(t, plan->node[i])) {
+			snprintf(err, errlen, "pool: [pool] %s: node %d: no such node with memory (this "
+				 "machine has %s)", c->npool_nodes ? "nodes" : "size", plan->node[i], have);
+			return -ENODEV;
+		}
+		plan->size[i] = node_size(c, plan->node[i]);
+		/* nodes = auto on a machine with a node the sizes forget. */
+		if (c->npool_sizes && !node_listed_size(c, plan->node[i])) {
+			snprintf(err, errlen, "pool: [pool] size: no size for node %d (nodes = auto: this "
+				 "machine has %s; give NODE:SIZE for each, or one size for all)",
+				 plan->node[i], have);
+			return -EINVAL;
+		}
+	}
+	return 0;
 }
 
 void pool_destroy(struct pool *p)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * DDR pool: one shared-memory region (memfd) on one NUMA node.
+ * DDR pool: one shared-memory region (memfd) on one NUMA node; the engine
+ * makes one per node in use (pool_plan).
  *
  * hugetlb pages when the system's hugetlb pool has enough free pages (or when
  * asked), else a 2 MiB aligned shmem mapping advised for transparent huge
@@ -18,6 +19,7 @@
 #include <sys/uio.h>
 
 #include "conf.h"
+#include "topo.h"
 
 /* Largest piece registered with io_uring as one fixed buffer. */
 #define POOL_IOVEC_MAX	(1ULL << 30)
@@ -29,7 +31,26 @@ struct pool_opts {
 	int numa_node;			/* -1: node of the calling CPU */
 	enum conf_hugepages hugepages;
 	bool lock;			/* mlock; needs RLIMIT_MEMLOCK or CAP_IPC_LOCK */
+	/* A node of a synthetic topology (topo.h): numa_node is a label, the
+	 * memory is left where the kernel puts it. */
+	bool unbound;
 };
+
+/* The pools the configuration asks for on a machine: node -1 is the node
+ * of the calling CPU ([pool] numa_node = auto, one pool). */
+struct pool_plan {
+	unsigned n;
+	int node[CONF_MAX_POOL_NODES];
+	uint64_t size[CONF_MAX_POOL_NODES];
+};
+
+/*
+ * [pool] nodes, size and numa_node against the nodes t has.  No nodes and
+ * no size per node: one pool, as numa_node says.  On failure returns a
+ * negative errno and writes the reason (the key, the node) into err.
+ */
+int pool_plan(struct pool_plan *plan, const struct tierd_conf *c, const struct topo *t,
+	      char *err, size_t errlen);
 
 /* On failure returns a negative errno and writes the reason into err. */
 int pool_create(struct pool **out, const struct pool_opts *opts, char *err, size_t errlen);

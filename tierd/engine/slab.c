@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "slab.h"
 
@@ -16,7 +17,8 @@ struct slab_span {
 	uint32_t nfree;
 	uint32_t *free;			/* stack of free slot indices */
 	uint64_t *used;			/* bitmap, to refuse bad or double frees */
-	struct slab_span *prev, *next;	/* class's list of spans with a free slot */
+	LIST_ENTRY(slab_span) link;	/* on the class's partial list while it has a free slot */
+	bool partial;
 };
 
 struct slab_class {
@@ -26,14 +28,16 @@ struct slab_class {
 	uint32_t span_chunks;
 	uint32_t slots_per_span;	/* of a full-size span */
 	bool small;			/* several slots per span: taken from the bottom */
-	struct slab_span *partial;
+	LIST_HEAD(, slab_span) partial;	/* spans with a free slot */
 };
 
 struct slab {
 	uint32_t nchunks;
 	uint32_t chunks_free;
 	struct slab_span **chunk_span;	/* owner of each chunk, NULL when free */
-	struct slab_class *classes;
+	/* Each class allocated on its own: the partial list's head must not
+	 * move when a class is added (its first span points back at it). */
+	struct slab_class **classes;
 	int nclasses;
 };
 
@@ -80,6 +84,8 @@ void slab_destroy(struct slab *s)
 		span_free(sp);
 	}
 	free(s->chunk_span);
+	for (int i = 0; i < s->nclasses; i++)
+		free(s->classes[i]);
 	free(s->classes);
 	free(s);
 }
@@ -111,18 +117,21 @@ static uint32_t span_chunks_for(uint64_t slot)
 
 int slab_class_add(struct slab *s, uint64_t slot_bytes, uint64_t quota_bytes)
 {
-	struct slab_class *c;
+	struct slab_class *c, **v;
 	uint64_t slot;
 
 	if (slot_bytes == 0 || slot_bytes > (uint64_t)s->nchunks * SLAB_CHUNK)
 		return -EINVAL;
 	slot = (slot_bytes + SLAB_ALIGN - 1) & ~(SLAB_ALIGN - 1);
-	c = realloc(s->classes, (s->nclasses + 1) * sizeof(*c));
+	v = realloc(s->classes, (s->nclasses + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	s->classes = v;
+	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	s->classes = c;
-	c = &s->classes[s->nclasses];
-	memset(c, 0, sizeof(*c));
+	s->classes[s->nclasses] = c;
+	LIST_INIT(&c->partial);
 	c->slot_bytes = slot;
 	c->quota = quota_bytes;
 	if (slot >= SLAB_CHUNK) {
@@ -140,7 +149,7 @@ static struct slab_class *class_get(const struct slab *s, int cls)
 {
 	if (cls < 0 || cls >= s->nclasses)
 		return NULL;
-	return &s->classes[cls];
+	return s->classes[cls];
 }
 
 uint64_t slab_class_slot_bytes(const struct slab *s, int cls)
@@ -183,27 +192,20 @@ static int64_t find_run(const struct slab *s, uint32_t n, bool from_top)
 
 static void partial_push(struct slab_class *c, struct slab_span *sp)
 {
-	sp->prev = NULL;
-	sp->next = c->partial;
-	if (c->partial)
-		c->partial->prev = sp;
-	c->partial = sp;
+	LIST_INSERT_HEAD(&c->partial, sp, link);
+	sp->partial = true;
 }
 
-static void partial_remove(struct slab_class *c, struct slab_span *sp)
+static void partial_remove(struct slab_span *sp)
 {
-	if (sp->prev)
-		sp->prev->next = sp->next;
-	else
-		c->partial = sp->next;
-	if (sp->next)
-		sp->next->prev = sp->prev;
-	sp->prev = sp->next = NULL;
+	if (sp->partial)
+		LIST_REMOVE(sp, link);
+	sp->partial = false;
 }
 
 static int span_new(struct slab *s, int cls, struct slab_span **out)
 {
-	struct slab_class *c = &s->classes[cls];
+	struct slab_class *c = s->classes[cls];
 	struct slab_span *sp;
 	uint32_t k = c->span_chunks, nslots;
 	int64_t first = find_run(s, k, !c->small);
@@ -255,7 +257,7 @@ int slab_alloc(struct slab *s, int cls, uint64_t *offset)
 		return -EINVAL;
 	if (c->quota && c->used + c->slot_bytes > c->quota)
 		return -EDQUOT;
-	sp = c->partial;
+	sp = LIST_FIRST(&c->partial);
 	if (!sp) {
 		err = span_new(s, cls, &sp);
 		if (err < 0)
@@ -264,7 +266,7 @@ int slab_alloc(struct slab *s, int cls, uint64_t *offset)
 	idx = sp->free[--sp->nfree];
 	sp->used[idx / 64] |= 1ULL << (idx % 64);
 	if (sp->nfree == 0)
-		partial_remove(c, sp);
+		partial_remove(sp);
 	c->used += c->slot_bytes;
 	*offset = sp->first * SLAB_CHUNK + idx * c->slot_bytes;
 	return 0;
@@ -293,7 +295,7 @@ int slab_free(struct slab *s, int cls, uint64_t offset)
 	sp->free[sp->nfree++] = (uint32_t)idx;
 	c->used -= c->slot_bytes;
 	if (sp->nfree == sp->nslots) {
-		partial_remove(c, sp);
+		partial_remove(sp);
 		for (uint32_t i = 0; i < sp->nchunks; i++)
 			s->chunk_span[sp->first + i] = NULL;
 		s->chunks_free += sp->nchunks;

@@ -206,6 +206,14 @@ int tierd_proto_decode_hello(const void *payload, size_t len, struct tierd_msg_h
 	rd_init(&r, payload, len);
 	rd_u32(&r, &m->pid);
 	rd_str(&r, &m->name, 64, true);
+	m->numa_node = TIERD_NODE_UNSAID;
+	if (!r.why && r.pos < r.len) {
+		uint32_t node = 0;
+
+		if (rd_u32(&r, &node) && node > TIERD_NODE_MAX)
+			rd_fail(&r, "NUMA node out of range");
+		m->numa_node = (int32_t)node;
+	}
 	return rd_end(&r, why);
 }
 
@@ -238,6 +246,23 @@ int tierd_proto_decode_welcome(const void *payload, size_t len, struct tierd_msg
 		for (uint32_t j = 0; !r.why && j < i; j++)
 			if (!strcmp(m->models[j].name, md->name))
 				rd_fail(&r, "two models with one name");
+	}
+	m->fast = 0;
+	m->fast_table_size = m->fast_area_size = 0;
+	if (!r.why && r.pos < r.len) {
+		uint32_t zero = 0;
+
+		rd_u32(&r, &m->fast);
+		rd_u32(&r, &zero);
+		rd_u64(&r, &m->fast_table_size);
+		rd_u64(&r, &m->fast_area_size);
+		if (!r.why && (zero || (m->fast & ~TIERD_WELCOME_F_FAST)))
+			rd_fail(&r, "reserved bits set in the fast path fields");
+		if (!r.why && (m->fast & TIERD_WELCOME_F_FAST) &&
+		    (!m->fast_table_size || m->fast_table_size % 4096 || !m->fast_area_size ||
+		     m->fast_area_size % 4096 || m->fast_table_size > (1ull << 40) ||
+		     m->fast_area_size > (1ull << 40)))
+			rd_fail(&r, "fast path table or pin area size is zero or not a multiple of 4096");
 	}
 	return rd_end(&r, why);
 }
@@ -650,11 +675,20 @@ void tierd_proto_put_str(struct tierd_proto_buf *b, const char *s)
 
 long tierd_proto_encode_hello(void *buf, size_t cap, uint64_t id, uint32_t pid, const char *name)
 {
+	return tierd_proto_encode_hello_node(buf, cap, id, pid, name, TIERD_NODE_UNSAID);
+}
+
+long tierd_proto_encode_hello_node(void *buf, size_t cap, uint64_t id, uint32_t pid, const char *name,
+				   int32_t numa_node)
+{
 	struct tierd_proto_buf b;
 
 	tierd_proto_begin(&b, buf, cap, TIERD_MSG_HELLO, 0, id);
 	tierd_proto_put_u32(&b, pid);
 	tierd_proto_put_str(&b, name);
+	/* Only when said: a daemon before it refuses a longer HELLO. */
+	if (numa_node >= 0)
+		tierd_proto_put_u32(&b, (uint32_t)numa_node);
 	return tierd_proto_end(&b);
 }
 
@@ -802,5 +836,11 @@ void tierd_proto_put_welcome(struct tierd_proto_buf *b, const struct tierd_msg_w
 		tierd_proto_put_u32(b, m->top_k);
 		tierd_proto_put_u64(b, m->nexperts);
 		tierd_proto_put_u64(b, m->slot_bytes);
+	}
+	if (w->fast) {
+		tierd_proto_put_u32(b, w->fast);
+		tierd_proto_put_u32(b, 0);
+		tierd_proto_put_u64(b, w->fast_table_size);
+		tierd_proto_put_u64(b, w->fast_area_size);
 	}
 }

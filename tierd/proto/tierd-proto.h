@@ -13,7 +13,10 @@
  * append: fields at the end of STATS_REPLY, message types, flags.
  *
  * Conversation:
- *   client HELLO -> daemon WELCOME (+ pool fds by SCM_RIGHTS, read-only)
+ *   client HELLO -> daemon WELCOME (+ pool fds by SCM_RIGHTS, read-only;
+ *                   to a 1.3 client that may map the pool, then the residency
+ *                   table's fd, read-only, and its own pin area's, read-write:
+ *                   tierd-fastpath.h)
  *                   or ERROR and close (other major version, refused)
  *   then requests, each answered by the daemon with a message carrying the
  *   same request_id: OK, ACQUIRED, STATS_REPLY, PROGRESS (several, WARM only),
@@ -32,14 +35,16 @@
 
 #define TIERD_PROTO_MAGIC	0x44524954u	/* "TIRD" in memory on little-endian */
 #define TIERD_PROTO_MAJOR	1
-#define TIERD_PROTO_MINOR	1	/* 1.1: METRICS, METRICS_DATA */
+/* 1.1: METRICS, METRICS_DATA; 1.2: METRICS as JSON; 1.3: WELCOME's fast path */
+#define TIERD_PROTO_MINOR	3
 
 /* Largest packet either side sends or accepts (fits the default socket buffer). */
 #define TIERD_PROTO_MAX_MSG	(128u * 1024u)
 #define TIERD_PROTO_MAX_BATCH	1024u	/* keys per PREFETCH/ACQUIRE/RELEASE/... */
 #define TIERD_PROTO_MAX_NAME	1023u	/* model and tensor names, bytes without NUL */
 #define TIERD_PROTO_MAX_MODELS	256u
-#define TIERD_PROTO_MAX_POOLS	16u	/* also the most fds in one WELCOME */
+#define TIERD_PROTO_MAX_POOLS	16u
+#define TIERD_PROTO_MAX_FDS	(TIERD_PROTO_MAX_POOLS + 2u)	/* in one WELCOME: pools, table, pin area */
 #define TIERD_PROTO_MAX_TENSORS	64u	/* per expert */
 #define TIERD_PROTO_MAX_DIMS	8u
 #define TIERD_PROTO_MAX_STATS	256u
@@ -88,7 +93,13 @@ struct tierd_msg_hdr {
 struct tierd_msg_hello {
 	uint32_t pid;			/* informational */
 	const char *name;		/* client's name for logs, may be "" */
+	/* Appended, optional: the NUMA node the client works on (its GPU's);
+	 * TIERD_NODE_UNSAID when absent: the daemon uses its CPUs' node. */
+	int32_t numa_node;
 };
+
+#define TIERD_NODE_UNSAID	(-1)
+#define TIERD_NODE_MAX		4095
 
 #define TIERD_MODEL_F_ALLOWED	0x1u	/* this client may acquire from the model */
 
@@ -108,7 +119,13 @@ struct tierd_msg_welcome {
 	uint64_t pool_size[TIERD_PROTO_MAX_POOLS];
 	uint32_t nmodels;
 	struct tierd_proto_model models[TIERD_PROTO_MAX_MODELS];
+	/* 1.3, sent to 1.3 clients only: the no-system-call path. */
+	uint32_t fast;			/* TIERD_WELCOME_F_FAST: two more fds */
+	uint64_t fast_table_size;
+	uint64_t fast_area_size;
 };
+
+#define TIERD_WELCOME_F_FAST	0x1u
 
 struct tierd_msg_error {
 	int32_t err;			/* negative errno */
@@ -205,6 +222,10 @@ struct tierd_msg_progress {
 /* METRICS formats. */
 enum tierd_metrics_format {
 	TIERD_METRICS_PROMETHEUS = 0,	/* text exposition format 0.0.4 */
+	/* 1.2: the same samples as JSON, {"families": [{"name", "type", "help",
+	 * "samples": [{"name", "labels": {...}, "value"}]}]}: what tierctl
+	 * reads, so that no client parses the text back. */
+	TIERD_METRICS_JSON = 1,
 };
 
 /* METRICS: u32 format, u32 0.  A daemon answers a format it does not know
@@ -286,6 +307,9 @@ void tierd_proto_put_str(struct tierd_proto_buf *b, const char *s);
 
 /* Whole messages. */
 long tierd_proto_encode_hello(void *buf, size_t cap, uint64_t id, uint32_t pid, const char *name);
+/* With the client's NUMA node (TIERD_NODE_UNSAID: none, as above). */
+long tierd_proto_encode_hello_node(void *buf, size_t cap, uint64_t id, uint32_t pid, const char *name,
+				   int32_t numa_node);
 long tierd_proto_encode_keys(void *buf, size_t cap, uint16_t type, uint16_t flags, uint64_t id,
 			     const struct tierd_key *keys, uint32_t count);
 long tierd_proto_encode_error(void *buf, size_t cap, uint64_t id, int err, const char *reason);
@@ -305,7 +329,8 @@ long tierd_proto_encode_metrics_data(void *buf, size_t cap, uint64_t id, const c
  *
  * WELCOME: u64 instance, u32 npools, u32 nmodels, u64 pool_size[npools],
  *   per model: str name, u32 flags, u32 nlayers, u32 experts_per_layer,
- *   u32 top_k, u64 nexperts, u64 slot_bytes.
+ *   u32 top_k, u64 nexperts, u64 slot_bytes; 1.3 (to 1.3 clients): then
+ *   u32 fast, u32 0, u64 fast_table_size, u64 fast_area_size.
  * ACQUIRED: u32 count, u32 0, per expert: u32 model, u32 layer, u32 expert,
  *   u32 ntensors, per tensor: u32 pool, u32 dtype, u64 offset, u64 length,
  *   u32 ndim, u64 shape[ndim], str name.

@@ -423,6 +423,7 @@ void client_evict(struct client *c, const struct tierd_msg_hdr *h,
 	struct server *s = c->srv;
 	/* Which keys repeat one earlier in the batch. */
 	uint64_t again[(TIERD_PROTO_MAX_BATCH + 63) / 64] = { 0 };
+	uint32_t done = 0;
 
 	batch_sort(s, keys, n);
 	for (uint32_t i = 1; i < n; i++)
@@ -445,7 +446,10 @@ void client_evict(struct client *c, const struct tierd_msg_hdr *h,
 	for (uint32_t i = 0; i < n; i++) {
 		struct tierd_key k = { keys[i].model, keys[i].layer, keys[i].expert };
 
-		engine_evict(s->engine, &k);
+		/* A client may pin one through the residency table since the
+		 * check (-EBUSY): the answer counts what was evicted. */
+		if (!engine_evict(s->engine, &k))
+			done++;
 	}
-	client_ok(c, h->request_id, h->flags, n);
+	client_ok(c, h->request_id, h->flags, done);
 }

@@ -138,6 +138,7 @@ void client_drop(struct client *c, const char *why)
 		log_info("released %llu pins of pid %d", (unsigned long long)pins, (int)c->pid);
 	c->acct->held -= pins;
 	pinset_release_all(&c->pins, s->engine);
+	client_fast_close(c);
 	if (s->obs && s->obs->client_gone)
 		s->obs->client_gone(s->obs_arg, c->id);
 	/* Requests still waiting for the engine: their completions release what

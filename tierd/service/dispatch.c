@@ -33,8 +33,8 @@ static int client_welcome(struct client *c, const struct tierd_msg_hdr *h, const
 	struct tierd_proto_buf b;
 	int nmodels = engine_model_count(s->engine);
 	int npools = engine_pool_count(s->engine);
-	int fds[TIERD_PROTO_MAX_POOLS];
-	int nfds;
+	int fds[TIERD_PROTO_MAX_FDS];
+	int nfds, r;
 
 	if (!w)
 		return -ENOMEM;
@@ -45,6 +45,7 @@ static int client_welcome(struct client *c, const struct tierd_msg_hdr *h, const
 		return -ENOMEM;
 	}
 	client_authorize(c);
+	client_numa_choose(c, m->numa_node);
 	c->hello = true;
 	w->instance = s->instance;
 	w->nmodels = (uint32_t)nmodels;
@@ -65,19 +66,26 @@ static int client_welcome(struct client *c, const struct tierd_msg_hdr *h, const
 		pm->nexperts = cat->nexperts;
 		pm->slot_bytes = cat->slot_bytes;
 	}
+	nfds = (int)w->npools;
+	client_fast_open(c, h->minor, w, fds, &nfds);
 	tierd_proto_begin(&b, s->tx, sizeof(s->tx), TIERD_MSG_WELCOME, 0, h->request_id);
 	tierd_proto_put_welcome(&b, w);
-	nfds = (int)w->npools;
 	free(w);
-	log_info("client %u: pid %d uid %u gid %u \"%s\" connected (%s)", c->id, (int)c->pid,
-		 (unsigned)c->uid, (unsigned)c->gid, c->name, c->may_map ? "pool mapped" : "no pool access");
-	return client_send(c, s->tx, tierd_proto_end(&b), fds, nfds);
+	log_info("client %u: pid %d uid %u gid %u \"%s\" connected (%s, NUMA node %d (%s), pool %u)",
+		 c->id, (int)c->pid, (unsigned)c->uid, (unsigned)c->gid, c->name,
+		 c->may_map ? "pool mapped" : "no pool access", c->node, client_node_how[c->node_how],
+		 c->pool);
+	r = client_send(c, s->tx, tierd_proto_end(&b), fds, nfds);
+	if (!r)
+		client_fast_sent(c);
+	return r;
 }
 
 static void client_stats(struct client *c, uint64_t id)
 {
 	uint64_t v[TIERD_STAT_COUNT];
 
+	server_fast_sweep(c->srv);	/* hits through pin areas, up to now */
 	server_get_stats(c->srv, v);
 	client_send(c, c->srv->tx, tierd_proto_encode_stats(c->srv->tx, sizeof(c->srv->tx), id, v,
 							      TIERD_STAT_COUNT), NULL, 0);
@@ -94,13 +102,14 @@ static int client_metrics(struct client *c, uint64_t id, const struct tierd_msg_
 	uint64_t off = 0;
 	int r;
 
-	if (m->format != TIERD_METRICS_PROMETHEUS)
-		return client_error(c, id, -EOPNOTSUPP, "metrics format %u: unknown (0: Prometheus text)",
-				    m->format);
+	if (m->format != TIERD_METRICS_PROMETHEUS && m->format != TIERD_METRICS_JSON)
+		return client_error(c, id, -EOPNOTSUPP, "metrics format %u: unknown (0: Prometheus text, "
+				    "1: JSON)", m->format);
 	if (!s->tel)
 		return client_error(c, id, -ENOTSUP, "this tierd runs without telemetry");
 	telemetry_refresh(s->tel, s->engine, telemetry_now_ns());
-	r = telemetry_render(s->tel, &text, &len);
+	r = telemetry_render_as(s->tel, m->format == TIERD_METRICS_JSON ? METRICS_JSON : METRICS_TEXT,
+				&text, &len);
 	if (r)
 		return client_error(c, id, r, "rendering metrics: %s", strerror(-r));
 	/* The chunks are sent at once: what the socket cannot take waits in

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/queue.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -31,17 +32,18 @@ struct loop_source {
 		loop_signal_fn signal_fn;
 	};
 	void *arg;
-	struct loop_source *next;	/* every source, or the graveyard */
+	/* On the loop's sources until removed, then on its graveyard. */
+	LIST_ENTRY(loop_source) link;
 };
 
 struct loop {
 	int epfd;
 	bool quit;
 	int code;
-	struct loop_source *sources;
+	LIST_HEAD(, loop_source) sources;
 	/* Removed during dispatch; freed when the batch is done, because later
 	 * events of the same batch may still point at them. */
-	struct loop_source *graveyard;
+	LIST_HEAD(, loop_source) graveyard;
 };
 
 int loop_create(struct loop **out)
@@ -51,6 +53,8 @@ int loop_create(struct loop **out)
 
 	if (!l)
 		return -ENOMEM;
+	LIST_INIT(&l->sources);
+	LIST_INIT(&l->graveyard);
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (l->epfd < 0) {
 		err = -errno;
@@ -77,10 +81,10 @@ static void source_free(struct loop_source *s)
 
 static void loop_reap(struct loop *l)
 {
-	while (l->graveyard) {
-		struct loop_source *s = l->graveyard;
+	struct loop_source *s;
 
-		l->graveyard = s->next;
+	while ((s = LIST_FIRST(&l->graveyard))) {
+		LIST_REMOVE(s, link);
 		source_free(s);
 	}
 }
@@ -90,10 +94,10 @@ void loop_destroy(struct loop *l)
 	if (!l)
 		return;
 	loop_reap(l);
-	while (l->sources) {
-		struct loop_source *s = l->sources;
+	struct loop_source *s;
 
-		l->sources = s->next;
+	while ((s = LIST_FIRST(&l->sources))) {
+		LIST_REMOVE(s, link);
 		source_free(s);
 	}
 	close(l->epfd);
@@ -114,8 +118,7 @@ static int loop_register(struct loop *l, struct loop_source *s, uint32_t events,
 		return err;
 	}
 	s->loop = l;
-	s->next = l->sources;
-	l->sources = s;
+	LIST_INSERT_HEAD(&l->sources, s, link);
 	if (out)
 		*out = s;
 	return 0;
@@ -229,14 +232,9 @@ void loop_remove(struct loop_source *s)
 	l = s->loop;
 	epoll_ctl(l->epfd, EPOLL_CTL_DEL, s->fd, NULL);
 	s->removed = true;
-	for (struct loop_source **p = &l->sources; *p; p = &(*p)->next) {
-		if (*p == s) {
-			*p = s->next;
-			break;
-		}
-	}
-	s->next = l->graveyard;
-	l->graveyard = s;
+	/* Constant time: a client's socket goes with every disconnect. */
+	LIST_REMOVE(s, link);
+	LIST_INSERT_HEAD(&l->graveyard, s, link);
 }
 
 static void loop_dispatch(struct loop_source *s, uint32_t events)

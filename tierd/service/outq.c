@@ -48,7 +48,7 @@ ssize_t send_packet(int fd, const void *buf, size_t len, const int *fds, int nfd
 {
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 	union {
-		char buf[CMSG_SPACE(sizeof(int) * TIERD_PROTO_MAX_POOLS)];
+		char buf[CMSG_SPACE(sizeof(int) * TIERD_PROTO_MAX_FDS)];
 		struct cmsghdr align;
 	} ctl;
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };

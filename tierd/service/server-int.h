@@ -41,11 +41,12 @@ struct outmsg {
 	STAILQ_ENTRY(outmsg) link;
 	size_t len;
 	int nfds;
-	int fds[TIERD_PROTO_MAX_POOLS];	/* engine's pool fds: not owned */
+	int fds[TIERD_PROTO_MAX_FDS];	/* the engine's and the pin area's: not owned */
 	uint8_t data[];
 };
 
 struct client;
+struct residency_area;
 
 /* A key of a batch and its position there. */
 struct key_pos {
@@ -103,6 +104,12 @@ struct warm {
 	LIST_ENTRY(warm) link;		/* in its client's warms, or the server's orphan_warms */
 };
 
+enum client_node_how {
+	CLIENT_NODE_DEFAULT,		/* unknown: pool 0 */
+	CLIENT_NODE_SAID,		/* in its HELLO */
+	CLIENT_NODE_CPUS,		/* its CPU affinity */
+};
+
 struct client {
 	struct server *srv;
 	uint32_t id;			/* energy attribution; never 0 or UINT32_MAX */
@@ -114,6 +121,10 @@ struct client {
 	gid_t groups[SERVER_MAX_GROUPS];
 	int ngroups;
 	bool hello;
+	/* numa.c: its NUMA node (-1: unknown), how it was found, its pool. */
+	int node;
+	enum client_node_how node_how;
+	uint32_t pool;
 	bool may_map;			/* allowed every model: may see the whole pool */
 	bool operator;
 	bool *allowed;			/* per engine model */
@@ -135,6 +146,7 @@ struct client {
 	struct uidacct *acct;		/* NULL only while it is set up at accept */
 	TAILQ_ENTRY(client) link;	/* in the server's clients, or once dropped its dead */
 	LIST_ENTRY(client) byid;	/* in its bucket of the server's byid */
+	struct residency_area *fast;	/* its pin area (fastpath.c); NULL: none */
 };
 
 struct server {
@@ -178,6 +190,8 @@ struct server {
 	size_t msc_cap;
 	LIST_HEAD(, acq_req) orphans;	/* requests of departed clients, still pending */
 	LIST_HEAD(, warm) orphan_warms;
+	struct loop_source *fast_timer;	/* sweeps pin areas while there are some */
+	unsigned nfast;
 	const struct server_observer *obs;	/* NULL: nobody listens */
 	void *obs_arg;
 	uint64_t counters[TIERD_STAT_COUNT];
@@ -185,6 +199,15 @@ struct server {
 	alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG];
 	alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
 };
+
+/* ---- numa.c ---- */
+
+extern const char *const client_node_how[];
+
+/* Tells the engine clients' pools, when there are several. */
+void server_numa_init(struct server *s);
+/* Sets c->node, node_how and pool from its HELLO's node (or its CPUs). */
+void client_numa_choose(struct client *c, int32_t said);
 
 /* ---- outq.c ---- */
 
@@ -230,6 +253,22 @@ void client_warm(struct client *c, const struct tierd_msg_hdr *h, const struct t
 /* ---- dispatch.c ---- */
 
 void client_read(struct client *c);
+
+/* ---- fastpath.c: the no-system-call path's areas ---- */
+
+struct tierd_msg_welcome;
+int server_fast_init(struct server *s);
+void server_fast_fini(struct server *s);
+/* A 1.3 client that may map the pool gets a pin area: its fields in w and
+ * two fds appended to fds (the table's, the area's). */
+int client_fast_open(struct client *c, uint16_t minor, struct tierd_msg_welcome *w, int *fds, int *nfds);
+/* After WELCOME: the area's descriptor is closed once it went out (one fd
+ * per client less); one still queued keeps it until the client leaves. */
+void client_fast_sent(struct client *c);
+void client_fast_close(struct client *c);
+/* Reads every area's counters into the statistics and the policy; drops
+ * clients whose area pins more than max_pins experts. */
+void server_fast_sweep(struct server *s);
 
 /* ---- conn.c ---- */
 

@@ -141,7 +141,11 @@ int server_create(struct server **out, struct loop *loop, struct engine *engine,
 	s->max_pins = server_max_pins(s, conf);
 	/* Always: prefetch budgets are settled when fetches end. */
 	engine_set_fetch_observer(engine, server_fetch_done, s);
+	server_numa_init(s);
 	server_pins_init(s);
+	err = server_fast_init(s);
+	if (err)
+		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -154,6 +158,7 @@ void server_destroy(struct server *s)
 	if (!s)
 		return;
 	engine_set_fetch_observer(s->engine, NULL, NULL);
+	engine_set_owner_pool(s->engine, NULL, NULL);
 	if (s->tel)
 		telemetry_set_service_source(s->tel, NULL, NULL);
 	while (!TAILQ_EMPTY(&s->clients))
@@ -174,6 +179,7 @@ void server_destroy(struct server *s)
 		LIST_REMOVE(w, link);
 		free(w);
 	}
+	server_fast_fini(s);
 	pinset_release_all(&s->opins, s->engine);
 	free(s->pins_path);
 	free(s->msc);

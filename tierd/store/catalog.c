@@ -16,7 +16,7 @@
 
 #include <json-c/json.h>
 
-#include "catalog.h"
+#include "catalog-int.h"
 #include "log.h"
 #include "safetensors.h"
 #include "smallfile.h"
@@ -26,8 +26,6 @@
 #define CONFIG_NAME		CATALOG_CONFIG_NAME
 /* JSON side files are small; this bounds what a hostile one can make us allocate. */
 #define MAX_JSON_FILE		(256ULL << 20)
-#define MAX_NUMBER		(1U << 20)	/* layer and expert numbers */
-#define MAX_PARTS		(1U << 24)	/* expert tensors (fused slices count each) */
 
 /*
  * The built-in presets, in the syntax of the configuration file, so that a
@@ -49,16 +47,7 @@ static const char builtin_presets[] =
 	"[preset gpt-oss]\n"
 	"fused = model.layers.{L}.mlp.experts.*\n";
 
-struct match {
-	uint32_t layer;
-	uint32_t expert;
-	bool has_expert;
-	const char *star;	/* what '*' matched */
-	size_t star_len;
-};
-
-static int errf(char *err, size_t errlen, int r, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int errf(char *err, size_t errlen, int r, const char *fmt, ...)
+int catalog_errf(char *err, size_t errlen, int r, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -75,7 +64,7 @@ static int errf(char *err, size_t errlen, int r, const char *fmt, ...)
 	return r;
 }
 
-/* {L} / {E}: a decimal number without leading zeros, below MAX_NUMBER. */
+/* {L} / {E}: a decimal number without leading zeros, below CATALOG_MAX_NUMBER. */
 static size_t match_number(const char *s, uint32_t *out)
 {
 	size_t n = 0;
@@ -83,7 +72,7 @@ static size_t match_number(const char *s, uint32_t *out)
 
 	while (isdigit((unsigned char)s[n])) {
 		v = v * 10 + (uint64_t)(s[n] - '0');
-		if (v >= MAX_NUMBER)
+		if (v >= CATALOG_MAX_NUMBER)
 			return 0;
 		n++;
 	}
@@ -153,7 +142,7 @@ int catalog_preset_check(const char *file, const struct conf_preset *p, char *er
 		unsigned nl = 0, ne = 0, nstar = 0;
 
 		if (!fused && strcmp(kv->key, "tensor"))
-			return errf(err, errlen, -EINVAL,
+			return catalog_errf(err, errlen, -EINVAL,
 				    "%s:%u: [preset %s] %s: unknown key (expected 'tensor' or 'fused')",
 				    file, kv->line, p->name, kv->key);
 		for (const char *c = v; *c; c++) {
@@ -165,19 +154,19 @@ int catalog_preset_check(const char *file, const struct conf_preset *p, char *er
 				nstar++;
 		}
 		if (nl != 1 || ne != (fused ? 0u : 1u) || nstar > 1)
-			return errf(err, errlen, -EINVAL,
+			return catalog_errf(err, errlen, -EINVAL,
 				    "%s:%u: [preset %s] %s = %s: needs one {L}, %s {E} and at most one '*'",
 				    file, kv->line, p->name, kv->key, v, fused ? "no" : "one");
 		npat++;
 	}
 	if (!npat)
-		return errf(err, errlen, -EINVAL, "%s:%u: [preset %s] has no 'tensor' or 'fused' pattern",
+		return catalog_errf(err, errlen, -EINVAL, "%s:%u: [preset %s] has no 'tensor' or 'fused' pattern",
 			    file, p->line, p->name);
 	return 0;
 }
 
 /* The pattern of p that name matches, or NULL. */
-static const struct conf_kv *preset_match(const struct conf_preset *p, const char *name, struct match *m)
+const struct conf_kv *catalog_preset_match(const struct conf_preset *p, const char *name, struct match *m)
 {
 	for (size_t i = 0; i < p->nkv; i++) {
 		memset(m, 0, sizeof(*m));
@@ -188,22 +177,6 @@ static const struct conf_kv *preset_match(const struct conf_preset *p, const cha
 }
 
 /* ---- reading the checkpoint ------------------------------------------------------------- */
-
-struct shard {
-	char *name;			/* relative to the checkpoint directory */
-	struct st_header *h;
-};
-
-struct loader {
-	const char *dir;
-	char *realdir;
-	struct shard *shards;
-	size_t nshards;
-	struct json_object *weight_map;	/* NULL for a single file */
-	struct json_object *config;	/* NULL without config.json */
-	char *err;
-	size_t errlen;
-};
 
 static int read_json_file(struct loader *l, const char *name, bool optional, struct json_object **out)
 {
@@ -230,7 +203,7 @@ static int read_json_file(struct loader *l, const char *name, bool optional, str
 	if (!o || !json_object_is_type(o, json_type_object)) {
 		enum json_tokener_error je = json_tokener_get_error(tok);
 
-		r = errf(l->err, l->errlen, -EINVAL, "%s: not a JSON object%s%s", path,
+		r = catalog_errf(l->err, l->errlen, -EINVAL, "%s: not a JSON object%s%s", path,
 			 o ? "" : ": ", o ? "" : (je == json_tokener_continue ? "unexpected end" :
 						 json_tokener_error_desc(je)));
 		json_object_put(o);
@@ -272,13 +245,13 @@ static int load_shard(struct loader *l, struct shard *s)
 		/* Visibly never 0, since 0 would pass on a shard without a header
 		 * (static analyzers do not see through the variadic errf). */
 		r = errno ? -errno : -EIO;
-		errf(l->err, l->errlen, r, "%s: %s", path, strerror(-r));
+		catalog_errf(l->err, l->errlen, r, "%s: %s", path, strerror(-r));
 		return r;
 	}
 	/* A symlink may point elsewhere in the directory, never out of it. */
 	real = realpath(path, NULL);
 	if (!real || strncmp(real, l->realdir, n) || real[n] != '/' || strchr(real + n + 1, '/')) {
-		r = errf(l->err, l->errlen, -EINVAL, "%s: resolves outside the checkpoint directory", s->name);
+		r = catalog_errf(l->err, l->errlen, -EINVAL, "%s: resolves outside the checkpoint directory", s->name);
 		goto out;
 	}
 	r = st_header_read(&s->h, s->name, fd, l->err, l->errlen);
@@ -298,7 +271,7 @@ static int load_files(struct loader *l)
 	l->realdir = realpath(l->dir, NULL);
 	if (!l->realdir) {
 		r = -errno;
-		return errf(l->err, l->errlen, r, "%s: %s", l->dir, strerror(-r));
+		return catalog_errf(l->err, l->errlen, r, "%s: %s", l->dir, strerror(-r));
 	}
 	r = read_json_file(l, CONFIG_NAME, true, &l->config);
 	if (r)
@@ -313,11 +286,11 @@ static int load_files(struct loader *l)
 		l->nshards = 1;
 		r = load_shard(l, &l->shards[0]);
 		if (r == -ENOENT)
-			errf(l->err, l->errlen, r, "%s: neither " INDEX_NAME " nor " SINGLE_NAME " found", l->dir);
+			catalog_errf(l->err, l->errlen, r, "%s: neither " INDEX_NAME " nor " SINGLE_NAME " found", l->dir);
 		return r;
 	}
 	if (!json_object_object_get_ex(index, "weight_map", &wm) || !json_object_is_type(wm, json_type_object)) {
-		r = errf(l->err, l->errlen, -EINVAL, INDEX_NAME ": no weight_map object");
+		r = catalog_errf(l->err, l->errlen, -EINVAL, INDEX_NAME ": no weight_map object");
 		goto out;
 	}
 	cap = (size_t)json_object_object_length(wm);
@@ -330,11 +303,11 @@ static int load_files(struct loader *l)
 		const char *f = json_object_get_string(fname);
 
 		if (!json_object_is_type(fname, json_type_string)) {
-			r = errf(l->err, l->errlen, -EINVAL, INDEX_NAME ": weight_map['%s'] is not a string", tname);
+			r = catalog_errf(l->err, l->errlen, -EINVAL, INDEX_NAME ": weight_map['%s'] is not a string", tname);
 			goto out;
 		}
 		if (!confined_name(f)) {
-			r = errf(l->err, l->errlen, -EINVAL,
+			r = catalog_errf(l->err, l->errlen, -EINVAL,
 				 INDEX_NAME ": weight_map['%s'] = '%s': file names must stay in the checkpoint directory",
 				 tname, f);
 			goto out;
@@ -342,7 +315,7 @@ static int load_files(struct loader *l)
 		names[n++] = (char *)f;
 	}
 	if (!n) {
-		r = errf(l->err, l->errlen, -EINVAL, INDEX_NAME ": weight_map is empty");
+		r = catalog_errf(l->err, l->errlen, -EINVAL, INDEX_NAME ": weight_map is empty");
 		goto out;
 	}
 	qsort(names, n, sizeof(*names), cmp_str);
@@ -369,7 +342,7 @@ static int load_files(struct loader *l)
 		const struct shard *s = bsearch(&key, l->shards, l->nshards, sizeof(*s), cmp_shard);
 
 		if (!s || !st_header_find(s->h, tname2)) {
-			r = errf(l->err, l->errlen, -EINVAL,
+			r = catalog_errf(l->err, l->errlen, -EINVAL,
 				 INDEX_NAME ": tensor '%s' is mapped to %s, which does not contain it", tname2, key.name);
 			goto out;
 		}
@@ -394,272 +367,13 @@ static void loader_free(struct loader *l)
 }
 
 /* A tensor of a sharded checkpoint counts where the index puts it, nowhere else. */
-static bool tensor_listed(const struct loader *l, const struct shard *s, const char *name)
+bool catalog_tensor_listed(const struct loader *l, const struct shard *s, const char *name)
 {
 	struct json_object *f;
 
 	if (!l->weight_map)
 		return true;
 	return json_object_object_get_ex(l->weight_map, name, &f) && !strcmp(json_object_get_string(f), s->name);
-}
-
-/* ---- mapping tensors to experts ---------------------------------------------------------- */
-
-/* One tensor (or one expert's slice of a fused tensor) of one expert. */
-struct part {
-	uint32_t layer;
-	uint32_t expert;
-	const struct st_tensor *t;
-	char *role;		/* pattern and '*' text: the same for this tensor in every expert */
-	uint32_t file;
-	uint64_t offset;	/* absolute */
-	uint64_t length;
-	uint32_t ndim;
-	uint64_t shape[CATALOG_MAX_DIMS];
-};
-
-struct parts {
-	struct part *v;
-	size_t n, cap;
-};
-
-static void parts_free(struct parts *ps)
-{
-	for (size_t i = 0; i < ps->n; i++)
-		free(ps->v[i].role);
-	free(ps->v);
-	memset(ps, 0, sizeof(*ps));
-}
-
-static struct part *parts_add(struct parts *ps)
-{
-	if (ps->n == ps->cap) {
-		size_t cap = ps->cap ? ps->cap * 2 : 64;
-		struct part *v = realloc(ps->v, cap * sizeof(*v));
-
-		if (!v)
-			return NULL;
-		ps->v = v;
-		ps->cap = cap;
-	}
-	memset(&ps->v[ps->n], 0, sizeof(ps->v[0]));
-	return &ps->v[ps->n++];
-}
-
-/* How many tensors of the checkpoint the preset claims (detection). */
-static size_t preset_score(const struct loader *l, const struct conf_preset *p)
-{
-	size_t score = 0;
-	struct match m;
-
-	for (size_t f = 0; f < l->nshards; f++)
-		for (size_t i = 0; i < l->shards[f].h->ntensors; i++)
-			if (tensor_listed(l, &l->shards[f], l->shards[f].h->tensors[i].name) &&
-			    preset_match(p, l->shards[f].h->tensors[i].name, &m))
-				score++;
-	return score;
-}
-
-static int collect_parts(struct loader *l, const struct conf_preset *p, struct parts *ps, uint64_t *dense)
-{
-	for (size_t f = 0; f < l->nshards; f++) {
-		const struct st_header *h = l->shards[f].h;
-
-		for (size_t i = 0; i < h->ntensors; i++) {
-			const struct st_tensor *t = &h->tensors[i];
-			const struct conf_kv *kv;
-			uint64_t slices = 1, stride;
-			struct match m;
-
-			if (!tensor_listed(l, &l->shards[f], t->name))
-				continue;
-			kv = preset_match(p, t->name, &m);
-			if (!kv) {
-				(*dense)++;
-				continue;
-			}
-			if (!m.has_expert) {
-				if (t->ndim == 0 || t->shape[0] == 0)
-					return errf(l->err, l->errlen, -EINVAL,
-						    "%s: fused tensor '%s' has no experts along its first dimension",
-						    l->shards[f].name, t->name);
-				slices = t->shape[0];
-				if (slices > MAX_NUMBER)
-					return errf(l->err, l->errlen, -EINVAL,
-						    "%s: fused tensor '%s': %" PRIu64 " experts is too many",
-						    l->shards[f].name, t->name, slices);
-			}
-			if (ps->n + slices > MAX_PARTS)
-				return errf(l->err, l->errlen, -E2BIG, "%s: more than %u expert tensors",
-					    l->dir, MAX_PARTS);
-			stride = (t->end - t->begin) / slices;
-			for (uint64_t e = 0; e < slices; e++) {
-				struct part *pt = parts_add(ps);
-
-				if (!pt)
-					return -ENOMEM;
-				pt->layer = m.layer;
-				pt->expert = m.has_expert ? m.expert : (uint32_t)e;
-				pt->t = t;
-				pt->file = (uint32_t)f;
-				pt->offset = h->data_start + t->begin + e * stride;
-				pt->length = stride;
-				if (m.has_expert) {
-					pt->ndim = t->ndim;
-					memcpy(pt->shape, t->shape, sizeof(pt->shape));
-				} else {
-					pt->ndim = t->ndim - 1;
-					memcpy(pt->shape, t->shape + 1, sizeof(pt->shape[0]) * pt->ndim);
-				}
-				if (asprintf(&pt->role, "%s|%.*s", kv->value, (int)m.star_len,
-					     m.star ? m.star : "") < 0) {
-					pt->role = NULL;
-					return -ENOMEM;
-				}
-			}
-		}
-	}
-	return 0;
-}
-
-static int cmp_part(const void *a, const void *b)
-{
-	const struct part *x = a, *y = b;
-
-	if (x->layer != y->layer)
-		return x->layer < y->layer ? -1 : 1;
-	if (x->expert != y->expert)
-		return x->expert < y->expert ? -1 : 1;
-	return strcmp(x->t->name, y->t->name);
-}
-
-/* parts: the expert's parts, in the order of its tensors. */
-static const struct catalog_tensor *find_role(const struct catalog_expert *ex, const struct part *parts,
-					      const char *role)
-{
-	for (uint32_t i = 0; i < ex->ntensors; i++)
-		if (!strcmp(parts[i].role, role))
-			return &ex->tensors[i];
-	return NULL;
-}
-
-static void shape_str(const struct catalog_tensor *t, char *buf, size_t len)
-{
-	size_t n = 0;
-
-	n += (size_t)snprintf(buf, len, "%s[", tierd_dtype_name(t->dtype));
-	for (uint32_t i = 0; i < t->ndim && n < len; i++)
-		n += (size_t)snprintf(buf + n, len - n, "%s%" PRIu64, i ? "," : "", t->shape[i]);
-	if (n < len)
-		snprintf(buf + n, len - n, "]");
-}
-
-/* Fills cat->experts from the sorted parts and checks that every layer is complete and uniform. */
-static int build_experts(struct catalog *cat, struct loader *l, struct parts *ps)
-{
-	size_t *starts = NULL;	/* index in ps of each expert's first part */
-	size_t i = 0, first = 0;	/* first: index in experts of the current layer's expert 0 */
-	int r = 0;
-
-	qsort(ps->v, ps->n, sizeof(*ps->v), cmp_part);
-	cat->experts = calloc(ps->n + 1, sizeof(*cat->experts));
-	starts = calloc(ps->n + 1, sizeof(*starts));
-	if (!cat->experts || !starts) {
-		r = -ENOMEM;
-		goto out;
-	}
-	while (i < ps->n) {
-		struct catalog_expert *ex = &cat->experts[cat->nexperts];
-		size_t j = i;
-
-		while (j < ps->n && ps->v[j].layer == ps->v[i].layer && ps->v[j].expert == ps->v[i].expert)
-			j++;
-		ex->layer = ps->v[i].layer;
-		ex->expert = ps->v[i].expert;
-		ex->tensors = calloc(j - i, sizeof(*ex->tensors));
-		if (!ex->tensors) {
-			r = -ENOMEM;
-			goto out;
-		}
-		cat->nexperts++;
-		for (size_t k = i; k < j; k++) {
-			struct catalog_tensor *t = &ex->tensors[ex->ntensors];
-			const struct part *p = &ps->v[k];
-
-			t->name = strdup(p->t->name);
-			if (!t->name) {
-				r = -ENOMEM;
-				goto out;
-			}
-			ex->ntensors++;
-			t->dtype = p->t->dtype;
-			t->ndim = p->ndim;
-			memcpy(t->shape, p->shape, sizeof(t->shape));
-			t->file = p->file;
-			t->offset = p->offset;
-			t->length = p->length;
-			ex->bytes += p->length;
-		}
-
-		if (cat->nexperts == 1 || ex->layer != ex[-1].layer) {
-			first = cat->nexperts - 1;
-			cat->nlayers++;
-		}
-		if (ex->expert != cat->nexperts - 1 - first) {
-			r = errf(l->err, l->errlen, -EINVAL, "%s: preset %s: layer %u: expert %zu missing (next is %u)",
-				 l->dir, cat->preset, ex->layer, cat->nexperts - 1 - first, ex->expert);
-			goto out;
-		}
-		if (ex->expert + 1 > cat->experts_per_layer)
-			cat->experts_per_layer = ex->expert + 1;
-		starts[cat->nexperts - 1] = i;
-		if (first != cat->nexperts - 1) {
-			/* Same tensors, dtypes and shapes as expert 0 of the layer. */
-			const struct catalog_expert *e0 = &cat->experts[first];
-			const struct part *parts0 = ps->v + starts[first], *partsx = ps->v + i;
-
-			if (ex->ntensors != e0->ntensors) {
-				r = errf(l->err, l->errlen, -EINVAL,
-					 "%s: preset %s: layer %u: expert %u has %u tensors, expert 0 has %u",
-					 l->dir, cat->preset, ex->layer, ex->expert, ex->ntensors, e0->ntensors);
-				goto out;
-			}
-			for (uint32_t k = 0; k < e0->ntensors; k++) {
-				const struct catalog_tensor *t0 = &e0->tensors[k];
-				const struct catalog_tensor *t = find_role(ex, partsx, parts0[k].role);
-				char a[256], b[256];	/* fits 8 dimensions of 20 digits */
-
-				if (!t) {
-					r = errf(l->err, l->errlen, -EINVAL,
-						 "%s: preset %s: layer %u: expert %u has no tensor like '%s' of expert 0",
-						 l->dir, cat->preset, ex->layer, ex->expert, t0->name);
-					goto out;
-				}
-				shape_str(t0, a, sizeof(a));
-				shape_str(t, b, sizeof(b));
-				if (strcmp(a, b)) {
-					r = errf(l->err, l->errlen, -EINVAL,
-						 "%s: preset %s: layer %u: tensor '%s' is %s but '%s' of expert 0 is %s",
-						 l->dir, cat->preset, ex->layer, t->name, b, t0->name, a);
-					goto out;
-				}
-			}
-		}
-		i = j;
-	}
-	/* A layer that ends early (a lost shard, a cut index) would leave its last experts unserved. */
-	for (uint32_t k = 0, n = 0; k < cat->nexperts; k++) {
-		n = k && cat->experts[k].layer == cat->experts[k - 1].layer ? n + 1 : 1;
-		if ((k + 1 == cat->nexperts || cat->experts[k + 1].layer != cat->experts[k].layer) &&
-		    n != cat->experts_per_layer) {
-			r = errf(l->err, l->errlen, -EINVAL, "%s: preset %s: layer %u has %u experts, other layers %u",
-				 l->dir, cat->preset, cat->experts[k].layer, n, cat->experts_per_layer);
-			goto out;
-		}
-	}
-out:
-	free(starts);
-	return r;
 }
 
 /* ---- config.json ------------------------------------------------------------------------ */
@@ -681,8 +395,8 @@ static int config_number(struct loader *l, const char *const *keys, uint32_t *ou
 			if (!json_object_object_get_ex(scopes[s], keys[k], &v) || json_object_is_type(v, json_type_null))
 				continue;
 			n = json_object_get_int64(v);
-			if (!json_object_is_type(v, json_type_int) || n <= 0 || n >= MAX_NUMBER)
-				return errf(l->err, l->errlen, -EINVAL, "%s/" CONFIG_NAME ": %s is not a positive integer",
+			if (!json_object_is_type(v, json_type_int) || n <= 0 || n >= CATALOG_MAX_NUMBER)
+				return catalog_errf(l->err, l->errlen, -EINVAL, "%s/" CONFIG_NAME ": %s is not a positive integer",
 					    l->dir, keys[k]);
 			*out = (uint32_t)n;
 			return 0;
@@ -702,14 +416,14 @@ static int apply_config(struct catalog *cat, struct loader *l)
 	if (r)
 		return r;
 	if (n && n != cat->experts_per_layer)
-		return errf(l->err, l->errlen, -EINVAL,
+		return catalog_errf(l->err, l->errlen, -EINVAL,
 			    "%s: " CONFIG_NAME " says %u experts per layer, the tensors (preset %s) have %u",
 			    l->dir, n, cat->preset, cat->experts_per_layer);
 	r = config_number(l, topk_keys, &cat->top_k);
 	if (r)
 		return r;
 	if (cat->top_k > cat->experts_per_layer)
-		return errf(l->err, l->errlen, -EINVAL, "%s: " CONFIG_NAME ": top-k %u exceeds %u experts per layer",
+		return catalog_errf(l->err, l->errlen, -EINVAL, "%s: " CONFIG_NAME ": top-k %u exceeds %u experts per layer",
 			    l->dir, cat->top_k, cat->experts_per_layer);
 	return 0;
 }
@@ -806,7 +520,7 @@ static const struct conf_preset *detect_preset(const struct loader *l, const str
 			/* A user preset of the same name replaces the built-in one. */
 			if (c == 1 && user && find_preset(user, NULL, p->name))
 				continue;
-			score = preset_score(l, p);
+			score = catalog_preset_score(l, p);
 			if (score > best_score) {
 				best = p;
 				best_score = score;
@@ -846,13 +560,13 @@ int catalog_open(struct catalog **out, const char *dir, const char *preset,
 	if (preset) {
 		p = find_preset(conf, &builtin, preset);
 		if (!p) {
-			r = errf(err, errlen, -ENOENT, "preset '%s' is neither built in nor configured", preset);
+			r = catalog_errf(err, errlen, -ENOENT, "preset '%s' is neither built in nor configured", preset);
 			goto out;
 		}
 	} else {
 		p = detect_preset(&l, conf, &builtin);
 		if (!p) {
-			r = errf(err, errlen, -ENOENT, "%s: no preset matches any tensor name (is it a MoE checkpoint?)",
+			r = catalog_errf(err, errlen, -ENOENT, "%s: no preset matches any tensor name (is it a MoE checkpoint?)",
 				 dir);
 			goto out;
 		}
@@ -863,14 +577,14 @@ int catalog_open(struct catalog **out, const char *dir, const char *preset,
 		r = -ENOMEM;
 		goto out;
 	}
-	r = collect_parts(&l, p, &ps, &cat->dense_tensors);
+	r = catalog_collect_parts(&l, p, &ps, &cat->dense_tensors);
 	if (r)
 		goto out;
 	if (!ps.n) {
-		r = errf(err, errlen, -ENOENT, "%s: preset %s matches no tensor", dir, p->name);
+		r = catalog_errf(err, errlen, -ENOENT, "%s: preset %s matches no tensor", dir, p->name);
 		goto out;
 	}
-	r = build_experts(cat, &l, &ps);
+	r = catalog_build_experts(cat, &l, &ps);
 	if (r)
 		goto out;
 	r = apply_config(cat, &l);
@@ -897,9 +611,9 @@ int catalog_open(struct catalog **out, const char *dir, const char *preset,
 	cat = NULL;
 out:
 	if (r == -ENOMEM)
-		errf(err, errlen, r, "%s: out of memory", dir);
+		catalog_errf(err, errlen, r, "%s: out of memory", dir);
 	catalog_free(cat);
-	parts_free(&ps);
+	catalog_parts_free(&ps);
 	loader_free(&l);
 	if (builtin_ok)
 		conf_free(&builtin);

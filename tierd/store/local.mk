@@ -1,5 +1,7 @@
 # catalog: sources and tests of this area (included by Makefile.am).
-libtierd_la_SOURCES += tierd/store/safetensors.c tierd/store/safetensors.h tierd/store/catalog.c \
+libtierd_la_SOURCES += tierd/store/safetensors.c tierd/store/safetensors.h tierd/store/safetensors-int.h \
+	tierd/store/safetensors-walk.c tierd/store/catalog.c \
+	tierd/store/catalog-int.h tierd/store/catalog-experts.c \
 	tierd/store/demostore.c tierd/store/demostore.h tierd/daemon/smallfile.c tierd/daemon/smallfile.h
 client_tierctl_SOURCES += client/tierctl-catalog.c
 

@@ -3,7 +3,7 @@ libtierd_la_SOURCES += \
 	tierd/telemetry/probes.c tierd/telemetry/probes.h \
 	tierd/telemetry/nvme.c tierd/telemetry/nvme.h \
 	tierd/telemetry/energy.c tierd/telemetry/energy.h \
-	tierd/telemetry/metrics.c tierd/telemetry/metrics.h \
+	tierd/telemetry/metrics.c tierd/telemetry/metrics.h tierd/telemetry/metrics-export.c \
 	tierd/telemetry/telemetry.c tierd/telemetry/telemetry.h \
 	tierd/telemetry/usage.c tierd/telemetry/usage.h
 # probes.c includes the skeletons, which BUILT_SOURCES makes first.

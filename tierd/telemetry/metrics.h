@@ -42,6 +42,13 @@ struct metrics_model {
 	uint64_t reloads;
 };
 
+/* One pool (NUMA node in use), as the engine counts it (engine.h). */
+struct metrics_pool {
+	int node;
+	uint64_t size;
+	struct engine_pool_stats st;
+};
+
 /* One connected client, as the service sees it. */
 struct metrics_client {
 	uint32_t id;
@@ -75,9 +82,24 @@ struct metrics_input {
 	const struct metrics_model *models;
 	size_t nmodels;
 	const struct metrics_service *service;
+	const struct metrics_pool *pools;
+	size_t npools;
+};
+
+/*
+ * The two renderings of one sample set: the Prometheus text exposition, and
+ * JSON for tierctl (no text to parse back): {"families": [{"name", "type",
+ * "help", "samples": [{"name", "labels": {...}, "value"}]}]}, values as
+ * integers where the text has integers.
+ */
+enum metrics_format {
+	METRICS_TEXT,
+	METRICS_JSON,
 };
 
 /* Renders into a malloc'd NUL-terminated buffer. */
+int metrics_render_as(const struct metrics_input *in, enum metrics_format format, char **text, size_t *len);
+/* The text exposition. */
 int metrics_render(const struct metrics_input *in, char **text, size_t *len);
 
 /* "major:minor" -> "vda" through sysfs; falls back to "major:minor". */

@@ -40,6 +40,8 @@ struct telemetry {
 	bool export_warned;		/* rendering or HTTP publishing failed */
 	struct metrics_model *models;	/* the engine's, as of the last refresh */
 	size_t nmodels;
+	struct metrics_pool pools[CONF_MAX_POOL_NODES];	/* as of the last refresh */
+	size_t npools;
 	telemetry_service_fn service_fn;
 	void *service_arg;
 };
@@ -243,6 +245,11 @@ int telemetry_tick(struct telemetry *t, uint64_t now_ns)
 
 int telemetry_render(struct telemetry *t, char **text, size_t *len)
 {
+	return telemetry_render_as(t, METRICS_TEXT, text, len);
+}
+
+int telemetry_render_as(struct telemetry *t, enum metrics_format format, char **text, size_t *len)
+{
 	struct metrics_nvme *nv = NULL;
 	struct metrics_input in = { 0 };
 	size_t n = 0;
@@ -268,8 +275,10 @@ int telemetry_render(struct telemetry *t, char **text, size_t *len)
 	in.fetch_latency = t->fetch_latency;
 	in.models = t->models;
 	in.nmodels = t->nmodels;
+	in.pools = t->pools;
+	in.npools = t->npools;
 	in.service = t->service_fn ? t->service_fn(t->service_arg) : NULL;
-	r = metrics_render(&in, text, len);
+	r = metrics_render_as(&in, format, text, len);
 	free(nv);
 	return r;
 }
@@ -349,6 +358,16 @@ int telemetry_refresh(struct telemetry *t, const struct engine *e, uint64_t now_
 	engine_get_stats(e, &st);
 	telemetry_set_engine_stats(t, &st);
 	telemetry_set_models(t, e);
+	t->npools = 0;
+	for (int p = 0; p < engine_pool_count(e) && p < CONF_MAX_POOL_NODES; p++) {
+		struct metrics_pool *mp = &t->pools[t->npools];
+
+		if (engine_get_pool_stats(e, (uint32_t)p, &mp->st) < 0)
+			continue;
+		mp->node = engine_pool_node(e, (uint32_t)p);
+		mp->size = engine_pool_size(e, (uint32_t)p);
+		t->npools++;
+	}
 	return telemetry_tick(t, now_ns);
 }
 

@@ -43,6 +43,8 @@ unsigned telemetry_period_ms(const struct telemetry *t);
 int telemetry_tick(struct telemetry *t, uint64_t now_ns);
 /* The exposition text of the last tick's state (malloc'd). */
 int telemetry_render(struct telemetry *t, char **text, size_t *len);
+/* The same sample, as text or JSON (metrics.h). */
+int telemetry_render_as(struct telemetry *t, enum metrics_format format, char **text, size_t *len);
 
 struct energy *telemetry_energy(struct telemetry *t);
 /* NULL when running without probes. */
