@@ -7,7 +7,8 @@ liburing-dev libnuma-dev libnvme-dev libsystemd-dev libbpf-dev bpftool clang llv
 libclang-rt-14-dev libjson-c-dev libinih-dev libmicrohttpd-dev libcmocka-dev
 libxxhash-dev libfuse3-dev fuse3 fio prometheus qemu-system-x86 qemu-utils
 busybox-static debootstrap nvme-cli systemd python3 python3-numpy python3-torch cpio
-kmod e2fsprogs procps psmisc iproute2 curl python3-prometheus-client spin"
+kmod e2fsprogs procps psmisc iproute2 curl python3-prometheus-client spin
+debhelper dh-python lintian python3-yaml python3-kubernetes"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -99,7 +99,8 @@ int main(int argc, char **argv)
 	static const uint64_t counts[] = { 3, 5, 1, 0 };
 	struct metrics_hist h = { .n = 3, .le = le, .counts = counts, .sum = 0.123 };
 	struct engine_stats st = { .hits = 10, .misses = 4, .evictions = 1, .fetches = 4,
-				   .bytes_read = 5 << 20, .bytes_resident = 3 << 20, .pins = 2 };
+				   .bytes_read = 5 << 20, .bytes_resident = 3 << 20, .pins = 2,
+				   .evict_age_hist = { 1 }, .evict_age_ns_sum = 250000000 };
 	struct nvmedev_info nv;
 	struct metrics_nvme mn = { .device = "nvme0n1", .info = &nv };
 	struct metrics_model models[] = {

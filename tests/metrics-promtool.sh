@@ -29,6 +29,7 @@ fi
 missing=""
 for m in tierd_bytes_total tierd_energy_joules_total tierd_nvme_power_state_seconds_total \
 	tierd_cache_hits_total tierd_cache_misses_total tierd_cache_evictions_total \
+	tierd_cache_eviction_age_seconds_bucket \
 	tierd_fetch_duration_seconds_bucket tierd_tokens_total tierd_model_energy_joules_total \
 	tierd_client_energy_joules_total tierd_device_busy_seconds_total \
 	tierd_model_stale tierd_checkpoint_changes_total tierd_model_reloads_total; do

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -256,7 +257,9 @@ static void test_shared_and_hit(void **state)
 	struct tierd_key k = { 0, 3, 2 };
 	struct got a = { 0 }, b = { 0 }, c = { 0 };
 	struct engine_stats st;
+	struct timespec t0, t1;
 
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	assert_int_equal(engine_acquire(e, &k, ENGINE_PREFETCH, on_done, &a), 0);
 	assert_int_equal(engine_acquire(e, &k, ENGINE_DEMAND, on_done, &b), 0);
 	assert_int_equal(engine_release(e, &k), -EBUSY);	/* still being read */
@@ -279,9 +282,22 @@ static void test_shared_and_hit(void **state)
 		assert_int_equal(engine_release(e, &k), 0);
 	assert_int_equal(engine_evict(e, &k), 0);
 	assert_int_equal(engine_evict(e, &k), -ENOENT);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
 	engine_get_stats(e, &st);
 	assert_int_equal(st.evictions, 1);
 	assert_int_equal(st.bytes_resident, 0);
+	/* The eviction is in the age histogram, in the bucket of its own age,
+	 * and that age is no longer than the whole test so far. */
+	for (unsigned i = 0; i <= ENGINE_EVICT_AGE_BUCKETS; i++) {
+		bool here = (i == ENGINE_EVICT_AGE_BUCKETS ||
+			     (double)st.evict_age_ns_sum <= engine_evict_age_le[i] * 1e9) &&
+			    (i == 0 || (double)st.evict_age_ns_sum > engine_evict_age_le[i - 1] * 1e9);
+
+		assert_int_equal(st.evict_age_hist[i], here ? 1 : 0);
+	}
+	assert_true(st.evict_age_ns_sum > 0);
+	assert_true(st.evict_age_ns_sum <= (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ULL +
+						 (uint64_t)t1.tv_nsec - (uint64_t)t0.tv_nsec);
 	engine_destroy(e);
 }
 

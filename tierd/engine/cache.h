@@ -29,6 +29,7 @@ struct cache_entry {
 	enum cache_state state;
 	uint32_t pins;
 	uint64_t slot;			/* offset of the slot in the pool */
+	uint64_t resident_ns;		/* CLOCK_MONOTONIC when it became resident */
 	uint32_t pool;			/* which pool (engine.h); the engine sets it */
 	uint32_t flags;			/* CACHE_F_*: the engine's and the lab's */
 	void *owner;			/* the engine's per-entry data */

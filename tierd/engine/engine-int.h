@@ -171,6 +171,8 @@ int engine_pool_near(const struct engine *e, uint32_t near);
 /* engine-slots.c */
 /* The catalog index of (layer, expert), or -ENOENT. */
 int engine_expert_index(const struct catalog *cat, uint32_t layer, uint32_t expert);
+/* engine.c: CLOCK_MONOTONIC in ns (when an expert became resident, its age at eviction). */
+uint64_t engine_now_ns(void);
 /* Frees a resident, unpinned entry's slot and drops it from the cache. */
 void engine_evict_entry(struct engine *e, struct cache_entry *ce);
 /* A slot for the model in pool, evicting at most max_evict experts. */

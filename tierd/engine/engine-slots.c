@@ -76,7 +76,13 @@ void engine_evict_entry(struct engine *e, struct cache_entry *ce)
 {
 	const struct engine_model *m = &e->models[ce->key.model];
 	int xi = engine_expert_index(m->cat, ce->key.layer, ce->key.expert);
+	uint64_t age = engine_now_ns() - ce->resident_ns;
+	unsigned b = 0;
 
+	while (b < ENGINE_EVICT_AGE_BUCKETS && (double)age > engine_evict_age_le[b] * 1e9)
+		b++;
+	e->st.evict_age_hist[b]++;
+	e->st.evict_age_ns_sum += age;
 	engine_fast_unpublish(e, &ce->key);
 	slab_free(engine_slab(e, ce->pool), m->cls, ce->slot);
 	if (xi >= 0)

@@ -32,6 +32,14 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t engine_now_ns(void)
+{
+	return mono_ns();
+}
+
+/* Decimal bounds, so that alerting rules can name a bucket (le="10"). */
+const double engine_evict_age_le[ENGINE_EVICT_AGE_BUCKETS] = { 1, 10, 60, 600, 3600 };
+
 static unsigned lat_slot(uint64_t ns)
 {
 	unsigned s = ns < 2 ? 0 : 63u - (unsigned)__builtin_clzll(ns);
@@ -428,6 +436,7 @@ static void fetch_done(void *arg, int err, uint64_t bytes)
 			cache_remove(e->cache, ce);
 	} else {
 		cache_set_resident(e->cache, ce);
+		ce->resident_ns = mono_ns();
 		engine_account(e, fl->pool, m->cat->experts[xi].bytes, 1);
 		engine_fast_publish(e, ce);
 		engine_slot_info(e, ce, &info);

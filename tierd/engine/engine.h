@@ -51,6 +51,8 @@ typedef void (*engine_done_fn)(void *arg, int err, const struct engine_slot_info
 /* Fetch latency histogram: log2 slots of ns, slot i counts fetches that
  * took 2^i <= ns < 2^(i+1) (slot 0 also holds 0 and 1). */
 #define ENGINE_LAT_SLOTS	48
+#define ENGINE_EVICT_AGE_BUCKETS	5
+extern const double engine_evict_age_le[ENGINE_EVICT_AGE_BUCKETS];
 
 struct engine_stats {
 	/* hits/misses count acquires; fetches are reads of an expert started. */
@@ -66,6 +68,11 @@ struct engine_stats {
 	/* Completed fetches, first request (acquire or prefetch) to resident. */
 	uint64_t fetch_ns_hist[ENGINE_LAT_SLOTS];
 	uint64_t fetch_ns_sum;
+	/* Evictions by how long the expert had been resident (upper bounds in
+	 * engine_evict_age_le, the last slot above them all): experts evicted
+	 * moments after their fetch mean the pool thrashes. */
+	uint64_t evict_age_hist[ENGINE_EVICT_AGE_BUCKETS + 1];
+	uint64_t evict_age_ns_sum;
 };
 
 /*

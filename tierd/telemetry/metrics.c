@@ -431,11 +431,19 @@ static void render_engine(struct msink *s, const struct engine_stats *st)
 		  "Acquires refused up front: no slot could be freed (every resident expert pinned, a quota).",
 		  offsetof(struct engine_stats, refused) },
 	};
+	uint64_t age_cum[ENGINE_EVICT_AGE_BUCKETS + 1], age_n = 0;
 
 	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
 		ms_family(s, c[i].name, "counter", c[i].help);
 		ms_sample_u(s, c[i].name, *(const uint64_t *)((const char *)st + c[i].off), NULL);
 	}
+	ms_family(s, "tierd_cache_eviction_age_seconds", "histogram",
+		  "Evicted experts by how long they had been resident: evictions in the lowest "
+		  "buckets are experts fetched moments before, a pool too small for its working set.");
+	for (unsigned i = 0; i <= ENGINE_EVICT_AGE_BUCKETS; i++)
+		age_cum[i] = age_n += st->evict_age_hist[i];
+	ms_hist_tail(s, "tierd_cache_eviction_age_seconds", NULL, NULL, engine_evict_age_le, age_cum,
+		     ENGINE_EVICT_AGE_BUCKETS, (double)st->evict_age_ns_sum / 1e9);
 	ms_family(s, "tierd_pool_resident_bytes", "gauge", "Bytes of experts resident in the DDR pool.");
 	ms_sample_u(s, "tierd_pool_resident_bytes", st->bytes_resident, NULL);
 	ms_family(s, "tierd_pool_pins", "gauge", "Pins held by clients on pool slots.");
