@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "conf.h"
 #include "tierd-proto.h"
@@ -490,6 +491,46 @@ static int read_through(const char *path, char *err, size_t errlen)
 	return ret;
 }
 
+/*
+ * A header whose checksum is right but whose model is larger than any reader
+ * sizes tables for (4294967233 experts: a word count that wraps to 0 in the
+ * planner) is refused at open, naming the model.
+ */
+static void test_v1_model_bounds(void **state)
+{
+	static const struct trace_model_desc models[] = { { "m", 2, 4, 2 } };
+	static const uint8_t name_rec[] = { 1, 0, 'm' };
+	struct trace_writer *w = NULL;
+	char path[600], err[512];
+	uint8_t *b, *at = NULL;
+	uint32_t hlen;
+	uint64_t sum;
+	size_t len;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/bounds.tdt", tmpdir);
+	unlink(path);
+	if (trace_writer_create(&w, path, models, 1, NULL, 0, err, sizeof(err)) ||
+	    trace_writer_close(w, err, sizeof(err)))
+		fail_msg("%s", err);
+	b = slurp(path, &len);
+	hlen = (uint32_t)b[12] | (uint32_t)b[13] << 8 | (uint32_t)b[14] << 16 | (uint32_t)b[15] << 24;
+	assert_true(hlen <= len);
+	for (size_t i = 0; i + sizeof(name_rec) <= hlen && !at; i++)
+		if (!memcmp(b + i, name_rec, sizeof(name_rec)))
+			at = b + i - 12;	/* layers, experts, top-k, then the name */
+	assert_non_null(at);
+	at[4] = 0xc1;
+	at[5] = at[6] = at[7] = 0xff;
+	sum = XXH64(b, hlen - 8, 0);
+	for (int i = 0; i < 8; i++)
+		b[hlen - 8 + i] = (uint8_t)(sum >> (8 * i));
+	spit(path, b, len);
+	free(b);
+	assert_int_equal(read_through(path, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "model 0: 2 layers, 4294967233 experts"));
+}
+
 /* Cut anywhere, or one byte changed anywhere: refused with an error that
  * names a byte offset, never read as a shorter or different trace. */
 static void test_v1_truncated_corrupt(void **state)
@@ -800,6 +841,7 @@ int main(void)
 		cmocka_unit_test(test_v1_roundtrip_synthetic),
 		cmocka_unit_test(test_v1_writer_refusals),
 		cmocka_unit_test(test_v1_truncated_corrupt),
+		cmocka_unit_test(test_v1_model_bounds),
 		cmocka_unit_test(test_conf_trace),
 		cmocka_unit_test(test_rec_never_blocks),
 		cmocka_unit_test(test_rec_limit_and_shapes),

@@ -88,7 +88,8 @@ static int seq_push(struct ptseq *s, const struct trace_event *ev)
  * (one row may come in several acquires of a layer: their union). */
 static int seq_rows(struct plan_trace *t, struct ptseq *s)
 {
-	size_t per_row = (size_t)t->shape.nlayers * t->words, row = 0;
+	uint64_t per_row64 = (uint64_t)t->shape.nlayers * t->words;
+	size_t per_row = (size_t)per_row64, row = 0;
 	uint32_t last = 0;
 	bool any = false;
 
@@ -100,6 +101,9 @@ static int seq_rows(struct plan_trace *t, struct ptseq *s)
 		}
 	if (!s->nrows)
 		return 0;
+	/* The reader bounds layers and experts; checked again all the same. */
+	if (!per_row64 || per_row64 > SIZE_MAX / sizeof(*s->mask) / s->nrows)
+		return -EOVERFLOW;
 	s->mask = calloc((size_t)s->nrows * per_row, sizeof(*s->mask));
 	if (!s->mask)
 		return -ENOMEM;
@@ -176,7 +180,7 @@ int plan_trace_load(struct plan_trace **out, const char *path, char *err, size_t
 	}
 	if (ret < 0)
 		goto out;
-	t->words = (t->shape.nexperts + 63) / 64;
+	t->words = (uint32_t)(((uint64_t)t->shape.nexperts + 63) / 64);
 	for (unsigned i = 0; i < t->shape.nseqs; i++) {
 		ret = seq_rows(t, &t->seqs[i]);
 		if (ret < 0)

@@ -28,8 +28,8 @@
 #define TJ_DEPTH		16
 /* Far above any real trace (the shared one is 120 KB). */
 #define TJ_MAX_BYTES		(1ull << 30)
-#define TJ_MAX_LAYERS		65536u
-#define TJ_MAX_EXPERTS		(1u << 20)
+#define TJ_MAX_LAYERS		TRACE_MAX_LAYERS
+#define TJ_MAX_EXPERTS		TRACE_MAX_BANK
 
 struct tj_prompt {
 	char *name;

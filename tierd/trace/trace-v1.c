@@ -136,8 +136,16 @@ static int parse_header(struct trace_reader *r, struct tv1 *t, char *err, size_t
 			goto out;
 		}
 		if (model) {
-			t->models[i] = (struct trace_model_desc){ t->strings + spos, tv1_get32(h + o),
-								  tv1_get32(h + o + 4), tv1_get32(h + o + 8) };
+			uint32_t nl = tv1_get32(h + o), ne = tv1_get32(h + o + 4), tk = tv1_get32(h + o + 8);
+
+			/* The bounds of the JSON reader: what readers size tables by. */
+			if (nl > TRACE_MAX_LAYERS || ne > TRACE_MAX_BANK || tk > TRACE_MAX_EXPERTS) {
+				ret = trace_bad(err, errlen, "%s: byte offset %zu: model %u: %u layers, %u experts, "
+						"top-k %u: beyond %u, %u, %u", r->path, o, i, nl, ne, tk,
+						TRACE_MAX_LAYERS, TRACE_MAX_BANK, TRACE_MAX_EXPERTS);
+				goto out;
+			}
+			t->models[i] = (struct trace_model_desc){ t->strings + spos, nl, ne, tk };
 			t->names[i] = t->strings + spos;
 		} else {
 			uint32_t k = i - t->nmodels;

@@ -17,6 +17,9 @@
 
 /* Most expert ids one event carries (a layer's top-k, or a hint's list). */
 #define TRACE_MAX_EXPERTS	256
+/* Most layers and experts per layer a trace's model may have (both formats). */
+#define TRACE_MAX_LAYERS	65536u
+#define TRACE_MAX_BANK		(1u << 20)
 
 enum trace_kind {
 	/* A client acquired these experts of one layer (one ACQUIRE batch, or
