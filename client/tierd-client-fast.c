@@ -57,9 +57,11 @@ int tdc_fast_open(struct tierd_client *c, const struct tierd_msg_welcome *w, int
 	    h->entries_offset < sizeof(*h) || h->entries_offset % 8 ||
 	    h->entries_offset > f->table_size ||
 	    (uint64_t)h->nentries * sizeof(struct tierd_fast_entry) > f->table_size - h->entries_offset ||
-	    (uint64_t)h->nentries * sizeof(struct tierd_fast_pin) > f->area_size)
+	    (uint64_t)h->nentries * sizeof(struct tierd_fast_pin) + sizeof(struct tierd_fast_area_tail) >
+		    f->area_size)
 		goto off;
 	f->nentries = h->nentries;
+	f->tail = (const struct tierd_fast_area_tail *)(f->pins + f->nentries);
 	f->ent = (const struct tierd_fast_entry *)((const uint8_t *)h + h->entries_offset);
 	memcpy(f->models, h->models, sizeof(f->models));
 	for (uint32_t i = 0; i < h->nmodels; i++) {
@@ -163,7 +165,8 @@ int tdc_fast_acquire(struct tierd_client *c, const struct tierd_key *keys, size_
 	size_t ntensors = 0, k = 0, i = 0;
 
 	if (!f || (c->flags & TIERD_CLIENT_F_SOCKET) || c->fd < 0 || !n || n > TIERD_PROTO_MAX_BATCH ||
-	    (atomic_load_explicit(&f->hdr->flags, memory_order_acquire) & TIERD_FAST_F_SOCKET))
+	    (atomic_load_explicit(&f->hdr->flags, memory_order_acquire) & TIERD_FAST_F_SOCKET) ||
+	    atomic_load_explicit(&f->tail->revoked, memory_order_acquire))
 		return -EAGAIN;
 	a = calloc(1, sizeof(*a));
 	if (!a)

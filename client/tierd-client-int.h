@@ -117,6 +117,7 @@ struct fastpath {
 	const struct tierd_fast_entry *ent;
 	uint32_t nentries;
 	struct tierd_fast_pin *pins;
+	const struct tierd_fast_area_tail *tail;	/* revoked: the daemon dropped us */
 	uint64_t area_size;
 	struct tierd_fast_model models[TIERD_PROTO_MAX_MODELS];	/* copied, checked */
 	struct fast_layout **lay;	/* per entry, NULL: learn it from a socket acquire */

@@ -198,7 +198,7 @@ expect_fail 2 'tp 3 must divide the 8 GPUs' "tp that does not divide a node" -- 
 
 # 29-36: --trace: routing measured in the shared trace, and select choosing
 # the DDR pool and cache policy from the replay lab's hit rates.
-trace="${top_srcdir:-..}/../shared/traces/granite-3.0-1b-a400m.json"
+trace="${TIERD_SHARED_DIR:-${top_srcdir:-..}/../shared}/traces/granite-3.0-1b-a400m.json"
 echo "# $trace: missing" >"$tmp/err"
 check "the shared routing trace is there (../shared beside the source tree)" test -r "$trace"
 "$TIERCTL" plan --model granite-3.0-1b-a400m --trace "$trace" --batch 1,8,64 >"$tmp/tr" 2>"$tmp/err"

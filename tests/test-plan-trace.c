@@ -27,15 +27,20 @@
 #include "plan_trace.h"
 #include "trace.h"
 
-#define SHARED_TRACE	"/../shared/traces/granite-3.0-1b-a400m.json"
+#define SHARED_TRACE	"/traces/granite-3.0-1b-a400m.json"
 
 static char tmpdir[] = "/tmp/test-plan-trace-XXXXXX";
 
+/* $TIERD_SHARED_DIR (set by make check, distcheck included), else ../shared
+ * beside the sources. */
 static void shared_path(char *buf, size_t len)
 {
-	const char *top = getenv("top_srcdir");
+	const char *shared = getenv("TIERD_SHARED_DIR"), *top = getenv("top_srcdir");
 
-	snprintf(buf, len, "%s" SHARED_TRACE, top ? top : "..");
+	if (shared && *shared)
+		snprintf(buf, len, "%s" SHARED_TRACE, shared);
+	else
+		snprintf(buf, len, "%s/../shared" SHARED_TRACE, top ? top : "..");
 }
 
 static const char *write_tmp(const char *name, const char *text)

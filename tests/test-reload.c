@@ -76,6 +76,12 @@ static void test_restart_keys(void **state)
 		 "[model demo]\npath = /srv/demo\nallow_uid = 1000\n");
 	assert_int_equal(reload_restart_keys(&a, &b, buf, sizeof(buf)), 1);
 	assert_string_equal(buf, "[pool] size");
+	conf_free(&b);
+	/* The daemon's prefetch is set up when the engine starts. */
+	load(&b, "[daemon]\nlog_level = info\n[pool]\nsize = 64M\n[cache]\nprefetch = yes\nprefetch_depth = 2\n"
+		 "[client]\nmax_pins = 8\n[model demo]\npath = /srv/demo\nallow_uid = 1000\n");
+	assert_int_equal(reload_restart_keys(&a, &b, buf, sizeof(buf)), 2);
+	assert_string_equal(buf, "[cache] prefetch, [cache] prefetch_*");
 	conf_free(&a);
 	conf_free(&b);
 }

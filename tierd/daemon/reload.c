@@ -70,6 +70,12 @@ unsigned reload_restart_keys(const struct tierd_conf *a, const struct tierd_conf
 		add(&k, "[fetch] request_size");
 	if (str_differs(a->policy, b->policy))
 		add(&k, "[cache] policy");
+	/* Read when the engine starts (and the fast path decides by them). */
+	if (a->prefetch != b->prefetch)
+		add(&k, "[cache] prefetch");
+	if (a->prefetch_depth != b->prefetch_depth || a->prefetch_min_prob != b->prefetch_min_prob ||
+	    a->prefetch_max_slots != b->prefetch_max_slots || a->prefetch_max_bytes != b->prefetch_max_bytes)
+		add(&k, "[cache] prefetch_*");
 	if (str_differs(a->socket_path, b->socket_path))
 		add(&k, "[daemon] socket");
 	for (size_t i = 0; i < a->nmodels; i++) {

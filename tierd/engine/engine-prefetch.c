@@ -126,9 +126,18 @@ static void ahead_settle(struct engine *e, uint32_t model, uint32_t layer, const
 	}
 }
 
+/* What a slot of the model in that pool could displace (engine_slot_get
+ * evicts in the pool it allocates from). */
+struct model_pool {
+	uint32_t model;
+	uint32_t pool;
+};
+
 static bool same_model(const struct cache_entry *ce, void *arg)
 {
-	return ce->key.model == *(const uint32_t *)arg;
+	const struct model_pool *mp = arg;
+
+	return ce->key.model == mp->model && ce->pool == mp->pool;
 }
 
 /* Whether a slot of the model is free now in the pool (no eviction needed). */
@@ -149,6 +158,7 @@ static bool room(struct engine *e, uint32_t model, uint32_t pool)
 static void ahead_fetch(struct engine *e, uint32_t model, uint32_t near)
 {
 	uint32_t pool = (uint32_t)engine_pool_near(e, near);
+	struct model_pool mp = { model, pool };
 	struct predict_guess g[64];
 	uint64_t inflight = 0, xb = 0;
 	size_t n;
@@ -178,7 +188,7 @@ static void ahead_fetch(struct engine *e, uint32_t model, uint32_t near)
 		/* A guess displaces only what is expected later than itself;
 		 * pinned and fetching experts are never offered as victims. */
 		if (!room(e, model, pool) &&
-		    (cache_victim(e->cache, same_model, &model, &v) < 0 ||
+		    (cache_victim(e->cache, same_model, &mp, &v) < 0 ||
 		     !prefetch_may_displace(e->cache, model, &g[i], v)))
 			break;
 		if (e->nahead == e->capahead) {

@@ -789,6 +789,43 @@ int engine_evict(struct engine *e, const struct tierd_key *key)
 	return r;
 }
 
+int engine_evict_batch(struct engine *e, const struct tierd_key *keys, uint32_t n, uint32_t *busy)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		int r = engine_evict_check(e, &keys[i]);
+
+		if (r) {
+			*busy = i;
+			return r;
+		}
+	}
+	/* Claimed all first: a client that pins one through the residency
+	 * table meanwhile leaves the whole batch as it was. */
+	for (i = 0; i < n; i++) {
+		struct tierd_key ck = keys[i];
+
+		if (!engine_fast_claim(e, cache_lookup(e->cache, &ck)))
+			break;
+	}
+	if (i < n) {
+		*busy = i;
+		while (i--) {
+			struct tierd_key ck = keys[i];
+
+			engine_fast_publish(e, cache_lookup(e->cache, &ck));
+		}
+		return -EBUSY;
+	}
+	for (i = 0; i < n; i++) {
+		struct tierd_key ck = keys[i];
+
+		engine_evict_entry(e, cache_lookup(e->cache, &ck));
+	}
+	return 0;
+}
+
 int engine_pool_count(const struct engine *e)
 {
 	return (int)e->npools;

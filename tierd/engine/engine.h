@@ -150,6 +150,10 @@ int engine_cancel_prefetch(struct engine *e, const struct tierd_key *key);
 int engine_release(struct engine *e, const struct tierd_key *key);
 /* Operator actions.  -EBUSY when pinned or being fetched. */
 int engine_evict(struct engine *e, const struct tierd_key *key);
+/* Evicts every key of a batch (distinct keys) or none: -ENOENT, -EBUSY
+ * (pinned, fetching, or pinned through the residency table meanwhile),
+ * with *busy the index of the key that stopped it. */
+int engine_evict_batch(struct engine *e, const struct tierd_key *keys, uint32_t n, uint32_t *busy);
 /* What engine_evict() would return, without evicting. */
 int engine_evict_check(const struct engine *e, const struct tierd_key *key);
 

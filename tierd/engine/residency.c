@@ -84,7 +84,8 @@ int residency_create(struct residency **out, const struct residency_model *model
 	}
 	r->nentries = (uint32_t)total;
 	r->size = page_round(sizeof(struct tierd_fast_hdr) + total * sizeof(struct tierd_fast_entry));
-	r->area_size = page_round((total ? total : 1) * sizeof(struct tierd_fast_pin));
+	r->area_size = page_round((total ? total : 1) * sizeof(struct tierd_fast_pin) +
+				  sizeof(struct tierd_fast_area_tail));
 	e = memfd_sized("tierd-residency", r->size, &r->fd);
 	if (e) {
 		snprintf(err, errlen, "residency table: memfd of %llu bytes: %s",
@@ -145,6 +146,9 @@ void residency_destroy(struct residency *r)
 {
 	if (!r)
 		return;
+	/* Clients may outlive the daemon: none goes on trusting the table. */
+	if (r->hdr)
+		atomic_fetch_or_explicit(&r->hdr->flags, TIERD_FAST_F_SOCKET, memory_order_seq_cst);
 	while (!LIST_EMPTY(&r->areas))
 		residency_area_free(r, LIST_FIRST(&r->areas));
 	if (r->hdr)
@@ -307,8 +311,15 @@ fail:
 
 void residency_area_free(struct residency *r, struct residency_area *a)
 {
+	struct tierd_fast_area_tail *t;
+
 	if (!a)
 		return;
+	/* The client's pins stop counting here: tell it before they do (a
+	 * client still running, dropped for a fault or a quota, would go on
+	 * acquiring from the table unprotected). */
+	t = (struct tierd_fast_area_tail *)(a->pins + r->nentries);
+	atomic_store_explicit(&t->revoked, 1, memory_order_seq_cst);
 	LIST_REMOVE(a, link);
 	munmap(a->pins, r->area_size);
 	if (a->fd >= 0)

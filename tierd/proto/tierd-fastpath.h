@@ -6,7 +6,7 @@
  * the bounds below.
  *
  * Two memfds come with WELCOME, after the pool descriptors, when the client
- * speaks 1.2 and may map the pool:
+ * speaks 1.3 and may map the pool:
  *
  *   the residency table: read-only for clients (sealed against writes the
  *     way the pool is); a header, then one entry per expert of every model,
@@ -17,7 +17,11 @@
  *   the client's pin area: one struct tierd_fast_pin per table entry,
  *     written only by that client (a memfd of its own the daemon made,
  *     sized and sealed against growing and shrinking before handing it
- *     over), read by the daemon.
+ *     over), read by the daemon; then one struct tierd_fast_area_tail, the
+ *     one word the daemon writes: revoked, set when it drops the client
+ *     (its pins protect nothing from then on: every acquire goes to the
+ *     socket, which finds the connection closed).  The table header's
+ *     flags get TIERD_FAST_F_SOCKET when the daemon stops.
  *
  * Acquire (client):               Evict (daemon, one thread):
  *   g1 = gen (acquire)              gen = g + 1, odd (seq_cst)
@@ -96,6 +100,11 @@ struct tierd_fast_entry {
 struct tierd_fast_pin {
 	_Atomic uint32_t pins;		/* the client's pins of the entry */
 	_Atomic uint32_t uses;		/* fast acquires, wrapping */
+};
+
+/* After the last entry's pin: written by the daemon only. */
+struct tierd_fast_area_tail {
+	_Atomic uint64_t revoked;	/* non-zero: use the socket */
 };
 
 #endif

@@ -431,7 +431,8 @@ void client_evict(struct client *c, const struct tierd_msg_hdr *h,
 	struct server *s = c->srv;
 	/* Which keys repeat one earlier in the batch. */
 	uint64_t again[(TIERD_PROTO_MAX_BATCH + 63) / 64] = { 0 };
-	uint32_t done = 0;
+	uint32_t busy = 0;
+	int err;
 
 	batch_sort(s, keys, n);
 	for (uint32_t i = 1; i < n; i++)
@@ -439,8 +440,8 @@ void client_evict(struct client *c, const struct tierd_msg_hdr *h,
 			again[s->batch[i].pos / 64] |= 1ull << (s->batch[i].pos % 64);
 	for (uint32_t i = 0; i < n; i++) {
 		struct tierd_key k = { keys[i].model, keys[i].layer, keys[i].expert };
-		int err = engine_evict_check(s->engine, &k);
 
+		err = engine_evict_check(s->engine, &k);
 		if (!err && (again[i / 64] >> (i % 64) & 1))
 			err = -EINVAL;
 		if (err) {
@@ -451,13 +452,13 @@ void client_evict(struct client *c, const struct tierd_msg_hdr *h,
 			return;
 		}
 	}
-	for (uint32_t i = 0; i < n; i++) {
-		struct tierd_key k = { keys[i].model, keys[i].layer, keys[i].expert };
-
-		/* A client may pin one through the residency table since the
-		 * check (-EBUSY): the answer counts what was evicted. */
-		if (!engine_evict(s->engine, &k))
-			done++;
+	/* A client may pin one through the residency table since the check:
+	 * then nothing is evicted either. */
+	err = engine_evict_batch(s->engine, keys, n, &busy);
+	if (err) {
+		client_error(c, h->request_id, err, "model %s layer %u expert %u: pinned meanwhile: nothing evicted",
+			     engine_model_name(s->engine, keys[busy].model), keys[busy].layer, keys[busy].expert);
+		return;
 	}
-	client_ok(c, h->request_id, h->flags, done);
+	client_ok(c, h->request_id, h->flags, n);
 }

@@ -240,7 +240,8 @@ void client_trace(struct client *c, const struct tierd_msg_hdr *h, const struct 
 		}
 		err = trace_stop(s, &events, why, sizeof(why));
 		if (err) {
-			client_error(c, h->request_id, err, "%s", why);
+			/* Stopped all the same: the error says what the file lacks. */
+			client_error(c, h->request_id, err, "recording stopped, its file incomplete: %s", why);
 			return;
 		}
 		client_ok(c, h->request_id, h->flags, events);
