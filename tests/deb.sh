@@ -18,7 +18,9 @@ failed=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 notok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
 comment() { sed 's/^/# /'; }
-skip_all() { echo "1..0 # SKIP $1"; exit 77; }
+# A TAP plan of 0 with SKIP and exit status 0: the TAP driver counts a skip
+# (77 is for tests without TAP; here it would be an error).
+skip_all() { echo "1..0 # SKIP $1"; exit 0; }
 
 rm -rf "$debs"
 [ "$(id -u)" = 0 ] || skip_all "needs root"

@@ -8,7 +8,7 @@ set -u
 src=${top_srcdir:-.}
 if ! command -v spin >/dev/null; then
 	echo "1..0 # SKIP spin is not installed (contrib/install-deps.sh installs it)"
-	exit 77
+	exit 0
 fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tierd-pml.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

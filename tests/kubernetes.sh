@@ -11,7 +11,7 @@ b=${top_builddir:-.}
 # Debian's python3, where python3-yaml and python3-kubernetes are installed.
 PY=/usr/bin/python3
 [ -x $PY ] || PY=python3
-$PY -c 'import yaml' 2>/dev/null || { echo "1..0 # SKIP python3-yaml not installed"; exit 77; }
+$PY -c 'import yaml' 2>/dev/null || { echo "1..0 # SKIP python3-yaml not installed"; exit 0; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tierd-k8s.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 $PY "$top_srcdir/tests/kubernetes-check.py" "$top_srcdir" "$tmp" >"$tmp/tap"

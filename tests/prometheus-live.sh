@@ -19,7 +19,7 @@ RULES=$top_srcdir/contrib/prometheus/tierd-rules.yml
 LIMIT=${TIERD_PROM_TIMEOUT:-120}
 
 for t in prometheus curl python3 timeout; do
-	command -v $t >/dev/null 2>&1 || { echo "1..0 # SKIP $t not installed (contrib/install-deps.sh)"; exit 77; }
+	command -v $t >/dev/null 2>&1 || { echo "1..0 # SKIP $t not installed (contrib/install-deps.sh)"; exit 0; }
 done
 svc_init prom
 prom=

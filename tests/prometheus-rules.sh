@@ -7,7 +7,7 @@
 set -u
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 d=$top_srcdir/contrib/prometheus
-command -v promtool >/dev/null 2>&1 || { echo "1..0 # SKIP promtool not installed (package prometheus)"; exit 77; }
+command -v promtool >/dev/null 2>&1 || { echo "1..0 # SKIP promtool not installed (package prometheus)"; exit 0; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tierd-promrules.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 n=0

@@ -17,7 +17,7 @@ why=$(vm_unavailable)
 [ -n "$why" ] || ls "$debs"/tierd_*.deb >/dev/null 2>&1 || why="no packages in $debs (tests/deb.sh did not build them)"
 if [ -n "$why" ]; then
 	echo "1..0 # SKIP $why"
-	exit 77
+	exit 0
 fi
 vm_workdir || exit 1
 

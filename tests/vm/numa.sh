@@ -15,12 +15,12 @@ top_builddir=${top_builddir:-$top_srcdir}
 why=$(vm_unavailable)
 if [ -n "$why" ]; then
 	echo "1..0 # SKIP $why"
-	exit 77
+	exit 0
 fi
 for p in tierd/tierd tests/numa-check client/tierctl; do
 	if [ ! -x "$top_builddir/$p" ]; then
 		echo "1..0 # SKIP $p not built"
-		exit 77
+		exit 0
 	fi
 done
 vm_workdir || exit 1

@@ -16,7 +16,7 @@ top_builddir=${top_builddir:-$top_srcdir}
 why=$(vm_unavailable)
 if [ -n "$why" ]; then
 	echo "1..0 # SKIP $why"
-	exit 77
+	exit 0
 fi
 vm_workdir || exit 1
 
