@@ -169,6 +169,7 @@ int tdc_acq_new(struct tierd_client *c, struct tierd_key *keys, size_t n, struct
 		return r;
 	}
 	LIST_INSERT_HEAD(&c->acqs, a, link);
+	c->held += a->n;
 	*out = a;
 	return 0;
 }

@@ -61,6 +61,7 @@ int tdc_fast_open(struct tierd_client *c, const struct tierd_msg_welcome *w, int
 		    f->area_size)
 		goto off;
 	f->nentries = h->nentries;
+	f->max_pins = w->fast_max_pins;
 	f->tail = (const struct tierd_fast_area_tail *)(f->pins + f->nentries);
 	f->ent = (const struct tierd_fast_entry *)((const uint8_t *)h + h->entries_offset);
 	memcpy(f->models, h->models, sizeof(f->models));
@@ -166,7 +167,10 @@ int tdc_fast_acquire(struct tierd_client *c, const struct tierd_key *keys, size_
 
 	if (!f || (c->flags & TIERD_CLIENT_F_SOCKET) || c->fd < 0 || !n || n > TIERD_PROTO_MAX_BATCH ||
 	    (atomic_load_explicit(&f->hdr->flags, memory_order_acquire) & TIERD_FAST_F_SOCKET) ||
-	    atomic_load_explicit(&f->tail->revoked, memory_order_acquire))
+	    atomic_load_explicit(&f->tail->revoked, memory_order_acquire) ||
+	    /* Over the daemon's max_pins the socket answers EDQUOT; through
+	     * the table the sweep would drop the connection instead. */
+	    (f->max_pins && c->held + n > f->max_pins))
 		return -EAGAIN;
 	a = calloc(1, sizeof(*a));
 	if (!a)
@@ -227,6 +231,7 @@ int tdc_fast_acquire(struct tierd_client *c, const struct tierd_key *keys, size_
 	a->fast = true;
 	a->fast_seq = f->seq;
 	LIST_INSERT_HEAD(&c->acqs, a, link);
+	c->held += a->n;
 	*out = a;
 	return 0;
 unpin:

@@ -118,6 +118,7 @@ struct fastpath {
 	uint32_t nentries;
 	struct tierd_fast_pin *pins;
 	const struct tierd_fast_area_tail *tail;	/* revoked: the daemon dropped us */
+	uint32_t max_pins;		/* the connection's bound (WELCOME); 0: none said */
 	uint64_t area_size;
 	struct tierd_fast_model models[TIERD_PROTO_MAX_MODELS];	/* copied, checked */
 	struct fast_layout **lay;	/* per entry, NULL: learn it from a socket acquire */
@@ -147,6 +148,7 @@ struct tierd_client {
 	struct pending_list pending;
 	struct pending_list completed;	/* async ones whose callbacks are due */
 	LIST_HEAD(, tierd_acquisition) acqs;
+	size_t held;			/* experts in acqs: against the daemon's max_pins */
 	char last_error[TIERD_PROTO_MAX_REASON + 1];
 	tierd_reconnect_fn reconnect_fn;
 	void *reconnect_arg;

@@ -80,6 +80,7 @@ EXPORT void tierd_client_close(struct tierd_client *c)
 		LIST_REMOVE(a, link);
 		tdc_acq_free(a);
 	}
+	c->held = 0;
 	tdc_pending_list_free(&c->pending);
 	tdc_pending_list_free(&c->completed);
 	tdc_fast_close(c);
@@ -416,6 +417,7 @@ EXPORT int tierd_client_release(struct tierd_client *c, struct tierd_acquisition
 		return 0;
 	pthread_mutex_lock(&c->lock);
 	LIST_REMOVE(a, link);
+	c->held -= a->n;
 	/*
 	 * A broken or lost acquisition holds no pin in the current daemon.
 	 * The release needs no answer: the socket keeps order, so the daemon

@@ -203,5 +203,6 @@ echo "# daemon exit status $rc"
 daemon=
 check "SIGTERM: clean exit, no sanitizer report in the daemon log" \
 	'[ $rc = 0 ] && ! grep -Eq "Sanitizer|runtime error" "$log"'
+grep -E "dropp|closing|revok|over max_pins" "$log" | head -5 | sed "s/^/# tierd: /"
 
 [ $failed = 0 ]

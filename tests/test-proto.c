@@ -250,8 +250,9 @@ static void test_welcome_fast(void **state)
 	set_u32(end, 0x2);
 	expect_bad(n, "reserved bits");
 	set_u32(end, TIERD_WELCOME_F_FAST);
-	set_u32(end + 4, 1);
-	expect_bad(n, "reserved bits");
+	set_u32(end + 4, 33);	/* max_pins */
+	assert_int_equal(tierd_proto_decode_welcome(PAYLOAD, payload_len(n), w, &why), 0);
+	assert_int_equal(w->fast_max_pins, 33);
 	set_u32(end + 4, 0);
 	set_u32(end + 8, 4097);
 	expect_bad(n, "multiple of 4096");

@@ -17,7 +17,7 @@
 #include "predict.h"
 
 struct plist {
-	struct cache_entry *head, *tail;
+	struct cache_plist list;	/* most recent first */
 	uint64_t n;			/* entries */
 	uint64_t clock;			/* accesses (inserts and touches) */
 	uint64_t age;			/* LFU-DA: the priority of the last victim */
@@ -31,6 +31,7 @@ static int plist_create(void **state, struct predict *pred, unsigned mask)
 
 	if (!l)
 		return -ENOMEM;
+	TAILQ_INIT(&l->list);
 	l->pred = pred;
 	l->mask = mask;
 	*state = l;
@@ -44,27 +45,14 @@ static void plist_destroy(void *state)
 
 static void plist_unlink(struct plist *l, struct cache_entry *e)
 {
-	if (e->pprev)
-		e->pprev->pnext = e->pnext;
-	else
-		l->head = e->pnext;
-	if (e->pnext)
-		e->pnext->pprev = e->pprev;
-	else
-		l->tail = e->pprev;
-	e->pprev = e->pnext = NULL;
+	TAILQ_REMOVE(&l->list, e, plink);
 	l->n--;
 }
 
+/* An insert or a touch: at the head, and one access more on the clock. */
 static void plist_push(struct plist *l, struct cache_entry *e)
 {
-	e->pprev = NULL;
-	e->pnext = l->head;
-	if (l->head)
-		l->head->pprev = e;
-	else
-		l->tail = e;
-	l->head = e;
+	TAILQ_INSERT_HEAD(&l->list, e, plink);
 	l->n++;
 	l->clock++;
 }
@@ -82,10 +70,10 @@ static void plist_remove(void *state, struct cache_entry *e)
 static struct cache_entry *plist_min(struct plist *l, double (*score)(struct plist *l, const struct cache_entry *e),
 				     bool (*ok)(const struct cache_entry *e, void *arg), void *arg)
 {
-	struct cache_entry *best = NULL;
+	struct cache_entry *best = NULL, *e;
 	double bs = 0;
 
-	for (struct cache_entry *e = l->tail; e; e = e->pprev) {
+	TAILQ_FOREACH_REVERSE(e, &l->list, cache_plist, plink) {
 		double s;
 
 		if (e->pins || !ok(e, arg))

@@ -25,13 +25,18 @@ struct cache {
 
 /* LRU: a list, most recently used at the head; victims from the tail. */
 struct lru {
-	struct cache_entry *head, *tail;
+	struct cache_plist list;	/* most recent first */
 };
 
 static int lru_create(void **state, struct predict *pred)
 {
-	*state = calloc(1, sizeof(struct lru));
-	return *state ? 0 : -ENOMEM;
+	struct lru *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return -ENOMEM;
+	TAILQ_INIT(&l->list);
+	*state = l;
+	return 0;
 }
 
 static void lru_destroy(void *state)
@@ -39,41 +44,26 @@ static void lru_destroy(void *state)
 	free(state);
 }
 
-static void lru_unlink(struct lru *l, struct cache_entry *e)
-{
-	if (e->pprev)
-		e->pprev->pnext = e->pnext;
-	else
-		l->head = e->pnext;
-	if (e->pnext)
-		e->pnext->pprev = e->pprev;
-	else
-		l->tail = e->pprev;
-	e->pprev = e->pnext = NULL;
-}
-
 static void lru_insert(void *state, struct cache_entry *e)
 {
 	struct lru *l = state;
 
-	e->pprev = NULL;
-	e->pnext = l->head;
-	if (l->head)
-		l->head->pprev = e;
-	else
-		l->tail = e;
-	l->head = e;
+	TAILQ_INSERT_HEAD(&l->list, e, plink);
 }
 
 static void lru_touch(void *state, struct cache_entry *e)
 {
-	lru_unlink(state, e);
-	lru_insert(state, e);
+	struct lru *l = state;
+
+	TAILQ_REMOVE(&l->list, e, plink);
+	TAILQ_INSERT_HEAD(&l->list, e, plink);
 }
 
 static void lru_remove(void *state, struct cache_entry *e)
 {
-	lru_unlink(state, e);
+	struct lru *l = state;
+
+	TAILQ_REMOVE(&l->list, e, plink);
 }
 
 static struct cache_entry *lru_victim(void *state, bool (*ok)(const struct cache_entry *e, void *arg),
@@ -82,7 +72,9 @@ static struct cache_entry *lru_victim(void *state, bool (*ok)(const struct cache
 	struct lru *l = state;
 
 	/* Pinned entries stay in the list; skipping them keeps pin and unpin O(1). */
-	for (struct cache_entry *e = l->tail; e; e = e->pprev)
+	struct cache_entry *e;
+
+	TAILQ_FOREACH_REVERSE(e, &l->list, cache_plist, plink)
 		if (!e->pins && ok(e, arg))
 			return e;
 	return NULL;

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include "tierd-types.h"
 
@@ -34,7 +35,7 @@ struct cache_entry {
 	uint32_t flags;			/* CACHE_F_*: the engine's and the lab's */
 	void *owner;			/* the engine's per-entry data */
 	/* Policy-private links and a spare word. */
-	struct cache_entry *pprev, *pnext;
+	TAILQ_ENTRY(cache_entry) plink;
 	uint64_t pdata;
 	/* Hash chain. */
 	struct cache_entry *hnext;
@@ -43,6 +44,9 @@ struct cache_entry {
 /* Fetched by a prefetch and not yet acquired: counted as used at its first
  * acquire, as wasted if it leaves before. */
 #define CACHE_F_PREFETCHED	1u
+
+/* The list a policy keeps its entries on (most recent first), by plink. */
+TAILQ_HEAD(cache_plist, cache_entry);
 
 /*
  * An eviction policy.  The cache calls insert when an entry becomes resident,

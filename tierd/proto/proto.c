@@ -252,15 +252,14 @@ int tierd_proto_decode_welcome(const void *payload, size_t len, struct tierd_msg
 				rd_fail(&r, "two models with one name");
 	}
 	m->fast = 0;
+	m->fast_max_pins = 0;
 	m->fast_table_size = m->fast_area_size = 0;
 	if (!r.why && r.pos < r.len) {
-		uint32_t zero = 0;
-
 		rd_u32(&r, &m->fast);
-		rd_u32(&r, &zero);
+		rd_u32(&r, &m->fast_max_pins);
 		rd_u64(&r, &m->fast_table_size);
 		rd_u64(&r, &m->fast_area_size);
-		if (!r.why && (zero || (m->fast & ~TIERD_WELCOME_F_FAST)))
+		if (!r.why && (m->fast & ~TIERD_WELCOME_F_FAST))
 			rd_fail(&r, "reserved bits set in the fast path fields");
 		if (!r.why && (m->fast & TIERD_WELCOME_F_FAST) &&
 		    (!m->fast_table_size || m->fast_table_size % 4096 || !m->fast_area_size ||
@@ -874,7 +873,7 @@ void tierd_proto_put_welcome(struct tierd_proto_buf *b, const struct tierd_msg_w
 	}
 	if (w->fast) {
 		tierd_proto_put_u32(b, w->fast);
-		tierd_proto_put_u32(b, 0);
+		tierd_proto_put_u32(b, w->fast_max_pins);
 		tierd_proto_put_u64(b, w->fast_table_size);
 		tierd_proto_put_u64(b, w->fast_area_size);
 	}

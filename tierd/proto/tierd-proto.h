@@ -122,6 +122,7 @@ struct tierd_msg_welcome {
 	struct tierd_proto_model models[TIERD_PROTO_MAX_MODELS];
 	/* 1.3, sent to 1.3 clients only: the no-system-call path. */
 	uint32_t fast;			/* TIERD_WELCOME_F_FAST: two more fds */
+	uint32_t fast_max_pins;		/* experts this connection may hold; 0: no bound said */
 	uint64_t fast_table_size;
 	uint64_t fast_area_size;
 };
@@ -349,7 +350,7 @@ long tierd_proto_encode_metrics_data(void *buf, size_t cap, uint64_t id, const c
  * WELCOME: u64 instance, u32 npools, u32 nmodels, u64 pool_size[npools],
  *   per model: str name, u32 flags, u32 nlayers, u32 experts_per_layer,
  *   u32 top_k, u64 nexperts, u64 slot_bytes; 1.3 (to 1.3 clients): then
- *   u32 fast, u32 0, u64 fast_table_size, u64 fast_area_size.
+ *   u32 fast, u32 max_pins (0: none said), u64 fast_table_size, u64 fast_area_size.
  * ACQUIRED: u32 count, u32 0, per expert: u32 model, u32 layer, u32 expert,
  *   u32 ntensors, per tensor: u32 pool, u32 dtype, u64 offset, u64 length,
  *   u32 ndim, u64 shape[ndim], str name.

@@ -74,6 +74,9 @@ int client_fast_open(struct client *c, uint16_t minor, struct tierd_msg_welcome 
 	if (!s->nfast++)
 		loop_timer_set(s->fast_timer, SERVER_FAST_SWEEP_MS, SERVER_FAST_SWEEP_MS);
 	w->fast = TIERD_WELCOME_F_FAST;
+	/* What the sweep holds the connection to: the library stays below it
+	 * through the table and lets the socket refuse the rest (EDQUOT). */
+	w->fast_max_pins = s->max_pins > UINT32_MAX ? UINT32_MAX : (uint32_t)s->max_pins;
 	w->fast_table_size = residency_table_size(res);
 	w->fast_area_size = residency_area_size(res);
 	fds[(*nfds)++] = residency_table_fd(res);
@@ -139,13 +142,16 @@ void server_fast_sweep(struct server *s)
 		if (!c->fast)
 			continue;
 		client_fast_sweep(c, &pinned);
-		/* The socket path's bound holds here too: a client cannot keep
-		 * more of the pool from eviction through its area. */
-		if (pinned + c->pins.total > s->max_pins) {
+		/* The socket path's bound holds for the area too, alone: socket
+		 * pins whose RELEASE is still unread in the socket would count
+		 * twice with the area's new pins, and drop a client the library
+		 * kept within max_pins (WELCOME tells it the bound).  So a
+		 * client holds at most max_pins through each path. */
+		if (pinned > s->max_pins) {
 			char why[160];
 
-			snprintf(why, sizeof(why), "pin area and socket pins name %llu experts, over max_pins %llu",
-				 (unsigned long long)(pinned + c->pins.total), (unsigned long long)s->max_pins);
+			snprintf(why, sizeof(why), "its pin area names %llu experts, over max_pins %llu",
+				 (unsigned long long)pinned, (unsigned long long)s->max_pins);
 			s->counters[TIERD_STAT_CLIENTS_DROPPED]++;
 			client_drop(c, why);
 		}
