@@ -64,24 +64,6 @@ struct trace_rec {
 	pthread_t thread;
 };
 
-static int write_full(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static void *rec_writer(void *arg)
 {
 	struct trace_rec *r = arg;
@@ -101,7 +83,7 @@ static void *rec_writer(void *arg)
 		if (!r->werr) {
 			pthread_mutex_unlock(&r->mu);
 			tv1_block_seal(b->data, (uint32_t)b->used, b->nevents, b->dropped, b->t0);
-			err = write_full(r->fd, b->data, TRACE_V1_BLOCK_HDR + b->used);
+			err = tv1_write_full(r->fd, b->data, TRACE_V1_BLOCK_HDR + b->used);
 			pthread_mutex_lock(&r->mu);
 		} else {
 			err = r->werr;
@@ -339,7 +321,7 @@ int trace_rec_start(struct trace_rec **out, int fd, const char *path, const stru
 		goto fail;
 	}
 	/* The header is small: written here, on the caller's thread. */
-	ret = write_full(fd, hdr, hlen);
+	ret = tv1_write_full(fd, hdr, hlen);
 	free(hdr);
 	if (ret) {
 		snprintf(err, errlen, "%s: writing: %s", path, strerror(-ret));
@@ -394,7 +376,7 @@ int trace_rec_stop(struct trace_rec *r, struct trace_rec_stats *st, char *err, s
 	ret = r->werr;
 	if (!ret) {
 		tv1_end(end, r->events_written, r->dropped_written);
-		ret = write_full(r->fd, end, sizeof(end));
+		ret = tv1_write_full(r->fd, end, sizeof(end));
 		if (!ret)
 			r->written += sizeof(end);
 	}

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <xxhash.h>
 
@@ -408,5 +409,23 @@ int trace_v1_open(struct trace_reader *r, FILE *f, char *err, size_t errlen)
 	r->info.nsequences = t->nseqs;
 	r->info.sequence_names = t->nseqs ? t->seqnames : NULL;
 	r->info.sequences = t->nseqs ? t->seqs : NULL;
+	return 0;
+}
+
+int tv1_write_full(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
 	return 0;
 }

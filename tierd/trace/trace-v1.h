@@ -102,5 +102,8 @@ int tv1_header(uint8_t **out, size_t *len, uint64_t realtime_ns, const struct tr
 /* Fills the TRACE_V1_BLOCK_HDR bytes at blk, whose payload follows them. */
 void tv1_block_seal(uint8_t *blk, uint32_t payload_len, uint32_t nevents, uint32_t dropped, uint64_t t0_ns);
 void tv1_end(uint8_t out[TRACE_V1_END_LEN], uint64_t events, uint64_t dropped);
+/* All of buf to fd (short writes and EINTR retried); 0 or -errno.  The
+ * recorder's writer thread and trace_writer both write through it. */
+int tv1_write_full(int fd, const void *buf, size_t len);
 
 #endif

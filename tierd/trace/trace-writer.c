@@ -110,24 +110,6 @@ struct trace_writer {
 	bool any;		/* an event written: tprev is set */
 };
 
-static int write_full(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int writer_flush(struct trace_writer *w, char *err, size_t errlen)
 {
 	int r;
@@ -135,7 +117,7 @@ static int writer_flush(struct trace_writer *w, char *err, size_t errlen)
 	if (!w->nevents)
 		return 0;
 	tv1_block_seal(w->blk, (uint32_t)w->used, w->nevents, 0, w->t0);
-	r = write_full(w->fd, w->blk, TRACE_V1_BLOCK_HDR + w->used);
+	r = tv1_write_full(w->fd, w->blk, TRACE_V1_BLOCK_HDR + w->used);
 	if (r) {
 		snprintf(err, errlen, "%s: writing: %s", w->path, strerror(-r));
 		return r;
@@ -198,7 +180,7 @@ int trace_writer_create(struct trace_writer **out, const char *path, const struc
 		snprintf(err, errlen, "%s: %s", path, strerror(-r));
 		goto fail;
 	}
-	r = write_full(w->fd, hdr, hlen);
+	r = tv1_write_full(w->fd, hdr, hlen);
 	if (r) {
 		snprintf(err, errlen, "%s: writing: %s", path, strerror(-r));
 		unlink(path);
@@ -271,7 +253,7 @@ int trace_writer_close(struct trace_writer *w, char *err, size_t errlen)
 	r = writer_flush(w, err, errlen);
 	if (!r) {
 		tv1_end(end, w->events, 0);
-		r = write_full(w->fd, end, sizeof(end));
+		r = tv1_write_full(w->fd, end, sizeof(end));
 		if (r)
 			snprintf(err, errlen, "%s: writing: %s", w->path, strerror(-r));
 	}
