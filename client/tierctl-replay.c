@@ -2,7 +2,9 @@
 /*
  * tierctl replay: a routing trace through the daemon's own cache, policies,
  * predictor and prefetch choice (tierd/engine/replay.c), with LRU and
- * Belady's MIN under the same budget as references, per sequence and summed.
+ * Belady's MIN under the same budget as references, per sequence and summed;
+ * and, as a bound on what prediction can gain, demand pagers told the next
+ * few tokens' routing exactly (replay_foresight).
  */
 #include "config.h"
 
@@ -20,6 +22,8 @@
 #include "tierctl.h"
 #include "trace.h"
 
+#define REPLAY_MAX_FORESIGHT 8
+
 /* One sequence's events, in recorded order. */
 struct rseq {
 	uint32_t client;
@@ -28,6 +32,7 @@ struct rseq {
 	struct trace_event *ev;
 	size_t n, cap;
 	uint64_t lru, min;
+	uint64_t fore[REPLAY_MAX_FORESIGHT];	/* misses told the next fore_tokens[i] tokens */
 	struct replay_result *res;	/* per run */
 };
 
@@ -47,6 +52,8 @@ struct lab {
 	size_t nruns;
 	struct prefetch_conf pf;
 	uint64_t expert_bytes;
+	unsigned fore_tokens[REPLAY_MAX_FORESIGHT];
+	size_t nfore;
 };
 
 static void usage(FILE *f)
@@ -55,11 +62,12 @@ static void usage(FILE *f)
 		"Usage: tierctl replay TRACE [--capacity N|P%%] [--policy NAME[,NAME...]]\n"
 		"                      [--prefetch on|off|both] [--prefetch-depth N]\n"
 		"                      [--prefetch-min-prob P] [--prefetch-slots N]\n"
-		"                      [--expert-bytes N] [--json]\n"
+		"                      [--expert-bytes N] [--foresight N[,N...]|none] [--json]\n"
 		"Policies: %s (default: every one, with and without prefetch).\n"
 		"Capacity: slots over every (layer, expert) key of the model (default 50%%).\n"
 		"TRACE \"synthetic[:experts=N,top_k=N,layers=N,prompt=N,tokens=N,sequences=N,seed=N]\":\n"
-		"a generated workload with a real router's statistics (default 24x32, top-8).\n",
+		"a generated workload with a real router's statistics (default 24x32, top-8).\n"
+		"Foresight: reference demand pagers told the next N tokens exactly (default 1,2,3).\n",
 		cache_policy_names());
 }
 
@@ -264,16 +272,25 @@ static json_object *result_json(const struct run *run, const struct replay_resul
 }
 
 static json_object *block_json(const struct lab *lab, const char *trace, uint64_t accesses,
-			       uint64_t lru, uint64_t min, const struct replay_result *res)
+			       uint64_t lru, uint64_t min, const uint64_t *fore,
+			       const struct replay_result *res)
 {
 	json_object *o = json_object_new_object(), *refs = json_object_new_object();
-	json_object *pol = json_object_new_array();
+	json_object *pol = json_object_new_array(), *fa = json_object_new_array();
 
 	json_object_object_add(o, "trace", json_object_new_string(trace));
 	json_object_object_add(o, "capacity", json_object_new_int64((int64_t)lab->capacity));
 	json_object_object_add(o, "accesses", json_object_new_int64((int64_t)accesses));
 	json_object_object_add(refs, "lru", json_object_new_int64((int64_t)lru));
 	json_object_object_add(refs, "min", json_object_new_int64((int64_t)min));
+	for (size_t i = 0; i < lab->nfore; i++) {
+		json_object *f = json_object_new_object();
+
+		json_object_object_add(f, "tokens", json_object_new_int64(lab->fore_tokens[i]));
+		json_object_object_add(f, "misses", json_object_new_int64((int64_t)fore[i]));
+		json_object_array_add(fa, f);
+	}
+	json_object_object_add(refs, "foresight", fa);
 	json_object_object_add(o, "references", refs);
 	for (size_t i = 0; i < lab->nruns; i++)
 		json_object_array_add(pol, result_json(&lab->runs[i], &res[i]));
@@ -287,13 +304,17 @@ static double ratio(uint64_t a, uint64_t b)
 }
 
 static void block_text(const struct lab *lab, const char *name, uint64_t accesses, uint64_t lru,
-		       uint64_t min, const struct replay_result *res)
+		       uint64_t min, const uint64_t *fore, const struct replay_result *res)
 {
 	printf("%s: %llu accesses, capacity %llu slots of %llu keys\n", name,
 	       (unsigned long long)accesses, (unsigned long long)lab->capacity,
 	       (unsigned long long)lab->nlayers * lab->nexperts);
 	printf("  references: LRU %llu misses (%.2fx MIN), MIN %llu misses\n", (unsigned long long)lru,
 	       ratio(lru, min), (unsigned long long)min);
+	for (size_t i = 0; i < lab->nfore; i++)
+		printf("%s%llu (%.2fx) told the next %u token%s%s", i ? ", " : "  foresight: ",
+		       (unsigned long long)fore[i], ratio(fore[i], min), lab->fore_tokens[i],
+		       lab->fore_tokens[i] == 1 ? "" : "s", i + 1 == lab->nfore ? "\n" : "");
 	printf("  %-11s %-8s %8s %7s %8s %8s %8s %8s %8s %7s %12s\n", "policy", "prefetch", "misses",
 	       "xMIN", "hits", "pf-issue", "pf-used", "pf-waste", "fetched", "xMIN", "bytes/token");
 	for (size_t i = 0; i < lab->nruns; i++) {
@@ -312,7 +333,7 @@ static void block_text(const struct lab *lab, const char *name, uint64_t accesse
 static int run_all(struct lab *lab, bool json)
 {
 	struct replay_result *sum = calloc(lab->nruns, sizeof(*sum));
-	uint64_t slru = 0, smin = 0, sacc = 0;
+	uint64_t slru = 0, smin = 0, sacc = 0, sfore[REPLAY_MAX_FORESIGHT] = { 0 };
 	json_object *top = NULL, *seqs = NULL;
 	char err[512] = "";
 	int ret = 0;
@@ -338,6 +359,12 @@ static int run_all(struct lab *lab, bool json)
 		ret = replay_run(&rc, q->ev, q->n, &lru, err, sizeof(err));
 		if (ret >= 0)
 			ret = replay_min(q->ev, q->n, lab->capacity, &q->min, err, sizeof(err));
+		for (size_t i = 0; ret >= 0 && i < lab->nfore; i++) {
+			ret = replay_foresight(q->ev, q->n, lab->capacity,
+					       (uint64_t)lab->fore_tokens[i] * lab->nlayers, &q->fore[i],
+					       err, sizeof(err));
+			sfore[i] += q->fore[i];
+		}
 		for (size_t i = 0; ret >= 0 && i < lab->nruns; i++) {
 			rc.policy = lab->runs[i].policy;
 			rc.prefetch = lab->runs[i].prefetch;
@@ -356,12 +383,12 @@ static int run_all(struct lab *lab, bool json)
 		snprintf(tname, sizeof(tname), "%s:%s", lab->path, q->name);
 		if (json)
 			json_object_array_add(seqs, block_json(lab, tname, lru.accesses, q->lru, q->min,
-							       q->res));
+							       q->fore, q->res));
 		else
-			block_text(lab, q->name, lru.accesses, q->lru, q->min, q->res);
+			block_text(lab, q->name, lru.accesses, q->lru, q->min, q->fore, q->res);
 	}
 	if (json) {
-		top = block_json(lab, lab->path, sacc, slru, smin, sum);
+		top = block_json(lab, lab->path, sacc, slru, smin, sfore, sum);
 		if (lab->nseqs > 1)
 			json_object_object_add(top, "sequences", seqs);
 		else
@@ -370,7 +397,7 @@ static int run_all(struct lab *lab, bool json)
 		printf("%s\n", json_object_to_json_string_ext(top, JSON_C_TO_STRING_PRETTY |
 							      JSON_C_TO_STRING_NOSLASHESCAPE));
 	} else if (lab->nseqs > 1) {
-		block_text(lab, "all sequences", sacc, slru, smin, sum);
+		block_text(lab, "all sequences", sacc, slru, smin, sfore, sum);
 	}
 cleanup:
 	json_object_put(top);
@@ -418,6 +445,35 @@ cleanup:
 	return ret;
 }
 
+/* "--foresight 1,2,4" (tokens, each 1..1024, at most 8) or "none". */
+static int parse_foresight(struct lab *lab, const char *arg)
+{
+	const char *p = arg;
+
+	lab->nfore = 0;
+	if (!strcmp(arg, "none"))
+		return 0;
+	for (;;) {
+		char item[16];
+		size_t len = strcspn(p, ",");
+		int v;
+
+		if (lab->nfore == REPLAY_MAX_FORESIGHT || len == 0 || len >= sizeof(item)) {
+			fprintf(stderr, "tierctl replay: --foresight \"%s\": expected none or up to %d "
+				"token counts separated by commas\n", arg, REPLAY_MAX_FORESIGHT);
+			return -EINVAL;
+		}
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (tierctl_parse_int("--foresight", item, 1, 1024, &v))
+			return -EINVAL;
+		lab->fore_tokens[lab->nfore++] = (unsigned)v;
+		if (!p[len])
+			return 0;
+		p += len + 1;
+	}
+}
+
 int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -428,6 +484,7 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 		{ "prefetch-min-prob", required_argument, NULL, 'm' },
 		{ "prefetch-slots", required_argument, NULL, 'S' },
 		{ "expert-bytes", required_argument, NULL, 'b' },
+		{ "foresight", required_argument, NULL, 'F' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -437,6 +494,8 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 			.max_slots = PREFETCH_DEFAULT_MAX_SLOTS },
 		/* A unit when the trace does not say: ratios do not depend on it. */
 		.expert_bytes = 1 << 20,
+		.fore_tokens = { 1, 2, 3 },
+		.nfore = 3,
 	};
 	const char *capacity = "50%", *policies = NULL, *pmode = NULL;
 	bool json = o->json;
@@ -472,6 +531,10 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 			if (tierctl_parse_int("--expert-bytes", optarg, 1, 1 << 30, &v))
 				return 2;
 			lab.expert_bytes = (uint64_t)v;
+			break;
+		case 'F':
+			if (parse_foresight(&lab, optarg) < 0)
+				return 2;
 			break;
 		case 'j': json = true; break;
 		case 'h': usage(stdout); return EXIT_SUCCESS;

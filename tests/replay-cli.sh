@@ -25,13 +25,21 @@ run = {"policy", "prefetch", "demand_misses", "hits", "prefetch_issued", "prefet
        "fetched_experts", "fetched_bytes"}
 assert set(d) == top, set(d)
 assert d["capacity"] == 384 and d["accesses"] == 24576
+fore = d["references"].pop("foresight")
 assert d["references"] == {"lru": 4459 + 3221, "min": 1978 + 1367}, d["references"]
+# Foresight references: told the next 1, 2, 3 tokens; more foresight, fewer
+# misses here, none below MIN; the sum of the sequences'.
+assert [f["tokens"] for f in fore] == [1, 2, 3], fore
+m = [f["misses"] for f in fore]
+assert d["references"]["min"] < m[2] < m[1] < m[0] < d["references"]["lru"], m
 assert [(p["policy"], p["prefetch"]) for p in d["policies"]] == \
     [("lru", False), ("lru", True), ("predictive", False), ("predictive", True)]
 for p in d["policies"]:
     assert set(p) == run, set(p)
     assert p["hits"] + p["demand_misses"] == d["accesses"]
 assert d["policies"][0]["demand_misses"] == d["references"]["lru"]
+sfore = [s["references"].pop("foresight") for s in d["sequences"]]
+assert [sum(f[i]["misses"] for f in sfore) for i in range(3)] == m, (sfore, m)
 refs = {s["trace"].rsplit(":", 1)[1]: s["references"] for s in d["sequences"]}
 assert refs == {"english_prose": {"lru": 4459, "min": 1978}, "code": {"lru": 3221, "min": 1367}}, refs
 for s in d["sequences"]:
@@ -65,10 +73,13 @@ else notok "missing trace"; fi
 r1=0; "$TIERCTL" replay "$trace" --policy belady >"$tmp/out" 2>&1 || r1=$?
 r2=0; "$TIERCTL" replay "$trace" --capacity 7x >>"$tmp/out" 2>&1 || r2=$?
 r3=0; "$TIERCTL" replay synthetic:experts=4,top_k=8 >>"$tmp/out" 2>&1 || r3=$?
-if [ "$r1" = 2 ] && [ "$r2" = 2 ] && [ "$r3" != 0 ] && grep -q '"belady": unknown' "$tmp/out" &&
-   grep -q "top_k 8 of 4 experts" "$tmp/out"; then
-	ok "unknown policy, bad capacity, impossible synthetic shape: refused"
-else notok "option errors ($r1 $r2 $r3)"; fi
+r4=0; "$TIERCTL" replay "$trace" --foresight 1,,2 >>"$tmp/out" 2>&1 || r4=$?
+r5=0; "$TIERCTL" replay "$trace" --foresight 0 >>"$tmp/out" 2>&1 || r5=$?
+if [ "$r1" = 2 ] && [ "$r2" = 2 ] && [ "$r3" != 0 ] && [ "$r4" = 2 ] && [ "$r5" = 2 ] &&
+   grep -q '"belady": unknown' "$tmp/out" && grep -q "top_k 8 of 4 experts" "$tmp/out" &&
+   grep -q -- '--foresight "1,,2"' "$tmp/out"; then
+	ok "unknown policy, bad capacity, impossible synthetic shape, bad foresight: refused"
+else notok "option errors ($r1 $r2 $r3 $r4 $r5)"; fi
 
 # tierd's own format replays the same way: the shared trace converted to a
 # tierd-trace-v1 file gives the same figures, policy for policy.

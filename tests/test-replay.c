@@ -116,6 +116,15 @@ static void test_reference_figures(void **state)
 		assert_int_equal(r.hits + r.demand_misses, r.accesses);
 		assert_int_equal(replay_min(s.ev[q], s.n[q], reference[i].capacity, &min, err, sizeof(err)), 0);
 		assert_int_equal(min, reference[i].min);
+		/* Told a horizon longer than the trace, foresight is MIN;
+		 * told one token, it is between MIN and LRU here. */
+		assert_int_equal(replay_foresight(s.ev[q], s.n[q], reference[i].capacity,
+						  (uint64_t)100 * s.nlayers, &min, err, sizeof(err)), 0);
+		assert_int_equal(min, reference[i].min);
+		assert_int_equal(replay_foresight(s.ev[q], s.n[q], reference[i].capacity, s.nlayers, &min,
+						  err, sizeof(err)), 0);
+		assert_true(min > reference[i].min);
+		assert_true(min <= reference[i].lru || reference[i].capacity == 576);
 	}
 	free_seqs(&s);
 }
@@ -186,6 +195,28 @@ static void test_min_small(void **state)
 	/* LRU misses every one. */
 	assert_int_equal(replay_run(&conf, ev, 5, &r, err, sizeof(err)), 0);
 	assert_int_equal(r.demand_misses, 5);
+}
+
+/* Foresight by hand: capacity 2, keys a a b c x b.  At c, a (used twice,
+ * never again) and b (used once, again two steps on) are both resident.
+ * Told one step ahead, neither is known to be needed: the less used, b, goes,
+ * and misses again at the end; told two steps, b is kept, as MIN keeps it. */
+static void test_foresight_small(void **state)
+{
+	const uint32_t a = 0, b = 1, c = 2, x = 3;
+	struct trace_event ev[6] = {
+		acq(0, 0, &a, 1), acq(1, 0, &a, 1), acq(2, 0, &b, 1),
+		acq(3, 0, &c, 1), acq(4, 0, &x, 1), acq(5, 0, &b, 1),
+	};
+	uint64_t misses;
+	char err[128];
+
+	assert_int_equal(replay_min(ev, 6, 2, &misses, err, sizeof(err)), 0);
+	assert_int_equal(misses, 4);
+	assert_int_equal(replay_foresight(ev, 6, 2, 1, &misses, err, sizeof(err)), 0);
+	assert_int_equal(misses, 5);
+	assert_int_equal(replay_foresight(ev, 6, 2, 2, &misses, err, sizeof(err)), 0);
+	assert_int_equal(misses, 4);
 }
 
 /* A layer's own experts are not evicted while it is served: capacity 2,
@@ -263,6 +294,7 @@ int main(void)
 		cmocka_unit_test(test_reference_figures),
 		cmocka_unit_test(test_policies_consistent),
 		cmocka_unit_test(test_min_small),
+		cmocka_unit_test(test_foresight_small),
 		cmocka_unit_test(test_layer_pinned),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_malformed_trace),

@@ -221,6 +221,7 @@ struct min_key {
 	uint32_t layer, expert;
 	uint64_t *steps;		/* acquire steps that use it, ascending */
 	size_t nsteps, next;		/* next: index of the first step not yet passed */
+	size_t rpos;			/* its place among the resident, when resident */
 	bool resident;
 };
 
@@ -246,11 +247,42 @@ static int min_key_of(struct min_key **keys, size_t *nkeys, size_t *cap, uint32_
 	return 0;
 }
 
+/*
+ * Is c a better victim than v (vnext its next use)?  Within the horizon the
+ * key used furthest ahead; beyond it (not used within horizon steps, or
+ * never again) every key is equally unknown: the least used so far, then the
+ * least recently used, goes first, and such a key goes before any the
+ * horizon shows to be needed.
+ */
+static bool foresight_worse(const struct min_key *c, uint64_t cnext, const struct min_key *v,
+			    uint64_t vnext, uint64_t step, uint64_t horizon)
+{
+	bool cbeyond, vbeyond;
+
+	if (horizon == UINT64_MAX)
+		return cnext > vnext;	/* MIN */
+	cbeyond = cnext - step > horizon;
+	vbeyond = vnext - step > horizon;
+	if (cbeyond != vbeyond)
+		return cbeyond;
+	if (!cbeyond)
+		return cnext > vnext;
+	if (c->next != v->next)
+		return c->next < v->next;
+	return (c->next ? c->steps[c->next - 1] : 0) < (v->next ? v->steps[v->next - 1] : 0);
+}
+
 int replay_min(const struct trace_event *ev, size_t n, uint64_t capacity, uint64_t *misses,
 	       char *err, size_t errlen)
 {
+	return replay_foresight(ev, n, capacity, UINT64_MAX, misses, err, errlen);
+}
+
+int replay_foresight(const struct trace_event *ev, size_t n, uint64_t capacity, uint64_t horizon,
+		     uint64_t *misses, char *err, size_t errlen)
+{
 	struct min_key *keys = NULL;
-	size_t nkeys = 0, cap = 0, *idx = NULL, nidx = 0;
+	size_t nkeys = 0, cap = 0, *idx = NULL, nidx = 0, *rs = NULL;
 	uint64_t step = 0, resident = 0;
 	int r = 0;
 
@@ -294,7 +326,13 @@ int replay_min(const struct trace_event *ev, size_t n, uint64_t capacity, uint64
 		}
 		step++;
 	}
-	/* Pass 2: serve each step; its keys are pinned while it is served. */
+	/* Pass 2: serve each step; its keys are pinned while it is served.
+	 * rs: the resident keys (a victim is looked for among them only). */
+	rs = calloc(nkeys ? nkeys : 1, sizeof(*rs));
+	if (!rs) {
+		r = -ENOMEM;
+		goto cleanup;
+	}
 	nidx = 0;
 	step = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -309,16 +347,14 @@ int replay_min(const struct trace_event *ev, size_t n, uint64_t capacity, uint64
 				continue;
 			(*misses)++;
 			if (resident >= capacity) {
-				for (size_t x = 0; x < nkeys; x++) {
-					struct min_key *c = &keys[x];
+				for (size_t x = 0; x < resident; x++) {
+					struct min_key *c = &keys[rs[x]];
 					uint64_t nu;
 
-					if (!c->resident)
-						continue;
 					nu = c->next < c->nsteps ? c->steps[c->next] : UINT64_MAX;
 					if (nu == step)
 						continue;	/* used by this step: pinned */
-					if (!v || nu > vnext) {
+					if (!v || foresight_worse(c, nu, v, vnext, step, horizon)) {
 						v = c;
 						vnext = nu;
 					}
@@ -329,10 +365,12 @@ int replay_min(const struct trace_event *ev, size_t n, uint64_t capacity, uint64
 					goto cleanup;
 				}
 				v->resident = false;
-				resident--;
+				rs[v->rpos] = rs[--resident];
+				keys[rs[v->rpos]].rpos = v->rpos;
 			}
 			k->resident = true;
-			resident++;
+			k->rpos = resident;
+			rs[resident++] = idx[nidx + j];
 		}
 		/* The step is served: its keys' next use moves on. */
 		for (uint32_t j = 0; j < ev[i].nexperts; j++) {
@@ -349,6 +387,7 @@ cleanup:
 		free(keys[i].steps);
 	free(keys);
 	free(idx);
+	free(rs);
 	return r;
 }
 

@@ -59,6 +59,17 @@ int replay_min(const struct trace_event *ev, size_t n, uint64_t capacity, uint64
 	       char *err, size_t errlen);
 
 /*
+ * A demand pager told the future only horizon acquire steps ahead (a step
+ * is one layer's acquire: horizon = tokens x layers): it evicts the key whose
+ * next use within the horizon is furthest, and a key not used within it
+ * before any that is, least used so far then least recently used first.
+ * Not a policy either: it bounds what knowing the next tokens' routing is
+ * worth (UINT64_MAX: MIN itself).
+ */
+int replay_foresight(const struct trace_event *ev, size_t n, uint64_t capacity, uint64_t horizon,
+		     uint64_t *misses, char *err, size_t errlen);
+
+/*
  * A synthetic routing workload with the statistics of a real router, for
  * shapes no recorded trace has (256 experts, top-8) and as a check that
  * settings were not fitted to the recorded prompts.  Per sequence and layer,
