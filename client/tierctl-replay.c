@@ -54,6 +54,7 @@ struct lab {
 	uint64_t expert_bytes;
 	unsigned fore_tokens[REPLAY_MAX_FORESIGHT];
 	size_t nfore;
+	unsigned told;			/* tokens of the future the policies are told */
 };
 
 static void usage(FILE *f)
@@ -62,12 +63,14 @@ static void usage(FILE *f)
 		"Usage: tierctl replay TRACE [--capacity N|P%%] [--policy NAME[,NAME...]]\n"
 		"                      [--prefetch on|off|both] [--prefetch-depth N]\n"
 		"                      [--prefetch-min-prob P] [--prefetch-slots N]\n"
-		"                      [--expert-bytes N] [--foresight N[,N...]|none] [--json]\n"
+		"                      [--expert-bytes N] [--foresight N[,N...]|none]\n"
+		"                      [--told N] [--json]\n"
 		"Policies: %s (default: every one, with and without prefetch).\n"
 		"Capacity: slots over every (layer, expert) key of the model (default 50%%).\n"
 		"TRACE \"synthetic[:experts=N,top_k=N,layers=N,prompt=N,tokens=N,sequences=N,seed=N]\":\n"
 		"a generated workload with a real router's statistics (default 24x32, top-8).\n"
-		"Foresight: reference demand pagers told the next N tokens exactly (default 1,2,3).\n",
+		"Foresight: reference demand pagers told the next N tokens exactly (default 1,2,3).\n"
+		"Told: the policies themselves told the next N tokens exactly (no prefetch).\n",
 		cache_policy_names());
 }
 
@@ -281,6 +284,8 @@ static json_object *block_json(const struct lab *lab, const char *trace, uint64_
 	json_object_object_add(o, "trace", json_object_new_string(trace));
 	json_object_object_add(o, "capacity", json_object_new_int64((int64_t)lab->capacity));
 	json_object_object_add(o, "accesses", json_object_new_int64((int64_t)accesses));
+	if (lab->told)
+		json_object_object_add(o, "told_tokens", json_object_new_int64(lab->told));
 	json_object_object_add(refs, "lru", json_object_new_int64((int64_t)lru));
 	json_object_object_add(refs, "min", json_object_new_int64((int64_t)min));
 	for (size_t i = 0; i < lab->nfore; i++) {
@@ -315,6 +320,9 @@ static void block_text(const struct lab *lab, const char *name, uint64_t accesse
 		printf("%s%llu (%.2fx) told the next %u token%s%s", i ? ", " : "  foresight: ",
 		       (unsigned long long)fore[i], ratio(fore[i], min), lab->fore_tokens[i],
 		       lab->fore_tokens[i] == 1 ? "" : "s", i + 1 == lab->nfore ? "\n" : "");
+	if (lab->told)
+		printf("  the policies below are told the next %u token%s exactly (not online)\n",
+		       lab->told, lab->told == 1 ? "" : "s");
 	printf("  %-11s %-8s %8s %7s %8s %8s %8s %8s %8s %7s %12s\n", "policy", "prefetch", "misses",
 	       "xMIN", "hits", "pf-issue", "pf-used", "pf-waste", "fetched", "xMIN", "bytes/token");
 	for (size_t i = 0; i < lab->nruns; i++) {
@@ -365,6 +373,7 @@ static int run_all(struct lab *lab, bool json)
 					       err, sizeof(err));
 			sfore[i] += q->fore[i];
 		}
+		rc.told = (uint64_t)lab->told * lab->nlayers;
 		for (size_t i = 0; ret >= 0 && i < lab->nruns; i++) {
 			rc.policy = lab->runs[i].policy;
 			rc.prefetch = lab->runs[i].prefetch;
@@ -485,6 +494,7 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 		{ "prefetch-slots", required_argument, NULL, 'S' },
 		{ "expert-bytes", required_argument, NULL, 'b' },
 		{ "foresight", required_argument, NULL, 'F' },
+		{ "told", required_argument, NULL, 'T' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -536,6 +546,11 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 			if (parse_foresight(&lab, optarg) < 0)
 				return 2;
 			break;
+		case 'T':
+			if (tierctl_parse_int("--told", optarg, 1, 1024, &v))
+				return 2;
+			lab.told = (unsigned)v;
+			break;
 		case 'j': json = true; break;
 		case 'h': usage(stdout); return EXIT_SUCCESS;
 		default: usage(stderr); return 2;
@@ -545,11 +560,16 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (lab.told && pmode && strcmp(pmode, "off")) {
+		fprintf(stderr, "tierctl replay: --told measures evictions alone: it takes no "
+			"--prefetch %s\n", pmode);
+		return 2;
+	}
 	lab.path = argv[optind];
 	if (load(&lab) < 0)
 		goto cleanup;
 	if (parse_capacity(&lab, capacity) < 0 ||
-	    add_policies(&lab, policies, pmode ? pmode : "both") < 0) {
+	    add_policies(&lab, policies, pmode ? pmode : lab.told ? "off" : "both") < 0) {
 		rc = 2;
 		goto cleanup;
 	}

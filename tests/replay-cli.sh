@@ -14,7 +14,7 @@ failed=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 notok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; sed 's/^/# /' "$tmp/out" | tail -15; }
 
-echo "1..6"
+echo "1..7"
 
 if "$TIERCTL" replay "$trace" --capacity 50% --policy lru,predictive --prefetch both --json >"$tmp/out" 2>&1 &&
    python3 - "$tmp/out" <<'PY'
@@ -60,6 +60,22 @@ if "$TIERCTL" replay "$trace" --capacity 192 --policy lru --prefetch off >"$tmp/
 	ok "text: 25% as 192 slots, references and ratios to MIN"
 else notok "text output"; fi
 
+# --told: the policies told the next token exactly, evictions alone, between
+# MIN and themselves untold; the JSON says what they were told.
+if "$TIERCTL" replay "$trace" --policy predictive --told 1 --foresight none --json >"$tmp/out" 2>&1 &&
+   "$TIERCTL" replay "$trace" --policy predictive --prefetch off --foresight none --json >"$tmp/un" 2>>"$tmp/out" &&
+   python3 - "$tmp/out" "$tmp/un" <<'PY'
+import json, sys
+d, u = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert d["told_tokens"] == 1 and "told_tokens" not in u
+assert [(p["policy"], p["prefetch"]) for p in d["policies"]] == [("predictive", False)]
+told, untold = d["policies"][0]["demand_misses"], u["policies"][0]["demand_misses"]
+assert d["references"]["min"] < told < untold, (told, untold)
+assert d["references"]["foresight"] == []
+PY
+then ok "--told 1: the policy told the next token, between MIN and itself untold"
+else notok "--told"; fi
+
 printf '{"num_layers": 2, "num_experts": 4, "top_k": 2,\n "prompts": {"p": {"prompt_len": 0, "prefill": [],\n  "decode": [[[0, 1], [2, 7]]]}}}\n' >"$tmp/bad.json"
 if ! "$TIERCTL" replay "$tmp/bad.json" >"$tmp/out" 2>&1 && grep -q "$tmp/bad.json" "$tmp/out" &&
    grep -q "7" "$tmp/out"; then
@@ -75,11 +91,13 @@ r2=0; "$TIERCTL" replay "$trace" --capacity 7x >>"$tmp/out" 2>&1 || r2=$?
 r3=0; "$TIERCTL" replay synthetic:experts=4,top_k=8 >>"$tmp/out" 2>&1 || r3=$?
 r4=0; "$TIERCTL" replay "$trace" --foresight 1,,2 >>"$tmp/out" 2>&1 || r4=$?
 r5=0; "$TIERCTL" replay "$trace" --foresight 0 >>"$tmp/out" 2>&1 || r5=$?
+r6=0; "$TIERCTL" replay "$trace" --told 1 --prefetch on >>"$tmp/out" 2>&1 || r6=$?
 if [ "$r1" = 2 ] && [ "$r2" = 2 ] && [ "$r3" != 0 ] && [ "$r4" = 2 ] && [ "$r5" = 2 ] &&
+   [ "$r6" = 2 ] && grep -q -- "--told measures evictions alone" "$tmp/out" &&
    grep -q '"belady": unknown' "$tmp/out" && grep -q "top_k 8 of 4 experts" "$tmp/out" &&
    grep -q -- '--foresight "1,,2"' "$tmp/out"; then
 	ok "unknown policy, bad capacity, impossible synthetic shape, bad foresight: refused"
-else notok "option errors ($r1 $r2 $r3 $r4 $r5)"; fi
+else notok "option errors ($r1 $r2 $r3 $r4 $r5 $r6)"; fi
 
 # tierd's own format replays the same way: the shared trace converted to a
 # tierd-trace-v1 file gives the same figures, policy for policy.

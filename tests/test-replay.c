@@ -125,6 +125,15 @@ static void test_reference_figures(void **state)
 						  err, sizeof(err)), 0);
 		assert_true(min > reference[i].min);
 		assert_true(min <= reference[i].lru || reference[i].capacity == 576);
+		/* A policy told a horizon longer than the trace is MIN too;
+		 * told one token, it lies between MIN and itself untold. */
+		c.told = (uint64_t)100 * s.nlayers;
+		assert_int_equal(replay_run(&c, s.ev[q], s.n[q], &r, err, sizeof(err)), 0);
+		assert_int_equal(r.demand_misses, reference[i].min);
+		c.told = s.nlayers;
+		assert_int_equal(replay_run(&c, s.ev[q], s.n[q], &r, err, sizeof(err)), 0);
+		assert_true(r.demand_misses > reference[i].min);
+		assert_true(r.demand_misses < reference[i].lru);
 	}
 	free_seqs(&s);
 }

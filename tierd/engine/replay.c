@@ -11,13 +11,120 @@
 #include "predict.h"
 #include "replay.h"
 
+/* A key's acquire steps, for a policy told the future (conf->told). */
+struct future {
+	uint64_t *steps;		/* ascending */
+	uint32_t nsteps, next;		/* next: the first step not yet served */
+};
+
 struct lab {
 	const struct replay_conf *conf;
 	struct cache *cache;
 	struct replay_result *r;
 	uint64_t next_slot;
 	uint64_t outstanding;		/* prefetched, not yet used */
+	struct future *fut;		/* per layer x expert, when told */
+	uint64_t step;			/* acquire steps served */
 };
+
+static struct future *future_of(struct lab *lab, const struct tierd_key *k)
+{
+	return &lab->fut[(size_t)k->layer * lab->conf->nexperts + k->expert];
+}
+
+static uint64_t future_next(const struct future *f)
+{
+	return f->next < f->nsteps ? f->steps[f->next] : UINT64_MAX;
+}
+
+/* Not needed within the horizon: the policy may choose among these. */
+static bool not_told_needed(const struct cache_entry *e, void *arg)
+{
+	struct lab *lab = arg;
+	uint64_t nu = future_next(future_of(lab, &e->key));
+
+	return nu == UINT64_MAX || nu - lab->step > lab->conf->told;
+}
+
+struct furthest {
+	struct lab *lab;
+	struct cache_entry *v;
+	uint64_t vnext;
+};
+
+static void furthest_fn(struct cache_entry *e, void *arg)
+{
+	struct furthest *f = arg;
+	uint64_t nu;
+
+	if (e->pins || e->state != CACHE_RESIDENT)
+		return;
+	nu = future_next(future_of(f->lab, &e->key));
+	if (!f->v || nu > f->vnext) {
+		f->v = e;
+		f->vnext = nu;
+	}
+}
+
+/*
+ * The victim: the policy's; told the future, the policy's among the keys not
+ * needed within the horizon, else the one needed furthest ahead.
+ */
+static int lab_victim(struct lab *lab, struct cache_entry **v)
+{
+	struct furthest f = { .lab = lab };
+
+	if (!lab->conf->told)
+		return cache_victim(lab->cache, NULL, NULL, v);
+	if (cache_victim(lab->cache, not_told_needed, lab, v) == 0)
+		return 0;
+	cache_foreach(lab->cache, furthest_fn, &f);
+	if (!f.v)
+		return -ENOSPC;
+	*v = f.v;
+	return 0;
+}
+
+/* Every key's acquire steps, for a lab told the future. */
+static int future_build(struct lab *lab, const struct trace_event *ev, size_t n)
+{
+	size_t nkeys = (size_t)lab->conf->nlayers * lab->conf->nexperts;
+	uint64_t step = 0;
+
+	lab->fut = calloc(nkeys ? nkeys : 1, sizeof(*lab->fut));
+	if (!lab->fut)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (ev[i].kind != TRACE_ACQUIRE)
+			continue;
+		for (uint32_t j = 0; j < ev[i].nexperts; j++) {
+			struct future *f;
+			uint64_t *ns;
+
+			if (ev[i].layer >= lab->conf->nlayers || ev[i].experts[j] >= lab->conf->nexperts)
+				continue;	/* refused when acquired */
+			f = &lab->fut[(size_t)ev[i].layer * lab->conf->nexperts + ev[i].experts[j]];
+			if (f->nsteps && f->steps[f->nsteps - 1] == step)
+				continue;
+			ns = realloc(f->steps, (f->nsteps + 1) * sizeof(*ns));
+			if (!ns)
+				return -ENOMEM;
+			f->steps = ns;
+			f->steps[f->nsteps++] = step;
+		}
+		step++;
+	}
+	return 0;
+}
+
+static void future_free(struct lab *lab)
+{
+	size_t nkeys = (size_t)lab->conf->nlayers * lab->conf->nexperts;
+
+	for (size_t i = 0; lab->fut && i < nkeys; i++)
+		free(lab->fut[i].steps);
+	free(lab->fut);
+}
 
 void replay_result_add(struct replay_result *sum, const struct replay_result *r)
 {
@@ -50,7 +157,7 @@ static int lab_fetch(struct lab *lab, const struct tierd_key *k, struct cache_en
 	if (cache_count(lab->cache) >= lab->conf->capacity) {
 		struct cache_entry *v;
 
-		r = cache_victim(lab->cache, NULL, NULL, &v);
+		r = lab_victim(lab, &v);
 		if (r < 0)
 			return r;
 		lab_evict(lab, v);
@@ -187,6 +294,13 @@ int replay_run(const struct replay_conf *c, const struct trace_event *ev, size_t
 			 strerror(-ret));
 		goto cleanup;
 	}
+	if (c->told) {
+		ret = future_build(&lab, ev, n);
+		if (ret < 0) {
+			snprintf(err, errlen, "the future of %zu events: %s", n, strerror(-ret));
+			goto cleanup;
+		}
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (ev[i].model != 0) {
 			snprintf(err, errlen, "event %zu: model %u (the lab replays model 0)", i,
@@ -204,6 +318,16 @@ int replay_run(const struct replay_conf *c, const struct trace_event *ev, size_t
 			break;
 		case TRACE_ACQUIRE:
 			ret = lab_acquire(&lab, &ev[i], err, errlen);
+			if (ret < 0 || !lab.fut)
+				break;
+			for (uint32_t j = 0; j < ev[i].nexperts; j++) {
+				struct tierd_key k = { 0, ev[i].layer, ev[i].experts[j] };
+				struct future *f = future_of(&lab, &k);
+
+				while (f->next < f->nsteps && f->steps[f->next] <= lab.step)
+					f->next++;
+			}
+			lab.step++;
 			break;
 		}
 		if (ret < 0)
@@ -212,6 +336,7 @@ int replay_run(const struct replay_conf *c, const struct trace_event *ev, size_t
 	/* Prefetched and never used by the end: wasted too. */
 	r->prefetch_wasted += lab.outstanding;
 cleanup:
+	future_free(&lab);
 	cache_destroy(lab.cache);
 	return ret;
 }

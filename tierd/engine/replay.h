@@ -36,6 +36,14 @@ struct replay_conf {
 	uint64_t capacity;		/* slots, >= the largest layer set */
 	uint32_t nlayers, nexperts;	/* the model's shape (predictor) */
 	uint64_t expert_bytes;		/* for fetched_bytes */
+	/*
+	 * Not a policy: the policy told the future this many acquire steps
+	 * ahead (a step is one layer's acquire: tokens x layers; 0: none).  On
+	 * a miss it chooses among the keys not needed within the horizon, else
+	 * the key needed furthest ahead goes: what exact knowledge of the next
+	 * tokens would add to the policy's own ranking.  Demand evictions only.
+	 */
+	uint64_t told;
 };
 
 struct replay_result {
