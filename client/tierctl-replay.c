@@ -64,13 +64,14 @@ static void usage(FILE *f)
 		"                      [--prefetch on|off|both] [--prefetch-depth N]\n"
 		"                      [--prefetch-min-prob P] [--prefetch-slots N]\n"
 		"                      [--expert-bytes N] [--foresight N[,N...]|none]\n"
-		"                      [--told N] [--json]\n"
+		"                      [--told N] [--concurrent] [--json]\n"
 		"Policies: %s (default: every one, with and without prefetch).\n"
 		"Capacity: slots over every (layer, expert) key of the model (default 50%%).\n"
 		"TRACE \"synthetic[:experts=N,top_k=N,layers=N,prompt=N,tokens=N,sequences=N,seed=N]\":\n"
 		"a generated workload with a real router's statistics (default 24x32, top-8).\n"
 		"Foresight: reference demand pagers told the next N tokens exactly (default 1,2,3).\n"
-		"Told: the policies themselves told the next N tokens exactly (no prefetch).\n",
+		"Told: the policies themselves told the next N tokens exactly (no prefetch).\n"
+		"Concurrent: every sequence at once through one cache, taking turns by layer.\n",
 		cache_policy_names());
 }
 
@@ -218,6 +219,61 @@ cleanup:
 	trace_close(r);
 	lab->info = NULL;
 	return ret;
+}
+
+/*
+ * --concurrent: every sequence at once through one cache, as clients decoding
+ * side by side: each sends its prompt's hints first, then they take turns, a
+ * layer's acquire each.  Each keeps a sequence of its own (seq = its index +
+ * 1).  The sequences become one, named for what it is.
+ */
+static int merge_concurrent(struct lab *lab)
+{
+	struct rseq m = { .client = 0, .seq = 0 };
+	size_t total = 0, *pos = NULL;
+	bool more = true;
+
+	if (lab->nseqs < 2)
+		return 0;
+	for (size_t i = 0; i < lab->nseqs; i++)
+		total += lab->seqs[i].n;
+	m.ev = calloc(total ? total : 1, sizeof(*m.ev));
+	pos = calloc(lab->nseqs, sizeof(*pos));
+	if (!m.ev || !pos) {
+		free(m.ev);
+		free(pos);
+		return -ENOMEM;
+	}
+	m.cap = total;
+	snprintf(m.name, sizeof(m.name), "%zu sequences at once", lab->nseqs);
+	for (size_t i = 0; i < lab->nseqs; i++)
+		for (size_t j = 0; j < lab->seqs[i].n; j++)
+			if (lab->seqs[i].ev[j].kind == TRACE_HINT) {
+				m.ev[m.n] = lab->seqs[i].ev[j];
+				m.ev[m.n].client = (uint32_t)i;
+				m.ev[m.n++].seq = i + 1;
+			}
+	while (more) {
+		more = false;
+		for (size_t i = 0; i < lab->nseqs; i++) {
+			struct rseq *q = &lab->seqs[i];
+
+			while (pos[i] < q->n && q->ev[pos[i]].kind != TRACE_ACQUIRE)
+				pos[i]++;
+			if (pos[i] == q->n)
+				continue;
+			m.ev[m.n] = q->ev[pos[i]++];
+			m.ev[m.n].client = (uint32_t)i;
+			m.ev[m.n++].seq = i + 1;
+			more = true;
+		}
+	}
+	free(pos);
+	for (size_t i = 0; i < lab->nseqs; i++)
+		free(lab->seqs[i].ev);
+	lab->seqs[0] = m;
+	lab->nseqs = 1;
+	return 0;
 }
 
 static int parse_capacity(struct lab *lab, const char *s)
@@ -495,6 +551,7 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 		{ "expert-bytes", required_argument, NULL, 'b' },
 		{ "foresight", required_argument, NULL, 'F' },
 		{ "told", required_argument, NULL, 'T' },
+		{ "concurrent", no_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -508,7 +565,7 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 		.nfore = 3,
 	};
 	const char *capacity = "50%", *policies = NULL, *pmode = NULL;
-	bool json = o->json;
+	bool json = o->json, concurrent = false;
 	int opt, v, rc = EXIT_FAILURE;
 
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -551,6 +608,7 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 				return 2;
 			lab.told = (unsigned)v;
 			break;
+		case 'c': concurrent = true; break;
 		case 'j': json = true; break;
 		case 'h': usage(stdout); return EXIT_SUCCESS;
 		default: usage(stderr); return 2;
@@ -568,6 +626,10 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 	lab.path = argv[optind];
 	if (load(&lab) < 0)
 		goto cleanup;
+	if (concurrent && merge_concurrent(&lab) < 0) {
+		fprintf(stderr, "tierctl replay: %s: %s\n", lab.path, strerror(ENOMEM));
+		goto cleanup;
+	}
 	if (parse_capacity(&lab, capacity) < 0 ||
 	    add_policies(&lab, policies, pmode ? pmode : lab.told ? "off" : "both") < 0) {
 		rc = 2;

@@ -14,7 +14,7 @@ failed=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 notok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; sed 's/^/# /' "$tmp/out" | tail -15; }
 
-echo "1..7"
+echo "1..8"
 
 if "$TIERCTL" replay "$trace" --capacity 50% --policy lru,predictive --prefetch both --json >"$tmp/out" 2>&1 &&
    python3 - "$tmp/out" <<'PY'
@@ -75,6 +75,23 @@ assert d["references"]["foresight"] == []
 PY
 then ok "--told 1: the policy told the next token, between MIN and itself untold"
 else notok "--told"; fi
+
+# --concurrent: both prompts at once through one cache, taking turns by layer.
+if "$TIERCTL" replay "$trace" --concurrent --policy lru,predictive --prefetch off --foresight 1 --json >"$tmp/out" 2>&1 &&
+   python3 - "$tmp/out" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert "sequences" not in d and d["accesses"] == 24576, d
+assert d["references"]["lru"] == d["policies"][0]["demand_misses"]
+lru, mn = d["references"]["lru"], d["references"]["min"]
+pred = d["policies"][1]["demand_misses"]
+# One budget for both: MIN of the merged stream, above the two run alone.
+assert mn > 1978 + 1367, mn
+assert mn < d["references"]["foresight"][0]["misses"] < lru
+assert mn < pred < lru, (mn, pred, lru)
+PY
+then ok "--concurrent: the sequences at once through one cache, MIN of the merged stream"
+else notok "--concurrent"; fi
 
 printf '{"num_layers": 2, "num_experts": 4, "top_k": 2,\n "prompts": {"p": {"prompt_len": 0, "prefill": [],\n  "decode": [[[0, 1], [2, 7]]]}}}\n' >"$tmp/bad.json"
 if ! "$TIERCTL" replay "$tmp/bad.json" >"$tmp/out" 2>&1 && grep -q "$tmp/bad.json" "$tmp/out" &&

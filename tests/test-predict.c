@@ -115,6 +115,47 @@ static void test_hints(void **state)
 	predict_destroy(p);
 }
 
+/* Two sequences decode side by side (A always uses experts 0 and 1, B 8
+ * and 9): a key either needs is expected soon, whichever acted last; one
+ * neither uses is not; a sequence that stopped (or was forgotten) no longer
+ * keeps its keys. */
+static void test_sequences_side_by_side(void **state)
+{
+	const uint32_t a[K] = { 0, 1 }, b[K] = { 8, 9 };
+	const unsigned masks[] = { PREDICT_ALL, PREDICT_ACTIVATION, PREDICT_ALL | PREDICT_STACKED };
+	struct predict *p;
+
+	assert_int_equal(predict_create(&p, 4), 0);
+	assert_int_equal(predict_model(p, 0, NL, NE), 0);
+	for (uint32_t t = 0; t < 8; t++)
+		for (uint32_t l = 0; l < NL; l++) {
+			assert_int_equal(predict_observe(p, 0, 1, l, a, K, false), 0);
+			assert_int_equal(predict_observe(p, 0, 2, l, b, K, false), 0);
+		}
+	for (size_t i = 0; i < sizeof(masks) / sizeof(masks[0]); i++)
+		for (uint32_t l = 0; l < NL; l++) {
+			/* At most the distance to the layer plus a fraction of a pass. */
+			assert_true(predict_next_use(p, 0, l, 0, masks[i]) < 2 * NL);
+			assert_true(predict_next_use(p, 0, l, 8, masks[i]) < 2 * NL);
+			assert_true(predict_next_use(p, 0, l, 4, masks[i]) > 10 * NL);
+		}
+	/* A stops; B runs five more tokens (more than two turns of both): A's
+	 * keys are no longer needed. */
+	for (uint32_t t = 0; t < 5; t++)
+		for (uint32_t l = 0; l < NL; l++)
+			assert_int_equal(predict_observe(p, 0, 2, l, b, K, false), 0);
+	assert_true(predict_next_use(p, 0, 0, 0, PREDICT_ALL) > 10 * NL);
+	assert_true(predict_next_use(p, 0, 0, 8, PREDICT_ALL) < 2 * NL);
+	/* A comes back, then is forgotten (its client left). */
+	assert_int_equal(predict_observe(p, 0, 1, 0, a, K, false), 0);
+	assert_true(predict_next_use(p, 0, 1, 0, PREDICT_ALL) < 2 * NL);
+	assert_int_equal(predict_observe(p, 0, 2, 0, b, K, false), 0);
+	assert_true(predict_next_use(p, 0, 1, 0, PREDICT_ALL) < 2 * NL);
+	predict_forget(p, 1);
+	assert_true(predict_next_use(p, 0, 1, 0, PREDICT_ALL) > 10 * NL);
+	predict_destroy(p);
+}
+
 /* The prefetch choice: the chain's next layer, nothing resident again, the
  * budget held, and a guess never displaces a pinned expert. */
 static void test_prefetch_plan(void **state)
@@ -188,6 +229,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_chain_learned),
 		cmocka_unit_test(test_hints),
+		cmocka_unit_test(test_sequences_side_by_side),
 		cmocka_unit_test(test_prefetch_plan),
 	};
 

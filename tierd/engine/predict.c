@@ -21,6 +21,14 @@ struct pseq {
 	uint64_t *set;			/* [layer][words] the last set seen */
 	uint64_t *settok;		/* [layer] its token (0: none) */
 	float *ew;			/* [PREDICT_NRECENT][layer][expert] recency-weighted use */
+	uint64_t ver;			/* bumps on every observation of this sequence */
+	uint64_t mstamp;		/* the model's clock at its last observation */
+	/* Its expected next uses per layer, valid for (ver, mask): another
+	 * sequence's observation does not recompute them (the model's counts
+	 * move little in one step; the sequence's own context did not move). */
+	double *nu;			/* [layer][expert] */
+	uint64_t *nuver;		/* [layer] */
+	unsigned *numask;		/* [layer] */
 };
 
 struct pmodel {
@@ -46,7 +54,14 @@ struct pmodel {
 	double *pc;
 	uint64_t *pcver;
 	unsigned *pcmask;
+	/* Expected next use over the model's active sequences (the soonest),
+	 * per layer, valid for (ver, mask). */
+	double *cnu;
+	uint64_t *cnuver;
+	unsigned *cnumask;
 	double *tmp;			/* one estimate's vector */
+	unsigned nctx;			/* its sequence contexts */
+	uint64_t clock;			/* its observations */
 };
 
 struct predict {
@@ -88,6 +103,9 @@ static void seq_free(struct pseq *s)
 	free(s->set);
 	free(s->settok);
 	free(s->ew);
+	free(s->nu);
+	free(s->nuver);
+	free(s->numask);
 	free(s);
 }
 
@@ -102,6 +120,9 @@ static void model_clear(struct pmodel *m)
 	free(m->pc);
 	free(m->pcver);
 	free(m->pcmask);
+	free(m->cnu);
+	free(m->cnuver);
+	free(m->cnumask);
 	free(m->tmp);
 	free(m->est);
 	free(m->lg);
@@ -124,6 +145,8 @@ void predict_destroy(struct predict *p)
 /* Drops the contexts of a model whose shape changed (their arrays are sized by it). */
 static void drop_model_seqs(struct predict *p, uint32_t model)
 {
+	if (model < p->nmodels)
+		p->models[model].nctx = 0;
 	for (unsigned i = 0; i < p->nseqs;)
 		if (p->seqs[i]->model == model) {
 			seq_free(p->seqs[i]);
@@ -165,11 +188,14 @@ int predict_model(struct predict *p, uint32_t model, uint32_t nlayers, uint32_t 
 	m->pc = calloc(lx, sizeof(double));
 	m->pcver = calloc(nlayers, sizeof(uint64_t));
 	m->pcmask = calloc(nlayers, sizeof(unsigned));
+	m->cnu = calloc(lx, sizeof(double));
+	m->cnuver = calloc(nlayers, sizeof(uint64_t));
+	m->cnumask = calloc(nlayers, sizeof(unsigned));
 	m->tmp = calloc(nexperts, sizeof(double));
 	m->est = calloc((size_t)PREDICT_NEST * nexperts, sizeof(double));
 	m->lg = calloc((size_t)PREDICT_NEST * nexperts, sizeof(float));
 	if (!m->g || !m->gtok || !m->xl || !m->xln || !m->xt || !m->xtn || !m->pc || !m->pcver ||
-	    !m->pcmask || !m->tmp || !m->est || !m->lg) {
+	    !m->pcmask || !m->cnu || !m->cnuver || !m->cnumask || !m->tmp || !m->est || !m->lg) {
 		model_clear(m);
 		return -ENOMEM;
 	}
@@ -206,6 +232,8 @@ static struct pseq *seq_get(struct predict *p, struct pmodel *m, uint32_t model,
 				slot = i;
 		if (p->models[p->seqs[slot]->model].active == p->seqs[slot])
 			p->models[p->seqs[slot]->model].active = NULL;
+		p->models[p->seqs[slot]->model].nctx--;
+		p->models[p->seqs[slot]->model].ver++;
 		seq_free(p->seqs[slot]);
 	}
 	p->seqs[slot] = NULL;
@@ -220,9 +248,15 @@ static struct pseq *seq_get(struct predict *p, struct pmodel *m, uint32_t model,
 	s->set = calloc((size_t)m->nl * m->words, sizeof(uint64_t));
 	s->settok = calloc(m->nl, sizeof(uint64_t));
 	s->ew = calloc((size_t)PREDICT_NRECENT * m->nl * m->ne, sizeof(float));
-	if (!s->cnt || !s->ntok || !s->set || !s->settok || !s->ew)
+	s->nu = calloc((size_t)m->nl * m->ne, sizeof(double));
+	s->nuver = calloc(m->nl, sizeof(uint64_t));
+	s->numask = calloc(m->nl, sizeof(unsigned));
+	if (!s->cnt || !s->ntok || !s->set || !s->settok || !s->ew || !s->nu || !s->nuver ||
+	    !s->numask)
 		goto fail;
+	s->ver = 1;
 	p->seqs[slot] = s;
+	m->nctx++;
 	return s;
 fail:
 	seq_free(s);
@@ -447,6 +481,7 @@ int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t la
 	if (!s)
 		return -ENOMEM;
 	s->stamp = ++p->clock;
+	s->mstamp = ++m->clock;
 	if (s->lastlayer < 0) {
 		s->tok = 1;
 		m->ver++;	/* a new context, perhaps where a freed one was */
@@ -524,6 +559,7 @@ int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t la
 	m->setn += 1;
 	s->lastlayer = L;
 	s->lasthint = hint;
+	s->ver++;
 	m->active = s;
 	m->ver++;
 	return 0;
@@ -537,8 +573,10 @@ void predict_forget(struct predict *p, uint64_t seq)
 
 			if (m && m->active == p->seqs[i])
 				m->active = NULL;
-			if (m)
+			if (m) {
 				m->ver++;
+				m->nctx--;
+			}
 			seq_free(p->seqs[i]);
 			p->seqs[i] = p->seqs[--p->nseqs];
 		} else {
@@ -578,18 +616,78 @@ static uint32_t distance(const struct pmodel *m, const struct pseq *s, uint32_t 
 					 : (uint32_t)(L + m->nl - s->lastlayer);
 }
 
+/* One sequence's expected next use of layer L's experts (its own context). */
+static const double *seq_next_use(struct pmodel *m, struct pseq *s, uint32_t L, unsigned mask)
+{
+	double *v = &s->nu[(size_t)L * m->ne];
+	uint32_t d;
+
+	if (s->nuver[L] == s->ver && s->numask[L] == mask)
+		return v;
+	d = distance(m, s, L);
+	if (!mix(m, s, L, next_token(s, L), mask, v))
+		memset(v, 0, m->ne * sizeof(*v));
+	for (uint32_t e = 0; e < m->ne; e++) {
+		double pr = v[e] < 1e-9 ? 1e-9 : v[e];
+
+		v[e] = d + m->nl * (1 - pr) / pr;
+	}
+	s->nuver[L] = s->ver;
+	s->numask[L] = mask;
+	return v;
+}
+
+/*
+ * A sequence still decoding: it acquired within the last two tokens' worth of
+ * the model's acquires (every context of the model taking turns).  One that
+ * stopped without its client leaving no longer ranks what is kept.
+ */
+static bool seq_active(const struct pmodel *m, const struct pseq *s)
+{
+	return m->clock - s->mstamp <= 2ull * m->nl * (m->nctx ? m->nctx : 1);
+}
+
 double predict_next_use(struct predict *p, uint32_t model, uint32_t layer, uint32_t expert,
 			unsigned mask)
 {
 	struct pmodel *m = model_get(p, model);
-	double pr;
+	double *v;
 
 	if (!m || layer >= m->nl || expert >= m->ne)
 		return 1e18;
-	pr = layer_probs(m, layer, mask)[expert];
-	if (pr < 1e-9)
-		pr = 1e-9;
-	return distance(m, m->active, layer) + m->nl * (1 - pr) / pr;
+	v = &m->cnu[(size_t)layer * m->ne];
+	if (m->cnuver[layer] != m->ver || m->cnumask[layer] != mask) {
+		bool any = false;
+
+		/* Several sequences decode side by side (clients, a batch): a
+		 * key is needed as soon as any of them needs it. */
+		for (unsigned i = 0; i < p->nseqs; i++) {
+			struct pseq *s = p->seqs[i];
+			const double *sv;
+
+			if (s->model != model || s->lastlayer < 0 ||
+			    (s != m->active && !seq_active(m, s)))
+				continue;
+			sv = seq_next_use(m, s, layer, mask);
+			for (uint32_t e = 0; e < m->ne; e++)
+				if (!any || sv[e] < v[e])
+					v[e] = sv[e];
+			any = true;
+		}
+		if (!any) {
+			/* Nothing seen yet: the model's counts, from its first layer. */
+			const double *pc = layer_probs(m, layer, mask);
+
+			for (uint32_t e = 0; e < m->ne; e++) {
+				double pr = pc[e] < 1e-9 ? 1e-9 : pc[e];
+
+				v[e] = distance(m, NULL, layer) + m->nl * (1 - pr) / pr;
+			}
+		}
+		m->cnuver[layer] = m->ver;
+		m->cnumask[layer] = mask;
+	}
+	return v[expert];
 }
 
 int predict_next_layer(struct predict *p, uint32_t model, uint32_t *layer, uint32_t *nlayers)

@@ -83,10 +83,13 @@ void predict_forget(struct predict *p, uint64_t seq);
 double predict_prob(struct predict *p, uint32_t model, uint32_t layer, uint32_t expert, unsigned mask);
 
 /*
- * Expected layer steps until the key is used, for the model's most recently
- * active sequence: the steps until its layer next runs, plus a full pass
- * of layers for each expected miss ((1 - p) / p passes).  Larger: evict
- * first.  Unknown models and keys: a large value.
+ * Expected layer steps until the key is used: for each sequence of the model
+ * still decoding (it acquired within the last two turns of the model's
+ * sequences, or acted last), the steps until its layer next runs plus a full
+ * pass of layers for each expected miss ((1 - p) / p passes), and of these
+ * the soonest: with several clients (or a batch) decoding side by side a key
+ * is needed as soon as any of them needs it.  Larger: evict first.  Unknown
+ * models and keys: a large value.
  */
 double predict_next_use(struct predict *p, uint32_t model, uint32_t layer, uint32_t expert,
 			unsigned mask);
