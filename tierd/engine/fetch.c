@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -34,7 +35,8 @@ struct fetch_job {
 	uint64_t bytes;
 	int err;
 	bool started, queued;
-	struct fetch_job *prev, *nxt;	/* in its queue */
+	TAILQ_ENTRY(fetch_job) qlink;	/* in its queue, when queued */
+	STAILQ_ENTRY(fetch_job) dlink;	/* in fetch.done */
 };
 
 /* One read in flight; also where a short read's remainder is kept. */
@@ -52,9 +54,8 @@ struct fetch_req {
 /* user_data of a withdrawn SQE (turned into a no-op): its CQE is dropped. */
 #define FETCH_UD_VOID UINT64_MAX
 
-struct fetch_queue {
-	struct fetch_job *head, *tail;
-};
+TAILQ_HEAD(fetch_queue, fetch_job);
+STAILQ_HEAD(fetch_done_list, fetch_job);
 
 struct fetch_file {
 	int fd;
@@ -79,7 +80,7 @@ struct fetch {
 	unsigned inflight;		/* SQEs prepared and not reaped */
 	uint64_t sq_prepared;		/* SQEs prepared, ever */
 	unsigned njobs;
-	struct fetch_job *done;		/* failed outside fetch_process: called back there */
+	struct fetch_done_list done;	/* failed outside fetch_process: called back there */
 	struct fetch_queue q[2];	/* by enum fetch_prio: demand first */
 	struct fetch_stats st;
 	fetch_submit_fn submit_hook;
@@ -112,6 +113,9 @@ int fetch_create(struct fetch **out, const struct fetch_opts *o, char *err, size
 		return -ENOMEM;
 	f->efd = -1;
 	f->depth = o->queue_depth;
+	TAILQ_INIT(&f->q[FETCH_DEMAND]);
+	TAILQ_INIT(&f->q[FETCH_PREFETCH]);
+	STAILQ_INIT(&f->done);
 	f->request_size = o->request_size;
 	f->reqs = calloc(f->depth, sizeof(*f->reqs));
 	f->free_reqs = calloc(f->depth, sizeof(*f->free_reqs));
@@ -156,33 +160,15 @@ fail:
 
 static void queue_remove(struct fetch *f, struct fetch_job *j)
 {
-	struct fetch_queue *q = &f->q[j->prio];
-
 	if (!j->queued)
 		return;
-	if (j->prev)
-		j->prev->nxt = j->nxt;
-	else
-		q->head = j->nxt;
-	if (j->nxt)
-		j->nxt->prev = j->prev;
-	else
-		q->tail = j->prev;
-	j->prev = j->nxt = NULL;
+	TAILQ_REMOVE(&f->q[j->prio], j, qlink);
 	j->queued = false;
 }
 
 static void queue_append(struct fetch *f, struct fetch_job *j)
 {
-	struct fetch_queue *q = &f->q[j->prio];
-
-	j->prev = q->tail;
-	j->nxt = NULL;
-	if (q->tail)
-		q->tail->nxt = j;
-	else
-		q->head = j;
-	q->tail = j;
+	TAILQ_INSERT_TAIL(&f->q[j->prio], j, qlink);
 	j->queued = true;
 }
 
@@ -217,10 +203,10 @@ void fetch_destroy(struct fetch *f)
 		}
 		io_uring_queue_exit(&f->ring);
 	}
-	while (f->done) {
-		struct fetch_job *j = f->done;
+	while (!STAILQ_EMPTY(&f->done)) {
+		struct fetch_job *j = STAILQ_FIRST(&f->done);
 
-		f->done = j->nxt;
+		STAILQ_REMOVE_HEAD(&f->done, dlink);
 		fetch_job_free(j);
 	}
 	/* Jobs still queued or half done: drop them (each once). */
@@ -234,19 +220,16 @@ void fetch_destroy(struct fetch *f)
 			fetch_job_free(j);
 		}
 	}
-	/* Walked by the links alone: dropping everything needs none of
-	 * queue_remove's bookkeeping. */
 	for (int p = 0; p < 2; p++) {
-		struct fetch_job *j = f->q[p].head, *nxt;
+		struct fetch_job *j;
 
-		for (; j; j = nxt) {
-			nxt = j->nxt;
+		while ((j = TAILQ_FIRST(&f->q[p]))) {
+			TAILQ_REMOVE(&f->q[p], j, qlink);
 			for (unsigned k = 0; k < f->depth && f->reqs; k++)
 				if (f->reqs[k].job == j)
 					f->reqs[k].job = NULL;
 			fetch_job_free(j);
 		}
-		f->q[p].head = f->q[p].tail = NULL;
 	}
 	for (unsigned i = 0; i < f->nfiles; i++) {
 		if (f->files[i].fd >= 0)
@@ -490,8 +473,7 @@ static bool next_request(struct fetch *f, struct fetch_job *j, struct fetch_req 
 static void job_defer(struct fetch *f, struct fetch_job *j)
 {
 	queue_remove(f, j);
-	j->nxt = f->done;
-	f->done = j;
+	STAILQ_INSERT_TAIL(&f->done, j, dlink);
 	if (eventfd_write(f->efd, 1))
 		log_err("fetch: waking the event loop: %s", strerror(errno));
 }
@@ -533,7 +515,7 @@ static void fail_outside_kernel(struct fetch *f, int err)
 	for (int p = FETCH_DEMAND; p <= FETCH_PREFETCH; p++) {
 		struct fetch_job *j;
 
-		while ((j = f->q[p].head)) {
+		while ((j = TAILQ_FIRST(&f->q[p]))) {
 			job_fail(j, err);
 			j->started = true;
 			queue_remove(f, j);
@@ -580,7 +562,7 @@ static void submit_more(struct fetch *f)
 	for (int p = FETCH_DEMAND; p <= FETCH_PREFETCH; p++) {
 		struct fetch_job *j;
 
-		while ((j = f->q[p].head) && f->nfree) {
+		while ((j = TAILQ_FIRST(&f->q[p])) && f->nfree) {
 			unsigned ri = f->free_reqs[f->nfree - 1];
 
 			if (!next_request(f, j, &f->reqs[ri])) {
@@ -725,16 +707,14 @@ static bool complete(struct fetch *f, unsigned ri, int res)
  * queues work that fails again is called back on the next round). */
 static int run_deferred(struct fetch *f)
 {
-	struct fetch_job *j = f->done;
+	struct fetch_done_list now = STAILQ_HEAD_INITIALIZER(now);
+	struct fetch_job *j;
 	int n = 0;
 
-	f->done = NULL;
-	while (j) {
-		struct fetch_job *nxt = j->nxt;
-
-		j->nxt = NULL;
+	STAILQ_CONCAT(&now, &f->done);
+	while ((j = STAILQ_FIRST(&now))) {
+		STAILQ_REMOVE_HEAD(&now, dlink);
 		job_finish(f, j);
-		j = nxt;
 		n++;
 	}
 	return n;
@@ -777,7 +757,7 @@ int fetch_wait(struct fetch *f)
 		submit_more(f);
 	/* Waiting is only for reads the kernel has: anything else would block
 	 * for good. */
-	if (f->done || !in_kernel(f))
+	if (!STAILQ_EMPTY(&f->done) || !in_kernel(f))
 		return fetch_process(f);
 	e = io_uring_wait_cqe(&f->ring, &cqe);
 	if (e < 0 && e != -EINTR)
