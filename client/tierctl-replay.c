@@ -55,6 +55,7 @@ struct lab {
 	unsigned fore_tokens[REPLAY_MAX_FORESIGHT];
 	size_t nfore;
 	unsigned told;			/* tokens of the future the policies are told */
+	bool warm;			/* each sequence after the others were learnt */
 };
 
 static void usage(FILE *f)
@@ -64,14 +65,15 @@ static void usage(FILE *f)
 		"                      [--prefetch on|off|both] [--prefetch-depth N]\n"
 		"                      [--prefetch-min-prob P] [--prefetch-slots N]\n"
 		"                      [--expert-bytes N] [--foresight N[,N...]|none]\n"
-		"                      [--told N] [--concurrent] [--json]\n"
+		"                      [--told N] [--concurrent] [--warm] [--json]\n"
 		"Policies: %s (default: every one, with and without prefetch).\n"
 		"Capacity: slots over every (layer, expert) key of the model (default 50%%).\n"
 		"TRACE \"synthetic[:experts=N,top_k=N,layers=N,prompt=N,tokens=N,sequences=N,seed=N]\":\n"
 		"a generated workload with a real router's statistics (default 24x32, top-8).\n"
 		"Foresight: reference demand pagers told the next N tokens exactly (default 1,2,3).\n"
 		"Told: the policies themselves told the next N tokens exactly (no prefetch).\n"
-		"Concurrent: every sequence at once through one cache, taking turns by layer.\n",
+		"Concurrent: every sequence at once through one cache, taking turns by layer.\n"
+		"Warm: each sequence replayed after the predictor learnt the others (held out).\n",
 		cache_policy_names());
 }
 
@@ -219,6 +221,33 @@ cleanup:
 	trace_close(r);
 	lab->info = NULL;
 	return ret;
+}
+
+/*
+ * --warm: the events of every sequence but q, each with its index as client,
+ * for the predictor to learn before q is replayed (held out: q's own events
+ * are never among them).
+ */
+static int warm_events(const struct lab *lab, size_t q, struct trace_event **out, size_t *n)
+{
+	size_t total = 0;
+
+	*out = NULL;
+	*n = 0;
+	for (size_t i = 0; i < lab->nseqs; i++)
+		if (i != q)
+			total += lab->seqs[i].n;
+	if (!total)
+		return 0;
+	*out = calloc(total, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	for (size_t i = 0; i < lab->nseqs; i++)
+		for (size_t j = 0; i != q && j < lab->seqs[i].n; j++) {
+			(*out)[*n] = lab->seqs[i].ev[j];
+			(*out)[(*n)++].client = (uint32_t)i;
+		}
+	return 0;
 }
 
 /*
@@ -398,6 +427,7 @@ static int run_all(struct lab *lab, bool json)
 {
 	struct replay_result *sum = calloc(lab->nruns, sizeof(*sum));
 	uint64_t slru = 0, smin = 0, sacc = 0, sfore[REPLAY_MAX_FORESIGHT] = { 0 };
+	struct trace_event *warm = NULL;
 	json_object *top = NULL, *seqs = NULL;
 	char err[512] = "";
 	int ret = 0;
@@ -430,6 +460,10 @@ static int run_all(struct lab *lab, bool json)
 			sfore[i] += q->fore[i];
 		}
 		rc.told = (uint64_t)lab->told * lab->nlayers;
+		if (ret >= 0 && lab->warm) {
+			ret = warm_events(lab, s, &warm, &rc.nwarm);
+			rc.warm = warm;
+		}
 		for (size_t i = 0; ret >= 0 && i < lab->nruns; i++) {
 			rc.policy = lab->runs[i].policy;
 			rc.prefetch = lab->runs[i].prefetch;
@@ -437,6 +471,8 @@ static int run_all(struct lab *lab, bool json)
 			if (ret >= 0)
 				replay_result_add(&sum[i], &q->res[i]);
 		}
+		free(warm);
+		warm = NULL;
 		if (ret < 0) {
 			fprintf(stderr, "tierctl replay: %s: %s: %s\n", lab->path, q->name, err);
 			goto cleanup;
@@ -552,6 +588,7 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 		{ "foresight", required_argument, NULL, 'F' },
 		{ "told", required_argument, NULL, 'T' },
 		{ "concurrent", no_argument, NULL, 'c' },
+		{ "warm", no_argument, NULL, 'w' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -609,6 +646,7 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 			lab.told = (unsigned)v;
 			break;
 		case 'c': concurrent = true; break;
+		case 'w': lab.warm = true; break;
 		case 'j': json = true; break;
 		case 'h': usage(stdout); return EXIT_SUCCESS;
 		default: usage(stderr); return 2;
@@ -626,6 +664,12 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 	lab.path = argv[optind];
 	if (load(&lab) < 0)
 		goto cleanup;
+	if (lab.warm && (concurrent || lab.nseqs < 2)) {
+		fprintf(stderr, "tierctl replay: --warm learns each sequence's model from the others: "
+			"it needs two sequences or more%s\n", concurrent ? ", replayed one by one" : "");
+		rc = 2;
+		goto cleanup;
+	}
 	if (concurrent && merge_concurrent(&lab) < 0) {
 		fprintf(stderr, "tierctl replay: %s: %s\n", lab.path, strerror(ENOMEM));
 		goto cleanup;

@@ -109,12 +109,15 @@ r3=0; "$TIERCTL" replay synthetic:experts=4,top_k=8 >>"$tmp/out" 2>&1 || r3=$?
 r4=0; "$TIERCTL" replay "$trace" --foresight 1,,2 >>"$tmp/out" 2>&1 || r4=$?
 r5=0; "$TIERCTL" replay "$trace" --foresight 0 >>"$tmp/out" 2>&1 || r5=$?
 r6=0; "$TIERCTL" replay "$trace" --told 1 --prefetch on >>"$tmp/out" 2>&1 || r6=$?
+r7=0; "$TIERCTL" replay "$trace" --warm --concurrent >>"$tmp/out" 2>&1 || r7=$?
+r8=0; "$TIERCTL" replay synthetic:sequences=1 --warm >>"$tmp/out" 2>&1 || r8=$?
 if [ "$r1" = 2 ] && [ "$r2" = 2 ] && [ "$r3" != 0 ] && [ "$r4" = 2 ] && [ "$r5" = 2 ] &&
    [ "$r6" = 2 ] && grep -q -- "--told measures evictions alone" "$tmp/out" &&
+   [ "$r7" = 2 ] && [ "$r8" = 2 ] && [ "$(grep -c -- "--warm learns" "$tmp/out")" = 2 ] &&
    grep -q '"belady": unknown' "$tmp/out" && grep -q "top_k 8 of 4 experts" "$tmp/out" &&
    grep -q -- '--foresight "1,,2"' "$tmp/out"; then
 	ok "unknown policy, bad capacity, impossible synthetic shape, bad foresight: refused"
-else notok "option errors ($r1 $r2 $r3 $r4 $r5 $r6)"; fi
+else notok "option errors ($r1 $r2 $r3 $r4 $r5 $r6 $r7 $r8)"; fi
 
 # tierd's own format replays the same way: the shared trace converted to a
 # tierd-trace-v1 file gives the same figures, policy for policy.

@@ -228,6 +228,41 @@ static void test_foresight_small(void **state)
 	assert_int_equal(misses, 4);
 }
 
+/* Warm: a predictor that learnt a chain from an earlier sequence prefetches
+ * the next layer right from a new sequence's first acquire; cold, it has to
+ * learn it first.  The warm sequence is forgotten (only the model's counts
+ * stay), and nothing is cached by it. */
+static void test_warm(void **state)
+{
+	enum { NL = 6, NE = 16, K = 2, WARM = 20, RUN = 4 };
+	struct trace_event warm[WARM * NL], ev[RUN * NL];
+	struct replay_conf c = { .policy = "predictive", .prefetch = true, .capacity = 3 * K,
+				 .nlayers = NL, .nexperts = NE, .expert_bytes = 1,
+				 .pf = { .depth = 1, .min_prob = 0.5 } };
+	struct replay_result cold, hot;
+	char err[128];
+
+	for (uint32_t t = 0; t < WARM + RUN; t++)
+		for (uint32_t l = 0; l < NL; l++) {
+			uint32_t x[K] = { (t + l) % NE, (t + l + 8) % NE };
+
+			if (t < WARM) {
+				warm[t * NL + l] = acq(t, l, x, K);
+				warm[t * NL + l].client = 1;
+			} else {
+				ev[(t - WARM) * NL + l] = acq(t - WARM, l, x, K);
+			}
+		}
+	assert_int_equal(replay_run(&c, ev, RUN * NL, &cold, err, sizeof(err)), 0);
+	c.warm = warm;
+	c.nwarm = WARM * NL;
+	assert_int_equal(replay_run(&c, ev, RUN * NL, &hot, err, sizeof(err)), 0);
+	/* Warm: only the first layer misses (nothing told it what comes). */
+	assert_int_equal(hot.demand_misses, K);
+	assert_true(cold.demand_misses > 2 * K);
+	assert_int_equal(hot.accesses, cold.accesses);
+}
+
 /* A layer's own experts are not evicted while it is served: capacity 2,
  * a layer of {a, b} with a resident and b missing evicts c, not a. */
 static void test_layer_pinned(void **state)
@@ -304,6 +339,7 @@ int main(void)
 		cmocka_unit_test(test_policies_consistent),
 		cmocka_unit_test(test_min_small),
 		cmocka_unit_test(test_foresight_small),
+		cmocka_unit_test(test_warm),
 		cmocka_unit_test(test_layer_pinned),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_malformed_trace),

@@ -11,6 +11,10 @@
 #include "predict.h"
 #include "replay.h"
 
+/* Warm sequences' ids: their client index added (a replayed sequence's
+ * ids are small). */
+#define REPLAY_WARM_SEQ (1ull << 62)
+
 /* A key's acquire steps, for a policy told the future (conf->told). */
 struct future {
 	uint64_t *steps;		/* ascending */
@@ -294,6 +298,20 @@ int replay_run(const struct replay_conf *c, const struct trace_event *ev, size_t
 			 strerror(-ret));
 		goto cleanup;
 	}
+	/* Warm sequences keep ids of their own, and are forgotten after. */
+	for (size_t i = 0; i < c->nwarm; i++) {
+		const struct trace_event *w = &c->warm[i];
+
+		ret = cache_observe(lab.cache, 0, REPLAY_WARM_SEQ + w->client, w->layer, w->experts,
+				    w->nexperts, w->kind == TRACE_HINT);
+		if (ret < 0) {
+			snprintf(err, errlen, "warm event %zu (layer %u): outside the model's shape", i,
+				 w->layer);
+			goto cleanup;
+		}
+	}
+	for (size_t i = 0; i < c->nwarm; i++)
+		predict_forget(cache_predictor(lab.cache), REPLAY_WARM_SEQ + c->warm[i].client);
 	if (c->told) {
 		ret = future_build(&lab, ev, n);
 		if (ret < 0) {

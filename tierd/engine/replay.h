@@ -44,6 +44,13 @@ struct replay_conf {
 	 * tokens would add to the policy's own ranking.  Demand evictions only.
 	 */
 	uint64_t told;
+	/*
+	 * Learnt before the replay (the predictor only, nothing cached): what
+	 * the model's earlier sequences did, as a daemon that served them has
+	 * learnt it; each warm sequence is forgotten before the replay starts.
+	 */
+	const struct trace_event *warm;
+	size_t nwarm;
 };
 
 struct replay_result {
