@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache.h"
 #include "replay.h"
@@ -34,6 +35,8 @@ struct rseq {
 	uint64_t lru, min;
 	uint64_t fore[REPLAY_MAX_FORESIGHT];	/* misses told the next fore_tokens[i] tokens */
 	struct replay_result *res;	/* per run */
+	double *ns;			/* per run: wall time of the replay */
+	uint64_t steps;			/* acquire events (layers acquired) */
 };
 
 struct run {
@@ -393,8 +396,17 @@ static double ratio(uint64_t a, uint64_t b)
 	return b ? (double)a / (double)b : 0;
 }
 
+static double now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
 static void block_text(const struct lab *lab, const char *name, uint64_t accesses, uint64_t lru,
-		       uint64_t min, const uint64_t *fore, const struct replay_result *res)
+		       uint64_t min, const uint64_t *fore, const struct replay_result *res,
+		       const double *ns, uint64_t steps)
 {
 	printf("%s: %llu accesses, capacity %llu slots of %llu keys\n", name,
 	       (unsigned long long)accesses, (unsigned long long)lab->capacity,
@@ -408,18 +420,20 @@ static void block_text(const struct lab *lab, const char *name, uint64_t accesse
 	if (lab->told)
 		printf("  the policies below are told the next %u token%s exactly (not online)\n",
 		       lab->told, lab->told == 1 ? "" : "s");
-	printf("  %-11s %-8s %8s %7s %8s %8s %8s %8s %8s %7s %12s\n", "policy", "prefetch", "misses",
-	       "xMIN", "hits", "pf-issue", "pf-used", "pf-waste", "fetched", "xMIN", "bytes/token");
+	printf("  %-11s %-8s %8s %7s %8s %8s %8s %8s %8s %7s %12s %8s\n", "policy", "prefetch", "misses",
+	       "xMIN", "hits", "pf-issue", "pf-used", "pf-waste", "fetched", "xMIN", "bytes/token",
+	       "us/layer");
 	for (size_t i = 0; i < lab->nruns; i++) {
 		const struct replay_result *r = &res[i];
 
-		printf("  %-11s %-8s %8llu %7.2f %8llu %8llu %8llu %8llu %8llu %7.2f %12.0f\n",
+		printf("  %-11s %-8s %8llu %7.2f %8llu %8llu %8llu %8llu %8llu %7.2f %12.0f %8.2f\n",
 		       lab->runs[i].policy, lab->runs[i].prefetch ? "yes" : "no",
 		       (unsigned long long)r->demand_misses, ratio(r->demand_misses, min),
 		       (unsigned long long)r->hits, (unsigned long long)r->prefetch_issued,
 		       (unsigned long long)r->prefetch_used, (unsigned long long)r->prefetch_wasted,
 		       (unsigned long long)r->fetched_experts, ratio(r->fetched_experts, min),
-		       r->tokens ? (double)r->fetched_bytes / (double)r->tokens : 0.0);
+		       r->tokens ? (double)r->fetched_bytes / (double)r->tokens : 0.0,
+		       steps ? ns[i] / 1e3 / (double)steps : 0.0);
 	}
 }
 
@@ -428,6 +442,8 @@ static int run_all(struct lab *lab, bool json)
 	struct replay_result *sum = calloc(lab->nruns, sizeof(*sum));
 	uint64_t slru = 0, smin = 0, sacc = 0, sfore[REPLAY_MAX_FORESIGHT] = { 0 };
 	struct trace_event *warm = NULL;
+	double *sns = calloc(lab->nruns ? lab->nruns : 1, sizeof(*sns));
+	uint64_t ssteps = 0;
 	json_object *top = NULL, *seqs = NULL;
 	char err[512] = "";
 	int ret = 0;
@@ -446,7 +462,8 @@ static int run_all(struct lab *lab, bool json)
 		char tname[512];
 
 		q->res = calloc(lab->nruns, sizeof(*q->res));
-		if (!q->res) {
+		q->ns = calloc(lab->nruns, sizeof(*q->ns));
+		if (!q->res || !q->ns || !sns) {
 			ret = -ENOMEM;
 			goto cleanup;
 		}
@@ -465,9 +482,13 @@ static int run_all(struct lab *lab, bool json)
 			rc.warm = warm;
 		}
 		for (size_t i = 0; ret >= 0 && i < lab->nruns; i++) {
+			double t0 = now_ns();
+
 			rc.policy = lab->runs[i].policy;
 			rc.prefetch = lab->runs[i].prefetch;
 			ret = replay_run(&rc, q->ev, q->n, &q->res[i], err, sizeof(err));
+			q->ns[i] = now_ns() - t0;
+			sns[i] += q->ns[i];
 			if (ret >= 0)
 				replay_result_add(&sum[i], &q->res[i]);
 		}
@@ -478,6 +499,9 @@ static int run_all(struct lab *lab, bool json)
 			goto cleanup;
 		}
 		q->lru = lru.demand_misses;
+		for (size_t i = 0; i < q->n; i++)
+			q->steps += q->ev[i].kind == TRACE_ACQUIRE;
+		ssteps += q->steps;
 		slru += q->lru;
 		smin += q->min;
 		sacc += lru.accesses;
@@ -486,7 +510,8 @@ static int run_all(struct lab *lab, bool json)
 			json_object_array_add(seqs, block_json(lab, tname, lru.accesses, q->lru, q->min,
 							       q->fore, q->res));
 		else
-			block_text(lab, q->name, lru.accesses, q->lru, q->min, q->fore, q->res);
+			block_text(lab, q->name, lru.accesses, q->lru, q->min, q->fore, q->res, q->ns,
+				   q->steps);
 	}
 	if (json) {
 		top = block_json(lab, lab->path, sacc, slru, smin, sfore, sum);
@@ -498,12 +523,13 @@ static int run_all(struct lab *lab, bool json)
 		printf("%s\n", json_object_to_json_string_ext(top, JSON_C_TO_STRING_PRETTY |
 							      JSON_C_TO_STRING_NOSLASHESCAPE));
 	} else if (lab->nseqs > 1) {
-		block_text(lab, "all sequences", sacc, slru, smin, sfore, sum);
+		block_text(lab, "all sequences", sacc, slru, smin, sfore, sum, sns, ssteps);
 	}
 cleanup:
 	json_object_put(top);
 	json_object_put(seqs);
 	free(sum);
+	free(sns);
 	return ret;
 }
 
@@ -686,6 +712,7 @@ cleanup:
 	for (size_t i = 0; i < lab.nseqs; i++) {
 		free(lab.seqs[i].ev);
 		free(lab.seqs[i].res);
+		free(lab.seqs[i].ns);
 	}
 	free(lab.seqs);
 	free(lab.runs);

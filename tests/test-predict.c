@@ -115,6 +115,45 @@ static void test_hints(void **state)
 	predict_destroy(p);
 }
 
+/* The ranking follows each step at once.  Layer 0 draws at random, each
+ * later layer follows the one before exactly: only the cross-layer estimate
+ * knows, and right after layer l ran, layer l+1's experts are expected next
+ * and the others far off (a layer's vector kept from before layer l ran would
+ * not know them). Every layer is ranked after each step, as eviction scans do. */
+static void test_ranking_follows(void **state)
+{
+	struct predict *p;
+	uint32_t x[K], bad = 0;
+	uint64_t r = 7;
+
+	assert_int_equal(predict_create(&p, 4), 0);
+	assert_int_equal(predict_model(p, 0, NL, NE), 0);
+	for (uint32_t t = 0; t < 200; t++) {
+		uint32_t x0;
+
+		r = r * 6364136223846793005ull + 1442695040888963407ull;
+		x0 = (uint32_t)(r >> 33) % 8;
+		for (uint32_t l = 0; l < NL; l++) {
+			x[0] = (x0 + 3 * l) % NE;
+			x[1] = (x0 + 3 * l + 8) % NE;
+			assert_int_equal(predict_observe(p, 0, 1, l, x, K, false), 0);
+			for (uint32_t o = 0; o < NL; o++)
+				(void)predict_next_use(p, 0, o, 0, PREDICT_ALL);
+			if (t < 100 || l + 1 == NL)
+				continue;
+			for (uint32_t e = 0; e < NE; e++) {
+				double nu = predict_next_use(p, 0, l + 1, e, PREDICT_ALL);
+				bool next = e == (x0 + 3 * (l + 1)) % NE || e == (x0 + 3 * (l + 1) + 8) % NE;
+
+				if (next ? nu > 2 : nu < 4 * NL)
+					bad++;
+			}
+		}
+	}
+	assert_int_equal(bad, 0);
+	predict_destroy(p);
+}
+
 /* Two sequences decode side by side (A always uses experts 0 and 1, B 8
  * and 9): a key either needs is expected soon, whichever acted last; one
  * neither uses is not; a sequence that stopped (or was forgotten) no longer
@@ -229,6 +268,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_chain_learned),
 		cmocka_unit_test(test_hints),
+		cmocka_unit_test(test_ranking_follows),
 		cmocka_unit_test(test_sequences_side_by_side),
 		cmocka_unit_test(test_prefetch_plan),
 	};

@@ -23,12 +23,19 @@ struct pseq {
 	float *ew;			/* [PREDICT_NRECENT][layer][expert] recency-weighted use */
 	uint64_t ver;			/* bumps on every observation of this sequence */
 	uint64_t mstamp;		/* the model's clock at its last observation */
-	/* Its expected next uses per layer, valid for (ver, mask): another
-	 * sequence's observation does not recompute them (the model's counts
-	 * move little in one step; the sequence's own context did not move). */
-	double *nu;			/* [layer][expert] */
-	uint64_t *nuver;		/* [layer] */
-	unsigned *numask;		/* [layer] */
+	/*
+	 * Its mixed probabilities per layer, for ranking, and when they were
+	 * computed (ver).  A layer's estimates move when the sequence runs it or
+	 * the layer before (its counts, its last set, the cross-layer source);
+	 * the model's counts and the mixing weights move a little on every
+	 * observation, so a vector is also recomputed after a pass of layers.
+	 * Without this every acquire would recompute every layer (O(layers x
+	 * experts) per acquire, most of it unchanged).
+	 */
+	uint64_t *lver;			/* [layer] ver when it last ran the layer */
+	double *pp;			/* [layer][expert] */
+	uint64_t *ppver;		/* [layer], 0: never */
+	unsigned *ppmask;		/* [layer] */
 };
 
 struct pmodel {
@@ -103,9 +110,10 @@ static void seq_free(struct pseq *s)
 	free(s->set);
 	free(s->settok);
 	free(s->ew);
-	free(s->nu);
-	free(s->nuver);
-	free(s->numask);
+	free(s->lver);
+	free(s->pp);
+	free(s->ppver);
+	free(s->ppmask);
 	free(s);
 }
 
@@ -248,11 +256,12 @@ static struct pseq *seq_get(struct predict *p, struct pmodel *m, uint32_t model,
 	s->set = calloc((size_t)m->nl * m->words, sizeof(uint64_t));
 	s->settok = calloc(m->nl, sizeof(uint64_t));
 	s->ew = calloc((size_t)PREDICT_NRECENT * m->nl * m->ne, sizeof(float));
-	s->nu = calloc((size_t)m->nl * m->ne, sizeof(double));
-	s->nuver = calloc(m->nl, sizeof(uint64_t));
-	s->numask = calloc(m->nl, sizeof(unsigned));
-	if (!s->cnt || !s->ntok || !s->set || !s->settok || !s->ew || !s->nu || !s->nuver ||
-	    !s->numask)
+	s->lver = calloc(m->nl, sizeof(uint64_t));
+	s->pp = calloc((size_t)m->nl * m->ne, sizeof(double));
+	s->ppver = calloc(m->nl, sizeof(uint64_t));
+	s->ppmask = calloc(m->nl, sizeof(unsigned));
+	if (!s->cnt || !s->ntok || !s->set || !s->settok || !s->ew || !s->lver || !s->pp ||
+	    !s->ppver || !s->ppmask)
 		goto fail;
 	s->ver = 1;
 	p->seqs[slot] = s;
@@ -560,6 +569,7 @@ int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t la
 	s->lastlayer = L;
 	s->lasthint = hint;
 	s->ver++;
+	s->lver[L] = s->ver;
 	m->active = s;
 	m->ver++;
 	return 0;
@@ -616,24 +626,19 @@ static uint32_t distance(const struct pmodel *m, const struct pseq *s, uint32_t 
 					 : (uint32_t)(L + m->nl - s->lastlayer);
 }
 
-/* One sequence's expected next use of layer L's experts (its own context). */
-static const double *seq_next_use(struct pmodel *m, struct pseq *s, uint32_t L, unsigned mask)
+/* One sequence's probabilities for layer L, for ranking (see pseq.pp). */
+static const double *seq_probs(struct pmodel *m, struct pseq *s, uint32_t L, unsigned mask)
 {
-	double *v = &s->nu[(size_t)L * m->ne];
-	uint32_t d;
+	double *v = &s->pp[(size_t)L * m->ne];
+	uint64_t at = s->ppver[L];
 
-	if (s->nuver[L] == s->ver && s->numask[L] == mask)
+	if (at && s->ppmask[L] == mask && at >= s->lver[L] && (!L || at >= s->lver[L - 1]) &&
+	    s->ver - at < m->nl)
 		return v;
-	d = distance(m, s, L);
 	if (!mix(m, s, L, next_token(s, L), mask, v))
 		memset(v, 0, m->ne * sizeof(*v));
-	for (uint32_t e = 0; e < m->ne; e++) {
-		double pr = v[e] < 1e-9 ? 1e-9 : v[e];
-
-		v[e] = d + m->nl * (1 - pr) / pr;
-	}
-	s->nuver[L] = s->ver;
-	s->numask[L] = mask;
+	s->ppver[L] = s->ver;
+	s->ppmask[L] = mask;
 	return v;
 }
 
@@ -663,15 +668,21 @@ double predict_next_use(struct predict *p, uint32_t model, uint32_t layer, uint3
 		 * key is needed as soon as any of them needs it. */
 		for (unsigned i = 0; i < p->nseqs; i++) {
 			struct pseq *s = p->seqs[i];
-			const double *sv;
+			const double *sp;
+			uint32_t d;
 
 			if (s->model != model || s->lastlayer < 0 ||
 			    (s != m->active && !seq_active(m, s)))
 				continue;
-			sv = seq_next_use(m, s, layer, mask);
-			for (uint32_t e = 0; e < m->ne; e++)
-				if (!any || sv[e] < v[e])
-					v[e] = sv[e];
+			sp = seq_probs(m, s, layer, mask);
+			d = distance(m, s, layer);
+			for (uint32_t e = 0; e < m->ne; e++) {
+				double pr = sp[e] < 1e-9 ? 1e-9 : sp[e];
+				double nu = d + m->nl * (1 - pr) / pr;
+
+				if (!any || nu < v[e])
+					v[e] = nu;
+			}
 			any = true;
 		}
 		if (!any) {
