@@ -51,6 +51,9 @@ void tdc_acq_free(struct tierd_acquisition *a)
 	free(a->model_names);
 	free(a->keys);
 	free(a->fidx);
+	for (size_t i = 0; a->lay && i < a->n; i++)
+		tdc_fast_layout_put(a->lay[i]);
+	free(a->lay);
 	free(a);
 }
 

@@ -9,7 +9,10 @@
  *
  * Tensor names, dtypes and shapes are not in the table: each expert's
  * layout inside its slot is learnt from the first socket ACQUIRED of it and
- * reused while the table's layout version for it stays the same.
+ * reused while the table's layout version for it stays the same.  A layout
+ * lives while the connection's entry or an acquisition refers to it: a new
+ * connection (the daemon restarted) learns its own, the old ones go as the
+ * acquisitions made with them are released.
  */
 #include "config.h"
 
@@ -101,9 +104,19 @@ void tdc_fast_close(struct tierd_client *c)
 		return;
 	munmap((void *)f->hdr, f->table_size);
 	munmap(f->pins, f->area_size);
-	free(f->lay);	/* the layouts themselves stay on c->layouts */
+	for (uint32_t i = 0; i < f->nentries; i++)
+		tdc_fast_layout_put(f->lay[i]);
+	free(f->lay);
 	free(f);
 	c->fast = NULL;
+}
+
+void tdc_fast_layout_put(struct fast_layout *l)
+{
+	if (l && --l->refs == 0) {
+		LIST_REMOVE(l, link);
+		free(l);
+	}
 }
 
 static int entry_index(const struct fastpath *f, const struct tierd_key *k)
@@ -179,7 +192,8 @@ int tdc_fast_acquire(struct tierd_client *c, const struct tierd_key *keys, size_
 	a->keys = malloc(n * sizeof(*a->keys));
 	a->fidx = malloc(n * sizeof(*a->fidx));
 	a->model_names = calloc(n, sizeof(char *));
-	if (!a->keys || !a->fidx || !a->model_names)
+	a->lay = calloc(n, sizeof(*a->lay));
+	if (!a->keys || !a->fidx || !a->model_names || !a->lay)
 		goto fail;
 	memcpy(a->keys, keys, n * sizeof(*keys));
 	for (i = 0; i < n; i++) {
@@ -223,6 +237,11 @@ int tdc_fast_acquire(struct tierd_client *c, const struct tierd_key *keys, size_
 			goto unpin;
 		}
 		atomic_fetch_add_explicit(&f->pins[a->fidx[i]].uses, 1, memory_order_relaxed);
+	}
+	/* The tensors name the layouts' strings: held until the free. */
+	for (i = 0; i < n; i++) {
+		a->lay[i] = f->lay[a->fidx[i]];
+		a->lay[i]->refs++;
 	}
 	for (unsigned p = 0; p < c->npools; p++) {
 		a->maps[p] = c->pools[p];
@@ -290,6 +309,7 @@ static void learn(struct tierd_client *c, struct fastpath *f, const struct tierd
 	l = malloc(sizeof(*l) + x->ntensors * sizeof(l->tensors[0]) + names);
 	if (!l)
 		return;
+	l->refs = 1;	/* f->lay[idx]'s */
 	l->layout = layout;
 	l->ntensors = x->ntensors;
 	l->span = span;
@@ -304,7 +324,10 @@ static void learn(struct tierd_client *c, struct fastpath *f, const struct tierd
 		l->tensors[j].name = s;
 		s += len;
 	}
-	SLIST_INSERT_HEAD(&c->layouts, l, link);
+	LIST_INSERT_HEAD(&c->layouts, l, link);
+	/* A reload moved the tensors: the old layout goes with the last
+	 * acquisition that names it. */
+	tdc_fast_layout_put(f->lay[idx]);
 	f->lay[idx] = l;
 }
 

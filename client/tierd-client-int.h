@@ -96,13 +96,21 @@ struct tierd_acquisition {
 	bool fast;
 	uint64_t fast_seq;
 	uint32_t *fidx;
+	/* Per expert, a reference on the layout its tensors' names are in
+	 * (those arrays may be retired by a reconnection, the names are still
+	 * read): dropped when the acquisition is freed. */
+	struct fast_layout **lay;
 };
 
 /* An expert's tensors as a socket ACQUIRED laid them out, offsets relative
- * to its slot: what a fast acquire of it hands out.  Kept until the client
- * closes (acquisitions point at the names). */
+ * to its slot: what a fast acquire of it hands out.  Counted references:
+ * the entry of the connection's fast path that uses it, and each fast
+ * acquisition whose tensors name it; freed at the last, so that a client of
+ * a daemon that restarts or reloads does not keep every layout it ever
+ * learnt. */
 struct fast_layout {
-	SLIST_ENTRY(fast_layout) link;	/* in c->layouts */
+	LIST_ENTRY(fast_layout) link;	/* in c->layouts */
+	unsigned refs;
 	uint32_t layout;		/* the table's layout version it holds for */
 	uint32_t ntensors;
 	uint64_t span;			/* bytes from the slot's start it covers */
@@ -155,7 +163,7 @@ struct tierd_client {
 	unsigned flags;			/* TIERD_CLIENT_F_* */
 	struct fastpath *fast;		/* NULL: socket only */
 	uint64_t conn_seq;
-	SLIST_HEAD(, fast_layout) layouts;
+	LIST_HEAD(, fast_layout) layouts;	/* alive */
 	alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG];
 	alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
 };
@@ -204,6 +212,8 @@ HIDDEN int tdc_fast_acquire(struct tierd_client *c, const struct tierd_key *keys
 HIDDEN void tdc_fast_learn(struct tierd_client *c, const struct tierd_acquisition *a);
 /* Drops a fast acquisition's pins (if its connection is the current one). */
 HIDDEN void tdc_fast_release(struct tierd_client *c, struct tierd_acquisition *a);
+/* Drops a reference on a layout (lock held); frees it at the last. */
+HIDDEN void tdc_fast_layout_put(struct fast_layout *l);
 
 /* ---- tierd-client-conn.c: connect and reconnect ---- */
 

@@ -56,7 +56,7 @@ EXPORT int tierd_client_connect_node(struct tierd_client **out, const char *path
 	env = getenv("TIERD_NO_FASTPATH");
 	if (env && *env && strcmp(env, "0"))
 		c->flags |= TIERD_CLIENT_F_SOCKET;
-	SLIST_INIT(&c->layouts);
+	LIST_INIT(&c->layouts);
 	r = tdc_conn_open(c);
 	if (r) {
 		tierd_client_close(c);
@@ -83,13 +83,9 @@ EXPORT void tierd_client_close(struct tierd_client *c)
 	c->held = 0;
 	tdc_pending_list_free(&c->pending);
 	tdc_pending_list_free(&c->completed);
+	/* The acquisitions and the fast path held the last references on
+	 * the layouts: c->layouts is empty now. */
 	tdc_fast_close(c);
-	while (!SLIST_EMPTY(&c->layouts)) {
-		struct fast_layout *l = SLIST_FIRST(&c->layouts);
-
-		SLIST_REMOVE_HEAD(&c->layouts, link);
-		free(l);
-	}
 	for (uint32_t i = 0; i < c->npools; i++)
 		tdc_mapping_unref(c->pools[i]);
 	for (uint32_t i = 0; i < c->nmodels; i++)

@@ -13,6 +13,10 @@ TESTS += tests/test-conf
 TESTS += tests/conf-cli.sh
 EXTRA_DIST += tests/conf-cli.sh
 
+# .gitignore ignores the test programs, not sources named like them.
+TESTS += tests/gitignore.sh
+EXTRA_DIST += tests/gitignore.sh
+
 check_PROGRAMS += tests/test-reload
 tests_test_reload_SOURCES = tests/test-reload.c
 tests_test_reload_CFLAGS = $(TEST_CFLAGS)

@@ -36,6 +36,7 @@
 #include <cmocka.h>
 
 #include "catalog.h"
+#include "tierd-fastpath.h"
 #include "safetensors.h"
 
 /* ---- the library, with failure injection ---- */
@@ -105,7 +106,15 @@ struct fixture {
 	int lfd;			/* the listening socket, kept across restarts */
 	pid_t pid;			/* the current fake daemon */
 	struct fake_counts *counts;
+	bool fast;			/* WELCOME hands over a residency table */
+	int table;			/* ... this one, kept across restarts */
+	struct tierd_fast_entry *entries;	/* its entries, for the test to change */
 };
+
+/* The fast path's shared memory as a daemon sizes it (4 KiB multiples). */
+#define F_ENTRIES	(F_LAYERS * F_EXPERTS)
+#define F_TABLE_SIZE	((sizeof(struct tierd_fast_hdr) + F_ENTRIES * sizeof(struct tierd_fast_entry) + 4095) & ~4095ul)
+#define F_AREA_SIZE	((F_ENTRIES * sizeof(struct tierd_fast_pin) + sizeof(struct tierd_fast_area_tail) + 4095) & ~4095ul)
 
 static void fake_send(int fd, const void *buf, long len)
 {
@@ -114,11 +123,58 @@ static void fake_send(int fd, const void *buf, long len)
 		(void)!send(fd, buf, (size_t)len, MSG_NOSIGNAL);
 }
 
-static void fake_welcome(int fd, int pool, unsigned gen, uint64_t id)
+/*
+ * The daemons' residency table (made by the test, which may change it):
+ * every expert resident in its slot of the pool (the offsets
+ * fake_acquired() answers), layout version 1.
+ */
+static void fake_table(struct fixture *f)
+{
+	struct tierd_fast_hdr *h;
+	struct tierd_fast_entry *e;
+	int fd = memfd_create("tierd-test-table", MFD_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)F_TABLE_SIZE), 0);
+	h = mmap(NULL, F_TABLE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(h != MAP_FAILED);
+	h->magic = TIERD_FAST_MAGIC;
+	h->version = TIERD_FAST_VERSION;
+	h->nmodels = 1;
+	h->nentries = F_ENTRIES;
+	h->entries_offset = sizeof(*h);
+	h->models[0] = (struct tierd_fast_model){ 0, F_LAYERS, F_EXPERTS, TIERD_FAST_MODEL_F_ON };
+	e = (struct tierd_fast_entry *)(h + 1);
+	for (uint32_t i = 0; i < F_ENTRIES; i++) {
+		atomic_store(&e[i].offset, (uint64_t)i * F_SLOT);
+		atomic_store(&e[i].pool, 0);
+		atomic_store(&e[i].layout, 1);
+		atomic_store(&e[i].gen, 2);
+	}
+	f->fast = true;
+	f->table = fd;
+	f->entries = e;
+}
+
+/* A reload that may have moved every expert: a new layout version each. */
+static void fake_table_reload(struct fixture *f, uint32_t layout)
+{
+	for (uint32_t i = 0; i < F_ENTRIES; i++) {
+		struct tierd_fast_entry *e = &f->entries[i];
+
+		atomic_fetch_add(&e->gen, 1);
+		atomic_store(&e->layout, layout);
+		atomic_fetch_add(&e->gen, 1);
+	}
+}
+
+/* table < 0: no fast path; else its fd and the connection's pin area. */
+static void fake_welcome(int fd, int pool, int table, int area, unsigned gen, uint64_t id)
 {
 	static alignas(8) uint8_t tx[TIERD_PROTO_MAX_MSG];
+	int fds[3] = { pool, table, area };
 	union {
-		char b[CMSG_SPACE(sizeof(int))];
+		char b[CMSG_SPACE(sizeof(fds))];
 		struct cmsghdr align;
 	} ctl;
 	struct tierd_msg_welcome *w = calloc(1, sizeof(*w));
@@ -137,6 +193,11 @@ static void fake_welcome(int fd, int pool, unsigned gen, uint64_t id)
 	w->nmodels = 1;
 	w->models[0] = (struct tierd_proto_model){ "demo", TIERD_MODEL_F_ALLOWED, F_LAYERS, F_EXPERTS, 2,
 						   F_LAYERS * F_EXPERTS, F_SLOT };
+	if (table >= 0) {
+		w->fast = TIERD_WELCOME_F_FAST;
+		w->fast_table_size = F_TABLE_SIZE;
+		w->fast_area_size = F_AREA_SIZE;
+	}
 	tierd_proto_begin(&b, tx, sizeof(tx), TIERD_MSG_WELCOME, 0, id);
 	tierd_proto_put_welcome(&b, w);
 	len = tierd_proto_end(&b);
@@ -147,8 +208,9 @@ static void fake_welcome(int fd, int pool, unsigned gen, uint64_t id)
 	cm = CMSG_FIRSTHDR(&mh);
 	cm->cmsg_level = SOL_SOCKET;
 	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &pool, sizeof(int));
+	cm->cmsg_len = CMSG_LEN((table >= 0 ? 3 : 1) * sizeof(int));
+	mh.msg_controllen = CMSG_SPACE((table >= 0 ? 3 : 1) * sizeof(int));
+	memcpy(CMSG_DATA(cm), fds, (table >= 0 ? 3 : 1) * sizeof(int));
 	(void)!sendmsg(fd, &mh, MSG_NOSIGNAL);
 }
 
@@ -179,8 +241,11 @@ static long fake_acquired(uint8_t *tx, uint64_t id, const struct tierd_key *k, u
 	return tierd_proto_end(&b);
 }
 
-static void fake_serve(struct fixture *f, int fd, int pool, unsigned gen, enum fake_mode mode, uint32_t dtype)
+static void fake_serve(struct fixture *f, int fd, int pool, int table, unsigned gen, enum fake_mode mode,
+		       uint32_t dtype)
 {
+	int area = -1;
+
 	static alignas(8) uint8_t rx[TIERD_PROTO_MAX_MSG], tx[TIERD_PROTO_MAX_MSG];
 
 	for (;;) {
@@ -193,7 +258,7 @@ static void fake_serve(struct fixture *f, int fd, int pool, unsigned gen, enum f
 		uint32_t count = 0;
 
 		if (n <= 0)
-			return;
+			break;
 		if (tierd_proto_decode_hdr(rx, (size_t)n, &h, &why))
 			_exit(3);
 		switch (h.type) {
@@ -203,7 +268,13 @@ static void fake_serve(struct fixture *f, int fd, int pool, unsigned gen, enum f
 			if (tierd_proto_decode_hello(pl, h.length, &hm, &why))
 				_exit(3);
 			atomic_store(&f->counts->hello_node, hm.numa_node);
-			fake_welcome(fd, pool, gen, h.request_id);
+			/* Each connection its own pin area. */
+			if (table >= 0 && area < 0) {
+				area = memfd_create("tierd-test-area", MFD_CLOEXEC);
+				if (area < 0 || ftruncate(area, (off_t)F_AREA_SIZE))
+					_exit(2);
+			}
+			fake_welcome(fd, pool, table, area, gen, h.request_id);
 			break;
 		}
 		case TIERD_MSG_ACQUIRE:
@@ -257,6 +328,8 @@ static void fake_serve(struct fixture *f, int fd, int pool, unsigned gen, enum f
 			_exit(4);
 		}
 	}
+	if (area >= 0)
+		close(area);
 }
 
 /* Generation gen's pool is a memfd named tierd-test-pool-<gen>, every byte gen * 0x10. */
@@ -268,7 +341,7 @@ static void fake_start(struct fixture *f, unsigned gen, enum fake_mode mode, uin
 	if (pid == 0) {
 		static uint8_t fill[F_POOL];
 		char name[32];
-		int pool;
+		int pool, table = f->fast ? f->table : -1;
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		snprintf(name, sizeof(name), "tierd-test-pool-%u", gen);
@@ -281,7 +354,7 @@ static void fake_start(struct fixture *f, unsigned gen, enum fake_mode mode, uin
 
 			if (fd < 0)
 				_exit(2);
-			fake_serve(f, fd, pool, gen, mode, dtype);
+			fake_serve(f, fd, pool, table, gen, mode, dtype);
 			close(fd);
 		}
 	}
@@ -334,6 +407,10 @@ static int teardown(void **state)
 
 	alarm(0);
 	fake_stop(f);
+	if (f->fast) {
+		munmap((uint8_t *)f->entries - sizeof(struct tierd_fast_hdr), F_TABLE_SIZE);
+		close(f->table);
+	}
 	close(f->lfd);
 	unlink(f->sock);
 	rmdir(f->dir);
@@ -434,6 +511,114 @@ static void test_restart_keeps_old_pool(void **state)
 	assert_true(mapped("tierd-test-pool-2"));
 	tierd_client_close(c);
 	assert_false(mapped("tierd-test-pool-2"));
+}
+
+/* Layouts the library keeps alive (white-box). */
+static unsigned layouts_alive(struct tierd_client *c)
+{
+	const struct fast_layout *l;
+	unsigned n = 0;
+
+	LIST_FOREACH(l, &c->layouts, link)
+		n++;
+	return n;
+}
+
+/*
+ * A long-running client of a restarting daemon: each connection learns its
+ * layouts anew, and those of the connections before go once nothing points
+ * at them (a fast acquisition held across restarts keeps its tensor names
+ * readable until it is released).  Memory stays bounded whatever the number
+ * of restarts.
+ */
+static void test_fast_layouts_bounded(void **state)
+{
+	static const char want[] = "model.layers.1.experts.2.w";
+	struct fixture *f = *state;
+	const struct tierd_key k = { 0, 1, 2 };
+	struct tierd_acquisition *a, *b, *held = NULL;
+	const struct tierd_tensor *old = NULL;
+	struct tierd_client *c;
+
+	unsetenv("TIERD_NO_FASTPATH");
+	fake_table(f);
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_U8);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
+	for (unsigned round = 0; round < 16; round++) {
+		assert_non_null(c->fast);
+		/* Through the socket, which teaches the layout; then fast. */
+		assert_int_equal(tierd_client_acquire(c, &k, 1, -1, &a), 0);
+		assert_false(a->fast);
+		assert_int_equal(tierd_client_acquire(c, &k, 1, -1, &b), 0);
+		assert_true(b->fast);
+		assert_string_equal(tierd_acquisition_expert(b, 0)->tensors[0].name, want);
+		assert_int_equal(tensor_data(b, 0)[0], (uint8_t)((round + 1) * 0x10));
+		assert_int_equal(tierd_client_release(c, a), 0);
+		if (round == 3) {
+			held = b;
+			old = tierd_acquisition_expert(b, 0)->tensors;
+		} else {
+			assert_int_equal(tierd_client_release(c, b), 0);
+		}
+		/* This connection's layout, and the held acquisition's. */
+		assert_in_range(layouts_alive(c), 1, held ? 2 : 1);
+
+		fake_stop(f);
+		fake_start(f, round + 2, FAKE_SERVE, TIERD_DTYPE_U8);
+		assert_int_equal(tierd_client_process(c, -1), 0);	/* reads the close */
+		assert_int_equal(tierd_client_reconnect(c), 0);
+		if (held) {
+			assert_int_equal(tierd_acquisition_status(c, held), 0);
+			assert_string_equal(old[0].name, want);
+		}
+		if (round == 7) {
+			assert_int_equal(tierd_client_release(c, held), 0);
+			held = NULL;
+		}
+	}
+	/* Nothing learnt on this connection yet, nothing held. */
+	assert_int_equal(layouts_alive(c), 0);
+	tierd_client_close(c);
+}
+
+/*
+ * Reloads under a connection: each new layout version is learnt again from
+ * a socket acquire, and the layout it replaces goes (with the last fast
+ * acquisition naming it).
+ */
+static void test_fast_layouts_reload(void **state)
+{
+	struct fixture *f = *state;
+	const struct tierd_key k = { 0, 0, 3 };
+	struct tierd_acquisition *a, *b, *held;
+	const struct tierd_tensor *old;
+	struct tierd_client *c;
+
+	unsetenv("TIERD_NO_FASTPATH");
+	fake_table(f);
+	fake_start(f, 1, FAKE_SERVE, TIERD_DTYPE_U8);
+	assert_int_equal(tierd_client_connect(&c, f->sock, "test-client"), 0);
+	assert_int_equal(tierd_client_acquire(c, &k, 1, -1, &a), 0);
+	assert_int_equal(tierd_client_acquire(c, &k, 1, -1, &held), 0);
+	assert_true(held->fast);
+	old = tierd_acquisition_expert(held, 0)->tensors;
+	assert_int_equal(tierd_client_release(c, a), 0);
+	for (uint32_t layout = 2; layout < 18; layout++) {
+		fake_table_reload(f, layout);
+		/* The layout learnt no longer holds: through the socket. */
+		assert_int_equal(tierd_client_acquire(c, &k, 1, -1, &a), 0);
+		assert_false(a->fast);
+		assert_int_equal(tierd_client_acquire(c, &k, 1, -1, &b), 0);
+		assert_true(b->fast);
+		assert_int_equal(tierd_client_release(c, a), 0);
+		assert_int_equal(tierd_client_release(c, b), 0);
+		/* The current one and the held acquisition's. */
+		assert_int_equal(layouts_alive(c), 2);
+		assert_string_equal(old[0].name, "model.layers.0.experts.3.w");
+	}
+	assert_int_equal(tierd_client_release(c, held), 0);
+	assert_int_equal(layouts_alive(c), 1);
+	tierd_client_close(c);
 }
 
 /* Every call that waits for the daemon ends on a stopped one. */
@@ -767,6 +952,8 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_restart_keeps_old_pool, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fast_layouts_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fast_layouts_reload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stopped_daemon_times_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reacquire_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_warm_progress_reenters, setup, teardown),

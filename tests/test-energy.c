@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* The energy model against hand-computed cases. */
+/*
+ * The energy model against hand-computed cases.  energy.c is compiled into
+ * this program, its hashing counted: what a removal from the client index
+ * costs is checked by the work it does, not by a clock.
+ */
 #include "config.h"
 
 #include <errno.h>
@@ -9,11 +13,27 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <xxhash.h>
 #include <cmocka.h>
 
 #include "conf.h"
 #include "energy.h"
 #include "nvme.h"
+
+static uint64_t hashes;		/* keys energy.c hashed */
+
+static XXH64_hash_t counted_xxh3(const void *p, size_t len)
+{
+	hashes++;
+	return XXH3_64bits(p, len);
+}
+
+#define XXH3_64bits(p, len)	counted_xxh3(p, len)
+#include "energy.c"
+#undef XXH3_64bits
+/* Its units as doubles; this file's are integers. */
+#undef GIB
+#undef PJ
 
 #define S		1000000000ULL		/* ns per second */
 #define GIB		(1ULL << 30)
@@ -232,6 +252,68 @@ static void test_many_clients(void **state)
 	assert_int_equal(energy_client_count(e), 2000 - 666 + 1);
 	assert_int_equal(energy_model_count(e), 2);
 	assert_int_equal(energy_tokens(e), tokens);
+	energy_destroy(e);
+}
+
+/*
+ * Clients leave from the middle of many: every other one is found again
+ * with its own books, each departure is folded into "departed" once, and a
+ * departure costs a few hashes of keys near the one removed, not a walk
+ * over every client (the index used to be rebuilt on each).
+ */
+static void test_forget_middle_of_many(void **state)
+{
+	enum { N = 4096, GONE = 1024 };
+	struct energy_params p;
+	struct energy *e;
+	uint64_t before, gone_bytes = 0;
+	const struct energy_attr *d;
+
+	(void)state;
+	params_default(&p);
+	assert_int_equal(energy_create(&e, &p, 0, ENERGY_SOURCE_TIERD, 0), 0);
+	for (uint32_t id = 1; id <= N; id++)
+		assert_int_equal(energy_account_fetch(e, "m", id, 1000 + id), 0);
+	/* "departed" exists from the first departure on: made beforehand, the
+	 * count below is of removals alone. */
+	energy_client_forget(e, N / 2);
+	gone_bytes += 1000 + N / 2;
+	before = hashes;
+	/* The middle block, then every seventh of the rest, out of order. */
+	for (uint32_t k = 1; k < GONE; k++) {
+		uint32_t id = k < GONE / 2 ? N / 2 - k : (N / 2 + (k - GONE / 2) * 7) % N + 1;
+
+		if (!client_id(e, id))
+			continue;
+		gone_bytes += 1000 + id;
+		energy_client_forget(e, id);
+		assert_null(client_id(e, id));
+	}
+	/* A removal hashes the probe run after its slot (a load of at most
+	 * one half keeps runs short), never the whole table. */
+	if (hashes - before > 16u * GONE)
+		fail_msg("%llu hashes for %u departures among %u clients", (unsigned long long)(hashes - before),
+			 GONE, N);
+	d = client_id(e, ENERGY_CLIENT_DEPARTED);
+	assert_non_null(d);
+	assert_int_equal(d->fetched_bytes, gone_bytes);
+	for (uint32_t id = 1; id <= N; id++) {
+		const struct energy_attr *c = client_id(e, id);
+		size_t n = energy_client_count(e);
+
+		if (!c)
+			continue;
+		assert_int_equal(c->fetched_bytes, 1000 + id);
+		/* Found through the index, not added again. */
+		assert_int_equal(energy_account_tokens(e, NULL, id, 1), 0);
+		assert_int_equal(energy_client_count(e), n);
+		assert_int_equal(client_id(e, id)->tokens, 1);
+	}
+	/* A departed id that comes back is a new client. */
+	assert_int_equal(energy_account_tokens(e, NULL, N / 2, 1), 0);
+	assert_int_equal(client_id(e, N / 2)->fetched_bytes, 0);
+	energy_client_forget(e, N / 2);
+	assert_int_equal(client_id(e, ENERGY_CLIENT_DEPARTED)->tokens, 1);
 	energy_destroy(e);
 }
 
@@ -456,6 +538,7 @@ int main(void)
 		cmocka_unit_test(test_attribution_proportions),
 		cmocka_unit_test(test_tokens_and_departed_clients),
 		cmocka_unit_test(test_many_clients),
+		cmocka_unit_test(test_forget_middle_of_many),
 		cmocka_unit_test(test_infer_residency_from_gaps),
 		cmocka_unit_test(test_device_sample_measured),
 		cmocka_unit_test(test_first_sample_counts),

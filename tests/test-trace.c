@@ -25,6 +25,7 @@
 #include "tierd-proto.h"
 #include "trace.h"
 #include "trace-rec.h"
+#include "trace-v1.h"
 
 #define SHARED_TRACE	"/traces/granite-3.0-1b-a400m.json"
 
@@ -492,6 +493,88 @@ static int read_through(const char *path, char *err, size_t errlen)
 }
 
 /*
+ * The header's limit is the reader's: a header of exactly
+ * TRACE_V1_MAX_HEADER bytes is written and reads back, one byte more is
+ * refused by trace_writer and by the daemon's recorder before any byte is
+ * written, with an error naming the limit (a recording the reader would
+ * refuse at open is never made).
+ */
+static void test_v1_header_limit(void **state)
+{
+	static const struct trace_model_desc one[] = { { "m", 2, 4, 2 } };
+	const size_t per = 14 + UINT16_MAX;	/* a table entry with the longest name */
+	/* 40 fixed bytes, model "m" (15), whole entries, then one shorter. */
+	const size_t room = TRACE_V1_MAX_HEADER - 40 - 15;
+	const uint32_t nseqs = (uint32_t)(room / per) + 1;
+	const size_t last = room % per - 14;
+	struct trace_model_desc *models;
+	struct trace_seq_desc *seqs;
+	struct trace_writer *w = NULL;
+	struct trace_rec *r = NULL;
+	struct stat sb;
+	char path[600], err[512], *name, *lastname;
+	int fd;
+
+	(void)state;
+	assert_true(room % per >= 14);
+	name = malloc(UINT16_MAX + 1);
+	lastname = malloc(last + 1);
+	seqs = calloc(nseqs, sizeof(*seqs));
+	models = calloc(nseqs, sizeof(*models));
+	assert_non_null(name);
+	assert_non_null(lastname);
+	assert_non_null(seqs);
+	assert_non_null(models);
+	memset(name, 'n', UINT16_MAX);
+	name[UINT16_MAX] = '\0';
+	memset(lastname, 'l', last);
+	lastname[last] = '\0';
+	for (uint32_t i = 0; i < nseqs; i++)
+		seqs[i] = (struct trace_seq_desc){ 1, i, i + 1 < nseqs ? name : lastname };
+
+	snprintf(path, sizeof(path), "%s/header-max.tdt", tmpdir);
+	unlink(path);
+	if (trace_writer_create(&w, path, one, 1, seqs, nseqs, err, sizeof(err)) ||
+	    trace_writer_close(w, err, sizeof(err)))
+		fail_msg("%s", err);
+	if (read_through(path, err, sizeof(err)))
+		fail_msg("a header of %u bytes: %s", TRACE_V1_MAX_HEADER, err);
+	unlink(path);
+
+	/* One byte more. */
+	lastname[last] = 'l';
+	lastname = realloc(lastname, last + 2);
+	assert_non_null(lastname);
+	lastname[last + 1] = '\0';
+	seqs[nseqs - 1].name = lastname;
+	w = NULL;
+	assert_int_equal(trace_writer_create(&w, path, one, 1, seqs, nseqs, err, sizeof(err)), -EFBIG);
+	assert_null(w);
+	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, "67108865 bytes"));
+	assert_non_null(strstr(err, "67108864"));
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(errno, ENOENT);
+
+	/* The recorder: models only, as many names as the header above. */
+	for (uint32_t i = 0; i < nseqs; i++)
+		models[i] = (struct trace_model_desc){ name, 2, 4, 2 };
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(trace_rec_start(&r, fd, path, models, nseqs, 0, err, sizeof(err)), -EFBIG);
+	assert_null(r);
+	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, "67108864"));
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_size, 0);
+	unlink(path);
+	free(models);
+	free(seqs);
+	free(lastname);
+	free(name);
+}
+
+/*
  * A header whose checksum is right but whose model is larger than any reader
  * sizes tables for (4294967233 experts: a word count that wraps to 0 in the
  * planner) is refused at open, naming the model.
@@ -840,6 +923,7 @@ int main(void)
 		cmocka_unit_test(test_v1_roundtrip_shared),
 		cmocka_unit_test(test_v1_roundtrip_synthetic),
 		cmocka_unit_test(test_v1_writer_refusals),
+		cmocka_unit_test(test_v1_header_limit),
 		cmocka_unit_test(test_v1_truncated_corrupt),
 		cmocka_unit_test(test_v1_model_bounds),
 		cmocka_unit_test(test_conf_trace),

@@ -20,8 +20,11 @@ struct energy_entry {
 
 /*
  * Entries in an array (the order the metrics list them), found through an
- * open-addressing index: accounting runs for every acquire and fetch, and a
- * walk over every client would cost as much as there are clients.
+ * open-addressing index with linear probing: accounting runs for every
+ * acquire and fetch, and a walk over every client would cost as much as
+ * there are clients.  A removal moves the last entry into the hole and
+ * closes the gap in the index by shifting its probe run back (no tombstones
+ * to sweep later): a departure costs a few probes, not a rebuild.
  */
 struct energy_table {
 	struct energy_entry *v;
@@ -138,6 +141,37 @@ enum energy_source energy_source(const struct energy *e)
 	return e->src;
 }
 
+/* The index slot of the entry with that key, or SIZE_MAX (t->nslot set). */
+static size_t slot_find(const struct energy_table *t, const char *model, uint32_t client)
+{
+	for (size_t h = key_hash(model, client) & (t->nslot - 1); t->slot[h]; h = (h + 1) & (t->nslot - 1))
+		if (key_is(&t->v[t->slot[h] - 1], model, client))
+			return h;
+	return SIZE_MAX;
+}
+
+/*
+ * Empties slot h.  A later slot of the same probe run whose key hashes at
+ * or before h moves back into the hole (else a lookup of it would stop at
+ * the hole), and the hole moves on with it until the run ends.
+ */
+static void slot_delete(struct energy_table *t, size_t h)
+{
+	size_t mask = t->nslot - 1;
+
+	for (size_t j = (h + 1) & mask; t->slot[j]; j = (j + 1) & mask) {
+		const struct energy_entry *x = &t->v[t->slot[j] - 1];
+		size_t home = key_hash(x->a.model, x->a.client) & mask;
+
+		/* Stays where it is when home lies cyclically in (h, j]. */
+		if (h <= j ? h < home && home <= j : h < home || home <= j)
+			continue;
+		t->slot[h] = t->slot[j];
+		h = j;
+	}
+	t->slot[h] = 0;
+}
+
 /* model != NULL: the model table, keyed by name; else clients by id.
  * Adds the entry if it is not there. */
 static struct energy_entry *table_get(struct energy_table *t, const char *model, uint32_t client)
@@ -252,22 +286,20 @@ int energy_account_tokens(struct energy *e, const char *model, uint32_t client, 
 void energy_client_forget(struct energy *e, uint32_t client)
 {
 	struct energy_table *t = &e->clients;
-	struct energy_entry *gone = NULL, *dep;
-	size_t i;
+	struct energy_entry *gone, *dep;
+	size_t h, i, last;
 
-	if (client == ENERGY_CLIENT_DEPARTED)
-		return;
-	for (i = 0; i < t->n; i++)
-		if (key_is(&t->v[i], NULL, client)) {
-			gone = &t->v[i];
-			break;
-		}
-	if (!gone)
+	/* No index: no client was ever added (table_get builds it with the
+	 * first, and a failed growth keeps the old one). */
+	if (client == ENERGY_CLIENT_DEPARTED || !t->nslot || slot_find(t, NULL, client) == SIZE_MAX)
 		return;
 	dep = table_get(t, NULL, ENERGY_CLIENT_DEPARTED);
 	if (!dep)
 		return;		/* keep the client's own entry: nothing is lost */
-	gone = &t->v[i];	/* table_get may have moved the array */
+	/* table_get may have grown the array and rebuilt the index. */
+	h = slot_find(t, NULL, client);
+	i = t->slot[h] - 1;
+	gone = &t->v[i];
 	dep->a.fetched_bytes += gone->a.fetched_bytes;
 	dep->a.hbm_bytes += gone->a.hbm_bytes;
 	dep->a.tokens += gone->a.tokens;
@@ -275,16 +307,14 @@ void energy_client_forget(struct energy *e, uint32_t client)
 	for (int ti = 0; ti < ENERGY_TIERS; ti++)
 		for (int ci = 0; ci < ENERGY_COMPONENTS; ci++)
 			dep->a.joules[ti][ci] += gone->a.joules[ti][ci];
-	t->v[i] = t->v[t->n - 1];
-	t->n--;
-	/* A departure is rare next to accounting: the index is rebuilt.  If
-	 * that fails the old index would point past the end: drop it and
-	 * let the next lookup rebuild it. */
-	if (table_index(t, t->nslot)) {
-		free(t->slot);
-		t->slot = NULL;
-		t->nslot = 0;
+	slot_delete(t, h);
+	last = t->n - 1;
+	/* The last entry fills the hole: its slot is told where it went. */
+	if (i != last) {
+		t->slot[slot_find(t, t->v[last].a.model, t->v[last].a.client)] = (uint32_t)i + 1;
+		t->v[i] = t->v[last];
 	}
+	t->n--;
 }
 
 static struct energy_dev *dev_find(struct energy *e, uint32_t major, uint32_t minor)

@@ -316,6 +316,11 @@ int trace_rec_start(struct trace_rec **out, int fd, const char *path, const stru
 			 NULL, 0);
 	if (ret == -ENOMEM)
 		goto nomem;
+	if (ret == -EFBIG) {
+		snprintf(err, errlen, "%s: a header of %zu bytes (the served models' names): readers take at most %u "
+			 "bytes (64 MiB)", path, hlen, TRACE_V1_MAX_HEADER);
+		goto fail;
+	}
 	if (ret) {
 		snprintf(err, errlen, "%s: a model name longer than 65535 bytes, or too many models", path);
 		goto fail;

@@ -19,9 +19,6 @@
 #include "trace-int.h"
 #include "trace-v1.h"
 
-/* A header is its tables: 64 MiB is far above 65536 models' names. */
-#define TV1_MAX_HEADER	(64u << 20)
-
 struct tv1 {
 	FILE *f;
 	uint64_t off;			/* of the next byte to read from f */
@@ -80,9 +77,9 @@ static int parse_header(struct trace_reader *r, struct tv1 *t, char *err, size_t
 				 r->path, version, TRACE_V1_VERSION);
 	if (flags)
 		return trace_bad(err, errlen, "%s: byte offset 10: flags 0x%x, none are defined", r->path, flags);
-	if (hlen < sizeof(fixed) + 8 || hlen > TV1_MAX_HEADER)
+	if (hlen < sizeof(fixed) + 8 || hlen > TRACE_V1_MAX_HEADER)
 		return trace_bad(err, errlen, "%s: byte offset 12: header length %u (40 to %u)", r->path, hlen,
-				 TV1_MAX_HEADER);
+				 TRACE_V1_MAX_HEADER);
 	h = malloc(hlen);
 	t->strings = malloc(hlen);
 	if (!h || !t->strings) {

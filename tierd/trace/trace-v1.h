@@ -22,7 +22,11 @@
 #define TRACE_V1_END_LEN	32u	/* magic, 0, events, dropped, hash */
 /* Largest block payload a reader accepts (writers use far less). */
 #define TRACE_V1_MAX_PAYLOAD	(64u << 20)
-/* Largest header: names are at most 65535 bytes each. */
+/* Largest header, tables and checksum included: what a reader allocates at
+ * open, so writers refuse beyond it too (a file they wrote would not read
+ * back).  64 MiB is far above 65536 models' names. */
+#define TRACE_V1_MAX_HEADER	(64u << 20)
+/* Largest tables: names are at most 65535 bytes each. */
 #define TRACE_V1_MAX_MODELS	65536u
 #define TRACE_V1_MAX_SEQNAMES	(1u << 20)
 /* Kind, seven varints, the experts' varints (ids are at most 32 bits). */
@@ -95,8 +99,9 @@ static inline size_t tv1_put_event(uint8_t *p, uint64_t dt_ns, uint32_t client, 
 	return o;
 }
 
-/* The header: *len bytes into a new buffer (free it); -ENOMEM, or -EINVAL
- * for a name longer than 65535 bytes or too many entries. */
+/* The header: *len bytes into a new buffer (free it); -ENOMEM, -EINVAL for
+ * a name longer than 65535 bytes or too many entries, or -EFBIG for a header
+ * above TRACE_V1_MAX_HEADER (then *len is the size it would have). */
 int tv1_header(uint8_t **out, size_t *len, uint64_t realtime_ns, const struct trace_model_desc *models,
 	       uint32_t nmodels, const struct trace_seq_desc *seqs, uint32_t nseqs);
 /* Fills the TRACE_V1_BLOCK_HDR bytes at blk, whose payload follows them. */

@@ -41,6 +41,11 @@ int tv1_header(uint8_t **out, size_t *len, uint64_t realtime_ns, const struct tr
 			return -EINVAL;
 		n += 14 + strlen(seqs[i].name);
 	}
+	/* The reader refuses a longer header at open: never write one. */
+	if (n > TRACE_V1_MAX_HEADER) {
+		*len = n;
+		return -EFBIG;
+	}
 	b = malloc(n);
 	if (!b)
 		return -ENOMEM;
@@ -168,6 +173,11 @@ int trace_writer_create(struct trace_writer **out, const char *path, const struc
 	clock_gettime(CLOCK_REALTIME, &now);
 	r = tv1_header(&hdr, &hlen, (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec, models, nmodels,
 		       seqs, nseqs);
+	if (r == -EFBIG) {
+		snprintf(err, errlen, "%s: a header of %zu bytes (its models' and sequences' names): readers take at "
+			 "most %u bytes (64 MiB)", path, hlen, TRACE_V1_MAX_HEADER);
+		goto fail;
+	}
 	if (r) {
 		snprintf(err, errlen, "%s: %s", path, r == -ENOMEM ? "out of memory" :
 			 "a model or sequence name longer than 65535 bytes, or too many of them");

@@ -98,7 +98,9 @@ uint64_t trace_dropped(const struct trace_reader *r);
  * record that tells a complete recording from a cut one.  Events must come
  * in time order (t_ns never decreasing), name a model of the table, a layer
  * and experts below its counts (where known), 1 to TRACE_MAX_EXPERTS
- * distinct experts; anything else is -EINVAL.  Errors name the path.
+ * distinct experts; anything else is -EINVAL.  A header above the readers'
+ * 64 MiB (the models' and sequences' names) is -EFBIG at create, before the
+ * file is made.  Errors name the path.
  */
 struct trace_writer;
 
