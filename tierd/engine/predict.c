@@ -33,7 +33,7 @@ struct pseq {
 	 * experts) per acquire, most of it unchanged).
 	 */
 	uint64_t *lver;			/* [layer] ver when it last ran the layer */
-	double *pp;			/* [layer][expert] */
+	double *pp;			/* [layer][expert]: (1 - p) / p passes, in steps */
 	uint64_t *ppver;		/* [layer], 0: never */
 	unsigned *ppmask;		/* [layer] */
 };
@@ -61,11 +61,10 @@ struct pmodel {
 	double *pc;
 	uint64_t *pcver;
 	unsigned *pcmask;
-	/* Expected next use over the model's active sequences (the soonest),
-	 * per layer, valid for (ver, mask). */
-	double *cnu;
-	uint64_t *cnuver;
-	unsigned *cnumask;
+	/* Its sequences still decoding, as of actver (rank by all of them). */
+	struct pseq **act;
+	unsigned nact;
+	uint64_t actver;
 	double *tmp;			/* one estimate's vector */
 	unsigned nctx;			/* its sequence contexts */
 	uint64_t clock;			/* its observations */
@@ -128,9 +127,7 @@ static void model_clear(struct pmodel *m)
 	free(m->pc);
 	free(m->pcver);
 	free(m->pcmask);
-	free(m->cnu);
-	free(m->cnuver);
-	free(m->cnumask);
+	free(m->act);
 	free(m->tmp);
 	free(m->est);
 	free(m->lg);
@@ -196,14 +193,12 @@ int predict_model(struct predict *p, uint32_t model, uint32_t nlayers, uint32_t 
 	m->pc = calloc(lx, sizeof(double));
 	m->pcver = calloc(nlayers, sizeof(uint64_t));
 	m->pcmask = calloc(nlayers, sizeof(unsigned));
-	m->cnu = calloc(lx, sizeof(double));
-	m->cnuver = calloc(nlayers, sizeof(uint64_t));
-	m->cnumask = calloc(nlayers, sizeof(unsigned));
+	m->act = calloc(p->maxseqs, sizeof(*m->act));
 	m->tmp = calloc(nexperts, sizeof(double));
 	m->est = calloc((size_t)PREDICT_NEST * nexperts, sizeof(double));
 	m->lg = calloc((size_t)PREDICT_NEST * nexperts, sizeof(float));
 	if (!m->g || !m->gtok || !m->xl || !m->xln || !m->xt || !m->xtn || !m->pc || !m->pcver ||
-	    !m->pcmask || !m->cnu || !m->cnuver || !m->cnumask || !m->tmp || !m->est || !m->lg) {
+	    !m->pcmask || !m->act || !m->tmp || !m->est || !m->lg) {
 		model_clear(m);
 		return -ENOMEM;
 	}
@@ -626,8 +621,9 @@ static uint32_t distance(const struct pmodel *m, const struct pseq *s, uint32_t 
 					 : (uint32_t)(L + m->nl - s->lastlayer);
 }
 
-/* One sequence's probabilities for layer L, for ranking (see pseq.pp). */
-static const double *seq_probs(struct pmodel *m, struct pseq *s, uint32_t L, unsigned mask)
+/* One sequence's expected extra steps for layer L's experts, a full pass of
+ * layers per expected miss ((1 - p) / p passes), for ranking (see pseq.pp). */
+static const double *seq_extra(struct pmodel *m, struct pseq *s, uint32_t L, unsigned mask)
 {
 	double *v = &s->pp[(size_t)L * m->ne];
 	uint64_t at = s->ppver[L];
@@ -637,6 +633,11 @@ static const double *seq_probs(struct pmodel *m, struct pseq *s, uint32_t L, uns
 		return v;
 	if (!mix(m, s, L, next_token(s, L), mask, v))
 		memset(v, 0, m->ne * sizeof(*v));
+	for (uint32_t e = 0; e < m->ne; e++) {
+		double pr = v[e] < 1e-9 ? 1e-9 : v[e];
+
+		v[e] = m->nl * (1 - pr) / pr;
+	}
 	s->ppver[L] = s->ver;
 	s->ppmask[L] = mask;
 	return v;
@@ -652,53 +653,47 @@ static bool seq_active(const struct pmodel *m, const struct pseq *s)
 	return m->clock - s->mstamp <= 2ull * m->nl * (m->nctx ? m->nctx : 1);
 }
 
+/* The model's sequences still decoding, listed once per observation. */
+static void active_list(struct predict *p, uint32_t model, struct pmodel *m)
+{
+	if (m->actver == m->ver)
+		return;
+	m->nact = 0;
+	for (unsigned i = 0; i < p->nseqs; i++) {
+		struct pseq *s = p->seqs[i];
+
+		if (s->model == model && s->lastlayer >= 0 && (s == m->active || seq_active(m, s)))
+			m->act[m->nact++] = s;
+	}
+	m->actver = m->ver;
+}
+
 double predict_next_use(struct predict *p, uint32_t model, uint32_t layer, uint32_t expert,
 			unsigned mask)
 {
 	struct pmodel *m = model_get(p, model);
-	double *v;
+	double best = 0;
+	double pr;
 
 	if (!m || layer >= m->nl || expert >= m->ne)
 		return 1e18;
-	v = &m->cnu[(size_t)layer * m->ne];
-	if (m->cnuver[layer] != m->ver || m->cnumask[layer] != mask) {
-		bool any = false;
+	/* Several sequences decode side by side (clients, a batch): a key is
+	 * needed as soon as any of them needs it. */
+	active_list(p, model, m);
+	for (unsigned i = 0; i < m->nact; i++) {
+		struct pseq *s = m->act[i];
+		double nu = distance(m, s, layer) + seq_extra(m, s, layer, mask)[expert];
 
-		/* Several sequences decode side by side (clients, a batch): a
-		 * key is needed as soon as any of them needs it. */
-		for (unsigned i = 0; i < p->nseqs; i++) {
-			struct pseq *s = p->seqs[i];
-			const double *sp;
-			uint32_t d;
-
-			if (s->model != model || s->lastlayer < 0 ||
-			    (s != m->active && !seq_active(m, s)))
-				continue;
-			sp = seq_probs(m, s, layer, mask);
-			d = distance(m, s, layer);
-			for (uint32_t e = 0; e < m->ne; e++) {
-				double pr = sp[e] < 1e-9 ? 1e-9 : sp[e];
-				double nu = d + m->nl * (1 - pr) / pr;
-
-				if (!any || nu < v[e])
-					v[e] = nu;
-			}
-			any = true;
-		}
-		if (!any) {
-			/* Nothing seen yet: the model's counts, from its first layer. */
-			const double *pc = layer_probs(m, layer, mask);
-
-			for (uint32_t e = 0; e < m->ne; e++) {
-				double pr = pc[e] < 1e-9 ? 1e-9 : pc[e];
-
-				v[e] = distance(m, NULL, layer) + m->nl * (1 - pr) / pr;
-			}
-		}
-		m->cnuver[layer] = m->ver;
-		m->cnumask[layer] = mask;
+		if (!i || nu < best)
+			best = nu;
 	}
-	return v[expert];
+	if (m->nact)
+		return best;
+	/* Nothing seen yet: the model's counts, from its first layer. */
+	pr = layer_probs(m, layer, mask)[expert];
+	if (pr < 1e-9)
+		pr = 1e-9;
+	return distance(m, NULL, layer) + m->nl * (1 - pr) / pr;
 }
 
 int predict_next_layer(struct predict *p, uint32_t model, uint32_t *layer, uint32_t *nlayers)
