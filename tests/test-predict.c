@@ -154,6 +154,51 @@ static void test_ranking_follows(void **state)
 	predict_destroy(p);
 }
 
+/* Decoding repeats itself: a sequence that loops over P tokens of random
+ * sets is predicted by the copy estimate alone (asked through its mask) once
+ * it has been round the loop: the matched earlier token's successor. */
+static void test_copy_repeats(void **state)
+{
+	enum { P = 5 };
+	uint32_t sets[P][NL][K], miss = 0, guessed = 0;
+	struct predict *p;
+	uint64_t r = 99;
+
+	for (uint32_t t = 0; t < P; t++)
+		for (uint32_t l = 0; l < NL; l++) {
+			r = r * 6364136223846793005ull + 1442695040888963407ull;
+			sets[t][l][0] = (uint32_t)(r >> 33) % NE;
+			sets[t][l][1] = (sets[t][l][0] + 1 + (uint32_t)(r >> 40) % (NE - 1)) % NE;
+		}
+	assert_int_equal(predict_create(&p, 4), 0);
+	assert_int_equal(predict_model(p, 0, NL, NE), 0);
+	for (uint32_t t = 0; t < 12 * P; t++)
+		for (uint32_t l = 0; l < NL; l++) {
+			const uint32_t *x = sets[t % P][l];
+
+			if (t >= 4 * P)
+				for (uint32_t e = 0; e < NE; e++) {
+					double pc = predict_prob(p, 0, l, e, 1u << PREDICT_COPY);
+					bool used = e == x[0] || e == x[1];
+
+					miss += used ? pc < 0.75 : pc > 0.25;
+				}
+			if (t >= 8 * P) {
+				struct predict_guess g[K];
+				size_t n = predict_guess(p, 0, 1, 0.5, g, K);
+
+				for (size_t i = 0; i < n; i++)
+					guessed += g[i].layer == l && (g[i].expert == x[0] || g[i].expert == x[1]);
+			}
+			assert_int_equal(predict_observe(p, 0, 1, l, x, K, false), 0);
+		}
+	assert_int_equal(miss, 0);
+	/* The mixture learnt to trust it: the daemon's prefetch guesses each
+	 * layer's two experts. */
+	assert_int_equal(guessed, 4 * P * NL * K);
+	predict_destroy(p);
+}
+
 /* Two sequences decode side by side (A always uses experts 0 and 1, B 8
  * and 9): a key either needs is expected soon, whichever acted last; one
  * neither uses is not; a sequence that stopped (or was forgotten) no longer
@@ -269,6 +314,7 @@ int main(void)
 		cmocka_unit_test(test_chain_learned),
 		cmocka_unit_test(test_hints),
 		cmocka_unit_test(test_ranking_follows),
+		cmocka_unit_test(test_copy_repeats),
 		cmocka_unit_test(test_sequences_side_by_side),
 		cmocka_unit_test(test_prefetch_plan),
 	};

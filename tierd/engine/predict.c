@@ -33,6 +33,13 @@ struct pseq {
 	 * experts) per acquire, most of it unchanged).
 	 */
 	uint64_t *lver;			/* [layer] ver when it last ran the layer */
+	/* The copy estimate: the sets of the last PREDICT_COPY_TOKENS tokens
+	 * (by token modulo that), and what it says each layer's next run uses,
+	 * as of the latest observation. */
+	uint64_t *grid;			/* [token % R][layer][words] */
+	uint64_t *gridtok;		/* [token % R][layer] the cell's token (0: none) */
+	float *copy;			/* [layer][expert] */
+	bool *copyok;			/* [layer] */
 	double *pp;			/* [layer][expert]: (1 - p) / p passes, in steps */
 	uint64_t *ppver;		/* [layer], 0: never */
 	unsigned *ppmask;		/* [layer] */
@@ -78,6 +85,19 @@ struct predict {
 	uint64_t clock;
 };
 
+/*
+ * The copy estimate (PREDICT_COPY): tokens of history kept per sequence, the
+ * cells (a layer's set) compared to match an earlier token to the latest
+ * ones, the earlier tokens followed and the sharpness of the match weight
+ * exp(SHARP * (similarity - 1)).  Not fitted to a trace: 8 cells is a third
+ * of a 24-layer token, 4 matches, and a weight that halves at similarity
+ * 0.91; the mixture learns how far to trust the estimate, per model.
+ */
+#define PREDICT_COPY_TOKENS	64
+#define PREDICT_COPY_CELLS	8
+#define PREDICT_COPY_MATCHES	4
+#define PREDICT_COPY_SHARP	8.0
+
 /* The stacking's learning rate: a step per layer observed, gradient
  * averaged over the layer's experts. */
 #ifndef PREDICT_RATE
@@ -110,6 +130,10 @@ static void seq_free(struct pseq *s)
 	free(s->settok);
 	free(s->ew);
 	free(s->lver);
+	free(s->grid);
+	free(s->gridtok);
+	free(s->copy);
+	free(s->copyok);
 	free(s->pp);
 	free(s->ppver);
 	free(s->ppmask);
@@ -252,11 +276,15 @@ static struct pseq *seq_get(struct predict *p, struct pmodel *m, uint32_t model,
 	s->settok = calloc(m->nl, sizeof(uint64_t));
 	s->ew = calloc((size_t)PREDICT_NRECENT * m->nl * m->ne, sizeof(float));
 	s->lver = calloc(m->nl, sizeof(uint64_t));
+	s->grid = calloc((size_t)PREDICT_COPY_TOKENS * m->nl * m->words, sizeof(uint64_t));
+	s->gridtok = calloc((size_t)PREDICT_COPY_TOKENS * m->nl, sizeof(uint64_t));
+	s->copy = calloc((size_t)m->nl * m->ne, sizeof(float));
+	s->copyok = calloc(m->nl, sizeof(bool));
 	s->pp = calloc((size_t)m->nl * m->ne, sizeof(double));
 	s->ppver = calloc(m->nl, sizeof(uint64_t));
 	s->ppmask = calloc(m->nl, sizeof(unsigned));
 	if (!s->cnt || !s->ntok || !s->set || !s->settok || !s->ew || !s->lver || !s->pp ||
-	    !s->ppver || !s->ppmask)
+	    !s->ppver || !s->ppmask || !s->grid || !s->gridtok || !s->copy || !s->copyok)
 		goto fail;
 	s->ver = 1;
 	p->seqs[slot] = s;
@@ -346,6 +374,12 @@ static bool estimate(const struct pmodel *m, const struct pseq *s, uint32_t L, u
 			for (uint32_t e = 0; e < ne; e++)
 				v[e] = w[e];
 		}
+		return true;
+	case PREDICT_COPY:
+		if (!s || !s->copyok[L])
+			return false;
+		for (uint32_t e = 0; e < ne; e++)
+			v[e] = s->copy[(size_t)L * ne + e];
 		return true;
 	case PREDICT_NEST:
 		return false;
@@ -466,6 +500,107 @@ static void set_bits(uint64_t *w, uint32_t words, const uint32_t *x, uint32_t n)
 		w[x[i] / 64] |= 1ull << (x[i] % 64);
 }
 
+static uint64_t *cell(const struct pmodel *m, const struct pseq *s, uint64_t tok, uint32_t L)
+{
+	return &s->grid[((size_t)(tok % PREDICT_COPY_TOKENS) * m->nl + L) * m->words];
+}
+
+/* The cell of token tok, layer L, when it is kept and holds that token's set. */
+static const uint64_t *cell_at(const struct pmodel *m, const struct pseq *s, uint64_t tok, uint32_t L)
+{
+	if (!tok || s->gridtok[(size_t)(tok % PREDICT_COPY_TOKENS) * m->nl + L] != tok)
+		return NULL;
+	return cell(m, s, tok, L);
+}
+
+static unsigned popcount_and(const uint64_t *a, const uint64_t *b, uint32_t words)
+{
+	unsigned n = 0;
+
+	for (uint32_t w = 0; w < words; w++)
+		n += (unsigned)__builtin_popcountll(b ? a[w] & b[w] : a[w]);
+	return n;
+}
+
+/*
+ * The copy estimate after s ran layer L of its token: each earlier token t' is
+ * compared on the last PREDICT_COPY_CELLS cells (this token's layers L, L-1,
+ * ..., then the token before's, against t''s the same way back): the mean
+ * share of the sequence's set found in t''s.  The best PREDICT_COPY_MATCHES
+ * predict, for each coming layer, what followed them there, weighted by
+ * match, with the sequence's own frequency as one pseudo-match.
+ */
+static void copy_update(const struct pmodel *m, struct pseq *s, uint32_t L)
+{
+	struct { uint64_t tok; double w; } best[PREDICT_COPY_MATCHES];
+	unsigned nbest = 0;
+	uint64_t tok = s->tok;
+
+	memset(s->copyok, 0, m->nl * sizeof(*s->copyok));
+	for (uint64_t k = 1; k < PREDICT_COPY_TOKENS && k < tok; k++) {
+		double sim = 0, w;
+		unsigned ncells = 0;
+
+		if (!cell_at(m, s, tok - k, L))
+			continue;
+		for (unsigned i = 0; i < PREDICT_COPY_CELLS; i++) {
+			uint64_t back = (i > L) ? (i - L - 1) / m->nl + 1 : 0;
+			uint32_t l = (uint32_t)((L + (uint64_t)m->nl * back - i) % m->nl);
+			const uint64_t *a, *b;
+			unsigned na;
+
+			if (back >= tok - k)
+				break;
+			a = cell_at(m, s, tok - back, l);
+			if (!a || !(na = popcount_and(a, NULL, m->words)))
+				continue;
+			b = cell_at(m, s, tok - k - back, l);
+			sim += b ? (double)popcount_and(a, b, m->words) / na : 0;
+			ncells++;
+		}
+		if (!ncells)
+			continue;
+		w = exp(PREDICT_COPY_SHARP * (sim / ncells - 1));
+		/* Keep the best few, the weakest replaced. */
+		if (nbest < PREDICT_COPY_MATCHES) {
+			best[nbest].tok = tok - k;
+			best[nbest++].w = w;
+		} else {
+			unsigned lo = 0;
+
+			for (unsigned j = 1; j < nbest; j++)
+				if (best[j].w < best[lo].w)
+					lo = j;
+			if (w > best[lo].w) {
+				best[lo].tok = tok - k;
+				best[lo].w = w;
+			}
+		}
+	}
+	for (uint32_t d = 1; nbest && d <= m->nl; d++) {
+		uint32_t Lx = (L + d) % m->nl, tx = (L + d) / m->nl;
+		float *v = &s->copy[(size_t)Lx * m->ne];
+		double wsum = 1;
+
+		/* The sequence's own frequency, one pseudo-match. */
+		for (uint32_t e = 0; e < m->ne; e++)
+			v[e] = s->ntok[Lx] ? (float)s->cnt[(size_t)Lx * m->ne + e] / s->ntok[Lx] : 0;
+		for (unsigned j = 0; j < nbest; j++) {
+			const uint64_t *c = cell_at(m, s, best[j].tok + tx, Lx);
+
+			if (!c)
+				continue;
+			for (uint32_t e = 0; e < m->ne; e++)
+				if (bit(c, e))
+					v[e] += (float)best[j].w;
+			wsum += best[j].w;
+			s->copyok[Lx] = true;
+		}
+		for (uint32_t e = 0; s->copyok[Lx] && e < m->ne; e++)
+			v[e] = (float)(v[e] / wsum);
+	}
+}
+
 int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t layer,
 		    const uint32_t *experts, uint32_t n, bool hint)
 {
@@ -559,10 +694,13 @@ int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t la
 		}
 	memcpy(set, cur, m->words * sizeof(*set));
 	s->settok[L] = s->tok;
+	memcpy(cell(m, s, s->tok, L), cur, m->words * sizeof(*cur));
+	s->gridtok[(size_t)(s->tok % PREDICT_COPY_TOKENS) * m->nl + L] = s->tok;
 	m->setsum += n;
 	m->setn += 1;
 	s->lastlayer = L;
 	s->lasthint = hint;
+	copy_update(m, s, L);
 	s->ver++;
 	s->lver[L] = s->ver;
 	m->active = s;

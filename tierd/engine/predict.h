@@ -40,6 +40,10 @@ enum predict_est {
 	PREDICT_RECENT2,
 	PREDICT_RECENT4,
 	PREDICT_RECENT8,
+	/* Copy: decoding repeats itself.  The earlier tokens whose last few
+	 * layers' sets best match the sequence's latest ones, and what followed
+	 * them (see predict.c). */
+	PREDICT_COPY,
 	PREDICT_NEST,
 };
 
