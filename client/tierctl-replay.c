@@ -448,8 +448,11 @@ static int run_all(struct lab *lab, bool json)
 	char err[512] = "";
 	int ret = 0;
 
-	if (!sum)
+	if (!sum || !sns) {
+		free(sum);
+		free(sns);
 		return -ENOMEM;
+	}
 	if (json) {
 		seqs = json_object_new_array();
 	}
@@ -463,7 +466,7 @@ static int run_all(struct lab *lab, bool json)
 
 		q->res = calloc(lab->nruns, sizeof(*q->res));
 		q->ns = calloc(lab->nruns, sizeof(*q->ns));
-		if (!q->res || !q->ns || !sns) {
+		if (!q->res || !q->ns) {
 			ret = -ENOMEM;
 			goto cleanup;
 		}

@@ -8,6 +8,19 @@
 
 #include "predict.h"
 
+/*
+ * The copy estimate (PREDICT_COPY): tokens of history kept per sequence, the
+ * cells (a layer's set) compared to match an earlier token to the latest
+ * ones, the earlier tokens followed and the sharpness of the match weight
+ * exp(SHARP * (similarity - 1)).  Not fitted to a trace: 8 cells is a third
+ * of a 24-layer token, 4 matches, and a weight that halves at similarity
+ * 0.91; the mixture learns how far to trust the estimate, per model.
+ */
+#define PREDICT_COPY_TOKENS	64
+#define PREDICT_COPY_CELLS	8
+#define PREDICT_COPY_MATCHES	4
+#define PREDICT_COPY_SHARP	8.0
+
 /* What one sequence did so far. */
 struct pseq {
 	uint32_t model;
@@ -38,8 +51,11 @@ struct pseq {
 	 * as of the latest observation. */
 	uint64_t *grid;			/* [token % R][layer][words] */
 	uint64_t *gridtok;		/* [token % R][layer] the cell's token (0: none) */
-	float *copy;			/* [layer][expert] */
-	bool *copyok;			/* [layer] */
+	/* The best matches as of the latest observation: a layer's estimate
+	 * is made from them when asked (most layers are not, each time). */
+	uint64_t cmtok[PREDICT_COPY_MATCHES];
+	double cmw[PREDICT_COPY_MATCHES];
+	unsigned ncm;
 	double *pp;			/* [layer][expert]: (1 - p) / p passes, in steps */
 	uint64_t *ppver;		/* [layer], 0: never */
 	unsigned *ppmask;		/* [layer] */
@@ -85,19 +101,6 @@ struct predict {
 	uint64_t clock;
 };
 
-/*
- * The copy estimate (PREDICT_COPY): tokens of history kept per sequence, the
- * cells (a layer's set) compared to match an earlier token to the latest
- * ones, the earlier tokens followed and the sharpness of the match weight
- * exp(SHARP * (similarity - 1)).  Not fitted to a trace: 8 cells is a third
- * of a 24-layer token, 4 matches, and a weight that halves at similarity
- * 0.91; the mixture learns how far to trust the estimate, per model.
- */
-#define PREDICT_COPY_TOKENS	64
-#define PREDICT_COPY_CELLS	8
-#define PREDICT_COPY_MATCHES	4
-#define PREDICT_COPY_SHARP	8.0
-
 /* The stacking's learning rate: a step per layer observed, gradient
  * averaged over the layer's experts. */
 #ifndef PREDICT_RATE
@@ -132,8 +135,6 @@ static void seq_free(struct pseq *s)
 	free(s->lver);
 	free(s->grid);
 	free(s->gridtok);
-	free(s->copy);
-	free(s->copyok);
 	free(s->pp);
 	free(s->ppver);
 	free(s->ppmask);
@@ -278,13 +279,11 @@ static struct pseq *seq_get(struct predict *p, struct pmodel *m, uint32_t model,
 	s->lver = calloc(m->nl, sizeof(uint64_t));
 	s->grid = calloc((size_t)PREDICT_COPY_TOKENS * m->nl * m->words, sizeof(uint64_t));
 	s->gridtok = calloc((size_t)PREDICT_COPY_TOKENS * m->nl, sizeof(uint64_t));
-	s->copy = calloc((size_t)m->nl * m->ne, sizeof(float));
-	s->copyok = calloc(m->nl, sizeof(bool));
 	s->pp = calloc((size_t)m->nl * m->ne, sizeof(double));
 	s->ppver = calloc(m->nl, sizeof(uint64_t));
 	s->ppmask = calloc(m->nl, sizeof(unsigned));
 	if (!s->cnt || !s->ntok || !s->set || !s->settok || !s->ew || !s->lver || !s->pp ||
-	    !s->ppver || !s->ppmask || !s->grid || !s->gridtok || !s->copy || !s->copyok)
+	    !s->ppver || !s->ppmask || !s->grid || !s->gridtok)
 		goto fail;
 	s->ver = 1;
 	p->seqs[slot] = s;
@@ -299,6 +298,46 @@ fail:
 static bool bit(const uint64_t *w, uint32_t i)
 {
 	return w[i / 64] >> (i % 64) & 1;
+}
+
+static const uint64_t *cell_at(const struct pmodel *m, const struct pseq *s, uint64_t tok,
+			       uint32_t L);
+
+/*
+ * The copy estimate of layer L's next run: what followed each of the best
+ * matches there (the cell as many layers on from the match as L's next run
+ * is from the sequence's position), weighted by match, with the sequence's
+ * own frequency as one pseudo-match.  false without a match that has it.
+ */
+static bool copy_estimate(const struct pmodel *m, const struct pseq *s, uint32_t L, double *v)
+{
+	uint32_t Lpos, d, tx;
+	double wsum = 1;
+	bool any = false;
+
+	if (!s || !s->ncm || s->lastlayer < 0)
+		return false;
+	Lpos = (uint32_t)s->lastlayer;
+	d = L > Lpos ? L - Lpos : L + m->nl - Lpos;
+	tx = (Lpos + d) / m->nl;
+	for (uint32_t e = 0; e < m->ne; e++)
+		v[e] = s->ntok[L] ? (double)s->cnt[(size_t)L * m->ne + e] / s->ntok[L] : 0;
+	for (unsigned j = 0; j < s->ncm; j++) {
+		const uint64_t *c = cell_at(m, s, s->cmtok[j] + tx, L);
+
+		if (!c)
+			continue;
+		for (uint32_t e = 0; e < m->ne; e++)
+			if (c[e / 64] >> (e % 64) & 1)
+				v[e] += s->cmw[j];
+		wsum += s->cmw[j];
+		any = true;
+	}
+	if (!any)
+		return false;
+	for (uint32_t e = 0; e < m->ne; e++)
+		v[e] /= wsum;
+	return true;
 }
 
 /*
@@ -376,11 +415,7 @@ static bool estimate(const struct pmodel *m, const struct pseq *s, uint32_t L, u
 		}
 		return true;
 	case PREDICT_COPY:
-		if (!s || !s->copyok[L])
-			return false;
-		for (uint32_t e = 0; e < ne; e++)
-			v[e] = s->copy[(size_t)L * ne + e];
-		return true;
+		return copy_estimate(m, s, L, v);
 	case PREDICT_NEST:
 		return false;
 	}
@@ -527,8 +562,7 @@ static unsigned popcount_and(const uint64_t *a, const uint64_t *b, uint32_t word
  * compared on the last PREDICT_COPY_CELLS cells (this token's layers L, L-1,
  * ..., then the token before's, against t''s the same way back): the mean
  * share of the sequence's set found in t''s.  The best PREDICT_COPY_MATCHES
- * predict, for each coming layer, what followed them there, weighted by
- * match, with the sequence's own frequency as one pseudo-match.
+ * are kept for copy_estimate.
  */
 static void copy_update(const struct pmodel *m, struct pseq *s, uint32_t L)
 {
@@ -536,7 +570,6 @@ static void copy_update(const struct pmodel *m, struct pseq *s, uint32_t L)
 	unsigned nbest = 0;
 	uint64_t tok = s->tok;
 
-	memset(s->copyok, 0, m->nl * sizeof(*s->copyok));
 	for (uint64_t k = 1; k < PREDICT_COPY_TOKENS && k < tok; k++) {
 		double sim = 0, w;
 		unsigned ncells = 0;
@@ -577,28 +610,11 @@ static void copy_update(const struct pmodel *m, struct pseq *s, uint32_t L)
 			}
 		}
 	}
-	for (uint32_t d = 1; nbest && d <= m->nl; d++) {
-		uint32_t Lx = (L + d) % m->nl, tx = (L + d) / m->nl;
-		float *v = &s->copy[(size_t)Lx * m->ne];
-		double wsum = 1;
-
-		/* The sequence's own frequency, one pseudo-match. */
-		for (uint32_t e = 0; e < m->ne; e++)
-			v[e] = s->ntok[Lx] ? (float)s->cnt[(size_t)Lx * m->ne + e] / s->ntok[Lx] : 0;
-		for (unsigned j = 0; j < nbest; j++) {
-			const uint64_t *c = cell_at(m, s, best[j].tok + tx, Lx);
-
-			if (!c)
-				continue;
-			for (uint32_t e = 0; e < m->ne; e++)
-				if (bit(c, e))
-					v[e] += (float)best[j].w;
-			wsum += best[j].w;
-			s->copyok[Lx] = true;
-		}
-		for (uint32_t e = 0; s->copyok[Lx] && e < m->ne; e++)
-			v[e] = (float)(v[e] / wsum);
+	for (unsigned j = 0; j < nbest; j++) {
+		s->cmtok[j] = best[j].tok;
+		s->cmw[j] = best[j].w;
 	}
+	s->ncm = nbest;
 }
 
 int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t layer,
