@@ -11,10 +11,15 @@
  * for token t+1).  Per sequence it keeps the sequence's own activation counts
  * (prompt hints and decode so far) and the last set seen at each layer.
  *
- * From these come four estimates of "expert e is used the next time layer L
- * runs" (global frequency, sequence frequency, cross-token, cross-layer);
- * they are mixed with weights learned online from each estimate's own
- * squared error, so that no weight is a constant chosen for some trace.
+ * It also keeps each sequence's last 64 tokens of sets, for the copy
+ * estimate: decoding repeats itself, so the earlier tokens whose latest
+ * layers best match the sequence's say what comes next.
+ *
+ * From these come the estimates of "expert e is used the next time layer L
+ * runs" (global frequency, sequence frequency, cross-token, cross-layer,
+ * recency-weighted, copy); they are mixed with weights learned online from
+ * each estimate's own squared error, so that no weight is a constant chosen
+ * for some trace.
  *
  * Tokens are told apart by layer order: an observation at a layer at or
  * below the last one seen for the sequence starts a new token (a hint and
