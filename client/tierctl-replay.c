@@ -59,6 +59,7 @@ struct lab {
 	size_t nfore;
 	unsigned told;			/* tokens of the future the policies are told */
 	bool warm;			/* each sequence after the others were learnt */
+	unsigned merged;		/* --concurrent: sequences taking turns in one */
 };
 
 static void usage(FILE *f)
@@ -303,6 +304,11 @@ static int merge_concurrent(struct lab *lab)
 	free(pos);
 	for (size_t i = 0; i < lab->nseqs; i++)
 		free(lab->seqs[i].ev);
+	lab->merged = (unsigned)lab->nseqs;
+	if (lab->nseqs > CACHE_PREDICT_SEQS)
+		fprintf(stderr, "tierctl replay: --concurrent: %zu sequences, the predictor keeps %d "
+			"sequence contexts (as the daemon does): the least recently active are dropped\n",
+			lab->nseqs, CACHE_PREDICT_SEQS);
 	lab->seqs[0] = m;
 	lab->nseqs = 1;
 	return 0;
@@ -396,14 +402,6 @@ static double ratio(uint64_t a, uint64_t b)
 	return b ? (double)a / (double)b : 0;
 }
 
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
 static void block_text(const struct lab *lab, const char *name, uint64_t accesses, uint64_t lru,
 		       uint64_t min, const uint64_t *fore, const struct replay_result *res,
 		       const double *ns, uint64_t steps)
@@ -475,22 +473,21 @@ static int run_all(struct lab *lab, bool json)
 			ret = replay_min(q->ev, q->n, lab->capacity, &q->min, err, sizeof(err));
 		for (size_t i = 0; ret >= 0 && i < lab->nfore; i++) {
 			ret = replay_foresight(q->ev, q->n, lab->capacity,
-					       (uint64_t)lab->fore_tokens[i] * lab->nlayers, &q->fore[i],
-					       err, sizeof(err));
+					       (uint64_t)lab->fore_tokens[i] * lab->nlayers * lab->merged,
+					       &q->fore[i], err, sizeof(err));
 			sfore[i] += q->fore[i];
 		}
-		rc.told = (uint64_t)lab->told * lab->nlayers;
+		/* A token of every sequence, when they take turns. */
+		rc.told = (uint64_t)lab->told * lab->nlayers * lab->merged;
 		if (ret >= 0 && lab->warm) {
 			ret = warm_events(lab, s, &warm, &rc.nwarm);
 			rc.warm = warm;
 		}
 		for (size_t i = 0; ret >= 0 && i < lab->nruns; i++) {
-			double t0 = now_ns();
-
 			rc.policy = lab->runs[i].policy;
 			rc.prefetch = lab->runs[i].prefetch;
 			ret = replay_run(&rc, q->ev, q->n, &q->res[i], err, sizeof(err));
-			q->ns[i] = now_ns() - t0;
+			q->ns[i] = (double)q->res[i].loop_ns;
 			sns[i] += q->ns[i];
 			if (ret >= 0)
 				replay_result_add(&sum[i], &q->res[i]);
@@ -629,6 +626,7 @@ int cmd_replay(const struct tierctl_opts *o, int argc, char **argv)
 		.expert_bytes = 1 << 20,
 		.fore_tokens = { 1, 2, 3 },
 		.nfore = 3,
+		.merged = 1,
 	};
 	const char *capacity = "50%", *policies = NULL, *pmode = NULL;
 	bool json = o->json, concurrent = false;

@@ -14,7 +14,7 @@ failed=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 notok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; sed 's/^/# /' "$tmp/out" | tail -15; }
 
-echo "1..8"
+echo "1..9"
 
 if "$TIERCTL" replay "$trace" --capacity 50% --policy lru,predictive --prefetch both --json >"$tmp/out" 2>&1 &&
    python3 - "$tmp/out" <<'PY'
@@ -92,6 +92,24 @@ assert mn < pred < lru, (mn, pred, lru)
 PY
 then ok "--concurrent: the sequences at once through one cache, MIN of the merged stream"
 else notok "--concurrent"; fi
+
+# --warm: each prompt after the predictor learnt the other; the cache still
+# starts cold (LRU, which ranks without the predictor, and the references are
+# as cold), the predictive policy's figures are its own.
+if "$TIERCTL" replay "$trace" --warm --policy lru,predictive --prefetch off --foresight none --json >"$tmp/out" 2>&1 &&
+   "$TIERCTL" replay "$trace" --policy lru,predictive --prefetch off --foresight none --json >"$tmp/un" 2>>"$tmp/out" &&
+   python3 - "$tmp/out" "$tmp/un" <<'PY'
+import json, sys
+w, c = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert w["references"] == c["references"], (w["references"], c["references"])
+assert w["policies"][0] == c["policies"][0]
+for s in w["sequences"]:
+    p = s["policies"][1]
+    assert p["policy"] == "predictive"
+    assert s["references"]["min"] <= p["demand_misses"] < s["references"]["lru"], p
+PY
+then ok "--warm: each sequence after the others were learnt, the cache cold"
+else notok "--warm"; fi
 
 printf '{"num_layers": 2, "num_experts": 4, "top_k": 2,\n "prompts": {"p": {"prompt_len": 0, "prefill": [],\n  "decode": [[[0, 1], [2, 7]]]}}}\n' >"$tmp/bad.json"
 if ! "$TIERCTL" replay "$tmp/bad.json" >"$tmp/out" 2>&1 && grep -q "$tmp/bad.json" "$tmp/out" &&

@@ -197,6 +197,73 @@ static void test_copy_repeats(void **state)
 	 * layer's two experts. */
 	assert_int_equal(guessed, 4 * P * NL * K);
 	predict_destroy(p);
+
+	/* A client that hints each layer, then acquires it: one token, and
+	 * the acquire scores the copy estimate of that token's layer (not of
+	 * the next token's), so the estimate keeps its weight. */
+	for (int hinted = 0; hinted < 2; hinted++) {
+		double w[PREDICT_NEST];
+
+		assert_int_equal(predict_create(&p, 4), 0);
+		assert_int_equal(predict_model(p, 0, NL, NE), 0);
+		for (uint32_t t = 0; t < 12 * P; t++)
+			for (uint32_t l = 0; l < NL; l++) {
+				if (hinted)
+					assert_int_equal(predict_observe(p, 0, 1, l, sets[t % P][l], K, true), 0);
+				assert_int_equal(predict_observe(p, 0, 1, l, sets[t % P][l], K, false), 0);
+			}
+		predict_weights(p, 0, w);
+		if (w[PREDICT_COPY] < 0.15)
+			fail_msg("hinted %d: copy estimate's weight %g", hinted, w[PREDICT_COPY]);
+		predict_destroy(p);
+	}
+}
+
+/* Layer 0 runs after the last layer: its ranking follows that layer's run.
+ * Tokens A, then B followed by D or C followed by E at random: B and C share
+ * layer 0 and differ later, D and E differ at layer 0.  Right after B's or
+ * C's last layer, the copy estimate ranks D's (or E's) layer 0 experts
+ * before the other's. */
+static void test_ranking_wraps(void **state)
+{
+	uint32_t set[5][NL][K], bad = 0;
+	struct predict *p;
+	uint64_t r = 5;
+
+	for (uint32_t k = 0; k < 5; k++)
+		for (uint32_t l = 0; l < NL; l++) {
+			set[k][l][0] = (k * 3 + l * 5) % NE;
+			set[k][l][1] = (k * 3 + l * 5 + 8) % NE;
+		}
+	/* B and C share layer 0; D and E differ there (k = 3, 4 as drawn). */
+	memcpy(set[2][0], set[1][0], sizeof(set[1][0]));
+	assert_int_equal(predict_create(&p, 4), 0);
+	assert_int_equal(predict_model(p, 0, NL, NE), 0);
+	for (uint32_t round = 0; round < 40; round++) {
+		uint32_t b;
+
+		r = r * 6364136223846793005ull + 1442695040888963407ull;
+		b = (r >> 40) & 1;
+		for (uint32_t i = 0; i < 3; i++) {
+			uint32_t k = i == 0 ? 0 : i == 1 ? 1 + b : 3 + b;
+
+			for (uint32_t l = 0; l < NL; l++) {
+				assert_int_equal(predict_observe(p, 0, 1, l, set[k][l], K, false), 0);
+				/* Every layer ranked after each step, as eviction does. */
+				for (uint32_t o = 0; o < NL; o++)
+					(void)predict_next_use(p, 0, o, 0, 1u << PREDICT_COPY);
+			}
+			if (round < 10 || i != 1)
+				continue;
+			/* Next: D (b = 0) or E (b = 1) at layer 0. */
+			for (uint32_t j = 0; j < K; j++)
+				for (uint32_t q = 0; q < K; q++)
+					bad += predict_next_use(p, 0, 0, set[3 + b][0][j], 1u << PREDICT_COPY) >=
+					       predict_next_use(p, 0, 0, set[4 - b][0][q], 1u << PREDICT_COPY);
+		}
+	}
+	assert_int_equal(bad, 0);
+	predict_destroy(p);
 }
 
 /* Two sequences decode side by side (A always uses experts 0 and 1, B 8
@@ -209,13 +276,21 @@ static void test_sequences_side_by_side(void **state)
 	const unsigned masks[] = { PREDICT_ALL, PREDICT_ACTIVATION, PREDICT_ALL | PREDICT_STACKED };
 	struct predict *p;
 
-	assert_int_equal(predict_create(&p, 4), 0);
+	assert_int_equal(predict_create(&p, 16), 0);
 	assert_int_equal(predict_model(p, 0, NL, NE), 0);
+	/* Ten connections that acquired once and went idle: they neither
+	 * rank nor widen the window of who is still decoding. */
+	for (uint64_t q = 10; q < 20; q++)
+		assert_int_equal(predict_observe(p, 0, q, 0, a, 1, false), 0);
 	for (uint32_t t = 0; t < 8; t++)
 		for (uint32_t l = 0; l < NL; l++) {
 			assert_int_equal(predict_observe(p, 0, 1, l, a, K, false), 0);
 			assert_int_equal(predict_observe(p, 0, 2, l, b, K, false), 0);
 		}
+	/* A new client's prompt, a hundred tokens of hints, does not age A. */
+	for (uint32_t t = 0; t < 100; t++)
+		for (uint32_t l = 0; l < NL; l++)
+			assert_int_equal(predict_observe(p, 0, 3, l, b, K, true), 0);
 	for (size_t i = 0; i < sizeof(masks) / sizeof(masks[0]); i++)
 		for (uint32_t l = 0; l < NL; l++) {
 			/* At most the distance to the layer plus a fraction of a pass. */
@@ -223,9 +298,9 @@ static void test_sequences_side_by_side(void **state)
 			assert_true(predict_next_use(p, 0, l, 8, masks[i]) < 2 * NL);
 			assert_true(predict_next_use(p, 0, l, 4, masks[i]) > 10 * NL);
 		}
-	/* A stops; B runs five more tokens (more than two turns of both): A's
-	 * keys are no longer needed. */
-	for (uint32_t t = 0; t < 5; t++)
+	/* A stops; B runs eight more tokens (more than two turns of A, B and
+	 * the client that hinted): A's keys are no longer needed. */
+	for (uint32_t t = 0; t < 8; t++)
 		for (uint32_t l = 0; l < NL; l++)
 			assert_int_equal(predict_observe(p, 0, 2, l, b, K, false), 0);
 	assert_true(predict_next_use(p, 0, 0, 0, PREDICT_ALL) > 10 * NL);
@@ -315,6 +390,7 @@ int main(void)
 		cmocka_unit_test(test_hints),
 		cmocka_unit_test(test_ranking_follows),
 		cmocka_unit_test(test_copy_repeats),
+		cmocka_unit_test(test_ranking_wraps),
 		cmocka_unit_test(test_sequences_side_by_side),
 		cmocka_unit_test(test_prefetch_plan),
 	};

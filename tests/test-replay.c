@@ -230,8 +230,8 @@ static void test_foresight_small(void **state)
 
 /* Warm: a predictor that learnt a chain from an earlier sequence prefetches
  * the next layer right from a new sequence's first acquire; cold, it has to
- * learn it first.  The warm sequence is forgotten (only the model's counts
- * stay), and nothing is cached by it. */
+ * learn it first.  The warm events reach the predictor only: the replay
+ * still starts cold (its first layer misses). */
 static void test_warm(void **state)
 {
 	enum { NL = 6, NE = 16, K = 2, WARM = 20, RUN = 4 };

@@ -127,7 +127,7 @@ int cache_create(struct cache **out, const char *policy)
 		return -ENOMEM;
 	}
 	/* Sequence contexts: one per client sequence recently active. */
-	e = predict_create(&c->pred, 64);
+	e = predict_create(&c->pred, CACHE_PREDICT_SEQS);
 	if (e < 0) {
 		free(c->buckets);
 		free(c);

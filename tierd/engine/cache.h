@@ -55,6 +55,9 @@ TAILQ_HEAD(cache_plist, cache_entry);
  * Policies that rank by what sequences will need read the cache's predictor
  * (given at create), which cache_observe() feeds.
  */
+/* Sequence contexts the predictor keeps (least recently active dropped). */
+#define CACHE_PREDICT_SEQS	64
+
 struct cache_policy {
 	const char *name;
 	int (*create)(void **state, struct predict *pred);

@@ -35,7 +35,7 @@ struct pseq {
 	uint64_t *settok;		/* [layer] its token (0: none) */
 	float *ew;			/* [PREDICT_NRECENT][layer][expert] recency-weighted use */
 	uint64_t ver;			/* bumps on every observation of this sequence */
-	uint64_t mstamp;		/* the model's clock at its last observation */
+	uint64_t mstamp;		/* the model's acquire clock at its last observation */
 	/*
 	 * Its mixed probabilities per layer, for ranking, and when they were
 	 * computed (ver).  A layer's estimates move when the sequence runs it or
@@ -56,9 +56,10 @@ struct pseq {
 	uint64_t cmtok[PREDICT_COPY_MATCHES];
 	double cmw[PREDICT_COPY_MATCHES];
 	unsigned ncm;
-	double *pp;			/* [layer][expert]: (1 - p) / p passes, in steps */
-	uint64_t *ppver;		/* [layer], 0: never */
-	unsigned *ppmask;		/* [layer] */
+	uint64_t cmbase;		/* the token they were matched against */
+	double *pp;			/* [2][layer][expert]: (1 - p) / p passes, in steps */
+	uint64_t *ppver;		/* [2][layer], 0: never */
+	unsigned *ppmask;		/* [2][layer] */
 };
 
 struct pmodel {
@@ -90,7 +91,7 @@ struct pmodel {
 	uint64_t actver;
 	double *tmp;			/* one estimate's vector */
 	unsigned nctx;			/* its sequence contexts */
-	uint64_t clock;			/* its observations */
+	uint64_t clock;			/* its acquires */
 };
 
 struct predict {
@@ -279,9 +280,9 @@ static struct pseq *seq_get(struct predict *p, struct pmodel *m, uint32_t model,
 	s->lver = calloc(m->nl, sizeof(uint64_t));
 	s->grid = calloc((size_t)PREDICT_COPY_TOKENS * m->nl * m->words, sizeof(uint64_t));
 	s->gridtok = calloc((size_t)PREDICT_COPY_TOKENS * m->nl, sizeof(uint64_t));
-	s->pp = calloc((size_t)m->nl * m->ne, sizeof(double));
-	s->ppver = calloc(m->nl, sizeof(uint64_t));
-	s->ppmask = calloc(m->nl, sizeof(unsigned));
+	s->pp = calloc((size_t)2 * m->nl * m->ne, sizeof(double));
+	s->ppver = calloc((size_t)2 * m->nl, sizeof(uint64_t));
+	s->ppmask = calloc((size_t)2 * m->nl, sizeof(unsigned));
 	if (!s->cnt || !s->ntok || !s->set || !s->settok || !s->ew || !s->lver || !s->pp ||
 	    !s->ppver || !s->ppmask || !s->grid || !s->gridtok)
 		goto fail;
@@ -300,26 +301,38 @@ static bool bit(const uint64_t *w, uint32_t i)
 	return w[i / 64] >> (i % 64) & 1;
 }
 
-static const uint64_t *cell_at(const struct pmodel *m, const struct pseq *s, uint64_t tok,
-			       uint32_t L);
+static uint64_t *cell(const struct pmodel *m, const struct pseq *s, uint64_t tok, uint32_t L)
+{
+	return &s->grid[((size_t)(tok % PREDICT_COPY_TOKENS) * m->nl + L) * m->words];
+}
+
+/* The cell of token tok, layer L, when it is kept and holds that token's set. */
+static const uint64_t *cell_at(const struct pmodel *m, const struct pseq *s, uint64_t tok, uint32_t L)
+{
+	if (!tok || s->gridtok[(size_t)(tok % PREDICT_COPY_TOKENS) * m->nl + L] != tok)
+		return NULL;
+	return cell(m, s, tok, L);
+}
 
 /*
- * The copy estimate of layer L's next run: what followed each of the best
- * matches there (the cell as many layers on from the match as L's next run
- * is from the sequence's position), weighted by match, with the sequence's
- * own frequency as one pseudo-match.  false without a match that has it.
+ * The copy estimate of layer L's run in token nt: what each of the best
+ * matches had there (its cell as many tokens on from the match as nt is from
+ * the token matched), weighted by match, with the sequence's own frequency as
+ * one pseudo-match.  false without a match that has it.
  */
-static bool copy_estimate(const struct pmodel *m, const struct pseq *s, uint32_t L, double *v)
+static bool copy_estimate(const struct pmodel *m, const struct pseq *s, uint32_t L, uint64_t nt,
+			  double *v)
 {
-	uint32_t Lpos, d, tx;
+	uint64_t tx;
 	double wsum = 1;
 	bool any = false;
 
-	if (!s || !s->ncm || s->lastlayer < 0)
+	/* Token nt is as far from the matched token as each match's token
+	 * is from its successor to read (a hint and an acquire of one layer
+	 * are one token: nt says which). */
+	if (!s || !s->ncm || nt < s->cmbase || nt - s->cmbase > 1)
 		return false;
-	Lpos = (uint32_t)s->lastlayer;
-	d = L > Lpos ? L - Lpos : L + m->nl - Lpos;
-	tx = (Lpos + d) / m->nl;
+	tx = nt - s->cmbase;
 	for (uint32_t e = 0; e < m->ne; e++)
 		v[e] = s->ntok[L] ? (double)s->cnt[(size_t)L * m->ne + e] / s->ntok[L] : 0;
 	for (unsigned j = 0; j < s->ncm; j++) {
@@ -415,7 +428,7 @@ static bool estimate(const struct pmodel *m, const struct pseq *s, uint32_t L, u
 		}
 		return true;
 	case PREDICT_COPY:
-		return copy_estimate(m, s, L, v);
+		return copy_estimate(m, s, L, nt, v);
 	case PREDICT_NEST:
 		return false;
 	}
@@ -535,19 +548,6 @@ static void set_bits(uint64_t *w, uint32_t words, const uint32_t *x, uint32_t n)
 		w[x[i] / 64] |= 1ull << (x[i] % 64);
 }
 
-static uint64_t *cell(const struct pmodel *m, const struct pseq *s, uint64_t tok, uint32_t L)
-{
-	return &s->grid[((size_t)(tok % PREDICT_COPY_TOKENS) * m->nl + L) * m->words];
-}
-
-/* The cell of token tok, layer L, when it is kept and holds that token's set. */
-static const uint64_t *cell_at(const struct pmodel *m, const struct pseq *s, uint64_t tok, uint32_t L)
-{
-	if (!tok || s->gridtok[(size_t)(tok % PREDICT_COPY_TOKENS) * m->nl + L] != tok)
-		return NULL;
-	return cell(m, s, tok, L);
-}
-
 static unsigned popcount_and(const uint64_t *a, const uint64_t *b, uint32_t words)
 {
 	unsigned n = 0;
@@ -615,6 +615,7 @@ static void copy_update(const struct pmodel *m, struct pseq *s, uint32_t L)
 		s->cmw[j] = best[j].w;
 	}
 	s->ncm = nbest;
+	s->cmbase = tok;
 }
 
 int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t layer,
@@ -636,7 +637,9 @@ int predict_observe(struct predict *p, uint32_t model, uint64_t seq, uint32_t la
 	if (!s)
 		return -ENOMEM;
 	s->stamp = ++p->clock;
-	s->mstamp = ++m->clock;
+	/* The model's clock counts acquires: a prompt's hints do not age the
+	 * sequences decoding; hinting marks the sequence as about to. */
+	s->mstamp = hint ? m->clock : ++m->clock;
 	if (s->lastlayer < 0) {
 		s->tok = 1;
 		m->ver++;	/* a new context, perhaps where a freed one was */
@@ -779,10 +782,14 @@ static uint32_t distance(const struct pmodel *m, const struct pseq *s, uint32_t 
  * layers per expected miss ((1 - p) / p passes), for ranking (see pseq.pp). */
 static const double *seq_extra(struct pmodel *m, struct pseq *s, uint32_t L, unsigned mask)
 {
-	double *v = &s->pp[(size_t)L * m->ne];
-	uint64_t at = s->ppver[L];
+	/* Eviction asks with the policy's mask, the prefetch's displacement
+	 * check with the stacked one: a slot each, so they do not evict each
+	 * other's vectors. */
+	size_t k = (mask & PREDICT_STACKED ? m->nl : 0) + L;
+	double *v = &s->pp[k * m->ne];
+	uint64_t at = s->ppver[k];
 
-	if (at && s->ppmask[L] == mask && at >= s->lver[L] && (!L || at >= s->lver[L - 1]) &&
+	if (at && s->ppmask[k] == mask && at >= s->lver[L] && at >= s->lver[L ? L - 1 : m->nl - 1] &&
 	    s->ver - at < m->nl)
 		return v;
 	if (!mix(m, s, L, next_token(s, L), mask, v))
@@ -792,31 +799,35 @@ static const double *seq_extra(struct pmodel *m, struct pseq *s, uint32_t L, uns
 
 		v[e] = m->nl * (1 - pr) / pr;
 	}
-	s->ppver[L] = s->ver;
-	s->ppmask[L] = mask;
+	s->ppver[k] = s->ver;
+	s->ppmask[k] = mask;
 	return v;
 }
 
 /*
- * A sequence still decoding: it acquired within the last two tokens' worth of
- * the model's acquires (every context of the model taking turns).  One that
- * stopped without its client leaving no longer ranks what is kept.
+ * A sequence still decoding: it acquired (or hinted) within two tokens' worth
+ * of the model's acquires, counted for the sequences found decoding last
+ * time (taking turns; idle connections do not widen it).  One that stopped
+ * without its client leaving no longer ranks what is kept.
  */
-static bool seq_active(const struct pmodel *m, const struct pseq *s)
+static bool seq_active(const struct pmodel *m, const struct pseq *s, unsigned ndecoding)
 {
-	return m->clock - s->mstamp <= 2ull * m->nl * (m->nctx ? m->nctx : 1);
+	return m->clock - s->mstamp <= 2ull * m->nl * (ndecoding ? ndecoding : 1);
 }
 
 /* The model's sequences still decoding, listed once per observation. */
 static void active_list(struct predict *p, uint32_t model, struct pmodel *m)
 {
+	unsigned before = m->nact;
+
 	if (m->actver == m->ver)
 		return;
 	m->nact = 0;
 	for (unsigned i = 0; i < p->nseqs; i++) {
 		struct pseq *s = p->seqs[i];
 
-		if (s->model == model && s->lastlayer >= 0 && (s == m->active || seq_active(m, s)))
+		if (s->model == model && s->lastlayer >= 0 &&
+		    (s == m->active || seq_active(m, s, before)))
 			m->act[m->nact++] = s;
 	}
 	m->actver = m->ver;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache.h"
 #include "predict.h"
@@ -141,6 +142,7 @@ void replay_result_add(struct replay_result *sum, const struct replay_result *r)
 	sum->prefetch_wasted += r->prefetch_wasted;
 	sum->fetched_experts += r->fetched_experts;
 	sum->fetched_bytes += r->fetched_bytes;
+	sum->loop_ns += r->loop_ns;
 }
 
 static void lab_evict(struct lab *lab, struct cache_entry *v)
@@ -283,6 +285,7 @@ int replay_run(const struct replay_conf *c, const struct trace_event *ev, size_t
 	       struct replay_result *r, char *err, size_t errlen)
 {
 	struct lab lab = { .conf = c, .r = r };
+	struct timespec t0, t1;
 	int ret;
 
 	memset(r, 0, sizeof(*r));
@@ -311,7 +314,8 @@ int replay_run(const struct replay_conf *c, const struct trace_event *ev, size_t
 		}
 	}
 	for (size_t i = 0; i < c->nwarm; i++)
-		predict_forget(cache_predictor(lab.cache), REPLAY_WARM_SEQ + c->warm[i].client);
+		if (!i || c->warm[i].client != c->warm[i - 1].client)
+			predict_forget(cache_predictor(lab.cache), REPLAY_WARM_SEQ + c->warm[i].client);
 	if (c->told) {
 		ret = future_build(&lab, ev, n);
 		if (ret < 0) {
@@ -319,6 +323,7 @@ int replay_run(const struct replay_conf *c, const struct trace_event *ev, size_t
 			goto cleanup;
 		}
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (size_t i = 0; i < n; i++) {
 		if (ev[i].model != 0) {
 			snprintf(err, errlen, "event %zu: model %u (the lab replays model 0)", i,
@@ -353,6 +358,8 @@ int replay_run(const struct replay_conf *c, const struct trace_event *ev, size_t
 	}
 	/* Prefetched and never used by the end: wasted too. */
 	r->prefetch_wasted += lab.outstanding;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	r->loop_ns = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll + (t1.tv_nsec - t0.tv_nsec));
 cleanup:
 	future_free(&lab);
 	cache_destroy(lab.cache);

@@ -59,6 +59,7 @@ struct replay_result {
 	uint64_t demand_misses, hits;
 	uint64_t prefetch_issued, prefetch_used, prefetch_wasted;
 	uint64_t fetched_experts, fetched_bytes;
+	uint64_t loop_ns;		/* wall time of the acquires and hints (not warm-up) */
 };
 
 /*

@@ -106,7 +106,7 @@ static bool key_is(const struct energy_entry *x, const char *model, uint32_t cli
 	return model ? x->a.model && !strcmp(x->a.model, model) : !x->a.model && x->a.client == client;
 }
 
-/* Rebuilds the index for nslot slots (after growth or a removal). */
+/* Rebuilds the index for nslot slots (when it grows). */
 static int table_index(struct energy_table *t, size_t nslot)
 {
 	uint32_t *slot = calloc(nslot, sizeof(*slot));
