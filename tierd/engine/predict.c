@@ -46,9 +46,8 @@ struct pseq {
 	 * experts) per acquire, most of it unchanged).
 	 */
 	uint64_t *lver;			/* [layer] ver when it last ran the layer */
-	/* The copy estimate: the sets of the last PREDICT_COPY_TOKENS tokens
-	 * (by token modulo that), and what it says each layer's next run uses,
-	 * as of the latest observation. */
+	/* The copy estimate: the sets of the last PREDICT_COPY_TOKENS tokens,
+	 * a cell per token (modulo that) and layer. */
 	uint64_t *grid;			/* [token % R][layer][words] */
 	uint64_t *gridtok;		/* [token % R][layer] the cell's token (0: none) */
 	/* The best matches as of the latest observation: a layer's estimate
@@ -341,7 +340,7 @@ static bool copy_estimate(const struct pmodel *m, const struct pseq *s, uint32_t
 		if (!c)
 			continue;
 		for (uint32_t e = 0; e < m->ne; e++)
-			if (c[e / 64] >> (e % 64) & 1)
+			if (bit(c, e))
 				v[e] += s->cmw[j];
 		wsum += s->cmw[j];
 		any = true;
